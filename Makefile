@@ -1,0 +1,14 @@
+# Every target is one line; the work lives in scripts/.
+.PHONY: all build test unit e2e fuzz bench soak lab-up lab-down images deps clean
+all: build
+deps: ; @scripts/deps.sh
+build: ; @scripts/build.sh
+test: ; @scripts/test.sh
+e2e: ; @scripts/e2e.sh
+fuzz: ; @scripts/fuzz.sh
+bench: ; @scripts/bench.sh
+soak: ; @scripts/soak.sh
+lab-up: ; @scripts/lab-up.sh
+lab-down: ; @scripts/lab-down.sh
+images: ; @scripts/images.sh
+clean: ; rm -rf bin

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# deps.sh installs the Debian packages ooblab needs, when they are missing.
+# As root it runs apt-get itself; otherwise it prints the exact command.
+set -euo pipefail
+
+PKGS=(
+  ipmitool freeipmi-tools openipmi            # real IPMI clients and the ipmi_sim peer
+  qemu-system-x86 qemu-utils                  # the hypervisor host guests
+  libvirt-dev pkg-config gcc                  # cgo build of libvirt.org/go/libvirt
+  libvirt-daemon-system libvirt-daemon-driver-qemu
+  linux-image-amd64 busybox-static cpio zstd  # guest kernel and initramfs
+  mmdebstrap debootstrap                      # guest root filesystem
+  iproute2 procps
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+cmd="apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "ooblab: missing Debian packages: ${missing[*]}" >&2
+  echo "ooblab: run as root:  sudo sh -c '$cmd'" >&2
+  exit 1
+fi
+echo "ooblab: installing ${missing[*]}" >&2
+sh -c "$cmd" >&2
