@@ -1,0 +1,373 @@
+package virt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"libvirt.org/go/libvirt"
+)
+
+// Libvirt is a [Hypervisor] over one libvirt connection. The connection is
+// thread-safe in libvirt; Libvirt additionally serializes the actions on
+// one VM so that "read state, decide, act" is atomic as far as this agent
+// is concerned.
+type Libvirt struct {
+	conn *libvirt.Connect
+	uri  string
+	now  func() time.Time
+
+	mu      sync.Mutex
+	vmLocks map[string]*sync.Mutex
+	started map[string]startRec
+}
+
+type startRec struct {
+	at    time.Time
+	exact bool
+}
+
+var _ Hypervisor = (*Libvirt)(nil)
+
+// Open connects to libvirt at uri ("qemu:///system", "test:///default").
+// The dial is a blocking cgo call; if ctx ends first Open returns ctx's
+// error and closes the connection once the dial finishes.
+func Open(ctx context.Context, uri string) (*Libvirt, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	type res struct {
+		c   *libvirt.Connect
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := libvirt.NewConnect(uri)
+		ch <- res{c, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, fmt.Errorf("virt: connect to %s: %w", uri, r.err)
+		}
+		return &Libvirt{
+			conn:    r.c,
+			uri:     uri,
+			now:     time.Now,
+			vmLocks: map[string]*sync.Mutex{},
+			started: map[string]startRec{},
+		}, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.c != nil {
+				r.c.Close()
+			}
+		}()
+		return nil, fmt.Errorf("virt: connect to %s: %w", uri, ctx.Err())
+	}
+}
+
+// URI is the connection's URI.
+func (l *Libvirt) URI() string { return l.uri }
+
+// Conn gives the underlying connection, for tests and tools that define
+// domains. Do not close it; call Close.
+func (l *Libvirt) Conn() *libvirt.Connect { return l.conn }
+
+// Close closes the connection.
+func (l *Libvirt) Close() error {
+	_, err := l.conn.Close()
+	return err
+}
+
+// call runs fn (blocking cgo) in its own goroutine and returns when it ends
+// or ctx ends, whichever is first. fn keeps running after a cancellation and
+// releases whatever it holds itself.
+func call[T any](ctx context.Context, fn func() (T, error)) (T, error) {
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	type res struct {
+		v   T
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		v, err := fn()
+		ch <- res{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		return zero, fmt.Errorf("virt: %w (the libvirt call finishes in the background)", ctx.Err())
+	}
+}
+
+func (l *Libvirt) lockVM(name string) func() {
+	l.mu.Lock()
+	m, ok := l.vmLocks[name]
+	if !ok {
+		m = &sync.Mutex{}
+		l.vmLocks[name] = m
+	}
+	l.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// observe updates the agent's start-time record from a state read.
+func (l *Libvirt) observe(name string, s State) startRec {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !active(s) {
+		delete(l.started, name)
+		return startRec{}
+	}
+	r, ok := l.started[name]
+	if !ok {
+		r = startRec{at: l.now()}
+		l.started[name] = r
+	}
+	return r
+}
+
+func (l *Libvirt) markStarted(name string) {
+	l.mu.Lock()
+	l.started[name] = startRec{at: l.now(), exact: true}
+	l.mu.Unlock()
+}
+
+func active(s State) bool {
+	switch s {
+	case StateRunning, StateIdle, StatePaused, StateInShutdown, StatePMSuspended:
+		return true
+	}
+	return false
+}
+
+func stateOf(s libvirt.DomainState) State {
+	switch s {
+	case libvirt.DOMAIN_RUNNING:
+		return StateRunning
+	case libvirt.DOMAIN_BLOCKED:
+		return StateIdle
+	case libvirt.DOMAIN_PAUSED:
+		return StatePaused
+	case libvirt.DOMAIN_SHUTDOWN:
+		return StateInShutdown
+	case libvirt.DOMAIN_SHUTOFF:
+		return StateShutOff
+	case libvirt.DOMAIN_CRASHED:
+		return StateCrashed
+	case libvirt.DOMAIN_PMSUSPENDED:
+		return StatePMSuspended
+	}
+	return StateNoState
+}
+
+// mapErr turns libvirt's errors into the package's sentinels.
+func mapErr(vm string, a Action, cur State, err error) error {
+	if err == nil {
+		return nil
+	}
+	var le libvirt.Error
+	if errors.As(err, &le) {
+		switch le.Code {
+		case libvirt.ERR_NO_DOMAIN:
+			return fmt.Errorf("%w: %q", ErrNoSuchVM, vm)
+		case libvirt.ERR_OPERATION_INVALID:
+			return &StateError{VM: vm, Action: a, State: cur, Detail: le.Message}
+		}
+		return fmt.Errorf("virt: %s %q: %s", a, vm, le.Message)
+	}
+	return fmt.Errorf("virt: %s %q: %w", a, vm, err)
+}
+
+func domState(d *libvirt.Domain) (State, error) {
+	s, _, err := d.GetState()
+	if err != nil {
+		return "", err
+	}
+	return stateOf(s), nil
+}
+
+// List returns every defined domain, active or not, with its state.
+func (l *Libvirt) List(ctx context.Context) ([]Domain, error) {
+	return call(ctx, func() ([]Domain, error) {
+		doms, err := l.conn.ListAllDomains(0)
+		if err != nil {
+			return nil, fmt.Errorf("virt: list domains: %w", err)
+		}
+		out := make([]Domain, 0, len(doms))
+		var firstErr error
+		for i := range doms {
+			d := &doms[i]
+			name, err := d.GetName()
+			if err == nil {
+				var st State
+				if st, err = domState(d); err == nil {
+					l.observe(name, st)
+					out = append(out, Domain{Name: name, State: st})
+				}
+			}
+			// A domain undefined between list and read is skipped.
+			var le libvirt.Error
+			if err != nil && !(errors.As(err, &le) && le.Code == libvirt.ERR_NO_DOMAIN) && firstErr == nil {
+				firstErr = fmt.Errorf("virt: list domains: %w", err)
+			}
+			d.Free()
+		}
+		if len(out) == 0 && firstErr != nil {
+			return nil, firstErr
+		}
+		return out, nil
+	})
+}
+
+// Status reports one domain.
+func (l *Libvirt) Status(ctx context.Context, vm string) (Status, error) {
+	return call(ctx, func() (Status, error) {
+		d, err := l.conn.LookupDomainByName(vm)
+		if err != nil {
+			return Status{}, mapErr(vm, "status", "", err)
+		}
+		defer d.Free()
+		info, err := d.GetInfo()
+		if err != nil {
+			return Status{}, mapErr(vm, "status", "", err)
+		}
+		st := Status{
+			Name:      vm,
+			State:     stateOf(info.State),
+			VCPUs:     info.NrVirtCpu,
+			MemoryKiB: info.Memory,
+			MaxMemKiB: info.MaxMem,
+			CPUTime:   time.Duration(info.CpuTime),
+		}
+		if r := l.observe(vm, st.State); !r.at.IsZero() {
+			st.Uptime = l.now().Sub(r.at)
+			st.UptimeExact = r.exact
+		}
+		return st, nil
+	})
+}
+
+// act is the common shape of every action: under the VM's lock, read the
+// state, let decide say whether it is already reached (skip), allowed
+// (run op) or refused, then read the state back.
+func (l *Libvirt) act(ctx context.Context, vm string, a Action, decide func(State) (run bool, ok bool), op func(*libvirt.Domain) error) (State, error) {
+	return call(ctx, func() (State, error) {
+		unlock := l.lockVM(vm)
+		defer unlock()
+		d, err := l.conn.LookupDomainByName(vm)
+		if err != nil {
+			return "", mapErr(vm, a, "", err)
+		}
+		defer d.Free()
+		cur, err := domState(d)
+		if err != nil {
+			return "", mapErr(vm, a, "", err)
+		}
+		l.observe(vm, cur)
+		run, ok := decide(cur)
+		if !ok {
+			return cur, &StateError{VM: vm, Action: a, State: cur}
+		}
+		if !run {
+			return cur, nil
+		}
+		if err := op(d); err != nil {
+			// Report the state as it is now, the caller may retry.
+			now, serr := domState(d)
+			if serr != nil {
+				now = cur
+			}
+			return now, mapErr(vm, a, now, err)
+		}
+		after, err := domState(d)
+		if err != nil {
+			return "", mapErr(vm, a, cur, err)
+		}
+		if a == ActionStart || a == ActionReboot {
+			l.markStarted(vm)
+		}
+		l.observe(vm, after)
+		return after, nil
+	})
+}
+
+// Start boots a shut-off (or crashed) domain; running is already done.
+func (l *Libvirt) Start(ctx context.Context, vm string) (State, error) {
+	return l.act(ctx, vm, ActionStart, func(s State) (bool, bool) {
+		switch s {
+		case StateRunning, StateIdle:
+			return false, true
+		case StateShutOff, StateCrashed:
+			return true, true
+		}
+		return false, false
+	}, (*libvirt.Domain).Create)
+}
+
+// Shutdown asks the guest to power off (ACPI with qemu; libvirt's default
+// method, which uses the guest agent only when one is configured). It does
+// not wait: see [WaitState].
+func (l *Libvirt) Shutdown(ctx context.Context, vm string) (State, error) {
+	return l.act(ctx, vm, ActionShutdown, func(s State) (bool, bool) {
+		switch s {
+		case StateShutOff, StateInShutdown:
+			return false, true
+		case StateRunning, StateIdle:
+			return true, true
+		}
+		return false, false
+	}, (*libvirt.Domain).Shutdown)
+}
+
+// Destroy forces the domain off, from any active state.
+func (l *Libvirt) Destroy(ctx context.Context, vm string) (State, error) {
+	return l.act(ctx, vm, ActionDestroy, func(s State) (bool, bool) {
+		return s != StateShutOff, true
+	}, (*libvirt.Domain).Destroy)
+}
+
+// Reboot asks a running guest to reboot (libvirt's default method).
+func (l *Libvirt) Reboot(ctx context.Context, vm string) (State, error) {
+	return l.act(ctx, vm, ActionReboot, func(s State) (bool, bool) {
+		switch s {
+		case StateRunning, StateIdle:
+			return true, true
+		}
+		return false, false
+	}, func(d *libvirt.Domain) error { return d.Reboot(libvirt.DOMAIN_REBOOT_DEFAULT) })
+}
+
+// Suspend pauses a running domain's vCPUs; paused is already done.
+func (l *Libvirt) Suspend(ctx context.Context, vm string) (State, error) {
+	return l.act(ctx, vm, ActionSuspend, func(s State) (bool, bool) {
+		switch s {
+		case StatePaused:
+			return false, true
+		case StateRunning, StateIdle:
+			return true, true
+		}
+		return false, false
+	}, (*libvirt.Domain).Suspend)
+}
+
+// Resume continues a paused domain; running is already done.
+func (l *Libvirt) Resume(ctx context.Context, vm string) (State, error) {
+	return l.act(ctx, vm, ActionResume, func(s State) (bool, bool) {
+		switch s {
+		case StateRunning, StateIdle:
+			return false, true
+		case StatePaused:
+			return true, true
+		}
+		return false, false
+	}, (*libvirt.Domain).Resume)
+}

@@ -1,0 +1,262 @@
+package virt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+const testDomXML = `<domain type='test'>
+  <name>%s</name>
+  <memory unit='KiB'>65536</memory>
+  <vcpu>2</vcpu>
+  <os><type>hvm</type></os>
+</domain>`
+
+// newTest opens a private test:///default (each connection has its own
+// copy of the driver's state) and defines a shut-off domain "vm1".
+func newTest(t *testing.T) *Libvirt {
+	t.Helper()
+	l, err := Open(context.Background(), "test:///default")
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	d, err := l.Conn().DomainDefineXML(fmt.Sprintf(testDomXML, "vm1"))
+	if err != nil {
+		t.Fatalf("define vm1: %v", err)
+	}
+	d.Free()
+	return l
+}
+
+func TestActionsTable(t *testing.T) {
+	type step struct {
+		action  Action
+		want    State
+		wantErr error
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"start from shut off, then idempotent", []step{
+			{ActionStart, StateRunning, nil},
+			{ActionStart, StateRunning, nil},
+		}},
+		{"shutdown (test driver completes at once), then idempotent", []step{
+			{ActionStart, StateRunning, nil},
+			{ActionShutdown, StateShutOff, nil},
+			{ActionShutdown, StateShutOff, nil},
+		}},
+		{"destroy, then idempotent", []step{
+			{ActionStart, StateRunning, nil},
+			{ActionDestroy, StateShutOff, nil},
+			{ActionDestroy, StateShutOff, nil},
+		}},
+		{"destroy a paused VM", []step{
+			{ActionStart, StateRunning, nil},
+			{ActionSuspend, StatePaused, nil},
+			{ActionDestroy, StateShutOff, nil},
+		}},
+		{"suspend and resume, each idempotent", []step{
+			{ActionStart, StateRunning, nil},
+			{ActionSuspend, StatePaused, nil},
+			{ActionSuspend, StatePaused, nil},
+			{ActionResume, StateRunning, nil},
+			{ActionResume, StateRunning, nil},
+		}},
+		{"reboot a running VM", []step{
+			{ActionStart, StateRunning, nil},
+			{ActionReboot, StateRunning, nil},
+		}},
+		{"invalid from shut off", []step{
+			{ActionSuspend, StateShutOff, ErrInvalidState},
+			{ActionResume, StateShutOff, ErrInvalidState},
+			{ActionReboot, StateShutOff, ErrInvalidState},
+		}},
+		{"invalid from paused", []step{
+			{ActionStart, StateRunning, nil},
+			{ActionSuspend, StatePaused, nil},
+			{ActionStart, StatePaused, ErrInvalidState},
+			{ActionShutdown, StatePaused, ErrInvalidState},
+			{ActionReboot, StatePaused, ErrInvalidState},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newTest(t)
+			ctx := context.Background()
+			for i, s := range tt.steps {
+				got, err := Do(ctx, l, s.action, "vm1")
+				if !errors.Is(err, s.wantErr) || (err != nil && s.wantErr == nil) {
+					t.Fatalf("step %d %s: err = %v, want %v", i, s.action, err, s.wantErr)
+				}
+				if got != s.want {
+					t.Fatalf("step %d %s: state = %q, want %q", i, s.action, got, s.want)
+				}
+				st, err := l.Status(ctx, "vm1")
+				if err != nil {
+					t.Fatalf("step %d Status: %v", i, err)
+				}
+				if st.State != s.want {
+					t.Fatalf("step %d: Status says %q, action said %q", i, st.State, s.want)
+				}
+			}
+		})
+	}
+}
+
+func TestStateErrorNamesActionAndState(t *testing.T) {
+	l := newTest(t)
+	_, err := l.Suspend(context.Background(), "vm1")
+	var se *StateError
+	if !errors.As(err, &se) {
+		t.Fatalf("err = %v, want *StateError", err)
+	}
+	if se.Action != ActionSuspend || se.State != StateShutOff || se.VM != "vm1" {
+		t.Fatalf("StateError = %+v", se)
+	}
+	if want := `virt: cannot suspend VM "vm1" while shut off`; se.Error() != want {
+		t.Fatalf("Error() = %q, want %q", se.Error(), want)
+	}
+}
+
+func TestUnknownVM(t *testing.T) {
+	l := newTest(t)
+	ctx := context.Background()
+	if _, err := l.Status(ctx, "nope"); !errors.Is(err, ErrNoSuchVM) {
+		t.Errorf("Status: err = %v, want ErrNoSuchVM", err)
+	}
+	for _, a := range []Action{ActionStart, ActionShutdown, ActionDestroy, ActionReboot, ActionSuspend, ActionResume} {
+		if _, err := Do(ctx, l, a, "nope"); !errors.Is(err, ErrNoSuchVM) {
+			t.Errorf("%s: err = %v, want ErrNoSuchVM", a, err)
+		}
+	}
+	if _, err := Do(ctx, l, "explode", "vm1"); !errors.Is(err, ErrUnknownAction) {
+		t.Errorf("Do(explode): err = %v, want ErrUnknownAction", err)
+	}
+}
+
+func TestListAndStatus(t *testing.T) {
+	l := newTest(t)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { return now }
+	ctx := context.Background()
+	doms, err := l.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]State{}
+	for _, d := range doms {
+		got[d.Name] = d.State
+	}
+	// "test" is the test driver's own running domain.
+	if got["test"] != StateRunning || got["vm1"] != StateShutOff || len(got) != 2 {
+		t.Fatalf("List = %v", doms)
+	}
+
+	st, err := l.Status(ctx, "vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.VCPUs != 2 || st.MaxMemKiB != 65536 || st.Uptime != 0 {
+		t.Fatalf("Status(shut off) = %+v", st)
+	}
+	if _, err := l.Start(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(90 * time.Second)
+	st, err = l.Status(ctx, "vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Uptime != 90*time.Second || !st.UptimeExact || st.MemoryKiB == 0 {
+		t.Fatalf("Status(running) = %+v, want uptime 90s exact", st)
+	}
+	// "test" was running before the agent saw it: uptime is a lower bound.
+	st, err = l.Status(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.UptimeExact || st.Uptime != 90*time.Second {
+		t.Fatalf("Status(test) = %+v, want inexact uptime since List", st)
+	}
+}
+
+func TestContextHonoured(t *testing.T) {
+	l := newTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.Start(ctx, "vm1"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Start(cancelled): err = %v", err)
+	}
+	st, _ := l.Status(context.Background(), "vm1")
+	if st.State != StateShutOff {
+		t.Fatalf("a cancelled Start ran: state %q", st.State)
+	}
+	if _, err := Open(ctx, "test:///default"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Open(cancelled): err = %v", err)
+	}
+}
+
+func TestWaitState(t *testing.T) {
+	l := newTest(t)
+	ctx := context.Background()
+	if _, err := l.Start(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Shutdown(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if s, err := WaitState(wctx, l, "vm1", StateShutOff, 10*time.Millisecond); err != nil || s != StateShutOff {
+		t.Fatalf("WaitState = %q, %v", s, err)
+	}
+	// Waiting for a state that never comes ends with the deadline.
+	wctx2, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel2()
+	if _, err := WaitState(wctx2, l, "vm1", StateRunning, 10*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitState(never) err = %v", err)
+	}
+}
+
+// Many goroutines toggling one VM through one connection: every call must
+// succeed or be refused with ErrInvalidState, never anything else (run
+// with -race).
+func TestConcurrentActions(t *testing.T) {
+	l := newTest(t)
+	ctx := context.Background()
+	if _, err := l.Start(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	acts := []Action{ActionSuspend, ActionResume, ActionStart, ActionReboot}
+	var wg sync.WaitGroup
+	errc := make(chan error, 64)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				a := acts[(g+i)%len(acts)]
+				if _, err := Do(ctx, l, a, "vm1"); err != nil && !errors.Is(err, ErrInvalidState) {
+					errc <- fmt.Errorf("%s: %w", a, err)
+					return
+				}
+				if _, err := l.List(ctx); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+}
