@@ -1,0 +1,215 @@
+package record
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+func unhex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var recordTests = []struct {
+	name string
+	rec  Record
+	want string
+}{
+	{"empty payload", Record{MsgID: 1, Index: 0, Count: 1}, "01 00 01 00 00 00 00 00 00 00 00 00 01 00"},
+	{"flags and payload", Record{Flags: 0x80, MsgID: 0x0102030405060708, Index: 2, Count: 3, Payload: []byte("hi")},
+		"01 80 08 07 06 05 04 03 02 01 02 00 03 00 68 69"},
+	{"max index", Record{MsgID: ^uint64(0), Index: 0xfffe, Count: 0xffff, Payload: []byte{0xaa}},
+		"01 00 ff ff ff ff ff ff ff ff fe ff ff ff aa"},
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	for _, tt := range recordTests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.rec.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := unhex(t, tt.want); !bytes.Equal(got, want) {
+				t.Fatalf("marshal = % x, want % x", got, want)
+			}
+			back, err := Parse(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if back.Key() != tt.rec.Key() || back.Count != tt.rec.Count || back.Flags != tt.rec.Flags || !bytes.Equal(back.Payload, tt.rec.Payload) {
+				t.Fatalf("parse = %v, want %v", back, tt.rec)
+			}
+		})
+	}
+}
+
+var badRecords = []struct {
+	name string
+	raw  string
+	err  error
+}{
+	{"short", "01 00 01", ErrShort},
+	{"version", "02 00 01 00 00 00 00 00 00 00 00 00 01 00", ErrVersion},
+	{"count zero", "01 00 01 00 00 00 00 00 00 00 00 00 00 00", ErrBadFragment},
+	{"index >= count", "01 00 01 00 00 00 00 00 00 00 01 00 01 00", ErrBadFragment},
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tt := range badRecords {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Parse(unhex(t, tt.raw)); !errors.Is(err, tt.err) {
+				t.Fatalf("err = %v, want %v", err, tt.err)
+			}
+		})
+	}
+	long := append(unhex(t, "01 00 01 00 00 00 00 00 00 00 00 00 01 00"), make([]byte, MaxPayload+1)...)
+	if _, err := Parse(long); !errors.Is(err, ErrPayloadLen) {
+		t.Fatalf("long payload err = %v", err)
+	}
+}
+
+func TestSizes(t *testing.T) {
+	if MaxPayload != 223 || IANALen+HeaderLen+MaxPayload != 240 {
+		t.Fatalf("MaxPayload = %d", MaxPayload)
+	}
+}
+
+func TestFragment(t *testing.T) {
+	for _, n := range []int{0, 1, MaxPayload - 1, MaxPayload, MaxPayload + 1, 1000, 1 << 20} {
+		msg := make([]byte, n)
+		for i := range msg {
+			msg[i] = byte(i * 7)
+		}
+		recs, err := Fragment(42, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := max(1, (n+MaxPayload-1)/MaxPayload)
+		if len(recs) != want {
+			t.Fatalf("n=%d: %d records, want %d", n, len(recs), want)
+		}
+		// Shuffle, duplicate and reassemble.
+		r := NewReassembler(ReassemblerConfig{MaxBytes: 2 << 20})
+		order := rand.Perm(len(recs))
+		var got []byte
+		done := 0
+		for _, i := range append(order, order[:len(order)/2]...) {
+			b, err := recs[i].MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) > MaxRecordLen {
+				t.Fatalf("record %d bytes", len(b))
+			}
+			rec, _ := Parse(b)
+			m, ok, err := r.Add(rec, time.Unix(0, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				done++
+				got = m
+			}
+		}
+		if done != 1 || !bytes.Equal(got, msg) {
+			t.Fatalf("n=%d: delivered %d times, equal=%v", n, done, bytes.Equal(got, msg))
+		}
+		if m, b := r.InFlight(); m != 0 || b != 0 {
+			t.Fatalf("in flight after completion: %d %d", m, b)
+		}
+	}
+	if _, err := Fragment(1, make([]byte, MaxMessage+1)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversize: %v", err)
+	}
+}
+
+func TestReassemblerInconsistent(t *testing.T) {
+	r := NewReassembler(ReassemblerConfig{})
+	now := time.Unix(100, 0)
+	if _, _, err := r.Add(Record{MsgID: 1, Index: 0, Count: 3, Payload: []byte("a")}, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.Add(Record{MsgID: 1, Index: 1, Count: 4, Payload: []byte("b")}, now); !errors.Is(err, ErrInconsistent) {
+		t.Fatalf("count mismatch: %v", err)
+	}
+	if _, _, err := r.Add(Record{MsgID: 1, Index: 0, Count: 3, Payload: []byte("X")}, now); !errors.Is(err, ErrInconsistent) {
+		t.Fatalf("payload mismatch: %v", err)
+	}
+	r.Add(Record{MsgID: 1, Index: 1, Count: 3, Payload: []byte("b")}, now)
+	m, ok, err := r.Add(Record{MsgID: 1, Index: 2, Count: 3, Payload: []byte("c")}, now)
+	if err != nil || !ok || string(m) != "abc" {
+		t.Fatalf("got %q %v %v", m, ok, err)
+	}
+}
+
+func TestReassemblerBounds(t *testing.T) {
+	r := NewReassembler(ReassemblerConfig{MaxMessages: 2, MaxBytes: 3 * MaxPayload, TTL: time.Minute})
+	t0 := time.Unix(1000, 0)
+	p := make([]byte, MaxPayload)
+	r.Add(Record{MsgID: 1, Count: 2, Payload: p}, t0)
+	r.Add(Record{MsgID: 2, Count: 2, Payload: p}, t0.Add(time.Second))
+	r.Add(Record{MsgID: 3, Count: 2, Payload: p}, t0.Add(2*time.Second)) // evicts 1
+	if m, _ := r.InFlight(); m != 2 {
+		t.Fatalf("in flight %d", m)
+	}
+	if _, ok, _ := r.Add(Record{MsgID: 1, Index: 1, Count: 2, Payload: p}, t0.Add(3*time.Second)); ok {
+		t.Fatal("evicted message completed")
+	}
+	if _, _, err := r.Add(Record{MsgID: 9, Count: 4, Payload: p}, t0); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("too large: %v", err)
+	}
+	// Expiry.
+	r.Expire(t0.Add(time.Hour))
+	if m, b := r.InFlight(); m != 0 || b != 0 {
+		t.Fatalf("after expiry %d %d", m, b)
+	}
+	// Delivered ids forgotten after TTL: a late duplicate then starts afresh.
+	r.Add(Record{MsgID: 5, Count: 1}, t0)
+	if _, ok, _ := r.Add(Record{MsgID: 5, Count: 1}, t0.Add(time.Second)); ok {
+		t.Fatal("duplicate delivered within TTL")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, tt := range recordTests {
+		f.Add(unhex(f, tt.want))
+	}
+	for _, tt := range badRecords {
+		f.Add(unhex(f, tt.raw))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := Parse(b)
+		if err != nil {
+			return
+		}
+		out, err := r.MarshalBinary()
+		if err != nil {
+			t.Fatalf("parsed record does not marshal: %v", err)
+		}
+		if !bytes.Equal(out, b) {
+			t.Fatalf("round trip % x != % x", out, b)
+		}
+		ra := NewReassembler(ReassemblerConfig{MaxMessages: 4, MaxBytes: 1024})
+		ra.Add(r, time.Unix(0, 0))
+	})
+}
+
+func TestWriteCorpus(t *testing.T) {
+	var seeds [][]byte
+	for _, tt := range recordTests {
+		seeds = append(seeds, unhex(t, tt.want))
+	}
+	for _, tt := range badRecords {
+		seeds = append(seeds, unhex(t, tt.raw))
+	}
+	writeCorpus(t, "FuzzParse", seeds)
+}
