@@ -19,7 +19,6 @@ const tinyDomainXML = `<domain type='qemu'>
   <on_poweroff>destroy</on_poweroff>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <graphics type='vnc' autoport='no' port='-1' listen='127.0.0.1'/>
   </devices>
 </domain>`
 
@@ -100,10 +99,18 @@ func TestQEMUSystem(t *testing.T) {
 	if err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
+	t.Logf("state right after a graceful shutdown request: %q", got)
 	switch got {
 	case StateRunning, StateInShutdown, StateShutOff:
 	default:
 		t.Fatalf("shutdown returned %q", got)
+	}
+	// Nothing in the guest acts on the power button: waiting ends with the
+	// deadline, and the state seen is still not "shut off".
+	wctx, wcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer wcancel()
+	if s, err := WaitState(wctx, l, name, StateShutOff, 50*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) || s == StateShutOff {
+		t.Fatalf("WaitState(shut off) = %q, %v; want the deadline", s, err)
 	}
 	if got, err := l.Destroy(ctx, name); err != nil || got != StateShutOff {
 		t.Fatalf("destroy after shutdown = %q, %v", got, err)
