@@ -19,14 +19,17 @@ type Libvirt struct {
 	uri  string
 	now  func() time.Time
 
+	// procStart finds a domain's start time from its process, if it can.
+	procStart func(name string) (time.Time, bool)
+
 	mu      sync.Mutex
 	vmLocks map[string]*sync.Mutex
 	started map[string]startRec
 }
 
 type startRec struct {
-	at    time.Time
-	exact bool
+	at  time.Time
+	src UptimeSource
 }
 
 var _ Hypervisor = (*Libvirt)(nil)
@@ -52,13 +55,19 @@ func Open(ctx context.Context, uri string) (*Libvirt, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("virt: connect to %s: %w", uri, r.err)
 		}
-		return &Libvirt{
+		l := &Libvirt{
 			conn:    r.c,
 			uri:     uri,
 			now:     time.Now,
 			vmLocks: map[string]*sync.Mutex{},
 			started: map[string]startRec{},
-		}, nil
+		}
+		if uri == "qemu:///system" {
+			l.procStart = func(name string) (time.Time, bool) {
+				return qemuProcessStart("/run/libvirt/qemu", "/proc", name)
+			}
+		}
+		return l, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-ch; r.c != nil {
@@ -129,7 +138,7 @@ func (l *Libvirt) observe(name string, s State) startRec {
 	}
 	r, ok := l.started[name]
 	if !ok {
-		r = startRec{at: l.now()}
+		r = startRec{at: l.now(), src: UptimeAgentObserved}
 		l.started[name] = r
 	}
 	return r
@@ -137,7 +146,7 @@ func (l *Libvirt) observe(name string, s State) startRec {
 
 func (l *Libvirt) markStarted(name string) {
 	l.mu.Lock()
-	l.started[name] = startRec{at: l.now(), exact: true}
+	l.started[name] = startRec{at: l.now(), src: UptimeAgentStart}
 	l.mu.Unlock()
 }
 
@@ -249,8 +258,12 @@ func (l *Libvirt) Status(ctx context.Context, vm string) (Status, error) {
 			CPUTime:   time.Duration(info.CpuTime),
 		}
 		if r := l.observe(vm, st.State); !r.at.IsZero() {
-			st.Uptime = l.now().Sub(r.at)
-			st.UptimeExact = r.exact
+			st.Uptime, st.UptimeSource = l.now().Sub(r.at), r.src
+			if l.procStart != nil {
+				if t, ok := l.procStart(vm); ok {
+					st.Uptime, st.UptimeSource = l.now().Sub(t), UptimeProcess
+				}
+			}
 		}
 		return st, nil
 	})
@@ -292,7 +305,7 @@ func (l *Libvirt) act(ctx context.Context, vm string, a Action, decide func(Stat
 		if err != nil {
 			return "", mapErr(vm, a, cur, err)
 		}
-		if a == ActionStart || a == ActionReboot {
+		if a == ActionStart {
 			l.markStarted(vm)
 		}
 		l.observe(vm, after)

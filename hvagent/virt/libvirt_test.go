@@ -174,16 +174,16 @@ func TestListAndStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Uptime != 90*time.Second || !st.UptimeExact || st.MemoryKiB == 0 {
-		t.Fatalf("Status(running) = %+v, want uptime 90s exact", st)
+	if st.Uptime != 90*time.Second || st.UptimeSource != UptimeAgentStart || st.MemoryKiB == 0 {
+		t.Fatalf("Status(running) = %+v, want uptime 90s from the agent's start", st)
 	}
 	// "test" was running before the agent saw it: uptime is a lower bound.
 	st, err = l.Status(ctx, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.UptimeExact || st.Uptime != 90*time.Second {
-		t.Fatalf("Status(test) = %+v, want inexact uptime since List", st)
+	if st.UptimeSource != UptimeAgentObserved || st.Uptime != 90*time.Second {
+		t.Fatalf("Status(test) = %+v, want uptime observed since List", st)
 	}
 }
 

@@ -100,14 +100,29 @@ type Status struct {
 	MemoryKiB uint64 // current memory
 	MaxMemKiB uint64
 	CPUTime   time.Duration // guest CPU time consumed, from libvirt
-	// Uptime is the time since the agent saw the domain start. libvirt
-	// has no start time; the agent records one when it starts the domain
-	// itself, or, when it first sees the domain already running, the time
-	// it first saw it (then UptimeExact is false and Uptime is a lower
-	// bound). Zero when not running.
-	Uptime      time.Duration
-	UptimeExact bool
+	// Uptime is the time since the domain was started (not since the
+	// guest OS last rebooted); zero when it is not active. libvirt has no
+	// start time, so UptimeSource says where it comes from.
+	Uptime       time.Duration
+	UptimeSource UptimeSource
 }
+
+// UptimeSource says how Status.Uptime was found.
+type UptimeSource string
+
+// Uptime sources, best first.
+const (
+	// UptimeProcess: the start time of the domain's QEMU process
+	// (qemu:///system on the same host: the pid from
+	// /run/libvirt/qemu/NAME.pid, its start from /proc; 10 ms steps).
+	UptimeProcess UptimeSource = "qemu-process"
+	// UptimeAgentStart: this agent started the domain.
+	UptimeAgentStart UptimeSource = "agent-start"
+	// UptimeAgentObserved: the first time this agent saw the domain
+	// active; a lower bound.
+	UptimeAgentObserved UptimeSource = "agent-observed"
+	UptimeNone          UptimeSource = ""
+)
 
 // Hypervisor is what hvagent needs from the host's virtualization layer.
 // Implementations are safe for concurrent use.
