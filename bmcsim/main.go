@@ -1,0 +1,90 @@
+// Command bmcsim runs one or more simulated BMCs: IPMI v2.0 over LAN (RMCP+)
+// for ipmitool and FreeIPMI, and QEMU's ipmi-bmc-extern system interface.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ooblab/ooblab/bmcsim/app"
+	"github.com/ooblab/ooblab/bmcsim/sim"
+)
+
+type userFlags []sim.User
+
+func (u *userFlags) String() string { return fmt.Sprint(len(*u), " users") }
+func (u *userFlags) Set(s string) error {
+	v, err := sim.ParseUserFlag(s)
+	if err != nil {
+		return err
+	}
+	*u = append(*u, v)
+	return nil
+}
+
+func main() {
+	var (
+		cfgPath  = flag.String("config", "", "TOML file describing one or more BMCs")
+		c        sim.Config
+		users    userFlags
+		metrics  = flag.String("metrics", "", "serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9120)")
+		logLevel = flag.String("log-level", "info", "debug, info, warn or error")
+	)
+	flag.StringVar(&c.Name, "name", "bmc0", "name of the BMC (log and metric label)")
+	flag.StringVar(&c.LAN, "lan", "", "UDP address of the IPMI LAN channel, e.g. 127.0.0.1:6230")
+	flag.StringVar(&c.KCS, "kcs", "", "TCP address for QEMU's ipmi-bmc-extern chardev, e.g. 127.0.0.1:9002")
+	flag.StringVar(&c.State, "state", "", "folder journaling the OOB-I queues across restarts")
+	flag.Var(&users, "user", "NAME:PASSWORD[:administrator|operator|user] (repeatable; PASSWORD may be @FILE)")
+	flag.IntVar(&c.SessionLimit, "session-limit", sim.DefaultSessionLimit, "concurrent RMCP+ sessions")
+	flag.DurationVar(&c.SessionTimeout.Duration, "session-timeout", sim.DefaultSessionTimeout, "idle session expiry")
+	flag.IntVar(&c.LockoutAttempts, "lockout-attempts", sim.DefaultLockoutAttempts, "failed logins before a user is locked out")
+	flag.DurationVar(&c.LockoutDuration.Duration, "lockout-duration", sim.DefaultLockoutDuration, "how long a lockout lasts")
+	iana := flag.Uint("iana", sim.DefaultIANA, "IANA enterprise number of the OEM queue commands")
+	flag.Parse()
+	c.IANA = uint32(*iana)
+
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "bmcsim: --log-level:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+
+	file := &sim.File{Metrics: *metrics}
+	if *cfgPath != "" {
+		f, err := sim.LoadFile(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bmcsim:", err)
+			os.Exit(2)
+		}
+		file = f
+		if *metrics != "" {
+			file.Metrics = *metrics
+		}
+	}
+	if c.LAN != "" || len(users) > 0 {
+		c.Users = users
+		file.BMCs = append(file.BMCs, c)
+	}
+	for i := range file.BMCs {
+		if err := file.BMCs[i].Normalize(); err != nil {
+			fmt.Fprintln(os.Stderr, "bmcsim:", err)
+			os.Exit(2)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	if err := app.Run(ctx, file, log); err != nil {
+		log.Error("bmcsim stopped", "err", err)
+		os.Exit(1)
+	}
+	log.Info("bmcsim stopped", "uptime", time.Since(start).Round(time.Second).String())
+}

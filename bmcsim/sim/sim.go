@@ -1,0 +1,212 @@
+// Package sim builds one simulated BMC on go-ipmi v0.9.1's server: the IPMI
+// v2.0 LAN channel (RMCP+, suites 17 and 3 only), users, chassis power, SEL,
+// SDR, and the hardening go-ipmi lacks (lockout, response cache, metrics).
+// The OOB-I queues and the QEMU system interface plug into its Registry.
+package sim
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/bougou/go-ipmi/pkg/bmc"
+	"github.com/bougou/go-ipmi/pkg/clock"
+	"github.com/bougou/go-ipmi/pkg/hal"
+	"github.com/bougou/go-ipmi/pkg/hal/mock"
+	"github.com/bougou/go-ipmi/pkg/handlers"
+	"github.com/bougou/go-ipmi/pkg/server"
+	"github.com/bougou/go-ipmi/pkg/transport/udp"
+	"github.com/bougou/go-ipmi/pkg/types"
+)
+
+// BMC is one simulated baseboard management controller.
+type BMC struct {
+	Config   Config
+	IPMI     *bmc.BMC
+	Registry *handlers.Registry
+	SEL      *SEL
+
+	log     *slog.Logger
+	metrics *Metrics
+	chassis *chassis
+	guard   *lanGuard
+
+	stdChannelInfo handlers.Handler
+}
+
+// simHAL is the hardware behind the BMC: in-memory FRU/SDR storage from
+// go-ipmi, our chassis, and a NIC description of the LAN port.
+type simHAL struct {
+	*mock.HAL
+	ch  *chassis
+	net *mock.Network
+}
+
+func (h *simHAL) Chassis() hal.ChassisHAL { return h.ch }
+func (h *simHAL) Network() hal.NetworkHAL { return h.net }
+func (h *simHAL) Sensors() hal.SensorHAL  { return nil }
+func (h *simHAL) GPIO() hal.GPIOHAL       { return nil }
+func (h *simHAL) I2C() hal.I2CHAL         { return nil }
+
+// New builds a BMC from a normalized Config.
+func New(cfg Config, log *slog.Logger, m *Metrics) (*BMC, error) {
+	if err := cfg.Normalize(); err != nil {
+		return nil, err
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	log = log.With("bmc", cfg.Name)
+	sum := sha256.Sum256([]byte("ooblab/bmcsim/" + cfg.Name))
+	var guid [16]byte
+	copy(guid[:], sum[:16])
+	guid[6] = guid[6]&0x0F | 0x40 // RFC 4122 version 4 layout
+	guid[8] = guid[8]&0x3F | 0x80
+
+	ch := &chassis{on: true}
+	h := &simHAL{HAL: mock.New(), ch: ch, net: &mock.Network{}}
+	host, port, _ := net.SplitHostPort(cfg.LAN)
+	var ipcfg hal.IPConfig
+	if ip := net.ParseIP(host).To4(); ip != nil {
+		copy(ipcfg.IP[:], ip)
+		copy(ipcfg.Mask[:], net.IPv4Mask(255, 0, 0, 0))
+	}
+	// A locally administered MAC derived from the BMC's name.
+	ipcfg.MAC = [6]byte{0x02, 0x00, sum[16], sum[17], sum[18], sum[19]}
+	var p int
+	fmt.Sscanf(port, "%d", &p)
+	ipcfg.Port = uint16(p)
+	_ = h.net.SetConfig(context.Background(), &ipcfg)
+	if sdr := h.Storage().SDR(); sdr != nil {
+		_ = sdr.Write(context.Background(), 1, types.PackMCLocator(types.MCLocatorPackOpts{
+			RecordID: 1, DeviceSupport: 0x8E, Name: trim16("bmcsim " + cfg.Name),
+		}))
+	}
+	if fru := h.Storage().FRU(); fru != nil {
+		if data, err := types.PackFRU(types.FRUPackConfig{Product: &types.FRUPackProduct{
+			Manufacturer: "ooblab", Name: "bmcsim", Version: "1", Serial: cfg.Name,
+		}}); err == nil {
+			_ = fru.Write(context.Background(), 0, data)
+		}
+	}
+
+	suites := make([]types.CipherSuiteID, 0, len(cfg.CipherSuites))
+	for _, s := range cfg.CipherSuites {
+		suites = append(suites, types.CipherSuiteID(s))
+	}
+	info := bmc.DeviceInfo{
+		DeviceID:       0x20,
+		DeviceRevision: 0x01,
+		FirmwareMajor:  0x01,
+		FirmwareMinor:  0x00,
+		// IPMI version is BCD with the minor digit high: 0x02 is "2.0".
+		// (go-ipmi's example server sends 0x20, which clients print as 0.2.)
+		IPMIVersion:    0x02,
+		ManufacturerID: cfg.IANA,
+		ProductID:      0x0001,
+		// Chassis, SEL, SDR repository, FRU inventory.
+		AdditionalDeviceSupport: 0x8E,
+	}
+	b := bmc.New(info, guid, h, bmc.WithClock(clock.Real), bmc.WithCipherSuites(suites), bmc.WithV15Disabled())
+	b.Sessions = bmc.NewSessionStoreWithOptions(b.Clock(),
+		bmc.WithMaxSessions(cfg.SessionLimit), bmc.WithInactivityTimeout(cfg.SessionTimeout.Duration))
+	b.Sessions.SetOnRemove(b.SOL.DeactivateBySession)
+	// The null user (slot 1) never logs in.
+	_ = b.Users.Update(1, func(u *bmc.User) error { u.Enabled = false; return nil })
+	for i, u := range cfg.Users {
+		priv, _ := ParsePrivilege(u.Privilege)
+		id := uint8(i + 2)
+		if _, err := b.Users.Add(id, u.Name); err != nil {
+			return nil, fmt.Errorf("bmc %s: add user %s: %w", cfg.Name, u.Name, err)
+		}
+		pw := u.Password
+		err := b.Users.Update(id, func(x *bmc.User) error {
+			x.SetPassword([]byte(pw))
+			x.Enabled = true
+			x.ChannelAccess[1] = bmc.UserChannelAccess{MaxPrivilege: priv, Enabled: true}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("bmc %s: set user %s: %w", cfg.Name, u.Name, err)
+		}
+	}
+
+	s := &BMC{Config: cfg, IPMI: b, SEL: NewSEL(512), log: log, metrics: m, chassis: ch}
+	r := handlers.NewRegistry()
+	r.Use(m.middleware(cfg.Name))
+	std := handlers.NewRegistry()
+	handlers.RegisterAppHandlers(std)
+	s.stdChannelInfo = handlers.HandlerFunc(func(ctx context.Context, hctx *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
+		return std.Dispatch(ctx, hctx, uint8(types.NetFnAppRequest), 0x42, req)
+	})
+	handlers.RegisterAllHandlers(r)
+	s.registerExtras(r)
+	s.Registry = r
+	m.Sessions.WithLabelValues(cfg.Name).Set(0)
+	return s, nil
+}
+
+func trim16(s string) string {
+	if len(s) > 16 {
+		return s[:16]
+	}
+	return s
+}
+
+// SetPowerDriver ties chassis power commands to the managed system.
+func (s *BMC) SetPowerDriver(d PowerDriver) { s.chassis.setDriver(d) }
+
+// SetPowerState records the managed system's power state.
+func (s *BMC) SetPowerState(on bool) { s.chassis.SetPowerState(on) }
+
+// PowerOn reports the chassis power state.
+func (s *BMC) PowerOn() bool { on, _ := s.chassis.PowerState(context.Background()); return on }
+
+// Locked reports whether a user is locked out on the LAN channel.
+func (s *BMC) Locked(user string) bool { return s.guard != nil && s.guard.Locked(user) }
+
+// ListenLAN opens the LAN channel's UDP socket.
+func (s *BMC) ListenLAN() (*udp.Conn, error) {
+	conn, err := udp.Listen(s.Config.LAN)
+	if err != nil {
+		return nil, fmt.Errorf("bmc %s: listen on %s: %w", s.Config.Name, s.Config.LAN, err)
+	}
+	s.guard = newLANGuard(conn, s.IPMI, &s.Config, s.metrics, s.log)
+	return conn, nil
+}
+
+// ServeLAN serves RMCP+ on conn (from ListenLAN) until ctx ends.
+func (s *BMC) ServeLAN(ctx context.Context, conn *udp.Conn) error {
+	if s.guard == nil || s.guard.PacketConn != conn {
+		s.guard = newLANGuard(conn, s.IPMI, &s.Config, s.metrics, s.log)
+	}
+	srv := server.NewServer(s.IPMI, s.guard, server.WithHandlerRegistry(s.Registry), server.WithV15Disabled())
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.guard.sweep()
+				s.metrics.Sessions.WithLabelValues(s.Config.Name).Set(float64(s.IPMI.Sessions.Count()))
+			}
+		}
+	}()
+	s.log.Info("LAN channel up", "addr", conn.LocalAddr().String(), "cipher_suites", s.Config.CipherSuites,
+		"users", len(s.Config.Users), "session_limit", s.Config.SessionLimit)
+	err := srv.Serve(ctx)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("bmc %s: serve LAN: %w", s.Config.Name, err)
+	}
+	return nil
+}
