@@ -1,0 +1,130 @@
+// Package inventory is the list of hypervisor hosts a VMS manages and how to
+// reach each over both channels. The lab writes it (lab state folder,
+// inventory.json, mode 0600); vmsctl reads it. Secrets are never inline: the
+// inventory names files (mode 0600) that hold them.
+package inventory
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Inventory is the whole file.
+type Inventory struct {
+	// Principal is the identity the VMS states in its requests.
+	Principal string `json:"principal"`
+	Hosts     []Host `json:"hosts"`
+	// Operators are the registered users who answer challenges.
+	Operators []Operator `json:"operators,omitempty"`
+	// Dir is the folder the file was loaded from; relative paths resolve there.
+	Dir string `json:"-"`
+}
+
+// Host is one hypervisor host.
+type Host struct {
+	Name string `json:"name"`
+	// HostID names the host in sealed envelopes (seal.ValidHostID).
+	HostID string `json:"host_id"`
+	// SecretFile holds the host's enrolled TOTP key as an otpauth:// URI.
+	SecretFile string `json:"secret_file"`
+	VMMI       VMMI   `json:"vmmi"`
+	BMC        BMC    `json:"bmc"`
+}
+
+// VMMI is hvagent's TLS API on the host's management network.
+type VMMI struct {
+	Addr string `json:"addr"` // host:port
+	// CAFile is the PEM certificate that signs hvagent's certificate.
+	CAFile     string `json:"ca_file"`
+	ServerName string `json:"server_name"`
+}
+
+// BMC is how to reach the host's BMC over IPMI LAN.
+type BMC struct {
+	Addr         string `json:"addr"` // host:port (UDP)
+	User         string `json:"user"`
+	PasswordFile string `json:"password_file"`
+	CipherSuite  int    `json:"cipher_suite"` // 17 unless set
+	IANA         uint32 `json:"iana"`         // 32473 unless set
+}
+
+// Operator is a registered user with a TOTP key for challenges.
+type Operator struct {
+	Name       string `json:"name"`
+	SecretFile string `json:"secret_file"`
+}
+
+// ErrNoHost is returned by Host for an unknown name.
+var ErrNoHost = errors.New("inventory: no such host")
+
+// Load reads an inventory file.
+func Load(path string) (*Inventory, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("inventory: %w", err)
+	}
+	var inv Inventory
+	if err := json.Unmarshal(b, &inv); err != nil {
+		return nil, fmt.Errorf("inventory %s: %w", path, err)
+	}
+	inv.Dir = filepath.Dir(path)
+	for i := range inv.Hosts {
+		h := &inv.Hosts[i]
+		if h.Name == "" || h.HostID == "" {
+			return nil, fmt.Errorf("inventory %s: host %d lacks name or host_id", path, i+1)
+		}
+		if h.BMC.CipherSuite == 0 {
+			h.BMC.CipherSuite = 17
+		}
+		if h.BMC.IANA == 0 {
+			h.BMC.IANA = 32473
+		}
+	}
+	return &inv, nil
+}
+
+// Save writes the inventory with mode 0600.
+func (inv *Inventory) Save(path string) error {
+	b, err := json.MarshalIndent(inv, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Host returns the named host.
+func (inv *Inventory) Host(name string) (*Host, error) {
+	for i := range inv.Hosts {
+		if inv.Hosts[i].Name == name {
+			return &inv.Hosts[i], nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %q", ErrNoHost, name)
+}
+
+// Path resolves a file named in the inventory against its folder.
+func (inv *Inventory) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(inv.Dir, p)
+}
+
+// ReadSecret reads a secret file, refusing one that others can read.
+func ReadSecret(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("secret file %s has mode %o; want 0600", path, st.Mode().Perm())
+	}
+	return os.ReadFile(path)
+}
