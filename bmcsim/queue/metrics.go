@@ -1,0 +1,40 @@
+package queue
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	label                                 string
+	writes, duplicates, full, reads, acks prometheus.Counter
+}
+
+func newMetrics(queue string) *metrics {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ooblab", Subsystem: "bmc_queue", Name: name, Help: help,
+			ConstLabels: prometheus.Labels{"queue": queue},
+		})
+	}
+	return &metrics{
+		label:      queue,
+		writes:     c("writes_total", "Records queued."),
+		duplicates: c("duplicates_total", "Writes of a record already queued or just acknowledged, answered without queueing."),
+		full:       c("full_rejections_total", "Writes refused with 0xC4 because the queue was full."),
+		reads:      c("reads_total", "Read commands served."),
+		acks:       c("acks_total", "Records removed by an acknowledging read."),
+	}
+}
+
+func (m *metrics) collectors(q *Queue) []prometheus.Collector {
+	g := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "ooblab", Subsystem: "bmc_queue", Name: name, Help: help,
+			ConstLabels: prometheus.Labels{"queue": m.label},
+		}, f)
+	}
+	return []prometheus.Collector{
+		m.writes, m.duplicates, m.full, m.reads, m.acks,
+		g("depth", "Records queued.", func() float64 { return float64(q.Status().Depth) }),
+		g("capacity", "Queue capacity in records.", func() float64 { return float64(q.capacity) }),
+		g("oldest_age_seconds", "Age of the oldest queued record.", func() float64 { return q.Status().OldestAge.Seconds() }),
+	}
+}
