@@ -92,6 +92,10 @@ type Recipe struct {
 	// RootSizeMiB is the ext4 file system size (sparse; qcow2 stores only
 	// what is used).
 	RootSizeMiB int
+	// WarmCaps boots the new image once at build time (TCG or KVM) so that
+	// libvirt's QEMU capability cache (/var/cache/libvirt/qemu/capabilities)
+	// is in the image, saving the ~3 s probe at every lab boot.
+	WarmCaps bool
 }
 
 // DefaultRecipe is the lab's hypervisor host: Debian bookworm with libvirt,
@@ -114,6 +118,7 @@ func DefaultRecipe() Recipe {
 			"db1":  DomainXML("db1", 32),
 		},
 		RootSizeMiB: 2048,
+		WarmCaps:    true,
 	}
 }
 
@@ -176,6 +181,7 @@ type keyInput struct {
 	HVAgentArgs []string
 	VMs         map[string]string
 	RootSizeMiB int
+	WarmCaps    bool
 	Files       map[string]string // embedded file -> sha256
 }
 
@@ -215,7 +221,7 @@ func Key(r Recipe) (string, []byte, error) {
 		Version: recipeVersion, Suite: r.Suite, Mirror: r.Mirror, Variant: r.Variant,
 		Include: slices.Sorted(slices.Values(r.Include)), Kernel: r.KernelVersion,
 		Modules: r.Modules, HVAgentArgs: r.HVAgentArgs, VMs: r.VMs, RootSizeMiB: r.RootSizeMiB,
-		Files: map[string]string{},
+		WarmCaps: r.WarmCaps, Files: map[string]string{},
 	}
 	var err error
 	if in.KernelHash, err = fileHash(kernelPath(r.KernelVersion)); err != nil {
@@ -355,6 +361,13 @@ func Build(ctx context.Context, r Recipe, opt Options, log *slog.Logger) (Artifa
 		return run(ctx, log, "mkfs.ext4", "-q", "-F", "-L", "ooblab-root", "-d", rootDir, raw, fmt.Sprintf("%dM", r.RootSizeMiB))
 	}); err != nil {
 		return Artifacts{}, err
+	}
+	if r.WarmCaps {
+		if err := step("warm libvirt capability cache", func() error {
+			return warm(ctx, filepath.Join(work, "warm"), filepath.Join(out, "vmlinuz"), filepath.Join(out, "initrd.img"), raw, log)
+		}); err != nil {
+			return Artifacts{}, err
+		}
 	}
 	if err := step("qemu-img convert", func() error {
 		return run(ctx, log, "qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", raw, filepath.Join(out, "root.qcow2"))
