@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ooblab/ooblab/bmcsim/queue"
 	"github.com/ooblab/ooblab/bmcsim/sim"
 )
 
@@ -39,6 +40,18 @@ func Run(ctx context.Context, f *sim.File, log *slog.Logger) error {
 			return fmt.Errorf("two BMCs named %q", b.Config.Name)
 		}
 		names[b.Config.Name] = true
+		q, err := queue.Open(queue.Options{
+			Capacity1:  b.Config.QueueCapacity,
+			Capacity2:  b.Config.QueueCapacity,
+			StateDir:   b.Config.State,
+			Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"bmc": b.Config.Name}, reg),
+			Logger:     log.With("bmc", b.Config.Name),
+		})
+		if err != nil {
+			return fmt.Errorf("bmc %s: queues: %w", b.Config.Name, err)
+		}
+		defer q.Close()
+		q.Register(b.Registry, b.Config.IANA)
 		conn, err := b.ListenLAN()
 		if err != nil {
 			return err

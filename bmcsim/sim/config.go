@@ -87,7 +87,7 @@ const (
 	DefaultSessionTimeout  = 60 * time.Second
 	DefaultLockoutAttempts = 5
 	DefaultLockoutDuration = 60 * time.Second
-	DefaultQueueCapacity   = 4096
+	DefaultQueueCapacity   = 1024
 	DefaultAuthTimeout     = 3 * time.Second
 )
 
