@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# bench.sh runs ooblab's benchmarks, one labelled section each; a section is
+# one function (bench_NAME) and one line at the bottom of this file.
+# Every process a section starts is recorded in PIDS and killed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TMP=$(mktemp -d -t ooblab-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do
+    kill "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]}"; do
+    wait "$p" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+section() { printf '\n=== %s ===\n' "$*"; }
+
+# bench_lan: in-session RMCP+ latency and throughput of bin/bmcsim against
+# OpenIPMI's ipmi_sim, both on loopback UDP, cipher suite 3 (ipmi_sim has no
+# suite 17; bmcsim's suite 17 is an extra row). The load generator is
+# bench/lan (a lean RMCP+ client; see its package doc). Bounded: 3 targets ×
+# N concurrencies × (warm-up + measured time), ~50 s with the defaults.
+#   BENCH_LAN_SESSIONS  concurrent sessions per row, comma-separated (1,4,16)
+#   BENCH_LAN_TIME      measured time per row (4s); warm-up is 1 s
+bench_lan() {
+  local sessions=${BENCH_LAN_SESSIONS:-1,4,16} dur=${BENCH_LAN_TIME:-4s}
+  local dir=$TMP/lan
+  mkdir -p "$dir/ipmi_sim-state"
+  go build -trimpath -o "$dir/lan" ./bench/lan
+
+  local ports bmc_port sim_port
+  ports=$("$dir/lan" -free-ports 2)
+  read -r bmc_port sim_port <<<"$ports"
+
+  # OpenIPMI ipmi_sim: one BMC (MC 0x20), LAN channel 1 on loopback, user 2
+  # admin/password with administrator privilege.
+  cat >"$dir/lan.conf" <<EOF
+name "ooblab-bench"
+set_working_mc 0x20
+startlan 1
+  addr 127.0.0.1 $sim_port
+  priv_limit admin
+  allowed_auths_callback none md5
+  allowed_auths_user none md5
+  allowed_auths_operator none md5
+  allowed_auths_admin none md5
+  guid a123456789abcdefa123456789abcdef
+endlan
+user 2 true "admin" "password" admin 32 md5 none
+EOF
+  cat >"$dir/emu" <<'EOF'
+mc_setbmc 0x20
+mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
+mc_enable 0x20
+EOF
+  ipmi_sim -c "$dir/lan.conf" -f "$dir/emu" -s "$dir/ipmi_sim-state" -n >"$dir/ipmi_sim.log" 2>&1 &
+  local sim_pid=$!
+  PIDS+=("$sim_pid")
+
+  bin/bmcsim --lan "127.0.0.1:$bmc_port" --user admin:password:administrator \
+    --session-limit 32 --log-level warn >"$dir/bmcsim.log" 2>&1 &
+  local bmc_pid=$!
+  PIDS+=("$bmc_pid")
+
+  if ! "$dir/lan" -wait "127.0.0.1:$bmc_port,127.0.0.1:$sim_port" -wait-timeout 15s; then
+    echo "bench_lan: a server did not answer RMCP presence pings; logs:" >&2
+    tail -n 20 "$dir/bmcsim.log" "$dir/ipmi_sim.log" >&2
+    return 1
+  fi
+
+  echo "bmcsim pid $bmc_pid on 127.0.0.1:$bmc_port (GOMAXPROCS unset: $(nproc) CPUs);" \
+    "ipmi_sim (openipmi $(dpkg-query -W -f='${Version}' openipmi 2>/dev/null || echo '?')) pid $sim_pid" \
+    "on 127.0.0.1:$sim_port (single-threaded); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  local rc=0
+  timeout 110 "$dir/lan" -c "$sessions" -d "$dur" -warmup 1s -procs 1 \
+    -target "bmcsim,127.0.0.1:$bmc_port,3,$bmc_pid" \
+    -target "ipmi_sim,127.0.0.1:$sim_port,3,$sim_pid" \
+    -target "bmcsim,127.0.0.1:$bmc_port,17,$bmc_pid" \
+    -ratio bmcsim/ipmi_sim || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "bench_lan: load generator failed (exit $rc); server logs:" >&2
+    tail -n 20 "$dir/bmcsim.log" "$dir/ipmi_sim.log" >&2
+  fi
+  kill "$bmc_pid" "$sim_pid" 2>/dev/null || true
+  return "$rc"
+}
+
+section "deps (scripts/deps.sh)"
+scripts/deps.sh
+section "build (scripts/build.sh)"
+scripts/build.sh
+section "LAN: bmcsim vs OpenIPMI ipmi_sim, in-session RMCP+ requests (bench_lan)"
+bench_lan
