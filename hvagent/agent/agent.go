@@ -1,0 +1,550 @@
+// Package agent is hvagent's one request path, shared by both channels: the
+// OOB-I (records read from BMC Queue 1, package oob) and the VMM-I (TLS
+// frames, package vmmi) both hand a sealed envelope to Agent.HandleEnvelope
+// and send back whatever envelopes it returns.
+//
+// For one envelope:
+//
+//	open (seal.Opener: host id, T-1..T+1, replay window)
+//	  └─ fails → logged; tampered (ErrAuth) or replayed (ErrReplay) also
+//	             raise an alert; nothing is answered
+//	decode vmsg.Request (another kind → logged, nothing answered)
+//	journal.Get(request id) → done before: the recorded reply, resealed
+//	issue time outside ±MaxSkew → Reply ErrStale
+//	policy.Decide(principal, command, vm)
+//	  Deny          → Reply ErrDenied + Alert (in the answer and on every sink)
+//	  NeedChallenge → no answer in the request: a Challenge message
+//	                  answer right: run; wrong, reused, expired or unknown:
+//	                  Reply ErrChallengeNo + Alert
+//	  Allow         → run
+//	run: journal.Begin (a duplicate in flight waits for its result) →
+//	     virt action → Reply with the resulting state(s) and host info →
+//	     journal.Put → answer
+//
+// Every answer is sealed with the host key (kind Reply, Challenge or Alert)
+// under a fresh random message id. The journal stores, per request id, a
+// fingerprint of (principal, command, VM) and the CBOR reply body, so a
+// retry on either channel, also after an agent restart, gets the same reply
+// without running the action again; a request id reused for a different
+// request is refused with ErrBadRequest.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ooblab/ooblab/hvagent/alert"
+	"github.com/ooblab/ooblab/hvagent/challenge"
+	"github.com/ooblab/ooblab/hvagent/journal"
+	"github.com/ooblab/ooblab/hvagent/policy"
+	"github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/vmsg"
+)
+
+// Channels, as passed in via.
+const (
+	ViaOOB  = "oob-i"
+	ViaVMMI = "vmm-i"
+)
+
+// Alert reasons start with one of these classes, so sinks with little room
+// (the 6 bytes of a SEL entry) can tell them apart; see Class.
+const (
+	ReasonDenied    = "denied"
+	ReasonChallenge = "challenge refused"
+	ReasonEnvelope  = "bad envelope"
+	ReasonReplay    = "replayed envelope"
+)
+
+// Class numbers for the alert classes (first byte of the SEL OEM data).
+const (
+	ClassOther     byte = 0x00
+	ClassDenied    byte = 0x01
+	ClassChallenge byte = 0x02
+	ClassEnvelope  byte = 0x03
+	ClassReplay    byte = 0x04
+)
+
+// Class maps an alert's reason to its class number.
+func Class(a alert.Alert) byte {
+	for _, c := range []struct {
+		p string
+		c byte
+	}{{ReasonDenied, ClassDenied}, {ReasonChallenge, ClassChallenge}, {ReasonEnvelope, ClassEnvelope}, {ReasonReplay, ClassReplay}} {
+		if len(a.Reason) >= len(c.p) && a.Reason[:len(c.p)] == c.p {
+			return c.c
+		}
+	}
+	return ClassOther
+}
+
+// Config holds an Agent's dependencies. Key, Policy, Hypervisor and Journal
+// are required.
+type Config struct {
+	Key        *seal.Key
+	Policy     *policy.Policy
+	Hypervisor virt.Hypervisor
+	Journal    *journal.Journal
+	// Challenger holds outstanding challenges; nil builds one from the
+	// policy's registered users with seal.ChallengeVerifier.
+	Challenger *challenge.Challenger
+	// Alerts gets every alert (log, hook, SEL…). May be nil.
+	Alerts alert.Sink
+	// Queue2 gets the alerts whose sealed Alert message cannot travel in the
+	// answer of an OOB-I request: refusals on the VMM-I and bad envelopes.
+	// May be nil.
+	Queue2 alert.Sink
+	// Host describes this host in replies; HostID defaults to the key's.
+	Host vmsg.HostInfo
+	// MaxSkew bounds |now − request issue time| (default 5 min; the
+	// envelope's own T±1 window is ~90 s).
+	MaxSkew time.Duration
+	// ActionTimeout bounds one hypervisor call (default 60 s).
+	ActionTimeout time.Duration
+	// AlertTimeout bounds the delivery of one alert to Alerts (default 15 s).
+	AlertTimeout time.Duration
+	// EnvelopeAlertsPerMinute caps alerts for bad envelopes (default 6), so
+	// garbage cannot flood the SEL.
+	EnvelopeAlertsPerMinute int
+	Opener                  seal.OpenerOptions
+	Now                     func() time.Time
+	Logger                  *slog.Logger
+}
+
+// Agent serves sealed requests. It is safe for concurrent use.
+type Agent struct {
+	cfg    Config
+	hostID string
+	opener *seal.Opener
+	sealer *seal.Sealer
+	chal   *challenge.Challenger
+	pol    atomic.Pointer[policy.Policy]
+	log    *slog.Logger
+
+	mu        sync.Mutex
+	envWindow time.Time
+	envCount  int
+}
+
+// New checks cfg and returns an Agent.
+func New(cfg Config) (*Agent, error) {
+	switch {
+	case cfg.Key == nil:
+		return nil, errors.New("agent: no host key")
+	case cfg.Policy == nil:
+		return nil, errors.New("agent: no policy")
+	case cfg.Hypervisor == nil:
+		return nil, errors.New("agent: no hypervisor")
+	case cfg.Journal == nil:
+		return nil, errors.New("agent: no journal")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxSkew <= 0 {
+		cfg.MaxSkew = 5 * time.Minute
+	}
+	if cfg.ActionTimeout <= 0 {
+		cfg.ActionTimeout = 60 * time.Second
+	}
+	if cfg.AlertTimeout <= 0 {
+		cfg.AlertTimeout = 15 * time.Second
+	}
+	if cfg.EnvelopeAlertsPerMinute <= 0 {
+		cfg.EnvelopeAlertsPerMinute = 6
+	}
+	if cfg.Host.HostID == "" {
+		cfg.Host.HostID = cfg.Key.HostID()
+	}
+	a := &Agent{
+		cfg:    cfg,
+		hostID: cfg.Key.HostID(),
+		opener: seal.NewOpener(cfg.Key, cfg.Opener),
+		sealer: seal.NewSealer(cfg.Key),
+		log:    cfg.Logger,
+	}
+	a.pol.Store(cfg.Policy)
+	a.chal = cfg.Challenger
+	if a.chal == nil {
+		a.chal = challenge.New(challenge.Config{Keys: a.userKey, Verifier: seal.ChallengeVerifier{}})
+	}
+	return a, nil
+}
+
+// SetPolicy replaces the authorization list (e.g. on SIGHUP).
+func (a *Agent) SetPolicy(p *policy.Policy) {
+	if p != nil {
+		a.pol.Store(p)
+	}
+}
+
+func (a *Agent) policy() *policy.Policy { return a.pol.Load() }
+
+func (a *Agent) userKey(principal string) (string, []byte, bool) {
+	u, ok := a.policy().UserOf(principal)
+	if !ok || len(u.Secret) == 0 {
+		return "", nil, false
+	}
+	return u.Name, u.Secret, true
+}
+
+// HostID is the host this agent answers for.
+func (a *Agent) HostID() string { return a.hostID }
+
+// Seal seals m for the VMS under a fresh random message id.
+func (a *Agent) Seal(m vmsg.Message) ([]byte, error) {
+	kind, body, err := vmsg.Encode(m)
+	if err != nil {
+		return nil, err
+	}
+	return a.sealer.Seal(kind, randID(), body, a.cfg.Now())
+}
+
+// SealAlert seals al as an Alert message (for a Queue 2 sink).
+func (a *Agent) SealAlert(al alert.Alert) ([]byte, error) {
+	return a.Seal(toVMsgAlert(al))
+}
+
+func toVMsgAlert(al alert.Alert) *vmsg.Alert {
+	return &vmsg.Alert{TimeMs: al.Time.UnixMilli(), Host: al.Host, Principal: al.Principal,
+		VM: al.VM, Action: al.Action, Reason: al.Reason}
+}
+
+func randID() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go ≥1.24)
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// HandleEnvelope serves one sealed envelope that arrived on via and returns
+// the sealed answers to send back, in order (a Reply or a Challenge, then
+// possibly an Alert). An envelope that cannot be opened or is not a request
+// gets no answer: out is nil and err says why (already logged).
+func (a *Agent) HandleEnvelope(ctx context.Context, env []byte, via string) (out [][]byte, err error) {
+	now := a.cfg.Now()
+	hdr, body, err := a.opener.Open(env, now)
+	if err != nil {
+		a.badEnvelope(ctx, env, via, err)
+		return nil, err
+	}
+	if hdr.Kind != vmsg.KindRequest {
+		a.log.Warn("sealed message of the wrong kind ignored; only requests come to the host", "via", via, "kind", hdr.Kind, "msg_id", hdr.MsgID)
+		return nil, fmt.Errorf("agent: %v message, want %v", hdr.Kind, vmsg.KindRequest)
+	}
+	req, err := vmsg.DecodeRequest(body)
+	if err != nil {
+		// Authentic but malformed: the VMS has a bug. There is no request id
+		// to answer to.
+		a.log.Error("authentic request does not decode; the VMS sent a malformed body", "via", via, "msg_id", hdr.MsgID, "err", err)
+		return nil, err
+	}
+	return a.handle(ctx, req, via, now)
+}
+
+func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now time.Time) ([][]byte, error) {
+	log := a.log.With("via", via, "request_id", req.ID, "principal", req.Principal, "command", req.Command.String(), "vm", req.VM)
+	fp := fingerprint(req)
+
+	// A request id already executed: the recorded reply, never a second run.
+	if rec, ok := a.cfg.Journal.Get(req.ID); ok {
+		return a.replay(log, req, fp, rec)
+	}
+	if req.IssuedMs != 0 {
+		if d := now.Sub(req.Issued()); d > a.cfg.MaxSkew || d < -a.cfg.MaxSkew {
+			log.Warn("request refused: issue time outside the allowed skew; check both clocks", "issued", req.Issued(), "skew", d)
+			return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrStale,
+				Error: fmt.Sprintf("issue time %s is %s away from the host's clock (max %s)", req.Issued().UTC().Format(time.RFC3339), d.Round(time.Second), a.cfg.MaxSkew)})
+		}
+	}
+	action := req.Command.String()
+	vmName := req.VM
+	if req.Command == vmsg.CmdList || req.Command == vmsg.CmdPing {
+		vmName = ""
+	} else if vmName == "" {
+		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: action + " needs a VM name"})
+	}
+	d := a.policy().Decide(req.Principal, action, vmName)
+	switch d.Effect {
+	case policy.Allow:
+	case policy.NeedChallenge:
+		if req.Answer == nil {
+			ch := a.chal.Issue(req.ID, req.Principal, action, vmName, now)
+			log.Info("protected VM: challenge sent, waiting for the registered user's code", "user", d.User, "expires", ch.Expiry)
+			return a.answer(&vmsg.Challenge{RequestID: req.ID, Nonce: ch.Nonce[:], ExpiresMs: ch.Expiry.UnixMilli(), VM: vmName, Command: req.Command})
+		}
+		var nonce [challenge.NonceSize]byte
+		copy(nonce[:], req.Answer.Nonce)
+		if err := a.chal.Verify(req.ID, req.Principal, action, vmName, nonce, req.Answer.Code, now); err != nil {
+			// A duplicate of a request that just ran (its nonce is spent) is
+			// answered from the journal, not alerted.
+			if rec, ok := a.cfg.Journal.Get(req.ID); ok && errors.Is(err, challenge.ErrCodeReused) {
+				return a.replay(log, req, fp, rec)
+			}
+			reason := fmt.Sprintf("%s: %v", ReasonChallenge, err)
+			log.Warn("request refused: challenge answer not accepted", "err", err)
+			return a.refuse(ctx, req, via, vmsg.ErrChallengeNo, reason, now)
+		}
+		log.Info("challenge answered by the registered user", "user", d.User)
+	default:
+		reason := fmt.Sprintf("%s: %s", ReasonDenied, d.Reason)
+		log.Warn("request refused by the authorization list", "reason", d.Reason)
+		return a.refuse(ctx, req, via, vmsg.ErrDenied, reason, now)
+	}
+	return a.execute(ctx, log, req, fp)
+}
+
+func (a *Agent) replay(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rec []byte) ([][]byte, error) {
+	gotFP, body, ok := splitRecord(rec)
+	if !ok {
+		log.Error("journal record unreadable; answering an internal error", "len", len(rec))
+		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal, Error: "journal record for this request id is unreadable"})
+	}
+	if gotFP != fp {
+		log.Warn("request id reused for a different request; refused")
+		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: "request id already used for a different request"})
+	}
+	log.Info("duplicate request id: answered from the journal, not run again")
+	env, err := a.sealer.Seal(vmsg.KindReply, randID(), body, a.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	return [][]byte{env}, nil
+}
+
+func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte) ([][]byte, error) {
+	rec, claimed, err := a.cfg.Journal.Begin(ctx, req.ID)
+	switch {
+	case errors.Is(err, journal.ErrInterrupted):
+		log.Warn("request was begun before a restart and its outcome is unknown; not run again, check the VM's state")
+		rep := &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal,
+			Error: "request began before an agent restart and its outcome is unknown; check the VM's state and retry with a new request id"}
+		_, body, eerr := vmsg.Encode(rep)
+		if eerr == nil {
+			if perr := a.cfg.Journal.Put(req.ID, joinRecord(fp, body)); perr != nil {
+				log.Error("journal put failed", "err", perr)
+			}
+		}
+		return a.answer(rep)
+	case err != nil:
+		log.Error("journal unavailable; request not run", "err", err)
+		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal, Error: "journal: " + err.Error()})
+	case !claimed:
+		return a.replay(log, req, fp, rec)
+	}
+
+	rep := a.run(ctx, log, req)
+	kind, body, err := vmsg.Encode(rep)
+	if err != nil {
+		_ = a.cfg.Journal.Abort(req.ID)
+		return nil, err
+	}
+	if err := a.cfg.Journal.Put(req.ID, joinRecord(fp, body)); err != nil {
+		// The action ran; the VMS gets its answer, but a retry could run it
+		// again. Tell the operator.
+		log.Error("journal put failed after the action ran; a retry of this request id may run it again", "err", err)
+		_ = a.cfg.Journal.Abort(req.ID)
+	}
+	env, err := a.sealer.Seal(kind, randID(), body, a.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	return [][]byte{env}, nil
+}
+
+// run executes an authorized request on the hypervisor.
+func (a *Agent) run(ctx context.Context, log *slog.Logger, req *vmsg.Request) *vmsg.Reply {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.ActionTimeout)
+	defer cancel()
+	host := a.cfg.Host
+	host.TimeMs = a.cfg.Now().UnixMilli()
+	rep := &vmsg.Reply{RequestID: req.ID, Host: &host}
+	h := a.cfg.Hypervisor
+	start := time.Now()
+	var err error
+	switch req.Command {
+	case vmsg.CmdPing:
+	case vmsg.CmdList:
+		var doms []virt.Domain
+		doms, err = h.List(ctx)
+		for _, d := range doms {
+			rep.VMs = append(rep.VMs, vmsg.VMState{Name: d.Name, State: string(d.State)})
+		}
+	case vmsg.CmdStatus:
+		var st virt.Status
+		st, err = h.Status(ctx, req.VM)
+		if err == nil {
+			rep.VMs = []vmsg.VMState{vmState(st)}
+		}
+	default:
+		var act virt.Action
+		act, err = actionOf(req.Command)
+		if err == nil {
+			var state virt.State
+			state, err = virt.Do(ctx, h, act, req.VM)
+			if err == nil {
+				vs := vmsg.VMState{Name: req.VM, State: string(state)}
+				if st, serr := h.Status(ctx, req.VM); serr == nil {
+					vs = vmState(st)
+					vs.State = string(state) // the state the action left, as reported by it
+				}
+				rep.VMs = []vmsg.VMState{vs}
+			}
+		}
+	}
+	if err != nil {
+		rep.Code, rep.Error = errorCode(err), err.Error()
+		log.Warn("request failed on the hypervisor", "err", err, "took", time.Since(start))
+		return rep
+	}
+	rep.OK = true
+	log.Info("request done", "vms", len(rep.VMs), "took", time.Since(start))
+	return rep
+}
+
+func vmState(st virt.Status) vmsg.VMState {
+	return vmsg.VMState{Name: st.Name, State: string(st.State), VCPUs: uint32(st.VCPUs),
+		MemoryKiB: st.MemoryKiB, UptimeSec: uint64(st.Uptime / time.Second)}
+}
+
+func actionOf(c vmsg.Command) (virt.Action, error) {
+	switch c {
+	case vmsg.CmdStart:
+		return virt.ActionStart, nil
+	case vmsg.CmdShutdown:
+		return virt.ActionShutdown, nil
+	case vmsg.CmdDestroy:
+		return virt.ActionDestroy, nil
+	case vmsg.CmdReboot:
+		return virt.ActionReboot, nil
+	case vmsg.CmdSuspend:
+		return virt.ActionSuspend, nil
+	case vmsg.CmdResume:
+		return virt.ActionResume, nil
+	}
+	return "", fmt.Errorf("%w: %v", virt.ErrUnknownAction, c)
+}
+
+func errorCode(err error) vmsg.ErrorCode {
+	switch {
+	case errors.Is(err, virt.ErrNoSuchVM):
+		return vmsg.ErrNoSuchVM
+	case errors.Is(err, virt.ErrUnknownAction):
+		return vmsg.ErrBadRequest
+	default:
+		return vmsg.ErrHypervisor
+	}
+}
+
+// refuse answers a refused request with a Reply and an Alert, and sends the
+// alert to every sink.
+func (a *Agent) refuse(ctx context.Context, req *vmsg.Request, via string, code vmsg.ErrorCode, reason string, now time.Time) ([][]byte, error) {
+	al := alert.Alert{Time: now, Host: a.hostID, Principal: req.Principal, VM: req.VM,
+		Action: req.Command.String(), Reason: reason, RequestID: req.ID, Users: a.policy().AlertUsers()}
+	out, err := a.answer(&vmsg.Reply{RequestID: req.ID, Code: code, Error: reason})
+	if err != nil {
+		return nil, err
+	}
+	inAnswer := false
+	if env, err := a.SealAlert(al); err != nil {
+		a.log.Error("cannot seal alert", "err", err)
+	} else {
+		out = append(out, env)
+		inAnswer = via == ViaOOB
+	}
+	a.sendAlert(ctx, al, !inAnswer)
+	return out, nil
+}
+
+// sendAlert delivers al to the sinks; toQueue2 also to the Queue 2 sink.
+func (a *Agent) sendAlert(ctx context.Context, al alert.Alert, toQueue2 bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.AlertTimeout)
+	defer cancel()
+	var sinks alert.Multi
+	if a.cfg.Alerts != nil {
+		sinks = append(sinks, a.cfg.Alerts)
+	}
+	if toQueue2 && a.cfg.Queue2 != nil {
+		sinks = append(sinks, a.cfg.Queue2)
+	}
+	if err := sinks.Send(ctx, al); err != nil {
+		a.log.Error("alert not delivered to every outlet", "reason", al.Reason, "err", err)
+	}
+}
+
+func (a *Agent) badEnvelope(ctx context.Context, env []byte, via string, err error) {
+	hdr, _, herr := seal.ParseHeader(env)
+	attrs := []any{"via", via, "len", len(env), "err", err}
+	if herr == nil {
+		attrs = append(attrs, "host", hdr.HostID, "kind", hdr.Kind, "msg_id", hdr.MsgID, "step", hdr.Step)
+	}
+	var reason string
+	switch {
+	case errors.Is(err, seal.ErrAuth):
+		reason = ReasonEnvelope + ": authentication failed (tampered, or sealed with another key)"
+	case errors.Is(err, seal.ErrReplay):
+		reason = ReasonReplay + ": message id already seen"
+	default:
+		a.log.Warn("envelope dropped: cannot open it (wrong host, stale time step or garbage); not answered", attrs...)
+		return
+	}
+	a.log.Warn("envelope dropped and alerted: "+reason, attrs...)
+	now := a.cfg.Now()
+	a.mu.Lock()
+	if now.Sub(a.envWindow) >= time.Minute {
+		a.envWindow, a.envCount = now, 0
+	}
+	a.envCount++
+	over := a.envCount > a.cfg.EnvelopeAlertsPerMinute
+	a.mu.Unlock()
+	if over {
+		return
+	}
+	al := alert.Alert{Time: now, Host: a.hostID, Action: "envelope", Reason: reason + " via " + via, Users: a.policy().AlertUsers()}
+	if herr == nil {
+		al.RequestID = hdr.MsgID
+	}
+	a.sendAlert(ctx, al, true)
+}
+
+func (a *Agent) answer(m vmsg.Message) ([][]byte, error) {
+	env, err := a.Seal(m)
+	if err != nil {
+		return nil, err
+	}
+	return [][]byte{env}, nil
+}
+
+// Journal record: SHA-256 of the request's identity, then the reply body.
+const fpLen = sha256.Size
+
+func fingerprint(r *vmsg.Request) [fpLen]byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d\x00%s\x00%s", r.Command, r.Principal, r.VM)
+	var fp [fpLen]byte
+	h.Sum(fp[:0])
+	return fp
+}
+
+func joinRecord(fp [fpLen]byte, body []byte) []byte {
+	return append(fp[:len(fp):len(fp)], body...)
+}
+
+func splitRecord(rec []byte) (fp [fpLen]byte, body []byte, ok bool) {
+	if len(rec) < fpLen {
+		return fp, nil, false
+	}
+	copy(fp[:], rec)
+	return fp, rec[fpLen:], true
+}
