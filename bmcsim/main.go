@@ -35,6 +35,7 @@ func main() {
 		users    userFlags
 		metrics  = flag.String("metrics", "", "serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9120)")
 		logLevel = flag.String("log-level", "info", "debug, info, warn or error")
+		pprofOn  = flag.Bool("pprof", false, "also serve Go's profiler under /debug/pprof/ on the --metrics address")
 	)
 	flag.StringVar(&c.Name, "name", "bmc0", "name of the BMC (log and metric label)")
 	flag.StringVar(&c.LAN, "lan", "", "UDP address of the IPMI LAN channel, e.g. 127.0.0.1:6230")
@@ -56,7 +57,7 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 
-	file := &sim.File{Metrics: *metrics}
+	file := &sim.File{Metrics: *metrics, Pprof: *pprofOn}
 	if *cfgPath != "" {
 		f, err := sim.LoadFile(*cfgPath)
 		if err != nil {
@@ -67,6 +68,7 @@ func main() {
 		if *metrics != "" {
 			file.Metrics = *metrics
 		}
+		file.Pprof = file.Pprof || *pprofOn
 	}
 	if c.LAN != "" || len(users) > 0 {
 		c.Users = users

@@ -15,7 +15,7 @@ import (
 )
 
 func newBMC() *bmc.BMC {
-	return bmc.New(bmc.DeviceInfo{DeviceID: 0x20, IPMIVersion: 0x20, ManufacturerID: 32473, ProductID: 0x0001}, [16]byte{1}, mock.New())
+	return bmc.New(bmc.DeviceInfo{DeviceID: 0x20, IPMIVersion: 0x02, ManufacturerID: 32473, ProductID: 0x0001}, [16]byte{1}, mock.New())
 }
 
 func testLogger(t *testing.T) *slog.Logger {

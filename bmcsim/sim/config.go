@@ -29,8 +29,10 @@ const DefaultIANA = 32473
 //	password_file = "/etc/ooblab/h1-admin.pw"
 //	privilege = "administrator"
 type File struct {
-	Metrics string   `toml:"metrics"`
-	BMCs    []Config `toml:"bmc"`
+	Metrics string `toml:"metrics"`
+	// Pprof serves Go's profiler under /debug/pprof/ on the metrics address.
+	Pprof bool     `toml:"pprof"`
+	BMCs  []Config `toml:"bmc"`
 }
 
 // Config describes one simulated BMC.
