@@ -1,0 +1,227 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ooblab/ooblab/internal/vmsg"
+)
+
+// AutoOptions tune the auto channel. Zero values take defaults.
+type AutoOptions struct {
+	// Budget is how long VMM-I may take (connect + answer) before the
+	// request goes to the OOB-I (default 300 ms).
+	Budget time.Duration
+	// Backoff is how long VMM-I is skipped after a failure (default 5 s);
+	// it doubles with each further failure up to MaxBackoff (default 60 s).
+	Backoff, MaxBackoff time.Duration
+	// NoProbe disables the background VMM-I probe (a ping) that runs while
+	// VMM-I is skipped, so a recovered link is noticed before the backoff
+	// ends.
+	NoProbe bool
+}
+
+func (o *AutoOptions) defaults() {
+	if o.Budget <= 0 {
+		o.Budget = 300 * time.Millisecond
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = 5 * time.Second
+	}
+	if o.MaxBackoff < o.Backoff {
+		o.MaxBackoff = max(60*time.Second, o.Backoff)
+	}
+}
+
+// Health is the auto channel's view of one host's VMM-I.
+type Health struct {
+	// Healthy is false from a failure until VMM-I answers again.
+	Healthy bool `json:"healthy"`
+	// Until is the end of the current skip period.
+	Until time.Time `json:"until,omitzero"`
+	// Failures counts consecutive failures.
+	Failures int    `json:"failures,omitempty"`
+	LastErr  string `json:"last_error,omitempty"`
+	// Latency is the last VMM-I answer's latency.
+	Latency time.Duration `json:"latency,omitempty"`
+	// Seen is false until VMM-I was tried at all.
+	Seen bool `json:"seen"`
+}
+
+// Auto tries the primary channel (VMM-I) within a short budget and falls
+// back to the secondary (OOB-I) with the same request id. After a primary
+// failure the host's primary is skipped for a backoff period, during which a
+// background ping probes it; the first answer, probe or request, makes it
+// primary again.
+type Auto struct {
+	Primary, Fallback Channel
+	opt               AutoOptions
+	log               *slog.Logger
+	now               func() time.Time
+
+	mu      sync.Mutex
+	health  map[string]*Health
+	probing map[string]bool
+	wg      sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+}
+
+var _ Channel = (*Auto)(nil)
+
+// NewAuto returns the auto channel over primary and fallback.
+func NewAuto(primary, fallback Channel, opt AutoOptions, log *slog.Logger) *Auto {
+	opt.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Auto{Primary: primary, Fallback: fallback, opt: opt, log: log, now: time.Now,
+		health: map[string]*Health{}, probing: map[string]bool{}, ctx: ctx, cancel: cancel}
+}
+
+// Name is ViaAuto.
+func (a *Auto) Name() string { return ViaAuto }
+
+// Health returns the host's VMM-I health.
+func (a *Auto) Health(host string) Health {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if h, ok := a.health[host]; ok {
+		return *h
+	}
+	return Health{Healthy: true}
+}
+
+func (a *Auto) h(host string) *Health {
+	h, ok := a.health[host]
+	if !ok {
+		h = &Health{Healthy: true}
+		a.health[host] = h
+	}
+	return h
+}
+
+func (a *Auto) ok(host string, lat time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.h(host)
+	if !h.Healthy {
+		a.log.Info("VMM-I answers again; using it first", "host", host)
+	}
+	*h = Health{Healthy: true, Latency: lat, Seen: true}
+}
+
+func (a *Auto) fail(host string, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.h(host)
+	h.Seen = true
+	h.Failures++
+	back := a.opt.Backoff
+	for i := 1; i < h.Failures && back < a.opt.MaxBackoff; i++ {
+		back *= 2
+	}
+	back = min(back, a.opt.MaxBackoff)
+	if h.Healthy {
+		a.log.Warn("VMM-I failed; using OOB-I", "host", host, "skip", back, "err", err)
+	}
+	h.Healthy, h.Until, h.LastErr = false, a.now().Add(back), err.Error()
+}
+
+// usePrimary says whether to try the primary now.
+func (a *Auto) usePrimary(host string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.h(host)
+	return h.Healthy || !a.now().Before(h.Until)
+}
+
+// Exchange implements Channel.
+func (a *Auto) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answer, error) {
+	var perr error
+	if a.usePrimary(t.Name()) {
+		pctx, cancel := context.WithTimeout(ctx, a.opt.Budget)
+		ans, err := a.Primary.Exchange(pctx, t, req)
+		cancel()
+		if err == nil {
+			a.ok(t.Name(), ans.Latency)
+			return ans, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		a.fail(t.Name(), err)
+		perr = err
+	} else {
+		a.probe(t)
+	}
+	ans, err := a.Fallback.Exchange(ctx, t, req)
+	if err != nil {
+		if perr == nil {
+			perr = errors.New("skipped after recent failure")
+		}
+		if errors.Is(err, ErrUnauthorized) {
+			return nil, fmt.Errorf("%s: %w; %s: %v", a.Fallback.Name(), err, a.Primary.Name(), perr)
+		}
+		return nil, fmt.Errorf("%w: %s: %v; %s: %w", ErrUnreachable, a.Primary.Name(), perr, a.Fallback.Name(), err)
+	}
+	return ans, nil
+}
+
+// probe pings the primary in the background, once at a time per host.
+func (a *Auto) probe(t *Target) {
+	if a.opt.NoProbe {
+		return
+	}
+	a.mu.Lock()
+	if a.probing[t.Name()] || a.ctx.Err() != nil {
+		a.mu.Unlock()
+		return
+	}
+	a.probing[t.Name()] = true
+	a.wg.Add(1)
+	a.mu.Unlock()
+	go func() {
+		defer a.wg.Done()
+		defer func() {
+			a.mu.Lock()
+			delete(a.probing, t.Name())
+			a.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(a.ctx, a.opt.Budget)
+		defer cancel()
+		ping := &vmsg.Request{ID: NewID(), Command: vmsg.CmdPing, Principal: "", IssuedMs: a.now().UnixMilli()}
+		if t.Inv != nil {
+			ping.Principal = t.Inv.Principal
+		}
+		ans, err := a.Primary.Exchange(ctx, t, ping)
+		if err != nil {
+			if a.ctx.Err() == nil {
+				a.log.Debug("VMM-I probe failed", "host", t.Name(), "err", err)
+			}
+			return
+		}
+		a.ok(t.Name(), ans.Latency)
+	}()
+}
+
+// Alerts implements Channel: alerts from both channels.
+func (a *Auto) Alerts(ctx context.Context, t *Target) ([]*vmsg.Alert, error) {
+	x, err1 := a.Primary.Alerts(ctx, t)
+	y, err2 := a.Fallback.Alerts(ctx, t)
+	return append(x, y...), errors.Join(err1, err2)
+}
+
+// Close stops probes; the channels themselves are closed by their owner.
+func (a *Auto) Close() error {
+	a.mu.Lock()
+	a.cancel()
+	a.mu.Unlock()
+	a.wg.Wait()
+	return nil
+}

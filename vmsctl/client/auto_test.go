@@ -1,0 +1,188 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/vmsg"
+	"github.com/ooblab/ooblab/vmsctl/client"
+	"github.com/ooblab/ooblab/vmsctl/client/clienttest"
+)
+
+func fakeInv() *inventory.Inventory {
+	return &inventory.Inventory{Principal: "ops", Hosts: []inventory.Host{{Name: "h1", HostID: "hv1"}, {Name: "h2", HostID: "hv2"}}}
+}
+
+// eventually polls cond until it holds or d passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestAutoFallsBackAndReturns(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	vmmi := &clienttest.Fake{ChannelName: client.ViaVMMI, Handle: func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+		if down.Load() {
+			return clienttest.Timeout(ctx, host, req)
+		}
+		return &vmsg.Reply{RequestID: req.ID, OK: true}, nil
+	}}
+	oob := &clienttest.Fake{ChannelName: client.ViaOOB}
+	c, err := client.New(fakeInv(), client.Options{VMMI: vmmi, OOB: oob,
+		Auto: client.AutoOptions{Budget: 40 * time.Millisecond, Backoff: 150 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+
+	// 1. VMM-I times out within the budget; OOB-I carries the same request id.
+	start := time.Now()
+	res, err := c.Do(ctx, "h1", vmsg.CmdStart, "web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Via != client.ViaOOB {
+		t.Fatalf("via %s, want oob-i", res.Via)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Fatalf("fallback took %v", el)
+	}
+	vc, oc := vmmi.Calls(), oob.Calls()
+	if len(vc) != 1 || len(oc) != 1 || vc[0].Req.ID != oc[0].Req.ID || vc[0].Req.ID != res.RequestID {
+		t.Fatalf("want one call each with the same request id; vmmi %+v oob %+v", vc, oc)
+	}
+	if h := c.Health("h1"); h.Healthy || h.Failures != 1 {
+		t.Fatalf("health after failure: %+v", h)
+	}
+
+	// 2. Within the backoff, requests skip VMM-I (a probe may run beside).
+	res, err = c.Do(ctx, "h1", vmsg.CmdStatus, "web1")
+	if err != nil || res.Via != client.ViaOOB {
+		t.Fatalf("during backoff: %v via %v", err, res)
+	}
+	for _, call := range vmmi.Calls()[1:] {
+		if call.Req.Command != vmsg.CmdPing {
+			t.Fatalf("VMM-I got %v during backoff; only probes expected", call.Req.Command)
+		}
+	}
+	// Another host is not affected.
+	if res, err := c.Do(ctx, "h2", vmsg.CmdList, ""); err != nil || res.Via != client.ViaOOB {
+		// h2's VMM-I is down too (same fake); it fails over independently.
+		t.Fatalf("h2: %v %+v", err, res)
+	}
+
+	// 3. VMM-I heals: a probe or the end of the backoff brings it back.
+	down.Store(false)
+	eventually(t, 2*time.Second, "VMM-I to be used again", func() bool {
+		res, err := c.Do(ctx, "h1", vmsg.CmdStatus, "web1")
+		return err == nil && res.Via == client.ViaVMMI
+	})
+	if h := c.Health("h1"); !h.Healthy {
+		t.Fatalf("health after recovery: %+v", h)
+	}
+}
+
+func TestAutoProbeRestoresBeforeBackoffEnds(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	vmmi := &clienttest.Fake{Handle: func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+		if down.Load() {
+			return nil, errors.New("connection refused")
+		}
+		return &vmsg.Reply{RequestID: req.ID, OK: true}, nil
+	}}
+	oob := &clienttest.Fake{ChannelName: client.ViaOOB}
+	c, _ := client.New(fakeInv(), client.Options{VMMI: vmmi, OOB: oob,
+		Auto: client.AutoOptions{Budget: 50 * time.Millisecond, Backoff: time.Hour}})
+	defer c.Close()
+	ctx := context.Background()
+	if res, err := c.Do(ctx, "h1", vmsg.CmdList, ""); err != nil || res.Via != client.ViaOOB {
+		t.Fatalf("%v %+v", err, res)
+	}
+	down.Store(false)
+	// The backoff is an hour: only the probe can restore VMM-I.
+	if res, err := c.Do(ctx, "h1", vmsg.CmdList, ""); err != nil || res.Via != client.ViaOOB {
+		t.Fatalf("%v %+v", err, res)
+	}
+	eventually(t, 2*time.Second, "probe to mark VMM-I healthy", func() bool { return c.Health("h1").Healthy })
+	if res, err := c.Do(ctx, "h1", vmsg.CmdList, ""); err != nil || res.Via != client.ViaVMMI {
+		t.Fatalf("%v %+v", err, res)
+	}
+}
+
+func TestUnreachableOnEveryChannel(t *testing.T) {
+	vmmi := &clienttest.Fake{Handle: clienttest.Timeout}
+	oob := &clienttest.Fake{ChannelName: client.ViaOOB, Handle: clienttest.Timeout}
+	c, _ := client.New(fakeInv(), client.Options{VMMI: vmmi, OOB: oob, Auto: client.AutoOptions{Budget: 20 * time.Millisecond}})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := c.Do(ctx, "h1", vmsg.CmdList, "")
+	if !errors.Is(err, client.ErrUnreachable) {
+		t.Fatalf("err %v, want ErrUnreachable", err)
+	}
+	// The single-channel modes say the same.
+	c2, _ := client.New(fakeInv(), client.Options{Via: "oob", VMMI: vmmi, OOB: oob})
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel2()
+	if _, err := c2.Do(ctx2, "h1", vmsg.CmdList, ""); !errors.Is(err, client.ErrUnreachable) {
+		t.Fatalf("oob only: %v", err)
+	}
+}
+
+func TestChallengeResendsSameRequestID(t *testing.T) {
+	nonce := []byte("0123456789abcdef")
+	vmmi := &clienttest.Fake{Handle: func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+		if req.Answer == nil {
+			return &vmsg.Challenge{RequestID: req.ID, Nonce: nonce, VM: req.VM, Command: req.Command,
+				ExpiresMs: time.Now().Add(time.Minute).UnixMilli()}, nil
+		}
+		if string(req.Answer.Nonce) != string(nonce) || req.Answer.Code != "123456" {
+			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrChallengeNo, Error: "wrong code"}, nil
+		}
+		return &vmsg.Reply{RequestID: req.ID, OK: true}, nil
+	}}
+	var asked int
+	c, _ := client.New(fakeInv(), client.Options{Via: "vmmi", VMMI: vmmi, OOB: &clienttest.Fake{},
+		Challenge: func(ctx context.Context, host string, ch *vmsg.Challenge) (string, error) {
+			asked++
+			if ch.VM != "db1" || ch.Command != vmsg.CmdDestroy {
+				t.Errorf("challenge for %v %v", ch.Command, ch.VM)
+			}
+			return "123456", nil
+		}})
+	res, err := c.Do(context.Background(), "h1", vmsg.CmdDestroy, "db1")
+	if err != nil || !res.Challenged || asked != 1 {
+		t.Fatalf("%v %+v asked %d", err, res, asked)
+	}
+	calls := vmmi.Calls()
+	if len(calls) != 2 || calls[0].Req.ID != calls[1].Req.ID || calls[1].Req.Answer == nil {
+		t.Fatalf("calls %+v", calls)
+	}
+
+	// A wrong code is ErrChallengeFailed and a ReplyError with ErrChallengeNo.
+	c2, _ := client.New(fakeInv(), client.Options{Via: "vmmi", VMMI: vmmi, OOB: &clienttest.Fake{},
+		Challenge: func(context.Context, string, *vmsg.Challenge) (string, error) { return "000000", nil }})
+	_, err = c2.Do(context.Background(), "h1", vmsg.CmdDestroy, "db1")
+	var re *client.ReplyError
+	if !errors.Is(err, client.ErrChallengeFailed) || !errors.As(err, &re) || re.Code != vmsg.ErrChallengeNo {
+		t.Fatalf("wrong code: %v", err)
+	}
+	// No challenge source at all.
+	c3, _ := client.New(fakeInv(), client.Options{Via: "vmmi", VMMI: vmmi, OOB: &clienttest.Fake{}})
+	if _, err := c3.Do(context.Background(), "h1", vmsg.CmdDestroy, "db1"); !errors.Is(err, client.ErrChallengeFailed) {
+		t.Fatalf("no source: %v", err)
+	}
+}

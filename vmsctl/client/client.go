@@ -1,0 +1,473 @@
+// Package client is the VMS side of ooblab: it sends sealed vms_message
+// requests to hvagent on a hypervisor host and returns its answers, over the
+// host's management network (VMM-I, TLS) or through the host's BMC (OOB-I,
+// IPMI over LAN, OEM queue commands). Another VMS can use it on its own.
+//
+//	Client.Do(host, cmd, vm)
+//	   │ one request id for the whole command, fresh issue time per send
+//	   ▼
+//	Channel ── "vmm-i": TLS 1.3, one kept connection per host, 4-byte frames
+//	        ── "oob-i": RMCP+ session per host; seal → records → OEM 0x01
+//	        │           (queue 1); poll OEM 0x04 (queue 2, acked) → reassemble
+//	        ── "auto":  VMM-I within a short budget, health-tracked, then OOB-I
+//	   ▼
+//	Reply → Result{Reply, Via, Latency}; Challenge → ChallengeFunc → resend the
+//	same request id with the answer (nonce + code).
+//
+// Every transmission is a new sealed envelope with a new message id (the
+// agent's opener refuses a replayed envelope); the request id inside stays the
+// same, so the agent, which deduplicates by request id, never runs a command
+// twice when a fallback or a retry sends it again.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/vmsg"
+)
+
+// Channel names, as reported in Result.Via.
+const (
+	ViaVMMI = "vmm-i"
+	ViaOOB  = "oob-i"
+	ViaAuto = "auto"
+)
+
+// Sentinel errors, found with errors.Is.
+var (
+	// ErrUnreachable: no channel carried an answer.
+	ErrUnreachable = errors.New("host unreachable on every channel")
+	// ErrUnauthorized: a channel refused our credentials (BMC user, privilege).
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrChallengeFailed: the ChallengeFunc failed or the agent refused the answer.
+	ErrChallengeFailed = errors.New("challenge failed")
+)
+
+// ReplyError is a Reply whose ok is false; find it with errors.As.
+type ReplyError struct {
+	Code vmsg.ErrorCode
+	Text string
+	// Via and Latency tell which channel carried the refusal.
+	Via     string
+	Latency time.Duration
+}
+
+func (e *ReplyError) Error() string {
+	if e.Text == "" {
+		return fmt.Sprintf("agent refused: %s", e.Code)
+	}
+	return fmt.Sprintf("agent refused: %s: %s", e.Code, e.Text)
+}
+
+// Is makes errors.Is(err, ErrChallengeFailed) true for a refused answer.
+func (e *ReplyError) Is(target error) bool {
+	return target == ErrChallengeFailed && e.Code == vmsg.ErrChallengeNo
+}
+
+// Answer is what a Channel got back for a request.
+type Answer struct {
+	// Msg is a *vmsg.Reply or a *vmsg.Challenge for the request's id.
+	Msg vmsg.Message
+	// Via is the channel that carried it (ViaVMMI or ViaOOB).
+	Via string
+	// Latency is from the start of the Exchange to the answer.
+	Latency time.Duration
+}
+
+// Channel carries one request to a host and returns the agent's answer for
+// that request id. Implementations are safe for concurrent use.
+type Channel interface {
+	// Name is ViaVMMI, ViaOOB or ViaAuto.
+	Name() string
+	// Exchange seals req for t, sends it and waits, within ctx, for the
+	// Reply or Challenge that carries req.ID. A transport failure returns
+	// an error (wrapping ErrUnauthorized when credentials were refused).
+	Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answer, error)
+	// Alerts returns the alerts received from t since the last call. It may
+	// use ctx to fetch pending ones (the OOB-I drains queue 2).
+	Alerts(ctx context.Context, t *Target) ([]*vmsg.Alert, error)
+	// Close releases connections and sessions.
+	Close() error
+}
+
+// Target is one inventory host with its sealing key, shared by the channels.
+type Target struct {
+	Host inventory.Host
+	// Inv resolves the host's relative file names.
+	Inv *inventory.Inventory
+
+	now  func() time.Time
+	once sync.Once
+	err  error
+	key  *seal.Key
+	sl   *seal.Sealer
+	op   *seal.Opener
+}
+
+// NewTarget returns the Target of h from inv. The key file is read on first use.
+func NewTarget(inv *inventory.Inventory, h inventory.Host, now func() time.Time) *Target {
+	if now == nil {
+		now = time.Now
+	}
+	return &Target{Host: h, Inv: inv, now: now}
+}
+
+// Name is the inventory name of the host.
+func (t *Target) Name() string { return t.Host.Name }
+
+// Now is the target's clock.
+func (t *Target) Now() time.Time { return t.now() }
+
+func (t *Target) load() error {
+	t.once.Do(func() {
+		if t.Host.SecretFile == "" {
+			t.err = fmt.Errorf("host %s: no secret_file in the inventory (run vmsctl enroll %s)", t.Host.Name, t.Host.Name)
+			return
+		}
+		path := t.Path(t.Host.SecretFile)
+		b, err := inventory.ReadSecret(path)
+		if err != nil {
+			t.err = fmt.Errorf("host %s key: %w", t.Host.Name, err)
+			return
+		}
+		k, err := seal.ParseKey(string(trimSpace(b)))
+		if err != nil {
+			t.err = fmt.Errorf("host %s key %s: %w", t.Host.Name, path, err)
+			return
+		}
+		if k.HostID() != t.Host.HostID {
+			t.err = fmt.Errorf("host %s key %s is for host id %q, inventory says %q", t.Host.Name, path, k.HostID(), t.Host.HostID)
+			return
+		}
+		t.key, t.sl, t.op = k, seal.NewSealer(k), seal.NewOpener(k, seal.OpenerOptions{})
+	})
+	return t.err
+}
+
+// Path resolves a file named in the inventory.
+func (t *Target) Path(p string) string {
+	if t.Inv == nil {
+		return p
+	}
+	return t.Inv.Path(p)
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// Seal encodes and seals m under a fresh random message id.
+func (t *Target) Seal(m vmsg.Message) (msgID uint64, env []byte, err error) {
+	if err := t.load(); err != nil {
+		return 0, nil, err
+	}
+	kind, body, err := vmsg.Encode(m)
+	if err != nil {
+		return 0, nil, err
+	}
+	msgID = NewID()
+	env, err = t.sl.Seal(kind, msgID, body, t.now())
+	return msgID, env, err
+}
+
+// Open authenticates an envelope from the host and decodes its body.
+func (t *Target) Open(env []byte) (vmsg.Message, error) {
+	if err := t.load(); err != nil {
+		return nil, err
+	}
+	hdr, body, err := t.op.Open(env, t.now())
+	if err != nil {
+		return nil, err
+	}
+	return vmsg.Decode(hdr.Kind, body)
+}
+
+// requestIDOf returns the request id an answer refers to (0 for alerts).
+func requestIDOf(m vmsg.Message) uint64 {
+	switch m := m.(type) {
+	case *vmsg.Reply:
+		return m.RequestID
+	case *vmsg.Challenge:
+		return m.RequestID
+	}
+	return 0
+}
+
+// NewID returns a random non-zero 64-bit id.
+func NewID() uint64 {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err) // crypto/rand never fails on Linux
+		}
+		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}
+
+// ChallengeFunc answers a challenge: it returns the registered user's code
+// bound to ch.Nonce (see seal.ChallengeCode).
+type ChallengeFunc func(ctx context.Context, host string, ch *vmsg.Challenge) (code string, err error)
+
+// Options configure a Client. Zero values take defaults.
+type Options struct {
+	// Via selects the channel: ViaAuto (default), ViaVMMI or ViaOOB.
+	Via string
+	// Principal overrides the inventory's principal.
+	Principal string
+	// Challenge answers challenges; nil fails every challenged request.
+	Challenge ChallengeFunc
+	// VMMI, OOB replace the real channels (tests, other transports).
+	VMMI, OOB Channel
+	// Auto tunes the auto channel.
+	Auto AutoOptions
+	// OOBOptions tune the real OOB-I channel.
+	OOBOptions OOBOptions
+	// Now is the clock (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Client sends commands to the hosts of an inventory.
+type Client struct {
+	inv       *inventory.Inventory
+	principal string
+	challenge ChallengeFunc
+	now       func() time.Time
+	log       *slog.Logger
+
+	vmmi, oob Channel
+	auto      *Auto
+	ch        Channel
+
+	mu      sync.Mutex
+	targets map[string]*Target
+}
+
+// New returns a Client over inv.
+func New(inv *inventory.Inventory, o Options) (*Client, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{inv: inv, principal: inv.Principal, challenge: o.Challenge, now: o.Now,
+		log: o.Logger, targets: map[string]*Target{}}
+	if o.Principal != "" {
+		c.principal = o.Principal
+	}
+	c.vmmi, c.oob = o.VMMI, o.OOB
+	if c.vmmi == nil {
+		c.vmmi = NewVMMI(o.Logger)
+	}
+	if c.oob == nil {
+		c.oob = NewOOB(o.OOBOptions, o.Logger)
+	}
+	switch o.Via {
+	case "", ViaAuto:
+		c.auto = NewAuto(c.vmmi, c.oob, o.Auto, o.Logger)
+		c.ch = c.auto
+	case ViaVMMI, "vmmi":
+		c.ch = c.vmmi
+	case ViaOOB, "oob":
+		c.ch = c.oob
+	default:
+		return nil, fmt.Errorf("unknown channel %q: want auto, vmmi or oob", o.Via)
+	}
+	return c, nil
+}
+
+// Inventory is the client's inventory.
+func (c *Client) Inventory() *inventory.Inventory { return c.inv }
+
+// Channel is the channel commands go through.
+func (c *Client) Channel() Channel { return c.ch }
+
+// Health reports the VMM-I health of host as the auto channel sees it
+// (zero value when the client does not run in auto mode).
+func (c *Client) Health(host string) Health {
+	if c.auto == nil {
+		return Health{}
+	}
+	return c.auto.Health(host)
+}
+
+// Target returns the Target of a host name.
+func (c *Client) Target(host string) (*Target, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t, ok := c.targets[host]; ok {
+		return t, nil
+	}
+	h, err := c.inv.Host(host)
+	if err != nil {
+		return nil, err
+	}
+	t := NewTarget(c.inv, *h, c.now)
+	c.targets[host] = t
+	return t, nil
+}
+
+// Result is the outcome of one command.
+type Result struct {
+	Host      string      `json:"host"`
+	RequestID uint64      `json:"request_id"`
+	Reply     *vmsg.Reply `json:"reply"`
+	// Via is the channel that carried the final answer.
+	Via     string        `json:"via"`
+	Latency time.Duration `json:"latency"`
+	// Challenged is true when a challenge was answered on the way.
+	Challenged bool `json:"challenged,omitempty"`
+}
+
+// Do runs cmd on vm (empty for list and ping) of host and returns the
+// agent's successful Reply. A refusal is a *ReplyError.
+func (c *Client) Do(ctx context.Context, host string, cmd vmsg.Command, vm string) (*Result, error) {
+	return c.Send(ctx, host, &vmsg.Request{ID: NewID(), Command: cmd, VM: vm})
+}
+
+// Send is Do with a caller-built request (its ID is kept; zero gets a new
+// one). Principal and issue time are filled in.
+func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Result, error) {
+	t, err := c.Target(host)
+	if err != nil {
+		return nil, err
+	}
+	r := *req
+	if r.ID == 0 {
+		r.ID = NewID()
+	}
+	if r.Principal == "" {
+		r.Principal = c.principal
+	}
+	res := &Result{Host: host, RequestID: r.ID}
+	start := c.now()
+	for round := 0; ; round++ {
+		r.IssuedMs = c.now().UnixMilli()
+		ans, err := c.ch.Exchange(ctx, t, &r)
+		if err != nil {
+			if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrUnreachable) {
+				return nil, fmt.Errorf("%s: %w", host, err)
+			}
+			return nil, fmt.Errorf("%s: %w: %w", host, ErrUnreachable, err)
+		}
+		res.Via, res.Latency = ans.Via, ans.Latency
+		ch, rep := asChallenge(ans.Msg)
+		if ch == nil {
+			if rep == nil {
+				return nil, fmt.Errorf("%s: unexpected %T answer", host, ans.Msg)
+			}
+			res.Reply = rep
+			if !rep.OK {
+				return res, &ReplyError{Code: rep.Code, Text: rep.Error, Via: ans.Via, Latency: ans.Latency}
+			}
+			c.log.Debug("answer", "host", host, "request", r.ID, "via", ans.Via, "latency", ans.Latency, "total", c.now().Sub(start))
+			return res, nil
+		}
+		if round > 0 {
+			return res, fmt.Errorf("%s: %w: agent challenged the answered request again", host, ErrChallengeFailed)
+		}
+		if c.challenge == nil {
+			return res, fmt.Errorf("%s: %w: %s %s is protected and no TOTP code source was given", host, ErrChallengeFailed, ch.Command, ch.VM)
+		}
+		code, err := c.challenge(ctx, host, ch)
+		if err != nil {
+			return res, fmt.Errorf("%s: %w: %w", host, ErrChallengeFailed, err)
+		}
+		res.Challenged = true
+		r.Answer = &vmsg.ChallengeAnswer{Nonce: ch.Nonce, Code: code}
+	}
+}
+
+// asChallenge splits an answer into a challenge (kind 3, or a Reply carrying
+// ErrChallenge) or a plain reply.
+func asChallenge(m vmsg.Message) (*vmsg.Challenge, *vmsg.Reply) {
+	switch m := m.(type) {
+	case *vmsg.Challenge:
+		return m, nil
+	case *vmsg.Reply:
+		if m.Code == vmsg.ErrChallenge && m.Challenge != nil {
+			return m.Challenge, nil
+		}
+		return nil, m
+	}
+	return nil, nil
+}
+
+// Alerts returns the alerts received from host since the last call, from
+// every channel.
+func (c *Client) Alerts(ctx context.Context, host string) ([]*vmsg.Alert, error) {
+	t, err := c.Target(host)
+	if err != nil {
+		return nil, err
+	}
+	var all []*vmsg.Alert
+	var errs []error
+	for _, ch := range []Channel{c.vmmi, c.oob} {
+		if c.ch != c.auto && ch != c.ch {
+			continue
+		}
+		a, err := ch.Alerts(ctx, t)
+		all = append(all, a...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ch.Name(), err))
+		}
+	}
+	if len(all) > 0 {
+		return all, nil
+	}
+	return nil, errors.Join(errs...)
+}
+
+// Close closes every channel.
+func (c *Client) Close() error {
+	var errs []error
+	if c.auto != nil {
+		errs = append(errs, c.auto.Close())
+	}
+	errs = append(errs, c.vmmi.Close(), c.oob.Close())
+	return errors.Join(errs...)
+}
+
+// alertBuffer keeps the last alerts of each host.
+type alertBuffer struct {
+	mu sync.Mutex
+	m  map[string][]*vmsg.Alert
+}
+
+const maxAlerts = 256
+
+func (b *alertBuffer) add(host string, a *vmsg.Alert) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.m == nil {
+		b.m = map[string][]*vmsg.Alert{}
+	}
+	l := append(b.m[host], a)
+	if len(l) > maxAlerts {
+		l = l[len(l)-maxAlerts:]
+	}
+	b.m[host] = l
+}
+
+func (b *alertBuffer) take(host string) []*vmsg.Alert {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	l := b.m[host]
+	delete(b.m, host)
+	return l
+}

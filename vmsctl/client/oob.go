@@ -1,0 +1,467 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bougou/go-ipmi/pkg/client"
+	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/oem"
+	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/vmsg"
+)
+
+// OOBOptions tune the OOB-I channel. Zero values take defaults.
+type OOBOptions struct {
+	// UDPTimeout is go-ipmi's wait for one UDP answer (default 250 ms).
+	UDPTimeout time.Duration
+	// UDPRetries are go-ipmi's resends of the same packet (default 2).
+	UDPRetries int
+	// PollMin and PollMax bound the wait between empty reads of queue 2
+	// (defaults 2 ms and 50 ms; it doubles while the queue stays empty).
+	PollMin, PollMax time.Duration
+	// FullBackoff is the first wait after a 0xC4 (queue full) answer; it
+	// doubles up to 1 s (default 20 ms).
+	FullBackoff time.Duration
+}
+
+func (o *OOBOptions) defaults() {
+	if o.UDPTimeout <= 0 {
+		o.UDPTimeout = 250 * time.Millisecond
+	}
+	if o.UDPRetries <= 0 {
+		o.UDPRetries = 2
+	}
+	if o.PollMin <= 0 {
+		o.PollMin = 2 * time.Millisecond
+	}
+	if o.PollMax <= 0 {
+		o.PollMax = 50 * time.Millisecond
+	}
+	if o.FullBackoff <= 0 {
+		o.FullBackoff = 20 * time.Millisecond
+	}
+}
+
+// OOB is the channel through the host's BMC: an RMCP+ session per host
+// (go-ipmi lanplus, operator privilege, the inventory's cipher suite),
+// re-established after a failure. A request is sealed, cut into records and
+// written to queue 1 with OEM 0x01, each record retried on timeout (the BMC
+// answers a duplicate (msg id, frag) as success, so a retry never queues
+// twice) and after 0xC4 with a growing pause; then queue 2 is read with OEM
+// 0x04, acknowledging each record by the next read, until the Reply or
+// Challenge for the request id is complete. Other messages met on the way are
+// kept: Alerts for Alerts, answers to other request ids for their Exchange.
+//
+// Requests to one host are serialized: one session, one reader of queue 2.
+type OOB struct {
+	opt   OOBOptions
+	log   *slog.Logger
+	mu    sync.Mutex
+	hosts map[string]*oobHost
+	// Stats count what the channel did, for tests and benchmarks.
+	stats OOBStats
+	smu   sync.Mutex
+}
+
+// OOBStats count OOB-I events.
+type OOBStats struct {
+	Writes, WriteRetries, FullWaits, Reads, Reconnects int
+}
+
+var _ Channel = (*OOB)(nil)
+
+// NewOOB returns an OOB-I channel.
+func NewOOB(opt OOBOptions, log *slog.Logger) *OOB {
+	opt.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &OOB{opt: opt, log: log, hosts: map[string]*oobHost{}}
+}
+
+// Name is ViaOOB.
+func (o *OOB) Name() string { return ViaOOB }
+
+// Stats returns a copy of the counters.
+func (o *OOB) Stats() OOBStats {
+	o.smu.Lock()
+	defer o.smu.Unlock()
+	return o.stats
+}
+
+func (o *OOB) count(f func(*OOBStats)) {
+	o.smu.Lock()
+	f(&o.stats)
+	o.smu.Unlock()
+}
+
+type oobHost struct {
+	mu      sync.Mutex // one operation at a time
+	c       *client.Client
+	iana    oem.IANA
+	ack     *oem.Ack // last record read, not yet acknowledged
+	ra      *record.Reassembler
+	pending map[uint64]vmsg.Message // answers for other request ids
+	alerts  alertBuffer
+}
+
+func (o *OOB) host(t *Target) *oobHost {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	h, ok := o.hosts[t.Name()]
+	if !ok {
+		iana := oem.IANA(t.Host.BMC.IANA)
+		if iana == 0 {
+			iana = oem.DefaultIANA
+		}
+		h = &oobHost{iana: iana, ra: record.NewReassembler(record.ReassemblerConfig{}), pending: map[uint64]vmsg.Message{}}
+		o.hosts[t.Name()] = h
+	}
+	return h
+}
+
+// session returns the host's RMCP+ session, opening one if needed.
+func (o *OOB) session(ctx context.Context, t *Target, h *oobHost) (*client.Client, error) {
+	if h.c != nil {
+		return h.c, nil
+	}
+	b := t.Host.BMC
+	if b.Addr == "" {
+		return nil, fmt.Errorf("host %s: no bmc.addr in the inventory", t.Name())
+	}
+	host, portS, err := net.SplitHostPort(b.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("host %s bmc.addr %q: %w", t.Name(), b.Addr, err)
+	}
+	port, err := strconv.Atoi(portS)
+	if err != nil {
+		return nil, fmt.Errorf("host %s bmc.addr %q: bad port", t.Name(), b.Addr)
+	}
+	var pass string
+	if b.PasswordFile != "" {
+		p, err := inventory.ReadSecret(t.Path(b.PasswordFile))
+		if err != nil {
+			return nil, fmt.Errorf("host %s BMC password: %w", t.Name(), err)
+		}
+		pass = strings.TrimRight(string(p), "\r\n")
+	}
+	c, err := client.NewClient(host, port, b.User, pass)
+	if err != nil {
+		return nil, fmt.Errorf("%w: host %s BMC user: %w", ErrUnauthorized, t.Name(), err)
+	}
+	suite := b.CipherSuite
+	if suite == 0 {
+		suite = 17
+	}
+	c.WithCipherSuiteID(types.CipherSuiteID(suite)).
+		WithTimeout(o.opt.UDPTimeout).
+		WithRetry(o.opt.UDPRetries).
+		WithMaxPrivilegeLevel(types.PrivilegeLevelOperator)
+	if err := c.Connect(ctx); err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 50*time.Millisecond)
+		_ = c.Close(cctx)
+		cancel()
+		if errors.Is(err, client.ErrRAKPAuthentication) || isAuthFailure(err) {
+			return nil, fmt.Errorf("%w: BMC %s refused user %q: %w", ErrUnauthorized, b.Addr, b.User, err)
+		}
+		return nil, fmt.Errorf("oob-i session with BMC %s: %w", b.Addr, err)
+	}
+	o.count(func(s *OOBStats) { s.Reconnects++ })
+	h.c = c
+	return c, nil
+}
+
+// isAuthFailure recognises RMCP+ status codes that mean bad credentials.
+func isAuthFailure(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "Unauthorized name") || strings.Contains(s, "invalid role") ||
+		strings.Contains(s, "Insufficient") || strings.Contains(s, "RAKP")
+}
+
+// drop forgets the session after a transport failure.
+func (o *OOB) drop(h *oobHost) {
+	if h.c == nil {
+		return
+	}
+	c := h.c
+	h.c = nil
+	go func() { // do not hold the host on a dead BMC's CloseSession
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = c.Close(ctx)
+	}()
+}
+
+// raw sends one OEM command and returns its data or an error; a non-zero
+// completion code is an *oem.Error.
+func (o *OOB) raw(ctx context.Context, t *Target, h *oobHost, cmd oem.Cmd, data []byte) ([]byte, error) {
+	c, err := o.session(ctx, t, h)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.RawCommand(ctx, types.NetFn(oem.NetFnOEMGroupRequest), uint8(cmd), data, cmd.String())
+	if err != nil {
+		if re, ok := types.IsResponseError(err); ok && re.CompletionCode() != 0 {
+			return nil, &oem.Error{Cmd: cmd, Code: oem.CompletionCode(re.CompletionCode())}
+		}
+		o.drop(h)
+		return nil, fmt.Errorf("oob-i %s to BMC %s: %w", cmd, t.Host.BMC.Addr, err)
+	}
+	return res.Response, nil
+}
+
+func isCC(err error, cc oem.CompletionCode) bool {
+	var e *oem.Error
+	return errors.As(err, &e) && e.Code == cc
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Exchange implements Channel.
+func (o *OOB) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answer, error) {
+	start := time.Now()
+	h := o.host(t)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if m, ok := h.pending[req.ID]; ok && req.Answer == nil {
+		delete(h.pending, req.ID)
+		return &Answer{Msg: m, Via: ViaOOB, Latency: time.Since(start)}, nil
+	}
+	msgID, env, err := t.Seal(req)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := record.Fragment(msgID, env)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		if err := o.write(ctx, t, h, r); err != nil {
+			return nil, err
+		}
+	}
+	m, err := o.poll(ctx, t, h, req.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &Answer{Msg: m, Via: ViaOOB, Latency: time.Since(start)}, nil
+}
+
+// write puts one record in queue 1, retrying until ctx ends.
+func (o *OOB) write(ctx context.Context, t *Target, h *oobHost, r record.Record) error {
+	data, err := (&oem.WriteQueueRequest{IANA: h.iana, Record: r}).Pack()
+	if err != nil {
+		return err
+	}
+	full := o.opt.FullBackoff
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			o.count(func(s *OOBStats) { s.WriteRetries++ })
+		}
+		o.count(func(s *OOBStats) { s.Writes++ })
+		resp, err := o.raw(ctx, t, h, oem.CmdWriteQueue1, data)
+		switch {
+		case err == nil:
+			var wr oem.WriteQueueResponse
+			if err := wr.Unpack(resp); err != nil {
+				return fmt.Errorf("oob-i write answer from BMC %s: %w", t.Host.BMC.Addr, err)
+			}
+			return oem.CheckIANA(wr.IANA, h.iana)
+		case isCC(err, oem.CCOutOfSpace):
+			o.count(func(s *OOBStats) { s.FullWaits++ })
+			o.log.Warn("BMC queue 1 full; waiting for the host to drain it", "host", t.Name(), "wait", full)
+			if err := sleep(ctx, full); err != nil {
+				return fmt.Errorf("oob-i BMC %s queue 1 stayed full: %w", t.Host.BMC.Addr, err)
+			}
+			full = min(2*full, time.Second)
+		case isCC(err, oem.CCInsufficientPrivilege):
+			return fmt.Errorf("%w: BMC %s: user %q below operator: %w", ErrUnauthorized, t.Host.BMC.Addr, t.Host.BMC.User, err)
+		case errors.Is(err, ErrUnauthorized):
+			return err
+		default:
+			var oe *oem.Error
+			if errors.As(err, &oe) {
+				return fmt.Errorf("oob-i BMC %s refused a record: %w", t.Host.BMC.Addr, err)
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("oob-i write to BMC %s: %w (last: %v)", t.Host.BMC.Addr, ctx.Err(), err)
+			}
+			o.log.Debug("oob-i write failed; retrying the record", "host", t.Name(), "record", r.String(), "err", err)
+			if err := sleep(ctx, 10*time.Millisecond); err != nil {
+				return fmt.Errorf("oob-i write to BMC %s: %w", t.Host.BMC.Addr, err)
+			}
+		}
+	}
+}
+
+// read does one two-phase read of queue 2, acknowledging the previous record.
+// It returns the record (nil when empty) and keeps it as the next ack.
+func (o *OOB) read(ctx context.Context, t *Target, h *oobHost) (*record.Record, error) {
+	data, err := (&oem.ReadQueueRequest{IANA: h.iana, Ack: h.ack}).Pack()
+	if err != nil {
+		return nil, err
+	}
+	o.count(func(s *OOBStats) { s.Reads++ })
+	resp, err := o.raw(ctx, t, h, oem.CmdReadQueue2, data)
+	if err != nil {
+		if isCC(err, oem.CCInsufficientPrivilege) {
+			return nil, fmt.Errorf("%w: BMC %s: %w", ErrUnauthorized, t.Host.BMC.Addr, err)
+		}
+		return nil, err
+	}
+	var rr oem.ReadQueueResponse
+	if err := rr.Unpack(resp); err != nil {
+		return nil, fmt.Errorf("oob-i read answer from BMC %s: %w", t.Host.BMC.Addr, err)
+	}
+	if err := oem.CheckIANA(rr.IANA, h.iana); err != nil {
+		return nil, err
+	}
+	if rr.Empty {
+		h.ack = nil
+		return nil, nil
+	}
+	h.ack = &oem.Ack{MsgID: rr.Record.MsgID, Index: rr.Record.Index}
+	return &rr.Record, nil
+}
+
+// take adds a record; a completed message is returned when it answers want,
+// else stored (alert, or answer to another request).
+func (o *OOB) take(t *Target, h *oobHost, r *record.Record, want uint64) vmsg.Message {
+	env, done, err := h.ra.Add(*r, time.Now())
+	if err != nil {
+		o.log.Warn("oob-i: dropped a bad record from queue 2", "host", t.Name(), "record", r.String(), "err", err)
+		return nil
+	}
+	if !done {
+		return nil
+	}
+	m, err := t.Open(env)
+	if err != nil {
+		o.log.Warn("oob-i: dropped a message from queue 2 that does not open", "host", t.Name(), "msg", r.MsgID, "err", err)
+		return nil
+	}
+	if a, ok := m.(*vmsg.Alert); ok {
+		h.alerts.add(t.Name(), a)
+		return nil
+	}
+	id := requestIDOf(m)
+	if id == want && want != 0 {
+		return m
+	}
+	if len(h.pending) >= 64 {
+		clear(h.pending)
+	}
+	h.pending[id] = m
+	return nil
+}
+
+// poll reads queue 2 until the answer for want (0: until empty).
+func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64) (vmsg.Message, error) {
+	wait := o.opt.PollMin
+	for {
+		r, err := o.read(ctx, t, h)
+		if err != nil {
+			if errors.Is(err, ErrUnauthorized) || ctx.Err() != nil {
+				return nil, err
+			}
+			// A lost UDP exchange: the record we had read may come again
+			// (unacknowledged), which the reassembler ignores.
+			o.log.Debug("oob-i read failed; polling again", "host", t.Name(), "err", err)
+			if err := sleep(ctx, wait); err != nil {
+				return nil, fmt.Errorf("oob-i read from BMC %s: %w", t.Host.BMC.Addr, err)
+			}
+			continue
+		}
+		if r == nil {
+			h.ra.Expire(time.Now())
+			if want == 0 {
+				return nil, nil
+			}
+			if err := sleep(ctx, wait); err != nil {
+				return nil, fmt.Errorf("oob-i: no answer from host %s through BMC %s: %w", t.Name(), t.Host.BMC.Addr, err)
+			}
+			wait = min(2*wait, o.opt.PollMax)
+			continue
+		}
+		wait = o.opt.PollMin
+		if m := o.take(t, h, r, want); m != nil {
+			// Acknowledge the answer's last record now; whatever comes
+			// next stays queued (unacknowledged) for the next poll.
+			if r2, err := o.read(ctx, t, h); err == nil && r2 != nil {
+				o.take(t, h, r2, 0)
+			}
+			return m, nil
+		}
+	}
+}
+
+// Alerts drains queue 2 and returns the alerts found since the last call.
+func (o *OOB) Alerts(ctx context.Context, t *Target) ([]*vmsg.Alert, error) {
+	h := o.host(t)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, err := o.poll(ctx, t, h, 0)
+	return h.alerts.take(t.Name()), err
+}
+
+// QueueStatus asks the BMC for both queues' depth.
+func (o *OOB) QueueStatus(ctx context.Context, t *Target) (q1, q2 oem.QueueStatus, err error) {
+	h := o.host(t)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	data, _ := (&oem.GetQueueStatusRequest{IANA: h.iana}).Pack()
+	resp, err := o.raw(ctx, t, h, oem.CmdGetQueueStatus, data)
+	if err != nil {
+		return q1, q2, err
+	}
+	var r oem.GetQueueStatusResponse
+	if err := r.Unpack(resp); err != nil {
+		return q1, q2, err
+	}
+	return r.Queue1, r.Queue2, nil
+}
+
+// Close ends every session, acknowledging nothing further: a record read but
+// not acknowledged stays in queue 2 for the next reader.
+func (o *OOB) Close() error {
+	o.mu.Lock()
+	hs := o.hosts
+	o.hosts = map[string]*oobHost{}
+	o.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, h := range hs {
+		h.mu.Lock()
+		c := h.c
+		h.c = nil
+		h.mu.Unlock()
+		if c == nil {
+			continue
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = c.Close(ctx)
+		})
+	}
+	wg.Wait()
+	return nil
+}
