@@ -1,7 +1,8 @@
 // Command ipmirecv runs inside the test guest: it registers on /dev/ipmi0
-// for NetFn 0x2E cmd 0x10 (IPMICTL_REGISTER_FOR_CMD), tells the BMC it is
+// for NetFn 0x2E cmds 0x10 and 0x11 (IPMICTL_REGISTER_FOR_CMD), tells the BMC it is
 // ready by sending OEM cmd 0x7E, and answers every pushed request with
-// completion code 0 and the request data reversed. Linux amd64 only.
+// completion code 0 and the request data reversed (0x10), or runs a KCS
+// benchmark and answers its timings (0x11). Linux amd64 only.
 package main
 
 import (
@@ -99,10 +100,12 @@ func main() {
 		fmt.Println("IPMIRECV-ERROR open", err)
 		os.Exit(1)
 	}
-	spec := [2]uint8{0x2e, 0x10}
-	if err := ioctl(fd, ioctlRegisterForCmd, unsafe.Pointer(&spec)); err != nil {
-		fmt.Println("IPMIRECV-ERROR register", err)
-		os.Exit(1)
+	for _, cmd := range []uint8{0x10, 0x11} {
+		spec := [2]uint8{0x2e, cmd}
+		if err := ioctl(fd, ioctlRegisterForCmd, unsafe.Pointer(&spec)); err != nil {
+			fmt.Println("IPMIRECV-ERROR register", err)
+			os.Exit(1)
+		}
 	}
 	// System interface address: addr_type 0x0c, channel 0x0f, lun 0.
 	si := []byte{0x0c, 0, 0, 0, 0x0f, 0, 0, 0}
