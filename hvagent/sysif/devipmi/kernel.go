@@ -81,10 +81,10 @@ const (
 func ioc(dir, nr, size uintptr) uintptr { return dir<<30 | size<<16 | iocMagic<<8 | nr }
 
 var (
-	ioctlReceiveMsgTrunc = ioc(iocRead|iocWrite, 11, unsafe.Sizeof(ipmiRecv{}))  // 0xc030690b
-	ioctlSendCommand     = ioc(iocRead, 13, unsafe.Sizeof(ipmiReq{}))            // 0x8028690d
-	ioctlRegisterForCmd  = ioc(iocRead, 14, unsafe.Sizeof(ipmiCmdspec{}))        // 0x8002690e
-	ioctlUnregisterCmd   = ioc(iocRead, 15, unsafe.Sizeof(ipmiCmdspec{}))        // 0x8002690f
+	ioctlReceiveMsgTrunc = ioc(iocRead|iocWrite, 11, unsafe.Sizeof(ipmiRecv{})) // 0xc030690b
+	ioctlSendCommand     = ioc(iocRead, 13, unsafe.Sizeof(ipmiReq{}))           // 0x8028690d
+	ioctlRegisterForCmd  = ioc(iocRead, 14, unsafe.Sizeof(ipmiCmdspec{}))       // 0x8002690e
+	ioctlUnregisterCmd   = ioc(iocRead, 15, unsafe.Sizeof(ipmiCmdspec{}))       // 0x8002690f
 )
 
 // systemInterfaceAddr is struct ipmi_system_interface_addr for the BMC,

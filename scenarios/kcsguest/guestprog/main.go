@@ -1,0 +1,198 @@
+// Command guestprog runs as the payload of a test guest's /init: it talks to
+// the BMC through /dev/ipmi0 with hvagent/sysif/devipmi and reports on the
+// serial console in lines that start with "KCSGUEST-".
+//
+//	-mode echo   Get Device ID, register for the Queue 1 notification, then
+//	             on every Notify drain Queue 1 (two-phase acknowledged reads)
+//	             and write each record unchanged into Queue 2; a record with
+//	             message id StopID ends the loop.
+//	-mode bench  Get Device ID; then N round trips each of Get Device ID, an
+//	             OEM read of (empty) Queue 1, and a 240-byte OEM write
+//	             (Queue 2 on bmcsim; any BMC must at least answer it).
+//
+// It must build with CGO_ENABLED=0: the guest has no libc.
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/ooblab/ooblab/hvagent/sysif/devipmi"
+	"github.com/ooblab/ooblab/internal/oem"
+	"github.com/ooblab/ooblab/internal/record"
+)
+
+// Shared with the host side (scenarios/kcsguest).
+const (
+	NotifyCmd = 0x06                  // OEM cmd bmcsim pushes when Queue 1 gains a record
+	StopID    = 0xFFFF_FFFF_FFFF_FF00 // message id that ends echo mode
+)
+
+func main() {
+	mode := flag.String("mode", "echo", "echo or bench")
+	n := flag.Int("n", 300, "bench: requests per measurement")
+	poll := flag.Duration("poll", 3*time.Second, "echo: fallback poll interval when no Notify comes")
+	flag.Parse()
+	if err := run(*mode, *n, *poll); err != nil {
+		fmt.Printf("KCSGUEST-ERROR %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(mode string, n int, poll time.Duration) error {
+	c, err := devipmi.Open("")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.RegisterForCmd(uint8(oem.NetFnOEMGroupRequest), NotifyCmd); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	resp, err := call(ctx, c, 0x06, 0x01, nil)
+	if err != nil {
+		return fmt.Errorf("get device id: %w", err)
+	}
+	if len(resp) < 11 {
+		return fmt.Errorf("get device id: %d bytes", len(resp))
+	}
+	mfr := uint32(resp[6]) | uint32(resp[7])<<8 | uint32(resp[8]&0x0F)<<16
+	fmt.Printf("KCSGUEST-DEVID mfr=%d ipmi=%#02x product=%#04x\n", mfr, resp[4], binary.LittleEndian.Uint16(resp[9:]))
+	switch mode {
+	case "echo":
+		return echo(ctx, c, poll)
+	case "bench":
+		return bench(ctx, c, n)
+	}
+	return fmt.Errorf("unknown mode %q", mode)
+}
+
+func call(ctx context.Context, c *devipmi.Conn, netfn, cmd uint8, data []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, cc, err := c.Do(ctx, netfn, cmd, data)
+	if err != nil {
+		return nil, err
+	}
+	if cc != 0 {
+		return resp, fmt.Errorf("netfn %#02x cmd %#02x: completion code %#02x", netfn, cmd, cc)
+	}
+	return resp, nil
+}
+
+var iana = oem.DefaultIANA
+
+func readQ1(ctx context.Context, c *devipmi.Conn, ack *oem.Ack) (oem.ReadQueueResponse, error) {
+	req, _ := (&oem.ReadQueueRequest{IANA: iana, Ack: ack}).Pack()
+	var r oem.ReadQueueResponse
+	resp, err := call(ctx, c, uint8(oem.NetFnOEMGroupRequest), uint8(oem.CmdReadQueue1), req)
+	if err != nil {
+		return r, err
+	}
+	return r, r.Unpack(resp)
+}
+
+func writeQ2(ctx context.Context, c *devipmi.Conn, rec record.Record) error {
+	req, err := (&oem.WriteQueueRequest{IANA: iana, Record: rec}).Pack()
+	if err != nil {
+		return err
+	}
+	_, err = call(ctx, c, uint8(oem.NetFnOEMGroupRequest), uint8(oem.CmdWriteQueue2), req)
+	return err
+}
+
+func echo(ctx context.Context, c *devipmi.Conn, poll time.Duration) error {
+	fmt.Println("KCSGUEST-READY")
+	timer := time.NewTimer(poll)
+	for {
+		wake := "notify"
+		select {
+		case <-c.Notify():
+			if !timer.Stop() {
+				<-timer.C
+			}
+		case <-timer.C:
+			wake = "poll"
+		}
+		timer.Reset(poll)
+		var ack *oem.Ack
+		for {
+			r, err := readQ1(ctx, c, ack)
+			if err != nil {
+				return fmt.Errorf("read queue 1: %w", err)
+			}
+			if r.Empty {
+				break
+			}
+			rec := r.Record
+			if err := writeQ2(ctx, c, rec); err != nil {
+				return fmt.Errorf("write queue 2: %w", err)
+			}
+			fmt.Printf("KCSGUEST-ECHO id=%d idx=%d len=%d wake=%s\n", rec.MsgID, rec.Index, len(rec.Payload), wake)
+			ack = &oem.Ack{MsgID: rec.MsgID, Index: rec.Index}
+			if rec.MsgID == StopID {
+				if _, err := readQ1(ctx, c, ack); err != nil {
+					return fmt.Errorf("acknowledge the stop record: %w", err)
+				}
+				fmt.Println("KCSGUEST-DONE")
+				return nil
+			}
+		}
+	}
+}
+
+func bench(ctx context.Context, c *devipmi.Conn, n int) error {
+	oemFn := uint8(oem.NetFnOEMGroupRequest)
+	empty, _ := (&oem.ReadQueueRequest{IANA: iana}).Pack()
+	big := func(i int) []byte {
+		rec := record.Record{MsgID: uint64(1_000_000 + i), Index: 0, Count: 1, Payload: make([]byte, record.MaxPayload)}
+		for j := range rec.Payload {
+			rec.Payload[j] = byte(i + j)
+		}
+		b, _ := (&oem.WriteQueueRequest{IANA: iana, Record: rec}).Pack()
+		return b
+	}
+	for _, m := range []struct {
+		name       string
+		netfn, cmd uint8
+		data       func(i int) []byte
+	}{
+		{"getdeviceid", 0x06, 0x01, func(int) []byte { return nil }},
+		{"oemread-empty", oemFn, uint8(oem.CmdReadQueue1), func(int) []byte { return empty }},
+		{"oemwrite-240", oemFn, uint8(oem.CmdWriteQueue2), big},
+	} {
+		lat := make([]time.Duration, 0, n)
+		ccs := map[uint8]int{}
+		reqBytes := 0
+		start := time.Now()
+		for i := range n {
+			d := m.data(i)
+			t0 := time.Now()
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, cc, err := c.Do(cctx, m.netfn, m.cmd, d)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("%s #%d: %w", m.name, i, err)
+			}
+			lat = append(lat, time.Since(t0))
+			ccs[cc]++
+			reqBytes += len(d)
+		}
+		total := time.Since(start)
+		slices.Sort(lat)
+		cc := ""
+		for k, v := range ccs {
+			cc += fmt.Sprintf("%02x:%d,", k, v)
+		}
+		fmt.Printf("KCSGUEST-BENCH name=%s n=%d reqbytes=%d min_us=%d median_us=%d p99_us=%d max_us=%d total_us=%d bytes_per_s=%.0f cc=%s\n",
+			m.name, n, len(m.data(0)), lat[0].Microseconds(), lat[n/2].Microseconds(), lat[n*99/100].Microseconds(),
+			lat[n-1].Microseconds(), total.Microseconds(), float64(reqBytes)/total.Seconds(), cc)
+	}
+	fmt.Println("KCSGUEST-DONE")
+	return nil
+}
