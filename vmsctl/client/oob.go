@@ -112,6 +112,7 @@ type oobHost struct {
 	ack     *oem.Ack // last record read, not yet acknowledged
 	ra      *record.Reassembler
 	pending map[uint64]vmsg.Message // answers for other request ids
+	fails   int                     // consecutive transport failures
 	alerts  alertBuffer
 }
 
@@ -184,8 +185,12 @@ func (o *OOB) session(ctx context.Context, t *Target, h *oobHost) (*client.Clien
 // isAuthFailure recognises RMCP+ status codes that mean bad credentials.
 func isAuthFailure(err error) bool {
 	s := err.Error()
-	return strings.Contains(s, "Unauthorized name") || strings.Contains(s, "invalid role") ||
-		strings.Contains(s, "Insufficient") || strings.Contains(s, "RAKP")
+	for _, w := range []string{"Unauthorized name", "role", "RAKP", "authentication"} {
+		if strings.Contains(s, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // drop forgets the session after a transport failure.
@@ -194,7 +199,7 @@ func (o *OOB) drop(h *oobHost) {
 		return
 	}
 	c := h.c
-	h.c = nil
+	h.c, h.fails = nil, 0
 	go func() { // do not hold the host on a dead BMC's CloseSession
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -214,11 +219,21 @@ func (o *OOB) raw(ctx context.Context, t *Target, h *oobHost, cmd oem.Cmd, data 
 		if re, ok := types.IsResponseError(err); ok && re.CompletionCode() != 0 {
 			return nil, &oem.Error{Cmd: cmd, Code: oem.CompletionCode(re.CompletionCode())}
 		}
-		o.drop(h)
+		// go-ipmi already resent the packet; after a few such failures in a
+		// row the session itself is suspect (BMC restarted, session timed
+		// out): open a new one.
+		if h.fails++; h.fails >= maxFails {
+			o.log.Warn("oob-i: BMC stopped answering in this session; opening a new one", "host", t.Name(), "err", err)
+			o.drop(h)
+		}
 		return nil, fmt.Errorf("oob-i %s to BMC %s: %w", cmd, t.Host.BMC.Addr, err)
 	}
+	h.fails = 0
 	return res.Response, nil
 }
+
+// maxFails is how many failed exchanges in a row end a session.
+const maxFails = 3
 
 func isCC(err error, cc oem.CompletionCode) bool {
 	var e *oem.Error

@@ -30,6 +30,7 @@ type VMMI struct {
 	log    *slog.Logger
 	mu     sync.Mutex
 	conns  map[string]*vmmiConn
+	dialMu map[string]*sync.Mutex // one dial at a time per host
 	alerts alertBuffer
 	// Dial, when set, replaces net.Dialer (tests).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -42,7 +43,7 @@ func NewVMMI(log *slog.Logger) *VMMI {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &VMMI{log: log, conns: map[string]*vmmiConn{}}
+	return &VMMI{log: log, conns: map[string]*vmmiConn{}, dialMu: map[string]*sync.Mutex{}}
 }
 
 // Name is ViaVMMI.
@@ -85,6 +86,19 @@ func (v *VMMI) conn(ctx context.Context, t *Target) (*vmmiConn, error) {
 		v.mu.Unlock()
 		return c, nil
 	}
+	dm, ok := v.dialMu[t.Name()]
+	if !ok {
+		dm = new(sync.Mutex)
+		v.dialMu[t.Name()] = dm
+	}
+	v.mu.Unlock()
+	dm.Lock()
+	defer dm.Unlock()
+	v.mu.Lock()
+	if c, ok := v.conns[t.Name()]; ok { // dialed while we waited
+		v.mu.Unlock()
+		return c, nil
+	}
 	v.mu.Unlock()
 	if t.Host.VMMI.Addr == "" {
 		return nil, fmt.Errorf("host %s: no vmmi.addr in the inventory", t.Name())
@@ -109,11 +123,6 @@ func (v *VMMI) conn(ctx context.Context, t *Target) (*vmmiConn, error) {
 	}
 	c := &vmmiConn{v: v, t: t, c: tc, wait: map[uint64]chan vmsg.Message{}, done: make(chan struct{})}
 	v.mu.Lock()
-	if old, ok := v.conns[t.Name()]; ok { // lost a race: keep the first
-		v.mu.Unlock()
-		tc.Close()
-		return old, nil
-	}
 	v.conns[t.Name()] = c
 	v.mu.Unlock()
 	go c.read()

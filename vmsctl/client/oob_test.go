@@ -1,0 +1,338 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bougou/go-ipmi/pkg/bmc"
+	"github.com/bougou/go-ipmi/pkg/handlers"
+
+	"github.com/ooblab/ooblab/bmcsim/queue"
+	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/oem"
+	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/vmsg"
+	"github.com/ooblab/ooblab/vmsctl/client"
+)
+
+// lossyProxy forwards UDP between one client and the BMC and drops the
+// packets drop says to drop (n counts packets in that direction from 1).
+type lossyProxy struct {
+	conn    *net.UDPConn
+	bmc     *net.UDPAddr
+	drop    func(toBMC bool, n int64) bool
+	on      atomic.Bool
+	dropped atomic.Int64
+	up, dn  atomic.Int64
+}
+
+func startProxy(t *testing.T, bmcAddr *net.UDPAddr, drop func(bool, int64) bool) *lossyProxy {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &lossyProxy{conn: conn, bmc: bmcAddr, drop: drop}
+	up, err := net.DialUDP("udp", nil, bmcAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var client atomic.Pointer[net.UDPAddr]
+	var wg sync.WaitGroup
+	wg.Go(func() { // client → BMC
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := conn.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			client.Store(from)
+			k := p.up.Add(1)
+			if p.on.Load() && p.drop(true, k) {
+				p.dropped.Add(1)
+				continue
+			}
+			up.Write(buf[:n])
+		}
+	})
+	wg.Go(func() { // BMC → client
+		buf := make([]byte, 2048)
+		for {
+			n, err := up.Read(buf)
+			if err != nil {
+				return
+			}
+			k := p.dn.Add(1)
+			if p.on.Load() && p.drop(false, k) {
+				p.dropped.Add(1)
+				continue
+			}
+			if to := client.Load(); to != nil {
+				conn.WriteToUDP(buf[:n], to)
+			}
+		}
+	})
+	t.Cleanup(func() { conn.Close(); up.Close(); wg.Wait() })
+	return p
+}
+
+func (p *lossyProxy) addr() string { return p.conn.LocalAddr().String() }
+
+// oobBench is a bmcsim BMC with the OOB-I queues, a host that answers from
+// the system-interface side, and an inventory pointing at it.
+type oobBench struct {
+	inv   *inventory.Inventory
+	qs    *queue.Queues
+	key   *seal.Key
+	bmc   *net.UDPAddr
+	dir   string
+	seen  sync.Map // request id → count of requests received by the host
+	alert atomic.Bool
+}
+
+var sysCh = &bmc.Channel{Number: 0x0f, Medium: bmc.ChannelMediumSystemIF}
+
+func newOOBBench(t *testing.T, qo queue.Options) *oobBench {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := sim.New(sim.Config{Name: "h1", LAN: "127.0.0.1:0",
+		Users: []sim.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}}}, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs, err := queue.Open(qo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qs.Close() })
+	qs.Register(b.Registry, sim.DefaultIANA)
+	conn, err := b.ListenLAN()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.ServeLAN(ctx, conn) }()
+
+	key, err := seal.Enroll("hv1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob := &oobBench{qs: qs, key: key, bmc: conn.LocalAddr().(*net.UDPAddr), dir: t.TempDir()}
+	hostDone := make(chan struct{})
+	go func() { defer close(hostDone); ob.host(ctx, t) }()
+	t.Cleanup(func() {
+		cancel()
+		<-hostDone
+		if err := <-done; err != nil {
+			t.Errorf("ServeLAN: %v", err)
+		}
+	})
+	write := func(name, s string) string {
+		p := filepath.Join(ob.dir, name)
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	ob.inv = &inventory.Inventory{Principal: "ops", Dir: ob.dir, Hosts: []inventory.Host{{
+		Name: "h1", HostID: "hv1", SecretFile: write("h1.key", key.URI()+"\n"),
+		BMC: inventory.BMC{Addr: ob.bmc.String(), User: "op", PasswordFile: write("h1.pw", "op-secret-1\n"), CipherSuite: 17, IANA: sim.DefaultIANA},
+	}}}
+	return ob
+}
+
+// host plays hvagent on the system interface: it drains queue 1 through the
+// OEM 0x02 handler, opens each request and writes a sealed reply (preceded
+// by an alert when ob.alert is set) through the OEM 0x03 handler.
+func (ob *oobBench) host(ctx context.Context, t *testing.T) {
+	iana := oem.IANA(sim.DefaultIANA)
+	rd := ob.qs.Handler(oem.CmdReadQueue1, iana)
+	wr := ob.qs.Handler(oem.CmdWriteQueue2, iana)
+	hctx := &handlers.HandlerContext{Channel: sysCh}
+	ra := record.NewReassembler(record.ReassemblerConfig{})
+	op := seal.NewOpener(ob.key, seal.OpenerOptions{})
+	sl := seal.NewSealer(ob.key)
+	var ack *oem.Ack
+	send := func(m vmsg.Message) {
+		kind, body, err := vmsg.Encode(m)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		id := client.NewID()
+		env, _ := sl.Seal(kind, id, body, time.Now())
+		recs, _ := record.Fragment(id, env)
+		for _, r := range recs {
+			data, _ := (&oem.WriteQueueRequest{IANA: iana, Record: r}).Pack()
+			if _, cc, _ := wr.Handle(ctx, hctx, data); cc != 0 {
+				t.Errorf("host write queue 2: cc %#x", cc)
+			}
+		}
+	}
+	for ctx.Err() == nil {
+		data, _ := (&oem.ReadQueueRequest{IANA: iana, Ack: ack}).Pack()
+		resp, cc, _ := rd.Handle(ctx, hctx, data)
+		if cc != 0 {
+			t.Errorf("host read queue 1: cc %#x", cc)
+			return
+		}
+		var rr oem.ReadQueueResponse
+		if err := rr.Unpack(resp); err != nil {
+			t.Error(err)
+			return
+		}
+		if rr.Empty {
+			ack = nil
+			time.Sleep(time.Millisecond) // the real agent waits for SMS_ATN
+			continue
+		}
+		ack = &oem.Ack{MsgID: rr.Record.MsgID, Index: rr.Record.Index}
+		env, done, err := ra.Add(rr.Record, time.Now())
+		if err != nil || !done {
+			continue
+		}
+		hdr, body, err := op.Open(env, time.Now())
+		if err != nil {
+			t.Errorf("host open: %v", err)
+			continue
+		}
+		req, err := vmsg.DecodeRequest(body)
+		if err != nil || hdr.Kind != vmsg.KindRequest {
+			t.Errorf("host decode: %v %v", hdr.Kind, err)
+			continue
+		}
+		n, _ := ob.seen.LoadOrStore(req.ID, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+		if ob.alert.Load() {
+			send(&vmsg.Alert{TimeMs: time.Now().UnixMilli(), Host: "hv1", Principal: "mallory", VM: "db1", Action: "destroy", Reason: "denied"})
+		}
+		rep := &vmsg.Reply{RequestID: req.ID, OK: true}
+		switch req.Command {
+		case vmsg.CmdList:
+			for i := range 12 { // > 223 bytes: several records on queue 2
+				rep.VMs = append(rep.VMs, vmsg.VMState{Name: "vm-with-a-long-name-" + strings.Repeat("x", i), State: "running", VCPUs: 1, MemoryKiB: 131072, UptimeSec: 42})
+			}
+		case vmsg.CmdPing:
+			rep.Host = &vmsg.HostInfo{HostID: "hv1", Hostname: "hv1.lab", Hypervisor: "md:" + strconv.Itoa(len(req.Metadata["blob"]))}
+		}
+		send(rep)
+	}
+}
+
+func TestOOBRoundTripThroughBMCSim(t *testing.T) {
+	ob := newOOBBench(t, queue.Options{})
+	oob := client.NewOOB(client.OOBOptions{}, nil)
+	c, err := client.New(ob.inv, client.Options{Via: "oob", OOB: oob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	res, err := c.Do(ctx, "h1", vmsg.CmdList, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Via != client.ViaOOB || len(res.Reply.VMs) != 12 || res.Reply.RequestID != res.RequestID {
+		t.Fatalf("result %+v", res)
+	}
+	t.Logf("first list over OOB-I (session setup included): %v", res.Latency)
+
+	// A request of several records (queue 1) and timing of warm requests.
+	blob := strings.Repeat("m", 700)
+	var lat []time.Duration
+	for range 10 {
+		res, err = c.Send(ctx, "h1", &vmsg.Request{Command: vmsg.CmdPing, Metadata: map[string]string{"blob": blob}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Reply.Host == nil || res.Reply.Host.Hypervisor != "md:700" {
+			t.Fatalf("ping reply %+v", res.Reply)
+		}
+		lat = append(lat, res.Latency)
+	}
+	t.Logf("warm OOB-I ping with 700-byte metadata: %v; stats %+v", lat, oob.Stats())
+	if s1, s2 := ob.qs.Status(); s1.Depth != 0 || s2.Depth != 0 {
+		t.Fatalf("queues not drained: q1 %+v q2 %+v", s1, s2)
+	}
+
+	// Alerts met while polling are kept for Alerts.
+	ob.alert.Store(true)
+	if _, err := c.Do(ctx, "h1", vmsg.CmdStatus, "web1"); err != nil {
+		t.Fatal(err)
+	}
+	al, err := c.Alerts(ctx, "h1")
+	if err != nil || len(al) != 1 || al[0].Principal != "mallory" {
+		t.Fatalf("alerts %v %+v", err, al)
+	}
+}
+
+func TestOOBRetriesLostPackets(t *testing.T) {
+	ob := newOOBBench(t, queue.Options{Capacity1: 2})
+	// Drop every 4th packet towards the BMC and every 5th back, once the
+	// session is up: a lost write, a lost write answer, a lost read answer.
+	p := startProxy(t, ob.bmc, func(toBMC bool, n int64) bool {
+		if toBMC {
+			return n%4 == 0
+		}
+		return n%5 == 0
+	})
+	ob.inv.Hosts[0].BMC.Addr = p.addr()
+	oob := client.NewOOB(client.OOBOptions{UDPTimeout: 50 * time.Millisecond, UDPRetries: 1}, nil)
+	c, err := client.New(ob.inv, client.Options{Via: "oob", OOB: oob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := c.Do(ctx, "h1", vmsg.CmdPing, ""); err != nil {
+		t.Fatal(err)
+	}
+	p.on.Store(true)
+	blob := strings.Repeat("z", 900) // five records through a queue of two
+	for i := range 15 {
+		res, err := c.Send(ctx, "h1", &vmsg.Request{Command: vmsg.CmdPing, Metadata: map[string]string{"blob": blob}})
+		if err != nil {
+			t.Fatalf("request %d: %v (stats %+v)", i, err, oob.Stats())
+		}
+		if res.Via != client.ViaOOB || res.Reply.Host.Hypervisor != "md:900" {
+			t.Fatalf("request %d: %+v", i, res.Reply)
+		}
+		if n, ok := ob.seen.Load(res.RequestID); !ok || n.(*atomic.Int32).Load() != 1 {
+			t.Fatalf("request %d reached the host %v times", i, n)
+		}
+	}
+	if p.dropped.Load() == 0 {
+		t.Fatal("the proxy dropped nothing")
+	}
+	t.Logf("dropped %d packets (%d up, %d down); stats %+v", p.dropped.Load(), p.up.Load(), p.dn.Load(), oob.Stats())
+}
+
+func TestOOBWrongPasswordIsUnauthorized(t *testing.T) {
+	ob := newOOBBench(t, queue.Options{})
+	os.WriteFile(filepath.Join(ob.dir, "h1.pw"), []byte("wrong"), 0o600)
+	c, _ := client.New(ob.inv, client.Options{Via: "oob"})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.Do(ctx, "h1", vmsg.CmdPing, "")
+	if !errors.Is(err, client.ErrUnauthorized) {
+		t.Fatalf("err %v, want ErrUnauthorized", err)
+	}
+}

@@ -1,0 +1,171 @@
+package client_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ooblab/ooblab/internal/frame"
+	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/vmsg"
+	"github.com/ooblab/ooblab/vmsctl/client"
+)
+
+// vmmiAgent is a TLS 1.3 server playing hvagent's VMM-I.
+type vmmiAgent struct {
+	ln      net.Listener
+	accepts atomic.Int32
+	mute    atomic.Bool // read requests, answer nothing
+	inv     *inventory.Inventory
+	wg      sync.WaitGroup
+}
+
+func newVMMIAgent(t *testing.T) *vmmiAgent {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lab CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2),
+		Subject: pkix.Name{CommonName: "hv1"}, DNSNames: []string{"hv1.vmmi"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, &leafKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644)
+	key, _ := seal.Enroll("hv1")
+	os.WriteFile(filepath.Join(dir, "h1.key"), []byte(key.URI()), 0o600)
+
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &vmmiAgent{ln: ln, inv: &inventory.Inventory{Principal: "ops", Dir: dir, Hosts: []inventory.Host{{
+		Name: "h1", HostID: "hv1", SecretFile: "h1.key",
+		VMMI: inventory.VMMI{Addr: ln.Addr().String(), CAFile: "ca.pem", ServerName: "hv1.vmmi"}}}}}
+	op, sl := seal.NewOpener(key, seal.OpenerOptions{}), seal.NewSealer(key)
+	a.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			a.accepts.Add(1)
+			a.wg.Go(func() { a.serve(t, c, op, sl) })
+		}
+	})
+	t.Cleanup(func() { ln.Close(); a.wg.Wait() })
+	return a
+}
+
+func (a *vmmiAgent) serve(t *testing.T, c net.Conn, op *seal.Opener, sl *seal.Sealer) {
+	defer c.Close()
+	go func() { <-time.After(5 * time.Second); c.Close() }()
+	send := func(m vmsg.Message) {
+		kind, body, _ := vmsg.Encode(m)
+		env, _ := sl.Seal(kind, client.NewID(), body, time.Now())
+		frame.Write(c, env)
+	}
+	for {
+		env, err := frame.Read(c)
+		if err != nil {
+			return
+		}
+		hdr, body, err := op.Open(env, time.Now())
+		if err != nil {
+			t.Errorf("agent open: %v", err)
+			return
+		}
+		req, _ := vmsg.DecodeRequest(body)
+		if hdr.Kind != vmsg.KindRequest || a.mute.Load() {
+			continue
+		}
+		send(&vmsg.Alert{Host: "hv1", Reason: "pushed"})
+		send(&vmsg.Reply{RequestID: req.ID, OK: true, VMs: []vmsg.VMState{{Name: "web1", State: "running"}}})
+	}
+}
+
+func TestVMMIRoundTripReusesConnection(t *testing.T) {
+	a := newVMMIAgent(t)
+	c, err := client.New(a.inv, client.Options{Via: "vmmi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 8 { // concurrent requests share the one connection
+		wg.Go(func() {
+			res, err := c.Do(ctx, "h1", vmsg.CmdList, "")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Via != client.ViaVMMI || len(res.Reply.VMs) != 1 {
+				t.Errorf("%+v", res)
+			}
+		})
+	}
+	wg.Wait()
+	if n := a.accepts.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+	al, _ := c.Alerts(ctx, "h1")
+	if len(al) != 8 {
+		t.Fatalf("%d alerts kept, want 8", len(al))
+	}
+
+	// An unanswered request ends with ctx and closes the connection; the
+	// next request dials afresh.
+	a.mute.Store(true)
+	tctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = c.Do(tctx, "h1", vmsg.CmdList, "")
+	cancel()
+	if !errors.Is(err, client.ErrUnreachable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("mute agent: %v", err)
+	}
+	a.mute.Store(false)
+	if _, err := c.Do(ctx, "h1", vmsg.CmdList, ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.accepts.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2", n)
+	}
+}
+
+func TestVMMIRejectsUntrustedServer(t *testing.T) {
+	a := newVMMIAgent(t)
+	b := newVMMIAgent(t) // another CA
+	a.inv.Hosts[0].VMMI.CAFile = filepath.Join(b.inv.Dir, "ca.pem")
+	c, _ := client.New(a.inv, client.Options{Via: "vmmi"})
+	defer c.Close()
+	_, err := c.Do(context.Background(), "h1", vmsg.CmdList, "")
+	var uerr x509.UnknownAuthorityError
+	if !errors.As(err, &uerr) {
+		t.Fatalf("err %v, want unknown authority", err)
+	}
+}
