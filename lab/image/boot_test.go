@@ -3,6 +3,7 @@ package image_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -39,7 +40,14 @@ func TestBootHypervisorHost(t *testing.T) {
 	defer cancel()
 
 	t0 := time.Now()
-	art, err := image.Build(ctx, image.DefaultRecipe(), image.Options{}, log)
+	// A stand-in hvagent: prints its arguments and greets on the VMM-I port.
+	fake := filepath.Join(t.TempDir(), "hvagent")
+	if err := os.WriteFile(fake, []byte(fakeHVAgent), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	recipe := image.DefaultRecipe()
+	recipe.HVAgent = fake
+	art, err := image.Build(ctx, recipe, image.Options{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +56,9 @@ func TestBootHypervisorHost(t *testing.T) {
 	bmc := startTestBMC(t)
 	dir := t.TempDir()
 	cfgDisk := filepath.Join(dir, "config.ext4")
-	if err := image.BuildConfigDisk(ctx, image.Config{Hostname: "hv1", StartVMs: []string{"web1"}}, cfgDisk); err != nil {
+	if err := image.BuildConfigDisk(ctx, image.Config{
+		Hostname: "hv1", StartVMs: []string{"web1"}, HVAgentArgs: []string{"-listen", ":8443"},
+	}, cfgDisk); err != nil {
 		t.Fatal(err)
 	}
 
@@ -98,22 +108,56 @@ func TestBootHypervisorHost(t *testing.T) {
 	wait("ooblab: libvirtd up", 60*time.Second)
 	wait("ooblab: vms defined n=2", 60*time.Second)
 	wait("ooblab: vm web1 running", 60*time.Second)
-	wait("ooblab: no hvagent", 10*time.Second)
+	wait("ooblab: hvagent started", 10*time.Second)
+	wait("ooblab-test: fake hvagent args=-listen :8443", 10*time.Second)
+	port := m.Config.VMMI[0].HostPort
+	if got := greet(ctx, t, port, 20*time.Second); got != "hello-from-hvhost" {
+		t.Fatalf("VMM-I 127.0.0.1:%d -> guest :8443: got %q", port, got)
+	}
 	t.Logf("BMC answered %d Get Device ID requests", bmc.devIDs.Load())
 
-	for _, up := range []bool{false, true} {
+	qctx, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	st, err := m.QMP.QueryStatus(qctx)
+	if err != nil || !st.Running {
+		t.Fatalf("query-status: %+v, %v", st, err)
+	}
+
+	// Unplug and replug the VMM-I: the guest sees the carrier go.
+	for i, up := range []bool{false, true} {
+		s := time.Now()
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := m.QMP.SetLink(qctx, "vmmi", up)
 		cancel()
 		if err != nil {
 			t.Fatalf("set_link vmmi up=%v: %v", up, err)
 		}
+		want := map[bool]string{false: "down", true: "up"}[up]
+		wait(fmt.Sprintf("ooblab: vmmi carrier %s n=%d", want, i+1), 10*time.Second)
+		t.Logf("TIMING set_link %s -> guest marker: %.2fs", want, time.Since(s).Seconds())
+		if !up {
+			if got := greet(ctx, t, port, 3*time.Second); got != "" {
+				t.Fatalf("VMM-I unplugged, yet the guest answered %q", got)
+			}
+		} else if got := greet(ctx, t, port, 20*time.Second); got != "hello-from-hvhost" {
+			t.Fatalf("VMM-I replugged: got %q", got)
+		}
 	}
-	qctx, cancel2 := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel2()
-	st, err := m.QMP.QueryStatus(qctx)
-	if err != nil || !st.Running {
-		t.Fatalf("query-status: %+v, %v", st, err)
+
+	// ACPI power button: domains stopped, guest powers off, QEMU exits.
+	s := time.Now()
+	qctx3, cancel3 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel3()
+	if err := m.QMP.SystemPowerdown(qctx3); err != nil {
+		t.Fatal(err)
+	}
+	wait("ooblab: powerdown requested", 10*time.Second)
+	wait("ooblab: powering off", 60*time.Second)
+	select {
+	case <-m.Exited():
+		t.Logf("TIMING system_powerdown -> QEMU exited: %.2fs", time.Since(s).Seconds())
+	case <-time.After(20 * time.Second):
+		t.Fatal("QEMU still running 20s after the guest said it powers off")
 	}
 }
 
@@ -226,4 +270,40 @@ func (b *testBMC) answer(m []byte) []byte {
 		out = append(out, x)
 	}
 	return append(out, vmMsgEnd)
+}
+
+const fakeHVAgent = `#!/bin/sh
+echo "ooblab-test: fake hvagent args=$*" >/dev/console
+printf '#!/bin/sh\necho hello-from-hvhost\n' >/run/greet
+chmod +x /run/greet
+exec /usr/local/bin/busybox nc -ll -p 8443 -e /run/greet
+`
+
+// greet reads the fake hvagent's greeting through the VMM-I port forward,
+// dialling again while the guest side is not listening yet (slirp accepts
+// on the host, then closes when the guest refuses), until d passes. It
+// returns "" if no greeting came.
+func greet(ctx context.Context, t *testing.T, port int, d time.Duration) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var last error
+	for ctx.Err() == nil {
+		var dl net.Dialer
+		c, err := dl.DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			last = err
+			continue
+		}
+		dead, _ := ctx.Deadline()
+		c.SetDeadline(dead)
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if err == nil {
+			return strings.TrimSpace(line)
+		}
+		last = err
+	}
+	t.Logf("no greeting on 127.0.0.1:%d within %v (last: %v)", port, d, last)
+	return ""
 }

@@ -16,15 +16,21 @@
 // PID 1 (no systemd): it mounts /proc, /sys, /dev, /run, applies the lab config
 // disk, brings up the VMM-I NIC, starts libvirtd, defines the domains from
 // /etc/ooblab/vms/*.xml, starts those in /etc/ooblab/start-vms and runs
-// /usr/local/bin/hvagent, printing markers on the console:
+// /usr/local/bin/hvagent, printing markers on the console. The ACPI power
+// button (QMP system_powerdown, or a BMC's graceful shutdown) runs
+// ooblab-powerdown through busybox acpid: domains are shut down (destroyed
+// after 5 s), then the guest powers off.
 //
 //	ooblab: stage1 t=<uptime>
 //	ooblab: rootfs up t=…
+//	ooblab: ipmi dev=/dev/ipmi0 t=…     (or "ooblab: ipmi none …")
 //	ooblab: network up dev=eth0 addr=10.0.2.15/24 t=…
 //	ooblab: libvirtd up t=…
 //	ooblab: vms defined n=2 t=…
 //	ooblab: vm <name> running t=…
 //	ooblab: hvagent started t=…        (or "ooblab: no hvagent, idle")
+//	ooblab: vmmi carrier down n=1 t=…  (and "up n=2"…: VMM-I link changes)
+//	ooblab: powerdown requested t=…, ooblab: powering off t=…
 //	ooblab: FAILED: <what> t=…         on any failure
 //
 // Because ipmi_si loads in stage 1, the BMC (the ipmi-bmc-extern chardev peer)
@@ -112,6 +118,7 @@ func DefaultRecipe() Recipe {
 		Modules: []string{
 			"virtio_pci", "virtio_blk", "virtio_net", "crc32c_generic", "ext4",
 			"ipmi_msghandler", "ipmi_devintf", "ipmi_si",
+			"button", "evdev", // ACPI power button for busybox acpid
 		},
 		VMs: map[string]string{
 			"web1": DomainXML("web1", 32),

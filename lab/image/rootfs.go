@@ -42,6 +42,17 @@ func customize(r Recipe, dir string) error {
 	if err := w("usr/local/sbin/ooblab-init", init, 0o755); err != nil {
 		return err
 	}
+	pd, _ := files.ReadFile("files/ooblab-powerdown")
+	if err := w("usr/local/sbin/ooblab-powerdown", pd, 0o755); err != nil {
+		return err
+	}
+	if err := w("etc/acpi/PWRF/00000080", []byte("#!/bin/sh\nexec /usr/local/sbin/ooblab-powerdown\n"), 0o755); err != nil {
+		return err
+	}
+	// busybox for acpid (the power button) only; no applet links.
+	if err := copyFile(busyboxPath, filepath.Join(dir, "usr/local/bin/busybox"), 0o755); err != nil {
+		return err
+	}
 	qc, _ := files.ReadFile("files/qemu.conf.append")
 	f, err := os.OpenFile(filepath.Join(dir, "etc/libvirt/qemu.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
