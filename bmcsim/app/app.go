@@ -1,5 +1,6 @@
 // Package app runs a bmcsim process: every configured BMC with its LAN
-// channel, and the process's metrics endpoint.
+// channel, OOB-I queues and QEMU system interface, and the process's metrics
+// endpoint.
 package app
 
 import (
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,8 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ooblab/ooblab/bmcsim/kcs"
 	"github.com/ooblab/ooblab/bmcsim/queue"
 	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/internal/oem"
 )
 
 // Run starts every BMC of f and blocks until ctx ends or one fails.
@@ -41,18 +45,29 @@ func Run(ctx context.Context, f *sim.File, log *slog.Logger) error {
 			return fmt.Errorf("two BMCs named %q", b.Config.Name)
 		}
 		names[b.Config.Name] = true
+		blog := log.With("bmc", b.Config.Name)
+		n := &notifier{iana: oem.IANA(b.Config.IANA), log: blog}
 		q, err := queue.Open(queue.Options{
-			Capacity1:  b.Config.QueueCapacity,
-			Capacity2:  b.Config.QueueCapacity,
-			StateDir:   b.Config.State,
-			Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"bmc": b.Config.Name}, reg),
-			Logger:     log.With("bmc", b.Config.Name),
+			Capacity1:      b.Config.QueueCapacity,
+			Capacity2:      b.Config.QueueCapacity,
+			StateDir:       b.Config.State,
+			Registerer:     prometheus.WrapRegistererWith(prometheus.Labels{"bmc": b.Config.Name}, reg),
+			Logger:         blog,
+			OnQueue1Change: n.queue1Changed,
 		})
 		if err != nil {
 			return fmt.Errorf("bmc %s: queues: %w", b.Config.Name, err)
 		}
 		defer q.Close()
 		q.Register(b.Registry, b.Config.IANA)
+		if d1 := q.Queue1().Len(); d1 > 0 || q.Queue2().Len() > 0 {
+			blog.Info("queues restored from journal", "queue1", d1, "queue2", q.Queue2().Len(), "state", b.Config.State)
+		}
+		if b.Config.KCS != "" {
+			if err := serveKCS(ctx, g, b, q, n, blog); err != nil {
+				return err
+			}
+		}
 		conn, err := b.ListenLAN()
 		if err != nil {
 			return err
@@ -82,4 +97,65 @@ func Run(ctx context.Context, f *sim.File, log *slog.Logger) error {
 		})
 	}
 	return g.Wait()
+}
+
+// notifier pushes a Queue1Notify into the host's receive message queue when
+// Queue 1 gains records and none is pending, so the agent wakes at once.
+type notifier struct {
+	iana oem.IANA
+	log  *slog.Logger
+	mu   sync.Mutex
+	srv  *kcs.Server
+}
+
+func (n *notifier) set(srv *kcs.Server) {
+	n.mu.Lock()
+	n.srv = srv
+	n.mu.Unlock()
+}
+
+func (n *notifier) queue1Changed(depth int) {
+	if depth <= 0 {
+		return
+	}
+	n.mu.Lock()
+	srv := n.srv
+	n.mu.Unlock()
+	if srv == nil || srv.QueueLen() > 0 {
+		return // no host, or a notification is already waiting
+	}
+	if depth > 0xFFFF {
+		depth = 0xFFFF
+	}
+	data := oem.Queue1Notify{IANA: n.iana, Depth: uint16(depth)}.Pack()
+	if err := srv.Push(uint8(oem.NetFnOEMGroupRequest), uint8(oem.CmdQueue1Notify), data); err != nil {
+		n.log.Debug("queue 1 notification not pushed", "err", err)
+	}
+}
+
+// serveKCS starts the BMC's system interface for QEMU's ipmi-bmc-extern
+// chardev and ties chassis power to the guest.
+func serveKCS(ctx context.Context, g *errgroup.Group, b *sim.BMC, q *queue.Queues, n *notifier, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", b.Config.KCS)
+	if err != nil {
+		return fmt.Errorf("bmc %s: kcs listener: %w", b.Config.Name, err)
+	}
+	srv := kcs.New(b.IPMI, b.Registry, log,
+		kcs.WithOnConnState(func(up bool) {
+			log.Info("system interface", "qemu_connected", up)
+			if up {
+				n.queue1Changed(q.Queue1().Len())
+			}
+		}))
+	n.set(srv)
+	b.SetPowerDriver(&hostPower{kcs: srv, qmp: b.Config.QMP, log: log})
+	log.Info("system interface listening", "addr", ln.Addr().String())
+	g.Go(func() error {
+		err := srv.Serve(ctx, ln)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("bmc %s: kcs: %w", b.Config.Name, err)
+		}
+		return nil
+	})
+	return nil
 }

@@ -13,6 +13,9 @@ import (
 // QEMU guest behind the system interface. Without a driver the BMC only
 // keeps the state.
 type PowerDriver interface {
+	// State reports whether the managed system runs; ok is false when the
+	// driver cannot tell (the BMC then keeps its own record).
+	State(ctx context.Context) (on, ok bool)
 	PowerOn(ctx context.Context) error
 	PowerOff(ctx context.Context) error
 	Reset(ctx context.Context) error
@@ -51,10 +54,17 @@ func (c *chassis) SetPowerState(on bool) {
 	c.mu.Unlock()
 }
 
-func (c *chassis) PowerState(context.Context) (bool, error) {
+func (c *chassis) PowerState(ctx context.Context) (bool, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.on, nil
+	d := c.driver
+	on := c.on
+	c.mu.Unlock()
+	if d != nil {
+		if live, ok := d.State(ctx); ok {
+			return live, nil
+		}
+	}
+	return on, nil
 }
 
 func (c *chassis) do(ctx context.Context, name string, f func(PowerDriver) error, after bool) error {

@@ -43,6 +43,10 @@ type Config struct {
 	// KCS is the TCP address QEMU's ipmi-bmc-extern chardev connects to;
 	// empty means no system interface.
 	KCS string `toml:"kcs"`
+	// QMP is the unix socket of the QEMU monitor of the managed system;
+	// with it chassis power on works (system_reset + cont) and the power
+	// state is read from QEMU. Without it power follows the KCS connection.
+	QMP string `toml:"qmp"`
 	// State is a folder for the queue journal; empty keeps queues in memory.
 	State string `toml:"state"`
 	// IANA is the enterprise number of the OEM queue commands.

@@ -72,7 +72,40 @@ const (
 	CmdWriteQueue2    Cmd = 0x03 // WRITE_BMC_BUFF_QUEUE2
 	CmdReadQueue2     Cmd = 0x04 // READ_BMC_BUFF_QUEUE2
 	CmdGetQueueStatus Cmd = 0x05 // GET_QUEUE_STATUS
+
+	// CmdQueue1Notify is pushed by the BMC into the host's receive message
+	// queue (raising SMS_ATN) when Queue 1 gains records, so an agent
+	// registered for it with IPMICTL_REGISTER_FOR_CMD wakes at once instead
+	// of polling. Data: IANA (3 bytes) ‖ Queue 1 depth (u16 LE). The agent
+	// answers completion code 0 with no data; the BMC ignores the answer.
+	CmdQueue1Notify Cmd = 0x10
 )
+
+// Queue1Notify is the data of CmdQueue1Notify.
+type Queue1Notify struct {
+	IANA  IANA
+	Depth uint16
+}
+
+// Pack encodes n.
+func (n Queue1Notify) Pack() []byte {
+	b := n.IANA.append(nil)
+	return append(b, byte(n.Depth), byte(n.Depth>>8))
+}
+
+// Unpack decodes n.
+func (n *Queue1Notify) Unpack(b []byte) error {
+	if len(b) < 5 {
+		return ErrShort
+	}
+	iana, err := PeekIANA(b)
+	if err != nil {
+		return err
+	}
+	n.IANA = iana
+	n.Depth = uint16(b[3]) | uint16(b[4])<<8
+	return nil
+}
 
 func (c Cmd) String() string {
 	switch c {
@@ -86,6 +119,8 @@ func (c Cmd) String() string {
 		return "ReadQueue2"
 	case CmdGetQueueStatus:
 		return "GetQueueStatus"
+	case CmdQueue1Notify:
+		return "Queue1Notify"
 	}
 	return fmt.Sprintf("Cmd(%#02x)", uint8(c))
 }

@@ -171,3 +171,17 @@ func TestWriteCorpus(t *testing.T) {
 	}
 	writeCorpus(t, "FuzzUnpack", seeds)
 }
+
+func TestQueue1Notify(t *testing.T) {
+	n := Queue1Notify{IANA: DefaultIANA, Depth: 0x0102}
+	if got := fmt.Sprintf("% x", n.Pack()); got != "d9 7e 00 02 01" {
+		t.Fatalf("pack = %s", got)
+	}
+	var m Queue1Notify
+	if err := m.Unpack(n.Pack()); err != nil || m != n {
+		t.Fatalf("unpack = %+v, %v", m, err)
+	}
+	if err := m.Unpack([]byte{0xd9, 0x7e}); err == nil {
+		t.Fatal("short notify accepted")
+	}
+}

@@ -1,0 +1,148 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ooblab/ooblab/bmcsim/kcs"
+	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
+	"github.com/ooblab/ooblab/internal/oem"
+	"github.com/ooblab/ooblab/internal/record"
+)
+
+func freePort(t *testing.T, network string) int {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// A whole bmcsim process in-process: a LAN write to queue 1 is pushed to the
+// host as a Queue1Notify, the host reads the record over the system
+// interface, and chassis power commands from LAN reach QEMU's side.
+func TestProcessQueueNotifyAndPower(t *testing.T) {
+	if _, err := exec.LookPath("ipmitool"); err != nil {
+		t.Skip("ipmitool not installed")
+	}
+	lan, kcsPort := freePort(t, "udp"), freePort(t, "tcp")
+	f := &sim.File{BMCs: []sim.Config{{
+		Name: "h1", LAN: "127.0.0.1:" + strconv.Itoa(lan), KCS: "127.0.0.1:" + strconv.Itoa(kcsPort),
+		State: t.TempDir(),
+		Users: []sim.User{{Name: "admin", Password: "pw-0123456", Privilege: "administrator"}},
+	}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, f, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer dcancel()
+	var host *chardev.Client
+	var err error
+	for {
+		host, err = chardev.Dial(dctx, "127.0.0.1:"+strconv.Itoa(kcsPort))
+		if err == nil || dctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("dial system interface: %v", err)
+	}
+	defer host.Close()
+
+	ipmitool := func(args ...string) string {
+		t.Helper()
+		base := []string{"-I", "lanplus", "-C", "17", "-H", "127.0.0.1", "-p", strconv.Itoa(lan), "-U", "admin", "-P", "pw-0123456", "-R", "5", "-N", "1"}
+		out, err := exec.Command("ipmitool", append(base, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ipmitool %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+
+	rec := record.Record{MsgID: 0x1122334455667788, Index: 0, Count: 1, Payload: []byte("sealed-bytes")}
+	req := oem.WriteQueueRequest{IANA: oem.DefaultIANA, Record: rec}
+	data, err := req.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"raw", "0x2e", "0x01"}
+	for _, b := range data {
+		args = append(args, fmt.Sprintf("0x%02x", b))
+	}
+	ipmitool(args...)
+
+	select {
+	case m := <-host.Messages():
+		if m.NetFn != uint8(oem.NetFnOEMGroupRequest) || m.Cmd != uint8(oem.CmdQueue1Notify) {
+			t.Fatalf("pushed %#x/%#x, want Queue1Notify", m.NetFn, m.Cmd)
+		}
+		var n oem.Queue1Notify
+		if err := n.Unpack(m.Data); err != nil || n.Depth != 1 {
+			t.Fatalf("notify %+v, %v", n, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Queue1Notify pushed to the host")
+	}
+
+	rq := oem.ReadQueueRequest{IANA: oem.DefaultIANA}
+	rqData, err := rq.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, cc, err := host.Do(dctx, uint8(oem.NetFnOEMGroupRequest), uint8(oem.CmdReadQueue1), rqData)
+	if err != nil || cc != 0 {
+		t.Fatalf("read queue 1: cc %#x, %v", cc, err)
+	}
+	var rr oem.ReadQueueResponse
+	if err := rr.Unpack(resp); err != nil || rr.Empty || string(rr.Record.Payload) != "sealed-bytes" {
+		t.Fatalf("read queue 1: %+v, %v", rr, err)
+	}
+
+	out := ipmitool("chassis", "power", "off")
+	if !strings.Contains(out, "Down/Off") {
+		t.Fatalf("power off: %s", out)
+	}
+	select {
+	case op := <-host.Controls():
+		if uint8(op) != uint8(kcs.OpPowerOff) {
+			t.Fatalf("QEMU got %v, want POWEROFF", op)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("POWEROFF never reached QEMU's side")
+	}
+	ipmitool("chassis", "power", "soft")
+	select {
+	case op := <-host.Controls():
+		if uint8(op) != uint8(kcs.OpGracefulShutdown) {
+			t.Fatalf("QEMU got %v, want GRACEFUL_SHUTDOWN", op)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("GRACEFUL_SHUTDOWN never reached QEMU's side")
+	}
+}

@@ -1,0 +1,102 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/ooblab/ooblab/bmcsim/kcs"
+	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/lab/qmp"
+)
+
+// hostPower drives the QEMU guest behind a BMC: off, reset and graceful
+// shutdown through the ipmi-bmc-extern chardev (as a real BMC pulls the
+// power pins), on through the QEMU monitor (QEMU runs with -no-shutdown, so a
+// powered-off guest waits, stopped, to be reset and continued).
+type hostPower struct {
+	kcs *kcs.Server
+	qmp string
+	log *slog.Logger
+}
+
+var _ sim.PowerDriver = (*hostPower)(nil)
+
+func (p *hostPower) monitor(ctx context.Context) (*qmp.Monitor, error) {
+	if p.qmp == "" {
+		return nil, errors.New("no QEMU monitor configured for this BMC (qmp in the BMC config)")
+	}
+	return qmp.Dial(ctx, "unix", p.qmp, p.log)
+}
+
+func (p *hostPower) State(ctx context.Context) (bool, bool) {
+	if p.qmp == "" {
+		return p.kcs.Connected(), true
+	}
+	m, err := p.monitor(ctx)
+	if err != nil {
+		return false, true // no QEMU process: the machine is off
+	}
+	defer m.Close()
+	st, err := m.QueryStatus(ctx)
+	if err != nil {
+		return false, false
+	}
+	return st.Running, true
+}
+
+func (p *hostPower) PowerOn(ctx context.Context) error {
+	m, err := p.monitor(ctx)
+	if err != nil {
+		if p.kcs.Connected() {
+			return nil // it runs
+		}
+		return fmt.Errorf("power on: %w", err)
+	}
+	defer m.Close()
+	st, err := m.QueryStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("power on: %w", err)
+	}
+	if st.Running {
+		return nil
+	}
+	if st.Status == "shutdown" || st.Status == "guest-panicked" {
+		if err := m.SystemReset(ctx); err != nil {
+			return fmt.Errorf("power on: reset: %w", err)
+		}
+	}
+	if err := m.Execute(ctx, "cont", nil, nil); err != nil {
+		return fmt.Errorf("power on: cont: %w", err)
+	}
+	p.log.Info("chassis power on", "via", "qmp")
+	return nil
+}
+
+func (p *hostPower) PowerOff(ctx context.Context) error {
+	if err := p.kcs.PowerOff(); err != nil {
+		if errors.Is(err, kcs.ErrNotConnected) {
+			return nil // already off
+		}
+		return err
+	}
+	p.log.Info("chassis power off", "via", "kcs")
+	return nil
+}
+
+func (p *hostPower) Reset(ctx context.Context) error {
+	if err := p.kcs.Reset(); err != nil {
+		return err
+	}
+	p.log.Info("chassis hard reset", "via", "kcs")
+	return nil
+}
+
+func (p *hostPower) GracefulShutdown(ctx context.Context) error {
+	if err := p.kcs.GracefulShutdown(); err != nil {
+		return err
+	}
+	p.log.Info("chassis soft shutdown", "via", "kcs")
+	return nil
+}
