@@ -240,10 +240,18 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Machine, error) 
 	mon, err := qmp.Dial(dctx, "unix", m.QMPPath, log)
 	cancel()
 	if err != nil {
+		// QEMU may fail after creating the QMP socket (a bad -device): give
+		// its exit a moment to show, to report its own words.
+		grace := 3 * time.Second
+		if ctx.Err() != nil {
+			grace = 0
+		}
+		t := time.NewTimer(grace)
+		defer t.Stop()
 		select {
 		case <-m.exited:
 			return nil, fmt.Errorf("qemu: %s exited at start (%v): %s", cfg.Name, m.exitErr, tailFile(filepath.Join(cfg.Dir, "qemu.log"), 2000))
-		default:
+		case <-t.C:
 		}
 		m.kill()
 		return nil, fmt.Errorf("qemu: %s: %w", cfg.Name, err)
