@@ -5,7 +5,6 @@ package clienttest
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -35,7 +34,7 @@ type Fake struct {
 	mu     sync.Mutex
 	calls  []Call
 	alerts map[string][]*vmsg.Alert
-	closed bool
+	closes int
 }
 
 // Name implements client.Channel.
@@ -50,11 +49,7 @@ func (f *Fake) Name() string {
 func (f *Fake) Exchange(ctx context.Context, t *client.Target, req *vmsg.Request) (*client.Answer, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, Call{Host: t.Name(), Req: *req})
-	closed := f.closed
 	f.mu.Unlock()
-	if closed {
-		return nil, errors.New("clienttest: channel closed")
-	}
 	var m vmsg.Message = &vmsg.Reply{RequestID: req.ID, OK: true}
 	if f.Handle != nil {
 		var err error
@@ -85,12 +80,20 @@ func (f *Fake) PushAlert(host string, a *vmsg.Alert) {
 	f.alerts[host] = append(f.alerts[host], a)
 }
 
-// Close implements client.Channel.
+// Close implements client.Channel. It only counts: a Fake stays usable, so
+// one Fake can serve several clients in a test.
 func (f *Fake) Close() error {
 	f.mu.Lock()
-	f.closed = true
+	f.closes++
 	f.mu.Unlock()
 	return nil
+}
+
+// Closes is how many times Close was called.
+func (f *Fake) Closes() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closes
 }
 
 // Calls returns a copy of the requests received so far.

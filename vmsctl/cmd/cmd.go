@@ -1,0 +1,356 @@
+// Package cmd is the vmsctl command line: cobra commands over
+// vmsctl/client. main.go only wires signals and calls Run.
+package cmd
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/vmsg"
+	"github.com/ooblab/ooblab/vmsctl/client"
+)
+
+// Exit codes scripts can rely on.
+const (
+	ExitOK          = 0 // success
+	ExitError       = 1 // any other error
+	ExitUsage       = 2 // bad flags or arguments, unknown host, no inventory
+	ExitRefused     = 3 // the agent's authorization list or the BMC refused us
+	ExitChallenge   = 4 // a protected VM's challenge could not be answered or was refused
+	ExitUnreachable = 5 // no channel reached the host
+	ExitNoVM        = 6 // the host has no such VM
+)
+
+// usageError marks errors of the command line itself.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// ExitCode maps an error to the exit code.
+func ExitCode(err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	var ue usageError
+	var re *client.ReplyError
+	switch {
+	case errors.As(err, &ue), errors.Is(err, inventory.ErrNoHost):
+		return ExitUsage
+	case errors.As(err, &re):
+		switch re.Code {
+		case vmsg.ErrDenied:
+			return ExitRefused
+		case vmsg.ErrChallengeNo, vmsg.ErrChallenge:
+			return ExitChallenge
+		case vmsg.ErrNoSuchVM:
+			return ExitNoVM
+		}
+		return ExitError
+	case errors.Is(err, client.ErrChallengeFailed):
+		return ExitChallenge
+	case errors.Is(err, client.ErrUnauthorized):
+		return ExitRefused
+	case errors.Is(err, client.ErrUnreachable):
+		return ExitUnreachable
+	}
+	s := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires ", "invalid argument"} {
+		if strings.HasPrefix(s, p) {
+			return ExitUsage
+		}
+	}
+	return ExitError
+}
+
+// App is one run of vmsctl with its streams; tests build one with fakes.
+type App struct {
+	In       io.Reader
+	Out, Err io.Writer
+	// Getenv reads the environment (default os.Getenv).
+	Getenv func(string) string
+	// Terminal reports whether In is an interactive terminal.
+	Terminal func() bool
+	// Options, when set, adjusts the client options (tests inject fake
+	// channels here).
+	Options func(*client.Options)
+	Now     func() time.Time
+
+	// flags
+	invPath, via, output, otp, otpFile string
+	timeout, budget                    time.Duration
+	debug                              bool
+
+	inv     *inventory.Inventory
+	invFile string
+	log     *slog.Logger
+}
+
+// Run runs vmsctl with args (without the program name) and returns the exit code.
+func Run(ctx context.Context, args []string) int {
+	a := &App{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}
+	return a.Run(ctx, args)
+}
+
+// Run executes args and returns the exit code.
+func (a *App) Run(ctx context.Context, args []string) int {
+	if a.Getenv == nil {
+		a.Getenv = os.Getenv
+	}
+	if a.Now == nil {
+		a.Now = time.Now
+	}
+	if a.Terminal == nil {
+		a.Terminal = func() bool {
+			f, ok := a.In.(*os.File)
+			if !ok {
+				return false
+			}
+			st, err := f.Stat()
+			return err == nil && st.Mode()&os.ModeCharDevice != 0
+		}
+	}
+	root := a.root()
+	root.SetArgs(args)
+	root.SetIn(a.In)
+	root.SetOut(a.Out)
+	root.SetErr(a.Err)
+	err := root.ExecuteContext(ctx)
+	if err != nil {
+		fmt.Fprintf(a.Err, "vmsctl: %v\n", err)
+	}
+	return ExitCode(err)
+}
+
+func (a *App) root() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "vmsctl",
+		Short: "Drive VMs on hypervisor hosts over the VMM-I or, through the BMC, the OOB-I",
+		Long: `vmsctl is the VMS side of ooblab. It sends sealed requests to hvagent on each
+host of the inventory, over the host's management network (VMM-I) or through the
+host's BMC (OOB-I, IPMI over LAN), and answers challenges for protected VMs.
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 refused/unauthorized, 4 challenge failed,
+5 host unreachable on every channel, 6 no such VM.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			lvl := slog.LevelWarn
+			if a.debug {
+				lvl = slog.LevelDebug
+			}
+			a.log = slog.New(slog.NewTextHandler(a.Err, &slog.HandlerOptions{Level: lvl}))
+			switch a.output {
+			case "table", "json", "yaml":
+			default:
+				return usagef("-o %q: want table, json or yaml", a.output)
+			}
+			switch a.via {
+			case "auto", "vmmi", "oob":
+			default:
+				return usagef("--via %q: want auto, vmmi or oob", a.via)
+			}
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	f := root.PersistentFlags()
+	f.StringVar(&a.invPath, "inventory", "", "inventory file (default: $OOBLAB_INVENTORY, else .lab/inventory.json in the current or a parent folder, else ~/.local/state/ooblab/lab/inventory.json)")
+	f.StringVar(&a.via, "via", "auto", "channel: auto (VMM-I, then OOB-I), vmmi or oob")
+	f.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
+	f.StringVar(&a.otp, "otp", "", "challenge answer code (nonce-bound; see 'vmsctl user code')")
+	f.StringVar(&a.otpFile, "otp-secret-file", "", "operator's TOTP key file (otpauth:// URI or base32): answer challenges automatically")
+	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline for the whole command, challenge prompt included")
+	f.DurationVar(&a.budget, "vmmi-budget", 300*time.Millisecond, "auto: how long VMM-I may take before OOB-I is used")
+	f.BoolVar(&a.debug, "debug", false, "log channel decisions to stderr")
+	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd())
+	return root
+}
+
+// exactArgs is cobra.ExactArgs with a usage error.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s: want %d argument(s), got %d (usage: %s)", cmd.CommandPath(), n, len(args), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// FindInventory picks the inventory file: the flag, then $OOBLAB_INVENTORY,
+// then .lab/inventory.json in cwd or a parent, then
+// ~/.local/state/ooblab/lab/inventory.json.
+func FindInventory(flag string, getenv func(string) string, cwd, home string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if p := getenv("OOBLAB_INVENTORY"); p != "" {
+		return p, nil
+	}
+	for d := cwd; d != ""; {
+		p := filepath.Join(d, ".lab", "inventory.json")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		up := filepath.Dir(d)
+		if up == d {
+			break
+		}
+		d = up
+	}
+	if home != "" {
+		p := filepath.Join(home, ".local", "state", "ooblab", "lab", "inventory.json")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", usagef("no inventory: give --inventory, set OOBLAB_INVENTORY, or bring a lab up (make lab-up)")
+}
+
+func (a *App) loadInventory() error {
+	if a.inv != nil {
+		return nil
+	}
+	cwd, _ := os.Getwd()
+	home, _ := os.UserHomeDir()
+	p, err := FindInventory(a.invPath, a.Getenv, cwd, home)
+	if err != nil {
+		return err
+	}
+	inv, err := inventory.Load(p)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return usageError{err}
+		}
+		return err
+	}
+	a.inv, a.invFile = inv, p
+	return nil
+}
+
+func (a *App) client() (*client.Client, error) {
+	if err := a.loadInventory(); err != nil {
+		return nil, err
+	}
+	o := client.Options{Via: a.via, Challenge: a.answer, Logger: a.log, Now: a.Now,
+		Auto: client.AutoOptions{Budget: a.budget}}
+	if a.Options != nil {
+		a.Options(&o)
+	}
+	return client.New(a.inv, o)
+}
+
+func (a *App) ctx(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(cmd.Context(), a.timeout)
+}
+
+// answer is the client's ChallengeFunc: --otp, then --otp-secret-file, then
+// a prompt on a terminal.
+func (a *App) answer(ctx context.Context, host string, ch *vmsg.Challenge) (string, error) {
+	switch {
+	case a.otp != "":
+		return a.otp, nil
+	case a.otpFile != "":
+		secret, err := readUserSecret(a.otpFile)
+		if err != nil {
+			return "", err
+		}
+		return seal.ChallengeCode(secret, ch.Nonce, a.Now()), nil
+	case a.Terminal():
+		fmt.Fprintf(a.Err, "%s: %s %s is protected; challenge nonce %x (expires %s).\n"+
+			"Code (from 'vmsctl user code NAME %x' on your own device): ",
+			host, ch.Command, ch.VM, ch.Nonce, ch.Expires().Format(time.TimeOnly), ch.Nonce)
+		line := make(chan string, 1)
+		go func() {
+			s, _ := bufio.NewReader(a.In).ReadString('\n')
+			line <- strings.TrimSpace(s)
+		}()
+		select {
+		case s := <-line:
+			if s == "" {
+				return "", errors.New("no code entered")
+			}
+			return s, nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	return "", fmt.Errorf("%s %s is protected: give --otp, --otp-secret-file or run on a terminal", ch.Command, ch.VM)
+}
+
+// readUserSecret reads an operator key: an otpauth:// URI or a bare base32 secret.
+func readUserSecret(path string) ([]byte, error) {
+	b, err := inventory.ReadSecret(path)
+	if err != nil {
+		return nil, err
+	}
+	s := strings.TrimSpace(string(b))
+	if strings.HasPrefix(s, "otpauth://") {
+		k, err := seal.ParseKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return k.Secret(), nil
+	}
+	return seal.DecodeSecret(s)
+}
+
+// emit writes v as JSON or YAML, or calls table for the table format.
+func (a *App) emit(v any, table func(w io.Writer)) error {
+	switch a.output {
+	case "json":
+		e := json.NewEncoder(a.Out)
+		e.SetIndent("", "  ")
+		return e.Encode(v)
+	case "yaml":
+		// Through JSON, so both formats share field names.
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		var generic any
+		if err := json.Unmarshal(b, &generic); err != nil {
+			return err
+		}
+		y, err := yaml.Marshal(generic)
+		if err != nil {
+			return err
+		}
+		_, err = a.Out.Write(y)
+		return err
+	}
+	table(a.Out)
+	return nil
+}
+
+// viaText is the table footer, e.g. "via oob-i 41ms".
+func viaText(via string, lat time.Duration) string {
+	return fmt.Sprintf("via %s %s", via, roundLatency(lat))
+}
+
+func roundLatency(d time.Duration) string {
+	switch {
+	case d >= 10*time.Millisecond:
+		return d.Round(time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(100 * time.Microsecond).String()
+	}
+	return d.Round(time.Microsecond).String()
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

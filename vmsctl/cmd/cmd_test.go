@@ -1,0 +1,251 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/vmsg"
+	"github.com/ooblab/ooblab/vmsctl/client"
+	"github.com/ooblab/ooblab/vmsctl/client/clienttest"
+)
+
+// agent plays hvagent for the CLI: web1 runs, db1 is protected.
+func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+	nonce := []byte("nonce-0123456789")
+	return func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+		if host == "dead" {
+			return clienttest.Timeout(ctx, host, req)
+		}
+		rep := &vmsg.Reply{RequestID: req.ID, OK: true}
+		switch {
+		case req.Command == vmsg.CmdList:
+			rep.VMs = []vmsg.VMState{{Name: "web1", State: "running", VCPUs: 1, MemoryKiB: 131072, UptimeSec: 61}, {Name: "db1", State: "shut off"}}
+		case req.Command == vmsg.CmdPing:
+			rep.Host = &vmsg.HostInfo{HostID: host, Hostname: host + ".lab", Hypervisor: "QEMU", Libvirt: "9.0.0"}
+		case req.VM == "nope":
+			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrNoSuchVM, Error: "no domain nope"}, nil
+		case req.VM == "secret":
+			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrDenied, Error: "ops may not touch secret"}, nil
+		case req.VM == "db1" && req.Command.ChangesState():
+			if req.Answer == nil {
+				return &vmsg.Challenge{RequestID: req.ID, Nonce: nonce, VM: req.VM, Command: req.Command, ExpiresMs: time.Now().Add(time.Minute).UnixMilli()}, nil
+			}
+			if _, ok := seal.VerifyChallengeCode(opSecret, nonce, req.Answer.Code, time.Now()); !ok {
+				return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrChallengeNo, Error: "wrong code"}, nil
+			}
+		}
+		return rep, nil
+	}
+}
+
+type rig struct {
+	dir      string
+	inv      string
+	vmmi     *clienttest.Fake
+	oob      *clienttest.Fake
+	opSecret []byte
+	opFile   string
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	dir := t.TempDir()
+	inv := &inventory.Inventory{Principal: "ops", Hosts: []inventory.Host{
+		{Name: "h1", HostID: "hv1", VMMI: inventory.VMMI{Addr: "10.0.0.1:7443"}, BMC: inventory.BMC{Addr: "10.0.1.1:623"}},
+		{Name: "dead", HostID: "hv9"},
+	}}
+	p := filepath.Join(dir, "inventory.json")
+	if err := inv.Save(p); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := seal.Enroll("alice")
+	opFile := filepath.Join(dir, "alice.key")
+	os.WriteFile(opFile, []byte(k.URI()), 0o600)
+	r := &rig{dir: dir, inv: p, opSecret: k.Secret(), opFile: opFile}
+	r.vmmi = &clienttest.Fake{ChannelName: client.ViaVMMI, Latency: 3 * time.Millisecond, Handle: agent(r.opSecret)}
+	r.oob = &clienttest.Fake{ChannelName: client.ViaOOB, Latency: 41 * time.Millisecond, Handle: agent(r.opSecret)}
+	return r
+}
+
+func (r *rig) run(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	a := &App{In: strings.NewReader(""), Out: &out, Err: &errb,
+		Getenv: func(string) string { return "" },
+		Options: func(o *client.Options) {
+			o.VMMI, o.OOB = r.vmmi, r.oob
+			o.Auto.Budget = 20 * time.Millisecond
+		}}
+	code = a.Run(context.Background(), append([]string{"--inventory", r.inv}, args...))
+	return code, out.String(), errb.String()
+}
+
+func TestExitCodes(t *testing.T) {
+	r := newRig(t)
+	for _, tt := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"vm", "list", "h1"}, ExitOK},
+		{[]string{"vm", "start", "h1", "web1"}, ExitOK},
+		{[]string{"vm", "list"}, ExitUsage},
+		{[]string{"vm", "frobnicate", "h1"}, ExitUsage},
+		{[]string{"--bogus"}, ExitUsage},
+		{[]string{"-o", "xml", "vm", "list", "h1"}, ExitUsage},
+		{[]string{"vm", "list", "nosuchhost"}, ExitUsage},
+		{[]string{"vm", "start", "h1", "secret"}, ExitRefused},
+		{[]string{"vm", "destroy", "h1", "db1"}, ExitChallenge}, // no code source, stdin not a terminal
+		{[]string{"--otp", "000000", "vm", "destroy", "h1", "db1"}, ExitChallenge},
+		{[]string{"--otp-secret-file", r.opFile, "vm", "destroy", "h1", "db1"}, ExitOK},
+		{[]string{"--timeout", "200ms", "vm", "list", "dead"}, ExitUnreachable},
+		{[]string{"vm", "status", "h1", "nope"}, ExitNoVM},
+		{[]string{"--timeout", "200ms", "host", "status"}, ExitUnreachable}, // dead host
+		{[]string{"host", "status", "h1"}, ExitOK},
+	} {
+		if got, out, errs := r.run(t, tt.args...); got != tt.want {
+			t.Errorf("%v: exit %d, want %d\nstdout: %s\nstderr: %s", tt.args, got, tt.want, out, errs)
+		}
+	}
+	if ExitCode(nil) != 0 || ExitCode(errors.New("x")) != 1 {
+		t.Fatal("ExitCode basics")
+	}
+}
+
+func TestTableShowsChannelAndLatency(t *testing.T) {
+	r := newRig(t)
+	code, out, _ := r.run(t, "vm", "list", "h1")
+	if code != 0 || !strings.Contains(out, "web1") || !strings.Contains(out, "via vmm-i 3ms") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	code, out, _ = r.run(t, "--via", "oob", "vm", "reboot", "h1", "web1")
+	if code != 0 || !strings.Contains(out, "reboot web1 on h1: ok, via oob-i 41ms") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	// auto: a dead VMM-I falls over to OOB-I.
+	r.vmmi.Handle = clienttest.Timeout
+	code, out, _ = r.run(t, "vm", "list", "h1")
+	if code != 0 || !strings.Contains(out, "via oob-i 41ms") {
+		t.Fatalf("fallback: exit %d:\n%s", code, out)
+	}
+}
+
+func TestJSONAndYAML(t *testing.T) {
+	r := newRig(t)
+	code, out, _ := r.run(t, "-o", "json", "--otp-secret-file", r.opFile, "vm", "shutdown", "h1", "db1")
+	var v vmResult
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || !v.OK || v.Via != "vmm-i" || !v.Challenged || v.LatencyMs != 3 {
+		t.Fatalf("json: exit %d %+v\n%s", code, v, out)
+	}
+	code, out, _ = r.run(t, "-o", "yaml", "vm", "list", "h1")
+	var y map[string]any
+	if code != 0 || yaml.Unmarshal([]byte(out), &y) != nil || y["via"] != "vmm-i" || len(y["vms"].([]any)) != 2 {
+		t.Fatalf("yaml: exit %d %v\n%s", code, y, out)
+	}
+	code, out, _ = r.run(t, "-o", "json", "host", "list")
+	var hosts []hostRow
+	if code != 0 || json.Unmarshal([]byte(out), &hosts) != nil || len(hosts) != 2 || hosts[0].BMC != "10.0.1.1:623" {
+		t.Fatalf("host list: %s", out)
+	}
+}
+
+func TestAlerts(t *testing.T) {
+	r := newRig(t)
+	r.oob.PushAlert("h1", &vmsg.Alert{TimeMs: time.Now().UnixMilli(), Principal: "mallory", VM: "db1", Action: "destroy", Reason: "denied by policy"})
+	code, out, _ := r.run(t, "alerts", "h1")
+	if code != 0 || !strings.Contains(out, "mallory") || !strings.Contains(out, "denied by policy") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+func TestEnrollWritesKeyAndInventory(t *testing.T) {
+	r := newRig(t)
+	qr := filepath.Join(r.dir, "h1.png")
+	code, out, errs := r.run(t, "enroll", "h1", "--qr", qr)
+	if code != 0 || !strings.HasPrefix(out, "otpauth://totp/") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+	}
+	inv, err := inventory.Load(r.inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := inv.Host("h1")
+	st, err := os.Stat(inv.Path(h.SecretFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file %v %v", st, err)
+	}
+	b, _ := os.ReadFile(inv.Path(h.SecretFile))
+	k, err := seal.ParseKey(strings.TrimSpace(string(b)))
+	if err != nil || k.HostID() != "hv1" {
+		t.Fatalf("key %v %v", k, err)
+	}
+	if png, err := os.ReadFile(qr); err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Fatalf("qr: %v", err)
+	}
+	// A second enroll refuses to replace the key.
+	if code, _, _ := r.run(t, "enroll", "h1"); code != ExitUsage {
+		t.Fatalf("re-enroll exit %d", code)
+	}
+
+	// Operator enrollment, then 'user code' answers a nonce.
+	code, out, _ = r.run(t, "user", "enroll", "bob")
+	if code != 0 || !strings.Contains(out, "otpauth://totp/") {
+		t.Fatalf("user enroll: %d %s", code, out)
+	}
+	inv, _ = inventory.Load(r.inv)
+	if len(inv.Operators) != 1 || inv.Operators[0].Name != "bob" {
+		t.Fatalf("operators %+v", inv.Operators)
+	}
+	code, out, _ = r.run(t, "user", "code", "bob", "00112233")
+	secret, _ := readUserSecret(inv.Path(inv.Operators[0].SecretFile))
+	if code != 0 || strings.TrimSpace(out) != seal.ChallengeCode(secret, []byte{0, 0x11, 0x22, 0x33}, time.Now()) {
+		t.Fatalf("user code: %d %q", code, out)
+	}
+}
+
+func TestWatchOnce(t *testing.T) {
+	r := newRig(t)
+	code, out, _ := r.run(t, "--timeout", "300ms", "watch", "--once", "--interval", "200ms")
+	if code != 0 || !strings.Contains(out, "h1") || !strings.Contains(out, "web1") || !strings.Contains(out, "DOWN") {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+}
+
+func TestFindInventory(t *testing.T) {
+	root := t.TempDir()
+	deep := filepath.Join(root, "a", "b")
+	os.MkdirAll(deep, 0o755)
+	os.MkdirAll(filepath.Join(root, ".lab"), 0o755)
+	want := filepath.Join(root, ".lab", "inventory.json")
+	os.WriteFile(want, []byte("{}"), 0o600)
+	env := func(string) string { return "" }
+	if p, err := FindInventory("", env, deep, ""); err != nil || p != want {
+		t.Fatalf("walk up: %q %v", p, err)
+	}
+	if p, _ := FindInventory("", func(string) string { return "/x.json" }, deep, ""); p != "/x.json" {
+		t.Fatalf("env: %q", p)
+	}
+	if p, _ := FindInventory("/f.json", func(string) string { return "/x.json" }, deep, ""); p != "/f.json" {
+		t.Fatalf("flag: %q", p)
+	}
+	home := t.TempDir()
+	hp := filepath.Join(home, ".local", "state", "ooblab", "lab")
+	os.MkdirAll(hp, 0o755)
+	os.WriteFile(filepath.Join(hp, "inventory.json"), []byte("{}"), 0o600)
+	if p, err := FindInventory("", env, t.TempDir(), home); err != nil || p != filepath.Join(hp, "inventory.json") {
+		t.Fatalf("home: %q %v", p, err)
+	}
+	if _, err := FindInventory("", env, t.TempDir(), t.TempDir()); ExitCode(err) != ExitUsage {
+		t.Fatalf("none: %v", err)
+	}
+}
