@@ -1,0 +1,398 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/lab/image"
+	"github.com/ooblab/ooblab/lab/qemu"
+)
+
+// Options steer `lab up`.
+type Options struct {
+	Dir      string // state folder
+	Hosts    int    // number of hypervisor hosts (default 1)
+	BinDir   string // where bmcsim and hvagent are (default: beside this executable)
+	BasePort int    // first BMC LAN port (default 6230); KCS = +100, VMM-I = +2000
+	Accel    string // "", "kvm" or "tcg"
+	Force    bool   // rebuild the guest image
+	Out      io.Writer
+	// Probe checks that a host's agent answers over both channels; nil
+	// skips the check (readiness is then the agent's console marker).
+	Probe func(ctx context.Context, inv *inventory.Inventory, host string) (vmmi, oob time.Duration, err error)
+}
+
+// NestedVMs are the lab's nested domains on every host: web1 and db1 are
+// baked into the image, app1 comes on the config disk; web1 starts at boot.
+var NestedVMs = []string{"web1", "db1", "app1"}
+
+func (o *Options) defaults() error {
+	if o.Dir == "" {
+		o.Dir = Dir()
+	}
+	if o.Hosts <= 0 {
+		o.Hosts = 1
+	}
+	if o.BasePort == 0 {
+		o.BasePort = 6230
+	}
+	if o.BinDir == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.BinDir = filepath.Dir(exe)
+	}
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	return nil
+}
+
+type stageClock struct {
+	st    *State
+	start time.Time
+	out   io.Writer
+}
+
+func (c *stageClock) done(stage string) {
+	d := time.Since(c.start)
+	c.st.Stages = append(c.st.Stages, StageTiming{Stage: stage, Elapsed: d})
+	fmt.Fprintf(c.out, "  %-28s %6.1fs\n", stage, d.Seconds())
+	c.start = time.Now()
+}
+
+// Up brings a lab up and returns when every host's agent answers.
+func Up(ctx context.Context, o Options, log *slog.Logger) (*State, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	if st, err := loadState(o.Dir); err == nil && processAlive(st.BMCSim.Pid) {
+		return nil, fmt.Errorf("a lab is already up in %s (bmcsim pid %d): `lab down` first", o.Dir, st.BMCSim.Pid)
+	}
+	for _, d := range []string{o.Dir, filepath.Join(o.Dir, "tls")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	total := time.Now()
+	st := &State{Started: time.Now()}
+	clk := &stageClock{st: st, start: time.Now(), out: o.Out}
+	fmt.Fprintf(o.Out, "lab up: %d host(s) in %s\n", o.Hosts, o.Dir)
+
+	// 1. Secrets and configuration.
+	if err := writeSecretOnce(filepath.Join(o.Dir, "operator.key"), enrollKey("ops")); err != nil {
+		return nil, fmt.Errorf("operator key: %w", err)
+	}
+	ca, caKey, err := labCA(filepath.Join(o.Dir, "tls"))
+	if err != nil {
+		return nil, fmt.Errorf("lab CA: %w", err)
+	}
+	inv := &inventory.Inventory{Principal: "vms", Operators: []inventory.Operator{{Name: "ops", SecretFile: "operator.key"}}}
+	var bmcToml strings.Builder
+	fmt.Fprintf(&bmcToml, "# written by lab up\nmetrics = \"127.0.0.1:%d\"\n", o.BasePort+3000)
+	for i := 1; i <= o.Hosts; i++ {
+		name := "h" + strconv.Itoa(i)
+		hdir := filepath.Join(o.Dir, name)
+		if err := os.MkdirAll(filepath.Join(hdir, "bmc-state"), 0o700); err != nil {
+			return nil, err
+		}
+		if err := writeSecretOnce(filepath.Join(hdir, "bmc-admin.password"), randomPassword); err != nil {
+			return nil, err
+		}
+		if err := writeSecretOnce(filepath.Join(hdir, "host.key"), enrollKey(name)); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(hdir, "policy.toml"), []byte(policyTOML), 0o600); err != nil {
+			return nil, err
+		}
+		hs := HostState{
+			Name:   name,
+			BMCLAN: fmt.Sprintf("127.0.0.1:%d", o.BasePort+i-1),
+			BMCKCS: fmt.Sprintf("127.0.0.1:%d", o.BasePort+100+i-1),
+			VMMI:   fmt.Sprintf("127.0.0.1:%d", o.BasePort+2000+i-1),
+			RunDir: filepath.Join(hdir, "qemu"),
+			VMs:    NestedVMs,
+		}
+		for _, a := range []string{hs.BMCLAN, hs.VMMI} {
+			if err := portFree(a, a == hs.BMCLAN); err != nil {
+				return nil, err
+			}
+		}
+		st.Hosts = append(st.Hosts, hs)
+		fmt.Fprintf(&bmcToml, `
+[[bmc]]
+name = %q
+lan = %q
+kcs = %q
+state = %q
+qmp = %q
+[[bmc.user]]
+name = "admin"
+password_file = %q
+privilege = "administrator"
+`, name, hs.BMCLAN, hs.BMCKCS, filepath.Join(hdir, "bmc-state"), filepath.Join(hs.RunDir, "qmp.sock"),
+			filepath.Join(hdir, "bmc-admin.password"))
+		inv.Hosts = append(inv.Hosts, inventory.Host{
+			Name: name, HostID: name, SecretFile: filepath.Join(name, "host.key"),
+			VMMI: inventory.VMMI{Addr: hs.VMMI, CAFile: filepath.Join("tls", "ca.pem"), ServerName: name},
+			BMC: inventory.BMC{Addr: hs.BMCLAN, User: "admin", PasswordFile: filepath.Join(name, "bmc-admin.password"),
+				CipherSuite: 17, IANA: 32473},
+		})
+	}
+	bmcConf := filepath.Join(o.Dir, "bmcsim.toml")
+	if err := os.WriteFile(bmcConf, []byte(bmcToml.String()), 0o600); err != nil {
+		return nil, err
+	}
+	if err := inv.Save(filepath.Join(o.Dir, "inventory.json")); err != nil {
+		return nil, err
+	}
+	clk.done("secrets and config")
+
+	// 2. The guest image (cached by its recipe's hash).
+	hvagent := filepath.Join(o.BinDir, "hvagent")
+	if _, err := os.Stat(hvagent); err != nil {
+		return nil, fmt.Errorf("hvagent binary: %w (run make build)", err)
+	}
+	recipe := image.DefaultRecipe()
+	recipe.HVAgent = hvagent
+	art, err := image.Build(ctx, recipe, image.Options{Force: o.Force}, log)
+	if err != nil {
+		return nil, fmt.Errorf("guest image: %w", err)
+	}
+	st.ImageKey = art.Key
+	if art.Cached {
+		clk.done("guest image (cached)")
+	} else {
+		clk.done("guest image (built)")
+	}
+
+	// 3. bmcsim: every BMC listens before any QEMU starts (ipmi_si gives up
+	// on a BMC that is not there).
+	pid, err := startDetached(filepath.Join(o.BinDir, "bmcsim"), []string{"--config", bmcConf},
+		filepath.Join(o.Dir, "bmcsim.log"), filepath.Join(o.Dir, "bmcsim.pid"))
+	if err != nil {
+		return nil, fmt.Errorf("start bmcsim: %w", err)
+	}
+	st.BMCSim = Proc{Pid: pid}
+	if err := saveState(o.Dir, st); err != nil {
+		return nil, err
+	}
+	for _, h := range st.Hosts {
+		if err := waitTCP(ctx, h.BMCKCS, 10*time.Second, pid); err != nil {
+			return nil, fmt.Errorf("bmcsim (log %s/bmcsim.log): %w", o.Dir, err)
+		}
+	}
+	clk.done("bmcsim listening")
+
+	// 4. One QEMU guest per host.
+	accel := o.Accel
+	if accel == "" {
+		if qemu.KVMUsable(ctx, art.Kernel, log) {
+			accel = "kvm"
+		} else {
+			accel = "tcg"
+		}
+	}
+	st.Accel = accel
+	clk.done("accelerator probe (" + accel + ")")
+	caPEM, err := os.ReadFile(filepath.Join(o.Dir, "tls", "ca.pem"))
+	if err != nil {
+		return nil, err
+	}
+	_ = caPEM
+	machines := make([]*qemu.Machine, len(st.Hosts))
+	for i := range st.Hosts {
+		h := &st.Hosts[i]
+		hdir := filepath.Join(o.Dir, h.Name)
+		certPEM, keyPEM, err := serverCert(ca, caKey, h.Name)
+		if err != nil {
+			return nil, err
+		}
+		hostKey, err := os.ReadFile(filepath.Join(hdir, "host.key"))
+		if err != nil {
+			return nil, err
+		}
+		opKey, err := os.ReadFile(filepath.Join(o.Dir, "operator.key"))
+		if err != nil {
+			return nil, err
+		}
+		cfg := image.Config{
+			Hostname: h.Name,
+			HVAgentArgs: []string{
+				"--host-id", h.Name, "--key", "/etc/ooblab/host.key", "--policy", "/etc/ooblab/policy.toml",
+				"--libvirt", "qemu:///system", "--sysif", "dev:/dev/ipmi0",
+				"--vmmi", "0.0.0.0:8443", "--tls-cert", "/etc/ooblab/tls.pem", "--tls-key", "/etc/ooblab/tls.key",
+				"--journal", "/var/lib/ooblab/journal", "--log-level", "info",
+			},
+			VMs:      map[string]string{"app1": image.DomainXML("app1", 32)},
+			StartVMs: []string{"web1"},
+			Files: map[string][]byte{
+				"host.key": hostKey, "operator.key": opKey, "policy.toml": []byte(policyTOML),
+				"tls.pem": certPEM, "tls.key": keyPEM,
+			},
+		}
+		disk := filepath.Join(hdir, "config.img")
+		if err := image.BuildConfigDisk(ctx, cfg, disk); err != nil {
+			return nil, fmt.Errorf("%s config disk: %w", h.Name, err)
+		}
+		_, vport, _ := net.SplitHostPort(h.VMMI)
+		hp, _ := strconv.Atoi(vport)
+		_ = os.RemoveAll(h.RunDir)
+		m, err := qemu.Start(ctx, qemu.Config{
+			Name: h.Name, Dir: h.RunDir, Accel: accel, MemoryMiB: 1024, CPUs: 2,
+			Kernel: art.Kernel, Initrd: art.Initrd, Append: art.Append,
+			BaseImage: art.RootQCOW2, ConfigDisk: disk, BMCAddr: h.BMCKCS,
+			VMMI:      []qemu.Forward{{HostPort: hp, GuestPort: 8443}},
+			ExtraArgs: []string{"-no-shutdown"},
+		}, log)
+		if err != nil {
+			return nil, fmt.Errorf("%s: start QEMU: %w", h.Name, err)
+		}
+		machines[i] = m
+		h.QEMU = Proc{Pid: m.Pid()}
+		h.VMMILink = true
+	}
+	if err := saveState(o.Dir, st); err != nil {
+		return nil, err
+	}
+	clk.done("qemu started")
+
+	// 5. Readiness by events: the guest's console markers, then both channels.
+	for i, m := range machines {
+		h := st.Hosts[i]
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		_, err := m.WaitConsole(wctx, "ooblab: hvagent started")
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("%s did not start its agent (console %s): %w", h.Name, filepath.Join(h.RunDir, "console.log"), err)
+		}
+	}
+	clk.done("guests booted (agent up)")
+	if o.Probe != nil {
+		inv, err := inventory.Load(filepath.Join(o.Dir, "inventory.json"))
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range st.Hosts {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			v, b, err := probeUntil(pctx, o.Probe, inv, h.Name)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("%s: agent does not answer: %w", h.Name, err)
+			}
+			fmt.Fprintf(o.Out, "  %s answers: vmm-i %v, oob-i %v\n", h.Name, v.Round(time.Millisecond), b.Round(time.Millisecond))
+		}
+		clk.done("both channels answer")
+	}
+	st.Stages = append(st.Stages, StageTiming{Stage: "total", Elapsed: time.Since(total)})
+	if err := saveState(o.Dir, st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func probeUntil(ctx context.Context, p func(context.Context, *inventory.Inventory, string) (time.Duration, time.Duration, error), inv *inventory.Inventory, host string) (time.Duration, time.Duration, error) {
+	var last error
+	for {
+		actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		v, b, err := p(actx, inv, host)
+		cancel()
+		if err == nil {
+			return v, b, nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return 0, 0, fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func portFree(addr string, udp bool) error {
+	if udp {
+		c, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return fmt.Errorf("port %s is taken: %w", addr, err)
+		}
+		return c.Close()
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("port %s is taken: %w", addr, err)
+	}
+	return l.Close()
+}
+
+// startDetached starts a program in its own session so it outlives `lab up`.
+func startDetached(bin string, args []string, logPath, pidPath string) (int, error) {
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer lf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	pid := cmd.Process.Pid
+	_ = cmd.Process.Release()
+	return pid, os.WriteFile(pidPath, []byte(strconv.Itoa(pid)+"\n"), 0o600)
+}
+
+// waitTCP waits until addr accepts connections or the process dies.
+func waitTCP(ctx context.Context, addr string, limit time.Duration, pid int) error {
+	deadline := time.Now().Add(limit)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if !processAlive(pid) {
+			return errors.New("process exited")
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not listening after %v", addr, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err != nil {
+		return false
+	}
+	// A zombie counts as gone.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i > 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
+}
