@@ -311,6 +311,7 @@ func (s *syncBuf) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b
 // 127.0.0.1:port. The console is copied to dir/console.log.
 func Boot(ctx context.Context, env Env, dir, initrd string, port int) (*Guest, error) {
 	fifoPath := filepath.Join(dir, "console.fifo")
+	os.Remove(fifoPath) // a kept artifact folder from an earlier run
 	if err := syscall.Mkfifo(fifoPath, 0o600); err != nil {
 		return nil, fmt.Errorf("console fifo: %w", err)
 	}

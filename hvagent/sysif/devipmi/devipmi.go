@@ -3,8 +3,9 @@
 // own ioctl wrapper: no cgo, so it runs in a static binary inside a guest.
 //
 // Requests go to the system interface address (BMC channel 0x0F, LUN 0)
-// with IPMICTL_SEND_COMMAND; one goroutine per Conn waits in poll(2) and
-// takes every message with IPMICTL_RECEIVE_MSG_TRUNC:
+// with IPMICTL_SEND_COMMAND; one goroutine per Conn waits for the device
+// to poll readable (POLLIN, through Go's runtime poller: see fileDevice)
+// and takes every message with IPMICTL_RECEIVE_MSG_TRUNC:
 //
 //	recv_type 1 (response)      → the Do waiting for that msgid; a response
 //	                              nobody waits for (its Do gave up) is dropped
@@ -72,9 +73,7 @@ func WithCommandHandler(h CommandHandler) Option { return func(c *Conn) { c.onCm
 
 // Conn is an open /dev/ipmi0. Do may be called from several goroutines.
 type Conn struct {
-	sys   syscalls
-	fd    int
-	wake  int // eventfd that stops the receive goroutine
+	dev   device
 	log   *slog.Logger
 	onCmd CommandHandler
 	si    []byte // system interface address
@@ -102,21 +101,16 @@ func Open(path string, opts ...Option) (*Conn, error) {
 	if path == "" {
 		path = DefaultPath
 	}
-	return open(realSys{}, path, opts...)
-}
-
-func open(s syscalls, path string, opts ...Option) (*Conn, error) {
-	fd, err := s.open(path)
+	dev, err := openFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("devipmi: open %s: %w (are ipmi_devintf and ipmi_si loaded?)", path, err)
 	}
-	wake, err := s.eventfd()
-	if err != nil {
-		s.close(fd)
-		return nil, fmt.Errorf("devipmi: eventfd: %w", err)
-	}
+	return newConn(dev, opts...), nil
+}
+
+func newConn(dev device, opts ...Option) *Conn {
 	c := &Conn{
-		sys: s, fd: fd, wake: wake,
+		dev:     dev,
 		log:     slog.New(slog.DiscardHandler),
 		si:      systemInterfaceAddr(),
 		notify:  make(chan struct{}, 1),
@@ -127,7 +121,7 @@ func open(s syscalls, path string, opts ...Option) (*Conn, error) {
 		o(c)
 	}
 	go c.receiveLoop()
-	return c, nil
+	return c
 }
 
 // Notify yields a value (coalesced) after the BMC pushed a command this
@@ -222,7 +216,7 @@ func (c *Conn) send(addr []byte, msgid int64, netfn, cmd uint8, data []byte) err
 // ioctl retries on EINTR.
 func (c *Conn) ioctl(req uintptr, arg unsafe.Pointer) error {
 	for {
-		err := c.sys.ioctl(c.fd, req, arg)
+		err := c.dev.ioctl(req, arg)
 		if err != unix.EINTR {
 			return err
 		}
@@ -235,13 +229,9 @@ func (c *Conn) Close() error {
 	var err error
 	c.once.Do(func() {
 		c.closed.Store(true)
-		if werr := c.sys.signal(c.wake); werr != nil {
-			c.log.Warn("could not wake the IPMI receive loop", "err", werr)
-		}
+		err = c.dev.close() // ends readLoop
 		<-c.done
 		c.failAll(sysif.ErrClosed)
-		err = c.sys.close(c.fd)
-		c.sys.close(c.wake)
 	})
 	return err
 }
@@ -261,31 +251,21 @@ func (c *Conn) failAll(err error) {
 // receiveLoop waits for the device to be readable and drains it.
 func (c *Conn) receiveLoop() {
 	defer close(c.done)
-	fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}, {Fd: int32(c.wake), Events: unix.POLLIN}}
-	for {
-		fds[0].Revents, fds[1].Revents = 0, 0
-		_, err := c.sys.poll(fds, -1)
-		if err == unix.EINTR {
-			continue
+	var fatal error
+	err := c.dev.readLoop(func() bool {
+		if c.closed.Load() {
+			return true
 		}
-		if err != nil {
-			c.die(fmt.Errorf("devipmi: poll: %w", err))
-			return
-		}
-		if fds[1].Revents != 0 || c.closed.Load() {
-			return
-		}
-		if ev := fds[0].Revents; ev&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
-			c.die(fmt.Errorf("devipmi: device poll events %#x: interface gone", ev))
-			return
-		}
-		if fds[0].Revents&unix.POLLIN != 0 {
-			if err := c.drain(); err != nil {
-				c.die(err)
-				return
-			}
-		}
+		fatal = c.drain()
+		return fatal != nil // false: drained, wait for more
+	})
+	if c.closed.Load() {
+		return
 	}
+	if fatal == nil {
+		fatal = fmt.Errorf("devipmi: wait for the device: %w", err)
+	}
+	c.die(fatal)
 }
 
 func (c *Conn) die(err error) {

@@ -62,16 +62,15 @@ type sent struct {
 // fakeKernel stands in for ipmi_devintf: a per-file receive queue, poll
 // readiness, and scripted errno.
 type fakeKernel struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	inbox   []msg
-	woken   bool
-	sends   []sent
-	cmds    [][2]uint8
-	errs    map[uintptr][]error // next errno per ioctl request, consumed in order
-	pollErr []error
-	onSend  func(k *fakeKernel, s sent) // called with mu held
-	trunc   bool                        // report EMSGSIZE on the next receive
+	mu     sync.Mutex
+	cond   *sync.Cond
+	inbox  []msg
+	woken  bool
+	sends  []sent
+	cmds   [][2]uint8
+	errs   map[uintptr][]error         // next errno per ioctl request, consumed in order
+	onSend func(k *fakeKernel, s sent) // called with mu held
+	trunc  bool                        // report EMSGSIZE on the next receive
 }
 
 func newFake() *fakeKernel {
@@ -80,16 +79,7 @@ func newFake() *fakeKernel {
 	return k
 }
 
-const (
-	fakeDev  = 3
-	fakeWake = 4
-)
-
-func (k *fakeKernel) open(string) (int, error) { return fakeDev, nil }
-func (k *fakeKernel) eventfd() (int, error)    { return fakeWake, nil }
-func (k *fakeKernel) close(int) error          { return nil }
-
-func (k *fakeKernel) signal(int) error {
+func (k *fakeKernel) close() error {
 	k.mu.Lock()
 	k.woken = true
 	k.cond.Broadcast()
@@ -97,32 +87,26 @@ func (k *fakeKernel) signal(int) error {
 	return nil
 }
 
-// deliver queues m for the process (mu held or not: use push).
 func (k *fakeKernel) deliverLocked(m msg) { k.inbox = append(k.inbox, m); k.cond.Broadcast() }
 
 func (k *fakeKernel) push(m msg) { k.mu.Lock(); k.deliverLocked(m); k.mu.Unlock() }
 
-func (k *fakeKernel) poll(fds []unix.PollFd, _ int) (int, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if len(k.pollErr) > 0 {
-		err := k.pollErr[0]
-		k.pollErr = k.pollErr[1:]
-		return -1, err
+// readLoop is the runtime poller: try, and wait for POLLIN while it says so.
+func (k *fakeKernel) readLoop(try func() bool) error {
+	for {
+		if try() {
+			return nil
+		}
+		k.mu.Lock()
+		for len(k.inbox) == 0 && !k.woken {
+			k.cond.Wait()
+		}
+		closed := k.woken
+		k.mu.Unlock()
+		if closed {
+			return errors.New("file already closed")
+		}
 	}
-	for len(k.inbox) == 0 && !k.woken {
-		k.cond.Wait()
-	}
-	n := 0
-	if len(k.inbox) > 0 {
-		fds[0].Revents = unix.POLLIN
-		n++
-	}
-	if k.woken {
-		fds[1].Revents = unix.POLLIN
-		n++
-	}
-	return n, nil
 }
 
 func bytesAt(p *byte, n int) []byte {
@@ -132,10 +116,10 @@ func bytesAt(p *byte, n int) []byte {
 	return append([]byte(nil), unsafe.Slice(p, n)...)
 }
 
-func (k *fakeKernel) ioctl(fd int, req uintptr, arg unsafe.Pointer) error {
+func (k *fakeKernel) ioctl(req uintptr, arg unsafe.Pointer) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if fd != fakeDev {
+	if k.woken {
 		return unix.EBADF
 	}
 	if q := k.errs[req]; len(q) > 0 {
@@ -197,10 +181,7 @@ func answerAll(resp ...byte) func(*fakeKernel, sent) {
 
 func openFake(t *testing.T, k *fakeKernel, opts ...Option) *Conn {
 	t.Helper()
-	c, err := open(k, "/dev/ipmi0", opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newConn(k, opts...)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -220,11 +201,10 @@ func TestDo(t *testing.T) {
 		wantErr  error
 	}{
 		{name: "ok", setup: func(k *fakeKernel) { k.onSend = answerAll(0x20, 0x01) }, wantResp: "2001"},
-		{name: "EINTR on send, receive and poll are retried", setup: func(k *fakeKernel) {
+		{name: "EINTR on send and receive is retried", setup: func(k *fakeKernel) {
 			k.onSend = answerAll(0xaa)
 			k.errs[ioctlSendCommand] = []error{unix.EINTR, unix.EINTR}
 			k.errs[ioctlReceiveMsgTrunc] = []error{unix.EINTR}
-			k.pollErr = []error{unix.EINTR, unix.EINTR}
 		}, wantResp: "aa"},
 		{name: "send errno", setup: func(k *fakeKernel) {
 			k.errs[ioctlSendCommand] = []error{unix.EINVAL}
@@ -363,7 +343,13 @@ func TestPushedCommand(t *testing.T) {
 	if len(got) != 1 || got[0].NetFn != 0x2e || got[0].Cmd != 0x06 || got[0].Channel != 0 {
 		t.Fatalf("handler saw %+v", got)
 	}
-	a := k.sends[0]
+	// Notify fires before the answer goes out: find it among the sends.
+	var a sent
+	for _, s := range k.sends {
+		if s.netfn == 0x2f {
+			a = s
+		}
+	}
 	if !bytes.Equal(a.addr, ipmb) || a.msgid != 0x17 || a.netfn != 0x2f || a.cmd != 0x06 ||
 		hex.EncodeToString(a.data) != "00d97e00" {
 		t.Fatalf("answer %+v", a)
