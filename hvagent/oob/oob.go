@@ -1,0 +1,392 @@
+// Package oob is hvagent's OOB-I channel: a loop over the BMC's system
+// interface (sysif.Conn) that reads records from Queue 1, reassembles sealed
+// envelopes, hands them to the agent, and writes each answer, fragmented, to
+// Queue 2. It also provides two alert sinks on the same connection: a SEL
+// entry on the BMC and a sealed Alert message on Queue 2.
+//
+// Reading Queue 1 (OEM 0x02, see internal/oem) is two-phase: the loop reads
+// the head, hands the record to the reassembler, and acknowledges it with the
+// next read. A record that completes a message is acknowledged only after
+// the message was handled and its answers written to Queue 2, so a
+// single-record request (the common case) survives an agent crash between
+// read and answer: after the restart it is read again, and the agent's
+// journal answers a request id that already ran from its recorded result.
+// A stray or garbled record is logged and acknowledged (skipped).
+//
+// The loop wakes on Notify (the BMC raised attention because Queue 1 is not
+// empty) and otherwise polls every PollInterval; after a record it reads
+// again at once until the queue answers "empty".
+//
+// Writing Queue 2 (OEM 0x03): a full queue answers 0xC4; the writer backs off
+// (50 ms doubling to 2 s) and retries the same record until it fits or ctx
+// ends. A write of a record already queued is answered as success by the
+// BMC, so retries after a transport error cannot duplicate it.
+//
+// SEL alert entry (Add SEL Entry, NetFn 0x0A cmd 0x44), 16 bytes:
+//
+//	0  1   2     3  4  5  6   7  8  9   10     11  12 13 14 15
+//	+-----+-----+-----------+---------+------+------+-----------+
+//	| id  | C0  | timestamp | IANA    |class |cmd   |request id |
+//	| 0 0 |     | u32 LE    | LSB 1st |      |      |low 32, LE |
+//	+-----+-----+-----------+---------+------+------+-----------+
+//
+// The BMC assigns the id and (for OEM timestamped records) the timestamp.
+// class is agent.Class (1 denied, 2 challenge refused, 3 bad envelope,
+// 4 replayed envelope, 0 other); cmd the vmsg.Command number (0 when none).
+package oob
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ooblab/ooblab/hvagent/agent"
+	"github.com/ooblab/ooblab/hvagent/alert"
+	"github.com/ooblab/ooblab/hvagent/sysif"
+	"github.com/ooblab/ooblab/internal/oem"
+	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/vmsg"
+)
+
+// Handler serves one complete envelope (agent.Agent implements it).
+type Handler interface {
+	HandleEnvelope(ctx context.Context, env []byte, via string) ([][]byte, error)
+}
+
+var _ Handler = (*agent.Agent)(nil)
+
+// Config configures a Loop. Conn and Handler are required.
+type Config struct {
+	Conn    sysif.Conn
+	Handler Handler
+	IANA    oem.IANA // default oem.DefaultIANA
+	// PollInterval is how often Queue 1 is read without attention
+	// (default 1 s).
+	PollInterval time.Duration
+	// CallTimeout bounds one IPMI request (default 5 s).
+	CallTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the retry delay after 0xC4 or a
+	// transport error (defaults 50 ms, 2 s).
+	MinBackoff, MaxBackoff time.Duration
+	Reassembler            record.ReassemblerConfig
+	Now                    func() time.Time
+	Logger                 *slog.Logger
+}
+
+// Stats counts what a Loop did.
+type Stats struct {
+	RecordsRead, RecordsBad        uint64
+	Messages, Answers              uint64
+	RecordsWritten, FullRetries    uint64
+	ReadErrors, WriteErrors, Wakes uint64
+}
+
+// Loop is the OOB-I channel over one system interface connection.
+type Loop struct {
+	cfg Config
+	log *slog.Logger
+	ra  *record.Reassembler
+	wmu sync.Mutex // one message at a time into Queue 2
+
+	recordsRead, recordsBad, messages, answers atomic.Uint64
+	recordsWritten, fullRetries                atomic.Uint64
+	readErrors, writeErrors, wakes             atomic.Uint64
+	lastOK                                     atomic.Bool
+}
+
+// New returns a Loop.
+func New(cfg Config) *Loop {
+	if cfg.IANA == 0 {
+		cfg.IANA = oem.DefaultIANA
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 5 * time.Second
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 50 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(2*time.Second, cfg.MinBackoff)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Loop{cfg: cfg, log: cfg.Logger, ra: record.NewReassembler(cfg.Reassembler)}
+}
+
+// Stats returns the counters.
+func (l *Loop) Stats() Stats {
+	return Stats{RecordsRead: l.recordsRead.Load(), RecordsBad: l.recordsBad.Load(),
+		Messages: l.messages.Load(), Answers: l.answers.Load(),
+		RecordsWritten: l.recordsWritten.Load(), FullRetries: l.fullRetries.Load(),
+		ReadErrors: l.readErrors.Load(), WriteErrors: l.writeErrors.Load(), Wakes: l.wakes.Load()}
+}
+
+// Probe reads the queue status once (to report the channel at start-up).
+func (l *Loop) Probe(ctx context.Context) (q1, q2 oem.QueueStatus, err error) {
+	data, _ := (&oem.GetQueueStatusRequest{IANA: l.cfg.IANA}).Pack()
+	resp, err := l.call(ctx, oem.CmdGetQueueStatus, data)
+	if err != nil {
+		return q1, q2, err
+	}
+	var r oem.GetQueueStatusResponse
+	if err := r.Unpack(resp); err != nil {
+		return q1, q2, err
+	}
+	return r.Queue1, r.Queue2, nil
+}
+
+func (l *Loop) call(ctx context.Context, cmd oem.Cmd, data []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.CallTimeout)
+	defer cancel()
+	resp, cc, err := l.cfg.Conn.Do(ctx, uint8(oem.NetFnOEMGroupRequest), uint8(cmd), data)
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", cmd, err)
+	}
+	if err := oem.Check(cmd, oem.CompletionCode(cc)); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// Run serves Queue 1 until ctx ends; it returns nil then. Errors of the
+// BMC connection are logged and retried, never fatal.
+func (l *Loop) Run(ctx context.Context) error {
+	notify := l.cfg.Conn.Notify() // nil: poll only
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var ack *oem.Ack
+	backoff := l.cfg.MinBackoff
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-notify:
+			l.wakes.Add(1)
+		case <-timer.C:
+		}
+		l.ra.Expire(l.cfg.Now())
+		wait := l.cfg.PollInterval
+		var err error
+		ack, err = l.drain(ctx, ack)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			l.readErrors.Add(1)
+			if l.lastOK.Swap(false) || backoff == l.cfg.MinBackoff {
+				l.log.Warn("cannot read Queue 1 from the BMC; retrying", "err", err, "retry_in", backoff)
+			}
+			wait = min(backoff, l.cfg.PollInterval)
+			backoff = min(2*backoff, l.cfg.MaxBackoff)
+		default:
+			if !l.lastOK.Swap(true) {
+				l.log.Info("reading Queue 1 from the BMC")
+			}
+			backoff = l.cfg.MinBackoff
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+	}
+}
+
+// drain reads Queue 1 until it is empty, acknowledging as it goes, and
+// returns the ack still owed (nil once the BMC took it).
+func (l *Loop) drain(ctx context.Context, ack *oem.Ack) (*oem.Ack, error) {
+	for {
+		data, err := (&oem.ReadQueueRequest{IANA: l.cfg.IANA, Ack: ack}).Pack()
+		if err != nil {
+			return ack, err
+		}
+		resp, err := l.call(ctx, oem.CmdReadQueue1, data)
+		if err != nil {
+			return ack, err
+		}
+		var r oem.ReadQueueResponse
+		if err := r.Unpack(resp); err != nil {
+			// Without the record's key there is nothing to acknowledge; the
+			// BMC keeps answering the same head. Only the BMC can fix this.
+			l.recordsBad.Add(1)
+			return ack, fmt.Errorf("unreadable Queue 1 response (% x): %w", head(resp), err)
+		}
+		if r.Empty {
+			return nil, nil
+		}
+		rec := r.Record
+		ack = &oem.Ack{MsgID: rec.MsgID, Index: rec.Index}
+		l.recordsRead.Add(1)
+		msg, done, err := l.ra.Add(rec, l.cfg.Now())
+		if err != nil {
+			l.recordsBad.Add(1)
+			l.log.Warn("stray or garbled record in Queue 1 skipped", "record", rec.String(), "err", err)
+			continue
+		}
+		if done {
+			l.messages.Add(1)
+			l.handle(ctx, msg)
+			if err := ctx.Err(); err != nil {
+				// Shutting down mid-message: leave the record unacknowledged
+				// so the next start reads it again.
+				return ack, err
+			}
+		}
+	}
+}
+
+func (l *Loop) handle(ctx context.Context, env []byte) {
+	out, err := l.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaOOB)
+	if err != nil {
+		l.log.Debug("envelope from Queue 1 not answered", "len", len(env), "err", err)
+	}
+	for _, a := range out {
+		if err := l.Send(ctx, a); err != nil {
+			l.log.Error("answer lost: could not write it to Queue 2", "len", len(a), "err", err)
+			continue
+		}
+		l.answers.Add(1)
+	}
+}
+
+// Send fragments env and writes it to Queue 2, retrying a full queue or a
+// broken connection until ctx ends.
+func (l *Loop) Send(ctx context.Context, env []byte) error {
+	id := uint64(0)
+	if h, _, err := seal.ParseHeader(env); err == nil {
+		id = h.MsgID
+	}
+	if id == 0 {
+		id = uint64(time.Now().UnixNano())
+	}
+	recs, err := record.Fragment(id, env)
+	if err != nil {
+		return err
+	}
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	for _, r := range recs {
+		if err := l.write(ctx, r); err != nil {
+			return fmt.Errorf("record %d/%d of message %#x: %w", r.Index+1, r.Count, id, err)
+		}
+	}
+	return nil
+}
+
+func (l *Loop) write(ctx context.Context, r record.Record) error {
+	data, err := (&oem.WriteQueueRequest{IANA: l.cfg.IANA, Record: r}).Pack()
+	if err != nil {
+		return err
+	}
+	backoff := l.cfg.MinBackoff
+	for attempt := 0; ; attempt++ {
+		_, err := l.call(ctx, oem.CmdWriteQueue2, data)
+		if err == nil {
+			l.recordsWritten.Add(1)
+			return nil
+		}
+		var oe *oem.Error
+		switch {
+		case errors.As(err, &oe) && oe.Code == oem.CCOutOfSpace:
+			l.fullRetries.Add(1)
+			if attempt == 0 || attempt%20 == 0 {
+				l.log.Warn("Queue 2 is full; the VMS is not reading it. Holding the answer and retrying", "attempt", attempt+1, "retry_in", backoff)
+			}
+		case errors.As(err, &oe):
+			return err // the BMC refuses this record: retrying will not help
+		default:
+			l.writeErrors.Add(1)
+			l.log.Warn("write to Queue 2 failed; retrying", "err", err, "retry_in", backoff)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+		backoff = min(2*backoff, l.cfg.MaxBackoff)
+	}
+}
+
+func head(b []byte) []byte {
+	if len(b) > 16 {
+		return b[:16]
+	}
+	return b
+}
+
+// SELSink adds one SEL entry per alert through the system interface.
+type SELSink struct {
+	Conn sysif.Conn
+	IANA oem.IANA // default oem.DefaultIANA
+	Now  func() time.Time
+}
+
+var _ alert.Sink = (*SELSink)(nil)
+
+// SELRecord is the 16-byte SEL record for a (see the package doc).
+func SELRecord(a alert.Alert, iana oem.IANA, now time.Time) [16]byte {
+	var rec [16]byte
+	rec[2] = 0xC0
+	binary.LittleEndian.PutUint32(rec[3:], uint32(now.Unix()))
+	rec[7], rec[8], rec[9] = byte(iana), byte(iana>>8), byte(iana>>16)
+	rec[10] = agent.Class(a)
+	if c, err := vmsg.ParseCommand(a.Action); err == nil {
+		rec[11] = byte(c)
+	}
+	binary.LittleEndian.PutUint32(rec[12:], uint32(a.RequestID))
+	return rec
+}
+
+// Send adds the entry.
+func (s *SELSink) Send(ctx context.Context, a alert.Alert) error {
+	iana := s.IANA
+	if iana == 0 {
+		iana = oem.DefaultIANA
+	}
+	now := time.Now()
+	if s.Now != nil {
+		now = s.Now()
+	}
+	rec := SELRecord(a, iana, now)
+	if _, err := sysif.Call(ctx, s.Conn, 0x0A, 0x44, rec[:]); err != nil {
+		return fmt.Errorf("add SEL entry: %w", err)
+	}
+	return nil
+}
+
+// Queue2Sink writes a sealed Alert message to Queue 2.
+type Queue2Sink struct {
+	Loop *Loop
+	Seal func(alert.Alert) ([]byte, error) // agent.Agent.SealAlert
+}
+
+var _ alert.Sink = (*Queue2Sink)(nil)
+
+// Send seals a and writes it.
+func (s *Queue2Sink) Send(ctx context.Context, a alert.Alert) error {
+	env, err := s.Seal(a)
+	if err != nil {
+		return err
+	}
+	return s.Loop.Send(ctx, env)
+}

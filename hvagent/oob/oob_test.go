@@ -1,0 +1,534 @@
+package oob
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bougou/go-ipmi/pkg/client"
+	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ooblab/ooblab/bmcsim/kcs"
+	"github.com/ooblab/ooblab/bmcsim/queue"
+	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/hvagent/agent"
+	"github.com/ooblab/ooblab/hvagent/agenttest"
+	"github.com/ooblab/ooblab/hvagent/alert"
+	"github.com/ooblab/ooblab/hvagent/journal"
+	"github.com/ooblab/ooblab/hvagent/policy"
+	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
+	"github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/internal/oem"
+	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/vmsg"
+)
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// bmcLab is one in-process bmcsim BMC: RMCP+ LAN on loopback UDP, the OEM
+// queues on its registry, the chardev (KCS) server on loopback TCP, and the
+// host's chardev client connected to it.
+type bmcLab struct {
+	b    *sim.BMC
+	qs   *queue.Queues
+	srv  *kcs.Server
+	kcs  string
+	port int
+	host *chardev.Client
+}
+
+func newBMC(t testing.TB, qo queue.Options) *bmcLab {
+	t.Helper()
+	log := testLogger(t)
+	b, err := sim.New(sim.Config{Name: "h1", LAN: "127.0.0.1:0",
+		Users: []sim.User{{Name: "vms", Password: "s3cret-vms", Privilege: "operator"}}}, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	var srvp atomic.Pointer[kcs.Server]
+	qo.OnQueue1Change = func(depth int) {
+		if s := srvp.Load(); s != nil {
+			s.SetAttention(depth > 0)
+		}
+	}
+	qo.Logger = log
+	qs, err := queue.Open(qo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qs.Close() })
+	// Register before serving: go-ipmi's Registry is not safe to change
+	// while requests are dispatched.
+	qs.Register(b.Registry, uint32(oem.DefaultIANA))
+	udp, err := b.ListenLAN()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Go(func() { b.ServeLAN(ctx, udp) })
+	srv := kcs.New(b.IPMI, b.Registry, log)
+	srvp.Store(srv)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Go(func() { srv.Serve(ctx, ln) })
+	host, err := chardev.Dial(ctx, ln.Addr().String(), chardev.WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { host.Close() })
+	return &bmcLab{b: b, qs: qs, srv: srv, kcs: ln.Addr().String(), port: udp.LocalAddr().(*net.UDPAddr).Port, host: host}
+}
+
+// lanVMS is the VMS's side of the OOB-I: go-ipmi's RMCP+ client (suite 17)
+// against the BMC's LAN channel.
+type lanVMS struct {
+	t   testing.TB
+	c   *client.Client
+	ra  *record.Reassembler
+	ack *oem.Ack
+}
+
+func dialVMS(t testing.TB, port int) *lanVMS {
+	t.Helper()
+	c, err := client.NewClient("127.0.0.1", port, "vms", "s3cret-vms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WithCipherSuiteID(types.CipherSuiteID17).WithTimeout(2 * time.Second).WithRetry(2).WithMaxPrivilegeLevel(types.PrivilegeLevelOperator)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx); err != nil {
+		t.Fatalf("RMCP+ connect: %v", err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return &lanVMS{t: t, c: c, ra: record.NewReassembler(record.ReassemblerConfig{MaxBytes: 16 << 20})}
+}
+
+func (v *lanVMS) raw(ctx context.Context, cmd oem.Cmd, data []byte) ([]byte, oem.CompletionCode, error) {
+	resp, err := v.c.RawCommand(ctx, types.NetFn(oem.NetFnOEMGroupRequest), uint8(cmd), data, cmd.String())
+	if re, ok := types.IsResponseError(err); ok {
+		return nil, oem.CompletionCode(re.CompletionCode()), nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return resp.Response, oem.CCOK, nil
+}
+
+// send writes msg to Queue 1, waiting out 0xC4.
+func (v *lanVMS) send(ctx context.Context, msgID uint64, msg []byte) error {
+	recs, err := record.Fragment(msgID, msg)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		data, _ := (&oem.WriteQueueRequest{IANA: oem.DefaultIANA, Record: r}).Pack()
+		for {
+			_, cc, err := v.raw(ctx, oem.CmdWriteQueue1, data)
+			if err != nil {
+				return err
+			}
+			if cc == oem.CCOK {
+				break
+			}
+			if cc != oem.CCOutOfSpace {
+				return fmt.Errorf("write queue 1: %v", cc)
+			}
+			if err := pause(ctx, 5*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// recv reads Queue 2 until one message is complete.
+func (v *lanVMS) recv(ctx context.Context) ([]byte, error) {
+	for {
+		data, _ := (&oem.ReadQueueRequest{IANA: oem.DefaultIANA, Ack: v.ack}).Pack()
+		resp, cc, err := v.raw(ctx, oem.CmdReadQueue2, data)
+		if err != nil {
+			return nil, err
+		}
+		if cc != oem.CCOK {
+			return nil, fmt.Errorf("read queue 2: %v", cc)
+		}
+		var r oem.ReadQueueResponse
+		if err := r.Unpack(resp); err != nil {
+			return nil, err
+		}
+		if r.Empty {
+			v.ack = nil
+			if err := pause(ctx, 2*time.Millisecond); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		v.ack = &oem.Ack{MsgID: r.Record.MsgID, Index: r.Record.Index}
+		msg, done, err := v.ra.Add(r.Record, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		if done {
+			return msg, nil
+		}
+	}
+}
+
+// flush sends the ack of the last record read.
+func (v *lanVMS) flush(ctx context.Context) error {
+	data, _ := (&oem.ReadQueueRequest{IANA: oem.DefaultIANA, Ack: v.ack}).Pack()
+	_, cc, err := v.raw(ctx, oem.CmdReadQueue2, data)
+	if err == nil && cc != oem.CCOK {
+		err = fmt.Errorf("read queue 2: %v", cc)
+	}
+	return err
+}
+
+// pause waits d or until ctx ends (a poll interval bounded by the test's
+// deadline, not a sleep standing in for a signal).
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func runLoop(t testing.TB, cfg Config) *Loop {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	l := New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return l
+}
+
+// echo answers every envelope with itself.
+type echo struct{ n atomic.Int64 }
+
+func (e *echo) HandleEnvelope(_ context.Context, env []byte, _ string) ([][]byte, error) {
+	e.n.Add(1)
+	return [][]byte{bytes.Clone(env)}, nil
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// TestRoundTripSizes: 1 B to 64 KiB, VMS → Queue 1 → host loop → Queue 2 →
+// VMS, byte-exact, over real RMCP+ and the chardev KCS protocol. The poll
+// interval is an hour: only attention wakes the loop after its first read.
+func TestRoundTripSizes(t *testing.T) {
+	lab := newBMC(t, queue.Options{Capacity1: 4096, Capacity2: 4096})
+	h := &echo{}
+	l := runLoop(t, Config{Conn: lab.host, Handler: h, PollInterval: time.Hour})
+	vms := dialVMS(t, lab.port)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	for i, n := range []int{1, 100, record.MaxPayload, record.MaxPayload + 1, 1000, 4096, 16 << 10, 64 << 10} {
+		msg := randBytes(n)
+		start := time.Now()
+		if err := vms.send(ctx, uint64(1000+i), msg); err != nil {
+			t.Fatalf("%d B: send: %v", n, err)
+		}
+		got, err := vms.recv(ctx)
+		if err != nil {
+			t.Fatalf("%d B: recv: %v (loop stats %+v)", n, err, l.Stats())
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("%d B: answer differs (%d B back)", n, len(got))
+		}
+		el := time.Since(start)
+		recs := (n + record.MaxPayload - 1) / record.MaxPayload
+		t.Logf("%6d B, %3d records each way: round trip %v (%.0f µs/record, %.1f KB/s of payload, both ways together)",
+			n, recs, el.Round(time.Millisecond), float64(el.Microseconds())/float64(2*recs), float64(2*n)/el.Seconds()/1000)
+	}
+	if err := vms.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := l.Stats()
+	if st.Messages != 8 || st.Answers != 8 || st.Wakes == 0 || st.RecordsBad != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if q1, q2 := lab.qs.Status(); q1.Depth != 0 || q2.Depth != 0 {
+		t.Fatalf("queues left with %d and %d records", q1.Depth, q2.Depth)
+	}
+}
+
+// TestQueue2Full: the answer does not fit Queue 2; the loop backs off on
+// 0xC4 and loses nothing while the VMS drains it slowly.
+func TestQueue2Full(t *testing.T) {
+	lab := newBMC(t, queue.Options{Capacity2: 3})
+	l := runLoop(t, Config{Conn: lab.host, Handler: &echo{}, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	vms := dialVMS(t, lab.port)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	msgs := [][]byte{randBytes(4000), randBytes(300)}
+	for i, m := range msgs {
+		if err := vms.send(ctx, uint64(1+i), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, m := range msgs {
+		got, err := vms.recv(ctx)
+		if err != nil || !bytes.Equal(got, m) {
+			t.Fatalf("message %d: %v (%d B)", i, err, len(got))
+		}
+	}
+	if st := l.Stats(); st.FullRetries == 0 {
+		t.Fatalf("queue 2 never reported full: %+v", st)
+	}
+}
+
+// TestStrayRecords: records that never make a message are logged and
+// skipped; the next message still gets through.
+func TestStrayRecords(t *testing.T) {
+	lab := newBMC(t, queue.Options{})
+	h := &echo{}
+	l := runLoop(t, Config{Conn: lab.host, Handler: h, PollInterval: 10 * time.Millisecond})
+	vms := dialVMS(t, lab.port)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w := func(r record.Record) {
+		data, _ := (&oem.WriteQueueRequest{IANA: oem.DefaultIANA, Record: r}).Pack()
+		if _, cc, err := vms.raw(ctx, oem.CmdWriteQueue1, data); err != nil || cc != oem.CCOK {
+			t.Fatalf("write: %v %v", cc, err)
+		}
+	}
+	// Fragment 0 of 3, then fragment 1 claiming a count of 2: inconsistent.
+	w(record.Record{MsgID: 77, Index: 0, Count: 3, Payload: []byte("aaa")})
+	w(record.Record{MsgID: 77, Index: 1, Count: 2, Payload: []byte("bbb")})
+	msg := randBytes(500)
+	if err := vms.send(ctx, 78, msg); err != nil {
+		t.Fatal(err)
+	}
+	got, err := vms.recv(ctx)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("after stray records: %v", err)
+	}
+	if st := l.Stats(); st.RecordsBad != 1 || st.Messages != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestAckAfterAnswer: a record is acknowledged only once its message was
+// answered, so a host that stops mid-way (a crash) finds it again.
+func TestAckAfterAnswer(t *testing.T) {
+	lab := newBMC(t, queue.Options{})
+	vms := dialVMS(t, lab.port)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := vms.send(ctx, 5, []byte("one record")); err != nil {
+		t.Fatal(err)
+	}
+	// A loop whose handler "crashes": it blocks until its context ends.
+	started := make(chan struct{})
+	l := New(Config{Conn: lab.host, Logger: testLogger(t), Handler: handlerFunc(func(ctx context.Context, env []byte) ([][]byte, error) {
+		close(started)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})})
+	lctx, lcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- l.Run(lctx) }()
+	<-started
+	lcancel()
+	<-done
+	if d := lab.qs.Queue1().Len(); d != 1 {
+		t.Fatalf("queue 1 depth %d after a crash mid-request, want the record kept", d)
+	}
+	// The restarted loop answers it.
+	runLoop(t, Config{Conn: lab.host, Handler: &echo{}})
+	got, err := vms.recv(ctx)
+	if err != nil || string(got) != "one record" {
+		t.Fatalf("after restart: %q %v", got, err)
+	}
+}
+
+type handlerFunc func(ctx context.Context, env []byte) ([][]byte, error)
+
+func (f handlerFunc) HandleEnvelope(ctx context.Context, env []byte, _ string) ([][]byte, error) {
+	return f(ctx, env)
+}
+
+const aliceB32 = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+// TestAgentOverOOB: sealed requests from the VMS over RMCP+, served by the
+// real agent on test:///default; a refusal raises a SEL entry on the BMC and
+// an Alert on Queue 2; a stray reader of Queue 1 sees only ciphertext.
+func TestAgentOverOOB(t *testing.T) {
+	lab := newBMC(t, queue.Options{})
+	vms := dialVMS(t, lab.port)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	key := mustKey(t)
+	pol, err := policy.Parse([]byte(`
+read_only_default = true
+protected = ["db-*"]
+[users.alice]
+totp_uri = "otpauth://totp/ooblab:alice?secret=`+aliceB32+`&issuer=ooblab"
+alerts = true
+[principals.vms1]
+user = "alice"
+[[principals.vms1.rules]]
+actions = ["*"]
+vms = ["*"]
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hv, err := virt.Open(ctx, "test:///default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hv.Close()
+	d, err := hv.Conn().DomainDefineXML(`<domain type='test'><name>secret-vm-name</name><memory unit='KiB'>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Free()
+	j, err := journal.Open(filepath.Join(t.TempDir(), "j"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	var loop *Loop
+	var a *agent.Agent
+	q2 := &Queue2Sink{Seal: func(al alert.Alert) ([]byte, error) { return a.SealAlert(al) }}
+	a, err = agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: j,
+		Alerts: alert.Multi{alert.Log{Logger: testLogger(t)}, &SELSink{Conn: lab.host}}, Queue2: q2, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := agenttest.NewVMS(key, nil)
+	send := func(r *vmsg.Request) {
+		t.Helper()
+		r.IssuedMs = time.Now().UnixMilli()
+		env, err := v.Seal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Record ids are per message, not per request: a resealed retry
+		// is a new message (the BMC drops a record key it just saw).
+		if err := vms.send(ctx, binary.BigEndian.Uint64(randBytes(8)), env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func() vmsg.Message {
+		t.Helper()
+		env, err := vms.recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := v.Open(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+
+	// Before the host reads it, a stray reader of Queue 1 on the system
+	// interface: the record is ciphertext.
+	send(&vmsg.Request{ID: 1, Principal: "vms1", Command: vmsg.CmdStart, VM: "secret-vm-name", Metadata: map[string]string{"why": "plaintext-marker"}})
+	data, _ := (&oem.ReadQueueRequest{IANA: oem.DefaultIANA}).Pack()
+	resp, cc, err := lab.host.Do(ctx, uint8(oem.NetFnOEMGroupRequest), uint8(oem.CmdReadQueue1), data)
+	if err != nil || cc != 0 {
+		t.Fatalf("stray read: %v %#x", err, cc)
+	}
+	if len(resp) < 20 || bytes.Contains(resp, []byte("secret-vm")) || bytes.Contains(resp, []byte("plaintext-marker")) || bytes.Contains(resp, []byte("vms1")) {
+		t.Fatalf("plaintext visible in Queue 1: %q", resp)
+	}
+
+	loop = New(Config{Conn: lab.host, Handler: a, Logger: testLogger(t), PollInterval: 20 * time.Millisecond})
+	q2.Loop = loop
+	lctx, lcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- loop.Run(lctx) }()
+	defer func() { lcancel(); <-done }()
+
+	if r, ok := recv().(*vmsg.Reply); !ok || !r.OK || r.VMs[0].State != "running" {
+		t.Fatalf("start: %+v", r)
+	}
+	send(&vmsg.Request{ID: 2, Principal: "vms1", Command: vmsg.CmdList})
+	if r, ok := recv().(*vmsg.Reply); !ok || !r.OK || len(r.VMs) != 2 {
+		t.Fatalf("list: %+v", r)
+	}
+	// Duplicate of request 1 (resealed): answered from the journal.
+	send(&vmsg.Request{ID: 1, Principal: "vms1", Command: vmsg.CmdStart, VM: "secret-vm-name", Metadata: map[string]string{"why": "plaintext-marker"}})
+	if r, ok := recv().(*vmsg.Reply); !ok || !r.OK {
+		t.Fatalf("duplicate: %+v", r)
+	}
+	// Denied: reply, then an Alert message on Queue 2, and a SEL entry.
+	send(&vmsg.Request{ID: 3, Principal: "intruder", Command: vmsg.CmdDestroy, VM: "secret-vm-name"})
+	if r, ok := recv().(*vmsg.Reply); !ok || r.Code != vmsg.ErrDenied {
+		t.Fatalf("denied: %+v", r)
+	}
+	if al, ok := recv().(*vmsg.Alert); !ok || al.Principal != "intruder" || al.Action != "destroy" {
+		t.Fatalf("alert: %+v", al)
+	}
+	sel := lab.b.SEL.Entries()
+	if len(sel) != 1 {
+		t.Fatalf("SEL has %d entries", len(sel))
+	}
+	e := sel[0]
+	if e[2] != 0xC0 || !bytes.Equal(e[7:10], []byte{0xD9, 0x7E, 0x00}) || e[10] != agent.ClassDenied || e[11] != byte(vmsg.CmdDestroy) || binary.LittleEndian.Uint32(e[12:]) != 3 {
+		t.Fatalf("SEL entry % x", e)
+	}
+	// A tampered envelope: no answer, an Alert on Queue 2 through the sink.
+	env, _ := v.Seal(&vmsg.Request{ID: 4, Principal: "vms1", Command: vmsg.CmdPing, IssuedMs: time.Now().UnixMilli()})
+	env[len(env)-3] ^= 0x40
+	if err := vms.send(ctx, 4, env); err != nil {
+		t.Fatal(err)
+	}
+	if al, ok := recv().(*vmsg.Alert); !ok || agent.Class(alert.Alert{Reason: al.Reason}) != agent.ClassEnvelope {
+		t.Fatalf("tamper alert: %+v", al)
+	}
+	if n := len(lab.b.SEL.Entries()); n != 2 {
+		t.Fatalf("SEL has %d entries after the tampered envelope", n)
+	}
+}
+
+func mustKey(t testing.TB) *seal.Key {
+	t.Helper()
+	k, err := seal.Enroll("h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
