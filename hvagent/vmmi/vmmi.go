@@ -1,0 +1,204 @@
+// Package vmmi is hvagent's VMM-I channel: a TLS 1.3 server on the host's
+// management network. Each connection carries frames (internal/frame: u32
+// big-endian length, then a sealed envelope) in both directions: the VMS
+// writes a sealed request, the server answers with the frames the agent
+// returns for it (a Reply or a Challenge, possibly followed by an Alert), in
+// order. A request the agent does not answer (an envelope it cannot open)
+// gets no frame; the connection stays up.
+//
+// TLS protects the link and authenticates the host to the VMS; the VMS is
+// authenticated by the sealed envelope (host key), exactly as on the OOB-I,
+// since both channels share Agent.HandleEnvelope.
+//
+// Limits: at most MaxConns connections (more are closed right after
+// accept), a handshake deadline, an idle deadline between frames, a write
+// deadline per answer. Serve returns when ctx ends, after closing every
+// connection.
+package vmmi
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ooblab/ooblab/hvagent/agent"
+	"github.com/ooblab/ooblab/internal/frame"
+)
+
+// Handler serves one envelope (agent.Agent implements it).
+type Handler interface {
+	HandleEnvelope(ctx context.Context, env []byte, via string) ([][]byte, error)
+}
+
+var _ Handler = (*agent.Agent)(nil)
+
+// Config configures a Server. Handler and TLS are required.
+type Config struct {
+	Handler Handler
+	// TLS is the server configuration (see LoadTLS); its MinVersion is
+	// raised to TLS 1.3.
+	TLS              *tls.Config
+	MaxConns         int           // default 64
+	HandshakeTimeout time.Duration // default 10 s
+	IdleTimeout      time.Duration // between frames, default 2 min
+	WriteTimeout     time.Duration // per answer frame, default 30 s
+	Logger           *slog.Logger
+}
+
+// Server is the VMM-I listener.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	tls    *tls.Config
+	sem    chan struct{}
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+	served atomic.Uint64
+	refuse atomic.Uint64
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Handler == nil {
+		return nil, errors.New("vmmi: no handler")
+	}
+	if cfg.TLS == nil || (len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil) {
+		return nil, errors.New("vmmi: no TLS certificate")
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 64
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	t := cfg.TLS.Clone()
+	t.MinVersion = tls.VersionTLS13
+	return &Server{cfg: cfg, log: cfg.Logger, tls: t, sem: make(chan struct{}, cfg.MaxConns), conns: map[net.Conn]struct{}{}}, nil
+}
+
+// Served is the number of frames answered so far.
+func (s *Server) Served() uint64 { return s.served.Load() }
+
+// Refused is the number of connections closed because MaxConns were open.
+func (s *Server) Refused() uint64 { return s.refuse.Load() }
+
+// Serve accepts TLS connections on ln (a plain TCP listener) until ctx
+// ends, then closes ln and every connection and returns nil.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		ln.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+	})
+	defer stop()
+	defer s.wg.Wait()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("VMM-I accept failed; retrying", "err", err, "retry_in", delay)
+				select {
+				case <-time.After(delay):
+				case <-ctx.Done():
+					return nil
+				}
+				continue
+			}
+			return fmt.Errorf("vmmi: accept: %w", err)
+		}
+		delay = 0
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			s.refuse.Add(1)
+			s.log.Warn("VMM-I connection refused: too many open", "peer", nc.RemoteAddr().String(), "max", s.cfg.MaxConns)
+			nc.Close()
+			continue
+		}
+		s.track(nc, true)
+		s.wg.Go(func() {
+			defer func() { <-s.sem }()
+			defer s.track(nc, false)
+			defer nc.Close()
+			s.serveConn(ctx, nc)
+		})
+	}
+}
+
+func (s *Server) track(c net.Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+}
+
+func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
+	peer := nc.RemoteAddr().String()
+	log := s.log.With("peer", peer)
+	tc := tls.Server(nc, s.tls)
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		log.Warn("VMM-I TLS handshake failed", "err", err)
+		return
+	}
+	log.Debug("VMM-I connection up", "tls", tls.VersionName(tc.ConnectionState().Version))
+	for {
+		tc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		env, err := frame.Read(tc)
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF), ctx.Err() != nil:
+			case errors.Is(err, frame.ErrTooLarge):
+				log.Warn("VMM-I frame out of range; closing the connection", "err", err)
+			default:
+				log.Info("VMM-I connection closed", "err", err)
+			}
+			return
+		}
+		out, err := s.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaVMMI)
+		if err != nil {
+			log.Debug("VMM-I envelope not answered", "len", len(env), "err", err)
+		}
+		for _, a := range out {
+			tc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+			if err := frame.Write(tc, a); err != nil {
+				log.Warn("VMM-I answer not delivered; the VMS can retry with the same request id", "err", err)
+				return
+			}
+			s.served.Add(1)
+		}
+	}
+}
