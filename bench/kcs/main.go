@@ -3,11 +3,15 @@
 // isa-ipmi-kcs and ipmi-bmc-extern) to a BMC on the chardev socket. It boots
 // the scenarios/kcsguest guest once per BMC and prints one table:
 //
-//   - Get Device ID round trip (median, p99),
+//   - Get Device ID round trip (median, p99), through devipmi and, as a
+//     baseline, through raw ioctl/poll(2) in one goroutine (getdeviceid-raw),
 //   - OEM READ_BMC_BUFF_QUEUE1 of an empty Queue 1 round trip,
 //   - 240-byte OEM requests (WRITE_BMC_BUFF_QUEUE2 with a full record)
 //     back to back: request bytes per second, the raw ceiling that sealed
-//     OOB-I throughput is compared to.
+//     OOB-I throughput is compared to (the -raw row without devipmi).
+//
+// The guest interleaves the measurements request by request, so a change
+// of host load during a run falls on all rows alike.
 //
 // BMCs: bmcsim in process (sim + queue + kcs), and OpenIPMI's ipmi_sim
 // ("serial kcs ADDR PORT codec VM") when installed. ipmi_sim has no ooblab
@@ -112,7 +116,7 @@ func run(n int, useSim bool, keep string, log *slog.Logger) error {
 	return nil
 }
 
-var measurements = []string{"getdeviceid", "oemread-empty", "oemwrite-240"}
+var measurements = []string{"getdeviceid", "getdeviceid-raw", "oemread-empty", "oemwrite-240", "oemwrite-240-raw"}
 
 func measure(ctx context.Context, env kcsguest.Env, dir, initrd string, port int, name string) (result, error) {
 	r := result{bmc: name, rows: map[string]map[string]string{}}
@@ -237,7 +241,7 @@ func print(rs []result, n int) {
 		fmt.Printf("ratio %s/%s (median latency; throughput), n=%d each, TCG guest:\n", rs[0].bmc, rs[1].bmc, n)
 		for _, m := range measurements {
 			a, b := rs[0].rows[m], rs[1].rows[m]
-			fmt.Printf("  %-14s latency %.2f×  throughput %.2f×\n", m, ratio(a["median_us"], b["median_us"]), ratio(a["bytes_per_s"], b["bytes_per_s"]))
+			fmt.Printf("  %-17s latency %.2f×  throughput %.2f×\n", m, ratio(a["median_us"], b["median_us"]), ratio(a["bytes_per_s"], b["bytes_per_s"]))
 		}
 	}
 }

@@ -8,7 +8,8 @@
 //	             message id StopID ends the loop.
 //	-mode bench  Get Device ID; then N round trips each of Get Device ID, an
 //	             OEM read of (empty) Queue 1, and a 240-byte OEM write
-//	             (Queue 2 on bmcsim; any BMC must at least answer it).
+//	             (Queue 2 on bmcsim; any BMC must at least answer it); last,
+//	             Get Device ID with raw syscalls and no devipmi (baseline).
 //
 // It must build with CGO_ENABLED=0: the guest has no libc.
 package main
@@ -146,53 +147,86 @@ func echo(ctx context.Context, c *devipmi.Conn, poll time.Duration) error {
 	}
 }
 
+// bench interleaves the measurements (one request of each in turn) so
+// that a change in host load during the run falls on all of them alike.
 func bench(ctx context.Context, c *devipmi.Conn, n int) error {
+	raw, err := openRaw()
+	if err != nil {
+		return err
+	}
+	defer raw.close()
 	oemFn := uint8(oem.NetFnOEMGroupRequest)
 	empty, _ := (&oem.ReadQueueRequest{IANA: iana}).Pack()
-	big := func(i int) []byte {
-		rec := record.Record{MsgID: uint64(1_000_000 + i), Index: 0, Count: 1, Payload: make([]byte, record.MaxPayload)}
-		for j := range rec.Payload {
-			rec.Payload[j] = byte(i + j)
-		}
-		b, _ := (&oem.WriteQueueRequest{IANA: iana, Record: rec}).Pack()
-		return b
+	bigFrom := func(base uint64) func(i int) []byte {
+		return func(i int) []byte { return bigWrite(base + uint64(i)) }
 	}
-	for _, m := range []struct {
-		name       string
-		netfn, cmd uint8
-		data       func(i int) []byte
-	}{
-		{"getdeviceid", 0x06, 0x01, func(int) []byte { return nil }},
-		{"oemread-empty", oemFn, uint8(oem.CmdReadQueue1), func(int) []byte { return empty }},
-		{"oemwrite-240", oemFn, uint8(oem.CmdWriteQueue2), big},
-	} {
-		lat := make([]time.Duration, 0, n)
-		ccs := map[uint8]int{}
-		reqBytes := 0
-		start := time.Now()
-		for i := range n {
+	viaDevipmi := func(netfn, cmd uint8) func([]byte) (uint8, error) {
+		return func(d []byte) (uint8, error) {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			_, cc, err := c.Do(cctx, netfn, cmd, d)
+			return cc, err
+		}
+	}
+	type meas struct {
+		name string
+		data func(i int) []byte
+		do   func([]byte) (uint8, error)
+		lat  []time.Duration
+		ccs  map[uint8]int
+		sent int
+	}
+	ms := []*meas{
+		{name: "getdeviceid", data: func(int) []byte { return nil }, do: viaDevipmi(0x06, 0x01)},
+		{name: "getdeviceid-raw", data: func(int) []byte { return nil }, do: func(d []byte) (uint8, error) { return raw.do(0x06, 0x01, d) }},
+		{name: "oemread-empty", data: func(int) []byte { return empty }, do: viaDevipmi(oemFn, uint8(oem.CmdReadQueue1))},
+		{name: "oemwrite-240", data: bigFrom(1_000_000), do: viaDevipmi(oemFn, uint8(oem.CmdWriteQueue2))},
+		{name: "oemwrite-240-raw", data: bigFrom(2_000_000), do: func(d []byte) (uint8, error) { return raw.do(oemFn, uint8(oem.CmdWriteQueue2), d) }},
+	}
+	for i := range n {
+		for _, m := range ms {
 			d := m.data(i)
 			t0 := time.Now()
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, cc, err := c.Do(cctx, m.netfn, m.cmd, d)
-			cancel()
+			cc, err := m.do(d)
 			if err != nil {
 				return fmt.Errorf("%s #%d: %w", m.name, i, err)
 			}
-			lat = append(lat, time.Since(t0))
-			ccs[cc]++
-			reqBytes += len(d)
+			m.lat = append(m.lat, time.Since(t0))
+			if m.ccs == nil {
+				m.ccs = map[uint8]int{}
+			}
+			m.ccs[cc]++
+			m.sent += len(d)
 		}
-		total := time.Since(start)
+	}
+	for _, m := range ms {
+		var total time.Duration
+		for _, l := range m.lat {
+			total += l
+		}
+		lat := m.lat
 		slices.Sort(lat)
 		cc := ""
-		for k, v := range ccs {
+		for k, v := range m.ccs {
 			cc += fmt.Sprintf("%02x:%d,", k, v)
 		}
+		// bytes_per_s: request bytes over the time spent in this
+		// measurement's requests (back to back, one outstanding).
 		fmt.Printf("KCSGUEST-BENCH name=%s n=%d reqbytes=%d min_us=%d median_us=%d p99_us=%d max_us=%d total_us=%d bytes_per_s=%.0f cc=%s\n",
 			m.name, n, len(m.data(0)), lat[0].Microseconds(), lat[n/2].Microseconds(), lat[n*99/100].Microseconds(),
-			lat[n-1].Microseconds(), total.Microseconds(), float64(reqBytes)/total.Seconds(), cc)
+			lat[n-1].Microseconds(), total.Microseconds(), float64(m.sent)/total.Seconds(), cc)
 	}
 	fmt.Println("KCSGUEST-DONE")
 	return nil
+}
+
+// bigWrite is a 240-byte WRITE_BMC_BUFF_QUEUE2 request: IANA and one record
+// with a full payload.
+func bigWrite(id uint64) []byte {
+	rec := record.Record{MsgID: id, Index: 0, Count: 1, Payload: make([]byte, record.MaxPayload)}
+	for j := range rec.Payload {
+		rec.Payload[j] = byte(id) + byte(j)
+	}
+	b, _ := (&oem.WriteQueueRequest{IANA: iana, Record: rec}).Pack()
+	return b
 }
