@@ -1,0 +1,182 @@
+package run
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bougou/go-ipmi/pkg/bmc"
+	"github.com/bougou/go-ipmi/pkg/handlers"
+
+	"github.com/ooblab/ooblab/bmcsim/kcs"
+	"github.com/ooblab/ooblab/bmcsim/queue"
+	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/hvagent/agenttest"
+	"github.com/ooblab/ooblab/hvagent/vmmi"
+	"github.com/ooblab/ooblab/internal/frame"
+	"github.com/ooblab/ooblab/internal/oem"
+	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/vmsg"
+)
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func TestReadKeyMode(t *testing.T) {
+	k, _ := seal.Enroll("hv1")
+	p := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(p, []byte(k.URI()+"\n"), 0o644)
+	if _, err := ReadKey(p); err == nil || !strings.Contains(err.Error(), "0600") {
+		t.Fatalf("0644 key accepted: %v", err)
+	}
+	os.Chmod(p, 0o600)
+	got, err := ReadKey(p)
+	if err != nil || got.HostID() != "hv1" {
+		t.Fatalf("%v %v", got, err)
+	}
+}
+
+// TestRunBothChannels starts the whole agent against an in-process bmcsim
+// (chardev KCS) and serves one request on each channel.
+func TestRunBothChannels(t *testing.T) {
+	dir := t.TempDir()
+	log := testLogger(t)
+	// BMC: queues + KCS server.
+	b, err := sim.New(sim.Config{Name: "h1", LAN: "127.0.0.1:0", Users: []sim.User{{Name: "u", Password: "p", Privilege: "operator"}}}, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var srvp atomic.Pointer[kcs.Server]
+	qs, err := queue.Open(queue.Options{OnQueue1Change: func(d int) {
+		if s := srvp.Load(); s != nil {
+			s.SetAttention(d > 0)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qs.Close()
+	qs.Register(b.Registry, uint32(oem.DefaultIANA))
+	ks := kcs.New(b.IPMI, b.Registry, log)
+	srvp.Store(ks)
+	kln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	bctx, bcancel := context.WithCancel(ctx)
+	kdone := make(chan struct{})
+	go func() { ks.Serve(bctx, kln); close(kdone) }()
+	defer func() { bcancel(); <-kdone }()
+
+	key, _ := seal.Enroll("hv1")
+	os.WriteFile(filepath.Join(dir, "key"), []byte(key.URI()), 0o600)
+	os.WriteFile(filepath.Join(dir, "authz.toml"), []byte("read_only_default = true\n[principals.vms1]\n"), 0o644)
+	certs, err := vmmi.GenerateCert(filepath.Join(dir, "tls"), []string{"localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan Status, 1)
+	rctx, rcancel := context.WithCancel(ctx)
+	rdone := make(chan error, 1)
+	go func() {
+		rdone <- Run(rctx, Options{KeyFile: filepath.Join(dir, "key"), PolicyFile: filepath.Join(dir, "authz.toml"),
+			LibvirtURI: "test:///default", Sysif: "chardev:" + kln.Addr().String(), VMMIAddr: "127.0.0.1:0",
+			TLSCert: certs.Cert, TLSKey: certs.Key, JournalFile: filepath.Join(dir, "journal"),
+			PollInterval: 50 * time.Millisecond, Logger: log, Ready: func(s Status) { ready <- s }})
+	}()
+	var st Status
+	select {
+	case st = <-ready:
+	case err := <-rdone:
+		t.Fatalf("Run: %v", err)
+	}
+	if !strings.HasPrefix(st.OOB, "up") || !strings.Contains(st.OOB, "queue 1 0/") || !strings.HasPrefix(st.VMMI, "listening") {
+		t.Fatalf("status %+v", st)
+	}
+	v := agenttest.NewVMS(key, nil)
+	ping := func(id uint64) []byte {
+		env, err := v.Seal(&vmsg.Request{ID: id, Principal: "vms1", Command: vmsg.CmdPing, IssuedMs: time.Now().UnixMilli()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	expectPong := func(env []byte, id uint64) {
+		t.Helper()
+		m, err := v.Open(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, ok := m.(*vmsg.Reply); !ok || !r.OK || r.RequestID != id || r.Host.Libvirt == "" {
+			t.Fatalf("pong %+v", m)
+		}
+	}
+
+	// VMM-I.
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(certs.CA)
+	pool.AppendCertsFromPEM(pem)
+	c, err := tls.Dial("tcp", st.Addr.String(), &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	frame.Write(c, ping(1))
+	got, err := frame.Read(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectPong(got, 1)
+
+	// OOB-I: the VMS side through the registry with a LAN operator session.
+	lan := &handlers.HandlerContext{Session: &bmc.Session{PrivilegeLevel: bmc.PrivilegeLevelOperator}, Channel: &bmc.Channel{Number: 1, Medium: bmc.ChannelMediumLAN}}
+	recs, _ := record.Fragment(99, ping(2))
+	for _, r := range recs {
+		data, _ := (&oem.WriteQueueRequest{IANA: oem.DefaultIANA, Record: r}).Pack()
+		if _, cc, _ := b.Registry.Dispatch(ctx, lan, uint8(oem.NetFnOEMGroupRequest), uint8(oem.CmdWriteQueue1), data); cc != 0 {
+			t.Fatalf("write queue 1: %#x", cc)
+		}
+	}
+	ra := record.NewReassembler(record.ReassemblerConfig{})
+	for {
+		data, _ := (&oem.ReadQueueRequest{IANA: oem.DefaultIANA}).Pack()
+		resp, cc, _ := b.Registry.Dispatch(ctx, lan, uint8(oem.NetFnOEMGroupRequest), uint8(oem.CmdReadQueue2), data)
+		var r oem.ReadQueueResponse
+		if cc != 0 || r.Unpack(resp) != nil {
+			t.Fatalf("read queue 2: %#x", cc)
+		}
+		if r.Empty {
+			select {
+			case <-ctx.Done():
+				t.Fatal("no answer on queue 2")
+			case <-time.After(5 * time.Millisecond):
+			}
+			continue
+		}
+		msg, done, err := ra.Add(r.Record, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			expectPong(msg, 2)
+			break
+		}
+	}
+	rcancel()
+	if err := <-rdone; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
