@@ -143,7 +143,9 @@ func Run(ctx context.Context, o Options) error {
 	if o.Sysif != "" {
 		sinks = append(sinks, &oob.SELSink{Conn: conn, IANA: iana})
 		loop = oob.New(oob.Config{Conn: conn, IANA: iana, PollInterval: o.PollInterval, Logger: log.With("channel", agent.ViaOOB),
-			Handler: handlerFunc(func(ctx context.Context, env []byte, via string) ([][]byte, error) { return a.HandleEnvelope(ctx, env, via) })})
+			Handler: handlerFunc(func(ctx context.Context, env []byte, via string) ([][]byte, error) {
+				return a.HandleEnvelope(ctx, env, via)
+			})})
 		q2 = &oob.Queue2Sink{Loop: loop, Seal: func(al alert.Alert) ([]byte, error) { return a.SealAlert(al) }}
 	}
 	a, err = agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: j, Alerts: sinks, Queue2: q2, Host: host, Logger: log})
