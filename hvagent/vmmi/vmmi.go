@@ -2,9 +2,11 @@
 // management network. Each connection carries frames (internal/frame: u32
 // big-endian length, then a sealed envelope) in both directions: the VMS
 // writes a sealed request, the server answers with the frames the agent
-// returns for it (a Reply or a Challenge, possibly followed by an Alert), in
-// order. A request the agent does not answer (an envelope it cannot open)
-// gets no frame; the connection stays up.
+// returns for it (a Reply or a Challenge, possibly followed by an Alert),
+// back to back. Requests on one connection run concurrently (up to
+// MaxInFlight), so answers to different requests may come in any order: the
+// VMS matches them by request id. A request the agent does not answer (an
+// envelope it cannot open) gets no frame; the connection stays up.
 //
 // TLS protects the link and authenticates the host to the VMS; the VMS is
 // authenticated by the sealed envelope (host key), exactly as on the OOB-I,
@@ -46,6 +48,7 @@ type Config struct {
 	// raised to TLS 1.3.
 	TLS              *tls.Config
 	MaxConns         int           // default 64
+	MaxInFlight      int           // concurrent requests per connection, default 16
 	HandshakeTimeout time.Duration // default 10 s
 	IdleTimeout      time.Duration // between frames, default 2 min
 	WriteTimeout     time.Duration // per answer frame, default 30 s
@@ -75,6 +78,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 64
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 16
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
@@ -175,11 +181,25 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	log.Debug("VMM-I connection up", "tls", tls.VersionName(tc.ConnectionState().Version))
+	var (
+		wmu      sync.Mutex // one answer's frames at a time
+		inflight sync.WaitGroup
+		busy     atomic.Int32
+		slots    = make(chan struct{}, s.cfg.MaxInFlight)
+	)
+	defer inflight.Wait()
 	for {
 		tc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		env, err := frame.Read(tc)
 		if err != nil {
+			var ne net.Error
 			switch {
+			case errors.As(err, &ne) && ne.Timeout() && busy.Load() > 0:
+				// Idle, but answers are still due: they are written (the
+				// deferred Wait) before the connection closes. A timed-out
+				// read may have consumed part of a frame, so reading on
+				// is not safe.
+				log.Debug("VMM-I connection idle; closing after the answers still due")
 			case errors.Is(err, io.EOF), ctx.Err() != nil:
 			case errors.Is(err, frame.ErrTooLarge):
 				log.Warn("VMM-I frame out of range; closing the connection", "err", err)
@@ -188,17 +208,32 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 			}
 			return
 		}
-		out, err := s.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaVMMI)
-		if err != nil {
-			log.Debug("VMM-I envelope not answered", "len", len(env), "err", err)
+		// Requests on one connection run concurrently (vmsctl shares one
+		// connection per host and matches answers by request id), at most
+		// MaxInFlight at a time; a slow VM action does not hold up a ping.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
 		}
-		for _, a := range out {
-			tc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-			if err := frame.Write(tc, a); err != nil {
-				log.Warn("VMM-I answer not delivered; the VMS can retry with the same request id", "err", err)
-				return
+		busy.Add(1)
+		inflight.Go(func() {
+			defer func() { busy.Add(-1); <-slots }()
+			out, err := s.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaVMMI)
+			if err != nil {
+				log.Debug("VMM-I envelope not answered", "len", len(env), "err", err)
 			}
-			s.served.Add(1)
-		}
+			wmu.Lock()
+			defer wmu.Unlock()
+			for _, a := range out {
+				tc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+				if err := frame.Write(tc, a); err != nil {
+					log.Warn("VMM-I answer not delivered; the VMS can retry with the same request id", "err", err)
+					tc.Close()
+					return
+				}
+				s.served.Add(1)
+			}
+		})
 	}
 }

@@ -260,3 +260,31 @@ vms = ["*"]
 		t.Fatalf("alert: %+v", m[1])
 	}
 }
+
+// slow holds "slow" until release is closed; everything else echoes.
+type slow struct{ release chan struct{} }
+
+func (s slow) HandleEnvelope(ctx context.Context, env []byte, _ string) ([][]byte, error) {
+	if string(env) == "slow" {
+		<-s.release
+	}
+	return [][]byte{env}, nil
+}
+
+// TestConcurrentOnOneConnection: a slow request does not hold up a fast one
+// on the same connection, and the idle deadline does not cut a connection
+// with an answer still due.
+func TestConcurrentOnOneConnection(t *testing.T) {
+	h := slow{release: make(chan struct{})}
+	b := start(t, h, func(c *Config) { c.IdleTimeout = 100 * time.Millisecond })
+	c := b.dial(t, "localhost")
+	frame.Write(c, []byte("slow"))
+	frame.Write(c, []byte("fast"))
+	if got, err := frame.Read(c); err != nil || string(got) != "fast" {
+		t.Fatalf("first answer %q %v", got, err)
+	}
+	time.AfterFunc(300*time.Millisecond, func() { close(h.release) }) // past the idle deadline
+	if got, err := frame.Read(c); err != nil || string(got) != "slow" {
+		t.Fatalf("second answer %q %v", got, err)
+	}
+}
