@@ -22,6 +22,12 @@
 //
 // Message data of a response starts with the completion code; the kernel
 // never hands back more than IPMI_MAX_MSG_LENGTH (272) bytes.
+//
+// Cost: handing each response from the receive goroutine to the Do that
+// waits for it costs ~150-230 µs per request in a one-vCPU TCG guest over
+// a blocking ioctl/poll(2) in the caller (bench/kcs, rows with and without
+// "-raw"). A Do that receives for itself while no other is in flight would
+// remove it; not done yet.
 package devipmi
 
 import (
