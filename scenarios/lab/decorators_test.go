@@ -1,0 +1,13 @@
+package lab_test
+
+import . "github.com/onsi/ginkgo/v2"
+
+// Labels, defined once; select with --label-filter.
+var (
+	// Lab specs need a running lab (QEMU guests, bmcsim, libvirt inside).
+	Lab = Label("lab")
+	// Failover specs cut the VMM-I link.
+	Failover = Label("failover")
+	// Power specs power the hypervisor host off and on through the BMC.
+	Power = Label("power")
+)
