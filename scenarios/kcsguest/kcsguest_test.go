@@ -96,7 +96,7 @@ func TestEchoThroughKCS(t *testing.T) {
 		<-b.Events
 	}
 
-	// waitRead waits for the guest's first read that returns rec.
+	// waitEvent waits for the guest's first cmd that carries the record key.
 	waitEvent := func(cmd oem.Cmd, key record.Key, within time.Duration) (Event, int) {
 		t.Helper()
 		empties := 0
@@ -115,6 +115,22 @@ func TestEchoThroughKCS(t *testing.T) {
 				t.Fatalf("guest exited while waiting for %v of %v", cmd, key)
 			case <-deadline.C:
 				t.Fatalf("no %v of record %v within %v", cmd, key, within)
+			}
+		}
+	}
+
+	waitEmpty := func(within time.Duration) {
+		t.Helper()
+		deadline := time.NewTimer(within)
+		defer deadline.Stop()
+		for {
+			select {
+			case ev := <-b.Events:
+				if ev.Cmd == oem.CmdReadQueue1 && ev.Empty {
+					return
+				}
+			case <-deadline.C:
+				t.Fatalf("the guest did not come back to an empty Queue 1 within %v", within)
 			}
 		}
 	}
@@ -143,6 +159,10 @@ func TestEchoThroughKCS(t *testing.T) {
 			t.Fatalf("guest: %q, want id=%d woken by notify", line, rec.MsgID)
 		}
 		sent = append(sent, rec)
+		// The guest prints ECHO before its acknowledging read; wait for that
+		// read to find Queue 1 empty, so the next write finds the guest
+		// asleep and the next latency is a real wake-up.
+		waitEmpty(2 * time.Second)
 	}
 
 	// 2. A burst: a multi-fragment message written at once.
