@@ -73,7 +73,7 @@ var files embed.FS
 
 // recipeVersion changes whenever Build's own steps change in a way the
 // recipe fields do not show.
-const recipeVersion = 1
+const recipeVersion = 2 // 2: zstd-compressed qcow2 (zlib took 10 s, zstd 1.7 s)
 
 // Recipe says what goes into the guest. Every field, and the embedded guest
 // scripts, are part of the cache key.
@@ -146,6 +146,9 @@ type Options struct {
 	CacheDir string
 	// Force rebuilds even when the cache holds the key.
 	Force bool
+	// ScratchDir holds the unpacked tree during the build (~1 GiB);
+	// default /dev/shm when it has 4 GiB free, else the cache folder.
+	ScratchDir string
 }
 
 // Artifacts are the built files, ready for lab/qemu.
@@ -327,15 +330,31 @@ func Build(ctx context.Context, r Recipe, opt Options, log *slog.Logger) (Artifa
 
 	start := time.Now()
 	log.Info("building guest image", "key", key, "dir", dir, "kernel", r.KernelVersion)
-	work, err := os.MkdirTemp(root, key+".build-")
+	// Scratch (the unpacked tree, the raw ext4) on tmpfs when it has room:
+	// dpkg and mkfs are IO-bound. The artifacts go beside the cache entry
+	// so that the final rename is atomic.
+	scratch := opt.ScratchDir
+	if scratch == "" {
+		scratch = root
+		var fs syscall.Statfs_t
+		if syscall.Statfs("/dev/shm", &fs) == nil && uint64(fs.Bavail)*uint64(fs.Bsize) >= 4<<30 {
+			scratch = "/dev/shm"
+		}
+	}
+	work, err := os.MkdirTemp(scratch, "ooblab-image-"+key+"-")
 	if err != nil {
 		return Artifacts{}, fmt.Errorf("image: %w", err)
 	}
 	defer os.RemoveAll(work)
-	out := filepath.Join(work, "out")
-	if err := os.Mkdir(out, 0o755); err != nil {
+	out, err := os.MkdirTemp(root, key+".build-")
+	if err != nil {
+		return Artifacts{}, fmt.Errorf("image: %w", err)
+	}
+	defer os.RemoveAll(out) // gone after the rename when all went well
+	if err := os.Chmod(out, 0o755); err != nil {
 		return Artifacts{}, err
 	}
+	log.Info("image scratch", "dir", work)
 
 	step := func(name string, f func() error) error {
 		t := time.Now()
@@ -377,7 +396,7 @@ func Build(ctx context.Context, r Recipe, opt Options, log *slog.Logger) (Artifa
 		}
 	}
 	if err := step("qemu-img convert", func() error {
-		return run(ctx, log, "qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", raw, filepath.Join(out, "root.qcow2"))
+		return run(ctx, log, "qemu-img", "convert", "-c", "-o", "compression_type=zstd", "-f", "raw", "-O", "qcow2", raw, filepath.Join(out, "root.qcow2"))
 	}); err != nil {
 		return Artifacts{}, err
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 )
 
+const eatmydataHooks = "/usr/share/mmdebstrap/hooks/eatmydata"
+
 // mmdebstrap bootstraps the Debian root filesystem into dir (root mode).
 func mmdebstrap(ctx context.Context, r Recipe, dir string, log *slog.Logger) error {
 	args := []string{
@@ -24,8 +26,13 @@ func mmdebstrap(ctx context.Context, r Recipe, dir string, log *slog.Logger) err
 		"--dpkgopt=path-exclude=/usr/share/info/*",
 		// libvirt 9.0 needs this user even with user="root" in qemu.conf.
 		`--customize-hook=chroot "$1" getent passwd libvirt-qemu >/dev/null || chroot "$1" useradd --system --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin libvirt-qemu`,
-		r.Suite, dir, r.Mirror,
 	}
+	// dpkg without fsync: the image is rebuilt from scratch on any failure.
+	// The hook fetches eatmydata into the chroot and removes it at the end.
+	if st, err := os.Stat(eatmydataHooks); err == nil && st.IsDir() {
+		args = append(args, "--hook-dir="+eatmydataHooks)
+	}
+	args = append(args, r.Suite, dir, r.Mirror)
 	return run(ctx, log, "mmdebstrap", args...)
 }
 
