@@ -61,7 +61,7 @@ func (c *countingHV) Start(ctx context.Context, vm string) (virt.State, error) {
 }
 
 type bench struct {
-	t       *testing.T
+	t       testing.TB
 	key     *seal.Key
 	clk     *clock
 	hv      *countingHV
@@ -84,7 +84,7 @@ type syncBuf struct {
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-func newBench(t *testing.T) *bench {
+func newBench(t testing.TB) *bench {
 	t.Helper()
 	key, err := seal.Enroll("hv1")
 	if err != nil {
