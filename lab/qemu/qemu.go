@@ -64,7 +64,9 @@ type Config struct {
 	// VMMI are the VMM-I port forwards (none: the NIC is still there).
 	VMMI []Forward
 
-	// KillWithParent kills QEMU when the process that started it dies (tests).
+	// KillWithParent kills QEMU when the process that started it dies
+	// (tests). Linux ties this to the starting OS thread, which Go keeps
+	// alive unless a LockOSThread'd goroutine exits: fine for tests.
 	KillWithParent bool
 	ExtraArgs      []string
 }
