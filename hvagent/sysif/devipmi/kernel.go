@@ -70,8 +70,10 @@ const (
 // ioctl numbers, computed like <asm-generic/ioctl.h>: dir<<30 | size<<16 |
 // type<<8 | nr, with _IOC_WRITE = 1 and _IOC_READ = 2. The kernel declares
 // SEND_COMMAND and REGISTER_FOR_CMD as _IOR although userspace writes them;
-// the numbers must match the kernel's, not the intent (go-ipmi v0.9.1 uses
-// _IOW for REGISTER_FOR_CMD, 0x4002690e, which the kernel rejects).
+// the numbers must match the kernel's, not the intent. (go-ipmi v0.9.1's
+// pkg/open swaps the two direction values: its SEND_COMMAND comes out right
+// only because it also writes IOW for the kernel's _IOR, and its
+// REGISTER_FOR_CMD is 0x4002690e, which the kernel rejects.)
 const (
 	iocWrite = 1
 	iocRead  = 2
