@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/ooblab/ooblab/bmcsim/kcs"
 	"github.com/ooblab/ooblab/bmcsim/sim"
@@ -31,6 +32,8 @@ func (p *hostPower) monitor(ctx context.Context) (*qmp.Monitor, error) {
 }
 
 func (p *hostPower) State(ctx context.Context) (bool, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	if p.qmp == "" {
 		return p.kcs.Connected(), true
 	}
@@ -46,7 +49,21 @@ func (p *hostPower) State(ctx context.Context) (bool, bool) {
 	return st.Running, true
 }
 
+// powerOpTimeout bounds one power operation: go-ipmi hands handlers a
+// context without a deadline, and the LAN session waits on the handler.
+const powerOpTimeout = 10 * time.Second
+
 func (p *hostPower) PowerOn(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, powerOpTimeout)
+	defer cancel()
+	err := p.powerOn(ctx)
+	if err != nil {
+		p.log.Warn("chassis power on failed", "err", err)
+	}
+	return err
+}
+
+func (p *hostPower) powerOn(ctx context.Context) error {
 	m, err := p.monitor(ctx)
 	if err != nil {
 		if p.kcs.Connected() {
@@ -65,6 +82,18 @@ func (p *hostPower) PowerOn(ctx context.Context) error {
 	if st.Status == "shutdown" || st.Status == "guest-panicked" {
 		if err := m.SystemReset(ctx); err != nil {
 			return fmt.Errorf("power on: reset: %w", err)
+		}
+		// QEMU handles the reset request in its main loop; cont is refused
+		// until the machine has left the shutdown state.
+		for st.Status == "shutdown" || st.Status == "guest-panicked" {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("power on: machine still %s after reset: %w", st.Status, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+			if st, err = m.QueryStatus(ctx); err != nil {
+				return fmt.Errorf("power on: %w", err)
+			}
 		}
 	}
 	if err := m.Execute(ctx, "cont", nil, nil); err != nil {

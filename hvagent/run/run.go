@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -111,6 +112,9 @@ func Run(ctx context.Context, o Options) error {
 	pol, err := policy.Load(o.PolicyFile)
 	if err != nil {
 		return fmt.Errorf("--policy: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(o.JournalFile), 0o700); err != nil {
+		return fmt.Errorf("--journal: %w", err)
 	}
 	j, err := journal.Open(o.JournalFile)
 	if err != nil {
@@ -260,7 +264,17 @@ func openSysif(ctx context.Context, spec string, log *slog.Logger, conn *lazyCon
 			defer cancel()
 			return chardev.Dial(dctx, arg, chardev.WithLogger(log))
 		case "dev":
-			return devipmi.Open(arg, devipmi.WithLogger(log))
+			d, err := devipmi.Open(arg, devipmi.WithLogger(log))
+			if err != nil {
+				return nil, err
+			}
+			// bmcsim pushes Queue1Notify when Queue 1 gains records; the
+			// kernel hands it only to a process registered for it, and
+			// bare attention never reaches user space.
+			if err := d.RegisterForCmd(uint8(oem.NetFnOEMGroupRequest), uint8(oem.CmdQueue1Notify)); err != nil {
+				log.Warn("cannot register for Queue1Notify; Queue 1 is found by polling only", "err", err)
+			}
+			return d, nil
 		}
 		return nil, fmt.Errorf("--sysif %q: want chardev:HOST:PORT or dev:/dev/ipmi0", spec)
 	}

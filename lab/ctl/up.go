@@ -74,8 +74,20 @@ func (c *stageClock) done(stage string) {
 	c.start = time.Now()
 }
 
-// Up brings a lab up and returns when every host's agent answers.
-func Up(ctx context.Context, o Options, log *slog.Logger) (*State, error) {
+// Up brings a lab up and returns when every host's agent answers. On
+// failure it stops what it started; the logs stay in the state folder.
+func Up(ctx context.Context, o Options, log *slog.Logger) (st *State, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	defer func() {
+		if err != nil && o.Dir != "" {
+			if _, lerr := loadState(o.Dir); lerr == nil {
+				fmt.Fprintf(o.Out, "lab up failed; stopping what it started (logs stay in %s)\n", o.Dir)
+				_ = Down(context.Background(), o.Dir, o.Out, log)
+			}
+		}
+	}()
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
@@ -88,7 +100,7 @@ func Up(ctx context.Context, o Options, log *slog.Logger) (*State, error) {
 		}
 	}
 	total := time.Now()
-	st := &State{Started: time.Now()}
+	st = &State{Started: time.Now()}
 	clk := &stageClock{st: st, start: time.Now(), out: o.Out}
 	fmt.Fprintf(o.Out, "lab up: %d host(s) in %s\n", o.Hosts, o.Dir)
 
@@ -255,7 +267,10 @@ privilege = "administrator"
 			Name: h.Name, Dir: h.RunDir, Accel: accel, MemoryMiB: 1024, CPUs: 2,
 			Kernel: art.Kernel, Initrd: art.Initrd, Append: art.Append,
 			BaseImage: art.RootQCOW2, ConfigDisk: disk, BMCAddr: h.BMCKCS,
-			VMMI:      []qemu.Forward{{HostPort: hp, GuestPort: 8443}},
+			VMMI: []qemu.Forward{{HostPort: hp, GuestPort: 8443}},
+			// A BMC power off leaves QEMU waiting (-no-shutdown) for the
+			// BMC's power on (QMP system_reset + cont); resets reboot.
+			Reboot:    true,
 			ExtraArgs: []string{"-no-shutdown"},
 		}, log)
 		if err != nil {

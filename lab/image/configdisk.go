@@ -35,7 +35,7 @@ func BuildConfigDisk(ctx context.Context, cfg Config, path string) error {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		return os.WriteFile(p, []byte(data), 0o644)
+		return os.WriteFile(p, []byte(data), 0o600) // secrets among them: root only
 	}
 	var errs []error
 	if cfg.Hostname != "" {

@@ -64,6 +64,10 @@ type Config struct {
 	// VMMI are the VMM-I port forwards (none: the NIC is still there).
 	VMMI []Forward
 
+	// Reboot lets a guest reset (a reboot, a BMC's hard reset, QMP
+	// system_reset) restart the machine; without it a reset powers the guest
+	// off (-no-reboot), which tests use to see a kernel panic as an exit.
+	Reboot bool
 	// KillWithParent kills QEMU when the process that started it dies
 	// (tests). Linux ties this to the starting OS thread, which Go keeps
 	// alive unless a LockOSThread'd goroutine exits: fine for tests.
@@ -173,8 +177,10 @@ func (c Config) Args() []string {
 		"-netdev", nd, "-device", "virtio-net-pci,netdev=vmmi,id=vmmi-nic",
 		"-qmp", "unix:"+filepath.Join(d, "qmp.sock")+",server=on,wait=off",
 		"-serial", "file:"+filepath.Join(d, "console.log"),
-		"-pidfile", filepath.Join(d, "qemu.pid"),
-		"-no-reboot")
+		"-pidfile", filepath.Join(d, "qemu.pid"))
+	if !c.Reboot {
+		a = append(a, "-no-reboot")
+	}
 	return append(a, c.ExtraArgs...)
 }
 
