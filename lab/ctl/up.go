@@ -155,7 +155,7 @@ qmp = %q
 name = "admin"
 password_file = %q
 privilege = "administrator"
-`, name, hs.BMCLAN, hs.BMCKCS, filepath.Join(hdir, "bmc-state"), filepath.Join(hs.RunDir, "qmp.sock"),
+`, name, hs.BMCLAN, hs.BMCKCS, filepath.Join(hdir, "bmc-state"), filepath.Join(hs.RunDir, "qmp-bmc.sock"),
 			filepath.Join(hdir, "bmc-admin.password"))
 		inv.Hosts = append(inv.Hosts, inventory.Host{
 			Name: name, HostID: name, SecretFile: filepath.Join(name, "host.key"),
@@ -270,13 +270,19 @@ privilege = "administrator"
 			VMMI: []qemu.Forward{{HostPort: hp, GuestPort: 8443}},
 			// A BMC power off leaves QEMU waiting (-no-shutdown) for the
 			// BMC's power on (QMP system_reset + cont); resets reboot.
-			Reboot:    true,
-			ExtraArgs: []string{"-no-shutdown"},
+			Reboot: true,
+			// The BMC gets a QEMU monitor of its own (QMP serves one
+			// client at a time; lab commands use qmp.sock).
+			ExtraArgs: []string{"-no-shutdown", "-qmp", "unix:" + filepath.Join(h.RunDir, "qmp-bmc.sock") + ",server=on,wait=off"},
 		}, log)
 		if err != nil {
 			return nil, fmt.Errorf("%s: start QEMU: %w", h.Name, err)
 		}
 		machines[i] = m
+		// Free the monitor for `lab unplug` and friends (one client at a time).
+		if m.QMP != nil {
+			m.QMP.Close()
+		}
 		h.QEMU = Proc{Pid: m.Pid()}
 		h.VMMILink = true
 	}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -18,11 +19,28 @@ import (
 	"github.com/ooblab/ooblab/vmsctl/client"
 )
 
-// Do runs one VM command through vmsctl's Go package on the given channel.
-func Do(via, host string, cmd vmsg.Command, vm string) (*client.Result, error) {
+var (
+	clientsMu sync.Mutex
+	clients   = map[string]*client.Client{}
+)
+
+// Client returns the suite's long-lived vmsctl client for a channel, as a
+// VMS would keep one (connections, sessions and channel health persist).
+func Client(via string) *client.Client {
+	clientsMu.Lock()
+	defer clientsMu.Unlock()
+	if c := clients[via]; c != nil {
+		return c
+	}
 	c, err := client.New(inv, client.Options{Via: via, Logger: slog.New(slog.DiscardHandler)})
 	Expect(err).NotTo(HaveOccurred())
-	defer c.Close()
+	clients[via] = c
+	return c
+}
+
+// Do runs one VM command through vmsctl's Go package on the given channel.
+func Do(via, host string, cmd vmsg.Command, vm string) (*client.Result, error) {
+	c := Client(via)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	return c.Do(ctx, host, cmd, vm)

@@ -55,6 +55,9 @@ func missing(root string) string {
 }
 
 var _ = SynchronizedBeforeSuite(func(ctx SpecContext) []byte {
+	if testing.Short() {
+		Skip("-short: the lab scenarios need a real lab")
+	}
 	wd, err := os.Getwd()
 	Expect(err).NotTo(HaveOccurred())
 	root := filepath.Dir(filepath.Dir(wd))
@@ -86,7 +89,13 @@ var _ = SynchronizedBeforeSuite(func(ctx SpecContext) []byte {
 	Expect(err).NotTo(HaveOccurred())
 }, NodeTimeout(20*time.Minute))
 
-var _ = SynchronizedAfterSuite(func() {}, func() {
+var _ = SynchronizedAfterSuite(func() {
+	clientsMu.Lock()
+	defer clientsMu.Unlock()
+	for _, c := range clients {
+		c.Close()
+	}
+}, func() {
 	if labDir == "" {
 		return
 	}
@@ -96,3 +105,4 @@ var _ = SynchronizedAfterSuite(func() {}, func() {
 	}
 	Expect(ctl.Down(context.Background(), labDir, GinkgoWriter, nil)).To(Succeed())
 })
+

@@ -46,7 +46,8 @@ const (
 var (
 	// ErrUnreachable: no channel carried an answer.
 	ErrUnreachable = errors.New("host unreachable on every channel")
-	// ErrUnauthorized: a channel refused our credentials (BMC user, privilege).
+	// ErrUnauthorized: a channel refused our credentials (BMC user, privilege),
+	// or the agent's authorization list refused the request (ReplyError).
 	ErrUnauthorized = errors.New("unauthorized")
 	// ErrChallengeFailed: the ChallengeFunc failed or the agent refused the answer.
 	ErrChallengeFailed = errors.New("challenge failed")
@@ -70,7 +71,13 @@ func (e *ReplyError) Error() string {
 
 // Is makes errors.Is(err, ErrChallengeFailed) true for a refused answer.
 func (e *ReplyError) Is(target error) bool {
-	return target == ErrChallengeFailed && e.Code == vmsg.ErrChallengeNo
+	switch target {
+	case ErrChallengeFailed:
+		return e.Code == vmsg.ErrChallengeNo
+	case ErrUnauthorized:
+		return e.Code == vmsg.ErrDenied // the agent's authorization list refused it
+	}
+	return false
 }
 
 // Answer is what a Channel got back for a request.
