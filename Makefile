@@ -10,5 +10,5 @@ bench: ; @scripts/bench.sh
 soak: ; @scripts/soak.sh
 lab-up: ; @scripts/lab-up.sh
 lab-down: ; @scripts/lab-down.sh
-images: ; @scripts/images.sh
+images: ; @scripts/images.sh -force
 clean: ; rm -rf bin

@@ -5,6 +5,8 @@
 # (-force, -hvagent PATH, -cache DIR). If bin/hvagent exists it is baked in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh
+scripts/build.sh
 args=()
 if [ -x bin/hvagent ]; then args+=(-hvagent bin/hvagent); fi
 exec go run ./lab/image/cmd/build-image "${args[@]}" "$@"
