@@ -1,0 +1,838 @@
+package loss
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ooblab/ooblab/hvagent/agent"
+	"github.com/ooblab/ooblab/hvagent/agenttest"
+	"github.com/ooblab/ooblab/hvagent/journal"
+	"github.com/ooblab/ooblab/hvagent/oob"
+	"github.com/ooblab/ooblab/hvagent/policy"
+	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
+	"github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/vmsg"
+	"github.com/ooblab/ooblab/vmsctl/client"
+)
+
+// bmcsimBin is the bmcsim binary the test runs; buildErr says why there is
+// none.
+var (
+	bmcsimBin string
+	buildErr  error
+)
+
+// TestMain builds bmcsim from this tree (so the test never runs a stale
+// bin/bmcsim), or takes OOBLAB_BMCSIM.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ooblab-loss-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loss:", err)
+		os.Exit(1)
+	}
+	if p := os.Getenv("OOBLAB_BMCSIM"); p != "" {
+		bmcsimBin = p
+	} else {
+		bmcsimBin = filepath.Join(dir, "bmcsim")
+		cmd := exec.Command("go", "build", "-o", bmcsimBin, "github.com/ooblab/ooblab/bmcsim")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building bmcsim (go build ./bmcsim): %v\n%s", err, out)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// need skips (or, under CI=true, fails) when the test cannot run here.
+func need(t *testing.T, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI must run this test: %v", err)
+	}
+	t.Skip(err)
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		t.Fatalf("%s=%q: want a positive integer", name, s)
+	}
+	return n
+}
+
+func testLogger() *slog.Logger {
+	if testing.Verbose() && os.Getenv("OOBLAB_LOSS_DEBUG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// report prints a line both to the test log and to stdout, so CI logs show
+// the counts without -v.
+func report(t *testing.T, format string, args ...any) {
+	t.Helper()
+	t.Logf(format, args...)
+	fmt.Printf("loss: "+format+"\n", args...)
+}
+
+// ---------------------------------------------------------------------------
+// Lossy UDP proxy
+
+// lossyProxy forwards UDP between one client and the BMC's LAN port and drops
+// each packet with probability p, independently per direction, from RNGs
+// seeded by seed. Its upstream socket is unconnected, so a BMC that is down
+// (ICMP port unreachable) does not break it.
+type lossyProxy struct {
+	front, back *net.UDPConn
+	bmc         *net.UDPAddr
+	client      atomic.Pointer[net.UDPAddr]
+	p           float64
+	up, down    struct{ fwd, dropped atomic.Int64 }
+	wg          sync.WaitGroup
+}
+
+func startProxy(t *testing.T, bmc *net.UDPAddr, p float64, seed uint64) *lossyProxy {
+	t.Helper()
+	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &lossyProxy{front: front, back: back, bmc: bmc, p: p}
+	upRNG := rand.New(rand.NewPCG(seed, 1))
+	downRNG := rand.New(rand.NewPCG(seed, 2))
+	x.wg.Go(func() { // VMS → BMC
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := front.ReadFromUDP(buf)
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			x.client.Store(from)
+			if upRNG.Float64() < x.p {
+				x.up.dropped.Add(1)
+				continue
+			}
+			x.up.fwd.Add(1)
+			_, _ = back.WriteToUDP(buf[:n], x.bmc)
+		}
+	})
+	x.wg.Go(func() { // BMC → VMS
+		buf := make([]byte, 2048)
+		for {
+			n, _, err := back.ReadFromUDP(buf)
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			if downRNG.Float64() < x.p {
+				x.down.dropped.Add(1)
+				continue
+			}
+			x.down.fwd.Add(1)
+			if to := x.client.Load(); to != nil {
+				_, _ = front.WriteToUDP(buf[:n], to)
+			}
+		}
+	})
+	t.Cleanup(func() { front.Close(); back.Close(); x.wg.Wait() })
+	return x
+}
+
+func (x *lossyProxy) addr() string { return x.front.LocalAddr().String() }
+
+// ---------------------------------------------------------------------------
+// bmcsim as a subprocess
+
+// bmcProc runs bin/bmcsim and restarts it with the same flags (and so the
+// same --state folder and ports).
+type bmcProc struct {
+	bin    string
+	args   []string
+	logp   string
+	logf   *os.File
+	mu     sync.Mutex // cmd, exited
+	cmd    *exec.Cmd
+	exited chan struct{}
+	starts int
+}
+
+// start runs bmcsim and waits, with a deadline, for its log lines saying
+// both listeners are bound ("system interface listening", "LAN channel up").
+func (p *bmcProc) start(ctx context.Context) error {
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Stdout = p.logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start bmcsim: %w", err)
+	}
+	exited := make(chan struct{})
+	p.mu.Lock()
+	p.starts++
+	p.cmd, p.exited = cmd, exited
+	p.mu.Unlock()
+	ready := make(chan struct{})
+	fmt.Fprintf(p.logf, "---- bmcsim start %d, pid %d\n", p.starts, cmd.Process.Pid)
+	go func() {
+		defer close(exited)
+		sc := bufio.NewScanner(stderr)
+		lan, kcs, done := false, false, false
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(p.logf, line)
+			lan = lan || strings.Contains(line, `msg="LAN channel up"`)
+			kcs = kcs || strings.Contains(line, `msg="system interface listening"`)
+			if lan && kcs && !done {
+				done = true
+				close(ready)
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+		_ = cmd.Wait()
+	}()
+	tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	select {
+	case <-ready:
+		return nil
+	case <-exited:
+		return fmt.Errorf("bmcsim exited before it was ready (%v); log:\n%s", cmd.ProcessState, p.tail())
+	case <-tctx.Done():
+		return fmt.Errorf("bmcsim not ready after 15 s; log:\n%s", p.tail())
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *bmcProc) kill() {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+}
+
+func (p *bmcProc) tail() string {
+	b, _ := os.ReadFile(p.logp)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// freePorts picks a free UDP port and a free TCP port on loopback; bmcsim
+// binds them on every (re)start.
+func freePorts(t *testing.T) (udp, tcp string) {
+	t.Helper()
+	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp, tcp = u.LocalAddr().String(), l.Addr().String()
+	u.Close()
+	l.Close()
+	return udp, tcp
+}
+
+// ---------------------------------------------------------------------------
+// Counting wrappers on the host side
+
+// calls records which hypervisor methods ran for which request id. The OOB
+// loop hands one envelope at a time to its handler, so the request id being
+// handled (cur) names every hypervisor call made meanwhile.
+type calls struct {
+	cur      atomic.Uint64
+	inflight atomic.Int32
+	overlap  atomic.Int32 // handler calls that overlapped (must stay 0)
+
+	mu       sync.Mutex
+	byID     map[uint64][]string
+	arrivals map[uint64]int    // authentic envelopes seen per request id
+	msgReq   map[uint64]uint64 // envelope message id → request id
+	replays  int               // envelopes handed over a second time
+	other    int               // envelopes that were not requests
+}
+
+func newCalls() *calls {
+	return &calls{byID: map[uint64][]string{}, arrivals: map[uint64]int{}, msgReq: map[uint64]uint64{}}
+}
+
+func (c *calls) add(method string) {
+	id := c.cur.Load()
+	c.mu.Lock()
+	c.byID[id] = append(c.byID[id], method)
+	c.mu.Unlock()
+}
+
+// countingHV counts every hypervisor call against the request being handled.
+type countingHV struct {
+	h virt.Hypervisor
+	c *calls
+}
+
+var _ virt.Hypervisor = countingHV{}
+
+func (x countingHV) List(ctx context.Context) ([]virt.Domain, error) {
+	x.c.add("List")
+	return x.h.List(ctx)
+}
+func (x countingHV) Status(ctx context.Context, vm string) (virt.Status, error) {
+	x.c.add("Status")
+	return x.h.Status(ctx, vm)
+}
+func (x countingHV) Start(ctx context.Context, vm string) (virt.State, error) {
+	x.c.add("Start")
+	return x.h.Start(ctx, vm)
+}
+func (x countingHV) Shutdown(ctx context.Context, vm string) (virt.State, error) {
+	x.c.add("Shutdown")
+	return x.h.Shutdown(ctx, vm)
+}
+func (x countingHV) Destroy(ctx context.Context, vm string) (virt.State, error) {
+	x.c.add("Destroy")
+	return x.h.Destroy(ctx, vm)
+}
+func (x countingHV) Reboot(ctx context.Context, vm string) (virt.State, error) {
+	x.c.add("Reboot")
+	return x.h.Reboot(ctx, vm)
+}
+func (x countingHV) Suspend(ctx context.Context, vm string) (virt.State, error) {
+	x.c.add("Suspend")
+	return x.h.Suspend(ctx, vm)
+}
+func (x countingHV) Resume(ctx context.Context, vm string) (virt.State, error) {
+	x.c.add("Resume")
+	return x.h.Resume(ctx, vm)
+}
+
+// peekHandler opens each envelope with its own opener (to learn the request
+// id), records it, and hands the envelope to the agent. before runs first
+// (the test kills bmcsim from there).
+type peekHandler struct {
+	a      *agent.Agent
+	op     *seal.Opener
+	c      *calls
+	before func(id uint64)
+}
+
+func (p *peekHandler) HandleEnvelope(ctx context.Context, env []byte, via string) ([][]byte, error) {
+	if p.c.inflight.Add(1) != 1 {
+		p.c.overlap.Add(1)
+	}
+	defer p.c.inflight.Add(-1)
+	var id uint64
+	hdr, body, err := p.op.Open(env, time.Now())
+	p.c.mu.Lock()
+	switch {
+	case err == nil && hdr.Kind == vmsg.KindRequest:
+		if req, derr := vmsg.DecodeRequest(body); derr == nil {
+			id = req.ID
+			p.c.arrivals[id]++
+			p.c.msgReq[hdr.MsgID] = id
+		} else {
+			p.c.other++
+		}
+	case errors.Is(err, seal.ErrReplay):
+		// The same envelope again: a record bmcsim still held in Queue 1
+		// (journaled) after the loop had read it but before the loop's
+		// acknowledgement reached it.
+		p.c.replays++
+		id = p.c.msgReq[hdr.MsgID]
+	default:
+		p.c.other++
+	}
+	p.c.mu.Unlock()
+	p.c.cur.Store(id)
+	if p.before != nil && id != 0 {
+		p.before(id)
+	}
+	return p.a.HandleEnvelope(ctx, env, via)
+}
+
+// ---------------------------------------------------------------------------
+// The plan: a cycle of four requests on the test driver's "test" domain,
+// each answer predictable, each run countable.
+
+type step struct {
+	cmd   vmsg.Command
+	vm    string
+	state string   // expected state of "test" in the reply
+	calls []string // hypervisor calls one run makes
+}
+
+var plan = []step{
+	{vmsg.CmdStatus, "test", "running", []string{"Status"}},
+	{vmsg.CmdSuspend, "test", "paused", []string{"Suspend", "Status"}},
+	{vmsg.CmdResume, "test", "running", []string{"Resume", "Status"}},
+	{vmsg.CmdList, "", "running", []string{"List"}},
+}
+
+func checkReply(r *vmsg.Reply, id uint64, s step) error {
+	if r == nil || r.RequestID != id || !r.OK {
+		return fmt.Errorf("reply %+v, want ok for request %d", r, id)
+	}
+	for _, v := range r.VMs {
+		if v.Name == "test" {
+			if v.State != s.state {
+				return fmt.Errorf("%v: test is %q, want %q", s.cmd, v.State, s.state)
+			}
+			if s.cmd != vmsg.CmdList && len(r.VMs) != 1 {
+				return fmt.Errorf("%v: %d VMs in the reply", s.cmd, len(r.VMs))
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%v: no VM \"test\" in the reply %+v", s.cmd, r.VMs)
+}
+
+// ---------------------------------------------------------------------------
+
+// TestLossyOOB: N sealed requests VMS → lossy UDP → bmcsim (killed and
+// restarted twice) → chardev system interface → hvagent → and back.
+func TestLossyOOB(t *testing.T) {
+	need(t, buildErr)
+	defN := 2000
+	if testing.Short() {
+		defN = 400
+	}
+	n := envInt(t, "OOBLAB_LOSS_N", defN)
+	dropP := 0.2
+	if s := os.Getenv("OOBLAB_LOSS_DROP"); s != "" {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil || v < 0 || v >= 1 {
+			t.Fatalf("OOBLAB_LOSS_DROP=%q: want a probability in [0,1)", s)
+		}
+		dropP = v
+	}
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("OOBLAB_LOSS_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("OOBLAB_LOSS_SEED=%q: %v", s, err)
+		}
+		seed = v
+	}
+	report(t, "N=%d drop=%.0f%% each way seed=%d (repeat with OOBLAB_LOSS_SEED=%d)", n, 100*dropP, seed, seed)
+
+	// Overall budget: the test's own deadline, else generous per message.
+	budget := time.Duration(n)*150*time.Millisecond + time.Minute
+	if dl, ok := t.Deadline(); ok {
+		budget = time.Until(dl) - 15*time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	defer cancel()
+	log := testLogger()
+	dir := t.TempDir()
+
+	// bmcsim: LAN + KCS + --state, restarted on the same ports.
+	lanAddr, kcsAddr := freePorts(t)
+	if err := os.WriteFile(filepath.Join(dir, "bmc.pw"), []byte("loss-vms-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "bmcsim.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	bmc := &bmcProc{bin: bmcsimBin, logp: logf.Name(), logf: logf, args: []string{
+		"--name", "h1", "--lan", lanAddr, "--kcs", kcsAddr, "--state", filepath.Join(dir, "bmc-state"),
+		"--user", "vms:@" + filepath.Join(dir, "bmc.pw") + ":operator", "--log-level", "info",
+	}}
+	t.Cleanup(func() {
+		bmc.kill()
+		if t.Failed() {
+			t.Logf("bmcsim log (tail):\n%s", bmc.tail())
+		}
+	})
+	if err := bmc.start(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Host side: chardev system interface → OOB loop → agent on test:///default.
+	key, err := seal.Enroll("hv1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Parse([]byte(`
+read_only_default = true
+[principals.lossvms]
+[[principals.lossvms.rules]]
+actions = ["*"]
+vms = ["*"]
+`), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lv, err := virt.Open(ctx, "test:///default")
+	if err != nil {
+		need(t, fmt.Errorf("libvirt test:///default: %w", err))
+	}
+	defer lv.Close()
+	jr, err := journal.OpenWith(filepath.Join(dir, "agent.journal"), journal.Options{MaxEntries: 2*n + 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer jr.Close()
+	cs := newCalls()
+	alerts := &agenttest.Sink{}
+	host, err := chardev.Dial(ctx, kcsAddr, chardev.WithLogger(log), chardev.WithTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	go func() { // the pushed Queue1Notify messages: wake-ups only
+		for range host.Messages() {
+		}
+	}()
+
+	// Two SIGKILLs of bmcsim, each while the agent holds a request it has
+	// read from Queue 1 but not yet acknowledged: the first before the
+	// agent runs it, the second while the hypervisor runs it (the answer is
+	// then written to a dead BMC and retried into the restarted one).
+	killAt := []int{n / 3, 2 * n / 3}
+	var (
+		ids       = make([]uint64, n)
+		idIndex   = map[uint64]int{}
+		killMu    sync.Mutex
+		killed    int
+		restarts  atomic.Int32
+		downtimes []time.Duration
+		restartCh = make(chan error, len(killAt))
+	)
+	base := rand.New(rand.NewPCG(seed, 3)).Uint64()>>1 | 1<<62
+	for i := range ids {
+		ids[i] = base + uint64(i)
+		idIndex[ids[i]] = i
+	}
+	restart := func(t0 time.Time, why string) {
+		fmt.Fprintf(logf, "---- SIGKILL (%s)\n", why)
+		err := bmc.start(ctx)
+		if err == nil {
+			restarts.Add(1)
+			killMu.Lock()
+			downtimes = append(downtimes, time.Since(t0))
+			killMu.Unlock()
+		}
+		restartCh <- err
+	}
+	maybeKill := func(id uint64, stage int) {
+		i, ok := idIndex[id]
+		if !ok {
+			return
+		}
+		killMu.Lock()
+		k := killed
+		if k >= len(killAt) || i < killAt[k] || k%2 != stage {
+			killMu.Unlock()
+			return
+		}
+		killed++
+		killMu.Unlock()
+		// Kill synchronously (the agent is held meanwhile), restart in the
+		// background while the agent carries on against a dead BMC.
+		t0 := time.Now()
+		bmc.kill()
+		go restart(t0, fmt.Sprintf("request %d, stage %d", i, stage))
+	}
+	// Stage 0: on handing the envelope over; stage 1: inside the hypervisor.
+	ph := &peekHandler{op: seal.NewOpener(key, seal.OpenerOptions{MaxSeen: 1 << 16}), c: cs,
+		before: func(id uint64) { maybeKill(id, 0) }}
+	hv := countingHVKill{countingHV{lv, cs}, func() { maybeKill(cs.cur.Load(), 1) }}
+	ag, err := agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: jr,
+		Alerts: alerts, Host: vmsg.HostInfo{Hostname: "hv1.loss", Hypervisor: "test:///default"}, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph.a = ag
+	loop := oob.New(oob.Config{Conn: host, Handler: ph, PollInterval: 50 * time.Millisecond,
+		CallTimeout: 2 * time.Second, MinBackoff: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logger: log})
+	lctx, lcancel := context.WithCancel(ctx)
+	ldone := make(chan error, 1)
+	go func() { ldone <- loop.Run(lctx) }()
+	defer func() { lcancel(); <-ldone }()
+
+	// VMS side: the OOB-I channel through the lossy proxy.
+	bmcUDP, err := net.ResolveUDPAddr("udp", lanAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := startProxy(t, bmcUDP, dropP, seed)
+	keyFile := filepath.Join(dir, "h1.key")
+	if err := os.WriteFile(keyFile, []byte(key.URI()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inv := &inventory.Inventory{Principal: "lossvms", Dir: dir, Hosts: []inventory.Host{{
+		Name: "h1", HostID: "hv1", SecretFile: "h1.key",
+		BMC: inventory.BMC{Addr: px.addr(), User: "vms", PasswordFile: "bmc.pw", CipherSuite: 17},
+	}}}
+	// A VMS is one OOB-I channel and client; the test "crashes" it now and
+	// then (closes it mid-request and starts a new one), so an answer the
+	// dead VMS had already taken from Queue 2 is lost for good and the retry
+	// can only be answered from the agent's journal.
+	var (
+		och   *client.OOB
+		c     *client.Client
+		stats []func() client.OOBStats
+	)
+	newVMS := func() {
+		if c != nil {
+			c.Close()
+		}
+		och = client.NewOOB(client.OOBOptions{UDPTimeout: 25 * time.Millisecond, UDPRetries: 3,
+			PollMin: 2 * time.Millisecond, PollMax: 10 * time.Millisecond}, log)
+		stats = append(stats, och.Stats)
+		var err error
+		if c, err = client.New(inv, client.Options{Via: client.ViaOOB, OOB: och, Logger: log}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newVMS()
+	defer func() { c.Close() }()
+
+	// Each request under its own id, retried with the same id until its
+	// answer arrives. attempt bounds one try: a try that outlives it (lost
+	// packets, a dead BMC) is given up and sent again, so the agent sees the
+	// same request id twice and must answer the second from its journal.
+	// With probability pCrash the first try gets a random 5-80 ms and the
+	// VMS is replaced when it fails.
+	const attempt = 400 * time.Millisecond
+	const pCrash = 0.03
+	vmsRNG := rand.New(rand.NewPCG(seed, 4))
+	start := time.Now()
+	var answered, retries, crashes int
+	var lat []time.Duration
+	for i := range n {
+		s := plan[i%len(plan)]
+		t0 := time.Now()
+		for try := 0; ; try++ {
+			d, crash := attempt, false
+			if try == 0 && vmsRNG.Float64() < pCrash {
+				d, crash = time.Duration(5+vmsRNG.IntN(75))*time.Millisecond, true
+			}
+			actx, acancel := context.WithTimeout(ctx, d)
+			res, err := c.Send(actx, "h1", &vmsg.Request{ID: ids[i], Command: s.cmd, VM: s.vm})
+			acancel()
+			if err == nil {
+				if err := checkReply(res.Reply, ids[i], s); err != nil {
+					t.Fatalf("request %d (id %d): %v", i, ids[i], err)
+				}
+				answered++
+				break
+			}
+			var re *client.ReplyError
+			if errors.As(err, &re) {
+				t.Fatalf("request %d (id %d, %v): refused: %v", i, ids[i], s.cmd, err)
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("request %d (id %d): out of time after %d answers, %d retries: %v (client %+v, loop %+v)",
+					i, ids[i], answered, retries, err, och.Stats(), loop.Stats())
+			}
+			if crash {
+				crashes++
+				newVMS()
+			}
+			retries++
+		}
+		lat = append(lat, time.Since(t0))
+		select {
+		case err := <-restartCh:
+			if err != nil {
+				t.Fatalf("bmcsim restart: %v", err)
+			}
+		default:
+		}
+	}
+	elapsed := time.Since(start)
+	// Any restart still under way must finish before the checks.
+	for restarts.Load()+int32(len(restartCh)) < int32(killed) {
+		select {
+		case err := <-restartCh:
+			if err != nil {
+				t.Fatalf("bmcsim restart: %v", err)
+			}
+		case <-ctx.Done():
+			t.Fatal("bmcsim restart did not finish")
+		}
+	}
+
+	// Drain Queue 2 (late answers to retried ids) and check both queues
+	// ended empty.
+	dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer dcancel()
+	for {
+		if _, err := c.Alerts(dctx, "h1"); err == nil {
+			break
+		} else if dctx.Err() != nil {
+			t.Fatalf("draining queue 2: %v", err)
+		}
+	}
+	var q1d, q2d int
+	for {
+		tg, _ := c.Target("h1")
+		q1, q2, err := och.QueueStatus(dctx, tg)
+		if err == nil {
+			q1d, q2d = int(q1.Depth), int(q2.Depth)
+			break
+		}
+		if dctx.Err() != nil {
+			t.Fatalf("queue status: %v", err)
+		}
+	}
+
+	// Every request id ran exactly once on the hypervisor.
+	cs.mu.Lock()
+	var executions, dupRuns, missing, nbad int
+	var bad []string
+	for i, id := range ids {
+		want := plan[i%len(plan)].calls
+		got := cs.byID[id]
+		switch {
+		case len(got) == 0:
+			missing++
+		case slices.Equal(got, want):
+			executions++
+		case len(got)%len(want) == 0 && slices.Equal(got[:len(want)], want):
+			executions++
+			dupRuns += len(got)/len(want) - 1
+		}
+		if !slices.Equal(got, want) {
+			nbad++
+		}
+		if !slices.Equal(got, want) && len(bad) < 5 {
+			bad = append(bad, fmt.Sprintf("request %d (%v): hypervisor calls %v, want %v", i, plan[i%len(plan)].cmd, got, want))
+		}
+	}
+	stray := len(cs.byID[0])
+	var arrivals, suppressed, maxArr int
+	for _, id := range ids {
+		a := cs.arrivals[id]
+		arrivals += a
+		if a > 1 {
+			suppressed += a - 1
+		}
+		maxArr = max(maxArr, a)
+	}
+	replays, other := cs.replays, cs.other
+	cs.mu.Unlock()
+
+	slices.Sort(lat)
+	var cst client.OOBStats
+	for _, f := range stats {
+		x := f()
+		cst.Writes += x.Writes
+		cst.WriteRetries += x.WriteRetries
+		cst.FullWaits += x.FullWaits
+		cst.Reads += x.Reads
+		cst.Reconnects += x.Reconnects
+	}
+	lst := loop.Stats()
+	killMu.Lock()
+	dts := slices.Clone(downtimes)
+	killMu.Unlock()
+	report(t, "sent %d requests, answered %d, VMS retries (same request id) %d, of them after a VMS crash %d; elapsed %v (%.1f req/s); per request median %v p99 %v max %v",
+		n, answered, retries, crashes, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(),
+		lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	report(t, "proxy: VMS→BMC %d forwarded %d dropped; BMC→VMS %d forwarded %d dropped",
+		px.up.fwd.Load(), px.up.dropped.Load(), px.down.fwd.Load(), px.down.dropped.Load())
+	report(t, "bmcsim: %d SIGKILL+restarts from --state (down %v)", restarts.Load(), dts)
+	report(t, "hypervisor: %d of %d request ids executed, %d duplicate executions, %d never executed, %d with unexpected calls",
+		executions, n, dupRuns, missing, nbad)
+	report(t, "agent: %d envelopes for %d request ids (max %d per id), %d duplicates answered from the journal, %d envelopes re-read after a restart (refused as replays), %d other, %d alerts",
+		arrivals, n, maxArr, suppressed, replays, other, len(alerts.Alerts()))
+	report(t, "client OOB-I (%d VMS instances): %+v; host loop: %+v; queues at end: q1 %d, q2 %d", len(stats), cst, lst, q1d, q2d)
+
+	if answered != n {
+		t.Errorf("answered %d of %d", answered, n)
+	}
+	if len(bad) > 0 {
+		t.Errorf("hypervisor runs per request id differ:\n%s", strings.Join(bad, "\n"))
+	}
+	if missing != 0 || dupRuns != 0 || executions != n {
+		t.Errorf("executions %d, duplicate runs %d, missing %d (want %d, 0, 0)", executions, dupRuns, missing, n)
+	}
+	if stray != 0 {
+		t.Errorf("%d hypervisor calls outside any request", stray)
+	}
+	if cs.overlap.Load() != 0 {
+		t.Errorf("the OOB loop handled %d envelopes concurrently; per-request counting assumes one at a time", cs.overlap.Load())
+	}
+	if int(restarts.Load()) != len(killAt) {
+		t.Errorf("bmcsim restarted %d times, want %d", restarts.Load(), len(killAt))
+	}
+	if px.up.dropped.Load() == 0 || px.down.dropped.Load() == 0 {
+		if dropP > 0 {
+			t.Errorf("the proxy dropped nothing one way")
+		}
+	}
+	if q1d != 0 || q2d != 0 {
+		t.Errorf("queues not empty at the end: q1 %d q2 %d", q1d, q2d)
+	}
+	for _, a := range alerts.Alerts() {
+		if !strings.HasPrefix(a.Reason, agent.ReasonReplay) {
+			t.Errorf("unexpected alert: %+v", a)
+		}
+	}
+}
+// countingHVKill is countingHV with a hook run inside every state change,
+// before the hypervisor is called.
+type countingHVKill struct {
+	countingHV
+	hook func()
+}
+
+func (x countingHVKill) Suspend(ctx context.Context, vm string) (virt.State, error) {
+	x.hook()
+	return x.countingHV.Suspend(ctx, vm)
+}
+
+func (x countingHVKill) Resume(ctx context.Context, vm string) (virt.State, error) {
+	x.hook()
+	return x.countingHV.Resume(ctx, vm)
+}
