@@ -820,6 +820,7 @@ vms = ["*"]
 		}
 	}
 }
+
 // countingHVKill is countingHV with a hook run inside every state change,
 // before the hypervisor is called.
 type countingHVKill struct {
