@@ -42,10 +42,11 @@ import (
 )
 
 // NotifyCmd is the OEM command (NetFn 0x2E) the BMC pushes into its
-// receive message queue when Queue 1 gains a record; guestprog registers
-// for it. StopID ends guestprog's echo mode. Keep in step with guestprog.
+// receive message queue when Queue 1 gains a record (oem.CmdQueue1Notify,
+// as bmcsim does); guestprog registers for it. StopID ends guestprog's echo
+// mode. Keep in step with guestprog.
 const (
-	NotifyCmd = 0x06
+	NotifyCmd = uint8(oem.CmdQueue1Notify)
 	StopID    = 0xFFFF_FFFF_FFFF_FF00
 )
 
@@ -169,7 +170,6 @@ func StartBMC(ctx context.Context, log *slog.Logger) (*BMC, error) {
 	out := &BMC{Sim: b, Events: make(chan Event, 8192), done: make(chan error, 1)}
 	var srv atomic.Pointer[kcs.Server]
 	iana := oem.IANA(b.Config.IANA)
-	ianaBytes := []byte{byte(iana), byte(iana >> 8), byte(iana >> 16)}
 	qs, err := queue.Open(queue.Options{
 		Capacity1: 4096, Capacity2: 4096, Logger: log,
 		// Queue 1 not empty: push a notification unless one is still
@@ -179,7 +179,8 @@ func StartBMC(ctx context.Context, log *slog.Logger) (*BMC, error) {
 			if depth == 0 || s == nil || s.QueueLen() > 0 {
 				return
 			}
-			if err := s.Push(uint8(oem.NetFnOEMGroupRequest), NotifyCmd, ianaBytes); err != nil {
+			data := oem.Queue1Notify{IANA: iana, Depth: uint16(min(depth, 0xFFFF))}.Pack()
+			if err := s.Push(uint8(oem.NetFnOEMGroupRequest), NotifyCmd, data); err != nil {
 				log.Warn("could not push the Queue 1 notification", "err", err)
 				return
 			}

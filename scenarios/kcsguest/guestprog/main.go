@@ -30,8 +30,8 @@ import (
 
 // Shared with the host side (scenarios/kcsguest).
 const (
-	NotifyCmd = 0x06                  // OEM cmd bmcsim pushes when Queue 1 gains a record
-	StopID    = 0xFFFF_FFFF_FFFF_FF00 // message id that ends echo mode
+	NotifyCmd = uint8(oem.CmdQueue1Notify) // OEM cmd bmcsim pushes when Queue 1 gains a record
+	StopID    = 0xFFFF_FFFF_FFFF_FF00      // message id that ends echo mode
 )
 
 func main() {
