@@ -25,7 +25,7 @@ func unhex(s string) []byte {
 // nullConn is a PacketConn that swallows writes.
 type nullConn struct{}
 
-func (nullConn) ReadFrom([]byte) (int, net.Addr, error)  { return 0, nil, io.EOF }
+func (nullConn) ReadFrom([]byte) (int, net.Addr, error)    { return 0, nil, io.EOF }
 func (nullConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
 func (nullConn) Close() error                              { return nil }
 

@@ -105,4 +105,3 @@ var _ = SynchronizedAfterSuite(func() {
 	}
 	Expect(ctl.Down(context.Background(), labDir, GinkgoWriter, nil)).To(Succeed())
 })
-
