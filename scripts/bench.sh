@@ -91,9 +91,36 @@ EOF
   return "$rc"
 }
 
+# bench_lab: a whole lab (bmcsim + QEMU hypervisor host + hvagent + vmsctl
+# client) measured by bench/lab, four tables with the goals beside:
+# lab up per stage (cold with the guest image rebuilt, warm, warm 3 hosts),
+# vm status round trip over VMM-I vs OOB-I, VMM-I unplug → OOB-I failover,
+# and sealed OOB-I payload throughput vs the raw KCS ceiling (bench/kcs's
+# guest, measured in the same run). Its own state folder, guest image cache
+# and ports (never the lab in .lab); every lab it starts it stops. Bounded
+# by timeout: ~4-6 min.
+#   BENCH_LAB_BASE_PORT  first BMC LAN port (36230; KCS +100, VMM-I +2000, metrics +3000)
+#   BENCH_LAB_N          vm status round trips per channel (200)
+#   BENCH_LAB_COLD       0 skips the cold `lab up` (image rebuild)
+bench_lab() {
+  local dir=$TMP/lab port=${BENCH_LAB_BASE_PORT:-36230} cold=true
+  [ "${BENCH_LAB_COLD:-1}" = 0 ] && cold=false
+  mkdir -p "$dir"
+  go build -trimpath -o "$dir/benchlab" ./bench/lab
+  echo "CPUs $(nproc), load average before: $(cut -d' ' -f1-3 /proc/loadavg); base port $port"
+  local rc=0
+  timeout -k 30 450 "$dir/benchlab" -dir "$dir/work" -bin bin -base-port "$port" \
+    -n "${BENCH_LAB_N:-200}" -cold="$cold" -timeout 7m || rc=$?
+  # Safety net: the bench stops its labs itself, also on SIGTERM.
+  bin/lab --dir "$dir/work/lab" down >/dev/null 2>&1 || true
+  [ "$rc" -ne 0 ] && echo "bench_lab: failed (exit $rc); lab logs were in $dir/work/lab" >&2
+  return "$rc"
+}
+
 section "deps (scripts/deps.sh)"
 scripts/deps.sh
 section "build (scripts/build.sh)"
 scripts/build.sh
 section "LAN: bmcsim vs OpenIPMI ipmi_sim, in-session RMCP+ requests (bench_lan)"
 bench_lan
+section "lab: lab up, vm status VMM-I vs OOB-I, failover, sealed payload vs raw KCS (bench_lab)"; bench_lab

@@ -1,0 +1,346 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/vmsg"
+	"github.com/ooblab/ooblab/lab/ctl"
+	"github.com/ooblab/ooblab/scenarios/kcsguest"
+	"github.com/ooblab/ooblab/vmsctl/client"
+)
+
+const (
+	host = "h1"
+	vm   = "web1"
+)
+
+func inv(c *config) (*inventory.Inventory, error) {
+	return inventory.Load(filepath.Join(c.labDir, "inventory.json"))
+}
+
+func newClient(c *config, o client.Options) (*client.Client, error) {
+	i, err := inv(c)
+	if err != nil {
+		return nil, err
+	}
+	o.Logger = c.log
+	return client.New(i, o)
+}
+
+// status sends one `vm status h1 web1` within d.
+func status(ctx context.Context, cl *client.Client, d time.Duration) (*client.Result, time.Duration, error) {
+	cctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	t0 := time.Now()
+	res, err := cl.Do(cctx, host, vmsg.CmdStatus, vm)
+	return res, time.Since(t0), err
+}
+
+// rttResult is table 2.
+type rttResult struct {
+	vmmi, oob   stats
+	oobReads    float64 // queue 2 reads per request
+	oobSessions int
+	load        string
+}
+
+// measureRTT interleaves VMM-I and OOB-I requests one by one, so a change of
+// host load falls on both alike. The time is the caller's: Client.Do from
+// call to return (sealing, the exchange, opening).
+func measureRTT(ctx context.Context, c *config) (*rttResult, error) {
+	r := &rttResult{load: loadavg()}
+	vc, err := newClient(c, client.Options{Via: client.ViaVMMI})
+	if err != nil {
+		return nil, err
+	}
+	defer vc.Close()
+	oc, err := newClient(c, client.Options{Via: client.ViaOOB})
+	if err != nil {
+		return nil, err
+	}
+	defer oc.Close()
+	// Warm up: connection, session, the agent's first libvirt lookup.
+	for range 5 {
+		for _, cl := range []*client.Client{vc, oc} {
+			if _, _, err := status(ctx, cl, 10*time.Second); err != nil {
+				return nil, err
+			}
+		}
+	}
+	ob := oc.Channel().(*client.OOB)
+	before := ob.Stats()
+	var vl, ol []time.Duration
+	for i := range c.n {
+		for _, cl := range []*client.Client{vc, oc} {
+			res, d, err := status(ctx, cl, 10*time.Second)
+			if err != nil {
+				return nil, fmt.Errorf("request %d: %w", i, err)
+			}
+			if res.Via == client.ViaVMMI {
+				vl = append(vl, d)
+			} else {
+				ol = append(ol, d)
+			}
+		}
+	}
+	after := ob.Stats()
+	r.vmmi, r.oob = summarize(vl), summarize(ol)
+	r.oobReads = float64(after.Reads-before.Reads) / float64(c.n)
+	r.oobSessions = after.Reconnects
+	return r, nil
+}
+
+// failoverRun is one repetition of table 3.
+type failoverRun struct {
+	budget     time.Duration // 0: the client's default
+	total      time.Duration // unplug start → first OOB-I answer
+	setLink    time.Duration // the QMP set_link call itself
+	oobLatency time.Duration // the OOB-I exchange inside the answering Do
+	tries      int           // Do calls until that answer
+	viaVMMI    int           // answers over VMM-I after the unplug
+	recover    time.Duration // plug → VMM-I answers again
+	err        string
+}
+
+func measureFailover(ctx context.Context, c *config) ([]failoverRun, error) {
+	var runs []failoverRun
+	// A VMM-I-only client tells when the link is back.
+	vc, err := newClient(c, client.Options{Via: client.ViaVMMI})
+	if err != nil {
+		return nil, err
+	}
+	defer vc.Close()
+	waitVMMI := func(limit time.Duration) (time.Duration, error) {
+		t0 := time.Now()
+		deadline := t0.Add(limit)
+		var last error
+		for time.Now().Before(deadline) {
+			if _, _, err := status(ctx, vc, time.Second); err == nil {
+				return time.Since(t0), nil
+			} else {
+				last = err
+			}
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			select { // poll interval
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		return 0, fmt.Errorf("VMM-I did not answer within %v after the plug: %w", limit, last)
+	}
+	plug := func(up bool) (time.Duration, error) {
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		t0 := time.Now()
+		err := ctl.SetLink(qctx, c.labDir, host, "vmmi", up, c.log)
+		return time.Since(t0), err
+	}
+	defer plug(true) //nolint:errcheck // best effort: leave the link plugged
+	if _, err := waitVMMI(30 * time.Second); err != nil {
+		return nil, err
+	}
+	for _, b := range c.budgets {
+		for range c.reps {
+			f, err := failoverOnce(ctx, c, b, plug)
+			if err != nil {
+				return runs, err
+			}
+			// Plug and wait for the VMM-I before the next repetition.
+			t0 := time.Now()
+			if _, err := plug(true); err != nil {
+				return runs, err
+			}
+			if _, err := waitVMMI(60 * time.Second); err != nil {
+				return runs, err
+			}
+			f.recover = time.Since(t0)
+			runs = append(runs, f)
+		}
+	}
+	return runs, nil
+}
+
+func failoverOnce(ctx context.Context, c *config, budget time.Duration, plug func(bool) (time.Duration, error)) (failoverRun, error) {
+	f := failoverRun{budget: budget}
+	// A fresh auto client per repetition: its OOB-I has no session yet,
+	// as for a VMS that never needed the BMC before.
+	ac, err := newClient(c, client.Options{Via: client.ViaAuto, Auto: client.AutoOptions{Budget: budget}})
+	if err != nil {
+		return f, err
+	}
+	defer ac.Close()
+	for i := 0; ; i++ {
+		res, _, err := status(ctx, ac, 10*time.Second)
+		if err == nil && res.Via == client.ViaVMMI && ac.Health(host).Healthy {
+			break
+		}
+		if i == 20 {
+			return f, fmt.Errorf("auto client does not use VMM-I before the unplug (last: %v)", err)
+		}
+	}
+	t0 := time.Now()
+	if f.setLink, err = plug(false); err != nil {
+		return f, err
+	}
+	deadline := t0.Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		f.tries++
+		res, _, err := status(ctx, ac, 10*time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				return f, ctx.Err()
+			}
+			f.err = err.Error()
+			continue
+		}
+		if res.Via == client.ViaVMMI {
+			f.viaVMMI++
+			continue
+		}
+		f.total, f.oobLatency = time.Since(t0), res.Latency
+		return f, nil
+	}
+	return f, fmt.Errorf("no answer over OOB-I within 30 s of the unplug (last error: %s)", f.err)
+}
+
+// payloadResult is table 4 (the sealed side).
+type payloadResult struct {
+	metaBytes, sealedBytes, records int
+	lat                             stats
+	small                           time.Duration // median of a small request (table 2)
+	smallSealed                     int
+	writeRetries, fullWaits         int
+	load                            string
+}
+
+func measurePayload(ctx context.Context, c *config, rtt *rttResult) (*payloadResult, error) {
+	r := &payloadResult{load: loadavg()}
+	oc, err := newClient(c, client.Options{Via: client.ViaOOB})
+	if err != nil {
+		return nil, err
+	}
+	defer oc.Close()
+	if _, _, err := status(ctx, oc, 10*time.Second); err != nil {
+		return nil, err
+	}
+	blob := func() string {
+		b := make([]byte, c.payload*3/4+3)
+		rand.Read(b)
+		return base64.RawStdEncoding.EncodeToString(b)[:c.payload]
+	}
+	t, err := oc.Target(host)
+	if err != nil {
+		return nil, err
+	}
+	size := func(req *vmsg.Request) (int, error) {
+		_, env, err := t.Seal(req) // the same size as what Send seals
+		return len(env), err
+	}
+	probe := &vmsg.Request{ID: client.NewID(), Command: vmsg.CmdStatus, VM: vm, Metadata: map[string]string{"blob": blob()},
+		Principal: oc.Inventory().Principal, IssuedMs: time.Now().UnixMilli()}
+	if r.sealedBytes, err = size(probe); err != nil {
+		return nil, err
+	}
+	r.metaBytes = c.payload
+	r.records = (r.sealedBytes + record.MaxPayload - 1) / record.MaxPayload
+	small := &vmsg.Request{ID: client.NewID(), Command: vmsg.CmdStatus, VM: vm,
+		Principal: oc.Inventory().Principal, IssuedMs: time.Now().UnixMilli()}
+	if r.smallSealed, err = size(small); err != nil {
+		return nil, err
+	}
+	if rtt != nil {
+		r.small = rtt.oob.median
+	}
+	ob := oc.Channel().(*client.OOB)
+	before := ob.Stats()
+	var ls []time.Duration
+	for i := range c.payloadN {
+		req := &vmsg.Request{Command: vmsg.CmdStatus, VM: vm, Metadata: map[string]string{"blob": blob()}}
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		t0 := time.Now()
+		res, err := oc.Send(cctx, host, req)
+		d := time.Since(t0)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("large request %d: %w", i, err)
+		}
+		if res.Via != client.ViaOOB {
+			return nil, fmt.Errorf("large request %d came back over %s", i, res.Via)
+		}
+		ls = append(ls, d)
+	}
+	after := ob.Stats()
+	r.lat = summarize(ls)
+	r.writeRetries, r.fullWaits = after.WriteRetries-before.WriteRetries, after.FullWaits-before.FullWaits
+	return r, nil
+}
+
+// kcsResult is the raw KCS ceiling (bench/kcs's guest, bmcsim in process).
+type kcsResult struct {
+	rows map[string]map[string]string // measurement → fields
+	load string
+}
+
+func measureKCS(ctx context.Context, c *config) (*kcsResult, error) {
+	r := &kcsResult{rows: map[string]map[string]string{}, load: loadavg()}
+	env, err := kcsguest.FindEnv()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(c.dir, "kcs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	initrd, err := kcsguest.BuildInitrd(ctx, dir, env, "-mode", "bench", "-n", strconv.Itoa(c.kcsN))
+	if err != nil {
+		return nil, err
+	}
+	bctx, bcancel := context.WithCancel(ctx)
+	defer bcancel()
+	b, err := kcsguest.StartBMC(bctx, c.log)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { bcancel(); b.Wait() }()
+	g, err := kcsguest.Boot(ctx, env, dir, initrd, b.Port)
+	if err != nil {
+		return nil, err
+	}
+	defer g.Stop()
+	expect := func(prefix string, d time.Duration) (string, error) {
+		cctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return g.Expect(cctx, prefix)
+	}
+	if _, err := expect("KCSGUEST-DEVID", 60*time.Second); err != nil {
+		return nil, err
+	}
+	for range 5 { // bench/kcs's five measurements
+		l, err := expect("KCSGUEST-BENCH", 120*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		f := kcsguest.ParseFields(l)
+		r.rows[f["name"]] = f
+	}
+	if _, err := expect("KCSGUEST-DONE", 10*time.Second); err != nil {
+		return nil, err
+	}
+	if r.rows["oemwrite-240"] == nil {
+		return nil, errors.New("the guest reported no oemwrite-240 row")
+	}
+	return r, nil
+}
