@@ -7,9 +7,9 @@ PKGS=(
   ipmitool freeipmi-tools openipmi            # real IPMI clients and the ipmi_sim peer
   qemu-system-x86 qemu-utils                  # the hypervisor host guests
   libvirt-dev pkg-config gcc                  # cgo build of libvirt.org/go/libvirt
-  libvirt-daemon-system libvirt-daemon-driver-qemu
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   linux-image-amd64 busybox-static cpio zstd  # guest kernel and initramfs
-  mmdebstrap debootstrap                      # guest root filesystem
+  mmdebstrap debootstrap e2fsprogs            # guest root filesystem (mkfs.ext4 -d, debugfs)
   iproute2 procps
 )
 
@@ -20,7 +20,7 @@ done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
-cmd="apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${missing[*]}"
+cmd="apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ${missing[*]}"
 if [ "$(id -u)" -ne 0 ]; then
   echo "ooblab: missing Debian packages: ${missing[*]}" >&2
   echo "ooblab: run as root:  sudo sh -c '$cmd'" >&2
