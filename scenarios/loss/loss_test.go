@@ -681,6 +681,9 @@ vms = ["*"]
 			retries++
 		}
 		lat = append(lat, time.Since(t0))
+		if (i+1)%max(n/10, 100) == 0 && i+1 < n {
+			t.Logf("progress: %d/%d answered, %d retries, %d bmcsim restarts, %v", i+1, n, retries, restarts.Load(), time.Since(start).Round(time.Second))
+		}
 		select {
 		case err := <-restartCh:
 			if err != nil {
