@@ -117,6 +117,22 @@ bench_lab() {
   return "$rc"
 }
 
+# bench_oob: sealed OOB-I messages VMS → BMC → system interface on loopback
+# (in-process bmcsim, RMCP+ suite 17, hvagent's OOB loop over the chardev
+# client): per-message latency (median, p99) and KB/s for 200 B, 4 KiB and
+# 64 KiB, sealed vs the same bytes unsealed through the same path
+# (interleaved), seal+open alone, and the vmsctl/client OOB-I round trip.
+# See bench/oob's package doc. Bounded: ~25 s with the defaults.
+#   BENCH_OOB_SIZES  message sizes (200,4096,65536)
+#   BENCH_OOB_TIME   interleaved one-way time per size (4s)
+bench_oob() {
+  local dir=$TMP/oob
+  mkdir -p "$dir"
+  go build -trimpath -o "$dir/oob" ./bench/oob
+  echo "CPUs $(nproc), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  timeout -k 10 90 "$dir/oob" -sizes "${BENCH_OOB_SIZES:-200,4096,65536}" -time "${BENCH_OOB_TIME:-4s}"
+}
+
 section "deps (scripts/deps.sh)"
 scripts/deps.sh
 section "build (scripts/build.sh)"
@@ -124,3 +140,4 @@ scripts/build.sh
 section "LAN: bmcsim vs OpenIPMI ipmi_sim, in-session RMCP+ requests (bench_lan)"
 bench_lan
 section "lab: lab up, vm status VMM-I vs OOB-I, failover, sealed payload vs raw KCS (bench_lab)"; bench_lab
+section "OOB-I: sealed vs unsealed messages VMS → system interface, seal+open alone (bench_oob)"; bench_oob
