@@ -646,7 +646,7 @@ vms = ["*"]
 	const pCrash = 0.03
 	vmsRNG := rand.New(rand.NewPCG(seed, 4))
 	start := time.Now()
-	var answered, retries, crashes int
+	var answered, retries, crashes, restartsSeen int
 	var lat []time.Duration
 	for i := range n {
 		s := plan[i%len(plan)]
@@ -686,6 +686,7 @@ vms = ["*"]
 		}
 		select {
 		case err := <-restartCh:
+			restartsSeen++
 			if err != nil {
 				t.Fatalf("bmcsim restart: %v", err)
 			}
@@ -694,7 +695,10 @@ vms = ["*"]
 	}
 	elapsed := time.Since(start)
 	// Any restart still under way must finish before the checks.
-	for restarts.Load()+int32(len(restartCh)) < int32(killed) {
+	killMu.Lock()
+	kills := killed
+	killMu.Unlock()
+	for ; restartsSeen < kills; restartsSeen++ {
 		select {
 		case err := <-restartCh:
 			if err != nil {
