@@ -330,6 +330,8 @@ func (s *Server) handleApp(c *conn, cmd uint8, data []byte) ([]byte, uint8) {
 			}
 			if err := c.write(AppendControl(nil, op)); err != nil {
 				s.log.Warn("could not send IRQ state to QEMU", "op", op.String(), "err", err)
+			} else {
+				s.log.Info("host driver changed the KCS interrupt", "enabled", now)
 			}
 		}
 		return nil, 0
