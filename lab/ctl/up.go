@@ -264,7 +264,7 @@ privilege = "administrator"
 		hp, _ := strconv.Atoi(vport)
 		_ = os.RemoveAll(h.RunDir)
 		m, err := qemu.Start(ctx, qemu.Config{
-			Name: h.Name, Dir: h.RunDir, Accel: accel, MemoryMiB: 1024, CPUs: 2,
+			Name: h.Name, Dir: h.RunDir, Accel: accel, MemoryMiB: 1024, CPUs: 2, Machine: labMachine(),
 			Kernel: art.Kernel, Initrd: art.Initrd, Append: art.Append,
 			BaseImage: art.RootQCOW2, ConfigDisk: disk, BMCAddr: h.BMCKCS,
 			VMMI: []qemu.Forward{{HostPort: hp, GuestPort: 8443}},
@@ -416,4 +416,12 @@ func processAlive(pid int) bool {
 		return s[i+2] != 'Z'
 	}
 	return true
+}
+
+// labMachine is the QEMU machine type of the hosts ($OOBLAB_MACHINE, default q35).
+func labMachine() string {
+	if m := os.Getenv("OOBLAB_MACHINE"); m != "" {
+		return m
+	}
+	return "q35"
 }
