@@ -15,13 +15,15 @@ scripts/deps.sh
 scripts/build.sh
 scripts/services.sh
 export PATH="$PWD/bin:$PATH"
-pkgs=$(go list ./... | grep -v '/scenarios/lab$')
+pkgs=$(go list ./... | grep -v -e '/scenarios/lab$' -e '/scenarios/loss$')
 echo "== go vet"
 go vet ./...
 echo "== tests"
 go test -count=1 -timeout 20m $pkgs
+echo "== OOB-I loss test (20% UDP loss both ways, bmcsim SIGKILLed twice)"
+go test -count=1 -v -timeout 10m ./scenarios/loss 2>&1 | grep -v '^=== RUN' 
 echo "== race detector"
-go test -count=1 -race -short -timeout 20m $pkgs
+go test -count=1 -race -short -timeout 20m $pkgs ./scenarios/loss
 echo "== end-to-end lab scenarios"
 scripts/e2e.sh
 echo "== fuzz smoke (each target 3 s)"
