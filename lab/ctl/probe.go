@@ -11,25 +11,37 @@ import (
 	"github.com/ooblab/ooblab/vmsctl/client"
 )
 
-// ProbeBoth pings a host's agent over the VMM-I and then over the OOB-I.
+// ProbeBoth pings a host's agent over the VMM-I and over the OOB-I, at once.
 func ProbeBoth(ctx context.Context, inv *inventory.Inventory, host string) (vmmi, oob time.Duration, err error) {
-	for _, via := range []string{client.ViaVMMI, client.ViaOOB} {
+	type result struct {
+		d   time.Duration
+		err error
+	}
+	ping := func(via string, out chan<- result) {
 		c, err := client.New(inv, client.Options{Via: via, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
-			return 0, 0, err
+			out <- result{err: err}
+			return
 		}
+		defer c.Close()
 		res, err := c.Do(ctx, host, vmsg.CmdPing, "")
-		c.Close()
 		if err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", via, err)
+			out <- result{err: fmt.Errorf("%s: %w", via, err)}
+			return
 		}
-		if via == client.ViaVMMI {
-			vmmi = res.Latency
-		} else {
-			oob = res.Latency
-		}
+		out <- result{d: res.Latency}
 	}
-	return vmmi, oob, nil
+	vc, oc := make(chan result, 1), make(chan result, 1)
+	go ping(client.ViaVMMI, vc)
+	go ping(client.ViaOOB, oc)
+	v, o := <-vc, <-oc
+	if v.err != nil {
+		return 0, 0, v.err
+	}
+	if o.err != nil {
+		return 0, 0, o.err
+	}
+	return v.d, o.d, nil
 }
 
 // ProbeStatus is Status's probe: each channel's state and the VMs.

@@ -212,11 +212,7 @@ privilege = "administrator"
 	// 4. One QEMU guest per host.
 	accel := o.Accel
 	if accel == "" {
-		if qemu.KVMUsable(ctx, art.Kernel, log) {
-			accel = "kvm"
-		} else {
-			accel = "tcg"
-		}
+		accel = probeAccel(ctx, art.Kernel, log)
 	}
 	st.Accel = accel
 	clk.done("accelerator probe (" + accel + ")")
@@ -338,7 +334,7 @@ func probeUntil(ctx context.Context, p func(context.Context, *inventory.Inventor
 		select {
 		case <-ctx.Done():
 			return 0, 0, fmt.Errorf("%w (last: %v)", ctx.Err(), last)
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
@@ -424,4 +420,30 @@ func labMachine() string {
 		return m
 	}
 	return "q35"
+}
+
+// probeAccel decides between KVM and TCG. The probe boots a kernel under KVM
+// (2.5 s when KVM hangs, as on some machines), so its answer is kept for a
+// day in the cache folder, keyed by the kernel.
+func probeAccel(ctx context.Context, kernel string, log *slog.Logger) string {
+	root, err := image.CacheRoot()
+	var cache string
+	if err == nil {
+		cache = filepath.Join(root, "accel-"+strings.NewReplacer("/", "_").Replace(kernel))
+		if st, err := os.Stat(cache); err == nil && time.Since(st.ModTime()) < 24*time.Hour {
+			if b, err := os.ReadFile(cache); err == nil {
+				if a := strings.TrimSpace(string(b)); a == "kvm" || a == "tcg" {
+					return a
+				}
+			}
+		}
+	}
+	accel := "tcg"
+	if qemu.KVMUsable(ctx, kernel, log) {
+		accel = "kvm"
+	}
+	if cache != "" {
+		_ = os.WriteFile(cache, []byte(accel+"\n"), 0o644)
+	}
+	return accel
 }

@@ -85,6 +85,9 @@ var _ = Describe("VM commands", Lab, Ordered, func() {
 	})
 
 	It("refuses an unauthorized principal, and the BMC's SEL records the alert", func() {
+		_, err := Do(client.ViaVMMI, host, vmsg.CmdStart, "web1") // idempotent
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(VM(client.ViaVMMI, host, "web1")).WithTimeout(time.Minute).Should(BeInState("running"))
 		c, err := client.New(inv, client.Options{Via: client.ViaOOB, Principal: "intern"})
 		Expect(err).NotTo(HaveOccurred())
 		defer c.Close()
