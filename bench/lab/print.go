@@ -152,7 +152,7 @@ func printRTT(w io.Writer, c *config, r *rttResult) {
 	}
 	fmt.Fprintf(t, "oob-i − vmm-i\t%s\t%s\t\t\t\t\n", ms(r.oob.median-r.vmmi.median), ms(r.oob.p99-r.vmmi.p99))
 	t.Flush()
-	fmt.Fprintf(w, "  oob-i: %.1f queue-2 reads per request (client polls 2 ms doubling to 50 ms); load average before %s\n", r.oobReads, r.load)
+	fmt.Fprintf(w, "  oob-i: %.1f queue-2 reads per request (client polls every 1 ms for 250 ms, then doubling to 50 ms); load average before %s\n", r.oobReads, r.load)
 	d := r.oob.median - r.vmmi.median
 	fmt.Fprintf(w, "goal oob-i ≤ vmm-i + %v (median): +%s ms — %s\n", goalOOBOver, ms(d), verdict(d <= goalOOBOver))
 }

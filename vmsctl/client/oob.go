@@ -27,8 +27,13 @@ type OOBOptions struct {
 	// UDPRetries are go-ipmi's resends of the same packet (default 2).
 	UDPRetries int
 	// PollMin and PollMax bound the wait between empty reads of queue 2
-	// (defaults 2 ms and 50 ms; it doubles while the queue stays empty).
+	// (defaults 1 ms and 50 ms; after PollFast it doubles while the queue
+	// stays empty).
 	PollMin, PollMax time.Duration
+	// PollFast is how long queue 2 is read every PollMin before the wait
+	// starts doubling (default 250 ms): most answers come within it, and
+	// a doubling wait would add up to half its length to each answer.
+	PollFast time.Duration
 	// FullBackoff is the first wait after a 0xC4 (queue full) answer; it
 	// doubles up to 1 s (default 20 ms).
 	FullBackoff time.Duration
@@ -41,8 +46,11 @@ func (o *OOBOptions) defaults() {
 	if o.UDPRetries <= 0 {
 		o.UDPRetries = 2
 	}
+	if o.PollFast <= 0 {
+		o.PollFast = 250 * time.Millisecond
+	}
 	if o.PollMin <= 0 {
-		o.PollMin = 2 * time.Millisecond
+		o.PollMin = time.Millisecond
 	}
 	if o.PollMax <= 0 {
 		o.PollMax = 50 * time.Millisecond
@@ -392,6 +400,7 @@ func (o *OOB) take(t *Target, h *oobHost, r *record.Record, want uint64) vmsg.Me
 // poll reads queue 2 until the answer for want (0: until empty).
 func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64) (vmsg.Message, error) {
 	wait := o.opt.PollMin
+	start := time.Now()
 	for {
 		r, err := o.read(ctx, t, h)
 		if err != nil {
@@ -414,7 +423,9 @@ func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64) (vms
 			if err := sleep(ctx, wait); err != nil {
 				return nil, fmt.Errorf("oob-i: no answer from host %s through BMC %s: %w", t.Name(), t.Host.BMC.Addr, err)
 			}
-			wait = min(2*wait, o.opt.PollMax)
+			if time.Since(start) > o.opt.PollFast {
+				wait = min(2*wait, o.opt.PollMax)
+			}
 			continue
 		}
 		wait = o.opt.PollMin
