@@ -74,7 +74,7 @@ EOF
     return 1
   fi
 
-  echo "bmcsim pid $bmc_pid on 127.0.0.1:$bmc_port (GOMAXPROCS unset: $(nproc) CPUs);" \
+  echo "bmcsim pid $bmc_pid on 127.0.0.1:$bmc_port (--procs 1 by default; $(nproc) CPUs);" \
     "ipmi_sim (openipmi $(dpkg-query -W -f='${Version}' openipmi 2>/dev/null || echo '?')) pid $sim_pid" \
     "on 127.0.0.1:$sim_port (single-threaded); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   local rc=0
