@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -156,7 +158,20 @@ func serveKCS(ctx context.Context, g *errgroup.Group, b *sim.BMC, q *queue.Queue
 	if err != nil {
 		return fmt.Errorf("bmc %s: kcs listener: %w", b.Config.Name, err)
 	}
-	srv := kcs.New(b.IPMI, b.Registry, log,
+	opts := []kcs.Option{}
+	if b.Config.State != "" {
+		// Keep the host's BMC Global Enables across bmcsim restarts.
+		path := filepath.Join(b.Config.State, "kcs-enables")
+		if v, err := os.ReadFile(path); err == nil && len(v) == 1 {
+			opts = append(opts, kcs.WithEnables(v[0]))
+		}
+		opts = append(opts, kcs.WithOnEnables(func(e uint8) {
+			if err := os.WriteFile(path, []byte{e}, 0o600); err != nil {
+				log.Warn("cannot keep the host's BMC Global Enables", "err", err)
+			}
+		}))
+	}
+	srv := kcs.New(b.IPMI, b.Registry, log, append(opts,
 		kcs.WithOnRequest(func(netfn, cmd, cc uint8) {
 			log.Debug("system interface request", "netfn", netfn, "cmd", cmd, "cc", cc)
 		}),
@@ -168,7 +183,7 @@ func serveKCS(ctx context.Context, g *errgroup.Group, b *sim.BMC, q *queue.Queue
 				n.mu.Unlock()
 				n.push(srv, d) // records waited while the host was away
 			}
-		}))
+		}))...)
 	n.set(srv)
 	b.SetPowerDriver(&hostPower{kcs: srv, qmp: b.Config.QMP, log: log})
 	log.Info("system interface listening", "addr", ln.Addr().String())

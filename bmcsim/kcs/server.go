@@ -65,15 +65,16 @@ type Server struct {
 	onReset     func()
 	onRequest   func(netfn, cmd uint8, cc uint8)
 
-	mu       sync.Mutex
-	cur      *conn
-	enables  uint8
-	queue    []pushed
-	kick     bool // SetAttention(true) not yet seen by a Get Message Flags
-	attnOn   bool // SMS_ATN as last sent to QEMU
-	seq      uint8
-	caps     uint8
-	capsSeen bool
+	mu        sync.Mutex
+	cur       *conn
+	enables   uint8
+	onEnables func(uint8)
+	queue     []pushed
+	kick      bool // SetAttention(true) not yet seen by a Get Message Flags
+	attnOn    bool // SMS_ATN as last sent to QEMU
+	seq       uint8
+	caps      uint8
+	capsSeen  bool
 }
 
 type pushed struct {
@@ -118,6 +119,15 @@ func WithOnRequest(fn func(netfn, cmd, cc uint8)) Option {
 // WithRequester sets the IPMB requester address pushed messages claim to
 // come from (default 0x81, a software ID); the host's reply is addressed to it.
 func WithRequester(addr uint8) Option { return func(s *Server) { s.requester = addr } }
+
+// WithEnables starts the server with BMC Global Enables already set, as a
+// restarted BMC must: the host's driver set them once at load time and will
+// not again, so without them the guest never gets an interrupt.
+func WithEnables(e uint8) Option { return func(s *Server) { s.enables = e & supportedEnables } }
+
+// WithOnEnables is called (under the server's lock; keep it short) whenever
+// the host changes BMC Global Enables, so they can be kept across restarts.
+func WithOnEnables(fn func(uint8)) Option { return func(s *Server) { s.onEnables = fn } }
 
 // New returns a Server for b that dispatches through reg (nil: go-ipmi's
 // standard handlers). It adds an IPMB channel 0 to b when b has none, since
@@ -323,6 +333,9 @@ func (s *Server) handleApp(c *conn, cmd uint8, data []byte) ([]byte, uint8) {
 		const irqBits = enableRcvMsgIntr | enableEvtMsgIntr
 		was := s.enables&irqBits != 0
 		s.enables = data[0] & supportedEnables
+		if s.onEnables != nil {
+			s.onEnables(s.enables)
+		}
 		if now := s.enables&irqBits != 0; now != was && s.cur == c {
 			op := OpDisableIRQ
 			if now {

@@ -14,8 +14,9 @@ import (
 	"github.com/ooblab/ooblab/internal/record"
 )
 
-// Journal file: a sequence of entries, each fsynced before the change it
-// records is answered:
+// Journal file: a sequence of entries; a put is fsynced before the write is
+// answered, a remove is written at once and reaches the disk with the next
+// fsync (see remove):
 //
 //	+-------------+--------------+------+-----------------------------+
 //	| len u32 LE  | CRC32 u32 LE | type | payload                     |
@@ -60,15 +61,18 @@ func putPayload(e entry) ([]byte, error) {
 	return e.rec.AppendBinary(b)
 }
 
-func (j *journal) append(typ byte, payload []byte) error {
+// append writes one entry; with sync it is on disk before append returns.
+func (j *journal) append(typ byte, payload []byte, sync bool) error {
 	b := appendEntry(nil, typ, payload)
 	if _, err := j.f.Write(b); err != nil {
 		j.cutBack()
 		return fmt.Errorf("queue: journal %s: %w", j.path, err)
 	}
-	if err := j.f.Sync(); err != nil {
-		j.cutBack()
-		return fmt.Errorf("queue: journal %s: fsync: %w", j.path, err)
+	if sync {
+		if err := j.f.Sync(); err != nil {
+			j.cutBack()
+			return fmt.Errorf("queue: journal %s: fsync: %w", j.path, err)
+		}
 	}
 	j.entries++
 	j.size += int64(len(b))
@@ -80,13 +84,19 @@ func (j *journal) put(e entry) error {
 	if err != nil {
 		return err
 	}
-	return j.append(entryPut, p)
+	return j.append(entryPut, p, true)
 }
 
 func (j *journal) remove(k record.Key) error {
 	p := binary.LittleEndian.AppendUint64(nil, k.MsgID)
 	p = binary.LittleEndian.AppendUint16(p, k.Index)
-	return j.append(entryRemove, p)
+	// A removal is not fsynced: the next put's fsync (or close) carries it.
+	// If bmcsim dies first, the acknowledged record comes back after the
+	// restart and is read again; readers drop it (record reassembly, the
+	// seal's replay window, hvagent's request-id journal). Losing a record is
+	// never possible; reading one twice is, and is handled. This halves the
+	// fsyncs on the read path (measured: ~0.3-1 ms each here).
+	return j.append(entryRemove, p, false)
 }
 
 // cutBack drops a partly written entry so later entries stay readable.
@@ -96,7 +106,13 @@ func (j *journal) cutBack() {
 	}
 }
 
-func (j *journal) close() error { return j.f.Close() }
+func (j *journal) close() error {
+	serr := j.f.Sync() // pending removals
+	if err := j.f.Close(); err != nil {
+		return err
+	}
+	return serr
+}
 
 // openJournal opens (creating) path and returns the records it holds.
 func openJournal(path string, log *slog.Logger) (*journal, []entry, error) {
