@@ -204,6 +204,27 @@ func domState(d *libvirt.Domain) (State, error) {
 	return stateOf(s), nil
 }
 
+// settledState is the domain's state once a start in progress is over:
+// libvirt starts a domain paused (reason "starting up") and lets it run a
+// moment later, and an action then must see "running", not a pause nobody
+// asked for. It waits at most settleLimit.
+func settledState(d *libvirt.Domain) (State, error) {
+	deadline := time.Now().Add(settleLimit)
+	for {
+		s, reason, err := d.GetState()
+		if err != nil {
+			return "", err
+		}
+		if s != libvirt.DOMAIN_PAUSED || reason != int(libvirt.DOMAIN_PAUSED_STARTING_UP) || time.Now().After(deadline) {
+			return stateOf(s), nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// settleLimit bounds settledState's wait for a domain that is starting up.
+const settleLimit = 15 * time.Second
+
 // List returns every defined domain, active or not, with its state.
 func (l *Libvirt) List(ctx context.Context) ([]Domain, error) {
 	return call(ctx, func() ([]Domain, error) {
@@ -281,7 +302,7 @@ func (l *Libvirt) act(ctx context.Context, vm string, a Action, decide func(Stat
 			return "", mapErr(vm, a, "", err)
 		}
 		defer d.Free()
-		cur, err := domState(d)
+		cur, err := settledState(d)
 		if err != nil {
 			return "", mapErr(vm, a, "", err)
 		}
