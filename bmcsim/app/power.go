@@ -79,7 +79,12 @@ func (p *hostPower) powerOn(ctx context.Context) error {
 	if st.Running {
 		return nil
 	}
-	if st.Status == "shutdown" || st.Status == "guest-panicked" {
+	from := st.Status
+	// A machine that was off boots afresh: reset it from any state but
+	// prelaunch (never run). A guest left "paused" by whatever stopped it
+	// must not resume where it stopped (seen once in e2e after a hard off:
+	// the old kernel resumed with a 60 s time jump).
+	if st.Status != "prelaunch" {
 		if err := m.SystemReset(ctx); err != nil {
 			return fmt.Errorf("power on: reset: %w", err)
 		}
@@ -99,7 +104,7 @@ func (p *hostPower) powerOn(ctx context.Context) error {
 	if err := m.Execute(ctx, "cont", nil, nil); err != nil {
 		return fmt.Errorf("power on: cont: %w", err)
 	}
-	p.log.Info("chassis power on", "via", "qmp")
+	p.log.Info("chassis power on", "via", "qmp", "from", from)
 	return nil
 }
 
