@@ -29,15 +29,13 @@
 package challenge
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha1"
-	"crypto/subtle"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/ooblab/ooblab/internal/seal"
 )
 
 // Sentinel errors, found with errors.Is.
@@ -219,44 +217,19 @@ func (c *Challenger) Verify(requestID uint64, principal, action, vm string, nonc
 }
 
 // Step is the TOTP time step.
-const Step = 30 * time.Second
+const Step = seal.ChallengeStep
 
-// NonceTOTP is the default Verifier (see the package doc).
+// NonceTOTP is the default Verifier (see the package doc): internal/seal's
+// challenge code, which the VMS side computes with the same function.
 type NonceTOTP struct{}
 
 var _ Verifier = NonceTOTP{}
 
 // Code returns the 6-digit code for secret and nonce at time t.
-func Code(secret, nonce []byte, t time.Time) string {
-	return codeAt(secret, nonce, stepOf(t))
-}
+func Code(secret, nonce []byte, t time.Time) string { return seal.ChallengeCode(secret, nonce, t) }
 
-func stepOf(t time.Time) int64 { return t.Unix() / int64(Step/time.Second) }
-
-func codeAt(secret, nonce []byte, step int64) string {
-	m := hmac.New(sha1.New, secret)
-	var tb [8]byte
-	binary.BigEndian.PutUint64(tb[:], uint64(step))
-	m.Write(tb[:])
-	m.Write(nonce)
-	sum := m.Sum(nil)
-	off := sum[len(sum)-1] & 0x0f
-	bin := binary.BigEndian.Uint32(sum[off:off+4]) & 0x7fffffff
-	return fmt.Sprintf("%06d", bin%1000000)
-}
-
-// Verify accepts the code of step T-1, T or T+1.
+// Verify accepts the code of step T-1, T or T+1 (constant time, all three
+// steps checked).
 func (NonceTOTP) Verify(secret, nonce []byte, code string, now time.Time) (int64, bool) {
-	if len(code) != 6 {
-		return 0, false
-	}
-	t := stepOf(now)
-	var found int64
-	ok := 0
-	for _, s := range []int64{t - 1, t, t + 1} { // check all three: no timing hint
-		if subtle.ConstantTimeCompare([]byte(codeAt(secret, nonce, s)), []byte(code)) == 1 {
-			found, ok = s, 1
-		}
-	}
-	return found, ok == 1
+	return seal.VerifyChallengeCode(secret, nonce, code, now)
 }
