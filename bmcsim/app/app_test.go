@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ooblab/ooblab/bmcsim/kcs"
 	"github.com/ooblab/ooblab/bmcsim/sim"
 	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/vmcodec"
 )
 
 func freePort(t *testing.T, network string) int {
@@ -130,7 +130,7 @@ func TestProcessQueueNotifyAndPower(t *testing.T) {
 	}
 	select {
 	case op := <-host.Controls():
-		if uint8(op) != uint8(kcs.OpPowerOff) {
+		if uint8(op) != uint8(vmcodec.OpPowerOff) {
 			t.Fatalf("QEMU got %v, want POWEROFF", op)
 		}
 	case <-time.After(10 * time.Second):
@@ -139,7 +139,7 @@ func TestProcessQueueNotifyAndPower(t *testing.T) {
 	ipmitool("chassis", "power", "soft")
 	select {
 	case op := <-host.Controls():
-		if uint8(op) != uint8(kcs.OpGracefulShutdown) {
+		if uint8(op) != uint8(vmcodec.OpGracefulShutdown) {
 			t.Fatalf("QEMU got %v, want GRACEFUL_SHUTDOWN", op)
 		}
 	case <-time.After(10 * time.Second):

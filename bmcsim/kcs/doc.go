@@ -48,4 +48,6 @@
 // The process answers with a Send Message request whose data is the channel
 // followed by a complete IPMB frame (rsSA, netfn|1, sum1, rqSA=0x20, seq,
 // cmd, cc, data, sum2); the Server hands cmd and cc+data to OnHostReply.
+// The codec itself (framing, escaping, checksums) is internal/vmcodec,
+// shared with QEMU's side in hvagent/sysif/chardev.
 package kcs

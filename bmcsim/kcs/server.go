@@ -13,6 +13,8 @@ import (
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/handlers"
 	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ooblab/ooblab/internal/vmcodec"
 )
 
 // IPMI constants this package answers itself (App NetFn, IPMI v2.0 §22).
@@ -197,9 +199,9 @@ func (s *Server) attach(ctx context.Context, nc net.Conn) {
 	s.mu.Lock()
 	s.capsSeen, s.caps = false, 0
 	s.attnOn = false
-	err := c.write(AppendControl(nil, OpVersion, ProtocolVersion))
+	err := c.write(vmcodec.AppendControl(nil, vmcodec.OpVersion, vmcodec.ProtocolVersion))
 	if err == nil && s.enables&(enableRcvMsgIntr|enableEvtMsgIntr) != 0 {
-		err = c.write(AppendControl(nil, OpEnableIRQ))
+		err = c.write(vmcodec.AppendControl(nil, vmcodec.OpEnableIRQ))
 	}
 	if err == nil {
 		err = s.syncAttnLocked(c, false)
@@ -238,23 +240,23 @@ func (s *Server) readLoop(ctx context.Context, c *conn) {
 		}
 		close(c.done)
 	}()
-	var d Decoder
+	var d vmcodec.Decoder
 	buf := make([]byte, 4096)
 	for {
 		n, err := c.nc.Read(buf)
-		d.Feed(buf[:n], func(f Frame) { s.handleFrame(ctx, c, f) })
+		d.Feed(buf[:n], func(f vmcodec.Frame) { s.handleFrame(ctx, c, f) })
 		if err != nil {
 			return
 		}
 	}
 }
 
-func (s *Server) handleFrame(ctx context.Context, c *conn, f Frame) {
+func (s *Server) handleFrame(ctx context.Context, c *conn, f vmcodec.Frame) {
 	if f.Err != nil {
 		s.log.Warn("dropped a malformed frame from QEMU", "err", f.Err, "bytes", hex.EncodeToString(f.Raw))
 		return
 	}
-	if f.Kind == KindControl {
+	if f.Kind == vmcodec.KindControl {
 		s.handleControl(f)
 		return
 	}
@@ -278,7 +280,7 @@ func (s *Server) handleFrame(ctx context.Context, c *conn, f Frame) {
 	}
 	body := make([]byte, 0, 1+len(resp))
 	body = append(append(body, cc), resp...)
-	if err := c.write(AppendMessage(nil, f.Seq(), (netfn|1)<<2|f.LUN(), cmd, body)); err != nil {
+	if err := c.write(vmcodec.AppendMessage(nil, f.Seq(), (netfn|1)<<2|f.LUN(), cmd, body)); err != nil {
 		s.log.Warn("could not answer QEMU", "netfn", netfn, "cmd", cmd, "err", err)
 	}
 	if s.onRequest != nil {
@@ -298,20 +300,20 @@ func owned(netfn, cmd uint8) bool {
 	return false
 }
 
-func (s *Server) handleControl(f Frame) {
+func (s *Server) handleControl(f vmcodec.Frame) {
 	switch op := f.Op(); op {
-	case OpVersion:
-		if a := f.Args(); len(a) > 0 && a[0] != ProtocolVersion {
+	case vmcodec.OpVersion:
+		if a := f.Args(); len(a) > 0 && a[0] != vmcodec.ProtocolVersion {
 			s.log.Warn("QEMU speaks another chardev protocol version", "version", a[0])
 		}
-	case OpCapabilities:
+	case vmcodec.OpCapabilities:
 		if a := f.Args(); len(a) > 0 {
 			s.mu.Lock()
 			s.caps, s.capsSeen = a[0], true
 			s.mu.Unlock()
 			s.log.Debug("QEMU capabilities", "caps", fmt.Sprintf("%#02x", a[0]))
 		}
-	case OpReset:
+	case vmcodec.OpReset:
 		s.log.Info("QEMU reports a guest reset")
 		if s.onReset != nil {
 			s.onReset()
@@ -337,11 +339,11 @@ func (s *Server) handleApp(c *conn, cmd uint8, data []byte) ([]byte, uint8) {
 			s.onEnables(s.enables)
 		}
 		if now := s.enables&irqBits != 0; now != was && s.cur == c {
-			op := OpDisableIRQ
+			op := vmcodec.OpDisableIRQ
 			if now {
-				op = OpEnableIRQ
+				op = vmcodec.OpEnableIRQ
 			}
-			if err := c.write(AppendControl(nil, op)); err != nil {
+			if err := c.write(vmcodec.AppendControl(nil, op)); err != nil {
 				s.log.Warn("could not send IRQ state to QEMU", "op", op.String(), "err", err)
 			} else {
 				s.log.Info("host driver changed the KCS interrupt", "enabled", now)
@@ -391,7 +393,7 @@ func (s *Server) getMessageBody(m pushed) []byte {
 	b = append(b, s.pushChannel&0x0F, nf, -(bmcSlaveAddr + nf))
 	b = append(b, s.requester, m.seq<<2, m.cmd)
 	b = append(b, m.data...)
-	return append(b, -checksum(b[3:]))
+	return append(b, -vmcodec.Checksum(b[3:]))
 }
 
 // sendMessage takes a Send Message request from the host: channel, then an
@@ -401,7 +403,7 @@ func (s *Server) sendMessage(data []byte) uint8 {
 		return uint8(types.CodeRequestDataLengthInvalid)
 	}
 	ipmb := data[1:]
-	if checksum(ipmb[:3]) != 0 || checksum(ipmb[3:]) != 0 {
+	if vmcodec.Checksum(ipmb[:3]) != 0 || vmcodec.Checksum(ipmb[3:]) != 0 {
 		s.log.Warn("host sent a Send Message with a bad IPMB checksum", "bytes", hex.EncodeToString(data))
 		return uint8(types.CodeRequestDataFieldInvalid)
 	}
@@ -431,12 +433,12 @@ func (s *Server) syncAttnLocked(c *conn, rearm bool) error {
 	var b []byte
 	switch {
 	case want && s.attnOn && rearm:
-		b = AppendControl(b, OpNoAttn)
-		b = AppendControl(b, s.attnOp())
+		b = vmcodec.AppendControl(b, vmcodec.OpNoAttn)
+		b = vmcodec.AppendControl(b, s.attnOp())
 	case want && !s.attnOn:
-		b = AppendControl(b, s.attnOp())
+		b = vmcodec.AppendControl(b, s.attnOp())
 	case !want && s.attnOn:
-		b = AppendControl(b, OpNoAttn)
+		b = vmcodec.AppendControl(b, vmcodec.OpNoAttn)
 	default:
 		return nil
 	}
@@ -448,11 +450,11 @@ func (s *Server) syncAttnLocked(c *conn, rearm bool) error {
 	return nil
 }
 
-func (s *Server) attnOp() Op {
+func (s *Server) attnOp() vmcodec.Op {
 	if s.enables&enableRcvMsgIntr != 0 {
-		return OpAttnIRQ
+		return vmcodec.OpAttnIRQ
 	}
-	return OpAttn
+	return vmcodec.OpAttn
 }
 
 // SetAttention raises (a fresh edge every time) or clears SMS_ATN for the
@@ -504,18 +506,20 @@ func (s *Server) Connected() bool {
 }
 
 // PowerOff asks QEMU to power the guest off.
-func (s *Server) PowerOff() error { return s.hwOp(OpPowerOff, CapPower) }
+func (s *Server) PowerOff() error { return s.hwOp(vmcodec.OpPowerOff, vmcodec.CapPower) }
 
 // Reset asks QEMU to reset the guest.
-func (s *Server) Reset() error { return s.hwOp(OpReset, CapReset) }
+func (s *Server) Reset() error { return s.hwOp(vmcodec.OpReset, vmcodec.CapReset) }
 
 // GracefulShutdown asks QEMU to press the guest's ACPI power button.
-func (s *Server) GracefulShutdown() error { return s.hwOp(OpGracefulShutdown, CapGracefulShutdown) }
+func (s *Server) GracefulShutdown() error {
+	return s.hwOp(vmcodec.OpGracefulShutdown, vmcodec.CapGracefulShutdown)
+}
 
 // SendNMI asks QEMU to inject an NMI into the guest.
-func (s *Server) SendNMI() error { return s.hwOp(OpSendNMI, CapNMI) }
+func (s *Server) SendNMI() error { return s.hwOp(vmcodec.OpSendNMI, vmcodec.CapNMI) }
 
-func (s *Server) hwOp(op Op, capBit uint8) error {
+func (s *Server) hwOp(op vmcodec.Op, capBit uint8) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cur == nil {
@@ -524,7 +528,7 @@ func (s *Server) hwOp(op Op, capBit uint8) error {
 	if s.capsSeen && s.caps&capBit == 0 {
 		return fmt.Errorf("%s: %w (capabilities %#02x)", op, ErrNotSupported, s.caps)
 	}
-	if err := s.cur.write(AppendControl(nil, op)); err != nil {
+	if err := s.cur.write(vmcodec.AppendControl(nil, op)); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	s.log.Info("sent a power control to QEMU", "op", op.String())

@@ -12,6 +12,8 @@ import (
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/hal/mock"
+
+	"github.com/ooblab/ooblab/internal/vmcodec"
 )
 
 func newBMC() *bmc.BMC {
@@ -49,8 +51,8 @@ func startServer(t *testing.T, opts ...Option) (*Server, string) {
 type rawQEMU struct {
 	t  *testing.T
 	nc net.Conn
-	d  Decoder
-	q  []Frame
+	d  vmcodec.Decoder
+	q  []vmcodec.Frame
 }
 
 func dialRaw(t *testing.T, addr string) *rawQEMU {
@@ -70,13 +72,13 @@ func (r *rawQEMU) send(h string) {
 	}
 }
 
-func (r *rawQEMU) next() Frame {
+func (r *rawQEMU) next() vmcodec.Frame {
 	r.t.Helper()
 	buf := make([]byte, 512)
 	for len(r.q) == 0 {
 		r.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 		n, err := r.nc.Read(buf)
-		r.d.Feed(buf[:n], func(f Frame) { r.q = append(r.q, f) })
+		r.d.Feed(buf[:n], func(f vmcodec.Frame) { r.q = append(r.q, f) })
 		if err != nil && len(r.q) == 0 {
 			r.t.Fatalf("read: %v", err)
 		}
@@ -117,10 +119,10 @@ func TestServerWire(t *testing.T) {
 	}
 
 	// Set BMC Global Enables bit 0: ENABLE_IRQ first, then the response.
-	q.send(hx(AppendMessage(nil, 1, 0x06<<2, 0x2e, []byte{0x01})))
+	q.send(hx(vmcodec.AppendMessage(nil, 1, 0x06<<2, 0x2e, []byte{0x01})))
 	q.expect("enable irq", "05")
 	q.expect("set enables rsp", "01 1c 2e 00 b5")
-	q.send(hx(AppendMessage(nil, 2, 0x06<<2, 0x2f, nil)))
+	q.send(hx(vmcodec.AppendMessage(nil, 2, 0x06<<2, 0x2f, nil)))
 	q.expect("get enables rsp", "02 1c 2f 00 01 b2")
 
 	// Push: ATTN_IRQ (interrupts are on).
@@ -135,21 +137,21 @@ func TestServerWire(t *testing.T) {
 	q.expect("rearm off", "00")
 	q.expect("rearm on", "02")
 
-	q.send(hx(AppendMessage(nil, 3, 0x06<<2, 0x31, nil)))
+	q.send(hx(vmcodec.AppendMessage(nil, 3, 0x06<<2, 0x31, nil)))
 	q.expect("flags", "03 1c 31 00 01 af")
 	// Get Message: chan 0, netfn 2e<<2=b8, sum1 -(20+b8)=28, rqSA 81, seq 1<<2, cmd 10, data, sum2.
-	q.send(hx(AppendMessage(nil, 4, 0x06<<2, 0x33, nil)))
+	q.send(hx(vmcodec.AppendMessage(nil, 4, 0x06<<2, 0x33, nil)))
 	f = q.next()
 	if got, want := hx(f.Data()), "00 00 b8 28 81 04 10 d9 7e 00 aa 6a"; got != want {
 		t.Fatalf("Get Message body %s, want %s", got, want)
 	}
 	// Last message: the queue empties, so NOATTN comes before the response.
-	q.send(hx(AppendMessage(nil, 5, 0x06<<2, 0x33, nil)))
+	q.send(hx(vmcodec.AppendMessage(nil, 5, 0x06<<2, 0x33, nil)))
 	q.expect("attn off", "00")
 	if f = q.next(); hx(f.Data()) != "00 00 b8 28 81 08 11 66" {
 		t.Fatalf("second Get Message %s", hx(f.Data()))
 	}
-	q.send(hx(AppendMessage(nil, 6, 0x06<<2, 0x33, nil)))
+	q.send(hx(vmcodec.AppendMessage(nil, 6, 0x06<<2, 0x33, nil)))
 	if f = q.next(); f.Data()[0] != 0x80 {
 		t.Fatalf("empty queue answered %s", hx(f.Raw))
 	}
@@ -158,8 +160,8 @@ func TestServerWire(t *testing.T) {
 	// netfn 2f, sum1, rqSA 20, seq 1, cmd 10, cc 00, data 01 02, sum2.
 	ipmb := []byte{0x00, 0x81, 0x2f << 2, 0, 0x20, 1 << 2, 0x10, 0x00, 0x01, 0x02, 0}
 	ipmb[3] = -(ipmb[1] + ipmb[2])
-	ipmb[10] = -checksum(ipmb[4:10])
-	q.send(hx(AppendMessage(nil, 7, 0x06<<2, 0x34, ipmb)))
+	ipmb[10] = -vmcodec.Checksum(ipmb[4:10])
+	q.send(hx(vmcodec.AppendMessage(nil, 7, 0x06<<2, 0x34, ipmb)))
 	if f = q.next(); f.Data()[0] != 0 {
 		t.Fatalf("Send Message answered %s", hx(f.Raw))
 	}
@@ -170,7 +172,7 @@ func TestServerWire(t *testing.T) {
 	mu.Unlock()
 	// A corrupt one is refused with 0xCC.
 	ipmb[10]++
-	q.send(hx(AppendMessage(nil, 8, 0x06<<2, 0x34, ipmb)))
+	q.send(hx(vmcodec.AppendMessage(nil, 8, 0x06<<2, 0x34, ipmb)))
 	if f = q.next(); f.Data()[0] != 0xcc {
 		t.Fatalf("corrupt Send Message answered %s", hx(f.Raw))
 	}
@@ -203,7 +205,7 @@ func TestServerAttentionAck(t *testing.T) {
 	q.expect("rearm off", "00")
 	q.expect("rearm on", "01")
 	// The host reads the flags (nothing queued): attention is acknowledged.
-	q.send(hx(AppendMessage(nil, 1, 0x06<<2, 0x31, nil)))
+	q.send(hx(vmcodec.AppendMessage(nil, 1, 0x06<<2, 0x31, nil)))
 	q.expect("attn cleared", "00")
 	q.expect("flags", "01 1c 31 00 00 b2")
 }
@@ -221,7 +223,7 @@ func TestServerReconnect(t *testing.T) {
 	}
 	q1 := dialRaw(t, addr)
 	q1.expect("hello", "ff 01")
-	q1.send(hx(AppendMessage(nil, 1, 0x06<<2, 0x2e, []byte{0x01})))
+	q1.send(hx(vmcodec.AppendMessage(nil, 1, 0x06<<2, 0x2e, []byte{0x01})))
 	q1.expect("enable irq", "05")
 	q1.next()
 	if err := s.Push(0x2e, 0x10, nil); err != nil {

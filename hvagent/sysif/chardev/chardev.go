@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/hvagent/sysif"
+
+	"github.com/ooblab/ooblab/internal/vmcodec"
 )
 
 var _ sysif.Conn = (*Client)(nil)
@@ -69,12 +71,12 @@ type Client struct {
 	pend     *pending
 	irq      bool
 	attn     bool
-	ctrlSeen []Op
+	ctrlSeen []vmcodec.Op
 
 	notify   chan struct{}
 	attnCh   chan struct{}
 	messages chan Message
-	controls chan Op
+	controls chan vmcodec.Op
 	done     chan struct{}
 	wg       sync.WaitGroup
 }
@@ -111,7 +113,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		notify:   make(chan struct{}, 1),
 		attnCh:   make(chan struct{}, 1),
 		messages: make(chan Message, messagesBacklog),
-		controls: make(chan Op, 64),
+		controls: make(chan vmcodec.Op, 64),
 		done:     make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -144,8 +146,8 @@ func (c *Client) connLocked(ctx context.Context) (net.Conn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	hello := appendControl(nil, OpVersion, 1)
-	hello = appendControl(hello, OpCapabilities, c.caps)
+	hello := vmcodec.AppendControl(nil, vmcodec.OpVersion, 1)
+	hello = vmcodec.AppendControl(hello, vmcodec.OpCapabilities, c.caps)
 	nc.SetWriteDeadline(time.Now().Add(c.timeout))
 	if _, err := nc.Write(hello); err != nil {
 		nc.Close()
@@ -159,11 +161,11 @@ func (c *Client) connLocked(ctx context.Context) (net.Conn, error) {
 
 func (c *Client) readLoop(nc net.Conn) {
 	defer c.wg.Done()
-	var d decoder
+	var d vmcodec.Decoder
 	buf := make([]byte, 4096)
 	for {
 		n, err := nc.Read(buf)
-		d.feed(buf[:n], c.handleFrame)
+		d.Feed(buf[:n], c.handleFrame)
 		if err != nil {
 			c.mu.Lock()
 			if c.nc == nc {
@@ -184,31 +186,34 @@ func (c *Client) readLoop(nc net.Conn) {
 	}
 }
 
-func (c *Client) handleFrame(f frame) {
-	if f.bad != "" {
-		c.log.Warn("dropped a malformed frame from the BMC", "why", f.bad, "bytes", hex.EncodeToString(f.raw))
+func (c *Client) handleFrame(f vmcodec.Frame) {
+	if f.Err == nil && f.Kind == vmcodec.KindMessage && len(f.Raw) < minResponse {
+		f.Err = fmt.Errorf("%w for a response", vmcodec.ErrShort)
+	}
+	if f.Err != nil {
+		c.log.Warn("dropped a malformed frame from the BMC", "why", f.Err.Error(), "bytes", hex.EncodeToString(f.Raw))
 		return
 	}
-	if f.ctrl {
-		op := Op(f.raw[0])
+	if f.Kind == vmcodec.KindControl {
+		op := f.Op()
 		c.mu.Lock()
 		c.ctrlSeen = append(c.ctrlSeen, op)
 		switch op {
-		case OpEnableIRQ:
+		case vmcodec.OpEnableIRQ:
 			c.irq = true
-		case OpDisableIRQ:
+		case vmcodec.OpDisableIRQ:
 			c.irq = false
-		case OpNoAttn:
+		case vmcodec.OpNoAttn:
 			c.attn = false
-		case OpAttn, OpAttnIRQ:
+		case vmcodec.OpAttn, vmcodec.OpAttnIRQ:
 			c.attn = true
 		}
 		c.mu.Unlock()
 		switch op {
-		case OpAttn, OpAttnIRQ:
+		case vmcodec.OpAttn, vmcodec.OpAttnIRQ:
 			signal(c.notify)
 			signal(c.attnCh)
-		case OpPowerOff, OpReset, OpSendNMI, OpGracefulShutdown:
+		case vmcodec.OpPowerOff, vmcodec.OpReset, vmcodec.OpSendNMI, vmcodec.OpGracefulShutdown:
 			select {
 			case c.controls <- op:
 			default:
@@ -219,17 +224,17 @@ func (c *Client) handleFrame(f frame) {
 	}
 	c.mu.Lock()
 	p := c.pend
-	if p != nil && p.seq == f.raw[0] {
+	if p != nil && p.seq == f.Seq() {
 		c.pend = nil
 	} else {
 		p = nil
 	}
 	c.mu.Unlock()
 	if p == nil {
-		c.log.Warn("dropped a response nobody waits for (late or unknown seq)", "bytes", hex.EncodeToString(f.raw))
+		c.log.Warn("dropped a response nobody waits for (late or unknown seq)", "bytes", hex.EncodeToString(f.Raw))
 		return
 	}
-	p.ch <- f.raw
+	p.ch <- f.Raw
 }
 
 func signal(ch chan struct{}) {
@@ -269,7 +274,7 @@ func (c *Client) Do(ctx context.Context, netfn, cmd uint8, data []byte) ([]byte,
 
 	dl, _ := ctx.Deadline()
 	nc.SetWriteDeadline(dl)
-	if _, err := nc.Write(appendMessage(nil, p.seq, netfn<<2, cmd, data)); err != nil {
+	if _, err := nc.Write(vmcodec.AppendMessage(nil, p.seq, netfn<<2, cmd, data)); err != nil {
 		nc.Close()
 		return nil, 0, fmt.Errorf("chardev: send netfn %#02x cmd %#02x: %w: %w", netfn, cmd, ErrPeerGone, err)
 	}
@@ -297,7 +302,7 @@ func (c *Client) Messages() <-chan Message { return c.messages }
 
 // Controls yields the power controls the BMC sent (POWEROFF, RESET,
 // SEND_NMI, GRACEFUL_SHUTDOWN), as QEMU would act on them.
-func (c *Client) Controls() <-chan Op { return c.controls }
+func (c *Client) Controls() <-chan vmcodec.Op { return c.controls }
 
 // IRQEnabled reports whether the BMC enabled the interrupt (ENABLE_IRQ).
 func (c *Client) IRQEnabled() bool {
@@ -314,10 +319,10 @@ func (c *Client) Attention() bool {
 }
 
 // ControlLog returns every control op received so far, in order.
-func (c *Client) ControlLog() []Op {
+func (c *Client) ControlLog() []vmcodec.Op {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]Op(nil), c.ctrlSeen...)
+	return append([]vmcodec.Op(nil), c.ctrlSeen...)
 }
 
 // Reply answers a pushed message with completion code cc and data, as a
@@ -327,7 +332,7 @@ func (c *Client) Reply(ctx context.Context, m Message, cc uint8, data []byte) er
 	b[3] = -(b[1] + b[2])
 	b = append(b, hostSlaveAddr, m.Seq<<2, m.Cmd, cc)
 	b = append(b, data...)
-	b = append(b, -sum(b[4:]))
+	b = append(b, -vmcodec.Checksum(b[4:]))
 	_, rcc, err := c.Do(ctx, netFnApp, cmdSendMessage, b)
 	if err != nil {
 		return err

@@ -17,6 +17,8 @@ import (
 	"github.com/ooblab/ooblab/bmcsim/kcs"
 	"github.com/ooblab/ooblab/hvagent/sysif"
 	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
+
+	"github.com/ooblab/ooblab/internal/vmcodec"
 )
 
 type hostReply struct {
@@ -119,7 +121,7 @@ func TestIRQAndPushReply(t *testing.T) {
 	if m.NetFn != 0x2e || m.Cmd != 0x10 || !slices.Equal(m.Data, payload) || m.Channel != 0 {
 		t.Fatalf("pushed message %+v", m)
 	}
-	if !slices.Contains(c.ControlLog(), chardev.OpAttnIRQ) {
+	if !slices.Contains(c.ControlLog(), vmcodec.OpAttnIRQ) {
 		t.Fatalf("controls %v lack ATTN_IRQ", c.ControlLog())
 	}
 	waitFor(t, "queue drained and NOATTN", func() bool { return sim.srv.QueueLen() == 0 && !c.Attention() })
@@ -146,7 +148,7 @@ func TestAttentionRearm(t *testing.T) {
 	log := c.ControlLog()
 	n := 0
 	for _, op := range log {
-		if op == chardev.OpAttn {
+		if op == vmcodec.OpAttn {
 			n++
 		}
 	}
@@ -165,7 +167,7 @@ func TestReconnectAndPower(t *testing.T) {
 	if err := sim.srv.PowerOff(); err != nil {
 		t.Fatal(err)
 	}
-	if op := wait(t, "power off", c1.Controls()); op != chardev.OpPowerOff {
+	if op := wait(t, "power off", c1.Controls()); op != vmcodec.OpPowerOff {
 		t.Fatalf("got %v", op)
 	}
 
@@ -183,7 +185,7 @@ func TestReconnectAndPower(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, want := range []chardev.Op{chardev.OpReset, chardev.OpGracefulShutdown, chardev.OpSendNMI} {
+	for _, want := range []vmcodec.Op{vmcodec.OpReset, vmcodec.OpGracefulShutdown, vmcodec.OpSendNMI} {
 		if op := wait(t, want.String(), c2.Controls()); op != want {
 			t.Fatalf("got %v want %v", op, want)
 		}

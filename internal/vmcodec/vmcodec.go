@@ -1,4 +1,8 @@
-package kcs
+// Package vmcodec is the wire codec of QEMU's ipmi-bmc-extern chardev
+// protocol (OpenIPMI lanserv's "VM" serial codec), shared by the BMC side
+// (bmcsim/kcs) and QEMU's side (hvagent/sysif/chardev). It does no I/O; the
+// frame layout is drawn in bmcsim/kcs's package doc.
+package vmcodec
 
 import (
 	"errors"
@@ -79,10 +83,10 @@ func (o Op) String() string {
 // Decoding errors carried by Frame.Err. The frame is dropped; the stream
 // resynchronises at the next end byte.
 var (
-	ErrTooLong     = errors.New("kcs: frame longer than MaxFrame")
-	ErrEscapeAtEnd = errors.New("kcs: frame ends inside an escape")
-	ErrShort       = errors.New("kcs: message shorter than seq+netfn+cmd+checksum")
-	ErrChecksum    = errors.New("kcs: message checksum mismatch")
+	ErrTooLong     = errors.New("vmcodec: frame longer than MaxFrame")
+	ErrEscapeAtEnd = errors.New("vmcodec: frame ends inside an escape")
+	ErrShort       = errors.New("vmcodec: message shorter than seq+netfn+cmd+checksum")
+	ErrChecksum    = errors.New("vmcodec: message checksum mismatch")
 )
 
 // FrameKind tells a message from a control command.
@@ -141,7 +145,7 @@ func (d *Decoder) Feed(p []byte, emit func(Frame)) {
 				continue
 			case kind == KindMessage && len(d.buf) < 4:
 				f.Err = ErrShort
-			case kind == KindMessage && checksum(d.buf) != 0:
+			case kind == KindMessage && Checksum(d.buf) != 0:
 				f.Err = ErrChecksum
 			}
 			f.Raw = append([]byte(nil), d.buf...)
@@ -167,8 +171,8 @@ func (d *Decoder) reset() {
 	d.buf, d.esc, d.over = d.buf[:0], false, false
 }
 
-// checksum sums bytes; a message including its trailing checksum sums to 0.
-func checksum(b []byte) uint8 {
+// Checksum sums bytes; a message including its trailing checksum sums to 0.
+func Checksum(b []byte) uint8 {
 	var s uint8
 	for _, c := range b {
 		s += c

@@ -1,4 +1,4 @@
-package kcs
+package vmcodec
 
 import (
 	"bytes"
@@ -138,7 +138,7 @@ func FuzzDecode(f *testing.F) {
 			if fr.Err != nil || fr.Kind != KindMessage {
 				return
 			}
-			if checksum(fr.Raw) != 0 || len(fr.Raw) < 4 {
+			if Checksum(fr.Raw) != 0 || len(fr.Raw) < 4 {
 				t.Fatalf("accepted a bad message % x", fr.Raw)
 			}
 			// re-encoding a good message decodes to the same bytes
