@@ -262,15 +262,24 @@ type WriteQueueResponse struct{ IANA IANA }
 func (r *WriteQueueResponse) Pack() ([]byte, error) { return r.IANA.append(nil), nil }
 
 func (r *WriteQueueResponse) Unpack(data []byte) error {
-	i, rest, err := readIANA(data)
+	i, err := readIANAOnly(data)
 	if err != nil {
 		return err
 	}
-	if len(rest) != 0 {
-		return fmt.Errorf("%w: %d trailing bytes", ErrLength, len(rest))
-	}
 	r.IANA = i
 	return nil
+}
+
+// readIANAOnly decodes data that must be exactly the IANA number.
+func readIANAOnly(data []byte) (IANA, error) {
+	i, rest, err := readIANA(data)
+	if err != nil {
+		return 0, err
+	}
+	if len(rest) != 0 {
+		return 0, fmt.Errorf("%w: %d trailing bytes", ErrLength, len(rest))
+	}
+	return i, nil
 }
 
 // ReadQueueRequest is the request of CmdReadQueue1 and CmdReadQueue2.
@@ -352,12 +361,9 @@ type GetQueueStatusRequest struct{ IANA IANA }
 func (r *GetQueueStatusRequest) Pack() ([]byte, error) { return r.IANA.append(nil), nil }
 
 func (r *GetQueueStatusRequest) Unpack(data []byte) error {
-	i, rest, err := readIANA(data)
+	i, err := readIANAOnly(data)
 	if err != nil {
 		return err
-	}
-	if len(rest) != 0 {
-		return fmt.Errorf("%w: %d trailing bytes", ErrLength, len(rest))
 	}
 	r.IANA = i
 	return nil
