@@ -39,5 +39,8 @@ func TestWriteCorpus(t *testing.T) {
 	for _, tt := range wireTests {
 		seeds = append(seeds, seed{byte(tt.cmd), tt.side == "lan", unhex(t, tt.req)})
 	}
+	for _, s := range readForSeeds {
+		seeds = append(seeds, seed{s.cmd, s.lan, unhex(t, s.hex)})
+	}
 	writeCorpus(t, "FuzzHandlers", seeds)
 }
