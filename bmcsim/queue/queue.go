@@ -17,8 +17,8 @@
 //     the alert log, read by every follower from its own cursor and removed
 //     once every follower has acknowledged it. A reader that stops reading
 //     for [Options.ReaderTTL] is forgotten and its records evicted; the
-//     alert log keeps at most [Options.AlertLog] records for at most
-//     [Options.AlertTTL]. Every eviction is counted;
+//     alert log holds at most [Options.AlertLog] records (more are refused
+//     with 0xC4) for at most [Options.AlertTTL]. Every eviction is counted;
 //   - with a state directory every change is journalled and a write is
 //     fsynced before it is answered, outside the queue's lock (see
 //     journal.go), so records survive a restart.
@@ -63,7 +63,8 @@ type Options struct {
 	// evicted (default DefaultReaderTTL).
 	ReaderTTL time.Duration
 	// AlertLog caps the records of the alert log (addressed to 0) in Queue 2;
-	// one more evicts the oldest (default a quarter of Capacity2, at least 1).
+	// a write beyond it is refused as full (0xC4), so alerts can never crowd
+	// out answers (default a quarter of Capacity2, at least 1).
 	AlertLog int
 	// AlertTTL is how long an alert log record is kept for followers that
 	// have not read it yet (default DefaultAlertTTL).
@@ -162,7 +163,8 @@ func (q *Queue) write(r record.Record) (int, bool, func() error, error) {
 	if q.multi {
 		q.sweep(now)
 		if r.Requester == 0 && q.alerts >= q.alertCap {
-			q.evictOldestAlert()
+			q.m.full.Inc()
+			return len(q.items), false, nil, fmt.Errorf("%w: the alert log of %s holds %d records", ErrFull, q.name, q.alertCap)
 		}
 	}
 	if len(q.items) >= q.capacity {
@@ -360,19 +362,6 @@ func (q *Queue) trimAlerts() error {
 		i++
 	}
 	return nil
-}
-
-// evictOldestAlert drops the oldest alert log record. Caller holds q.mu.
-func (q *Queue) evictOldestAlert() {
-	for i, e := range q.items {
-		if e.rec.Requester == 0 {
-			if err := q.removeAt(i); err != nil && q.j != nil {
-				q.j.log.Warn("journal write of an eviction failed", "queue", q.name, "err", err)
-			}
-			q.m.evicted.WithLabelValues("alert_log_full").Inc()
-			return
-		}
-	}
 }
 
 // removeAt removes items[i], journalling the removal and remembering its

@@ -554,3 +554,79 @@ func mustKey(t testing.TB) *seal.Key {
 	}
 	return k
 }
+
+// TestAnswerAddressedToRequester: a request whose records carry requester
+// id X is answered with records addressed to X; another reader (the
+// version 1 read, or another id) does not see them, X does.
+func TestAnswerAddressedToRequester(t *testing.T) {
+	lab := newBMC(t, queue.Options{})
+	runLoop(t, Config{Conn: lab.host, Handler: &echo{}, PollInterval: 10 * time.Millisecond})
+	vms := dialVMS(t, lab.port)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const x = 0x5eed
+	msg := randBytes(500) // three records
+	recs, err := record.FragmentFor(x, 42, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		data, _ := (&oem.WriteQueueRequest{IANA: oem.DefaultIANA, Record: r}).Pack()
+		if _, cc, err := vms.raw(ctx, oem.CmdWriteQueue1, data); err != nil || cc != oem.CCOK {
+			t.Fatalf("write: %v %v", cc, err)
+		}
+	}
+	readFor := func(reader uint32, ack *oem.Ack) oem.ReadQueueResponse {
+		t.Helper()
+		data, _ := (&oem.ReadQueue2ForRequest{IANA: oem.DefaultIANA, Reader: reader, Flags: oem.ReadAlertLog, Ack: ack}).Pack()
+		resp, cc, err := vms.raw(ctx, oem.CmdReadQueue2For, data)
+		if err != nil || cc != oem.CCOK {
+			t.Fatalf("read-for %#x: %v %v", reader, cc, err)
+		}
+		var r oem.ReadQueueResponse
+		if err := r.Unpack(resp); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// Wait for the whole answer to be queued.
+	for lab.qs.Queue2().Len() < len(recs) {
+		if err := pause(ctx, 2*time.Millisecond); err != nil {
+			t.Fatalf("answer never queued: %v", err)
+		}
+	}
+	if r := readFor(x+1, nil); !r.Empty {
+		t.Fatalf("another reader got %v", r.Record)
+	}
+	data, _ := (&oem.ReadQueueRequest{IANA: oem.DefaultIANA}).Pack()
+	resp, _, _ := vms.raw(ctx, oem.CmdReadQueue2, data)
+	if !bytes.Equal(resp, []byte{0xd9, 0x7e, 0x00, 0x01}) {
+		t.Fatalf("version 1 reader got % x", resp)
+	}
+	ra := record.NewReassembler(record.ReassemblerConfig{})
+	var ack *oem.Ack
+	for {
+		r := readFor(x, ack)
+		if r.Empty {
+			t.Fatal("answer incomplete")
+		}
+		if r.Record.Requester != x {
+			t.Fatalf("record addressed to %#x", r.Record.Requester)
+		}
+		ack = &oem.Ack{MsgID: r.Record.MsgID, Index: r.Record.Index}
+		got, done, err := ra.Add(r.Record, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			if !bytes.Equal(got, msg) {
+				t.Fatal("answer differs")
+			}
+			break
+		}
+	}
+	readFor(x, ack)
+	if n := lab.qs.Queue2().Len(); n != 0 {
+		t.Fatalf("queue 2 holds %d records after the ack", n)
+	}
+}
