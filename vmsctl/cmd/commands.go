@@ -53,6 +53,8 @@ type vmResult struct {
 	VM         string         `json:"vm,omitempty"`
 	OK         bool           `json:"ok"`
 	Via        string         `json:"via"`
+	Executed   string         `json:"executed_via,omitempty"`
+	SentVia    []string       `json:"sent_via,omitempty"`
 	LatencyMs  float64        `json:"latency_ms"`
 	RequestID  string         `json:"request_id"`
 	Challenged bool           `json:"challenged,omitempty"`
@@ -100,7 +102,7 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 	if err != nil {
 		return err
 	}
-	out := vmResult{Host: host, Command: c.String(), VM: vm, OK: true, Via: res.Via,
+	out := vmResult{Host: host, Command: c.String(), VM: vm, OK: true, Via: res.Via, Executed: res.ExecutedVia, SentVia: res.SentVia,
 		LatencyMs: ms(res.Latency), RequestID: fmt.Sprintf("%016x", res.RequestID), Challenged: res.Challenged, VMs: res.Reply.VMs}
 	return a.emit(out, func(w io.Writer) {
 		if c == vmsg.CmdList || c == vmsg.CmdStatus {
@@ -116,6 +118,13 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 		extra := ""
 		if res.Challenged {
 			extra = " (challenge answered)"
+		}
+		if len(res.SentVia) > 1 {
+			ran := res.ExecutedVia
+			if ran == "" {
+				ran = "one of them"
+			}
+			extra += fmt.Sprintf(" (sent over %s; run once, via %s)", strings.Join(res.SentVia, " and "), ran)
 		}
 		fmt.Fprintf(w, "%s %s on %s: ok%s, %s\n", c, vm, host, extra, viaText(res.Via, res.Latency))
 	})
