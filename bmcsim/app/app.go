@@ -52,6 +52,7 @@ func Run(ctx context.Context, f *sim.File, log *slog.Logger) error {
 		q, err := queue.Open(queue.Options{
 			Capacity1:      b.Config.QueueCapacity,
 			Capacity2:      b.Config.QueueCapacity,
+			ReaderTTL:      b.Config.ReaderTTL.Duration,
 			StateDir:       b.Config.State,
 			Registerer:     prometheus.WrapRegistererWith(prometheus.Labels{"bmc": b.Config.Name}, reg),
 			Logger:         blog,

@@ -109,6 +109,7 @@ type Queue struct {
 	multi    bool // Queue 2: readers by id, alert log
 
 	readerTTL, alertTTL  time.Duration
+	opened               time.Time // readers could not read before
 	alertCap, maxReaders int
 
 	mu      sync.Mutex
@@ -127,7 +128,7 @@ type Queue struct {
 func newQueue(name string, capacity int, o *Options, m *metrics) *Queue {
 	return &Queue{
 		name: name, capacity: capacity, now: o.Now, m: m,
-		readerTTL: o.ReaderTTL, alertTTL: o.AlertTTL, alertCap: o.AlertLog, maxReaders: o.MaxReaders,
+		readerTTL: o.ReaderTTL, alertTTL: o.AlertTTL, opened: o.Now(), alertCap: o.AlertLog, maxReaders: o.MaxReaders,
 		keys: map[record.Key]struct{}{}, recent: map[record.Key]struct{}{}, readers: map[uint32]*reader{},
 	}
 }
@@ -312,7 +313,12 @@ func (q *Queue) sweep(now time.Time) {
 		e := q.items[i]
 		var reason string
 		if e.rec.Requester != 0 {
+			// A reader cannot have read while the BMC was down: count from
+			// the restart for records restored from the journal.
 			seen := e.enq
+			if q.opened.After(seen) {
+				seen = q.opened
+			}
 			if rd, ok := q.readers[e.rec.Requester]; ok && rd.seen.After(seen) {
 				seen = rd.seen
 			}

@@ -269,3 +269,31 @@ var readForSeeds = []struct {
 	{6, true, "d9 7e 00 05 00 00 00 01 01 00 00 00 00 00 00 00 00 00"},
 	{3, false, "d9 7e 00 01 00 02 00 00 00 00 00 00 00 00 00 01 00 62"},
 }
+
+// TestRestartGivesReadersTime: records restored from the journal are not
+// evicted for their age alone: their reader could not read while bmcsim was
+// down.
+func TestRestartGivesReadersTime(t *testing.T) {
+	dir := t.TempDir()
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	qs, err := Open(Options{StateDir: dir, Now: clk.Now, ReaderTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs.Queue2().Write(to(7, 1, "answer"))
+	qs.Close()
+	clk.Add(10 * time.Minute) // bmcsim was down
+	qs2, err := Open(Options{StateDir: dir, Now: clk.Now, ReaderTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qs2.Close()
+	if r, ok, _ := qs2.Queue2().ReadFor(7, false, nil); !ok || r.MsgID != 1 {
+		t.Fatalf("restored answer evicted at once: %v %v", r, ok)
+	}
+	clk.Add(2 * time.Minute)
+	qs2.Queue2().ReadFor(8, false, nil)
+	if qs2.Queue2().Len() != 0 {
+		t.Fatal("answer of a reader gone since the restart kept")
+	}
+}

@@ -65,6 +65,10 @@ type Config struct {
 	// RAKP 3 before it counts as a failed authentication.
 	AuthTimeout   Duration `toml:"auth_timeout"`
 	QueueCapacity int      `toml:"queue_capacity"`
+	// ReaderTTL: a Queue 2 reader (a VMS requester id) that has not read
+	// for this long is forgotten and the records addressed to it evicted
+	// (0: bmcsim/queue's default, 1 min).
+	ReaderTTL Duration `toml:"reader_ttl"`
 }
 
 // User is one BMC account.
