@@ -281,10 +281,15 @@ func (l *Loop) handle(ctx context.Context, env []byte, requester uint32) {
 func (l *Loop) Send(ctx context.Context, env []byte) error { return l.sendTo(ctx, 0, env) }
 
 // sendTo is Send with the records addressed to requester (0: every reader).
+// An Alert (the seal header's kind, in clear) always goes to every reader,
+// also when it is part of an answer: every following VMS must see it.
 func (l *Loop) sendTo(ctx context.Context, requester uint32, env []byte) error {
 	id := uint64(0)
 	if h, _, err := seal.ParseHeader(env); err == nil {
 		id = h.MsgID
+		if h.Kind == vmsg.KindAlert {
+			requester = 0
+		}
 	}
 	if id == 0 {
 		id = uint64(time.Now().UnixNano())

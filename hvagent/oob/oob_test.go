@@ -630,3 +630,39 @@ func TestAnswerAddressedToRequester(t *testing.T) {
 		t.Fatalf("queue 2 holds %d records after the ack", n)
 	}
 }
+
+// TestAlertInAnswerGoesToEveryReader: an answer made of a Reply and an
+// Alert (a refusal over the OOB-I) sends the Reply to the requester and the
+// Alert to the alert log.
+func TestAlertInAnswerGoesToEveryReader(t *testing.T) {
+	lab := newBMC(t, queue.Options{})
+	key, err := seal.Enroll("hv1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl := seal.NewSealer(key)
+	h := handlerFunc(func(_ context.Context, env []byte) ([][]byte, error) {
+		rep, _ := sl.Seal(vmsg.KindReply, 1001, []byte{0xa0}, time.Now())
+		al, _ := sl.Seal(vmsg.KindAlert, 1002, []byte{0xa0}, time.Now())
+		return [][]byte{rep, al}, nil
+	})
+	runLoop(t, Config{Conn: lab.host, Handler: h, PollInterval: 10 * time.Millisecond})
+	q1, q2 := lab.qs.Queue1(), lab.qs.Queue2()
+	if err := q1.Write(record.Record{Requester: 0x77, MsgID: 5, Count: 1, Payload: []byte("req")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for q2.Len() < 2 {
+		if err := pause(ctx, 2*time.Millisecond); err != nil {
+			t.Fatalf("answers never queued: %v", err)
+		}
+	}
+	if r, ok, _ := q2.ReadFor(0x77, false, nil); !ok || r.MsgID != 1001 || r.Requester != 0x77 {
+		t.Fatalf("requester read %v %v", r, ok)
+	}
+	if r, ok, _ := q2.ReadFor(0x99, true, nil); !ok || r.MsgID != 1002 || r.Requester != 0 {
+		t.Fatalf("follower read %v %v", r, ok)
+	}
+}
+
