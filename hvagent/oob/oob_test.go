@@ -665,4 +665,3 @@ func TestAlertInAnswerGoesToEveryReader(t *testing.T) {
 		t.Fatalf("follower read %v %v", r, ok)
 	}
 }
-
