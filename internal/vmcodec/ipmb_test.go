@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
 var ipmbTests = []struct {
@@ -30,7 +32,7 @@ func TestIPMB(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.get != "" {
 				b := AppendGetMessage(nil, tt.m)
-				if got := hx(b); got != tt.get {
+				if got := testutil.Hex(b); got != tt.get {
 					t.Fatalf("AppendGetMessage = %s, want %s", got, tt.get)
 				}
 				m, err := ParseGetMessage(b)
@@ -41,7 +43,7 @@ func TestIPMB(t *testing.T) {
 				}
 			}
 			b := AppendSendMessage(nil, tt.m)
-			if got := hx(b); got != tt.send {
+			if got := testutil.Hex(b); got != tt.send {
 				t.Fatalf("AppendSendMessage = %s, want %s", got, tt.send)
 			}
 			m, err := ParseSendMessage(b)
@@ -54,10 +56,10 @@ func TestIPMB(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ParseSendMessage(unhex(t, "00 20 18 c8 81 04")); !errors.Is(err, ErrIPMBShort) {
+	if _, err := ParseSendMessage(testutil.Unhex(t, "00 20 18 c8 81 04")); !errors.Is(err, ErrIPMBShort) {
 		t.Fatalf("short Send Message: %v", err)
 	}
-	if _, err := ParseGetMessage(unhex(t, "00 18 c8 81 04 01")); !errors.Is(err, ErrIPMBShort) {
+	if _, err := ParseGetMessage(testutil.Unhex(t, "00 18 c8 81 04 01")); !errors.Is(err, ErrIPMBShort) {
 		t.Fatalf("short Get Message: %v", err)
 	}
 }
