@@ -5,7 +5,6 @@
 package lab_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,7 +108,7 @@ var _ = SynchronizedAfterSuite(func() {
 	for _, c := range clients {
 		c.Close()
 	}
-}, func() {
+}, func(ctx SpecContext) {
 	if labDir == "" {
 		return
 	}
@@ -118,9 +117,9 @@ var _ = SynchronizedAfterSuite(func() {
 		GinkgoWriter.Printf("keeping the lab in %s\n", labDir)
 		return
 	}
-	Expect(ctl.Down(context.Background(), labDir, GinkgoWriter, nil)).To(Succeed())
+	Expect(ctl.Down(ctx, labDir, GinkgoWriter, nil)).To(Succeed())
 	Expect(os.RemoveAll(labDir)).To(Succeed())
-})
+}, NodeTimeout(2*time.Minute))
 
 // freeBasePort finds a base port B for hosts lab hosts whose ports (lab/ctl:
 // LAN B.., KCS B+100.., VMM-I B+2000.., metrics B+3000) are all free now.
