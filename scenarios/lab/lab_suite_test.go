@@ -125,7 +125,9 @@ var _ = SynchronizedAfterSuite(func() {
 // LAN B.., KCS B+100.., VMM-I B+2000.., metrics B+3000) are all free now.
 func freeBasePort(hosts int) (int, error) {
 	for try := 0; try < 200; try++ {
-		b := 20000 + rand.IntN(25000)
+		// Below the kernel's ephemeral range (32768+), so an outgoing
+		// connection cannot take a port between this check and QEMU's bind.
+		b := 20000 + rand.IntN(9000)
 		ok := true
 		var held []io.Closer
 		for n := 0; n < hosts && ok; n++ {
