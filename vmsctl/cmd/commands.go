@@ -9,7 +9,6 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -140,6 +139,7 @@ type hostRow struct {
 
 func (a *App) hostCmd() *cobra.Command {
 	h := group(&cobra.Command{Use: "host", Short: "The inventory's hosts"})
+	a.fan.addFlags(h.PersistentFlags())
 	h.AddCommand(&cobra.Command{
 		Use: "list", Short: "List the inventory's hosts (no network)", Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -200,7 +200,7 @@ func (a *App) hostCmd() *cobra.Command {
 	return h
 }
 
-// survey runs cmd on every named host (all when none) concurrently.
+// survey runs cmd on every named host (all when none), --parallel at once.
 func (a *App) survey(ctx context.Context, cl *client.Client, names []string, c vmsg.Command) ([]hostRow, error) {
 	if len(names) == 0 {
 		for _, h := range a.inv.Hosts {
@@ -208,30 +208,28 @@ func (a *App) survey(ctx context.Context, cl *client.Client, names []string, c v
 		}
 	}
 	rows := make([]hostRow, len(names))
-	var wg sync.WaitGroup
 	for i, n := range names {
 		h, err := a.inv.Host(n)
 		if err != nil {
 			return nil, err
 		}
 		rows[i] = hostRow{Name: n, HostID: h.HostID}
-		wg.Go(func() {
-			r := &rows[i]
-			res, err := cl.Do(ctx, n, c, "")
-			ok := err == nil
-			r.OK = &ok
-			if err != nil {
-				r.err, r.Error = err, err.Error()
-			} else {
-				r.Via, r.LatencyMs, r.Info, r.VMs = res.Via, ms(res.Latency), res.Reply.Host, res.Reply.VMs
-			}
-			if a.via == "auto" {
-				hl := cl.Health(n)
-				r.Health = &hl
-			}
-		})
 	}
-	wg.Wait()
+	a.fan.run(ctx, a.Err, len(names), c.String(), func(ctx context.Context, i int) {
+		r := &rows[i]
+		res, err := cl.Do(ctx, r.Name, c, "")
+		ok := err == nil
+		r.OK = &ok
+		if err != nil {
+			r.err, r.Error = err, err.Error()
+		} else {
+			r.Via, r.LatencyMs, r.Info, r.VMs = res.Via, ms(res.Latency), res.Reply.Host, res.Reply.VMs
+		}
+		if a.via == "auto" {
+			hl := cl.Health(r.Name)
+			r.Health = &hl
+		}
+	})
 	return rows, nil
 }
 
