@@ -130,6 +130,7 @@ func fatal(err error) {
 type measure struct {
 	n                        int
 	rssIdle, rssHosts, rssSt float64 // MiB
+	rssAgents                float64 // MiB, this process with the N hosts
 	bmcUp, hostsUp           time.Duration
 	status                   []time.Duration
 	answered                 int
@@ -160,6 +161,9 @@ func measureSize(ctx context.Context, o options, n int) (*measure, error) {
 	m.bmcUp, m.hostsUp = f.bmcUp, f.hostsUp
 	m.rssIdle = f.idleRSS
 	if m.rssHosts, err = rssMiB(f.cmd.Process.Pid); err != nil {
+		return nil, err
+	}
+	if m.rssAgents, err = rssMiB(os.Getpid()); err != nil {
 		return nil, err
 	}
 	for range o.runs {
@@ -467,7 +471,7 @@ func bindAll(base, n int) bool {
 func section(ms []*measure, o options) *results.Section {
 	par := o.parallel
 	if par == 0 {
-		par = 64 // vmsctl's default (vmsctl/cmd.DefaultParallel)
+		par = 32 // vmsctl's default (vmsctl/cmd.DefaultParallel)
 	}
 	sec := &results.Section{Section: "fleet", Title: "Fleet: bmcsim --fleet N, N hosts, vmsctl host status over the OOB-I",
 		Started: time.Now(), Env: map[string]string{
@@ -484,11 +488,12 @@ func section(ms []*measure, o options) *results.Section {
 			{Name: "RSS per BMC", Unit: "KiB", Better: "lower"},
 			{Name: "bmcsim up", Unit: "s", Better: "lower"},
 			{Name: "hosts ready", Unit: "s", Better: "lower"},
+			{Name: "hosts RSS", Unit: "MiB", Better: "lower"},
 			{Name: "host status median", Unit: "s", Better: "lower"},
 			{Name: "host status max", Unit: "s", Better: "lower"},
 			{Name: "answered", Better: "higher"},
 		},
-		Notes: []string{"RSS per BMC: RSS after status divided by N. Each host status run is a new vmsctl process " +
+		Notes: []string{"RSS per BMC: bmcsim's RSS after status divided by N. Hosts RSS: the bench process holding the N simulated hosts (hvagent's run.Run each, libvirt test:///default). Each host status run is a new vmsctl process " +
 			"(RMCP+ session setup per host included); --parallel " + strconv.Itoa(par) + "."}}
 	var xs, idle, after, st []float64
 	for _, m := range ms {
@@ -498,7 +503,7 @@ func section(ms []*measure, o options) *results.Section {
 		}
 		med := results.Median(secs)
 		t.AddRow(fmt.Sprintf("%d BMCs", m.n), results.V(float64(m.n)), results.V(m.rssIdle), results.V(m.rssHosts), results.V(m.rssSt),
-			results.V(m.rssSt*1024/float64(m.n)), results.V(m.bmcUp.Seconds()), results.V(m.hostsUp.Seconds()),
+			results.V(m.rssSt*1024/float64(m.n)), results.V(m.bmcUp.Seconds()), results.V(m.hostsUp.Seconds()), results.V(m.rssAgents),
 			results.V(med), results.V(slices.Max(secs)), results.V(float64(m.answered)))
 		xs = append(xs, float64(m.n))
 		idle = append(idle, m.rssIdle)
