@@ -135,7 +135,7 @@ bench_oob() {
   mkdir -p "$dir"
   go build -trimpath -o "$dir/oob" ./bench/oob
   echo "CPUs $(nproc), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-  timeout -k 10 90 "$dir/oob" -sizes "${BENCH_OOB_SIZES:-200,4096,65536}" -time "${BENCH_OOB_TIME:-4s}"
+  timeout -k 10 90 "$dir/oob" -sizes "${BENCH_OOB_SIZES:-200,4096,65536}" -time "${BENCH_OOB_TIME:-4s}" -json "$RESULTS/oob.json"
 }
 
 # bench_fleet: bin/bmcsim --fleet N (N BMCs, one process) with N hvagents

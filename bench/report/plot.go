@@ -42,6 +42,11 @@ func drawPlot(p results.Plot, path string) error {
 			pl.Legend.Add(s.Name, l, pts)
 		}
 		pl.Legend.Top, pl.Legend.Left = true, true
+		if !p.LogY {
+			// From zero, with headroom for the legend above the data.
+			pl.Y.Min = min(pl.Y.Min, 0)
+			pl.Y.Max += (pl.Y.Max - pl.Y.Min) * 0.3
+		}
 	case "box":
 		names := make([]string, len(p.Series))
 		w := vg.Points(20)

@@ -149,3 +149,15 @@ func TestCompareFiles(t *testing.T) {
 		t.Error("missing file accepted")
 	}
 }
+
+func TestAnchor(t *testing.T) {
+	for in, want := range map[string]string{
+		"Fleet: bmcsim --fleet N, N hosts":    "fleet-bmcsim---fleet-n-n-hosts",
+		"OOB-I: VMS → BMC (in-process)":       "oob-i-vms--bmc-in-process",
+		"LAN: bmcsim vs ipmi_sim, in-session": "lan-bmcsim-vs-ipmi_sim-in-session",
+	} {
+		if got := anchor(in); got != want {
+			t.Errorf("anchor(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
