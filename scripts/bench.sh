@@ -115,7 +115,7 @@ bench_lab() {
   echo "CPUs $(nproc), load average before: $(cut -d' ' -f1-3 /proc/loadavg); base port $port"
   local rc=0
   timeout -k 30 450 "$dir/benchlab" -dir "$dir/work" -bin bin -base-port "$port" \
-    -n "${BENCH_LAB_N:-200}" -cold="$cold" -timeout 7m || rc=$?
+    -n "${BENCH_LAB_N:-200}" -cold="$cold" -timeout 7m -json "$RESULTS/lab.json" || rc=$?
   # Safety net: the bench stops its labs itself, also on SIGTERM.
   bin/lab --dir "$dir/work/lab" down >/dev/null 2>&1 || true
   [ "$rc" -ne 0 ] && echo "bench_lab: failed (exit $rc); lab logs were in $dir/work/lab" >&2
