@@ -11,9 +11,10 @@
 //     hosts attached, and after the status runs (N RMCP+ sessions open);
 //   - bmcsim start-up time (process start to the N-th "LAN channel up");
 //   - hosts ready: the N agents' start to the last one reading Queue 1;
-//   - `vmsctl host status --via oob` wall time, median and max of -runs
-//     runs (a new vmsctl process each: RMCP+ session setup included), and how
-//     many hosts answered.
+//   - `vmsctl host status --via oob` and `vmsctl vm list --via oob` (no host
+//     named: every host) wall time, median and max of -runs runs (a new
+//     vmsctl process each: RMCP+ session setup included), and how many
+//     hosts answered.
 //
 // -serve N brings a fleet of N up, prints the inventory's path and waits
 // for Ctrl-C: a fleet to try vmsctl against by hand.
@@ -132,8 +133,8 @@ type measure struct {
 	rssIdle, rssHosts, rssSt float64 // MiB
 	rssAgents                float64 // MiB, this process with the N hosts
 	bmcUp, hostsUp           time.Duration
-	status                   []time.Duration
-	answered                 int
+	status, list             []time.Duration
+	answered, listed         int
 }
 
 // fleet is a running bmcsim --fleet with its hosts and inventory.
@@ -167,18 +168,23 @@ func measureSize(ctx context.Context, o options, n int) (*measure, error) {
 		return nil, err
 	}
 	for range o.runs {
-		d, ok, err := f.hostStatus(ctx, o)
+		d, ok, err := f.vmsctl(ctx, o, "host", "status")
 		if err != nil {
 			return nil, err
 		}
 		m.status = append(m.status, d)
 		m.answered = ok
+		if d, ok, err = f.vmsctl(ctx, o, "vm", "list"); err != nil {
+			return nil, err
+		}
+		m.list = append(m.list, d)
+		m.listed = ok
 	}
 	if m.rssSt, err = rssMiB(f.cmd.Process.Pid); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(os.Stderr, "fleet of %d: bmcsim %.1f MiB idle, %.1f with hosts, %.1f after status; host status %v (%d answered)\n",
-		n, m.rssIdle, m.rssHosts, m.rssSt, m.status, m.answered)
+	fmt.Fprintf(os.Stderr, "fleet of %d: bmcsim %.1f MiB idle, %.1f with hosts, %.1f after status; host status %v (%d answered); vm list %v (%d answered)\n",
+		n, m.rssIdle, m.rssHosts, m.rssSt, m.status, m.answered, m.list, m.listed)
 	return m, nil
 }
 
@@ -313,10 +319,12 @@ func (f *fleet) stop() {
 	}
 }
 
-// hostStatus runs vmsctl host status over the OOB-I once and returns its
-// wall time and how many hosts answered.
-func (f *fleet) hostStatus(ctx context.Context, o options) (time.Duration, int, error) {
-	args := []string{"--inventory", f.inv, "--via", "oob", "--timeout", "60s", "-o", "json", "host", "status", "--progress", "never"}
+// vmsctl runs `vmsctl host status` or `vmsctl vm list` with no host named,
+// over the OOB-I, once, and returns its wall time and how many hosts
+// answered.
+func (f *fleet) vmsctl(ctx context.Context, o options, cmdArgs ...string) (time.Duration, int, error) {
+	args := append([]string{"--inventory", f.inv, "--via", "oob", "--timeout", "60s", "-o", "json"}, cmdArgs...)
+	args = append(args, "--progress", "never")
 	if o.parallel > 0 {
 		args = append(args, "--parallel", strconv.Itoa(o.parallel))
 	}
@@ -328,9 +336,9 @@ func (f *fleet) hostStatus(ctx context.Context, o options) (time.Duration, int, 
 	d := time.Since(start)
 	var rows []struct {
 		OK *bool `json:"ok"`
-	}
+	} // host status and vm list with no host print the same rows
 	if jerr := json.Unmarshal(out.Bytes(), &rows); jerr != nil {
-		return 0, 0, fmt.Errorf("vmsctl host status: %v; %v; stderr: %s", err, jerr, tail(errb.String()))
+		return 0, 0, fmt.Errorf("vmsctl %s: %v; %v; stderr: %s", strings.Join(cmdArgs, " "), err, jerr, tail(errb.String()))
 	}
 	answered := 0
 	for _, r := range rows {
@@ -339,7 +347,7 @@ func (f *fleet) hostStatus(ctx context.Context, o options) (time.Duration, int, 
 		}
 	}
 	if answered < f.n {
-		fmt.Fprintf(os.Stderr, "fleet: %d of %d hosts answered (%v): %s\n", answered, f.n, err, tail(errb.String()))
+		fmt.Fprintf(os.Stderr, "fleet: %s: %d of %d hosts answered (%v): %s\n", strings.Join(cmdArgs, " "), answered, f.n, err, tail(errb.String()))
 	}
 	return d, answered, nil
 }
@@ -478,8 +486,8 @@ func section(ms []*measure, o options) *results.Section {
 			"cpus": strconv.Itoa(runtime.NumCPU()), "runs": strconv.Itoa(o.runs), "parallel": strconv.Itoa(par),
 			"load_before": loadavg(),
 		}}
-	t := results.Table{ID: "scale", Title: "bmcsim RSS and vmsctl host status (OOB-I) by fleet size",
-		Goal: "bmcsim RSS at 1000 BMCs ≤ 500 MiB; host status over 1000 hosts ≤ 3 s",
+	t := results.Table{ID: "scale", Title: "bmcsim RSS, vmsctl host status and vm list (OOB-I, every host) by fleet size",
+		Goal: "bmcsim RSS at 1000 BMCs ≤ 500 MiB; host status over 1000 hosts ≤ 3 s; OOB-I vm list over 1000 hosts ≤ 10 s",
 		Columns: []results.Column{
 			{Name: "BMCs", Better: ""},
 			{Name: "RSS idle", Unit: "MiB", Better: "lower"},
@@ -492,31 +500,41 @@ func section(ms []*measure, o options) *results.Section {
 			{Name: "host status median", Unit: "s", Better: "lower"},
 			{Name: "host status max", Unit: "s", Better: "lower"},
 			{Name: "answered", Better: "higher"},
+			{Name: "vm list median", Unit: "s", Better: "lower"},
+			{Name: "vm list max", Unit: "s", Better: "lower"},
+			{Name: "listed", Better: "higher"},
 		},
-		Notes: []string{"RSS per BMC: bmcsim's RSS after status divided by N. Hosts RSS: the bench process holding the N simulated hosts (hvagent's run.Run each, libvirt test:///default). Each host status run is a new vmsctl process " +
+		Notes: []string{"RSS per BMC: bmcsim's RSS after status divided by N. Hosts RSS: the bench process holding the N simulated hosts (hvagent's run.Run each, libvirt test:///default). Each host status or vm list run is a new vmsctl process " +
 			"(RMCP+ session setup per host included); --parallel " + strconv.Itoa(par) + "."}}
-	var xs, idle, after, st []float64
+	var xs, idle, after, st, vl []float64
 	for _, m := range ms {
-		var secs []float64
-		for _, d := range m.status {
-			secs = append(secs, d.Seconds())
-		}
-		med := results.Median(secs)
+		secs, lsecs := seconds(m.status), seconds(m.list)
+		med, lmed := results.Median(secs), results.Median(lsecs)
 		t.AddRow(fmt.Sprintf("%d BMCs", m.n), results.V(float64(m.n)), results.V(m.rssIdle), results.V(m.rssHosts), results.V(m.rssSt),
 			results.V(m.rssSt*1024/float64(m.n)), results.V(m.bmcUp.Seconds()), results.V(m.hostsUp.Seconds()), results.V(m.rssAgents),
-			results.V(med), results.V(slices.Max(secs)), results.V(float64(m.answered)))
+			results.V(med), results.V(slices.Max(secs)), results.V(float64(m.answered)),
+			results.V(lmed), results.V(slices.Max(lsecs)), results.V(float64(m.listed)))
 		xs = append(xs, float64(m.n))
 		idle = append(idle, m.rssIdle)
 		after = append(after, m.rssSt)
 		st = append(st, med)
+		vl = append(vl, lmed)
 	}
 	sec.Tables = append(sec.Tables, t)
 	sec.Plots = append(sec.Plots,
 		results.Plot{ID: "rss", Title: "bmcsim RSS by fleet size", Kind: "lines", XLabel: "BMCs", YLabel: "MiB", LogX: true,
 			Series: []results.Series{{Name: "idle", X: xs, Y: idle}, {Name: "after host status", X: xs, Y: after}}},
-		results.Plot{ID: "status", Title: "vmsctl host status (OOB-I) by fleet size", Kind: "lines", XLabel: "hosts", YLabel: "s", LogX: true,
-			Series: []results.Series{{Name: "median wall time", X: xs, Y: st}}})
+		results.Plot{ID: "status", Title: "vmsctl over the OOB-I, every host, median wall time", Kind: "lines", XLabel: "hosts", YLabel: "s", LogX: true,
+			Series: []results.Series{{Name: "host status", X: xs, Y: st}, {Name: "vm list", X: xs, Y: vl}}})
 	return sec
+}
+
+func seconds(ds []time.Duration) []float64 {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = d.Seconds()
+	}
+	return out
 }
 
 func loadavg() string {

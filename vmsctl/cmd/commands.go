@@ -60,23 +60,32 @@ type vmResult struct {
 
 func (a *App) vmCmd() *cobra.Command {
 	vm := group(&cobra.Command{Use: "vm", Short: "List, inspect and change VMs on a host"})
-	add := func(name, short string, c vmsg.Command, withVM bool) {
+	add := func(name, short string, c vmsg.Command, withVM bool) *cobra.Command {
 		use, n := name+" HOST", 1
 		if withVM {
 			use, n = name+" HOST VM", 2
 		}
-		vm.AddCommand(&cobra.Command{
-			Use: use, Short: short, Args: exactArgs(n), ValidArgsFunction: a.hostNames,
+		args := exactArgs(n)
+		if c == vmsg.CmdList {
+			use, args = name+" [HOST]", listArgs // no host: every host (fanout.go)
+		}
+		cc := &cobra.Command{
+			Use: use, Short: short, Args: args, ValidArgsFunction: a.hostNames,
 			RunE: func(cmd *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					return a.listAll(cmd)
+				}
 				name := ""
 				if withVM {
 					name = args[1]
 				}
 				return a.runVM(cmd, args[0], c, name)
 			},
-		})
+		}
+		vm.AddCommand(cc)
+		return cc
 	}
-	add("list", "List the host's VMs", vmsg.CmdList, false)
+	a.fan.addFlags(add("list", "List a host's VMs, or every host's (--parallel at once) when none is named", vmsg.CmdList, false).Flags())
 	add("status", "Show one VM", vmsg.CmdStatus, true)
 	add("start", "Start a VM", vmsg.CmdStart, true)
 	add("shutdown", "Ask a VM to shut down (ACPI)", vmsg.CmdShutdown, true)

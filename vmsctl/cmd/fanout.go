@@ -7,11 +7,15 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"text/tabwriter"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
+
+	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
 // DefaultParallel is how many hosts a command with no host named talks to at
@@ -115,4 +119,52 @@ func (f *fanOut) bar(stderr io.Writer, n int, what string) *progressbar.Progress
 func isTerminal(w io.Writer) bool {
 	fd, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(fd.Fd()))
+}
+
+// listArgs lets `vm list` take no host (every host) or one.
+func listArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 1 {
+		return usagef("%s: want at most 1 argument, got %d (usage: %s)", cmd.CommandPath(), len(args), cmd.UseLine())
+	}
+	return nil
+}
+
+// listAll is `vm list` with no host: every host's VMs, fanned out like
+// host status. The table has a line per VM and one per host that did not
+// answer; -o json/yaml gives host status's rows (with their vms).
+func (a *App) listAll(cmd *cobra.Command) error {
+	cl, err := a.client()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := a.ctx(cmd)
+	defer cancel()
+	rows, err := a.survey(ctx, cl, nil, vmsg.CmdList)
+	if err != nil {
+		return err
+	}
+	err = a.emit(rows, func(w io.Writer) {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "HOST\tNAME\tSTATE\tVCPUS\tMEMORY\tCHANNEL")
+		vms, up := 0, 0
+		for _, r := range rows {
+			if r.err != nil {
+				fmt.Fprintf(tw, "%s\t-\t%s\t-\t-\t-\n", r.Name, r.Error)
+				continue
+			}
+			up++
+			via := viaText(r.Via, time.Duration(r.LatencyMs*float64(time.Millisecond)))
+			for _, v := range r.VMs {
+				vms++
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d MiB\t%s\n", r.Name, v.Name, v.State, v.VCPUs, v.MemoryKiB/1024, via)
+			}
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "%d VM(s) on %d of %d host(s)\n", vms, up, len(rows))
+	})
+	if err != nil {
+		return err
+	}
+	return worst(rows)
 }

@@ -107,3 +107,20 @@ func TestFanOutFlags(t *testing.T) {
 		t.Fatal("--progress sometimes accepted")
 	}
 }
+
+func TestListAllHosts(t *testing.T) {
+	r := newRig(t)
+	code, out, errs := r.run(t, "--timeout", "300ms", "vm", "list", "--parallel", "1")
+	if code != ExitUnreachable { // the rig's host "dead" never answers
+		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, ExitUnreachable, out, errs)
+	}
+	for _, want := range []string{"h1    web1", "h1    db1", "dead  -", "2 VM(s) on 1 of 2 host(s)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = r.run(t, "-o", "json", "vm", "list", "h1")
+	if code != ExitOK || !strings.Contains(out, `"web1"`) {
+		t.Errorf("one host: exit %d\n%s", code, out)
+	}
+}
