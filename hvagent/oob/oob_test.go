@@ -6,8 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
@@ -29,15 +27,9 @@ import (
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
 	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
-
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 // bmcLab is one in-process bmcsim BMC (bmcsimtest: the program's own
 // constructor) and the host's chardev client connected to its system
@@ -49,7 +41,7 @@ type bmcLab struct {
 
 func newBMC(t testing.TB, o bmcsimtest.Options) *bmcLab {
 	t.Helper()
-	o.Logger = testLogger(t)
+	o.Logger = testutil.Logger(t)
 	o.Users = []sim.User{{Name: "vms", Password: "s3cret-vms", Privilege: "operator"}}
 	b := bmcsimtest.Start(t, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -184,7 +176,7 @@ func pause(ctx context.Context, d time.Duration) error {
 func runLoop(t testing.TB, cfg Config) *Loop {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+		cfg.Logger = testutil.Logger(t)
 	}
 	l := New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -321,7 +313,7 @@ func TestAckAfterAnswer(t *testing.T) {
 	}
 	// A loop whose handler "crashes": it blocks until its context ends.
 	started := make(chan struct{})
-	l := New(Config{Conn: lab.host, Logger: testLogger(t), Handler: handlerFunc(func(ctx context.Context, env []byte) ([][]byte, error) {
+	l := New(Config{Conn: lab.host, Logger: testutil.Logger(t), Handler: handlerFunc(func(ctx context.Context, env []byte) ([][]byte, error) {
 		close(started)
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -395,7 +387,7 @@ vms = ["*"]
 	var a *agent.Agent
 	q2 := &Queue2Sink{Seal: func(al alert.Alert) ([]byte, error) { return a.SealAlert(al) }}
 	a, err = agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: j,
-		Alerts: alert.Multi{alert.Log{Logger: testLogger(t)}, &SELSink{Conn: lab.host}}, Queue2: q2, Logger: testLogger(t)})
+		Alerts: alert.Multi{alert.Log{Logger: testutil.Logger(t)}, &SELSink{Conn: lab.host}}, Queue2: q2, Logger: testutil.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,7 +430,7 @@ vms = ["*"]
 		t.Fatalf("plaintext visible in Queue 1: %q", resp)
 	}
 
-	loop = New(Config{Conn: lab.host, Handler: a, Logger: testLogger(t), PollInterval: 20 * time.Millisecond})
+	loop = New(Config{Conn: lab.host, Handler: a, Logger: testutil.Logger(t), PollInterval: 20 * time.Millisecond})
 	q2.Loop = loop
 	lctx, lcancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,15 +20,9 @@ import (
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
 	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
-
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 func TestReadKeyMode(t *testing.T) {
 	k, _ := seal.Enroll("hv1")
@@ -49,7 +42,7 @@ func TestReadKeyMode(t *testing.T) {
 // (chardev KCS) and serves one request on each channel.
 func TestRunBothChannels(t *testing.T) {
 	dir := t.TempDir()
-	log := testLogger(t)
+	log := testutil.Logger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// The BMC: bmcsim's own host (queues, notifier, KCS server).
