@@ -1,4 +1,4 @@
-// Command fleet measures ooblab at fleet scale on one machine: bin/bmcsim
+// Command fleet measures ooblab at fleet scale on one machine (lab/simfleet): bin/bmcsim
 // --fleet N serving N BMCs (RMCP+ on N UDP ports, the QEMU chardev system
 // interface on N TCP ports), N hvagents in this one process (hvagent's own
 // run.Run, each over its BMC's chardev, against libvirt's test:///default),
@@ -23,17 +23,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -42,21 +37,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ooblab/ooblab/bench/results"
-	"github.com/ooblab/ooblab/hvagent/run"
-	"github.com/ooblab/ooblab/internal/inventory"
-	"github.com/ooblab/ooblab/internal/seal"
-)
-
-const (
-	vmsUser   = "vms"
-	principal = "vms"
+	"github.com/ooblab/ooblab/lab/simfleet"
 )
 
 type options struct {
@@ -137,50 +123,37 @@ type measure struct {
 	answered, listed         int
 }
 
-// fleet is a running bmcsim --fleet with its hosts and inventory.
-type fleet struct {
-	n        int
-	lan, kcs int
-	cmd      *exec.Cmd
-	inv      string
-	stopHost context.CancelFunc
-	hostsWG  sync.WaitGroup
-	bmcUp    time.Duration
-	hostsUp  time.Duration
-	logPath  string
-}
-
 func measureSize(ctx context.Context, o options, n int) (*measure, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	m := &measure{n: n}
-	f, err := startFleet(ctx, o, n)
+	f, err := simfleet.Start(ctx, simfleet.Options{N: n, BinDir: o.bin, Dir: filepath.Join(o.dir, fmt.Sprintf("fleet-%d", n))})
 	if err != nil {
 		return nil, err
 	}
-	defer f.stop()
-	m.bmcUp, m.hostsUp = f.bmcUp, f.hostsUp
-	m.rssIdle = f.idleRSS
-	if m.rssHosts, err = rssMiB(f.cmd.Process.Pid); err != nil {
+	defer f.Stop()
+	m.bmcUp, m.hostsUp = f.BMCUp, f.HostsUp
+	m.rssIdle = f.IdleRSS
+	if m.rssHosts, err = simfleet.RSSMiB(f.BMCPid); err != nil {
 		return nil, err
 	}
-	if m.rssAgents, err = rssMiB(os.Getpid()); err != nil {
+	if m.rssAgents, err = simfleet.RSSMiB(os.Getpid()); err != nil {
 		return nil, err
 	}
 	for range o.runs {
-		d, ok, err := f.vmsctl(ctx, o, "host", "status")
+		d, ok, err := vmsctl(ctx, o, f, "host", "status")
 		if err != nil {
 			return nil, err
 		}
 		m.status = append(m.status, d)
 		m.answered = ok
-		if d, ok, err = f.vmsctl(ctx, o, "vm", "list"); err != nil {
+		if d, ok, err = vmsctl(ctx, o, f, "vm", "list"); err != nil {
 			return nil, err
 		}
 		m.list = append(m.list, d)
 		m.listed = ok
 	}
-	if m.rssSt, err = rssMiB(f.cmd.Process.Pid); err != nil {
+	if m.rssSt, err = simfleet.RSSMiB(f.BMCPid); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "fleet of %d: bmcsim %.1f MiB idle, %.1f with hosts, %.1f after status; host status %v (%d answered); vm list %v (%d answered)\n",
@@ -189,141 +162,22 @@ func measureSize(ctx context.Context, o options, n int) (*measure, error) {
 }
 
 func serveFleet(ctx context.Context, o options, n int) error {
-	f, err := startFleet(ctx, o, n)
+	f, err := simfleet.Start(ctx, simfleet.Options{N: n, BinDir: o.bin, Dir: filepath.Join(o.dir, fmt.Sprintf("fleet-%d", n))})
 	if err != nil {
 		return err
 	}
-	defer f.stop()
-	fmt.Printf("fleet of %d up: BMC LAN ports %d-%d, bmcsim log %s\n", n, f.lan, f.lan+n-1, f.logPath)
-	fmt.Printf("try: %s/vmsctl --inventory %s --via oob host status\n", o.bin, f.inv)
+	defer f.Stop()
+	fmt.Printf("fleet of %d up: BMC LAN ports %d-%d, bmcsim log %s\n", n, f.LANBase, f.LANBase+n-1, f.BMCLog)
+	fmt.Printf("try: %s/vmsctl --inventory %s --via oob host status\n", o.bin, f.Inventory)
 	<-ctx.Done()
 	return nil
-}
-
-// startedFleet is a fleet and the RSS its bmcsim had before any host.
-type startedFleet struct {
-	*fleet
-	idleRSS float64
-}
-
-// startFleet starts bmcsim --fleet n, waits for every BMC, records its idle
-// RSS, starts n hosts in this process, waits for each to reach its BMC, and
-// writes the inventory.
-func startFleet(ctx context.Context, o options, n int) (*startedFleet, error) {
-	dir := filepath.Join(o.dir, fmt.Sprintf("fleet-%d", n))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	lan, kcs, err := freeRanges(n)
-	if err != nil {
-		return nil, err
-	}
-	f := &fleet{n: n, lan: lan, kcs: kcs, logPath: filepath.Join(dir, "bmcsim.log")}
-	pw := filepath.Join(dir, "bmc.pw")
-	if err := os.WriteFile(pw, []byte("fleet-"+strconv.FormatUint(rand.Uint64()%1e9, 10)), 0o600); err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(f.logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
-	start := time.Now()
-	f.cmd = exec.Command(filepath.Join(o.bin, "bmcsim"), "--fleet", strconv.Itoa(n), "--name", "h",
-		"--lan", "127.0.0.1:"+strconv.Itoa(lan), "--kcs", "127.0.0.1:"+strconv.Itoa(kcs),
-		"--user", vmsUser+":@"+pw+":operator", "--log-level", "info")
-	f.cmd.Stderr = logf
-	if err := f.cmd.Start(); err != nil {
-		return nil, err
-	}
-	sf := &startedFleet{fleet: f}
-	ok := false
-	defer func() {
-		if !ok {
-			f.stop()
-		}
-	}()
-	if err := waitLines(ctx, f.logPath, "LAN channel up", n, f.cmd); err != nil {
-		return nil, err
-	}
-	f.bmcUp = time.Since(start)
-	if sf.idleRSS, err = rssMiB(f.cmd.Process.Pid); err != nil {
-		return nil, err
-	}
-
-	inv := inventory.Inventory{Principal: principal}
-	policy := filepath.Join(dir, "authz.toml")
-	if err := os.WriteFile(policy, []byte("read_only_default = true\n[principals."+principal+"]\n"), 0o600); err != nil {
-		return nil, err
-	}
-	hctx, hcancel := context.WithCancel(context.Background())
-	f.stopHost = hcancel
-	var ready sync.WaitGroup
-	var failed atomic.Int64
-	hstart := time.Now()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	for i := range n {
-		name := "h-" + strconv.Itoa(i)
-		key, err := seal.Enroll(name)
-		if err != nil {
-			return nil, err
-		}
-		kf := filepath.Join(dir, name+".key")
-		if err := os.WriteFile(kf, []byte(key.URI()+"\n"), 0o600); err != nil {
-			return nil, err
-		}
-		inv.Hosts = append(inv.Hosts, inventory.Host{Name: name, HostID: name, SecretFile: name + ".key",
-			BMC: inventory.BMC{Addr: "127.0.0.1:" + strconv.Itoa(lan+i), User: vmsUser, PasswordFile: "bmc.pw", CipherSuite: 17}})
-		ready.Add(1)
-		var once sync.Once
-		done := func() { once.Do(ready.Done) }
-		f.hostsWG.Go(func() {
-			defer done()
-			err := run.Run(hctx, run.Options{HostID: name, KeyFile: kf, PolicyFile: policy, LibvirtURI: "test:///default",
-				Sysif: "chardev:127.0.0.1:" + strconv.Itoa(kcs+i), JournalFile: filepath.Join(dir, name+".journal"), Logger: quiet,
-				Ready: func(st run.Status) {
-					if !strings.HasPrefix(st.OOB, "up") {
-						failed.Add(1)
-					}
-					done()
-				}})
-			if err != nil && hctx.Err() == nil {
-				failed.Add(1)
-				fmt.Fprintf(os.Stderr, "fleet: host %s: %v\n", name, err)
-			}
-		})
-	}
-	if err := waitGroup(ctx, &ready); err != nil {
-		return nil, fmt.Errorf("hosts not ready: %w", err)
-	}
-	if k := failed.Load(); k > 0 {
-		return nil, fmt.Errorf("%d of %d hosts did not reach their BMC", k, n)
-	}
-	f.hostsUp = time.Since(hstart)
-	f.inv = filepath.Join(dir, "inventory.json")
-	if err := inv.Save(f.inv); err != nil {
-		return nil, err
-	}
-	ok = true
-	return sf, nil
-}
-
-func (f *fleet) stop() {
-	if f.stopHost != nil {
-		f.stopHost()
-		f.hostsWG.Wait()
-	}
-	if f.cmd != nil && f.cmd.Process != nil {
-		_ = f.cmd.Process.Signal(syscall.SIGTERM)
-		_ = f.cmd.Wait()
-	}
 }
 
 // vmsctl runs `vmsctl host status` or `vmsctl vm list` with no host named,
 // over the OOB-I, once, and returns its wall time and how many hosts
 // answered.
-func (f *fleet) vmsctl(ctx context.Context, o options, cmdArgs ...string) (time.Duration, int, error) {
-	args := append([]string{"--inventory", f.inv, "--via", "oob", "--timeout", "60s", "-o", "json"}, cmdArgs...)
+func vmsctl(ctx context.Context, o options, f *simfleet.Fleet, cmdArgs ...string) (time.Duration, int, error) {
+	args := append([]string{"--inventory", f.Inventory, "--via", "oob", "--timeout", "60s", "-o", "json"}, cmdArgs...)
 	args = append(args, "--progress", "never")
 	if o.parallel > 0 {
 		args = append(args, "--parallel", strconv.Itoa(o.parallel))
@@ -346,8 +200,8 @@ func (f *fleet) vmsctl(ctx context.Context, o options, cmdArgs ...string) (time.
 			answered++
 		}
 	}
-	if answered < f.n {
-		fmt.Fprintf(os.Stderr, "fleet: %s: %d of %d hosts answered (%v): %s\n", strings.Join(cmdArgs, " "), answered, f.n, err, tail(errb.String()))
+	if answered < f.N {
+		fmt.Fprintf(os.Stderr, "fleet: %s: %d of %d hosts answered (%v): %s\n", strings.Join(cmdArgs, " "), answered, f.N, err, tail(errb.String()))
 	}
 	return d, answered, nil
 }
@@ -357,122 +211,6 @@ func tail(s string) string {
 		return "…" + s[len(s)-600:]
 	}
 	return s
-}
-
-// waitLines waits until the file at path holds n lines containing s, the
-// process exits, or ctx ends.
-func waitLines(ctx context.Context, path, s string, n int, cmd *exec.Cmd) error {
-	exited := make(chan struct{})
-	go func() {
-		// Only a hint for the loop below; Wait is called by stop.
-		for cmd.ProcessState == nil {
-			if p, err := os.FindProcess(cmd.Process.Pid); err != nil || p.Signal(syscall.Signal(0)) != nil {
-				close(exited)
-				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if c, err := countLines(path, s); err == nil && c >= n {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			c, _ := countLines(path, s)
-			return fmt.Errorf("%d of %d BMCs up: %w (log %s)", c, n, ctx.Err(), path)
-		case <-exited:
-			b, _ := os.ReadFile(path)
-			return fmt.Errorf("bmcsim exited: %s", tail(string(b)))
-		case <-t.C:
-		}
-	}
-}
-
-func countLines(path, s string) (int, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer fh.Close()
-	c := 0
-	sc := bufio.NewScanner(fh)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), s) {
-			c++
-		}
-	}
-	return c, sc.Err()
-}
-
-func waitGroup(ctx context.Context, wg *sync.WaitGroup) error {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// rssMiB reads a process's resident set from /proc.
-func rssMiB(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			if err != nil {
-				return 0, err
-			}
-			return float64(kb) / 1024, nil
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc status")
-}
-
-// freeRanges finds n consecutive free UDP ports and n consecutive free TCP
-// ports by binding them all, then releases them for bmcsim. (Another
-// process may take one in between; bmcsim then fails and says which.)
-func freeRanges(n int) (lan, kcs int, err error) {
-	for try := 0; try < 50; try++ {
-		base := 20000 + rand.IntN(40000-2*n)
-		if bindAll(base, n) && bindAll(base+n, n) {
-			return base, base + n, nil
-		}
-	}
-	return 0, 0, fmt.Errorf("no %d free consecutive ports found", 2*n)
-}
-
-func bindAll(base, n int) bool {
-	var closers []io.Closer
-	defer func() {
-		for _, c := range closers {
-			c.Close()
-		}
-	}()
-	for p := base; p < base+n; p++ {
-		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			return false
-		}
-		closers = append(closers, u)
-		t, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			return false
-		}
-		closers = append(closers, t)
-	}
-	return true
 }
 
 // section turns the measures into the report's tables and plots.
