@@ -158,12 +158,21 @@ func ReadSection(path string) (*Section, error) {
 	if err != nil {
 		return nil, err
 	}
-	var s Section
-	if err := json.Unmarshal(b, &s); err != nil {
+	s, err := ParseSection(b)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	return s, nil
+}
+
+// ParseSection decodes and validates one section.
+func ParseSection(b []byte) (*Section, error) {
+	var s Section
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, err
+	}
 	if err := s.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	return &s, nil
 }
@@ -174,13 +183,22 @@ func ReadRun(path string) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
+	r, err := ParseRun(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return r, nil
+}
+
+// ParseRun decodes and validates a results.json.
+func ParseRun(b []byte) (*Run, error) {
 	var r Run
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	for i := range r.Sections {
 		if err := r.Sections[i].Validate(); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, err
 		}
 	}
 	return &r, nil
