@@ -296,13 +296,37 @@ func FreeRanges(n int) (lan, kcs int, err error) {
 	if 2*n > 30000 {
 		return 0, 0, fmt.Errorf("simfleet: %d ports is too many for one address", 2*n)
 	}
+	// Below the kernel's ephemeral range when it fits: a port there can be
+	// taken by any outgoing connection between this probe and bmcsim's bind.
+	lo, hi := 10000, ephemeralStart()
+	if hi-lo < 2*n+1 {
+		lo, hi = 10000, 65535
+	}
 	for range 50 {
-		base := 20000 + rand.IntN(40000-2*n)
+		base := lo + rand.IntN(hi-lo-2*n)
 		if bindAll(base, n) && bindAll(base+n, n) {
 			return base, base + n, nil
 		}
 	}
 	return 0, 0, fmt.Errorf("simfleet: no %d free consecutive ports found", 2*n)
+}
+
+// ephemeralStart is the first port of the kernel's ephemeral range (32768
+// when unknown).
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 32768
+	}
+	v, err := strconv.Atoi(f[0])
+	if err != nil || v < 1024 {
+		return 32768
+	}
+	return v
 }
 
 func bindAll(base, n int) bool {

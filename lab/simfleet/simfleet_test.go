@@ -71,3 +71,16 @@ func TestStartRefuses(t *testing.T) {
 		t.Error("a missing bmcsim binary was not reported")
 	}
 }
+
+func TestFreeRanges(t *testing.T) {
+	lan, kcs, err := FreeRanges(50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kcs != lan+50 || lan < 10000 || kcs+50 > 65536 {
+		t.Errorf("ranges %d, %d", lan, kcs)
+	}
+	if e := ephemeralStart(); e-10000 >= 101 && kcs+50 > e {
+		t.Errorf("ranges %d-%d run into the ephemeral range from %d", lan, kcs+49, e)
+	}
+}
