@@ -69,25 +69,30 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if err := run(ctx, o, *sizesF, *jsonF, *serve); err != nil {
+		stop()
+		fatal(err)
+	}
+}
+
+// run is main without os.Exit, so the work folder is removed on error too.
+func run(ctx context.Context, o options, sizesF, jsonF string, serve int) error {
 	if o.dir == "" {
 		d, err := os.MkdirTemp("", "ooblab-fleet-")
 		if err != nil {
-			fatal(err)
+			return err
 		}
 		defer os.RemoveAll(d)
 		o.dir = d
 	}
-	if *serve > 0 {
-		if err := serveFleet(ctx, o, *serve); err != nil {
-			fatal(err)
-		}
-		return
+	if serve > 0 {
+		return serveFleet(ctx, o, serve)
 	}
 	var sizes []int
-	for _, s := range strings.Split(*sizesF, ",") {
+	for _, s := range strings.Split(sizesF, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
-			fatal(fmt.Errorf("-sizes: %q is not a fleet size", s))
+			return fmt.Errorf("-sizes: %q is not a fleet size", s)
 		}
 		sizes = append(sizes, n)
 	}
@@ -95,17 +100,16 @@ func main() {
 	for _, n := range sizes {
 		m, err := measureSize(ctx, o, n)
 		if err != nil {
-			fatal(fmt.Errorf("fleet of %d: %w", n, err))
+			return fmt.Errorf("fleet of %d: %w", n, err)
 		}
 		all = append(all, m)
 	}
 	sec := section(all, o)
 	printTable(os.Stdout, sec)
-	if *jsonF != "" {
-		if err := sec.WriteFile(*jsonF); err != nil {
-			fatal(err)
-		}
+	if jsonF != "" {
+		return sec.WriteFile(jsonF)
 	}
+	return nil
 }
 
 func fatal(err error) {
