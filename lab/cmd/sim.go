@@ -2,8 +2,13 @@ package cmd
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,4 +56,117 @@ func (e *env) sim() *cobra.Command {
 	c.Flags().StringVar(&o.BinDir, "bin", "", "folder with bmcsim (default: beside lab)")
 	c.Flags().IntVar(&o.LANBase, "base-port", 0, "first BMC LAN port, KCS ports follow the LAN range (default: free ports)")
 	return c
+}
+
+// simPidFile holds the pid of a detached `lab sim` started by `lab up --sim`.
+func simPidFile(dir string) string { return filepath.Join(dir, "sim", "pid") }
+
+// simUp is `lab up --sim`: it starts `lab sim` detached (its own session,
+// output in <dir>/sim/lab-sim.log), returns once the fleet is up and prints
+// where its inventory is. `lab down` stops it.
+func (e *env) simUp(cmd *cobra.Command, hosts, basePort int, bin string) error {
+	if pid, ok := simRunning(e.dir); ok {
+		return fmt.Errorf("a simulated fleet is already up (pid %d): run lab down first", pid)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	simDir := filepath.Join(e.dir, "sim")
+	if err := os.MkdirAll(simDir, 0o700); err != nil {
+		return err
+	}
+	logPath := filepath.Join(simDir, "lab-sim.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	args := []string{"--dir", e.dir, "sim", "--hosts", strconv.Itoa(hosts)}
+	if bin != "" {
+		args = append(args, "--bin", bin)
+	}
+	if basePort != 0 {
+		args = append(args, "--base-port", strconv.Itoa(basePort))
+	}
+	child := exec.Command(exe, args...)
+	child.Stdout, child.Stderr = logf, logf
+	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // outlives this command and its terminal
+	if err := child.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { _ = child.Wait(); close(exited) }()
+	if err := os.WriteFile(simPidFile(e.dir), []byte(strconv.Itoa(child.Process.Pid)+"\n"), 0o600); err != nil {
+		_ = child.Process.Kill()
+		return err
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(5 * time.Minute)
+	for {
+		b, _ := os.ReadFile(logPath)
+		if strings.Contains(string(b), "Ctrl-C stops them.") {
+			out := strings.Replace(string(b), "Ctrl-C stops them.", "lab down stops them.", 1)
+			fmt.Fprint(cmd.OutOrStdout(), out)
+			return nil
+		}
+		select {
+		case <-exited:
+			os.Remove(simPidFile(e.dir))
+			return fmt.Errorf("lab sim exited before the fleet was up:\n%s", b)
+		case <-e.ctx.Done():
+			_ = child.Process.Signal(syscall.SIGTERM)
+			<-exited
+			os.Remove(simPidFile(e.dir))
+			return e.ctx.Err()
+		case <-deadline:
+			_ = child.Process.Signal(syscall.SIGTERM)
+			<-exited
+			os.Remove(simPidFile(e.dir))
+			return fmt.Errorf("simulated fleet not up after 5 minutes; log %s", logPath)
+		case <-t.C:
+		}
+	}
+}
+
+// simRunning reports the pid of a detached `lab sim` that is still alive.
+func simRunning(dir string) (int, bool) {
+	b, err := os.ReadFile(simPidFile(dir))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	return pid, syscall.Kill(pid, 0) == nil
+}
+
+// simDown stops a detached `lab sim` (SIGTERM: it stops its hosts and
+// bmcsim, then exits) and reports whether there was one.
+func (e *env) simDown(out io.Writer) (bool, error) {
+	pid, ok := simRunning(e.dir)
+	if !ok {
+		os.Remove(simPidFile(e.dir))
+		return false, nil
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return false, fmt.Errorf("stop lab sim (pid %d): %w", pid, err)
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(30 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		select {
+		case <-deadline:
+			return true, fmt.Errorf("lab sim (pid %d) still running 30 s after SIGTERM; log %s", pid, filepath.Join(e.dir, "sim", "lab-sim.log"))
+		case <-e.ctx.Done():
+			return true, e.ctx.Err()
+		case <-t.C:
+		}
+	}
+	os.Remove(simPidFile(e.dir))
+	fmt.Fprintf(out, "simulated fleet stopped (lab sim pid %d)\n", pid)
+	return true, nil
 }
