@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/clock"
@@ -196,19 +195,8 @@ func (s *BMC) ServeLAN(ctx context.Context, conn *udp.Conn) error {
 	srv := server.NewServer(s.IPMI, s.guard, server.WithHandlerRegistry(s.Registry), server.WithV15Disabled())
 	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
 	defer stop()
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				s.guard.sweep()
-				s.metrics.Sessions.WithLabelValues(s.Config.Name).Set(float64(s.IPMI.Sessions.Count()))
-			}
-		}
-	}()
+	chores.add(s) // upkeep.go: one goroutine for every BMC of the process
+	defer chores.remove(s)
 	s.log.Info("LAN channel up", "addr", conn.LocalAddr().String(), "cipher_suites", s.Config.CipherSuites,
 		"users", len(s.Config.Users), "session_limit", s.Config.SessionLimit)
 	err := srv.Serve(ctx)
