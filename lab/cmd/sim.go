@@ -140,7 +140,23 @@ func simRunning(dir string) (int, bool) {
 	if err != nil || pid <= 0 {
 		return 0, false
 	}
-	return pid, syscall.Kill(pid, 0) == nil
+	// A stale pid file may name a pid the kernel gave to another program
+	// since: only a `lab … sim` process for this folder counts (and is ever
+	// signalled by lab down).
+	cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return 0, false
+	}
+	args := strings.Split(strings.TrimRight(string(cl), "\x00"), "\x00")
+	return pid, isSimCmdline(args, dir)
+}
+
+// isSimCmdline reports whether args are `lab --dir DIR sim …` for dir.
+func isSimCmdline(args []string, dir string) bool {
+	if len(args) < 4 || filepath.Base(args[0]) != "lab" && !strings.HasSuffix(args[0], "/lab") {
+		return false
+	}
+	return args[1] == "--dir" && args[2] == dir && args[3] == "sim"
 }
 
 // simDown stops a detached `lab sim` (SIGTERM: it stops its hosts and
