@@ -10,6 +10,7 @@ import (
 
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
 func to(reader uint32, id uint64, payload string) record.Record {
@@ -188,25 +189,25 @@ func TestReadForWire(t *testing.T) {
 	b := newBench(t, Options{})
 	b.qs.Queue2().Write(to(0x01020304, 5, "hi"))
 	l := lan(bmc.PrivilegeLevelOperator)
-	resp, cc := b.do(l, oem.CmdReadQueue2For, unhex(t, "d9 7e 00 04 03 02 01 00"))
+	resp, cc := b.do(l, oem.CmdReadQueue2For, testutil.Unhex(t, "d9 7e 00 04 03 02 01 00"))
 	if want := "d9 7e 00 00 02 00 04 03 02 01 05 00 00 00 00 00 00 00 00 00 01 00 68 69"; cc != 0 || fmt.Sprintf("% x", resp) != want {
 		t.Fatalf("read-for: cc %#02x resp % x", uint8(cc), resp)
 	}
 	// Another reader id sees nothing; the system interface may not read.
-	if resp, cc := b.do(l, oem.CmdReadQueue2For, unhex(t, "d9 7e 00 09 00 00 00 01")); cc != 0 || fmt.Sprintf("% x", resp) != "d9 7e 00 01" {
+	if resp, cc := b.do(l, oem.CmdReadQueue2For, testutil.Unhex(t, "d9 7e 00 09 00 00 00 01")); cc != 0 || fmt.Sprintf("% x", resp) != "d9 7e 00 01" {
 		t.Fatalf("other reader: cc %#02x resp % x", uint8(cc), resp)
 	}
-	if _, cc := b.do(sys(), oem.CmdReadQueue2For, unhex(t, "d9 7e 00 04 03 02 01 00")); cc != oem.CCNotSupportedInState {
+	if _, cc := b.do(sys(), oem.CmdReadQueue2For, testutil.Unhex(t, "d9 7e 00 04 03 02 01 00")); cc != oem.CCNotSupportedInState {
 		t.Fatalf("system interface: cc %#02x", uint8(cc))
 	}
-	if _, cc := b.do(lan(bmc.PrivilegeLevelUser), oem.CmdReadQueue2For, unhex(t, "d9 7e 00 04 03 02 01 00")); cc != oem.CCInsufficientPrivilege {
+	if _, cc := b.do(lan(bmc.PrivilegeLevelUser), oem.CmdReadQueue2For, testutil.Unhex(t, "d9 7e 00 04 03 02 01 00")); cc != oem.CCInsufficientPrivilege {
 		t.Fatalf("user privilege: cc %#02x", uint8(cc))
 	}
-	if _, cc := b.do(l, oem.CmdReadQueue2For, unhex(t, "d9 7e 00 00 00 00 00 00")); cc != oem.CCInvalidDataField {
+	if _, cc := b.do(l, oem.CmdReadQueue2For, testutil.Unhex(t, "d9 7e 00 00 00 00 00 00")); cc != oem.CCInvalidDataField {
 		t.Fatalf("reader 0: cc %#02x", uint8(cc))
 	}
 	// Acknowledged by key: gone.
-	if resp, cc := b.do(l, oem.CmdReadQueue2For, unhex(t, "d9 7e 00 04 03 02 01 00 05 00 00 00 00 00 00 00 00 00")); cc != 0 || fmt.Sprintf("% x", resp) != "d9 7e 00 01" {
+	if resp, cc := b.do(l, oem.CmdReadQueue2For, testutil.Unhex(t, "d9 7e 00 04 03 02 01 00 05 00 00 00 00 00 00 00 00 00")); cc != 0 || fmt.Sprintf("% x", resp) != "d9 7e 00 01" {
 		t.Fatalf("after ack: cc %#02x resp % x", uint8(cc), resp)
 	}
 }

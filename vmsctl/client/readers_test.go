@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ooblab/ooblab/bmcsim/queue"
+	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
 )
@@ -18,7 +18,7 @@ import (
 // once; no client sees another's answer; every follower sees every alert;
 // the command clients see none.
 func TestOOBSeveralReaders(t *testing.T) {
-	ob := newOOBBench(t, queue.Options{Capacity2: 64})
+	ob := newOOBBench(t, bmcsimtest.Options{Queue2Capacity: 64})
 	ob.alert.Store(true) // the host raises one alert per request
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
