@@ -82,7 +82,7 @@ func TestRunBothChannels(t *testing.T) {
 
 	key, _ := seal.Enroll("hv1")
 	os.WriteFile(filepath.Join(dir, "key"), []byte(key.URI()), 0o600)
-	os.WriteFile(filepath.Join(dir, "authz.toml"), []byte("read_only_default = true\n[principals.vms1]\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "authz.toml"), []byte("read_only_default = true\n[principals.vms1]\n"+agenttest.KeysLine("vms1")), 0o644)
 	certs, err := vmmi.GenerateCert(filepath.Join(dir, "tls"), []string{"localhost"})
 	if err != nil {
 		t.Fatal(err)

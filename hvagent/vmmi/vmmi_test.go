@@ -186,6 +186,7 @@ func TestAgentOverTLS(t *testing.T) {
 	pol, err := policy.Parse([]byte(`
 read_only_default = true
 [principals.vms1]
+`+agenttest.KeysLine("vms1")+`
 [[principals.vms1.rules]]
 actions = ["*"]
 vms = ["*"]
