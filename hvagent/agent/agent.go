@@ -204,6 +204,10 @@ func (a *Agent) userKey(principal string) (string, []byte, bool) {
 	return u.Name, u.Secret, true
 }
 
+// KnownPrincipal reports whether the authorization list names principal
+// (hvagent/vmmi checks client certificates with it).
+func (a *Agent) KnownPrincipal(principal string) bool { return a.policy().KnownPrincipal(principal) }
+
 // HostID is the host this agent answers for.
 func (a *Agent) HostID() string { return a.hostID }
 
