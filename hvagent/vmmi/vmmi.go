@@ -275,9 +275,11 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	peer := nc.RemoteAddr().String()
 	log := s.log.With("peer", peer)
 	tc := tls.Server(nc, s.tls)
-	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
-	err := tc.HandshakeContext(hctx)
-	cancel()
+	// A deadline, not a context timeout: HandshakeContext closes the
+	// connection itself when its context ends, before the slot is free.
+	nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	err := tc.HandshakeContext(ctx)
+	nc.SetDeadline(time.Time{})
 	if err != nil {
 		log.Warn("VMM-I TLS handshake failed (no, unknown or expired client certificate, or a slow peer)", "err", err)
 		return
