@@ -43,6 +43,7 @@ type Options struct {
 	VMMIAddr     string        // TLS listen address, "" for none
 	TLSCert      string        // PEM chain
 	TLSKey       string        // PEM key, mode 0600
+	TLSClientCA  string        // PEM CA(s) issuing the VMS principals' client certificates
 	JournalFile  string        // request-id journal
 	AlertHook    string        // shell command run per alert, "" for none
 	PollInterval time.Duration // Queue 1 poll without attention (default 1 s)
@@ -164,7 +165,15 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
 		}
-		srv, err = vmmi.New(vmmi.Config{Handler: a, TLS: tc, Logger: log.With("channel", agent.ViaVMMI)})
+		if o.TLSClientCA == "" {
+			return errors.New("--vmmi needs --tls-client-ca: the VMS authenticates with a client certificate")
+		}
+		cas, err := vmmi.LoadClientCAs(o.TLSClientCA)
+		if err != nil {
+			return fmt.Errorf("--tls-client-ca: %w", err)
+		}
+		srv, err = vmmi.New(vmmi.Config{Handler: a, TLS: tc, ClientCAs: cas, KnownPrincipal: a.KnownPrincipal,
+			Logger: log.With("channel", agent.ViaVMMI)})
 		if err != nil {
 			return err
 		}
