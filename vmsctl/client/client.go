@@ -22,6 +22,7 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -30,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -112,12 +114,54 @@ type Target struct {
 	// Inv resolves the host's relative file names.
 	Inv *inventory.Inventory
 
+	// Principal is who the client speaks as on this host (its VMM-I client
+	// certificate); default: the inventory's principal.
+	Principal string
+
 	now  func() time.Time
 	once sync.Once
 	err  error
 	key  *seal.Key
 	sl   *seal.Sealer
 	op   *seal.Opener
+
+	kmu  sync.Mutex
+	keys map[string]ed25519.PrivateKey // principal → signing key, loaded on use
+}
+
+// PrincipalName is t.Principal, or the inventory's principal.
+func (t *Target) PrincipalName() string {
+	if t.Principal != "" || t.Inv == nil {
+		return t.Principal
+	}
+	return t.Inv.Principal
+}
+
+// signer returns principal's private key from the inventory's credentials
+// (nil when the inventory has none for it: the request goes unsigned and
+// the agent refuses it, saying so).
+func (t *Target) signer(principal string) (ed25519.PrivateKey, error) {
+	if t.Inv == nil {
+		return nil, nil
+	}
+	cr, ok := t.Inv.Credential(principal)
+	if !ok || cr.KeyFile == "" {
+		return nil, nil
+	}
+	t.kmu.Lock()
+	defer t.kmu.Unlock()
+	if k, ok := t.keys[principal]; ok {
+		return k, nil
+	}
+	k, err := ident.LoadPrivateKey(t.Path(cr.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("principal %s: %w", principal, err)
+	}
+	if t.keys == nil {
+		t.keys = map[string]ed25519.PrivateKey{}
+	}
+	t.keys[principal] = k
+	return k, nil
 }
 
 // NewTarget returns the Target of h from inv. The key file is read on first use.
@@ -175,10 +219,25 @@ func trimSpace(b []byte) []byte {
 	return b
 }
 
-// Seal encodes and seals m under a fresh random message id.
+// Seal encodes and seals m under a fresh random message id. A request is
+// first signed for this host with its principal's key (internal/ident); the
+// caller's request is not changed.
 func (t *Target) Seal(m vmsg.Message) (msgID uint64, env []byte, err error) {
 	if err := t.load(); err != nil {
 		return 0, nil, err
+	}
+	if r, ok := m.(*vmsg.Request); ok {
+		k, err := t.signer(r.Principal)
+		if err != nil {
+			return 0, nil, err
+		}
+		if k != nil {
+			c := *r
+			if err := ident.SignRequest(k, t.Host.HostID, &c); err != nil {
+				return 0, nil, err
+			}
+			m = &c
+		}
 	}
 	kind, body, err := vmsg.Encode(m)
 	if err != nil {
@@ -325,6 +384,7 @@ func (c *Client) Target(host string) (*Target, error) {
 		return nil, err
 	}
 	t := NewTarget(c.inv, *h, c.now)
+	t.Principal = c.principal
 	c.targets[host] = t
 	return t, nil
 }
