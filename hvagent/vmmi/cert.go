@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/ooblab/ooblab/internal/pki"
 )
 
 var syscallEMFILE = syscall.EMFILE
@@ -151,59 +153,13 @@ func writeFile(path string, b []byte, mode os.FileMode) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// IssueClientCert signs a client certificate for principal (subject common
-// name, client-auth usage, one year) for pub with the CA that GenerateCert
-// wrote into files, and returns it as PEM. The principal's private key never
-// leaves the VMS: only its public half is needed here.
+// IssueClientCert signs a client certificate for principal (package
+// internal/pki) for pub with the CA that GenerateCert wrote into files, and
+// returns it as PEM. The principal's private key never leaves the VMS.
 func IssueClientCert(files CertFiles, principal string, pub crypto.PublicKey) ([]byte, error) {
-	if principal == "" {
-		return nil, errors.New("vmmi: client certificate needs a principal name")
-	}
-	ca, caKey, err := loadCA(files)
+	ca, err := pki.LoadCA(files.CA, files.CAKey)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{Organization: []string{"ooblab"}, CommonName: principal},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, pub, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("vmmi: client certificate for %s: %w", principal, err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
-}
-
-func loadCA(files CertFiles) (*x509.Certificate, crypto.Signer, error) {
-	cb, err := os.ReadFile(files.CA)
-	if err != nil {
-		return nil, nil, fmt.Errorf("vmmi: CA: %w", err)
-	}
-	kb, err := os.ReadFile(files.CAKey)
-	if err != nil {
-		return nil, nil, fmt.Errorf("vmmi: CA key: %w", err)
-	}
-	cblk, _ := pem.Decode(cb)
-	kblk, _ := pem.Decode(kb)
-	if cblk == nil || kblk == nil {
-		return nil, nil, errors.New("vmmi: CA or CA key is not PEM")
-	}
-	ca, err := x509.ParseCertificate(cblk.Bytes)
-	if err != nil {
-		return nil, nil, fmt.Errorf("vmmi: CA: %w", err)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(kblk.Bytes)
-	if err != nil {
-		return nil, nil, fmt.Errorf("vmmi: CA key: %w", err)
-	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, nil, fmt.Errorf("vmmi: CA key %T cannot sign", k)
-	}
-	return ca, signer, nil
+	return ca.ClientCert(principal, pub)
 }
