@@ -62,8 +62,19 @@ type Status struct {
 	Addr   net.Addr
 }
 
-// ReadKey reads a host key file, refusing one that others may read.
+// ReadKey reads a host key file, refusing one that others may read. The
+// file may hold two keys during a host key rotation (seal.ParseKeyRing):
+// the first seals answers, both open requests.
 func ReadKey(path string) (*seal.Key, error) {
+	ring, err := ReadKeyRing(path)
+	if err != nil {
+		return nil, err
+	}
+	return ring[0], nil
+}
+
+// ReadKeyRing is ReadKey with every key of the file.
+func ReadKeyRing(path string) ([]*seal.Key, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("--key: %w", err)
@@ -75,11 +86,11 @@ func ReadKey(path string) (*seal.Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--key: %w", err)
 	}
-	k, err := seal.ParseKey(strings.TrimSpace(string(b)))
+	ring, err := seal.ParseKeyRing(string(b))
 	if err != nil {
 		return nil, fmt.Errorf("--key %s: %w", path, err)
 	}
-	return k, nil
+	return ring, nil
 }
 
 // Run serves until ctx ends.
@@ -103,10 +114,11 @@ func Run(ctx context.Context, o Options) error {
 	if o.JournalFile == "" {
 		return errors.New("--journal FILE is required: without it a retried request could run twice")
 	}
-	key, err := ReadKey(o.KeyFile)
+	ring, err := ReadKeyRing(o.KeyFile)
 	if err != nil {
 		return err
 	}
+	key := ring[0]
 	if o.HostID != "" && o.HostID != key.HostID() {
 		return fmt.Errorf("--host-id %q but the key in %s is for %q", o.HostID, o.KeyFile, key.HostID())
 	}
@@ -153,7 +165,8 @@ func Run(ctx context.Context, o Options) error {
 			})})
 		q2 = &oob.Queue2Sink{Loop: loop, Seal: func(al alert.Alert) ([]byte, error) { return a.SealAlert(al) }}
 	}
-	a, err = agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: j, Alerts: sinks, Queue2: q2, Host: host, Logger: log})
+	a, err = agent.New(agent.Config{Key: key, Opener: seal.OpenerOptions{Also: ring[1:]},
+		Policy: pol, Hypervisor: hv, Journal: j, Alerts: sinks, Queue2: q2, Host: host, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -190,16 +190,18 @@ func (t *Target) load() error {
 			t.err = fmt.Errorf("host %s key: %w", t.Host.Name, err)
 			return
 		}
-		k, err := seal.ParseKey(string(trimSpace(b)))
+		// Two keys during a host key rotation: the first seals, both open.
+		ring, err := seal.ParseKeyRing(string(b))
 		if err != nil {
 			t.err = fmt.Errorf("host %s key %s: %w", t.Host.Name, path, err)
 			return
 		}
+		k := ring[0]
 		if k.HostID() != t.Host.HostID {
 			t.err = fmt.Errorf("host %s key %s is for host id %q, inventory says %q", t.Host.Name, path, k.HostID(), t.Host.HostID)
 			return
 		}
-		t.key, t.sl, t.op = k, seal.NewSealer(k), seal.NewOpener(k, seal.OpenerOptions{})
+		t.key, t.sl, t.op = k, seal.NewSealer(k), seal.NewOpener(k, seal.OpenerOptions{Also: ring[1:]})
 	})
 	return t.err
 }
@@ -212,12 +214,6 @@ func (t *Target) Path(p string) string {
 	return t.Inv.Path(p)
 }
 
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
 
 // Seal encodes and seals m under a fresh random message id. A request is
 // first signed for this host with its principal's key (internal/ident); the
