@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-func newCA(t *testing.T, keyType string) *CA {
+func newCA(t testing.TB, keyType string) *CA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
@@ -102,4 +102,20 @@ func TestClientCert(t *testing.T) {
 	if _, err := ParseCA(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})); err == nil {
 		t.Fatal("CA with another CA's key accepted")
 	}
+}
+
+func FuzzParseCA(f *testing.F) {
+	ca := newCA(f, "PRIVATE KEY")
+	kb, _ := x509.MarshalPKCS8PrivateKey(ca.Key)
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})
+	f.Add(certPEM, keyPEM)
+	f.Add(certPEM, []byte("-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n"))
+	f.Add([]byte("x"), keyPEM)
+	f.Fuzz(func(t *testing.T, c, k []byte) {
+		got, err := ParseCA(c, k)
+		if err == nil && (got.Cert == nil || got.Key == nil || !got.Cert.IsCA) {
+			t.Fatal("CA without certificate, key or CA flag")
+		}
+	})
 }
