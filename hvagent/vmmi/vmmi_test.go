@@ -8,7 +8,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,15 +21,9 @@ import (
 	"github.com/ooblab/ooblab/hvagent/virt"
 	"github.com/ooblab/ooblab/internal/frame"
 	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
-
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 type srvBench struct {
 	addr   string
@@ -61,7 +54,7 @@ func start(t *testing.T, h Handler, mod func(*Config)) *srvBench {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Handler: h, TLS: tc, ClientCAs: cas, Logger: testLogger(t)}
+	cfg := Config{Handler: h, TLS: tc, ClientCAs: cas, Logger: testutil.Logger(t)}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -236,7 +229,7 @@ vms = ["*"]
 	}
 	defer j.Close()
 	sink := &agenttest.Sink{}
-	a, err := agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: j, Alerts: sink, Logger: testLogger(t)})
+	a, err := agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: j, Alerts: sink, Logger: testutil.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,7 +383,7 @@ func TestHostCertificateNamesOneHost(t *testing.T) {
 	}
 	tc, _ := LoadTLS(files.Cert, files.Key)
 	cas, _ := LoadClientCAs(files.CA)
-	srv, err := New(Config{Handler: echo{}, TLS: tc, ClientCAs: cas, Logger: testLogger(t)})
+	srv, err := New(Config{Handler: echo{}, TLS: tc, ClientCAs: cas, Logger: testutil.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,28 +3,19 @@ package ident
 import (
 	"bytes"
 	"crypto/ed25519"
-	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
 // fixedKey is a deterministic key so the golden bytes below stay put.
 func fixedKey() ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x42}, ed25519.SeedSize))
-}
-
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func TestMessageBytes(t *testing.T) {
@@ -34,7 +25,7 @@ func TestMessageBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	// CBOR map {1: 1, 2: 1, 7: "vms", 8: 2}.
-	if want := unhex(t, "a4 01 01 02 01 07 63 76 6d 73 08 02"); !bytes.Equal(sb, want) {
+	if want := testutil.Unhex(t, "a4 01 01 02 01 07 63 76 6d 73 08 02"); !bytes.Equal(sb, want) {
 		t.Fatalf("signed bytes % x, want % x", sb, want)
 	}
 	m, err := Message("h1", sb)
@@ -229,7 +220,7 @@ func FuzzVerifyRequest(f *testing.F) {
 	f.Add(good)
 	f.Add(good[:len(good)-1])
 	f.Add([]byte{0xa0})
-	f.Add(unhex(f, "a4 01 01 02 01 07 63 76 6d 73 08 02"))
+	f.Add(testutil.Unhex(f, "a4 01 01 02 01 07 63 76 6d 73 08 02"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := vmsg.DecodeRequest(body)
 		if err != nil {
