@@ -111,12 +111,10 @@ type Channel interface {
 // Target is one inventory host with its sealing key, shared by the channels.
 type Target struct {
 	Host inventory.Host
-	// Inv resolves the host's relative file names.
+	// Inv resolves the host's relative file names; its Principal is who
+	// the client speaks as (its key signs, its VMM-I client certificate is
+	// presented), so a Client with Options.Principal gets a copy.
 	Inv *inventory.Inventory
-
-	// Principal is who the client speaks as on this host (its VMM-I client
-	// certificate); default: the inventory's principal.
-	Principal string
 
 	now  func() time.Time
 	once sync.Once
@@ -129,10 +127,10 @@ type Target struct {
 	keys map[string]ed25519.PrivateKey // principal → signing key, loaded on use
 }
 
-// PrincipalName is t.Principal, or the inventory's principal.
+// PrincipalName is who the client speaks as: the inventory's principal.
 func (t *Target) PrincipalName() string {
-	if t.Principal != "" || t.Inv == nil {
-		return t.Principal
+	if t.Inv == nil {
+		return ""
 	}
 	return t.Inv.Principal
 }
@@ -379,8 +377,16 @@ func (c *Client) Target(host string) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := NewTarget(c.inv, *h, c.now)
-	t.Principal = c.principal
+	inv := c.inv
+	if c.principal != inv.Principal {
+		// Everything that speaks for this client on the host — its
+		// requests, the auto channel's health pings, the VMM-I client
+		// certificate — names the client's principal.
+		cp := *inv
+		cp.Principal = c.principal
+		inv = &cp
+	}
+	t := NewTarget(inv, *h, c.now)
 	c.targets[host] = t
 	return t, nil
 }
