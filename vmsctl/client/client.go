@@ -212,7 +212,6 @@ func (t *Target) Path(p string) string {
 	return t.Inv.Path(p)
 }
 
-
 // Seal encodes and seals m under a fresh random message id. A request is
 // first signed for this host with its principal's key (internal/ident); the
 // caller's request is not changed.
