@@ -215,6 +215,11 @@ func TestVMMIIdentity(t *testing.T) {
 	if cn, _ := b.certCN.Load().(string); cn != "" || b.unsigned.Load() != 1 {
 		t.Fatalf("intern: certificate %q, %d unsigned", cn, b.unsigned.Load())
 	}
+	// Everything on that client's targets (auto's health pings included)
+	// speaks as intern; the client's inventory itself is unchanged.
+	if tg, _ := c2.Target("h1"); tg.Inv.Principal != "intern" || tg.PrincipalName() != "intern" || c2.Inventory().Principal != "ops" {
+		t.Fatalf("target principal %q, inventory %q", tg.Inv.Principal, c2.Inventory().Principal)
+	}
 }
 
 func TestVMMIRejectsUntrustedServer(t *testing.T) {
