@@ -55,11 +55,11 @@ func FuzzLANGuard(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	g := newLANGuard(nullConn{}, b.IPMI, &b.Config, b.metrics, slog.New(slog.DiscardHandler))
+	g := newLANGuard(nullConn{}, b.IPMI, &b.Config, b.metrics, b.replies, slog.New(slog.DiscardHandler))
 	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 623}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		g.inspect(pkt, addr)
-		g.observe(pkt)
+		g.observe(pkt, addr)
 		g.sweep()
 	})
 }
