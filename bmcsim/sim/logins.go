@@ -240,13 +240,18 @@ func (lb *loginBook) failLocked(h *handshake, addr, reason string) *loginOutcome
 }
 
 // countLocked counts one failure in st and returns until when it locked st,
-// or zero.
+// or zero. A failure while st is locked (a handshake begun before the lock)
+// neither counts nor extends the lock.
 func (lb *loginBook) countLocked(st *userState) time.Time {
+	now := lb.now()
+	if now.Before(st.lockedUntil) {
+		return time.Time{}
+	}
 	st.fails++
 	if st.fails < lb.maxFails {
 		return time.Time{}
 	}
-	st.lockedUntil = lb.now().Add(lb.lockFor)
+	st.lockedUntil = now.Add(lb.lockFor)
 	st.fails = 0
 	return st.lockedUntil
 }
