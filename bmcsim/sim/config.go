@@ -62,7 +62,8 @@ type Config struct {
 	LockoutAttempts int      `toml:"lockout_attempts"`
 	LockoutDuration Duration `toml:"lockout_duration"`
 	// AuthTimeout is how long a handshake may stay between RAKP 2 and
-	// RAKP 3 before it counts as a failed authentication.
+	// RAKP 3 before it counts as abandoned (against its source address,
+	// never against its user for every source; docs/bmcsim.md).
 	AuthTimeout Duration `toml:"auth_timeout"`
 	// SourceHandshakeLimit is how many handshakes abandoned after RAKP 2 or
 	// naming an unknown user one source IP address may make per minute
