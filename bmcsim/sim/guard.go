@@ -99,16 +99,21 @@ func (g *lanGuard) onRAKP1(p []byte, addr net.Addr) bool {
 	}
 	_, uerr := g.b.Users.GetByName(m.name)
 	from := addr.String()
-	verdict, until, out := g.logins.rakp1(handshakeKey{bmcID: m.bmcID, addr: from}, sess.ConsoleID, m.name, uerr == nil)
-	g.report(out)
+	res := g.logins.rakp1(handshakeKey{bmcID: m.bmcID, addr: from}, sess.ConsoleID, m.name, uerr == nil)
+	for _, id := range res.close {
+		_ = g.b.Sessions.Close(id) // superseded: its RAKP 3 would find no session
+	}
+	for i := range res.charged {
+		g.report(&res.charged[i])
+	}
 	var status uint8
-	switch verdict {
+	switch res.verdict {
 	case rakp1Pass:
 		return true
 	case rakp1Locked:
 		g.metrics.AuthFailures.WithLabelValues(g.name, "locked_out").Inc()
 		g.log.Warn("refused login of locked-out user", "user", m.name, "from", from,
-			"locked_until", until.Format(time.RFC3339))
+			"locked_until", res.until.Format(time.RFC3339))
 		status = statusUnauthorizedName
 	case rakp1Throttled:
 		g.metrics.AuthFailures.WithLabelValues(g.name, "source_throttled").Inc()

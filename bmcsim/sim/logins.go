@@ -116,38 +116,68 @@ func sourceIP(addr string) string {
 	return addr
 }
 
-// rakp1 opens the accounting of a handshake. It returns when a locked user's
-// lock lifts, and the charge made for an unknown name, if any.
-func (lb *loginBook) rakp1(k handshakeKey, consoleID uint32, user string, known bool) (rakp1Verdict, time.Time, *loginOutcome) {
+// rakp1Result is what the book decided about a RAKP 1.
+type rakp1Result struct {
+	verdict rakp1Verdict
+	until   time.Time      // rakp1Locked: when the lock lifts
+	close   []uint32       // BMC sessions of handshakes this one supersedes
+	charged []loginOutcome // charges made (unknown name, superseded or repeated handshakes)
+}
+
+// rakp1 opens the accounting of a handshake.
+//
+// Each RAKP 1 draws a fresh RAKP 2 (a new hash) from the server, so a RAKP 1
+// repeated on a pending handshake is charged to the source at once. A new
+// handshake from the address and console session ID of a pending one ends
+// that one as abandoned: one address and console ID have at most one
+// pending handshake, so a RAKP 2 or RAKP 4, which name only the console's ID,
+// settle exactly the handshake they answer.
+func (lb *loginBook) rakp1(k handshakeKey, consoleID uint32, user string, known bool) rakp1Result {
 	now := lb.now()
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
+	var res rakp1Result
 	if lb.budgetLocked(k.addr, now) < 1 {
-		return rakp1Throttled, time.Time{}, nil
+		res.verdict = rakp1Throttled
+		return res
 	}
 	if until, ok := lb.lockedLocked(user, sourceIP(k.addr), now); known && ok {
-		return rakp1Locked, until, nil
+		res.verdict, res.until = rakp1Locked, until
+		return res
 	}
-	var out *loginOutcome
-	if old := lb.pending[k]; old != nil && old.user == user {
-		// The console resent RAKP 1 (our RAKP 2 was lost): same handshake.
-		old.started = now
-		return rakp1Pass, time.Time{}, nil
+	if old := lb.pending[k]; old != nil {
+		out := loginOutcome{reason: "repeated_rakp1", user: user, addr: k.addr}
+		out.srcShut = lb.chargeSourceLocked(k.addr, now)
+		res.charged = append(res.charged, out)
+		if !old.rakp3 {
+			old.user, old.known = user, known // the server now checks this name
+		}
+		return res
+	}
+	for pk, h := range lb.pending {
+		if pk.addr != k.addr || h.consoleID != consoleID {
+			continue
+		}
+		delete(lb.pending, pk)
+		res.close = append(res.close, pk.bmcID)
+		if h.known {
+			res.charged = append(res.charged, lb.chargeSourceSideLocked(h, pk.addr, "abandoned", now))
+		}
 	}
 	if !known {
-		out = &loginOutcome{reason: "unknown_user", user: user, addr: k.addr}
+		out := loginOutcome{reason: "unknown_user", user: user, addr: k.addr}
 		out.srcShut = lb.chargeSourceLocked(k.addr, now)
+		res.charged = append(res.charged, out)
 	}
 	lb.pending[k] = &handshake{user: user, known: known, consoleID: consoleID, started: now}
-	return rakp1Pass, time.Time{}, out
+	return res
 }
 
 // rakp2Refused settles a handshake the server refused at RAKP 1 (a role
 // the user may not have, a disabled account). Nothing about the password
 // was checked and anyone may ask, so it is charged like an abandoned
 // handshake: to the source and to the pair (user, source IP), never to the
-// user. The refusal carries only the console's session ID; of the handshakes
-// of that source with that ID, the oldest is taken.
+// user.
 func (lb *loginBook) rakp2Refused(addr string, consoleID uint32) *loginOutcome {
 	now := lb.now()
 	lb.mu.Lock()
@@ -207,21 +237,15 @@ func (lb *loginBook) rakp4(addr string, consoleID uint32, status uint8) *loginOu
 	return lb.failLocked(h, addr, "bad_credentials")
 }
 
-// findLocked returns the oldest pending handshake of addr with consoleID
-// whose RAKP 3 went to the server (rakp3) or not.
+// findLocked returns the pending handshake of addr with consoleID (there is
+// at most one, see rakp1) if its RAKP 3 went to the server (rakp3) or not.
 func (lb *loginBook) findLocked(addr string, consoleID uint32, rakp3 bool) (handshakeKey, bool) {
-	var best handshakeKey
-	var bestAt time.Time
-	found := false
 	for k, h := range lb.pending {
-		if k.addr != addr || h.consoleID != consoleID || h.rakp3 != rakp3 {
-			continue
-		}
-		if !found || h.started.Before(bestAt) {
-			best, bestAt, found = k, h.started, true
+		if k.addr == addr && h.consoleID == consoleID && h.rakp3 == rakp3 {
+			return k, true
 		}
 	}
-	return best, found
+	return handshakeKey{}, false
 }
 
 // failLocked counts one failed login of a handshake. lb.mu must be held.

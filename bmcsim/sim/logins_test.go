@@ -293,3 +293,48 @@ func TestWorkingClientsNeverThrottled(t *testing.T) {
 }
 
 func leID(id uint32) []byte { return []byte{byte(id), byte(id >> 8), byte(id >> 16), byte(id >> 24)} }
+
+// Every RAKP 1 draws a fresh RAKP 2 (a new hash to crack), so RAKP 1s
+// repeated on one pending handshake are charged to the source at once, and
+// a new handshake from the same address and console ID ends the pending one
+// as abandoned.
+func TestRepeatedAndSupersededHandshakes(t *testing.T) {
+	cfg := testConfig()
+	cfg.SourceHandshakeLimit = 3
+	cfg.AuthTimeout = Duration{time.Hour} // nothing here is counted by the sweeper
+	l := startLAN(t, cfg)
+
+	first := dialConsole(t, "127.0.0.5", l.port, goIPMIConsoleID)
+	first.open()
+	if st := first.rakp1("admin", admin); st != 0 {
+		t.Fatalf("RAKP 2 status %#x", st)
+	}
+	// The same console, a new handshake: the first one is abandoned.
+	second := first.sameSocket()
+	second.open()
+	if st := second.rakp1("admin", admin); st != 0 {
+		t.Fatalf("RAKP 2 status %#x", st)
+	}
+	if got := l.authFailures("abandoned"); got != 1 {
+		t.Errorf("abandoned = %v after a superseding handshake, want 1", got)
+	}
+	if st, err := first.rakp3(0, "s3cret-admin", 500*time.Millisecond); err == nil {
+		t.Errorf("RAKP 3 of a superseded handshake answered with status %#x", st)
+	}
+	// RAKP 1 again on the second handshake: charged at once, until the
+	// budget (3, one spent above) is gone.
+	for i := 0; i < 2; i++ {
+		if st := second.rakp1("admin", admin); st != 0 {
+			t.Fatalf("repeated RAKP 1 #%d: RAKP 2 status %#x", i+1, st)
+		}
+	}
+	if got := l.authFailures("repeated_rakp1"); got != 2 {
+		t.Errorf("repeated_rakp1 = %v, want 2", got)
+	}
+	if st := second.rakp1("admin", admin); st != statusInsufficientResources {
+		t.Errorf("RAKP 1 past the source budget: RAKP 2 status %#x, want %#x", st, statusInsufficientResources)
+	}
+	if l.LockedFrom("admin", "127.0.0.1") {
+		t.Error("admin locked for another address")
+	}
+}

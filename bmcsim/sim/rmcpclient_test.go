@@ -50,6 +50,11 @@ func dialConsole(t *testing.T, localIP string, port int, consID uint32) *rmcpCon
 	return &rmcpConsole{t: t, conn: conn, consID: consID}
 }
 
+// sameSocket is a new console on c's socket, with c's console session ID.
+func (c *rmcpConsole) sameSocket() *rmcpConsole {
+	return &rmcpConsole{t: c.t, conn: c.conn, consID: c.consID}
+}
+
 // exchange sends pkt and returns the payload of the first answer of type
 // want, or an error after timeout.
 func (c *rmcpConsole) exchange(pkt []byte, want uint8, timeout time.Duration) ([]byte, error) {
