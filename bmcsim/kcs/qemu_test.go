@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/lab/initramfs"
 )
 
@@ -52,17 +53,9 @@ type reqEvent struct{ netfn, cmd, cc uint8 }
 // driver talks to it, enables the interrupt, and that a pushed message
 // reaches a process registered on /dev/ipmi0 whose reply comes back.
 func TestQEMUGuest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a guest (~10 s under TCG)")
-	}
-	qemu, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not installed")
-	}
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("busybox (busybox-static) not installed")
-	}
+	testutil.Integration(t, "qemu-system-x86_64", "busybox")
+	qemu, _ := exec.LookPath("qemu-system-x86_64")
+	busybox, _ := exec.LookPath("busybox")
 	vmlinuz, kver := guestKernel(t)
 	dir := t.TempDir()
 
@@ -114,7 +107,7 @@ func TestQEMUGuest(t *testing.T) {
 	}()
 	replies := make(chan []byte, 4)
 	conns := make(chan bool, 4)
-	s := New(newBMC(), nil, testLogger(t),
+	s := New(newBMC(), nil, testutil.Logger(t),
 		WithOnRequest(func(netfn, cmd, cc uint8) {
 			all = append(all, fmt.Sprintf("%02x/%02x:%02x", netfn, cmd, cc))
 			reqs <- reqEvent{netfn, cmd, cc}

@@ -19,14 +19,14 @@ import (
 
 // IPMI constants this package answers itself (App NetFn, IPMI v2.0 §22).
 const (
-	netFnApp = 0x06
+	netFnApp = vmcodec.NetFnApp
 
 	cmdSetBMCGlobalEnables = 0x2E
 	cmdGetBMCGlobalEnables = 0x2F
 	cmdClearMessageFlags   = 0x30
-	cmdGetMessageFlags     = 0x31
-	cmdGetMessage          = 0x33
-	cmdSendMessage         = 0x34
+	cmdGetMessageFlags     = vmcodec.CmdGetMessageFlags
+	cmdGetMessage          = vmcodec.CmdGetMessage
+	cmdSendMessage         = vmcodec.CmdSendMessage
 
 	enableRcvMsgIntr  = 0x01 // receive message queue interrupt
 	enableEvtMsgIntr  = 0x02 // event message buffer full interrupt
@@ -34,7 +34,6 @@ const (
 	flagRcvMsgAvail   = 0x01
 	ccQueueEmpty      = 0x80 // Get Message: data not available
 	ccSendNAK         = 0x83 // Send Message: NAK on write (no such IPMB device)
-	bmcSlaveAddr      = 0x20
 	systemIfChannel   = 0x0F
 	defaultQueueLimit = 64
 	writeTimeout      = 5 * time.Second
@@ -86,8 +85,54 @@ type pushed struct {
 
 type conn struct {
 	nc   net.Conn
-	wmu  sync.Mutex
-	done chan struct{}
+	done chan struct{} // closed when the reader ends
+	// out carries frames to the writer goroutine in the order they were
+	// queued, so nothing writes to the network under the Server's mutex.
+	out  chan []byte
+	quit chan struct{} // closed when the reader ends: the writer stops
+}
+
+// outBacklog bounds the frames waiting for QEMU; a peer that stops reading
+// for that long is dropped (QEMU reconnects and gets the state again).
+const outBacklog = 256
+
+var errBacklog = errors.New("kcs: QEMU is not reading; connection dropped")
+
+func newConn(nc net.Conn) *conn {
+	return &conn{nc: nc, done: make(chan struct{}), out: make(chan []byte, outBacklog), quit: make(chan struct{})}
+}
+
+// send queues b for the writer. It never blocks.
+func (c *conn) send(b []byte) error {
+	select {
+	case <-c.quit:
+		return net.ErrClosed
+	default:
+	}
+	select {
+	case c.out <- b:
+		return nil
+	default:
+		c.nc.Close()
+		return errBacklog
+	}
+}
+
+// writeLoop writes queued frames until the reader ends; a failed write
+// closes the connection (the reader then ends too).
+func (c *conn) writeLoop(log *slog.Logger) {
+	for {
+		select {
+		case <-c.quit:
+			return
+		case b := <-c.out:
+			c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if _, err := c.nc.Write(b); err != nil {
+				log.Warn("could not write to QEMU; dropping the connection", "err", err)
+				c.nc.Close()
+			}
+		}
+	}
 }
 
 // Option configures a Server.
@@ -195,13 +240,14 @@ func (s *Server) attach(ctx context.Context, nc net.Conn) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	c := &conn{nc: nc, done: make(chan struct{})}
+	c := newConn(nc)
+	go c.writeLoop(s.log)
 	s.mu.Lock()
 	s.capsSeen, s.caps = false, 0
 	s.attnOn = false
-	err := c.write(vmcodec.AppendControl(nil, vmcodec.OpVersion, vmcodec.ProtocolVersion))
+	err := c.send(vmcodec.AppendControl(nil, vmcodec.OpVersion, vmcodec.ProtocolVersion))
 	if err == nil && s.enables&(enableRcvMsgIntr|enableEvtMsgIntr) != 0 {
-		err = c.write(vmcodec.AppendControl(nil, vmcodec.OpEnableIRQ))
+		err = c.send(vmcodec.AppendControl(nil, vmcodec.OpEnableIRQ))
 	}
 	if err == nil {
 		err = s.syncAttnLocked(c, false)
@@ -218,14 +264,6 @@ func (s *Server) attach(ctx context.Context, nc net.Conn) {
 	go s.readLoop(ctx, c)
 }
 
-func (c *conn) write(b []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	_, err := c.nc.Write(b)
-	return err
-}
-
 func (s *Server) readLoop(ctx context.Context, c *conn) {
 	defer func() {
 		c.nc.Close()
@@ -234,6 +272,7 @@ func (s *Server) readLoop(ctx context.Context, c *conn) {
 			s.cur = nil
 		}
 		s.mu.Unlock()
+		close(c.quit)
 		s.log.Info("QEMU disconnected from the system interface; the guest is off or QEMU will reconnect")
 		if s.onConn != nil {
 			s.onConn(false)
@@ -280,7 +319,10 @@ func (s *Server) handleFrame(ctx context.Context, c *conn, f vmcodec.Frame) {
 	}
 	body := make([]byte, 0, 1+len(resp))
 	body = append(append(body, cc), resp...)
-	if err := c.write(vmcodec.AppendMessage(nil, f.Seq(), (netfn|1)<<2|f.LUN(), cmd, body)); err != nil {
+	if cmd == cmdSetBMCGlobalEnables && netfn == netFnApp && cc == 0 && s.onEnables != nil {
+		s.onEnables(s.Enables()) // may touch disk: outside the mutex
+	}
+	if err := c.send(vmcodec.AppendMessage(nil, f.Seq(), (netfn|1)<<2|f.LUN(), cmd, body)); err != nil {
 		s.log.Warn("could not answer QEMU", "netfn", netfn, "cmd", cmd, "err", err)
 	}
 	if s.onRequest != nil {
@@ -334,16 +376,13 @@ func (s *Server) handleApp(c *conn, cmd uint8, data []byte) ([]byte, uint8) {
 		}
 		const irqBits = enableRcvMsgIntr | enableEvtMsgIntr
 		was := s.enables&irqBits != 0
-		s.enables = data[0] & supportedEnables
-		if s.onEnables != nil {
-			s.onEnables(s.enables)
-		}
+		s.enables = data[0] & supportedEnables // handleFrame reports it to onEnables
 		if now := s.enables&irqBits != 0; now != was && s.cur == c {
 			op := vmcodec.OpDisableIRQ
 			if now {
 				op = vmcodec.OpEnableIRQ
 			}
-			if err := c.write(vmcodec.AppendControl(nil, op)); err != nil {
+			if err := c.send(vmcodec.AppendControl(nil, op)); err != nil {
 				s.log.Warn("could not send IRQ state to QEMU", "op", op.String(), "err", err)
 			} else {
 				s.log.Info("host driver changed the KCS interrupt", "enabled", now)
@@ -388,36 +427,30 @@ func (s *Server) handleApp(c *conn, cmd uint8, data []byte) ([]byte, uint8) {
 
 // getMessageBody lays out a Get Message response after the completion code.
 func (s *Server) getMessageBody(m pushed) []byte {
-	b := make([]byte, 0, 7+len(m.data))
-	nf := m.netfn << 2
-	b = append(b, s.pushChannel&0x0F, nf, -(bmcSlaveAddr + nf))
-	b = append(b, s.requester, m.seq<<2, m.cmd)
-	b = append(b, m.data...)
-	return append(b, -vmcodec.Checksum(b[3:]))
+	return vmcodec.AppendGetMessage(make([]byte, 0, 7+len(m.data)), vmcodec.IPMBMsg{
+		Channel: s.pushChannel, NetFn: m.netfn, RqSA: s.requester, Seq: m.seq, Cmd: m.cmd, Data: m.data})
 }
 
-// sendMessage takes a Send Message request from the host: channel, then an
-// IPMB frame rsSA, netfn/lun, sum1, rqSA, seq/lun, cmd, data, sum2.
+// sendMessage takes a Send Message request from the host: a channel and a
+// complete IPMB frame (vmcodec.ParseSendMessage).
 func (s *Server) sendMessage(data []byte) uint8 {
-	if len(data) < 8 {
+	m, err := vmcodec.ParseSendMessage(data)
+	switch {
+	case errors.Is(err, vmcodec.ErrIPMBShort):
 		return uint8(types.CodeRequestDataLengthInvalid)
-	}
-	ipmb := data[1:]
-	if vmcodec.Checksum(ipmb[:3]) != 0 || vmcodec.Checksum(ipmb[3:]) != 0 {
+	case err != nil:
 		s.log.Warn("host sent a Send Message with a bad IPMB checksum", "bytes", hex.EncodeToString(data))
 		return uint8(types.CodeRequestDataFieldInvalid)
 	}
-	netfn, cmd := ipmb[1]>>2, ipmb[5]
-	body := ipmb[6 : len(ipmb)-1]
-	if netfn&1 == 0 {
-		s.log.Info("host sent a request to an IPMB device that does not exist", "rsSA", ipmb[0], "netfn", netfn, "cmd", cmd)
+	if !m.IsResponse() {
+		s.log.Info("host sent a request to an IPMB device that does not exist", "rsSA", m.RsSA, "netfn", m.NetFn, "cmd", m.Cmd)
 		return ccSendNAK
 	}
-	if ipmb[0] != s.requester {
-		s.log.Info("host answered an unknown requester", "rsSA", ipmb[0], "netfn", netfn, "cmd", cmd)
+	if m.RsSA != s.requester {
+		s.log.Info("host answered an unknown requester", "rsSA", m.RsSA, "netfn", m.NetFn, "cmd", m.Cmd)
 	}
 	if s.onHostReply != nil {
-		s.onHostReply(netfn, cmd, append([]byte(nil), body...))
+		s.onHostReply(m.NetFn, m.Cmd, m.Data)
 	}
 	return 0
 }
@@ -443,7 +476,7 @@ func (s *Server) syncAttnLocked(c *conn, rearm bool) error {
 		return nil
 	}
 	s.attnOn = want
-	if err := c.write(b); err != nil {
+	if err := c.send(b); err != nil {
 		s.log.Warn("could not send attention to QEMU", "err", err)
 		return err
 	}
@@ -491,6 +524,13 @@ func (s *Server) QueueLen() int {
 	return len(s.queue)
 }
 
+// Enables reports the host's BMC Global Enables.
+func (s *Server) Enables() uint8 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.enables
+}
+
 // IRQEnabled reports whether the host enabled the receive message interrupt.
 func (s *Server) IRQEnabled() bool {
 	s.mu.Lock()
@@ -528,7 +568,7 @@ func (s *Server) hwOp(op vmcodec.Op, capBit uint8) error {
 	if s.capsSeen && s.caps&capBit == 0 {
 		return fmt.Errorf("%s: %w (capabilities %#02x)", op, ErrNotSupported, s.caps)
 	}
-	if err := s.cur.write(vmcodec.AppendControl(nil, op)); err != nil {
+	if err := s.cur.send(vmcodec.AppendControl(nil, op)); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	s.log.Info("sent a power control to QEMU", "op", op.String())

@@ -70,7 +70,11 @@ type Config struct {
 	// before its RAKP 1s are refused (RAKP 2 status 01h) until the budget
 	// refills. A working client never makes any.
 	SourceHandshakeLimit int `toml:"source_handshake_limit"`
-	QueueCapacity        int `toml:"queue_capacity"`
+	// QueueCapacity is the size of each OOB-I queue in records;
+	// Queue1Capacity and Queue2Capacity override it for one queue.
+	QueueCapacity  int `toml:"queue_capacity"`
+	Queue1Capacity int `toml:"queue1_capacity"`
+	Queue2Capacity int `toml:"queue2_capacity"`
 }
 
 // User is one BMC account.
@@ -213,6 +217,12 @@ func (c *Config) Normalize() error {
 	}
 	if c.QueueCapacity == 0 {
 		c.QueueCapacity = DefaultQueueCapacity
+	}
+	if c.Queue1Capacity == 0 {
+		c.Queue1Capacity = c.QueueCapacity
+	}
+	if c.Queue2Capacity == 0 {
+		c.Queue2Capacity = c.QueueCapacity
 	}
 	if len(c.Users) == 0 {
 		return fmt.Errorf("bmc %s: %w", c.Name, ErrNoUsers)

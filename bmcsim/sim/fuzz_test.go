@@ -4,26 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/handlers"
 	"github.com/bougou/go-ipmi/pkg/types"
+	"github.com/ooblab/ooblab/internal/testutil"
 )
-
-func unhex(s string) []byte {
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
 
 // nullConn is a PacketConn that swallows writes.
 type nullConn struct{}
@@ -64,7 +55,7 @@ func FuzzLANGuard(f *testing.F) {
 		// RAKP 4 (outgoing) with status 0
 		{"06 00 ff 07 06 15 00 00 00 00 00 00 00 00 18 00 01 00 00 00 aa bb cc dd 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f", true},
 	} {
-		f.Add(unhex(seed.hex), seed.live, uint8(0))
+		f.Add(testutil.MustUnhex(seed.hex), seed.live, uint8(0))
 	}
 	cfg := testConfig()
 	if err := cfg.Normalize(); err != nil {
@@ -120,7 +111,7 @@ func FuzzSELHandlers(f *testing.F) {
 		"", "00 00 00 00 00 ff", "01 00 43 4c 52 aa", "00 00 02 00 00 00 00 20 00 04 05 01 6f 00 ff ff",
 		"01 00 ff ff 00 ff", "ff ff ff ff",
 	} {
-		f.Add(byte(0x43), unhex(seed))
+		f.Add(byte(0x43), testutil.MustUnhex(seed))
 	}
 	s := NewSEL(8)
 	r := handlers.NewRegistry()
