@@ -14,12 +14,19 @@ import (
 
 func (e *env) up() *cobra.Command {
 	var o ctl.Options
-	var noProbe bool
+	var noProbe, sim bool
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "start the BMCs and hypervisor hosts; return when every agent answers on both channels",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if sim { // no QEMU: bmcsim --fleet and simulated hosts (sim.go)
+				base := 0
+				if cmd.Flags().Changed("base-port") {
+					base = o.BasePort
+				}
+				return e.simUp(cmd, o.Hosts, base, o.BinDir)
+			}
 			o.Dir = e.dir
 			o.Out = cmd.OutOrStdout()
 			if !noProbe {
@@ -40,6 +47,7 @@ func (e *env) up() *cobra.Command {
 	c.Flags().StringVar(&o.BinDir, "bin", "", "folder with bmcsim and hvagent (default: beside lab)")
 	c.Flags().IntVar(&o.BasePort, "base-port", 6230, "first BMC LAN port; KCS +100, VMM-I +2000, metrics +3000")
 	c.Flags().BoolVar(&noProbe, "no-probe", false, "ready when the agent starts, without asking it over both channels")
+	c.Flags().BoolVar(&sim, "sim", false, "simulated hosts without QEMU (bmcsim --fleet + hvagent's code on libvirt test:///default; inventory in DIR/sim), stopped by lab down")
 	return c
 }
 
@@ -47,9 +55,15 @@ func (e *env) down() *cobra.Command {
 	return &cobra.Command{
 		Use: "down", Short: "stop everything the lab started", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			simUp, serr := e.simDown(cmd.OutOrStdout()) // a `lab up --sim` fleet (sim.go)
+			if serr != nil {
+				return serr
+			}
 			err := ctl.Down(e.ctx, e.dir, cmd.OutOrStdout(), e.log)
 			if err == ctl.ErrNotUp {
-				fmt.Fprintln(cmd.OutOrStdout(), "no lab is up")
+				if !simUp {
+					fmt.Fprintln(cmd.OutOrStdout(), "no lab is up")
+				}
 				return nil
 			}
 			return err
