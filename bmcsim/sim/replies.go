@@ -46,6 +46,10 @@ const (
 	cacheDepth   = 16 // answered requests kept per session and address
 	arrivalDepth = 16 // requests read and not yet dispatched, per session and address
 	cacheTTL     = 10 * time.Second
+	// maxReplyKeys bounds the (session, address) pairs kept: a session
+	// holder hopping source ports cannot grow the cache without end. Past
+	// it, requests of new pairs run uncached until the sweeper frees room.
+	maxReplyKeys = 256
 )
 
 // request identifies one in-session IPMI request.
@@ -87,6 +91,9 @@ func (rc *replyCache) arrived(k replyKey, r request) {
 	defer rc.mu.Unlock()
 	sr := rc.sessions[k]
 	if sr == nil {
+		if len(rc.sessions) >= maxReplyKeys {
+			return
+		}
 		sr = &sessionReplies{last: -1}
 		rc.sessions[k] = sr
 	}
