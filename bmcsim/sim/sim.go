@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"time"
+	"sync"
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/clock"
@@ -34,6 +34,7 @@ type BMC struct {
 	metrics *Metrics
 	chassis *chassis
 	guard   *lanGuard
+	replies *replyCache
 
 	stdChannelInfo handlers.Handler
 }
@@ -135,11 +136,14 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*BMC, error) {
 		}
 	}
 
-	s := &BMC{Config: cfg, IPMI: b, SEL: NewSEL(512), log: log, metrics: m, chassis: ch}
+	s := &BMC{Config: cfg, IPMI: b, SEL: NewSEL(512), log: log, metrics: m, chassis: ch,
+		replies: newReplyCache(cfg.Name, m)}
 	r := handlers.NewRegistry()
+	// Outermost: a retransmit answered from the cache runs no handler and
+	// counts as a retransmit, not as a request.
+	r.Use(s.replies.middleware)
 	r.Use(m.middleware(cfg.Name))
-	std := handlers.NewRegistry()
-	handlers.RegisterAppHandlers(std)
+	std := stdAppRegistry()
 	s.stdChannelInfo = handlers.HandlerFunc(func(ctx context.Context, hctx *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
 		return std.Dispatch(ctx, hctx, uint8(types.NetFnAppRequest), 0x42, req)
 	})
@@ -149,6 +153,15 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*BMC, error) {
 	m.Sessions.WithLabelValues(cfg.Name).Set(0)
 	return s, nil
 }
+
+// stdAppRegistry holds go-ipmi's own App handlers, which keep no state of
+// their own (the BMC comes with each call's HandlerContext): one registry
+// serves every BMC of the process instead of ~5 KiB of maps per BMC.
+var stdAppRegistry = sync.OnceValue(func() *handlers.Registry {
+	r := handlers.NewRegistry()
+	handlers.RegisterAppHandlers(r)
+	return r
+})
 
 func trim16(s string) string {
 	if len(s) > 16 {
@@ -166,8 +179,14 @@ func (s *BMC) SetPowerState(on bool) { s.chassis.SetPowerState(on) }
 // PowerOn reports the chassis power state.
 func (s *BMC) PowerOn() bool { on, _ := s.chassis.PowerState(context.Background()); return on }
 
-// Locked reports whether a user is locked out on the LAN channel.
+// Locked reports whether a user is locked out on the LAN channel, for every
+// source or for at least one source IP address.
 func (s *BMC) Locked(user string) bool { return s.guard != nil && s.guard.Locked(user) }
+
+// LockedFrom reports whether a user is locked out for logins from ip.
+func (s *BMC) LockedFrom(user, ip string) bool {
+	return s.guard != nil && s.guard.logins.LockedFrom(user, ip)
+}
 
 // ListenLAN opens the LAN channel's UDP socket.
 func (s *BMC) ListenLAN() (*udp.Conn, error) {
@@ -175,33 +194,20 @@ func (s *BMC) ListenLAN() (*udp.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bmc %s: listen on %s: %w", s.Config.Name, s.Config.LAN, err)
 	}
-	s.guard = newLANGuard(conn, s.IPMI, &s.Config, s.metrics, s.log)
+	s.guard = newLANGuard(conn, s.IPMI, &s.Config, s.metrics, s.replies, s.log)
 	return conn, nil
 }
 
 // ServeLAN serves RMCP+ on conn (from ListenLAN) until ctx ends.
 func (s *BMC) ServeLAN(ctx context.Context, conn *udp.Conn) error {
 	if s.guard == nil || s.guard.PacketConn != conn {
-		s.guard = newLANGuard(conn, s.IPMI, &s.Config, s.metrics, s.log)
+		s.guard = newLANGuard(conn, s.IPMI, &s.Config, s.metrics, s.replies, s.log)
 	}
 	srv := server.NewServer(s.IPMI, s.guard, server.WithHandlerRegistry(s.Registry), server.WithV15Disabled())
-	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
-	}()
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				s.guard.sweep()
-				s.metrics.Sessions.WithLabelValues(s.Config.Name).Set(float64(s.IPMI.Sessions.Count()))
-			}
-		}
-	}()
+	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
+	defer stop()
+	chores.add(s) // upkeep.go: one goroutine for every BMC of the process
+	defer chores.remove(s)
 	s.log.Info("LAN channel up", "addr", conn.LocalAddr().String(), "cipher_suites", s.Config.CipherSuites,
 		"users", len(s.Config.Users), "session_limit", s.Config.SessionLimit)
 	err := srv.Serve(ctx)

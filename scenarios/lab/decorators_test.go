@@ -10,4 +10,8 @@ var (
 	Failover = Label("failover")
 	// Power specs power the hypervisor host off and on through the BMC.
 	Power = Label("power")
+	// KCSGuest specs boot a minimal guest against an in-process bmcsim to
+	// prove the KCS path (ipmi_si, /dev/ipmi0, pushed notifications); they
+	// need no lab.
+	KCSGuest = Label("kcs-guest")
 )

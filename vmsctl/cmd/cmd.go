@@ -96,6 +96,7 @@ type App struct {
 	principal                          string
 	timeout, budget                    time.Duration
 	debug                              bool
+	fan                                fanOut // --parallel, --progress (fanout.go)
 
 	inv     *inventory.Inventory
 	invFile string
