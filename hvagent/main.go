@@ -28,6 +28,7 @@ func main() {
 	flag.StringVar(&o.VMMIAddr, "vmmi", "", "VMM-I TLS listen address, e.g. :7443 (empty: no VMM-I)")
 	flag.StringVar(&o.TLSCert, "tls-cert", "/etc/ooblab/hvagent.pem", "VMM-I certificate (PEM)")
 	flag.StringVar(&o.TLSKey, "tls-key", "/etc/ooblab/hvagent-key.pem", "VMM-I private key (PEM, mode 0600)")
+	flag.StringVar(&o.TLSClientCA, "tls-client-ca", "/etc/ooblab/client-ca.pem", "CA certificate(s) that issue the VMS principals' client certificates (PEM)")
 	flag.StringVar(&o.JournalFile, "journal", "/var/lib/ooblab/hvagent.journal", "request-id journal file")
 	flag.StringVar(&o.AlertHook, "alert-hook", "", "shell command run for each alert (JSON on stdin, OOBLAB_ALERT_* env)")
 	flag.DurationVar(&o.PollInterval, "poll-interval", time.Second, "Queue 1 poll interval when the BMC raises no attention")

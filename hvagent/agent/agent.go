@@ -9,6 +9,9 @@
 //	  └─ fails → logged; tampered (ErrAuth) or replayed (ErrReplay) also
 //	             raise an alert; nothing is answered
 //	decode vmsg.Request (another kind → logged, nothing answered)
+//	signature (internal/ident) by a key the list names for the principal,
+//	and on the VMM-I the TLS client certificate's principal (WithPeer)
+//	  └─ missing, bad, someone else's → Reply ErrDenied + Alert
 //	journal.Get(request id) → done before: the recorded reply, resealed
 //	issue time outside ±MaxSkew → Reply ErrStale
 //	policy.Decide(principal, command, vm)
@@ -46,6 +49,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/journal"
 	"github.com/ooblab/ooblab/hvagent/policy"
 	"github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
@@ -200,6 +204,10 @@ func (a *Agent) userKey(principal string) (string, []byte, bool) {
 	return u.Name, u.Secret, true
 }
 
+// KnownPrincipal reports whether the authorization list names principal
+// (hvagent/vmmi checks client certificates with it).
+func (a *Agent) KnownPrincipal(principal string) bool { return a.policy().KnownPrincipal(principal) }
+
 // HostID is the host this agent answers for.
 func (a *Agent) HostID() string { return a.hostID }
 
@@ -257,6 +265,13 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 	log := a.log.With("via", via, "request_id", req.ID, "principal", req.Principal, "command", req.Command.String(), "vm", req.VM)
 	fp := fingerprint(req)
 
+	// Who sent it, before anything else: a forged principal learns nothing,
+	// not even a journaled reply.
+	if err := a.checkSigner(ctx, req); err != nil {
+		log.Warn("request refused: its principal is not proven; someone holding the host key (or a stale VMS key) is sending it", "err", err)
+		return a.refuse(ctx, req, via, vmsg.ErrDenied, fmt.Sprintf("%s: %v", ReasonDenied, err), now)
+	}
+
 	// A request id already executed: the recorded reply, never a second run.
 	if rec, ok := a.cfg.Journal.Get(req.ID); ok {
 		return a.replay(log, req, fp, rec)
@@ -303,6 +318,27 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 		return a.refuse(ctx, req, via, vmsg.ErrDenied, reason, now)
 	}
 	return a.execute(ctx, log, req, fp)
+}
+
+type peerKey struct{}
+
+// WithPeer tells HandleEnvelope that the envelope came over a connection
+// whose client certificate names principal (hvagent/vmmi): a request
+// claiming another principal is refused.
+func WithPeer(ctx context.Context, principal string) context.Context {
+	return context.WithValue(ctx, peerKey{}, principal)
+}
+
+// checkSigner verifies req's signature against the principal's keys in the
+// authorization list, and the connection's principal if there is one.
+func (a *Agent) checkSigner(ctx context.Context, req *vmsg.Request) error {
+	if peer, ok := ctx.Value(peerKey{}).(string); ok && peer != req.Principal {
+		return fmt.Errorf("signature: TLS client certificate is for %q, request claims %q", peer, req.Principal)
+	}
+	if _, err := ident.VerifyRequest(a.policy().Keys(req.Principal), a.hostID, req); err != nil {
+		return fmt.Errorf("signature: %w", err)
+	}
+	return nil
 }
 
 func (a *Agent) replay(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rec []byte) ([][]byte, error) {

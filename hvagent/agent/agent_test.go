@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,13 +20,14 @@ import (
 	"github.com/ooblab/ooblab/hvagent/journal"
 	"github.com/ooblab/ooblab/hvagent/policy"
 	"github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
 const aliceB32 = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
-const testPolicy = `
+var testPolicy = `
 read_only_default = true
 protected = ["db-*"]
 [users.alice]
@@ -33,11 +35,12 @@ totp_uri = "otpauth://totp/ooblab:alice?secret=` + aliceB32 + `&issuer=ooblab"
 alerts = true
 [principals.vms1]
 user = "alice"
+` + agenttest.KeysLine("vms1") + `
 [[principals.vms1.rules]]
 actions = ["*"]
 vms = ["*"]
 [principals.monitor]
-`
+` + agenttest.KeysLine("monitor")
 
 const domXML = `<domain type='test'><name>%s</name><memory unit='KiB'>65536</memory><vcpu>2</vcpu><os><type>hvm</type></os></domain>`
 
@@ -147,6 +150,11 @@ func (b *bench) restart() {
 // do seals req, hands it to the agent on via and opens every answer.
 func (b *bench) do(req *vmsg.Request, via string) []vmsg.Message {
 	b.t.Helper()
+	return b.doCtx(context.Background(), req, via)
+}
+
+func (b *bench) doCtx(ctx context.Context, req *vmsg.Request, via string) []vmsg.Message {
+	b.t.Helper()
 	if req.IssuedMs == 0 {
 		req.IssuedMs = b.clk.Now().UnixMilli()
 	}
@@ -154,7 +162,7 @@ func (b *bench) do(req *vmsg.Request, via string) []vmsg.Message {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	out, err := b.a.HandleEnvelope(context.Background(), env, via)
+	out, err := b.a.HandleEnvelope(ctx, env, via)
 	if err != nil {
 		b.t.Fatalf("HandleEnvelope: %v", err)
 	}
@@ -295,6 +303,83 @@ func TestDeny(t *testing.T) {
 	st, _ := b.hv.Status(context.Background(), "web1")
 	if st.State != virt.StateShutOff {
 		t.Fatalf("web1 is %s", st.State)
+	}
+}
+
+// TestForgedPrincipal: holding the host key is not enough to speak as a
+// principal. A request naming vms1 but signed with monitor's key, one with
+// a broken or missing signature, one signed for another host, and one whose
+// VMM-I client certificate names someone else are each refused and alerted,
+// and nothing runs.
+func TestForgedPrincipal(t *testing.T) {
+	b := newBench(t)
+	n := 0
+	refused := func(name string, r *vmsg.Request, ctx context.Context, via string) {
+		t.Helper()
+		if r.IssuedMs == 0 {
+			r.IssuedMs = b.clk.Now().UnixMilli()
+		}
+		env, err := b.vms.Seal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := b.a.HandleEnvelope(ctx, env, via)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var msgs []vmsg.Message
+		for _, e := range out {
+			m, err := b.vms.Open(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs = append(msgs, m)
+		}
+		n++
+		b.checkAlert(msgs, via, vmsg.ErrDenied, ClassDenied, n)
+		if rep := msgs[0].(*vmsg.Reply); !strings.Contains(rep.Error, "signature") {
+			t.Fatalf("%s: reply %q does not say why", name, rep.Error)
+		}
+		if al := msgs[1].(*vmsg.Alert); al.Principal != r.Principal {
+			t.Fatalf("%s: alert names %q, want the claimed principal %q", name, al.Principal, r.Principal)
+		}
+	}
+	bg := context.Background()
+
+	// monitor (a known principal with its own key) claims to be vms1.
+	b.vms.Signer = func(string) ed25519.PrivateKey { return agenttest.Key("monitor") }
+	refused("forged principal", req("vms1", vmsg.CmdStart, "web1"), bg, ViaOOB)
+	refused("forged principal on the VMM-I", req("vms1", vmsg.CmdDestroy, "web1"), bg, ViaVMMI)
+	b.vms.Signer = agenttest.Key
+
+	bad := req("vms1", vmsg.CmdStart, "web1")
+	bad.Sig = make([]byte, ed25519.SignatureSize)
+	refused("zero signature", bad, bg, ViaOOB)
+
+	b.vms.Signer = func(string) ed25519.PrivateKey { return nil }
+	refused("unsigned", req("vms1", vmsg.CmdStart, "web1"), bg, ViaOOB)
+	b.vms.Signer = agenttest.Key
+
+	// Signed by vms1, but for another host.
+	other := req("vms1", vmsg.CmdStart, "web1")
+	if err := ident.SignRequest(agenttest.Key("vms1"), "hv2", other); err != nil {
+		t.Fatal(err)
+	}
+	refused("signed for another host", other, bg, ViaOOB)
+
+	// Properly signed by vms1, but the TLS client certificate is monitor's.
+	refused("certificate of another principal", req("vms1", vmsg.CmdStart, "web1"), WithPeer(bg, "monitor"), ViaVMMI)
+
+	if got := b.hv.starts.Load(); got != 0 {
+		t.Fatalf("a forged request ran %d starts", got)
+	}
+	// The real vms1, also with its certificate, still works.
+	if r := b.reply(req("vms1", vmsg.CmdStatus, "web1")); !r.OK {
+		t.Fatalf("genuine request: %+v", r)
+	}
+	msgs := b.doCtx(WithPeer(bg, "vms1"), req("vms1", vmsg.CmdStart, "web1"), ViaVMMI)
+	if r, ok := msgs[0].(*vmsg.Reply); !ok || !r.OK || b.hv.starts.Load() != 1 {
+		t.Fatalf("genuine request with its certificate: %+v", msgs)
 	}
 }
 

@@ -5,13 +5,16 @@ package agenttest
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/ooblab/ooblab/hvagent/alert"
+	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
@@ -67,12 +70,28 @@ func (s *Sink) Wait(ctx context.Context, n int) ([]alert.Alert, error) {
 	}
 }
 
+// Key is principal's test key pair, derived from its name (tests only:
+// anyone can derive it).
+func Key(principal string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("ooblab agenttest principal key\x00" + principal))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+// KeysLine is the policy line that registers Key(principal):
+// keys = ["ed25519:…"].
+func KeysLine(principal string) string {
+	return fmt.Sprintf("keys = [%q]\n", ident.FormatPublicKey(Key(principal).Public().(ed25519.PublicKey)))
+}
+
 // VMS is the management server's side of the sealed protocol for one host.
 type VMS struct {
 	Key    *seal.Key
 	Sealer *seal.Sealer
 	Opener *seal.Opener
 	Now    func() time.Time
+	// Signer returns the key that signs a request naming principal (nil:
+	// sent unsigned). NewVMS sets it to Key.
+	Signer func(principal string) ed25519.PrivateKey
 }
 
 // NewVMS returns a VMS for key using clock now (nil: time.Now).
@@ -80,11 +99,21 @@ func NewVMS(key *seal.Key, now func() time.Time) *VMS {
 	if now == nil {
 		now = time.Now
 	}
-	return &VMS{Key: key, Sealer: seal.NewSealer(key), Opener: seal.NewOpener(key, seal.OpenerOptions{}), Now: now}
+	return &VMS{Key: key, Sealer: seal.NewSealer(key), Opener: seal.NewOpener(key, seal.OpenerOptions{}), Now: now, Signer: Key}
 }
 
-// Seal seals m under a fresh random message id.
+// Seal seals m under a fresh random message id. A request without a
+// signature is signed (in a copy) with Signer(its principal) for this host.
 func (v *VMS) Seal(m vmsg.Message) ([]byte, error) {
+	if r, ok := m.(*vmsg.Request); ok && len(r.Sig) == 0 && v.Signer != nil {
+		if k := v.Signer(r.Principal); k != nil {
+			c := *r // the caller may change and resend r
+			if err := ident.SignRequest(k, v.Key.HostID(), &c); err != nil {
+				return nil, err
+			}
+			m = &c
+		}
+	}
 	kind, body, err := vmsg.Encode(m)
 	if err != nil {
 		return nil, err

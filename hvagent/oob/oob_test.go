@@ -361,6 +361,7 @@ totp_uri = "otpauth://totp/ooblab:alice?secret=`+aliceB32+`&issuer=ooblab"
 alerts = true
 [principals.vms1]
 user = "alice"
+`+agenttest.KeysLine("vms1")+`
 [[principals.vms1.rules]]
 actions = ["*"]
 vms = ["*"]

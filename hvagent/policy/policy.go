@@ -15,15 +15,20 @@
 //
 //	[principals.vms1]
 //	user = "alice"                  # who answers challenges for this principal
+//	keys = ["ed25519:<base64>"]     # the principal's public key(s): requests must
+//	                                # be signed with one of them (internal/ident);
+//	                                # two while the principal rotates its key
 //	[[principals.vms1.rules]]
 //	actions = ["start", "shutdown"] # or ["*"]
 //	vms = ["web*"]
 //
 // Decisions are deny by default: an unknown principal, an unknown action, or
-// no matching rule is a Deny with the reason.
+// no matching rule is a Deny with the reason. A principal without keys can
+// sign nothing, so the agent refuses every request that names it.
 package policy
 
 import (
+	"crypto/ed25519"
 	"encoding/base32"
 	"errors"
 	"fmt"
@@ -34,8 +39,12 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/pquerna/otp"
 )
+
+// MaxKeys bounds the public keys of one principal (two cover a rotation).
+const MaxKeys = 4
 
 // Actions the list knows. Read-only ones never change a VM.
 var (
@@ -106,8 +115,9 @@ type Rule struct {
 }
 
 type principal struct {
-	User  string `toml:"user"`
-	Rules []Rule `toml:"rules"`
+	User  string   `toml:"user"`
+	Keys  []string `toml:"keys"`
+	Rules []Rule   `toml:"rules"`
 }
 
 type userFile struct {
@@ -130,6 +140,7 @@ type Policy struct {
 	protected       []string
 	users           map[string]User
 	principals      map[string]principal
+	keys            map[string][]ed25519.PublicKey
 }
 
 // Load reads and checks the TOML file at p, and reads the users' TOTP
@@ -164,7 +175,9 @@ func parse(text []byte, dir string) (*Policy, error) {
 		protected:       f.Protected,
 		users:           map[string]User{},
 		principals:      f.Principals,
+		keys:            map[string][]ed25519.PublicKey{},
 	}
+	owner := map[string]string{} // public key text → principal
 	if pol.principals == nil {
 		pol.principals = map[string]principal{}
 	}
@@ -185,6 +198,21 @@ func parse(text []byte, dir string) (*Policy, error) {
 			if _, ok := pol.users[pr.User]; !ok {
 				return nil, fmt.Errorf("principal %q: user %q is not registered", name, pr.User)
 			}
+		}
+		if len(pr.Keys) > MaxKeys {
+			return nil, fmt.Errorf("principal %q: %d keys, at most %d", name, len(pr.Keys), MaxKeys)
+		}
+		for i, ks := range pr.Keys {
+			k, err := ident.ParsePublicKey(ks)
+			if err != nil {
+				return nil, fmt.Errorf("principal %q key %d: %w", name, i+1, err)
+			}
+			txt := ident.FormatPublicKey(k)
+			if o, dup := owner[txt]; dup {
+				return nil, fmt.Errorf("principal %q key %d is also registered for %q: one key, one principal", name, i+1, o)
+			}
+			owner[txt] = name
+			pol.keys[name] = append(pol.keys[name], k)
 		}
 		for i, r := range pr.Rules {
 			if len(r.Actions) == 0 || len(r.VMs) == 0 {
@@ -311,6 +339,9 @@ func (p *Policy) KnownPrincipal(principal string) bool {
 	_, ok := p.principals[principal]
 	return ok
 }
+
+// Keys returns the public keys registered for principal (nil when none).
+func (p *Policy) Keys(principal string) []ed25519.PublicKey { return p.keys[principal] }
 
 // User returns a registered user.
 func (p *Policy) User(name string) (User, bool) {

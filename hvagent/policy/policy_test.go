@@ -137,3 +137,32 @@ func TestParseErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestKeys(t *testing.T) {
+	k1 := "ed25519:" + strings.Repeat("A", 43) + "="
+	k2 := "ed25519:" + strings.Repeat("B", 42) + "A="
+	p, err := Parse([]byte(`
+[principals.vms]
+keys = ["`+k1+`", "`+k2+`"]
+[principals.monitor]
+`), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Keys("vms"); len(got) != 2 || got[0][0] != 0 || got[1][0] != 0x04 {
+		t.Fatalf("vms keys %v", got)
+	}
+	if got := p.Keys("monitor"); got != nil {
+		t.Fatalf("monitor has keys %v", got)
+	}
+	for _, tt := range []struct{ text, want string }{
+		{`[principals.a]` + "\n" + `keys = ["ssh-ed25519 AAAA"]`, "malformed key"},
+		{`[principals.a]` + "\n" + `keys = ["` + k1 + `"]` + "\n" + `[principals.b]` + "\n" + `keys = ["` + k1 + `"]`, "also registered"},
+		{`[principals.a]` + "\n" + `keys = ["` + k1 + `", "` + k1 + `"]`, "also registered"},
+		{`[principals.a]` + "\n" + `keys = ["` + k1 + `","` + k2 + `","` + k1 + `","` + k2 + `","` + k1 + `"]`, "at most"},
+	} {
+		if _, err := Parse([]byte(tt.text), t.TempDir()); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: err %v, want ~%q", tt.text, err, tt.want)
+		}
+	}
+}

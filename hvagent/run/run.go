@@ -43,6 +43,7 @@ type Options struct {
 	VMMIAddr     string        // TLS listen address, "" for none
 	TLSCert      string        // PEM chain
 	TLSKey       string        // PEM key, mode 0600
+	TLSClientCA  string        // PEM CA(s) issuing the VMS principals' client certificates
 	JournalFile  string        // request-id journal
 	AlertHook    string        // shell command run per alert, "" for none
 	PollInterval time.Duration // Queue 1 poll without attention (default 1 s)
@@ -61,8 +62,19 @@ type Status struct {
 	Addr   net.Addr
 }
 
-// ReadKey reads a host key file, refusing one that others may read.
+// ReadKey reads a host key file, refusing one that others may read. The
+// file may hold two keys during a host key rotation (seal.ParseKeyRing):
+// the first seals answers, both open requests.
 func ReadKey(path string) (*seal.Key, error) {
+	ring, err := ReadKeyRing(path)
+	if err != nil {
+		return nil, err
+	}
+	return ring[0], nil
+}
+
+// ReadKeyRing is ReadKey with every key of the file.
+func ReadKeyRing(path string) ([]*seal.Key, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("--key: %w", err)
@@ -74,11 +86,11 @@ func ReadKey(path string) (*seal.Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--key: %w", err)
 	}
-	k, err := seal.ParseKey(strings.TrimSpace(string(b)))
+	ring, err := seal.ParseKeyRing(string(b))
 	if err != nil {
 		return nil, fmt.Errorf("--key %s: %w", path, err)
 	}
-	return k, nil
+	return ring, nil
 }
 
 // Run serves until ctx ends.
@@ -102,10 +114,11 @@ func Run(ctx context.Context, o Options) error {
 	if o.JournalFile == "" {
 		return errors.New("--journal FILE is required: without it a retried request could run twice")
 	}
-	key, err := ReadKey(o.KeyFile)
+	ring, err := ReadKeyRing(o.KeyFile)
 	if err != nil {
 		return err
 	}
+	key := ring[0]
 	if o.HostID != "" && o.HostID != key.HostID() {
 		return fmt.Errorf("--host-id %q but the key in %s is for %q", o.HostID, o.KeyFile, key.HostID())
 	}
@@ -152,7 +165,8 @@ func Run(ctx context.Context, o Options) error {
 			})})
 		q2 = &oob.Queue2Sink{Loop: loop, Seal: func(al alert.Alert) ([]byte, error) { return a.SealAlert(al) }}
 	}
-	a, err = agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: j, Alerts: sinks, Queue2: q2, Host: host, Logger: log})
+	a, err = agent.New(agent.Config{Key: key, Opener: seal.OpenerOptions{Also: ring[1:]},
+		Policy: pol, Hypervisor: hv, Journal: j, Alerts: sinks, Queue2: q2, Host: host, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -164,7 +178,15 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
 		}
-		srv, err = vmmi.New(vmmi.Config{Handler: a, TLS: tc, Logger: log.With("channel", agent.ViaVMMI)})
+		if o.TLSClientCA == "" {
+			return errors.New("--vmmi needs --tls-client-ca: the VMS authenticates with a client certificate")
+		}
+		cas, err := vmmi.LoadClientCAs(o.TLSClientCA)
+		if err != nil {
+			return fmt.Errorf("--tls-client-ca: %w", err)
+		}
+		srv, err = vmmi.New(vmmi.Config{Handler: a, TLS: tc, ClientCAs: cas, KnownPrincipal: a.KnownPrincipal,
+			Logger: log.With("channel", agent.ViaVMMI)})
 		if err != nil {
 			return err
 		}

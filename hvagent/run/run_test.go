@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,7 +52,7 @@ func TestRunBothChannels(t *testing.T) {
 
 	key, _ := seal.Enroll("hv1")
 	os.WriteFile(filepath.Join(dir, "key"), []byte(key.URI()), 0o600)
-	os.WriteFile(filepath.Join(dir, "authz.toml"), []byte("read_only_default = true\n[principals.vms1]\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "authz.toml"), []byte("read_only_default = true\n[principals.vms1]\n"+agenttest.KeysLine("vms1")), 0o644)
 	certs, err := vmmi.GenerateCert(filepath.Join(dir, "tls"), []string{"localhost"})
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +63,7 @@ func TestRunBothChannels(t *testing.T) {
 	go func() {
 		rdone <- Run(rctx, Options{KeyFile: filepath.Join(dir, "key"), PolicyFile: filepath.Join(dir, "authz.toml"),
 			LibvirtURI: "test:///default", Sysif: "chardev:" + bs.KCSAddr(), VMMIAddr: "127.0.0.1:0",
-			TLSCert: certs.Cert, TLSKey: certs.Key, JournalFile: filepath.Join(dir, "journal"),
+			TLSCert: certs.Cert, TLSKey: certs.Key, TLSClientCA: certs.CA, JournalFile: filepath.Join(dir, "journal"),
 			PollInterval: 50 * time.Millisecond, Logger: log, Ready: func(s Status) { ready <- s }})
 	}()
 	var st Status
@@ -95,9 +96,16 @@ func TestRunBothChannels(t *testing.T) {
 
 	// VMM-I.
 	pool := x509.NewCertPool()
-	pem, _ := os.ReadFile(certs.CA)
-	pool.AppendCertsFromPEM(pem)
-	c, err := tls.Dial("tcp", st.Addr.String(), &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	caPEM, _ := os.ReadFile(certs.CA)
+	pool.AppendCertsFromPEM(caPEM)
+	k := agenttest.Key("vms1")
+	cpem, err := vmmi.IssueClientCert(certs, "vms1", k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(cpem)
+	c, err := tls.Dial("tcp", st.Addr.String(), &tls.Config{RootCAs: pool, ServerName: "localhost",
+		Certificates: []tls.Certificate{{Certificate: [][]byte{blk.Bytes}, PrivateKey: k}}})
 	if err != nil {
 		t.Fatal(err)
 	}

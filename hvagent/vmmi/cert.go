@@ -1,6 +1,7 @@
 package vmmi
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,6 +17,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/ooblab/ooblab/internal/pki"
 )
 
 var syscallEMFILE = syscall.EMFILE
@@ -148,4 +151,15 @@ func writeFile(path string, b []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// IssueClientCert signs a client certificate for principal (package
+// internal/pki) for pub with the CA that GenerateCert wrote into files, and
+// returns it as PEM. The principal's private key never leaves the VMS.
+func IssueClientCert(files CertFiles, principal string, pub crypto.PublicKey) ([]byte, error) {
+	ca, err := pki.LoadCA(files.CA, files.CAKey)
+	if err != nil {
+		return nil, err
+	}
+	return ca.ClientCert(principal, pub)
 }

@@ -8,24 +8,32 @@
 // VMS matches them by request id. A request the agent does not answer (an
 // envelope it cannot open) gets no frame; the connection stays up.
 //
-// TLS protects the link and authenticates the host to the VMS; the VMS is
-// authenticated by the sealed envelope (host key), exactly as on the OOB-I,
+// Mutual TLS: the host presents its own certificate (it names this host
+// only); the VMS presents a client certificate issued by ClientCAs whose
+// subject common name is a principal. The handshake fails for a missing
+// certificate, one from another CA, or one naming a principal the
+// authorization list does not know (KnownPrincipal). Each request on the
+// connection must then claim that same principal (agent.WithPeer) and carry
+// that principal's signature (internal/ident), exactly as on the OOB-I,
 // since both channels share Agent.HandleEnvelope.
 //
-// Limits: at most MaxConns connections (more are closed right after
-// accept), a handshake deadline, an idle deadline between frames, a write
-// deadline per answer. Serve returns when ctx ends, after closing every
-// connection.
+// Limits, so idle or slow peers cannot hold every slot: at most MaxConns
+// connections and MaxConnsPerSource from one source address (more are
+// closed right after accept), a handshake deadline, an idle deadline
+// between frames, a write deadline per answer. Serve returns when ctx ends,
+// after closing every connection.
 package vmmi
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,13 +54,20 @@ type Config struct {
 	Handler Handler
 	// TLS is the server configuration (see LoadTLS); its MinVersion is
 	// raised to TLS 1.3.
-	TLS              *tls.Config
-	MaxConns         int           // default 64
-	MaxInFlight      int           // concurrent requests per connection, default 16
-	HandshakeTimeout time.Duration // default 10 s
-	IdleTimeout      time.Duration // between frames, default 2 min
-	WriteTimeout     time.Duration // per answer frame, default 30 s
-	Logger           *slog.Logger
+	TLS *tls.Config
+	// ClientCAs issue the VMS principals' client certificates (see
+	// LoadClientCAs). Required.
+	ClientCAs *x509.CertPool
+	// KnownPrincipal, when set, must accept the client certificate's
+	// common name (agent.Agent.KnownPrincipal: the authorization list).
+	KnownPrincipal    func(principal string) bool
+	MaxConns          int           // default 64
+	MaxConnsPerSource int           // per remote IP address, default 16
+	MaxInFlight       int           // concurrent requests per connection, default 16
+	HandshakeTimeout  time.Duration // default 10 s
+	IdleTimeout       time.Duration // between frames, default 2 min
+	WriteTimeout      time.Duration // per answer frame, default 30 s
+	Logger            *slog.Logger
 }
 
 // Server is the VMM-I listener.
@@ -63,6 +78,7 @@ type Server struct {
 	sem    chan struct{}
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
+	perSrc map[string]int
 	wg     sync.WaitGroup
 	served atomic.Uint64
 	refuse atomic.Uint64
@@ -76,8 +92,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TLS == nil || (len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil) {
 		return nil, errors.New("vmmi: no TLS certificate")
 	}
+	if cfg.ClientCAs == nil {
+		return nil, errors.New("vmmi: no client CA: the VMS must authenticate with a client certificate")
+	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 64
+	}
+	if cfg.MaxConnsPerSource <= 0 {
+		cfg.MaxConnsPerSource = 16
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 16
@@ -96,7 +118,47 @@ func New(cfg Config) (*Server, error) {
 	}
 	t := cfg.TLS.Clone()
 	t.MinVersion = tls.VersionTLS13
-	return &Server{cfg: cfg, log: cfg.Logger, tls: t, sem: make(chan struct{}, cfg.MaxConns), conns: map[net.Conn]struct{}{}}, nil
+	t.ClientAuth = tls.RequireAndVerifyClientCert
+	t.ClientCAs = cfg.ClientCAs
+	known := cfg.KnownPrincipal
+	t.VerifyConnection = func(cs tls.ConnectionState) error {
+		p, err := peerPrincipal(cs)
+		if err != nil {
+			return err
+		}
+		if known != nil && !known(p) {
+			return fmt.Errorf("vmmi: client certificate names principal %q, which the authorization list does not know", p)
+		}
+		return nil
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, tls: t, sem: make(chan struct{}, cfg.MaxConns),
+		conns: map[net.Conn]struct{}{}, perSrc: map[string]int{}}, nil
+}
+
+// peerPrincipal is the principal a verified client certificate names: its
+// subject common name.
+func peerPrincipal(cs tls.ConnectionState) (string, error) {
+	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return "", errors.New("vmmi: no verified client certificate")
+	}
+	cn := cs.VerifiedChains[0][0].Subject.CommonName
+	if cn == "" {
+		return "", errors.New("vmmi: client certificate has no common name (the principal)")
+	}
+	return cn, nil
+}
+
+// LoadClientCAs reads the PEM certificates that issue client certificates.
+func LoadClientCAs(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("vmmi: client CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("vmmi: client CA %s: no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 // Served is the number of frames answered so far.
@@ -141,21 +203,61 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("vmmi: accept: %w", err)
 		}
 		delay = 0
+		src := sourceOf(nc)
+		if !s.takeSource(src) {
+			s.refuse.Add(1)
+			s.log.Warn("VMM-I connection refused: too many open from this source", "peer", nc.RemoteAddr().String(), "max_per_source", s.cfg.MaxConnsPerSource)
+			nc.Close()
+			continue
+		}
 		select {
 		case s.sem <- struct{}{}:
 		default:
 			s.refuse.Add(1)
+			s.releaseSource(src)
 			s.log.Warn("VMM-I connection refused: too many open", "peer", nc.RemoteAddr().String(), "max", s.cfg.MaxConns)
 			nc.Close()
 			continue
 		}
 		s.track(nc, true)
 		s.wg.Go(func() {
-			defer func() { <-s.sem }()
-			defer s.track(nc, false)
+			// Slot first, close last: a peer that sees the close can
+			// reconnect at once.
 			defer nc.Close()
+			defer func() { <-s.sem }()
+			defer s.releaseSource(src)
+			defer s.track(nc, false)
 			s.serveConn(ctx, nc)
 		})
+	}
+}
+
+func sourceOf(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	h, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	return h
+}
+
+func (s *Server) takeSource(src string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perSrc[src] >= s.cfg.MaxConnsPerSource {
+		return false
+	}
+	s.perSrc[src]++
+	return true
+}
+
+func (s *Server) releaseSource(src string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perSrc[src]--; s.perSrc[src] <= 0 {
+		delete(s.perSrc, src)
 	}
 }
 
@@ -173,14 +275,23 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	peer := nc.RemoteAddr().String()
 	log := s.log.With("peer", peer)
 	tc := tls.Server(nc, s.tls)
-	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
-	err := tc.HandshakeContext(hctx)
-	cancel()
+	// A deadline, not a context timeout: HandshakeContext closes the
+	// connection itself when its context ends, before the slot is free.
+	nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	err := tc.HandshakeContext(ctx)
+	nc.SetDeadline(time.Time{})
 	if err != nil {
-		log.Warn("VMM-I TLS handshake failed", "err", err)
+		log.Warn("VMM-I TLS handshake failed (no, unknown or expired client certificate, or a slow peer)", "err", err)
 		return
 	}
+	principal, err := peerPrincipal(tc.ConnectionState())
+	if err != nil { // VerifyConnection passed, so this does not happen
+		log.Error("VMM-I connection without a principal; closed", "err", err)
+		return
+	}
+	log = log.With("cert_principal", principal)
 	log.Debug("VMM-I connection up", "tls", tls.VersionName(tc.ConnectionState().Version))
+	ctx = agent.WithPeer(ctx, principal)
 	var (
 		wmu      sync.Mutex // one answer's frames at a time
 		inflight sync.WaitGroup

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -26,6 +27,7 @@ import (
 
 type srvBench struct {
 	addr   string
+	files  CertFiles
 	pool   *x509.CertPool
 	srv    *Server
 	cancel context.CancelFunc
@@ -48,7 +50,11 @@ func start(t *testing.T, h Handler, mod func(*Config)) *srvBench {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Handler: h, TLS: tc, Logger: testutil.Logger(t)}
+	cas, err := LoadClientCAs(files.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Handler: h, TLS: tc, ClientCAs: cas, Logger: testutil.Logger(t)}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -61,7 +67,7 @@ func start(t *testing.T, h Handler, mod func(*Config)) *srvBench {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &srvBench{addr: ln.Addr().String(), srv: srv, cancel: cancel, done: make(chan error, 1)}
+	b := &srvBench{addr: ln.Addr().String(), files: files, srv: srv, cancel: cancel, done: make(chan error, 1)}
 	go func() { b.done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() { b.stop(t) })
 	pem, _ := os.ReadFile(files.CA)
@@ -83,10 +89,33 @@ func (b *srvBench) stop(t *testing.T) {
 	}
 }
 
+// clientCert is principal's client certificate from the bench's CA, for
+// its agenttest key.
+func (b *srvBench) clientCert(t *testing.T, principal string) tls.Certificate {
+	t.Helper()
+	return issueFor(t, b.files, principal)
+}
+
+func issueFor(t *testing.T, files CertFiles, principal string) tls.Certificate {
+	t.Helper()
+	k := agenttest.Key(principal)
+	pemCert, err := IssueClientCert(files, principal, k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(pemCert)
+	return tls.Certificate{Certificate: [][]byte{blk.Bytes}, PrivateKey: k}
+}
+
+// tlsConfig is a client configuration for name presenting vms1's certificate.
+func (b *srvBench) tlsConfig(t *testing.T, name string) *tls.Config {
+	return &tls.Config{RootCAs: b.pool, ServerName: name, MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{b.clientCert(t, "vms1")}}
+}
+
 func (b *srvBench) dial(t *testing.T, name string) *tls.Conn {
 	t.Helper()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", b.addr,
-		&tls.Config{RootCAs: b.pool, ServerName: name, MinVersion: tls.VersionTLS13})
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", b.addr, b.tlsConfig(t, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,15 +159,17 @@ func TestFramesAndLimits(t *testing.T) {
 	}
 	// Name checks: the certificate is for localhost and 127.0.0.1.
 	b.dial(t, "127.0.0.1")
-	if _, err := tls.Dial("tcp", b.addr, &tls.Config{RootCAs: b.pool, ServerName: "other.example"}); err == nil {
+	if _, err := tls.Dial("tcp", b.addr, b.tlsConfig(t, "other.example")); err == nil {
 		t.Fatal("certificate accepted for a name it does not carry")
 	}
 	// TLS 1.2 only: refused.
-	if _, err := tls.Dial("tcp", b.addr, &tls.Config{RootCAs: b.pool, ServerName: "localhost", MaxVersion: tls.VersionTLS12}); err == nil {
+	c12 := b.tlsConfig(t, "localhost")
+	c12.MinVersion, c12.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+	if _, err := tls.Dial("tcp", b.addr, c12); err == nil {
 		t.Fatal("TLS 1.2 accepted")
 	}
 	// Two connections are open (c and the 127.0.0.1 one): a third is closed.
-	c3, err := tls.Dial("tcp", b.addr, &tls.Config{RootCAs: b.pool, ServerName: "localhost"})
+	c3, err := tls.Dial("tcp", b.addr, b.tlsConfig(t, "localhost"))
 	if err == nil {
 		c3.SetDeadline(time.Now().Add(5 * time.Second))
 		_, err = frame.Read(c3)
@@ -179,6 +210,7 @@ func TestAgentOverTLS(t *testing.T) {
 	pol, err := policy.Parse([]byte(`
 read_only_default = true
 [principals.vms1]
+`+agenttest.KeysLine("vms1")+`
 [[principals.vms1.rules]]
 actions = ["*"]
 vms = ["*"]
@@ -279,5 +311,207 @@ func TestConcurrentOnOneConnection(t *testing.T) {
 	time.AfterFunc(300*time.Millisecond, func() { close(h.release) }) // past the idle deadline
 	if got, err := frame.Read(c); err != nil || string(got) != "slow" {
 		t.Fatalf("second answer %q %v", got, err)
+	}
+}
+
+// refused reports whether a connection with cfg is refused: the handshake
+// fails, or (TLS 1.3 sends the server's verdict on the client certificate
+// after the client's handshake is done) the first exchange does.
+func refused(t *testing.T, addr string, cfg *tls.Config) error {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := frame.Write(c, []byte("x")); err != nil {
+		return err
+	}
+	if _, err = frame.Read(c); err != nil {
+		return err
+	}
+	// Served: hang up and wait for the server to close its side (its slot
+	// is free by then), so the next connection finds it free.
+	c.CloseWrite()
+	waitClosed(t, c, "finished peer")
+	return nil
+}
+
+// TestClientCertificates: the VMS must present a certificate from the
+// client CA naming a principal the authorization list knows.
+func TestClientCertificates(t *testing.T) {
+	known := map[string]bool{"vms1": true}
+	b := start(t, echo{}, func(c *Config) { c.KnownPrincipal = func(p string) bool { return known[p] } })
+	if err := refused(t, b.addr, b.tlsConfig(t, "localhost")); err != nil {
+		t.Fatalf("vms1's certificate refused: %v", err)
+	}
+	// Another CA (say, another site's or another lab's).
+	other, err := GenerateCert(t.TempDir(), []string{"localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, cert := range map[string]*tls.Certificate{
+		"no certificate":                       nil,
+		"certificate from another CA":          ptr(issueFor(t, other, "vms1")),
+		"certificate for an unknown principal": ptr(b.clientCert(t, "mallory")),
+	} {
+		cfg := &tls.Config{RootCAs: b.pool, ServerName: "localhost", MinVersion: tls.VersionTLS13}
+		if cert != nil {
+			cfg.Certificates = []tls.Certificate{*cert}
+		}
+		if err := refused(t, b.addr, cfg); err == nil {
+			t.Errorf("%s: served", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	if b.srv.Served() != 2 { // the one good exchange: two answer frames
+		t.Fatalf("served %d frames", b.srv.Served())
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestHostCertificateNamesOneHost: hosts hv1 and hv2 share a CA, but a
+// client talking to hv2 refuses hv1's certificate.
+func TestHostCertificateNamesOneHost(t *testing.T) {
+	dir := t.TempDir()
+	files, err := GenerateCert(dir, []string{"hv1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, _ := LoadTLS(files.Cert, files.Key)
+	cas, _ := LoadClientCAs(files.CA)
+	srv, err := New(Config{Handler: echo{}, TLS: tc, ClientCAs: cas, Logger: testutil.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	pemCA, _ := os.ReadFile(files.CA)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemCA)
+	cert := issueFor(t, files, "vms1")
+	cfg := func(name string) *tls.Config {
+		return &tls.Config{RootCAs: pool, ServerName: name, MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
+	}
+	if err := refused(t, ln.Addr().String(), cfg("hv1")); err != nil {
+		t.Fatalf("hv1 as hv1: %v", err)
+	}
+	for _, name := range []string{"hv2", "127.0.0.1", "localhost"} {
+		if err := refused(t, ln.Addr().String(), cfg(name)); err == nil {
+			t.Errorf("hv1's certificate accepted by a client talking to %q", name)
+		}
+	}
+}
+
+// TestDeadlinesFreeSlots: a peer that never completes the handshake, and
+// one that goes idle after it, each hold the only slot only until their
+// deadline; then a working client gets it.
+func TestDeadlinesFreeSlots(t *testing.T) {
+	b := start(t, echo{}, func(c *Config) {
+		c.MaxConns = 1
+		c.HandshakeTimeout = 200 * time.Millisecond
+		c.IdleTimeout = 200 * time.Millisecond
+	})
+	works := func() error { return refused(t, b.addr, b.tlsConfig(t, "localhost")) }
+
+	// A bare TCP peer that says nothing.
+	raw, err := net.Dial("tcp", b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	waitClosed(t, raw, "silent peer")
+	if err := works(); err != nil {
+		t.Fatalf("slot not freed after the handshake deadline: %v", err)
+	}
+
+	// A TLS peer that goes quiet after the handshake.
+	idle := b.dial(t, "localhost")
+	if err := frame.Write(idle, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	frame.Read(idle)
+	frame.Read(idle)
+	before := b.srv.Refused()
+	if err := works(); err == nil {
+		t.Fatal("a second connection was served while the idle one held the only slot")
+	}
+	if b.srv.Refused() == before {
+		t.Fatal("second connection not counted as refused")
+	}
+	waitClosed(t, idle, "idle peer")
+	if err := works(); err != nil {
+		t.Fatalf("slot not freed after the idle deadline: %v", err)
+	}
+}
+
+// waitClosed waits (up to 5 s) for the server to close c.
+func waitClosed(t *testing.T, c net.Conn, what string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 512)
+	for {
+		_, err := c.Read(buf)
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("%s: server did not close the connection within 5 s", what)
+		}
+		return
+	}
+}
+
+// TestPerSourceCap: one source address cannot take every slot; another
+// source still gets in.
+func TestPerSourceCap(t *testing.T) {
+	b := start(t, echo{}, func(c *Config) { c.MaxConns = 8; c.MaxConnsPerSource = 2 })
+	from := func(ip string) *tls.Conn {
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		c, err := tls.DialWithDialer(d, "tcp", b.addr, b.tlsConfig(t, "localhost"))
+		if err != nil {
+			t.Fatalf("dial from %s: %v", ip, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		return c
+	}
+	ok := func(c *tls.Conn) error {
+		if err := frame.Write(c, []byte("x")); err != nil {
+			return err
+		}
+		_, err := frame.Read(c)
+		if err == nil {
+			_, err = frame.Read(c)
+		}
+		return err
+	}
+	for range 2 {
+		if err := ok(from("127.0.0.1")); err != nil {
+			t.Fatalf("connection within the cap: %v", err)
+		}
+	}
+	third, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}},
+		"tcp", b.addr, b.tlsConfig(t, "localhost"))
+	if err == nil {
+		third.SetDeadline(time.Now().Add(5 * time.Second))
+		err = ok(third)
+		third.Close()
+	}
+	if err == nil || b.srv.Refused() != 1 {
+		t.Fatalf("third connection from one source served (err %v, refused %d)", err, b.srv.Refused())
+	}
+	if err := ok(from("127.0.0.2")); err != nil {
+		t.Fatalf("another source refused: %v", err)
 	}
 }

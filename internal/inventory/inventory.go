@@ -17,6 +17,10 @@ type Inventory struct {
 	// Principal is the identity the VMS states in its requests.
 	Principal string `json:"principal"`
 	Hosts     []Host `json:"hosts"`
+	// Credentials are the principals this VMS may speak as, with their
+	// private keys (each request is signed by its principal's key, see
+	// internal/ident) and VMM-I client certificates.
+	Credentials []Credential `json:"credentials,omitempty"`
 	// Operators are the registered users who answer challenges.
 	Operators []Operator `json:"operators,omitempty"`
 	// Dir is the folder the file was loaded from; relative paths resolve there.
@@ -38,8 +42,21 @@ type Host struct {
 type VMMI struct {
 	Addr string `json:"addr"` // host:port
 	// CAFile is the PEM certificate that signs hvagent's certificate.
-	CAFile     string `json:"ca_file"`
+	CAFile string `json:"ca_file"`
+	// ServerName is the one name the host's certificate must carry (each
+	// host's certificate names that host only); default: Addr's host.
 	ServerName string `json:"server_name"`
+}
+
+// Credential is one principal's private key and client certificate.
+type Credential struct {
+	Principal string `json:"principal"`
+	// KeyFile holds the principal's Ed25519 private key (PEM PKCS #8, mode
+	// 0600). It signs requests, and the VMM-I TLS handshake.
+	KeyFile string `json:"key_file"`
+	// CertFile is the principal's VMM-I client certificate (PEM) for that
+	// key, subject common name = Principal.
+	CertFile string `json:"cert_file,omitempty"`
 }
 
 // BMC is how to reach the host's BMC over IPMI LAN.
@@ -97,6 +114,16 @@ func (inv *Inventory) Save(path string) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// Credential returns principal's credential, if the inventory has one.
+func (inv *Inventory) Credential(principal string) (*Credential, bool) {
+	for i := range inv.Credentials {
+		if inv.Credentials[i].Principal == principal {
+			return &inv.Credentials[i], true
+		}
+	}
+	return nil, false
 }
 
 // Host returns the named host.

@@ -145,3 +145,43 @@ func (k *Key) String() string { return fmt.Sprintf("seal.Key{host=%s secret=REDA
 func (k *Key) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("host", k.HostID()), slog.String("secret", "REDACTED"))
 }
+
+// MaxRing bounds the keys of a key file: the current one and the next.
+const MaxRing = 2
+
+// ParseKeyRing reads a host key file: one otpauth:// URI per line (blank
+// lines and lines starting with '#' are skipped), at most MaxRing, all for
+// the same host. The first key seals; every key opens (OpenerOptions.Also).
+//
+// Host key rotation with no refused request on either channel:
+//
+//  1. VMS key file: old, new   (seals with old, opens both)
+//  2. host key file: new, old  (hvagent restarted: seals with new, opens both)
+//  3. VMS key file: new, old   (seals with new)
+//  4. both files: new
+//
+// At every step each side opens what the other seals.
+func ParseKeyRing(text string) ([]*Key, error) {
+	var ring []*Key
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if len(ring) == MaxRing {
+			return nil, fmt.Errorf("%w: more than %d keys in one key file", ErrKey, MaxRing)
+		}
+		k, err := ParseKey(line)
+		if err != nil {
+			return nil, fmt.Errorf("key %d: %w", len(ring)+1, err)
+		}
+		if len(ring) > 0 && k.HostID() != ring[0].HostID() {
+			return nil, fmt.Errorf("%w: key %d is for host %q, key 1 for %q", ErrKey, len(ring)+1, k.HostID(), ring[0].HostID())
+		}
+		ring = append(ring, k)
+	}
+	if len(ring) == 0 {
+		return nil, fmt.Errorf("%w: no key in the key file", ErrKey)
+	}
+	return ring, nil
+}

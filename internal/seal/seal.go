@@ -19,7 +19,9 @@
 // An Opener accepts T-1..T+1 of its own clock and remembers every message id
 // it accepted until its step has left that window, so a replay is refused
 // (ErrReplay) and anything older is refused as stale (ErrStale). A stray
-// reader of the BMC queues sees only the header.
+// reader of the BMC queues sees only the header. During a host key rotation
+// an Opener also tries the other key of the host's key file
+// (OpenerOptions.Also, ParseKeyRing).
 package seal
 
 import (
@@ -156,11 +158,15 @@ type OpenerOptions struct {
 	// still inside the window, Open refuses with ErrWindowFull rather than
 	// forget one that could then be replayed.
 	MaxSeen int
+	// Also are more keys of the same host that open envelopes too: the
+	// previous or next key during a host key rotation (see KeyRing).
+	Also []*Key
 }
 
 // Opener opens envelopes sealed to its host. It is safe for concurrent use.
 type Opener struct {
 	key  *Key
+	also []*Key
 	max  int
 	mu   sync.Mutex
 	seen map[uint64]uint64 // msg id → step
@@ -171,7 +177,13 @@ func NewOpener(key *Key, opt OpenerOptions) *Opener {
 	if opt.MaxSeen <= 0 {
 		opt.MaxSeen = 4096
 	}
-	return &Opener{key: key, max: opt.MaxSeen, seen: map[uint64]uint64{}}
+	var also []*Key
+	for _, k := range opt.Also {
+		if k != nil && k.HostID() == key.HostID() {
+			also = append(also, k)
+		}
+	}
+	return &Opener{key: key, also: also, max: opt.MaxSeen, seen: map[uint64]uint64{}}
 }
 
 // Open authenticates and decrypts env at now, returning its header and body.
@@ -190,12 +202,21 @@ func (o *Opener) Open(env []byte, now time.Time) (Header, []byte, error) {
 	if len(env) < hl+NonceLen+TagLen {
 		return Header{}, nil, fmt.Errorf("%w: %d bytes", ErrTruncated, len(env))
 	}
-	aead, err := stepAEAD(o.key, h.Step)
-	if err != nil {
-		return Header{}, nil, fmt.Errorf("seal: %w", err)
+	var (
+		body   []byte
+		opened bool
+	)
+	for _, k := range append([]*Key{o.key}, o.also...) {
+		aead, err := stepAEAD(k, h.Step)
+		if err != nil {
+			return Header{}, nil, fmt.Errorf("seal: %w", err)
+		}
+		if body, err = aead.Open(nil, env[hl:hl+NonceLen], env[hl+NonceLen:], env[:hl]); err == nil {
+			opened = true
+			break
+		}
 	}
-	body, err := aead.Open(nil, env[hl:hl+NonceLen], env[hl+NonceLen:], env[:hl])
-	if err != nil {
+	if !opened {
 		return Header{}, nil, fmt.Errorf("%w: msg %#x", ErrAuth, h.MsgID)
 	}
 	o.mu.Lock()

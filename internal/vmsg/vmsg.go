@@ -16,7 +16,7 @@
 //	  7 principal    text             7 challenge   Challenge (code ErrChallenge)
 //	  8 issued       uint, unix ms
 //	  9 answer       ChallengeAnswer  VMState: 1 name, 2 state text ("running",
-//	                                    "shut off", "paused"…), 3 vcpus,
+//	 10 signature    bytes (64)         "shut off", "paused"…), 3 vcpus,
 //	ChallengeAnswer: 1 nonce bytes,     4 memory KiB, 5 uptime s
 //	                 2 code text      HostInfo: 1 host id, 2 hostname,
 //	                                    3 hypervisor, 4 libvirt version, 5 time ms
@@ -171,6 +171,24 @@ type Request struct {
 	Principal string            `cbor:"7,keyasint,omitempty"`
 	IssuedMs  int64             `cbor:"8,keyasint,omitempty"`
 	Answer    *ChallengeAnswer  `cbor:"9,keyasint,omitempty"`
+	// Sig is the principal's Ed25519 signature over the request without
+	// this field (see internal/ident).
+	Sig []byte `cbor:"10,keyasint,omitempty"`
+}
+
+// SignedBytes is the deterministic CBOR encoding of r without Sig: the
+// bytes a principal signs (internal/ident adds the domain and host id).
+func (r *Request) SignedBytes() ([]byte, error) {
+	c := *r
+	c.Sig = nil
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	b, err := encMode.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("vmsg: encode request: %w", err)
+	}
+	return b, nil
 }
 
 // Issued returns the issue time.

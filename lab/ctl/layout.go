@@ -10,7 +10,10 @@
 //	operator.key          the operator's TOTP key (otpauth URI), 0600
 //	bmcsim.toml           the BMCs of the bmcsim process
 //	bmcsim.log, bmcsim.pid
-//	tls/ca.pem            the lab CA that signs every hvagent certificate
+//	tls/ca.pem            the lab CA: signs each hvagent certificate (naming
+//	                      that host only) and each principal's client certificate
+//	principals/NAME.key   principal NAME's Ed25519 key (signs requests, TLS), 0600
+//	principals/NAME.pem   its VMM-I client certificate (CN = NAME)
 //	hN/bmc-admin.password BMC password of host N, 0600
 //	hN/host.key           host N's enrolled TOTP key (otpauth URI), 0600
 //	hN/policy.toml        host N's authorization list

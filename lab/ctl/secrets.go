@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
@@ -10,11 +11,13 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/ident"
+	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/pki"
 	"github.com/ooblab/ooblab/internal/seal"
 )
 
@@ -100,28 +103,16 @@ func labCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	return cert, key, err
 }
 
-// serverCert issues hvagent's certificate for name, valid for 127.0.0.1
-// (the VMM-I port forward) and the guest address.
+// serverCert issues hvagent's certificate for host name: it names that
+// host only (internal/pki), so one host's certificate does not pass for
+// another's. vmsctl dials 127.0.0.1 (the VMM-I port forward) and checks the
+// name from the inventory's vmmi.server_name.
 func serverCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name, "localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 0, 2, 15)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	certPEM, err = (&pki.CA{Cert: ca, Key: caKey}).ServerCert(name, &key.PublicKey)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -129,13 +120,61 @@ func serverCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string) (cer
 	if err != nil {
 		return nil, nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
 }
 
-// policyTOML is the lab's authorization list: the VMS principal may do
+// labPrincipals are the lab's VMS principals: "vms" (everything) and
+// "intern" (read only: its state changes are refused and alerted).
+var labPrincipals = []string{"vms", "intern"}
+
+// principalCreds makes each lab principal's Ed25519 key once
+// (principals/NAME.key, 0600) and issues its VMM-I client certificate from
+// the lab CA (principals/NAME.pem) on every up. It returns the inventory
+// credentials and each principal's public key line for the policy.
+func principalCreds(dir string, ca *x509.Certificate, caKey *ecdsa.PrivateKey) ([]inventory.Credential, map[string]string, error) {
+	pdir := filepath.Join(dir, "principals")
+	if err := os.MkdirAll(pdir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	var creds []inventory.Credential
+	pubs := map[string]string{}
+	for _, name := range labPrincipals {
+		keyFile := filepath.Join(pdir, name+".key")
+		if _, err := os.Stat(keyFile); err != nil {
+			k, err := ident.GenerateKey()
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := ident.WritePrivateKey(keyFile, k, false); err != nil {
+				return nil, nil, err
+			}
+		}
+		k, err := ident.LoadPrivateKey(keyFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		cert, err := (&pki.CA{Cert: ca, Key: caKey}).ClientCert(name, k.Public())
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := os.WriteFile(filepath.Join(pdir, name+".pem"), cert, 0o644); err != nil {
+			return nil, nil, err
+		}
+		pubs[name] = ident.FormatPublicKey(k.Public().(ed25519.PublicKey))
+		creds = append(creds, inventory.Credential{Principal: name,
+			KeyFile: filepath.Join("principals", name+".key"), CertFile: filepath.Join("principals", name+".pem")})
+	}
+	return creds, pubs, nil
+}
+
+// labPolicy is the lab's authorization list: the VMS principal may do
 // anything; db* VMs are protected (a challenge answered with the operator's
-// TOTP code); "intern" may only read; alerts go to the operator.
+// TOTP code); "intern" may only read; alerts go to the operator. pubs are
+// the principals' public keys (principalCreds).
+func labPolicy(pubs map[string]string) string {
+	return fmt.Sprintf(policyTOML, pubs["vms"], pubs["intern"])
+}
+
 const policyTOML = `# ooblab lab authorization list (see hvagent/policy).
 read_only_default = true
 protected = ["db*"]
@@ -146,6 +185,7 @@ alerts = true
 
 [principals.vms]
 user = "ops"
+keys = [%q]
 
 [[principals.vms.rules]]
 actions = ["*"]
@@ -153,4 +193,5 @@ vms = ["*"]
 
 [principals.intern]
 user = "ops"
+keys = [%q]
 `

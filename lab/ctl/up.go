@@ -113,7 +113,13 @@ func Up(ctx context.Context, o Options, log *slog.Logger) (st *State, err error)
 	if err != nil {
 		return nil, fmt.Errorf("lab CA: %w", err)
 	}
-	inv := &inventory.Inventory{Principal: "vms", Operators: []inventory.Operator{{Name: "ops", SecretFile: "operator.key"}}}
+	creds, pubs, err := principalCreds(o.Dir, ca, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("principal keys: %w", err)
+	}
+	policy := labPolicy(pubs)
+	inv := &inventory.Inventory{Principal: "vms", Credentials: creds,
+		Operators: []inventory.Operator{{Name: "ops", SecretFile: "operator.key"}}}
 	var bmcToml strings.Builder
 	fmt.Fprintf(&bmcToml, "# written by lab up\nmetrics = \"127.0.0.1:%d\"\n", o.BasePort+3000)
 	for i := 1; i <= o.Hosts; i++ {
@@ -128,7 +134,7 @@ func Up(ctx context.Context, o Options, log *slog.Logger) (st *State, err error)
 		if err := writeSecretOnce(filepath.Join(hdir, "host.key"), enrollKey(name)); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(filepath.Join(hdir, "policy.toml"), []byte(policyTOML), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(hdir, "policy.toml"), []byte(policy), 0o600); err != nil {
 			return nil, err
 		}
 		hs := HostState{
@@ -221,7 +227,6 @@ privilege = "administrator"
 	if err != nil {
 		return nil, err
 	}
-	_ = caPEM
 	machines := make([]*qemu.Machine, len(st.Hosts))
 	for i := range st.Hosts {
 		h := &st.Hosts[i]
@@ -244,13 +249,14 @@ privilege = "administrator"
 				"--host-id", h.Name, "--key", "/etc/ooblab/host.key", "--policy", "/etc/ooblab/policy.toml",
 				"--libvirt", "qemu:///system", "--sysif", "dev:/dev/ipmi0",
 				"--vmmi", "0.0.0.0:8443", "--tls-cert", "/etc/ooblab/tls.pem", "--tls-key", "/etc/ooblab/tls.key",
+				"--tls-client-ca", "/etc/ooblab/client-ca.pem",
 				"--journal", "/var/lib/ooblab/journal", "--log-level", "info",
 			},
 			VMs:      map[string]string{"app1": image.DomainXML("app1", 32)},
 			StartVMs: []string{"web1"},
 			Files: map[string][]byte{
-				"host.key": hostKey, "operator.key": opKey, "policy.toml": []byte(policyTOML),
-				"tls.pem": certPEM, "tls.key": keyPEM,
+				"host.key": hostKey, "operator.key": opKey, "policy.toml": []byte(policy),
+				"tls.pem": certPEM, "tls.key": keyPEM, "client-ca.pem": caPEM,
 			},
 		}
 		disk := filepath.Join(hdir, "config.img")

@@ -14,6 +14,7 @@ package simfleet
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/hvagent/run"
+	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
 )
@@ -170,9 +172,20 @@ func (f *Fleet) waitBMCs(ctx context.Context, n int) error {
 }
 
 func (f *Fleet) startHosts(ctx context.Context, o Options, log *slog.Logger) (*inventory.Inventory, error) {
-	inv := &inventory.Inventory{Principal: Principal}
+	// The VMS principal's signing key (internal/ident): every request is
+	// signed with it and the policy names its public key.
+	pk, err := ident.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := ident.WritePrivateKey(filepath.Join(o.Dir, Principal+".key"), pk, true); err != nil {
+		return nil, err
+	}
+	inv := &inventory.Inventory{Principal: Principal,
+		Credentials: []inventory.Credential{{Principal: Principal, KeyFile: Principal + ".key"}}}
 	policy := filepath.Join(o.Dir, "authz.toml")
-	if err := os.WriteFile(policy, []byte("read_only_default = true\n[principals."+Principal+"]\n"), 0o600); err != nil {
+	polText := fmt.Sprintf("read_only_default = true\n[principals.%s]\nkeys = [%q]\n", Principal, ident.FormatPublicKey(pk.Public().(ed25519.PublicKey)))
+	if err := os.WriteFile(policy, []byte(polText), 0o600); err != nil {
 		return nil, err
 	}
 	hctx, cancel := context.WithCancel(context.Background())

@@ -28,6 +28,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/policy"
 	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
 	"github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/testutil"
@@ -508,6 +509,7 @@ func TestLossyOOB(t *testing.T) {
 	pol, err := policy.Parse([]byte(`
 read_only_default = true
 [principals.lossvms]
+`+agenttest.KeysLine("lossvms")+`
 [[principals.lossvms.rules]]
 actions = ["*"]
 vms = ["*"]
@@ -615,10 +617,14 @@ vms = ["*"]
 	if err := os.WriteFile(keyFile, []byte(key.URI()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	inv := &inventory.Inventory{Principal: "lossvms", Dir: dir, Hosts: []inventory.Host{{
-		Name: "h1", HostID: "hv1", SecretFile: "h1.key",
-		BMC: inventory.BMC{Addr: px.addr(), User: "vms", PasswordFile: "bmc.pw", CipherSuite: 17},
-	}}}
+	if err := ident.WritePrivateKey(filepath.Join(dir, "lossvms.key"), agenttest.Key("lossvms"), false); err != nil {
+		t.Fatal(err)
+	}
+	inv := &inventory.Inventory{Principal: "lossvms", Dir: dir,
+		Credentials: []inventory.Credential{{Principal: "lossvms", KeyFile: "lossvms.key"}}, Hosts: []inventory.Host{{
+			Name: "h1", HostID: "hv1", SecretFile: "h1.key",
+			BMC: inventory.BMC{Addr: px.addr(), User: "vms", PasswordFile: "bmc.pw", CipherSuite: 17},
+		}}}
 	// A VMS is one OOB-I channel and client; the test "crashes" it now and
 	// then (closes it mid-request and starts a new one), so an answer the
 	// dead VMS had already taken from Queue 2 is lost for good and the retry

@@ -22,6 +22,7 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -30,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -120,7 +122,9 @@ type Channel interface {
 // Target is one inventory host with its sealing key, shared by the channels.
 type Target struct {
 	Host inventory.Host
-	// Inv resolves the host's relative file names.
+	// Inv resolves the host's relative file names; its Principal is who
+	// the client speaks as (its key signs, its VMM-I client certificate is
+	// presented), so a Client with Options.Principal gets a copy.
 	Inv *inventory.Inventory
 
 	now  func() time.Time
@@ -129,6 +133,44 @@ type Target struct {
 	key  *seal.Key
 	sl   *seal.Sealer
 	op   *seal.Opener
+
+	kmu  sync.Mutex
+	keys map[string]ed25519.PrivateKey // principal → signing key, loaded on use
+}
+
+// PrincipalName is who the client speaks as: the inventory's principal.
+func (t *Target) PrincipalName() string {
+	if t.Inv == nil {
+		return ""
+	}
+	return t.Inv.Principal
+}
+
+// signer returns principal's private key from the inventory's credentials
+// (nil when the inventory has none for it: the request goes unsigned and
+// the agent refuses it, saying so).
+func (t *Target) signer(principal string) (ed25519.PrivateKey, error) {
+	if t.Inv == nil {
+		return nil, nil
+	}
+	cr, ok := t.Inv.Credential(principal)
+	if !ok || cr.KeyFile == "" {
+		return nil, nil
+	}
+	t.kmu.Lock()
+	defer t.kmu.Unlock()
+	if k, ok := t.keys[principal]; ok {
+		return k, nil
+	}
+	k, err := ident.LoadPrivateKey(t.Path(cr.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("principal %s: %w", principal, err)
+	}
+	if t.keys == nil {
+		t.keys = map[string]ed25519.PrivateKey{}
+	}
+	t.keys[principal] = k
+	return k, nil
 }
 
 // NewTarget returns the Target of h from inv. The key file is read on first use.
@@ -157,16 +199,18 @@ func (t *Target) load() error {
 			t.err = fmt.Errorf("host %s key: %w", t.Host.Name, err)
 			return
 		}
-		k, err := seal.ParseKey(string(trimSpace(b)))
+		// Two keys during a host key rotation: the first seals, both open.
+		ring, err := seal.ParseKeyRing(string(b))
 		if err != nil {
 			t.err = fmt.Errorf("host %s key %s: %w", t.Host.Name, path, err)
 			return
 		}
+		k := ring[0]
 		if k.HostID() != t.Host.HostID {
 			t.err = fmt.Errorf("host %s key %s is for host id %q, inventory says %q", t.Host.Name, path, k.HostID(), t.Host.HostID)
 			return
 		}
-		t.key, t.sl, t.op = k, seal.NewSealer(k), seal.NewOpener(k, seal.OpenerOptions{})
+		t.key, t.sl, t.op = k, seal.NewSealer(k), seal.NewOpener(k, seal.OpenerOptions{Also: ring[1:]})
 	})
 	return t.err
 }
@@ -179,17 +223,25 @@ func (t *Target) Path(p string) string {
 	return t.Inv.Path(p)
 }
 
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-// Seal encodes and seals m under a fresh random message id.
+// Seal encodes and seals m under a fresh random message id. A request is
+// first signed for this host with its principal's key (internal/ident); the
+// caller's request is not changed.
 func (t *Target) Seal(m vmsg.Message) (msgID uint64, env []byte, err error) {
 	if err := t.load(); err != nil {
 		return 0, nil, err
+	}
+	if r, ok := m.(*vmsg.Request); ok {
+		k, err := t.signer(r.Principal)
+		if err != nil {
+			return 0, nil, err
+		}
+		if k != nil {
+			c := *r
+			if err := ident.SignRequest(k, t.Host.HostID, &c); err != nil {
+				return 0, nil, err
+			}
+			m = &c
+		}
 	}
 	kind, body, err := vmsg.Encode(m)
 	if err != nil {
@@ -335,7 +387,16 @@ func (c *Client) Target(host string) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := NewTarget(c.inv, *h, c.now)
+	inv := c.inv
+	if c.principal != inv.Principal {
+		// Everything that speaks for this client on the host — its
+		// requests, the auto channel's health pings, the VMM-I client
+		// certificate — names the client's principal.
+		cp := *inv
+		cp.Principal = c.principal
+		inv = &cp
+	}
+	t := NewTarget(inv, *h, c.now)
 	c.targets[host] = t
 	return t, nil
 }

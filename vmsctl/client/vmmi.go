@@ -13,12 +13,16 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/internal/frame"
+	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
 // VMMI is the channel over hvagent's TLS API on the host's management
-// network: TLS 1.3, the host's CA file from the inventory as the only root,
-// one connection per host kept open and shared by concurrent requests. Each
+// network: mutual TLS 1.3 — the host's CA file from the inventory as the only
+// root and the host's own name (vmmi.server_name) as the one name its
+// certificate must carry; the principal's client certificate from the
+// inventory's credentials. One connection per host is kept open and shared
+// by concurrent requests. Each
 // request is one frame (package frame) holding a sealed envelope; the agent
 // answers with frames holding sealed Replies and Challenges, and may push
 // Alerts on the same stream at any time.
@@ -77,7 +81,42 @@ func (v *VMMI) tlsConfig(t *Target) (*tls.Config, error) {
 	if sn == "" {
 		sn, _, _ = net.SplitHostPort(h.Addr)
 	}
-	return &tls.Config{RootCAs: pool, ServerName: sn, MinVersion: tls.VersionTLS13}, nil
+	cfg := &tls.Config{RootCAs: pool, ServerName: sn, MinVersion: tls.VersionTLS13}
+	cert, err := clientCert(t)
+	if err != nil {
+		return nil, err
+	}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	return cfg, nil
+}
+
+// clientCert is the client certificate of t's principal from the
+// inventory's credentials (nil when it has none: hvagent then refuses the
+// handshake with "certificate required").
+func clientCert(t *Target) (*tls.Certificate, error) {
+	p := t.PrincipalName()
+	if t.Inv == nil {
+		return nil, nil
+	}
+	cr, ok := t.Inv.Credential(p)
+	if !ok || cr.CertFile == "" {
+		return nil, nil
+	}
+	certPEM, err := os.ReadFile(t.Path(cr.CertFile))
+	if err != nil {
+		return nil, fmt.Errorf("principal %s client certificate: %w", p, err)
+	}
+	keyPEM, err := inventory.ReadSecret(t.Path(cr.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("principal %s key: %w", p, err)
+	}
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("principal %s client certificate %s: %w", p, cr.CertFile, err)
+	}
+	return &c, nil
 }
 
 func (v *VMMI) conn(ctx context.Context, t *Target) (*vmmiConn, error) {

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/internal/frame"
+	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -33,6 +35,12 @@ type vmmiAgent struct {
 	mute    atomic.Bool // read requests, answer nothing
 	inv     *inventory.Inventory
 	wg      sync.WaitGroup
+	// What the agent saw of the VMS's identity: the client certificate's
+	// common name, and requests whose signature verifies with ops's key.
+	certCN   atomic.Value
+	signedOK atomic.Int32
+	unsigned atomic.Int32
+	opsPub   ed25519.PublicKey
 }
 
 func newVMMIAgent(t *testing.T) *vmmiAgent {
@@ -59,14 +67,30 @@ func newVMMIAgent(t *testing.T) *vmmiAgent {
 	key, _ := seal.Enroll("hv1")
 	os.WriteFile(filepath.Join(dir, "h1.key"), []byte(key.URI()), 0o600)
 
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS13,
+	// The "ops" principal's credential: key and client certificate.
+	opsKey, _ := ident.GenerateKey()
+	if err := ident.WritePrivateKey(filepath.Join(dir, "ops.key"), opsKey, false); err != nil {
+		t.Fatal(err)
+	}
+	opsDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(3),
+		Subject:   pkix.Name{CommonName: "ops"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ca, opsKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "ops.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: opsDER}), 0o644)
+
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.RequestClientCert,
 		Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &vmmiAgent{ln: ln, inv: &inventory.Inventory{Principal: "ops", Dir: dir, Hosts: []inventory.Host{{
-		Name: "h1", HostID: "hv1", SecretFile: "h1.key",
-		VMMI: inventory.VMMI{Addr: ln.Addr().String(), CAFile: "ca.pem", ServerName: "hv1.vmmi"}}}}}
+	a := &vmmiAgent{ln: ln, opsPub: opsKey.Public().(ed25519.PublicKey), inv: &inventory.Inventory{Principal: "ops", Dir: dir,
+		Credentials: []inventory.Credential{{Principal: "ops", KeyFile: "ops.key", CertFile: "ops.pem"}},
+		Hosts: []inventory.Host{{
+			Name: "h1", HostID: "hv1", SecretFile: "h1.key",
+			VMMI: inventory.VMMI{Addr: ln.Addr().String(), CAFile: "ca.pem", ServerName: "hv1.vmmi"}}}}}
 	op, sl := seal.NewOpener(key, seal.OpenerOptions{}), seal.NewSealer(key)
 	a.wg.Go(func() {
 		for {
@@ -101,6 +125,18 @@ func (a *vmmiAgent) serve(t *testing.T, c net.Conn, op *seal.Opener, sl *seal.Se
 			return
 		}
 		req, _ := vmsg.DecodeRequest(body)
+		if tc, ok := c.(*tls.Conn); ok {
+			if pc := tc.ConnectionState().PeerCertificates; len(pc) > 0 {
+				a.certCN.Store(pc[0].Subject.CommonName)
+			}
+		}
+		if req != nil {
+			if len(req.Sig) == 0 {
+				a.unsigned.Add(1)
+			} else if _, err := ident.VerifyRequest([]ed25519.PublicKey{a.opsPub}, "hv1", req); err == nil {
+				a.signedOK.Add(1)
+			}
+		}
 		if hdr.Kind != vmsg.KindRequest || a.mute.Load() {
 			continue
 		}
@@ -154,6 +190,35 @@ func TestVMMIRoundTripReusesConnection(t *testing.T) {
 	}
 	if n := a.accepts.Load(); n != 2 {
 		t.Fatalf("%d connections, want 2", n)
+	}
+}
+
+// TestVMMIIdentity: the client presents its principal's certificate and
+// signs each request with its key; a principal the inventory has no
+// credential for goes without either (and hvagent refuses it).
+func TestVMMIIdentity(t *testing.T) {
+	a := newVMMIAgent(t)
+	c, _ := client.New(a.inv, client.Options{Via: "vmmi"})
+	defer c.Close()
+	if _, err := c.Do(context.Background(), "h1", vmsg.CmdList, ""); err != nil {
+		t.Fatal(err)
+	}
+	if cn, _ := a.certCN.Load().(string); cn != "ops" || a.signedOK.Load() != 1 || a.unsigned.Load() != 0 {
+		t.Fatalf("agent saw certificate %q, %d signed, %d unsigned", cn, a.signedOK.Load(), a.unsigned.Load())
+	}
+	b := newVMMIAgent(t)
+	c2, _ := client.New(b.inv, client.Options{Via: "vmmi", Principal: "intern"})
+	defer c2.Close()
+	if _, err := c2.Do(context.Background(), "h1", vmsg.CmdList, ""); err != nil {
+		t.Fatal(err)
+	}
+	if cn, _ := b.certCN.Load().(string); cn != "" || b.unsigned.Load() != 1 {
+		t.Fatalf("intern: certificate %q, %d unsigned", cn, b.unsigned.Load())
+	}
+	// Everything on that client's targets (auto's health pings included)
+	// speaks as intern; the client's inventory itself is unchanged.
+	if tg, _ := c2.Target("h1"); tg.Inv.Principal != "intern" || tg.PrincipalName() != "intern" || c2.Inventory().Principal != "ops" {
+		t.Fatalf("target principal %q, inventory %q", tg.Inv.Principal, c2.Inventory().Principal)
 	}
 }
 

@@ -93,6 +93,7 @@ type App struct {
 
 	// flags
 	invPath, via, output, otp, otpFile string
+	principal                          string
 	timeout, budget                    time.Duration
 	debug                              bool
 	fan                                fanOut // --parallel, --progress (fanout.go)
@@ -179,7 +180,8 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 refused/unauthorized, 4 challenge failed,
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline for the whole command, challenge prompt included")
 	f.DurationVar(&a.budget, "vmmi-budget", 300*time.Millisecond, "auto: how long VMM-I may take before OOB-I is used")
 	f.BoolVar(&a.debug, "debug", false, "log channel decisions to stderr")
-	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd())
+	f.StringVar(&a.principal, "principal", "", "speak as this principal (its key and certificate from the inventory's credentials; default: the inventory's principal)")
+	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.principalCmd())
 	return root
 }
 
@@ -248,7 +250,7 @@ func (a *App) client() (*client.Client, error) {
 	if err := a.loadInventory(); err != nil {
 		return nil, err
 	}
-	o := client.Options{Via: a.via, Challenge: a.answer, Logger: a.log, Now: a.Now,
+	o := client.Options{Via: a.via, Principal: a.principal, Challenge: a.answer, Logger: a.log, Now: a.Now,
 		Auto: client.AutoOptions{Budget: a.budget}}
 	if a.Options != nil {
 		a.Options(&o)

@@ -3,8 +3,17 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -247,5 +257,118 @@ func TestFindInventory(t *testing.T) {
 	}
 	if _, err := FindInventory("", env, t.TempDir(), t.TempDir()); ExitCode(err) != ExitUsage {
 		t.Fatalf("none: %v", err)
+	}
+}
+
+func writeTestCA(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "site CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	return certFile, keyFile
+}
+
+// TestPrincipalEnrollAndRotate: enroll writes the key 0600 and its client
+// certificate and prints the policy line; --next and activate rotate it
+// with both keys in the policy line meanwhile.
+func TestPrincipalEnrollAndRotate(t *testing.T) {
+	r := newRig(t)
+	caCert, caKey := writeTestCA(t, r.dir)
+	enroll := func(args ...string) principalResult {
+		t.Helper()
+		code, out, errs := r.run(t, append([]string{"-o", "json", "principal", "enroll", "vms", "--ca-cert", caCert, "--ca-key", caKey}, args...)...)
+		if code != 0 {
+			t.Fatalf("exit %d: %s %s", code, out, errs)
+		}
+		var res principalResult
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return res
+	}
+	pubOf := func(path string) string {
+		t.Helper()
+		k, err := ident.LoadPrivateKey(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ident.FormatPublicKey(k.Public().(ed25519.PublicKey))
+	}
+	certKey := func(path string) string {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(b)
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil || c.Subject.CommonName != "vms" {
+			t.Fatalf("certificate %v", err)
+		}
+		return ident.FormatPublicKey(c.PublicKey.(ed25519.PublicKey))
+	}
+
+	first := enroll()
+	if st, err := os.Stat(first.KeyFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v", err)
+	}
+	if first.PublicKey != pubOf(first.KeyFile) || first.PolicyLine != fmt.Sprintf("keys = [%q]", first.PublicKey) || certKey(first.CertFile) != first.PublicKey {
+		t.Fatalf("enroll: %+v", first)
+	}
+	inv, _ := inventory.Load(r.inv)
+	if c, ok := inv.Credential("vms"); !ok || inv.Path(c.KeyFile) != first.KeyFile || inv.Path(c.CertFile) != first.CertFile {
+		t.Fatalf("inventory credentials %+v", inv.Credentials)
+	}
+	if code, _, _ := r.run(t, "principal", "enroll", "vms"); code != ExitUsage {
+		t.Fatalf("re-enroll without --force: exit %d", code)
+	}
+
+	// Rotation.
+	next := enroll("--next")
+	if pubOf(first.KeyFile) != first.PublicKey {
+		t.Fatal("--next replaced the current key")
+	}
+	if next.PolicyLine != fmt.Sprintf("keys = [%q, %q]", first.PublicKey, next.PublicKey) {
+		t.Fatalf("rotation policy line %q", next.PolicyLine)
+	}
+	code, out, errs := r.run(t, "principal", "activate", "vms")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("keys = [%q]", next.PublicKey)) {
+		t.Fatalf("activate: %d %s %s", code, out, errs)
+	}
+	if pubOf(first.KeyFile) != next.PublicKey || certKey(first.CertFile) != next.PublicKey {
+		t.Fatal("activate did not switch key and certificate")
+	}
+	if _, err := os.Stat(first.KeyFile + ".next"); !os.IsNotExist(err) {
+		t.Fatalf("next key left behind: %v", err)
+	}
+	if code, _, _ := r.run(t, "principal", "activate", "vms"); code != ExitUsage {
+		t.Fatalf("activate without a next key: exit %d", code)
+	}
+
+	// Host and operator enrollment create the signing keys they need.
+	code, out, _ = r.run(t, "enroll", "h1")
+	if code != 0 || !strings.Contains(out, "principal ops:") || !strings.Contains(out, "keys = [\"ed25519:") {
+		t.Fatalf("enroll h1: %d %s", code, out)
+	}
+	code, out, _ = r.run(t, "user", "enroll", "bob")
+	if code != 0 || !strings.Contains(out, "principal bob:") {
+		t.Fatalf("user enroll: %d %s", code, out)
+	}
+	inv, _ = inventory.Load(r.inv)
+	for _, p := range []string{"vms", "ops", "bob"} {
+		if c, ok := inv.Credential(p); !ok {
+			t.Fatalf("no credential for %s", p)
+		} else if _, err := ident.LoadPrivateKey(inv.Path(c.KeyFile)); err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
 	}
 }

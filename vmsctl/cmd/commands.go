@@ -369,6 +369,9 @@ type enrollResult struct {
 	KeyFile string `json:"key_file"`
 	URI     string `json:"otpauth_uri"`
 	QR      string `json:"qr_png,omitempty"`
+	// Principal is the signing key of the principal that speaks to this
+	// host (enroll) or of the operator (user enroll), created if missing.
+	Principal *principalResult `json:"principal,omitempty"`
 }
 
 func (a *App) enrollOut(r enrollResult, k *seal.Key, qr string) error {
@@ -388,6 +391,9 @@ func (a *App) enrollOut(r enrollResult, k *seal.Key, qr string) error {
 			fmt.Fprintf(w, "; QR code in %s", r.QR)
 		}
 		fmt.Fprintln(w)
+		if r.Principal != nil {
+			r.Principal.table(w)
+		}
 	})
 }
 
@@ -424,7 +430,15 @@ inventory) and updates the inventory.`,
 			if err := a.inv.Save(a.invFile); err != nil {
 				return fmt.Errorf("key written to %s but the inventory was not updated: %w", path, err)
 			}
-			return a.enrollOut(enrollResult{Name: h.Name, KeyFile: path, URI: k.URI()}, k, qr)
+			r := enrollResult{Name: h.Name, KeyFile: path, URI: k.URI()}
+			if a.inv.Principal != "" {
+				pr, err := a.enrollPrincipal(a.inv.Principal, enrollPrincipalOpts{onlyIfMissing: true})
+				if err != nil {
+					return err
+				}
+				r.Principal = &pr
+			}
+			return a.enrollOut(r, k, qr)
 		},
 	}
 	c.Flags().StringVar(&qr, "qr", "", "also write the URI as a QR code PNG to this file")
@@ -469,7 +483,12 @@ func (a *App) userCmd() *cobra.Command {
 			if err := a.inv.Save(a.invFile); err != nil {
 				return fmt.Errorf("key written to %s but the inventory was not updated: %w", path, err)
 			}
-			return a.enrollOut(enrollResult{Name: name, KeyFile: path, URI: k.URI()}, k, qr)
+			// The operator's own signing key, for requests sent as NAME.
+			pr, err := a.enrollPrincipal(name, enrollPrincipalOpts{onlyIfMissing: true})
+			if err != nil {
+				return err
+			}
+			return a.enrollOut(enrollResult{Name: name, KeyFile: path, URI: k.URI(), Principal: &pr}, k, qr)
 		},
 	}
 	enroll.Flags().StringVar(&qr, "qr", "", "also write the URI as a QR code PNG to this file")
