@@ -22,8 +22,8 @@
 //     operator's key (vmsctl --otp-secret-file). It cannot be replayed:
 //     the nonce is spent with its challenge.
 //
-// Guessing is bounded: a challenge takes MaxAttempts wrong codes, then it is
-// dropped; Budget wrong codes within BudgetWindow, counted per operator and
+// Guessing is bounded: a challenge takes one answer, right or wrong (the
+// agent records the refusal as the request's outcome); Budget wrong codes within BudgetWindow, counted per operator and
 // per principal, lock both for LockFor (the failure that locks returns
 // ErrLockout, so the agent alerts it once). At most MaxOutstanding
 // challenges wait at once, MaxPerPrincipal per principal (ErrTooMany).
@@ -104,7 +104,6 @@ type Config struct {
 	TTL             time.Duration // default 60 s
 	MaxOutstanding  int           // default 64
 	MaxPerPrincipal int           // default 4
-	MaxAttempts     int           // wrong codes per challenge, default 3
 	Budget          int           // wrong codes per operator and per principal, default 5
 	BudgetWindow    time.Duration // default 15 min
 	LockFor         time.Duration // default 5 min
@@ -122,7 +121,6 @@ type pending struct {
 	Action    string          `json:"action"`
 	VM        string          `json:"vm"`
 	Expiry    time.Time       `json:"expiry"`
-	Attempts  int             `json:"attempts"`
 }
 
 type spentKey struct {
@@ -189,9 +187,6 @@ func Open(cfg Config) (*Challenger, error) {
 	}
 	if cfg.MaxPerPrincipal <= 0 {
 		cfg.MaxPerPrincipal = 4
-	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 3
 	}
 	if cfg.Budget <= 0 {
 		cfg.Budget = 5
@@ -432,16 +427,11 @@ func (c *Challenger) verify(requestID uint64, principal, action, vm string, nonc
 		delete(c.pending, requestID)
 		return nil
 	}
-	p.Attempts++
-	msg := fmt.Sprintf("attempt %d of %d", p.Attempts, c.cfg.MaxAttempts)
-	if p.Attempts >= c.cfg.MaxAttempts {
-		delete(c.pending, requestID)
-		msg += "; challenge dropped"
-	}
+	delete(c.pending, requestID)
 	if lock := c.fail(now, "user:"+user, "principal:"+principal); lock != "" {
-		return fmt.Errorf("%w (%s); %w: %s", ErrBadCode, msg, ErrLockout, lock)
+		return fmt.Errorf("%w; %w: %s", ErrBadCode, ErrLockout, lock)
 	}
-	return fmt.Errorf("%w (%s)", ErrBadCode, msg)
+	return fmt.Errorf("%w (the challenge is spent; send the command again for a new one)", ErrBadCode)
 }
 
 // fail counts one wrong code against every key; when one reaches the

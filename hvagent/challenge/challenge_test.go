@@ -138,12 +138,10 @@ func TestVerify(t *testing.T) {
 			ch := issue(t, c, 1, "ops", "start", "db1", now)
 			return c.Verify(1, "ops", "start", "db1", ch.Nonce, Code(secret, ch.Nonce[:], now), now)
 		}, ErrNoUser},
-		{"three bad codes drop the challenge", func(t *testing.T, c *Challenger) error {
+		{"a wrong code spends the challenge", func(t *testing.T, c *Challenger) error {
 			ch := issue(t, c, 1, "vms1", "start", "db1", now)
-			for i := 0; i < 3; i++ {
-				if err := c.Verify(1, "vms1", "start", "db1", ch.Nonce, "000000", now); !errors.Is(err, ErrBadCode) {
-					return err
-				}
+			if err := c.Verify(1, "vms1", "start", "db1", ch.Nonce, "000000", now); !errors.Is(err, ErrBadCode) {
+				return err
 			}
 			return c.Verify(1, "vms1", "start", "db1", ch.Nonce, Code(secret, ch.Nonce[:], now), now)
 		}, ErrUnknownChallenge},
@@ -214,7 +212,7 @@ func TestCaps(t *testing.T) {
 
 func TestBudgetLocksOperatorAndPrincipal(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	c := New(Config{Keys: keys, Budget: 5, LockFor: 5 * time.Minute, MaxPerPrincipal: 8})
+	c := New(Config{Keys: keys, Budget: 5, LockFor: 5 * time.Minute})
 	var lockouts int
 	for i := uint64(1); i <= 5; i++ {
 		ch := issue(t, c, i, "vms1", "start", "db1", now)
