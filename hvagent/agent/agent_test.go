@@ -474,7 +474,7 @@ func TestInterruptedRequest(t *testing.T) {
 	if _, claimed, err := b.j.Begin(context.Background(), r.ID); err != nil || !claimed {
 		t.Fatal(err)
 	}
-	b.restart() // crash between Begin and Put
+	b.restart()   // crash between Begin and Put
 	for range 2 { // every retry reads the state afresh
 		rep := b.reply(r)
 		if rep.Code != vmsg.ErrInterrupted || !strings.Contains(rep.Error, "outcome is unknown") || b.hv.starts.Load() != 0 ||
