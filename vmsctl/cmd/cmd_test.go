@@ -1,6 +1,9 @@
 package cmd
 
 import (
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -205,6 +208,24 @@ func TestEnrollWritesKeyAndInventory(t *testing.T) {
 	inv, _ = inventory.Load(r.inv)
 	if len(inv.Operators) != 1 || inv.Operators[0].Name != "bob" {
 		t.Fatalf("operators %+v", inv.Operators)
+	}
+	// What the operator's phone gets: a QR code on the terminal and as a
+	// PNG beside the key, of a standard otpauth:// URI an app can use.
+	if !strings.Contains(out, "▀") && !strings.Contains(out, "█") {
+		t.Fatalf("no QR code drawn on the terminal:\n%s", out)
+	}
+	pngPath := strings.TrimSuffix(inv.Path(inv.Operators[0].SecretFile), ".key") + ".png"
+	if png, err := os.ReadFile(pngPath); err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Fatalf("user QR PNG: %v", err)
+	}
+	uri := out[strings.Index(out, "otpauth://"):]
+	uri = uri[:strings.IndexByte(uri, '\n')]
+	key, err := otp.NewKeyFromURL(uri)
+	if err != nil || key.Type() != "totp" || key.Period() != 30 || key.Digits() != otp.DigitsSix || key.Algorithm() != otp.AlgorithmSHA1 {
+		t.Fatalf("enrolled URI %q is not a standard authenticator key: %v", uri, err)
+	}
+	if c, err := totp.GenerateCode(key.Secret(), time.Now()); err != nil || len(c) != 6 {
+		t.Fatalf("app code from the URI: %q %v", c, err)
 	}
 	code, out, _ = r.run(t, "user", "code", "bob", "00112233")
 	secret, _ := readUserSecret(inv.Path(inv.Operators[0].SecretFile))

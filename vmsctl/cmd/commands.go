@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mdp/qrterminal/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/ooblab/ooblab/internal/inventory"
@@ -355,7 +356,10 @@ type enrollResult struct {
 	QR      string `json:"qr_png,omitempty"`
 }
 
-func (a *App) enrollOut(r enrollResult, k *seal.Key, qr string) error {
+// enrollOut writes the QR PNG (when qr is set) and prints the result; with
+// phone it also draws the QR code on the terminal, for an authenticator
+// app to scan.
+func (a *App) enrollOut(r enrollResult, k *seal.Key, qr string, phone bool) error {
 	if qr != "" {
 		png, err := k.PNG(320)
 		if err != nil {
@@ -367,6 +371,12 @@ func (a *App) enrollOut(r enrollResult, k *seal.Key, qr string) error {
 		r.QR = qr
 	}
 	return a.emit(r, func(w io.Writer) {
+		if phone {
+			fmt.Fprintln(w, "Scan this with the operator's authenticator app (any RFC 6238 app: Google Authenticator, Aegis, FreeOTP, 1Password…):")
+			qrterminal.GenerateWithConfig(r.URI, qrterminal.Config{Level: qrterminal.L, Writer: w, HalfBlocks: true,
+				BlackChar: qrterminal.BLACK_BLACK, WhiteBlackChar: qrterminal.WHITE_BLACK, WhiteChar: qrterminal.WHITE_WHITE,
+				BlackWhiteChar: qrterminal.BLACK_WHITE, QuietZone: 2})
+		}
 		fmt.Fprintf(w, "%s\nkey written to %s (0600)", r.URI, r.KeyFile)
 		if r.QR != "" {
 			fmt.Fprintf(w, "; QR code in %s", r.QR)
@@ -408,7 +418,7 @@ inventory) and updates the inventory.`,
 			if err := a.inv.Save(a.invFile); err != nil {
 				return fmt.Errorf("key written to %s but the inventory was not updated: %w", path, err)
 			}
-			return a.enrollOut(enrollResult{Name: h.Name, KeyFile: path, URI: k.URI()}, k, qr)
+			return a.enrollOut(enrollResult{Name: h.Name, KeyFile: path, URI: k.URI()}, k, qr, false)
 		},
 	}
 	c.Flags().StringVar(&qr, "qr", "", "also write the URI as a QR code PNG to this file")
@@ -422,8 +432,15 @@ func (a *App) userCmd() *cobra.Command {
 	var force bool
 	enroll := &cobra.Command{
 		Use:   "enroll NAME",
-		Short: "Create an operator's own TOTP key for challenges and record the operator in the inventory",
-		Args:  exactArgs(1),
+		Short: "Create an operator's own TOTP key for challenges, show it as a QR code for an authenticator app, and record the operator in the inventory",
+		Long: `user enroll creates the operator's RFC 6238 TOTP key, prints its otpauth:// URI,
+draws it as a QR code on the terminal and writes it as a PNG: scan either with any
+authenticator app on the operator's phone. Challenges are then answered with the
+app's 6-digit code (--otp CODE, or at the prompt). Register the same key for the
+operator in hvagent's authorization list ([users.NAME] totp_secret_file). The key
+file (0600) is for 'vmsctl user code' and the automation mode --otp-secret-file;
+keep it off the VMS otherwise.`,
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := a.loadInventory(); err != nil {
 				return err
@@ -453,10 +470,13 @@ func (a *App) userCmd() *cobra.Command {
 			if err := a.inv.Save(a.invFile); err != nil {
 				return fmt.Errorf("key written to %s but the inventory was not updated: %w", path, err)
 			}
-			return a.enrollOut(enrollResult{Name: name, KeyFile: path, URI: k.URI()}, k, qr)
+			if qr == "" {
+				qr = strings.TrimSuffix(path, ".key") + ".png"
+			}
+			return a.enrollOut(enrollResult{Name: name, KeyFile: path, URI: k.URI()}, k, qr, true)
 		},
 	}
-	enroll.Flags().StringVar(&qr, "qr", "", "also write the URI as a QR code PNG to this file")
+	enroll.Flags().StringVar(&qr, "qr", "", "where to write the URI as a QR code PNG (default: beside the key, NAME's key file with .png)")
 	enroll.Flags().BoolVar(&force, "force", false, "replace an existing key")
 	code := &cobra.Command{
 		Use:   "code NAME NONCE",
