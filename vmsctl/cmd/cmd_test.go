@@ -1,9 +1,6 @@
 package cmd
 
 import (
-	"github.com/pquerna/otp"
-	"github.com/pquerna/otp/totp"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,6 +12,9 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
@@ -224,8 +224,16 @@ func TestEnrollWritesKeyAndInventory(t *testing.T) {
 	if err != nil || key.Type() != "totp" || key.Period() != 30 || key.Digits() != otp.DigitsSix || key.Algorithm() != otp.AlgorithmSHA1 {
 		t.Fatalf("enrolled URI %q is not a standard authenticator key: %v", uri, err)
 	}
-	if c, err := totp.GenerateCode(key.Secret(), time.Now()); err != nil || len(c) != 6 {
-		t.Fatalf("app code from the URI: %q %v", c, err)
+	app, err := totp.GenerateCode(key.Secret(), time.Now())
+	if err != nil || len(app) != 6 {
+		t.Fatalf("app code from the URI: %q %v", app, err)
+	}
+	// 'user code NAME' prints what the app shows (the step may roll over
+	// between the two reads; then the next step's code).
+	code, out, _ = r.run(t, "user", "code", "bob")
+	next, _ := totp.GenerateCode(key.Secret(), time.Now())
+	if got := strings.TrimSpace(out); code != 0 || got != app && got != next {
+		t.Fatalf("user code without nonce: %d %q, want %q", code, got, app)
 	}
 	code, out, _ = r.run(t, "user", "code", "bob", "00112233")
 	secret, _ := readUserSecret(inv.Path(inv.Operators[0].SecretFile))

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"encoding/base32"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mdp/qrterminal/v3"
+	"github.com/pquerna/otp/totp"
 	"github.com/spf13/cobra"
 
 	"github.com/ooblab/ooblab/internal/inventory"
@@ -479,17 +481,22 @@ keep it off the VMS otherwise.`,
 	enroll.Flags().StringVar(&qr, "qr", "", "where to write the URI as a QR code PNG (default: beside the key, NAME's key file with .png)")
 	enroll.Flags().BoolVar(&force, "force", false, "replace an existing key")
 	code := &cobra.Command{
-		Use:   "code NAME NONCE",
-		Short: "Print the challenge code for a nonce (hex) from the operator's key",
-		Long: `code computes the answer to a challenge: the operator's TOTP code bound to the
-challenge nonce (HMAC-SHA1 of the time step followed by the nonce). Run it where
+		Use:   "code NAME [NONCE]",
+		Short: "Print NAME's authenticator-app code now, or the automation code for a challenge nonce (hex)",
+		Long: `code prints, from the operator's key, what the operator's authenticator app shows
+now (RFC 6238, 6 digits, 30 s): the answer to give with --otp or at the prompt. With
+NONCE it prints the automation code bound to that challenge nonce instead (HMAC-SHA1
+of the time step followed by the nonce; what --otp-secret-file computes). Run it where
 the operator's key lives; the key is NAME's secret_file in the inventory, or
 --otp-secret-file.`,
-		Args: exactArgs(2),
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nonce, err := hex.DecodeString(args[1])
-			if err != nil {
-				return usagef("nonce %q: %v", args[1], err)
+			var nonce []byte
+			if len(args) == 2 {
+				var err error
+				if nonce, err = hex.DecodeString(args[1]); err != nil {
+					return usagef("nonce %q: %v", args[1], err)
+				}
 			}
 			file := a.otpFile
 			if file == "" {
@@ -508,6 +515,14 @@ the operator's key lives; the key is NAME's secret_file in the inventory, or
 			secret, err := readUserSecret(file)
 			if err != nil {
 				return err
+			}
+			if nonce == nil {
+				c, err := totp.GenerateCode(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(secret), a.Now())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.Out, c)
+				return nil
 			}
 			fmt.Fprintln(a.Out, seal.ChallengeCode(secret, nonce, a.Now()))
 			return nil
