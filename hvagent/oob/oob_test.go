@@ -275,11 +275,11 @@ func TestQueue2Full(t *testing.T) {
 // an alert sink's send gives up at its own deadline even while an answer
 // holds the writer.
 func TestQueue2FullNoReader(t *testing.T) {
-	lab := newBMC(t, queue.Options{Capacity2: 2})
+	lab := newBMC(t, bmcsimtest.Options{Queue2Capacity: 2})
 	h := &echo{}
 	l := runLoop(t, Config{Conn: lab.host, Handler: h, AnswerTimeout: 100 * time.Millisecond,
 		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
-	vms := dialVMS(t, lab.port)
+	vms := dialVMS(t, lab.Port)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for i := range 3 {
