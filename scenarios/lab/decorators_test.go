@@ -10,4 +10,7 @@ var (
 	Failover = Label("failover")
 	// Power specs power the hypervisor host off and on through the BMC.
 	Power = Label("power")
+	// ExactlyOnce specs cut a channel or a process mid-request and check
+	// the request ran once and its true outcome came back.
+	ExactlyOnce = Label("exactly-once")
 )
