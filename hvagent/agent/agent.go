@@ -367,9 +367,10 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 	case policy.Allow:
 	case policy.NeedChallenge:
 		if req.Answer == nil {
-			// Not an outcome: the same id comes back with the answer.
-			a.abort(log, req.ID)
+			// Not an outcome: the same id comes back with the answer, so
+			// the claim is released once the challenge exists.
 			ch, err := a.chal.Issue(req.ID, req.Principal, action, vmName, now)
+			a.abort(log, req.ID)
 			if err != nil {
 				reason := fmt.Sprintf("%s: %v", ReasonChallenge, err)
 				log.Warn("request refused: no challenge issued", "err", err)
