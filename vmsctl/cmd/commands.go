@@ -100,6 +100,12 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 	ctx, cancel := a.ctx(cmd)
 	defer cancel()
 	res, err := cl.Do(ctx, host, c, vm)
+	var re *client.ReplyError
+	if errors.As(err, &re) && re.Code == vmsg.ErrInterrupted && res != nil && res.Reply != nil {
+		for _, v := range res.Reply.VMs {
+			fmt.Fprintf(a.Err, "vmsctl: %s on %s was interrupted by an agent restart; %s is now %s\n", c, host, v.Name, v.State)
+		}
+	}
 	if err != nil {
 		return err
 	}
