@@ -544,4 +544,9 @@ func TestStale(t *testing.T) {
 	if rep := b.reply(r); rep.Code != vmsg.ErrStale || b.hv.starts.Load() != 0 {
 		t.Fatalf("stale: %+v", rep)
 	}
+	// Not an outcome: the same id with a fresh issue time runs.
+	r.IssuedMs = b.clk.Now().UnixMilli()
+	if rep := b.reply(r); !rep.OK || b.hv.starts.Load() != 1 {
+		t.Fatalf("resent with a fresh time: %+v", rep)
+	}
 }
