@@ -15,12 +15,15 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/ooblab/ooblab/internal/vmsg"
+	"github.com/ooblab/ooblab/lab/ctl"
 	"github.com/ooblab/ooblab/vmsctl/client"
 )
 
 // HvagentLog is what hvagent has logged so far on host's serial console.
 func HvagentLog(host string) string {
-	b, err := os.ReadFile(filepath.Join(labDir, host, "qemu", "console.log"))
+	path, err := ctl.ConsolePath(labDir, host)
+	Expect(err).NotTo(HaveOccurred())
+	b, err := os.ReadFile(path)
 	Expect(err).NotTo(HaveOccurred())
 	return string(b)
 }
