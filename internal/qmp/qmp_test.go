@@ -8,16 +8,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
 // startQEMU runs a CPU-less QEMU (-machine none) with a user netdev "vmmi"
 // and QMP on a unix socket in a temp folder.
 func startQEMU(t *testing.T) (*exec.Cmd, string) {
 	t.Helper()
-	bin, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not installed (make deps): ", err)
-	}
+	testutil.Integration(t, "qemu-system-x86_64")
+	bin, _ := exec.LookPath("qemu-system-x86_64")
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
 	cmd := exec.Command(bin, "-nodefaults", "-no-user-config", "-machine", "none", "-display", "none",
 		"-netdev", "user,id=vmmi", "-qmp", "unix:"+sock+",server=on,wait=off")
@@ -106,7 +106,7 @@ func TestDeadlineWhenQEMUHangs(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("stopped QEMU: err = %v, want DeadlineExceeded", err)
 	}
-	if took > 2*time.Second {
+	if took > 5*time.Second {
 		t.Fatalf("returned after %v, deadline was 300ms", took)
 	}
 	// Reconnecting to a stopped QEMU also honours the deadline.
@@ -114,7 +114,7 @@ func TestDeadlineWhenQEMUHangs(t *testing.T) {
 	if _, err := m.QueryStatus(ctxT(t, 300*time.Millisecond)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("reconnect to stopped QEMU: err = %v", err)
 	}
-	if took := time.Since(start); took > 2*time.Second {
+	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("reconnect returned after %v", took)
 	}
 	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
@@ -152,7 +152,7 @@ func TestDialWaitsForSocket(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want DeadlineExceeded", err)
 	}
-	if time.Since(start) > 2*time.Second {
+	if time.Since(start) > 5*time.Second {
 		t.Fatal("Dial overran its deadline")
 	}
 }

@@ -1,6 +1,7 @@
 package lab_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -19,18 +20,21 @@ import (
 	"github.com/ooblab/ooblab/vmsctl/client"
 )
 
-// HvagentLog is what hvagent has logged so far on host's serial console.
-func HvagentLog(host string) string {
+// HvagentLog is what host's serial console (hvagent's log among it) holds
+// so far.
+func HvagentLog(host string) (string, error) {
 	path, err := ctl.ConsolePath(labDir, host)
-	Expect(err).NotTo(HaveOccurred())
+	if err != nil {
+		return "", err
+	}
 	b, err := os.ReadFile(path)
-	Expect(err).NotTo(HaveOccurred())
-	return string(b)
+	return string(b), err
 }
 
 // SELEntries is the number of entries in host's BMC event log.
-func SELEntries(host string) int {
-	m := regexp.MustCompile(`Entries\s*:\s*(\d+)`).FindStringSubmatch(Ipmitool(host, "sel", "info"))
+func SELEntries(ctx context.Context, host string) int {
+	GinkgoHelper()
+	m := regexp.MustCompile(`Entries\s*:\s*(\d+)`).FindStringSubmatch(MustIpmitool(ctx, host, "sel", "info"))
 	Expect(m).NotTo(BeNil(), "ipmitool sel info without an entry count")
 	n, err := strconv.Atoi(m[1])
 	Expect(err).NotTo(HaveOccurred())
@@ -41,21 +45,24 @@ var _ = Describe("Exactly once", Lab, ExactlyOnce, Failover, Serial, Ordered, fu
 	const host = "h1"
 	opKey := func() string { return filepath.Join(labDir, "operator.key") }
 
-	AfterAll(func() { RunLab("plug", host, "vmmi") })
+	AfterAll(func(ctx SpecContext) { MustLab(ctx, "plug", host, "vmmi") })
 
 	It("answers a protected start whose VMM-I is cut while libvirt runs it with its true outcome: one run, no alert", func(ctx SpecContext) {
 		// db1 shut off, the VMM-I answering, so auto mode sends over it first.
-		out, code := Vmsctl("vm", "destroy", host, "db1", "--via", "oob", "--otp-secret-file", opKey())
+		out, code := Vmsctl(ctx, "vm", "destroy", host, "db1", "--via", "oob", "--otp-secret-file", opKey())
 		Expect(code).To(Equal(0), out)
-		Eventually(func() (string, error) {
-			res, err := Do(client.ViaAuto, host, vmsg.CmdPing, "")
-			if err != nil {
-				return "", err
+		Eventually(Via(ctx, client.ViaAuto, host, vmsg.CmdPing, "")).WithTimeout(time.Minute).Should(Equal(client.ViaVMMI))
+		sel := SELEntries(ctx, host)
+		before, err := HvagentLog(host)
+		Expect(err).NotTo(HaveOccurred())
+		logStart := len(before)
+		since := func() (string, error) {
+			s, err := HvagentLog(host)
+			if err != nil || len(s) < logStart {
+				return "", fmt.Errorf("console log shrank or unreadable: %v", err)
 			}
-			return res.Via, nil
-		}).WithTimeout(time.Minute).Should(Equal(client.ViaVMMI))
-		sel := SELEntries(host)
-		logStart := len(HvagentLog(host))
+			return s[logStart:], nil
+		}
 
 		// The operator's protected start, in auto mode, as the tour runs it.
 		cmd := exec.CommandContext(ctx, filepath.Join(root, "bin", "vmsctl"), "--inventory", filepath.Join(labDir, "inventory.json"),
@@ -66,32 +73,34 @@ var _ = Describe("Exactly once", Lab, ExactlyOnce, Failover, Serial, Ordered, fu
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 
-		// The answered request reached hvagent over the VMM-I and libvirt
-		// is starting db1: pull the management network cable now.
-		Eventually(func() string { return HvagentLog(host)[logStart:] }).WithTimeout(time.Minute).WithPolling(20 * time.Millisecond).
+		// The answered request reached hvagent over the VMM-I and libvirt is
+		// starting db1: pull the management network cable now.
+		Eventually(since).WithTimeout(time.Minute).WithPolling(20 * time.Millisecond).
 			Should(ContainSubstring(`msg="challenge answered by the registered user" via=vmm-i`))
-		RunLab("unplug", host, "vmmi")
+		MustLab(ctx, "unplug", host, "vmmi")
 
-		var err error
-		Eventually(done).WithTimeout(2 * time.Minute).Should(Receive(&err))
+		Eventually(done).WithTimeout(2*time.Minute).Should(Receive(&err), "vmsctl still running")
 		Expect(err).NotTo(HaveOccurred(), "vmsctl: %s\n%s", stdout.String(), stderr.String())
 		var res struct {
-			OK        bool   `json:"ok"`
-			RequestID string `json:"request_id"`
-			VMs       []vmsg.VMState
+			OK        bool           `json:"ok"`
+			RequestID string         `json:"request_id"`
+			VMs       []vmsg.VMState `json:"vms"`
 		}
 		Expect(json.Unmarshal([]byte(stdout.String()), &res)).To(Succeed(), stdout.String())
 		Expect(res.OK).To(BeTrue())
 		Expect(res.VMs).NotTo(BeEmpty())
 		Expect(res.VMs[0].State).To(Equal("running"))
 
+		// hvagent's own account of this request id: one run, no refusal.
 		id, err := strconv.ParseUint(res.RequestID, 16, 64)
+		Expect(err).NotTo(HaveOccurred())
+		log, err := since()
 		Expect(err).NotTo(HaveOccurred())
 		idAttr := fmt.Sprintf("request_id=%d ", id)
 		var mine []string
-		for _, l := range strings.Split(HvagentLog(host)[logStart:], "\n") {
+		for _, l := range strings.Split(log, "\n") {
 			if strings.Contains(l+" ", idAttr) {
-				mine = append(mine, l)
+				mine = append(mine, strings.TrimSpace(l))
 			}
 		}
 		count := func(s string) int {
@@ -103,14 +112,15 @@ var _ = Describe("Exactly once", Lab, ExactlyOnce, Failover, Serial, Ordered, fu
 			}
 			return n
 		}
-		Expect(count(`msg="request done"`)+count("request failed on the hypervisor")).To(Equal(1), "executions of the request:\n%s", strings.Join(mine, "\n"))
-		Expect(count("alerting registered users")).To(BeZero(), strings.Join(mine, "\n"))
-		Expect(count("request refused")).To(BeZero(), strings.Join(mine, "\n"))
-		Expect(VM(client.ViaOOB, host, "db1")()).To(BeInState("running"))
-		Expect(SELEntries(host)).To(Equal(sel), "no SEL entry for a request that ran")
+		all := strings.Join(mine, "\n")
+		Expect(count(`msg="request done"`)+count("request failed on the hypervisor")).To(Equal(1), "executions:\n%s", all)
+		Expect(count("request refused")).To(BeZero(), all)
+		Expect(strings.Count(log, "alerting registered users")).To(BeZero(), log)
+		Expect(VM(ctx, client.ViaOOB, host, "db1")()).To(BeInState("running"))
+		Expect(SELEntries(ctx, host)).To(Equal(sel), "no SEL entry for a request that ran")
 
-		RunLab("plug", host, "vmmi")
-		out, code = Vmsctl("vm", "destroy", host, "db1", "--otp-secret-file", opKey())
+		MustLab(ctx, "plug", host, "vmmi")
+		out, code = Vmsctl(ctx, "vm", "destroy", host, "db1", "--via", "oob", "--otp-secret-file", opKey())
 		Expect(code).To(Equal(0), out)
-	})
+	}, SpecTimeout(6*time.Minute))
 })

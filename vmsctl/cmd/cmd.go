@@ -95,6 +95,7 @@ type App struct {
 	invPath, via, output, otp, otpFile string
 	timeout, budget                    time.Duration
 	debug                              bool
+	fan                                fanOut // --parallel, --progress (fanout.go)
 
 	inv     *inventory.Inventory
 	invFile string
