@@ -83,6 +83,7 @@ var _ = Describe("Exactly once", Lab, ExactlyOnce, Failover, Serial, Ordered, fu
 		Expect(err).NotTo(HaveOccurred(), "vmsctl: %s\n%s", stdout.String(), stderr.String())
 		var res struct {
 			OK        bool           `json:"ok"`
+			Via       string         `json:"via"`
 			RequestID string         `json:"request_id"`
 			VMs       []vmsg.VMState `json:"vms"`
 		}
@@ -113,6 +114,7 @@ var _ = Describe("Exactly once", Lab, ExactlyOnce, Failover, Serial, Ordered, fu
 			return n
 		}
 		all := strings.Join(mine, "\n")
+		GinkgoWriter.Printf("vmsctl: %s\nhvagent on request %s:\n%s\n", strings.TrimSpace(stdout.String()), res.RequestID, all)
 		Expect(count(`msg="request done"`)+count("request failed on the hypervisor")).To(Equal(1), "executions:\n%s", all)
 		Expect(count("request refused")).To(BeZero(), all)
 		Expect(strings.Count(log, "alerting registered users")).To(BeZero(), log)
