@@ -20,7 +20,11 @@
 // Writing Queue 2 (OEM 0x03): a full queue answers 0xC4; the writer backs off
 // (50 ms doubling to 2 s) and retries the same record until it fits or ctx
 // ends. A write of a record already queued is answered as success by the
-// BMC, so retries after a transport error cannot duplicate it.
+// BMC, so retries after a transport error cannot duplicate it. A full queue
+// never stalls the loop: each answer gets AnswerTimeout, then it is dropped,
+// counted (Stats.AnswersDropped) and logged (the VMS asks again with the same
+// request id and the journal answers it); waiting for the writer's turn
+// honours the context too, so an alert sink's deadline holds.
 //
 // SEL alert entry (Add SEL Entry, NetFn 0x0A cmd 0x44), 16 bytes:
 //
@@ -41,7 +45,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +74,9 @@ type Config struct {
 	PollInterval time.Duration
 	// CallTimeout bounds one IPMI request (default 5 s).
 	CallTimeout time.Duration
+	// AnswerTimeout bounds the writing of one answer to Queue 2 (default
+	// 30 s).
+	AnswerTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the retry delay after 0xC4 or a
 	// transport error (defaults 50 ms, 2 s).
 	MinBackoff, MaxBackoff time.Duration
@@ -85,6 +91,7 @@ type Stats struct {
 	Messages, Answers              uint64
 	RecordsWritten, FullRetries    uint64
 	ReadErrors, WriteErrors, Wakes uint64
+	AnswersDropped                 uint64
 }
 
 // Loop is the OOB-I channel over one system interface connection.
@@ -92,11 +99,12 @@ type Loop struct {
 	cfg Config
 	log *slog.Logger
 	ra  *record.Reassembler
-	wmu sync.Mutex // one message at a time into Queue 2
+	wmu chan struct{} // one message at a time into Queue 2 (a lock that honours ctx)
 
 	recordsRead, recordsBad, messages, answers atomic.Uint64
 	recordsWritten, fullRetries                atomic.Uint64
 	readErrors, writeErrors, wakes             atomic.Uint64
+	answersDropped                             atomic.Uint64
 	lastOK                                     atomic.Bool
 }
 
@@ -111,6 +119,9 @@ func New(cfg Config) *Loop {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 5 * time.Second
 	}
+	if cfg.AnswerTimeout <= 0 {
+		cfg.AnswerTimeout = 30 * time.Second
+	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 50 * time.Millisecond
 	}
@@ -123,7 +134,7 @@ func New(cfg Config) *Loop {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Loop{cfg: cfg, log: cfg.Logger, ra: record.NewReassembler(cfg.Reassembler)}
+	return &Loop{cfg: cfg, log: cfg.Logger, ra: record.NewReassembler(cfg.Reassembler), wmu: make(chan struct{}, 1)}
 }
 
 // Stats returns the counters.
@@ -131,7 +142,8 @@ func (l *Loop) Stats() Stats {
 	return Stats{RecordsRead: l.recordsRead.Load(), RecordsBad: l.recordsBad.Load(),
 		Messages: l.messages.Load(), Answers: l.answers.Load(),
 		RecordsWritten: l.recordsWritten.Load(), FullRetries: l.fullRetries.Load(),
-		ReadErrors: l.readErrors.Load(), WriteErrors: l.writeErrors.Load(), Wakes: l.wakes.Load()}
+		ReadErrors: l.readErrors.Load(), WriteErrors: l.writeErrors.Load(), Wakes: l.wakes.Load(),
+		AnswersDropped: l.answersDropped.Load()}
 }
 
 // Probe reads the queue status once (to report the channel at start-up).
@@ -259,8 +271,13 @@ func (l *Loop) handle(ctx context.Context, env []byte) {
 		l.log.Debug("envelope from Queue 1 not answered", "len", len(env), "err", err)
 	}
 	for _, a := range out {
-		if err := l.Send(ctx, a); err != nil {
-			l.log.Error("answer lost: could not write it to Queue 2", "len", len(a), "err", err)
+		sctx, cancel := context.WithTimeout(ctx, l.cfg.AnswerTimeout)
+		err := l.Send(sctx, a)
+		cancel()
+		if err != nil {
+			n := l.answersDropped.Add(1)
+			l.log.Error("answer dropped: could not write it to Queue 2 in time; the VMS must ask again with the same request id (the journal answers it)",
+				"len", len(a), "err", err, "timeout", l.cfg.AnswerTimeout, "dropped_total", n)
 			continue
 		}
 		l.answers.Add(1)
@@ -281,8 +298,12 @@ func (l *Loop) Send(ctx context.Context, env []byte) error {
 	if err != nil {
 		return err
 	}
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
+	select {
+	case l.wmu <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("message %#x: waiting for Queue 2: %w", id, ctx.Err())
+	}
+	defer func() { <-l.wmu }()
 	for _, r := range recs {
 		if err := l.write(ctx, r); err != nil {
 			return fmt.Errorf("record %d/%d of message %#x: %w", r.Index+1, r.Count, id, err)

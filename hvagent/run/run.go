@@ -48,7 +48,10 @@ type Options struct {
 	AlertHook    string        // shell command run per alert, "" for none
 	PollInterval time.Duration // Queue 1 poll without attention (default 1 s)
 	IANA         uint32        // OEM enterprise number (default 32473)
-	Logger       *slog.Logger
+	// ShutdownTimeout bounds how long a stop (SIGTERM) waits for actions
+	// still running to finish and journal their outcome (default 90 s).
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
 	// Ready, when set, is called once both channels were set up, with their
 	// status (for tests and the lab).
 	Ready func(Status)
@@ -166,7 +169,8 @@ func Run(ctx context.Context, o Options) error {
 		q2 = &oob.Queue2Sink{Loop: loop, Seal: func(al alert.Alert) ([]byte, error) { return a.SealAlert(al) }}
 	}
 	a, err = agent.New(agent.Config{Key: key, Opener: seal.OpenerOptions{Also: ring[1:]},
-		Policy: pol, Hypervisor: hv, Journal: j, Alerts: sinks, Queue2: q2, Host: host, Logger: log})
+		Policy: pol, Hypervisor: hv, Journal: j, Alerts: sinks, Queue2: q2, Host: host, Logger: log,
+		ChallengeState: o.JournalFile + ".challenges"})
 	if err != nil {
 		return err
 	}
@@ -260,6 +264,16 @@ func Run(ctx context.Context, o Options) error {
 	}
 	cancel()
 	wg.Wait()
+	// The channels take no more requests; actions already begun run to
+	// their end and journal their outcome, so a retry gets the truth.
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 90 * time.Second
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+	if err := a.Wait(sctx); err != nil {
+		log.Error("stopping with actions still running; their requests will be answered interrupted after the restart", "waited", o.ShutdownTimeout)
+	}
+	scancel()
 	log.Info("hvagent stopped")
 	select {
 	case err := <-errs:

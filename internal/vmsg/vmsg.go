@@ -119,6 +119,12 @@ const (
 	ErrHypervisor  ErrorCode = 6
 	ErrInternal    ErrorCode = 7
 	ErrStale       ErrorCode = 8 // issue time too old or in the future
+	// ErrInProgress: this request id is still running on the host; ask
+	// again with the same id for its outcome.
+	ErrInProgress ErrorCode = 9
+	// ErrInterrupted: the request began before the agent crashed and its
+	// outcome is unknown; VMs holds the VM's state now.
+	ErrInterrupted ErrorCode = 10
 )
 
 func (e ErrorCode) String() string {
@@ -141,6 +147,10 @@ func (e ErrorCode) String() string {
 		return "internal error"
 	case ErrStale:
 		return "stale request"
+	case ErrInProgress:
+		return "in progress"
+	case ErrInterrupted:
+		return "interrupted"
 	}
 	return fmt.Sprintf("ErrorCode(%d)", uint16(e))
 }

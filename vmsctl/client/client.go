@@ -424,6 +424,7 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 	}
 	res := &Result{Host: host, RequestID: r.ID}
 	start := c.now()
+	busyWait := 200 * time.Millisecond
 	for round := 0; ; round++ {
 		r.IssuedMs = c.now().UnixMilli()
 		ans, err := c.ch.Exchange(ctx, t, &r)
@@ -440,6 +441,21 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 				return nil, fmt.Errorf("%s: unexpected %T answer", host, ans.Msg)
 			}
 			res.Reply = rep
+			if rep.Code == vmsg.ErrInProgress {
+				// Another copy of this request id (sent on the other
+				// channel) is still running: ask again, same id, for its
+				// outcome.
+				c.log.Debug("request still running on the host; asking again", "host", host, "request", r.ID, "via", ans.Via, "in", busyWait)
+				t := time.NewTimer(busyWait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return res, &ReplyError{Code: rep.Code, Text: rep.Error, Via: ans.Via, Latency: ans.Latency}
+				case <-t.C:
+				}
+				busyWait = min(2*busyWait, 2*time.Second)
+				continue
+			}
 			if !rep.OK {
 				return res, &ReplyError{Code: rep.Code, Text: rep.Error, Via: ans.Via, Latency: ans.Latency}
 			}

@@ -175,8 +175,8 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 refused/unauthorized, 4 challenge failed,
 	f.StringVar(&a.invPath, "inventory", "", "inventory file (default: $OOBLAB_INVENTORY, else .lab/inventory.json in the current or a parent folder, else ~/.local/state/ooblab/lab/inventory.json)")
 	f.StringVar(&a.via, "via", "auto", "channel: auto (VMM-I, then OOB-I), vmmi or oob")
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
-	f.StringVar(&a.otp, "otp", "", "challenge answer code (nonce-bound; see 'vmsctl user code')")
-	f.StringVar(&a.otpFile, "otp-secret-file", "", "operator's TOTP key file (otpauth:// URI or base32): answer challenges automatically")
+	f.StringVar(&a.otp, "otp", "", "challenge answer: the 6-digit code of the operator's authenticator app")
+	f.StringVar(&a.otpFile, "otp-secret-file", "", "automation mode: the operator's TOTP key file (otpauth:// URI or base32); vmsctl answers challenges itself")
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline for the whole command, challenge prompt included")
 	f.DurationVar(&a.budget, "vmmi-budget", 300*time.Millisecond, "auto: how long VMM-I may take before OOB-I is used")
 	f.BoolVar(&a.debug, "debug", false, "log channel decisions to stderr")
@@ -275,9 +275,9 @@ func (a *App) answer(ctx context.Context, host string, ch *vmsg.Challenge) (stri
 		}
 		return seal.ChallengeCode(secret, ch.Nonce, a.Now()), nil
 	case a.Terminal():
-		fmt.Fprintf(a.Err, "%s: %s %s is protected; challenge nonce %x (expires %s).\n"+
-			"Code (from 'vmsctl user code NAME %x' on your own device): ",
-			host, ch.Command, ch.VM, ch.Nonce, ch.Expires().Format(time.TimeOnly), ch.Nonce)
+		fmt.Fprintf(a.Err, "%s: %s %s is protected (challenge expires %s).\n"+
+			"Code from your authenticator app: ",
+			host, ch.Command, ch.VM, ch.Expires().Format(time.TimeOnly))
 		line := make(chan string, 1)
 		go func() {
 			s, _ := bufio.NewReader(a.In).ReadString('\n')

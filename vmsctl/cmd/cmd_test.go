@@ -28,6 +28,8 @@ import (
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
 	"github.com/ooblab/ooblab/vmsctl/client/clienttest"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 )
 
 // agent plays hvagent for the CLI: web1 runs, db1 is protected.
@@ -215,6 +217,32 @@ func TestEnrollWritesKeyAndInventory(t *testing.T) {
 	inv, _ = inventory.Load(r.inv)
 	if len(inv.Operators) != 1 || inv.Operators[0].Name != "bob" {
 		t.Fatalf("operators %+v", inv.Operators)
+	}
+	// What the operator's phone gets: a QR code on the terminal and as a
+	// PNG beside the key, of a standard otpauth:// URI an app can use.
+	if !strings.Contains(out, "▀") && !strings.Contains(out, "█") {
+		t.Fatalf("no QR code drawn on the terminal:\n%s", out)
+	}
+	pngPath := strings.TrimSuffix(inv.Path(inv.Operators[0].SecretFile), ".key") + ".png"
+	if png, err := os.ReadFile(pngPath); err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Fatalf("user QR PNG: %v", err)
+	}
+	uri := out[strings.Index(out, "otpauth://"):]
+	uri = uri[:strings.IndexByte(uri, '\n')]
+	key, err := otp.NewKeyFromURL(uri)
+	if err != nil || key.Type() != "totp" || key.Period() != 30 || key.Digits() != otp.DigitsSix || key.Algorithm() != otp.AlgorithmSHA1 {
+		t.Fatalf("enrolled URI %q is not a standard authenticator key: %v", uri, err)
+	}
+	app, err := totp.GenerateCode(key.Secret(), time.Now())
+	if err != nil || len(app) != 6 {
+		t.Fatalf("app code from the URI: %q %v", app, err)
+	}
+	// 'user code NAME' prints what the app shows (the step may roll over
+	// between the two reads; then the next step's code).
+	code, out, _ = r.run(t, "user", "code", "bob")
+	next, _ := totp.GenerateCode(key.Secret(), time.Now())
+	if got := strings.TrimSpace(out); code != 0 || got != app && got != next {
+		t.Fatalf("user code without nonce: %d %q, want %q", code, got, app)
 	}
 	code, out, _ = r.run(t, "user", "code", "bob", "00112233")
 	secret, _ := readUserSecret(inv.Path(inv.Operators[0].SecretFile))

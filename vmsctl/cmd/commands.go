@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"encoding/base32"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mdp/qrterminal/v3"
+	"github.com/pquerna/otp/totp"
 	"github.com/spf13/cobra"
 
 	"github.com/ooblab/ooblab/internal/inventory"
@@ -105,6 +108,12 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 	ctx, cancel := a.ctx(cmd)
 	defer cancel()
 	res, err := cl.Do(ctx, host, c, vm)
+	var re *client.ReplyError
+	if errors.As(err, &re) && re.Code == vmsg.ErrInterrupted && res != nil && res.Reply != nil {
+		for _, v := range res.Reply.VMs {
+			fmt.Fprintf(a.Err, "vmsctl: %s on %s was interrupted by an agent restart; %s is now %s\n", c, host, v.Name, v.State)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -365,7 +374,10 @@ type enrollResult struct {
 	Principal *principalResult `json:"principal,omitempty"`
 }
 
-func (a *App) enrollOut(r enrollResult, k *seal.Key, qr string) error {
+// enrollOut writes the QR PNG (when qr is set) and prints the result; with
+// phone it also draws the QR code on the terminal, for an authenticator
+// app to scan.
+func (a *App) enrollOut(r enrollResult, k *seal.Key, qr string, phone bool) error {
 	if qr != "" {
 		png, err := k.PNG(320)
 		if err != nil {
@@ -377,6 +389,12 @@ func (a *App) enrollOut(r enrollResult, k *seal.Key, qr string) error {
 		r.QR = qr
 	}
 	return a.emit(r, func(w io.Writer) {
+		if phone {
+			fmt.Fprintln(w, "Scan this with the operator's authenticator app (any RFC 6238 app: Google Authenticator, Aegis, FreeOTP, 1Password…):")
+			qrterminal.GenerateWithConfig(r.URI, qrterminal.Config{Level: qrterminal.L, Writer: w, HalfBlocks: true,
+				BlackChar: qrterminal.BLACK_BLACK, WhiteBlackChar: qrterminal.WHITE_BLACK, WhiteChar: qrterminal.WHITE_WHITE,
+				BlackWhiteChar: qrterminal.BLACK_WHITE, QuietZone: 2})
+		}
 		fmt.Fprintf(w, "%s\nkey written to %s (0600)", r.URI, r.KeyFile)
 		if r.QR != "" {
 			fmt.Fprintf(w, "; QR code in %s", r.QR)
@@ -429,7 +447,7 @@ inventory) and updates the inventory.`,
 				}
 				r.Principal = &pr
 			}
-			return a.enrollOut(r, k, qr)
+			return a.enrollOut(r, k, qr, false)
 		},
 	}
 	c.Flags().StringVar(&qr, "qr", "", "also write the URI as a QR code PNG to this file")
@@ -443,8 +461,15 @@ func (a *App) userCmd() *cobra.Command {
 	var force bool
 	enroll := &cobra.Command{
 		Use:   "enroll NAME",
-		Short: "Create an operator's own TOTP key for challenges and record the operator in the inventory",
-		Args:  exactArgs(1),
+		Short: "Create an operator's own TOTP key for challenges, show it as a QR code for an authenticator app, and record the operator in the inventory",
+		Long: `user enroll creates the operator's RFC 6238 TOTP key, prints its otpauth:// URI,
+draws it as a QR code on the terminal and writes it as a PNG: scan either with any
+authenticator app on the operator's phone. Challenges are then answered with the
+app's 6-digit code (--otp CODE, or at the prompt). Register the same key for the
+operator in hvagent's authorization list ([users.NAME] totp_secret_file). The key
+file (0600) is for 'vmsctl user code' and the automation mode --otp-secret-file;
+keep it off the VMS otherwise.`,
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := a.loadInventory(); err != nil {
 				return err
@@ -474,28 +499,36 @@ func (a *App) userCmd() *cobra.Command {
 			if err := a.inv.Save(a.invFile); err != nil {
 				return fmt.Errorf("key written to %s but the inventory was not updated: %w", path, err)
 			}
+			if qr == "" {
+				qr = strings.TrimSuffix(path, ".key") + ".png"
+			}
 			// The operator's own signing key, for requests sent as NAME.
 			pr, err := a.enrollPrincipal(name, enrollPrincipalOpts{onlyIfMissing: true})
 			if err != nil {
 				return err
 			}
-			return a.enrollOut(enrollResult{Name: name, KeyFile: path, URI: k.URI(), Principal: &pr}, k, qr)
+			return a.enrollOut(enrollResult{Name: name, KeyFile: path, URI: k.URI(), Principal: &pr}, k, qr, true)
 		},
 	}
-	enroll.Flags().StringVar(&qr, "qr", "", "also write the URI as a QR code PNG to this file")
+	enroll.Flags().StringVar(&qr, "qr", "", "where to write the URI as a QR code PNG (default: beside the key, NAME's key file with .png)")
 	enroll.Flags().BoolVar(&force, "force", false, "replace an existing key")
 	code := &cobra.Command{
-		Use:   "code NAME NONCE",
-		Short: "Print the challenge code for a nonce (hex) from the operator's key",
-		Long: `code computes the answer to a challenge: the operator's TOTP code bound to the
-challenge nonce (HMAC-SHA1 of the time step followed by the nonce). Run it where
+		Use:   "code NAME [NONCE]",
+		Short: "Print NAME's authenticator-app code now, or the automation code for a challenge nonce (hex)",
+		Long: `code prints, from the operator's key, what the operator's authenticator app shows
+now (RFC 6238, 6 digits, 30 s): the answer to give with --otp or at the prompt. With
+NONCE it prints the automation code bound to that challenge nonce instead (HMAC-SHA1
+of the time step followed by the nonce; what --otp-secret-file computes). Run it where
 the operator's key lives; the key is NAME's secret_file in the inventory, or
 --otp-secret-file.`,
-		Args: exactArgs(2),
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nonce, err := hex.DecodeString(args[1])
-			if err != nil {
-				return usagef("nonce %q: %v", args[1], err)
+			var nonce []byte
+			if len(args) == 2 {
+				var err error
+				if nonce, err = hex.DecodeString(args[1]); err != nil {
+					return usagef("nonce %q: %v", args[1], err)
+				}
 			}
 			file := a.otpFile
 			if file == "" {
@@ -514,6 +547,14 @@ the operator's key lives; the key is NAME's secret_file in the inventory, or
 			secret, err := readUserSecret(file)
 			if err != nil {
 				return err
+			}
+			if nonce == nil {
+				c, err := totp.GenerateCode(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(secret), a.Now())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.Out, c)
+				return nil
 			}
 			fmt.Fprintln(a.Out, seal.ChallengeCode(secret, nonce, a.Now()))
 			return nil
