@@ -379,7 +379,7 @@ func (a *Agent) run(ctx context.Context, log *slog.Logger, req *vmsg.Request) *v
 		var doms []virt.Domain
 		doms, err = h.List(ctx)
 		for _, d := range doms {
-			rep.VMs = append(rep.VMs, vmsg.VMState{Name: d.Name, State: string(d.State)})
+			rep.VMs = append(rep.VMs, vmState(d))
 		}
 	case vmsg.CmdStatus:
 		var st virt.Status
@@ -415,7 +415,9 @@ func (a *Agent) run(ctx context.Context, log *slog.Logger, req *vmsg.Request) *v
 
 func vmState(st virt.Status) vmsg.VMState {
 	return vmsg.VMState{Name: st.Name, State: string(st.State), VCPUs: uint32(st.VCPUs),
-		MemoryKiB: st.MemoryKiB, UptimeSec: uint64(st.Uptime / time.Second)}
+		MemoryKiB: st.MemoryKiB, UptimeSec: uint64(st.Uptime / time.Second),
+		Reason: st.Reason, CPUTimeMs: uint64(st.CPUTime / time.Millisecond), Autostart: st.Autostart,
+		Persistent: st.Persistent, MaxMemKiB: st.MaxMemKiB, UptimeSource: string(st.UptimeSource)}
 }
 
 func actionOf(c vmsg.Command) (virt.Action, error) {

@@ -238,10 +238,9 @@ func (l *Libvirt) List(ctx context.Context) ([]Domain, error) {
 			d := &doms[i]
 			name, err := d.GetName()
 			if err == nil {
-				var st State
-				if st, err = domState(d); err == nil {
-					l.observe(name, st)
-					out = append(out, Domain{Name: name, State: st})
+				var st Status
+				if st, err = l.statusOf(d, name); err == nil {
+					out = append(out, st)
 				}
 			}
 			// A domain undefined between list and read is skipped.
@@ -266,28 +265,46 @@ func (l *Libvirt) Status(ctx context.Context, vm string) (Status, error) {
 			return Status{}, mapErr(vm, "status", "", err)
 		}
 		defer d.Free()
-		info, err := d.GetInfo()
+		st, err := l.statusOf(d, vm)
 		if err != nil {
 			return Status{}, mapErr(vm, "status", "", err)
 		}
-		st := Status{
-			Name:      vm,
-			State:     stateOf(info.State),
-			VCPUs:     info.NrVirtCpu,
-			MemoryKiB: info.Memory,
-			MaxMemKiB: info.MaxMem,
-			CPUTime:   time.Duration(info.CpuTime),
-		}
-		if r := l.observe(vm, st.State); !r.at.IsZero() {
-			st.Uptime, st.UptimeSource = l.now().Sub(r.at), r.src
-			if l.procStart != nil {
-				if t, ok := l.procStart(vm); ok {
-					st.Uptime, st.UptimeSource = l.now().Sub(t), UptimeProcess
-				}
-			}
-		}
 		return st, nil
 	})
+}
+
+// statusOf reads d's figures: state and reason, vCPUs, memory, CPU time,
+// autostart, persistence, and the uptime as well as the agent can tell.
+func (l *Libvirt) statusOf(d *libvirt.Domain, name string) (Status, error) {
+	info, err := d.GetInfo()
+	if err != nil {
+		return Status{}, err
+	}
+	s, reason, err := d.GetState()
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{
+		Name:      name,
+		State:     stateOf(s),
+		Reason:    reasonText(s, reason),
+		VCPUs:     info.NrVirtCpu,
+		MemoryKiB: info.Memory,
+		MaxMemKiB: info.MaxMem,
+		CPUTime:   time.Duration(info.CpuTime),
+	}
+	// Neither is worth failing the whole answer for.
+	st.Autostart, _ = d.GetAutostart()
+	st.Persistent, _ = d.IsPersistent()
+	if r := l.observe(name, st.State); !r.at.IsZero() {
+		st.Uptime, st.UptimeSource = l.now().Sub(r.at), r.src
+		if l.procStart != nil {
+			if t, ok := l.procStart(name); ok {
+				st.Uptime, st.UptimeSource = l.now().Sub(t), UptimeProcess
+			}
+		}
+	}
+	return st, nil
 }
 
 // act is the common shape of every action: under the VM's lock, read the

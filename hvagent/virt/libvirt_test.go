@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"libvirt.org/go/libvirt"
 )
 
 const testDomXML = `<domain type='test'>
@@ -258,5 +260,75 @@ func TestConcurrentActions(t *testing.T) {
 	close(errc)
 	for err := range errc {
 		t.Error(err)
+	}
+}
+
+// TestFigures checks the figures List and Status report, from libvirt.
+func TestFigures(t *testing.T) {
+	l := newTest(t)
+	ctx := context.Background()
+	d, err := l.Conn().LookupDomainByName("vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free()
+	if err := d.SetAutostart(true); err != nil {
+		t.Fatalf("SetAutostart: %v", err)
+	}
+	if _, err := l.Start(ctx, "vm1"); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	st, err := l.Status(ctx, "vm1")
+	if err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	doms, err := l.List(ctx)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	var listed *Domain
+	for i := range doms {
+		if doms[i].Name == "vm1" {
+			listed = &doms[i]
+		}
+	}
+	if listed == nil {
+		t.Fatalf("List has no vm1: %+v", doms)
+	}
+	for name, got := range map[string]Status{"Status": st, "List": *listed} {
+		if got.State != StateRunning || got.Reason != "booted" || got.VCPUs != 2 || got.MemoryKiB != 65536 ||
+			!got.Autostart || !got.Persistent || got.UptimeSource != UptimeAgentStart {
+			t.Errorf("%s = %+v, want running (booted), 2 vCPUs, 65536 KiB, autostart, persistent, uptime from agent-start", name, got)
+		}
+	}
+	if _, err := l.Destroy(ctx, "vm1"); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	st, err = l.Status(ctx, "vm1")
+	if err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	if st.State != StateShutOff || st.Reason != "destroyed" || st.Uptime != 0 {
+		t.Errorf("after destroy: %+v, want shut off (destroyed), no uptime", st)
+	}
+}
+
+func TestReasonText(t *testing.T) {
+	for _, tt := range []struct {
+		s    libvirt.DomainState
+		r    int
+		want string
+	}{
+		{libvirt.DOMAIN_RUNNING, int(libvirt.DOMAIN_RUNNING_BOOTED), "booted"},
+		{libvirt.DOMAIN_SHUTOFF, int(libvirt.DOMAIN_SHUTOFF_DESTROYED), "destroyed"},
+		{libvirt.DOMAIN_PAUSED, int(libvirt.DOMAIN_PAUSED_USER), "user"},
+		{libvirt.DOMAIN_CRASHED, int(libvirt.DOMAIN_CRASHED_PANICKED), "panicked"},
+		{libvirt.DOMAIN_SHUTOFF, 0, ""},
+		{libvirt.DOMAIN_SHUTOFF, 99, "reason 99"},
+		{libvirt.DomainState(42), 3, ""},
+	} {
+		if got := reasonText(tt.s, tt.r); got != tt.want {
+			t.Errorf("reasonText(%d, %d) = %q, want %q", tt.s, tt.r, got, tt.want)
+		}
 	}
 }

@@ -17,8 +17,12 @@
 //	  8 issued       uint, unix ms
 //	  9 answer       ChallengeAnswer  VMState: 1 name, 2 state text ("running",
 //	                                    "shut off", "paused"…), 3 vcpus,
-//	ChallengeAnswer: 1 nonce bytes,     4 memory KiB, 5 uptime s
-//	                 2 code text      HostInfo: 1 host id, 2 hostname,
+//	ChallengeAnswer: 1 nonce bytes,     4 memory KiB, 5 uptime s, 6 reason
+//	                 2 code text        text ("booted", "destroyed"…), 7 CPU
+//	                                    time ms, 8 autostart bool, 9 persistent
+//	                                    bool, 10 max memory KiB, 11 uptime
+//	                                    source text
+//	                                  HostInfo: 1 host id, 2 hostname,
 //	                                    3 hypervisor, 4 libvirt version, 5 time ms
 //	Challenge (Kind 3)              Alert     (Kind 4)
 //	  1 request id  uint              1 time ms  uint   4 vm      text
@@ -183,6 +187,14 @@ type VMState struct {
 	VCPUs     uint32 `cbor:"3,keyasint,omitempty"`
 	MemoryKiB uint64 `cbor:"4,keyasint,omitempty"`
 	UptimeSec uint64 `cbor:"5,keyasint,omitempty"`
+	// Keys 6-11 came later: an older agent leaves them out, which reads
+	// as "", 0 and false.
+	Reason       string `cbor:"6,keyasint,omitempty"`
+	CPUTimeMs    uint64 `cbor:"7,keyasint,omitempty"`
+	Autostart    bool   `cbor:"8,keyasint,omitempty"`
+	Persistent   bool   `cbor:"9,keyasint,omitempty"`
+	MaxMemKiB    uint64 `cbor:"10,keyasint,omitempty"`
+	UptimeSource string `cbor:"11,keyasint,omitempty"`
 }
 
 // HostInfo describes the answering host.
