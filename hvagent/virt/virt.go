@@ -101,9 +101,9 @@ type Status struct {
 	Autostart  bool // started when libvirtd starts
 	Persistent bool // defined (survives a shut off), not transient
 	VCPUs      uint
-	MemoryKiB uint64 // current memory
-	MaxMemKiB uint64
-	CPUTime   time.Duration // guest CPU time consumed, from libvirt
+	MemoryKiB  uint64 // current memory
+	MaxMemKiB  uint64
+	CPUTime    time.Duration // guest CPU time consumed, from libvirt
 	// Uptime is the time since the domain was started (not since the
 	// guest OS last rebooted); zero when it is not active. libvirt has no
 	// start time, so UptimeSource says where it comes from.
