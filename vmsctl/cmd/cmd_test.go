@@ -30,7 +30,12 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 		rep := &vmsg.Reply{RequestID: req.ID, OK: true}
 		switch {
 		case req.Command == vmsg.CmdList:
-			rep.VMs = []vmsg.VMState{{Name: "web1", State: "running", VCPUs: 1, MemoryKiB: 131072, UptimeSec: 61}, {Name: "db1", State: "shut off"}}
+			rep.VMs = []vmsg.VMState{{Name: "web1", State: "running", Reason: "booted", VCPUs: 1, MemoryKiB: 131072, MaxMemKiB: 131072,
+				UptimeSec: 61, UptimeSource: "qemu-process", CPUTimeMs: 2340, Persistent: true, Autostart: true},
+				{Name: "db1", State: "shut off", Reason: "destroyed", VCPUs: 2, MemoryKiB: 65536, MaxMemKiB: 65536, Persistent: true}}
+		case req.Command == vmsg.CmdStatus && req.VM == "web1":
+			rep.VMs = []vmsg.VMState{{Name: "web1", State: "running", Reason: "booted", VCPUs: 1, MemoryKiB: 131072, MaxMemKiB: 131072,
+				UptimeSec: 61, UptimeSource: "qemu-process", CPUTimeMs: 2340, Persistent: true, Autostart: true}}
 		case req.Command == vmsg.CmdPing:
 			rep.Host = &vmsg.HostInfo{HostID: host, Hostname: host + ".lab", Hypervisor: "QEMU", Libvirt: "9.0.0"}
 		case req.VM == "nope":
@@ -56,6 +61,7 @@ type rig struct {
 	oob      *clienttest.Fake
 	opSecret []byte
 	opFile   string
+	now      func() time.Time // nil: the clock
 }
 
 func newRig(t *testing.T) *rig {
@@ -81,7 +87,7 @@ func newRig(t *testing.T) *rig {
 func (r *rig) run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	a := &App{In: strings.NewReader(""), Out: &out, Err: &errb,
+	a := &App{In: strings.NewReader(""), Out: &out, Err: &errb, Now: r.now,
 		Getenv: func(string) string { return "" },
 		Options: func(o *client.Options) {
 			o.VMMI, o.OOB = r.vmmi, r.oob
