@@ -63,6 +63,11 @@ const (
 	ReasonChallenge = "challenge refused"
 	ReasonEnvelope  = "bad envelope"
 	ReasonReplay    = "replayed envelope"
+	// Changes hvagent did not make, seen in libvirt's lifecycle events
+	// (package watch).
+	ReasonLocal = "unauthorized local change"
+	ReasonGuest = "guest-initiated"
+	ReasonCrash = "crash"
 )
 
 // Class numbers for the alert classes (first byte of the SEL OEM data).
@@ -72,6 +77,9 @@ const (
 	ClassChallenge byte = 0x02
 	ClassEnvelope  byte = 0x03
 	ClassReplay    byte = 0x04
+	ClassLocal     byte = 0x05
+	ClassGuest     byte = 0x06
+	ClassCrash     byte = 0x07
 )
 
 // Class maps an alert's reason to its class number.
@@ -79,7 +87,8 @@ func Class(a alert.Alert) byte {
 	for _, c := range []struct {
 		p string
 		c byte
-	}{{ReasonDenied, ClassDenied}, {ReasonChallenge, ClassChallenge}, {ReasonEnvelope, ClassEnvelope}, {ReasonReplay, ClassReplay}} {
+	}{{ReasonDenied, ClassDenied}, {ReasonChallenge, ClassChallenge}, {ReasonEnvelope, ClassEnvelope}, {ReasonReplay, ClassReplay},
+		{ReasonLocal, ClassLocal}, {ReasonGuest, ClassGuest}, {ReasonCrash, ClassCrash}} {
 		if len(a.Reason) >= len(c.p) && a.Reason[:len(c.p)] == c.p {
 			return c.c
 		}

@@ -25,6 +25,10 @@ type Libvirt struct {
 	mu      sync.Mutex
 	vmLocks map[string]*sync.Mutex
 	started map[string]startRec
+
+	// inflight marks this agent's actions, for WatchLifecycle.
+	inflight  inflight
+	eventsErr error // the event loop could not be registered
 }
 
 type startRec struct {
@@ -45,6 +49,8 @@ func Open(ctx context.Context, uri string) (*Libvirt, error) {
 		c   *libvirt.Connect
 		err error
 	}
+	// Events flow only on connections opened after the loop exists.
+	evErr := startEventLoop()
 	ch := make(chan res, 1)
 	go func() {
 		c, err := libvirt.NewConnect(uri)
@@ -56,11 +62,12 @@ func Open(ctx context.Context, uri string) (*Libvirt, error) {
 			return nil, fmt.Errorf("virt: connect to %s: %w", uri, r.err)
 		}
 		l := &Libvirt{
-			conn:    r.c,
-			uri:     uri,
-			now:     time.Now,
-			vmLocks: map[string]*sync.Mutex{},
-			started: map[string]startRec{},
+			conn:      r.c,
+			uri:       uri,
+			now:       time.Now,
+			vmLocks:   map[string]*sync.Mutex{},
+			started:   map[string]startRec{},
+			eventsErr: evErr,
 		}
 		if uri == "qemu:///system" {
 			l.procStart = func(name string) (time.Time, bool) {
@@ -331,7 +338,10 @@ func (l *Libvirt) act(ctx context.Context, vm string, a Action, decide func(Stat
 		if !run {
 			return cur, nil
 		}
-		if err := op(d); err != nil {
+		m := l.inflight.begin(vm, a)
+		err = op(d)
+		l.inflight.end(m, l.now())
+		if err != nil {
 			// Report the state as it is now, the caller may retry.
 			now, serr := domState(d)
 			if serr != nil {

@@ -332,3 +332,35 @@ func TestReasonText(t *testing.T) {
 		}
 	}
 }
+
+func TestInflightOwnEvents(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var f inflight
+	m := f.begin("vm1", ActionStart)
+	if a, ok := f.own("vm1", EventStarted, t0); !ok || a != ActionStart {
+		t.Fatalf("Started during start: %v %v", a, ok)
+	}
+	f.end(m, t0)
+	if _, ok := f.own("vm1", EventStopped, t0.Add(time.Second)); ok {
+		t.Fatal("a Stopped right after a start counted as the start's")
+	}
+	if _, ok := f.own("vm2", EventStarted, t0); ok {
+		t.Fatal("another VM's event counted")
+	}
+	if _, ok := f.own("vm1", EventResumed, t0.Add(OwnGrace-time.Millisecond)); !ok {
+		t.Fatal("Resumed within the grace not counted")
+	}
+	if _, ok := f.own("vm1", EventStarted, t0.Add(OwnGrace+time.Millisecond)); ok {
+		t.Fatal("Started after the grace counted")
+	}
+	// A shutdown waits for its Stopped; once seen, a second Stopped is not its.
+	m = f.begin("vm1", ActionShutdown)
+	f.end(m, t0)
+	at := t0.Add(time.Minute)
+	if a, ok := f.own("vm1", EventStopped, at); !ok || a != ActionShutdown {
+		t.Fatalf("Stopped a minute after a shutdown: %v %v", a, ok)
+	}
+	if _, ok := f.own("vm1", EventStopped, at.Add(OwnGrace+time.Millisecond)); ok {
+		t.Fatal("a later Stopped counted as the shutdown's")
+	}
+}
