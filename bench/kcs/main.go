@@ -1,7 +1,7 @@
 // Command kcs measures the raw KCS path from inside a TCG guest: a static
 // program on /dev/ipmi0 (hvagent/sysif/devipmi, the ipmi_si driver, QEMU's
 // isa-ipmi-kcs and ipmi-bmc-extern) to a BMC on the chardev socket. It boots
-// the scenarios/kcsguest guest once per BMC and prints one table:
+// the lab/kcsguest guest once per BMC and prints one table:
 //
 //   - Get Device ID round trip (median, p99), through devipmi and, as a
 //     baseline, through raw ioctl/poll(2) in one goroutine (getdeviceid-raw),
@@ -36,7 +36,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ooblab/ooblab/scenarios/kcsguest"
+	"github.com/ooblab/ooblab/lab/kcsguest"
 )
 
 func main() {

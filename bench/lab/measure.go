@@ -15,7 +15,7 @@ import (
 	"github.com/ooblab/ooblab/internal/record"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/lab/ctl"
-	"github.com/ooblab/ooblab/scenarios/kcsguest"
+	"github.com/ooblab/ooblab/lab/kcsguest"
 	"github.com/ooblab/ooblab/vmsctl/client"
 )
 

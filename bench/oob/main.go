@@ -38,7 +38,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -55,7 +54,7 @@ import (
 	ipmiclient "github.com/bougou/go-ipmi/pkg/client"
 	"github.com/bougou/go-ipmi/pkg/types"
 
-	"github.com/ooblab/ooblab/bmcsim/kcs"
+	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
 	"github.com/ooblab/ooblab/bmcsim/queue"
 	"github.com/ooblab/ooblab/bmcsim/sim"
 	"github.com/ooblab/ooblab/hvagent/oob"
@@ -168,47 +167,29 @@ func randU64() uint64 {
 
 func setup(ctx context.Context, stateDir string) (*lab, func(), error) {
 	log := slog.New(slog.DiscardHandler)
-	b, err := sim.New(sim.Config{Name: "bench", LAN: "127.0.0.1:0",
-		Users: []sim.User{{Name: vmsUser, Password: vmsPass, Privilege: "operator"}}}, log, nil)
+	b, err := bmcsimtest.New(bmcsimtest.Options{Name: "bench", State: stateDir, Logger: log,
+		Users:          []sim.User{{Name: vmsUser, Password: vmsPass, Privilege: "operator"}},
+		Queue1Capacity: 4096, Queue2Capacity: 4096})
 	if err != nil {
 		return nil, nil, err
 	}
-	var srvp atomic.Pointer[kcs.Server]
-	qs, err := queue.Open(queue.Options{Capacity1: 4096, Capacity2: 4096, StateDir: stateDir, Logger: log,
-		OnQueue1Change: func(depth int) {
-			if s := srvp.Load(); s != nil {
-				s.SetAttention(depth > 0)
-			}
-		}})
-	if err != nil {
-		return nil, nil, err
-	}
-	qs.Register(b.Registry, uint32(oem.DefaultIANA))
+	qs := b.Queues
 	bctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	udp, err := b.ListenLAN()
-	if err != nil {
+	stop := func() {
 		cancel()
-		return nil, nil, err
+		wg.Wait()
+		_ = b.Stop()
 	}
-	wg.Go(func() { _ = b.ServeLAN(bctx, udp) })
-	srv := kcs.New(b.IPMI, b.Registry, log)
-	srvp.Store(srv)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	hc, err := chardev.Dial(ctx, b.KCSAddr(), chardev.WithLogger(log))
 	if err != nil {
-		cancel()
-		return nil, nil, err
-	}
-	wg.Go(func() { _ = srv.Serve(bctx, ln) })
-	hc, err := chardev.Dial(ctx, ln.Addr().String(), chardev.WithLogger(log))
-	if err != nil {
-		cancel()
+		stop()
 		return nil, nil, err
 	}
 
 	key, err := seal.Enroll("bench-host")
 	if err != nil {
-		cancel()
+		stop()
 		return nil, nil, err
 	}
 	// The replay window holds every message id of the last ~90 s; the
@@ -217,26 +198,24 @@ func setup(ctx context.Context, stateDir string) (*lab, func(), error) {
 	loop := oob.New(oob.Config{Conn: hc, Handler: h, PollInterval: 20 * time.Millisecond, Logger: log})
 	wg.Go(func() { _ = loop.Run(bctx) })
 
-	lanAdr := udp.LocalAddr().String()
-	vms, err := ipmiclient.NewClient("127.0.0.1", udp.LocalAddr().(*net.UDPAddr).Port, vmsUser, vmsPass)
+	lanAdr := b.LAN
+	vms, err := ipmiclient.NewClient("127.0.0.1", b.Port, vmsUser, vmsPass)
 	if err != nil {
-		cancel()
+		stop()
 		return nil, nil, err
 	}
 	vms.WithCipherSuiteID(types.CipherSuiteID17).WithTimeout(2 * time.Second).WithRetry(2).WithMaxPrivilegeLevel(types.PrivilegeLevelOperator)
 	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
 	defer ccancel()
 	if err := vms.Connect(cctx); err != nil {
-		cancel()
+		stop()
 		return nil, nil, fmt.Errorf("RMCP+ session: %w", err)
 	}
 	l := &lab{key: key, sealer: seal.NewSealer(key), lanAdr: lanAdr, vms: vms, loop: loop, h: h, qs: qs}
 	return l, func() {
 		_ = vms.Close(context.Background())
-		cancel()
-		wg.Wait()
+		stop()
 		hc.Close()
-		qs.Close()
 	}, nil
 }
 

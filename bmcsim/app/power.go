@@ -9,7 +9,7 @@ import (
 
 	"github.com/ooblab/ooblab/bmcsim/kcs"
 	"github.com/ooblab/ooblab/bmcsim/sim"
-	"github.com/ooblab/ooblab/lab/qmp"
+	"github.com/ooblab/ooblab/internal/qmp"
 )
 
 // hostPower drives the QEMU guest behind a BMC: off, reset and graceful

@@ -32,22 +32,11 @@
 //
 // The receive message queue. Push queues a message "from IPMB channel 0" and
 // raises SMS_ATN. The host driver then sends Get Message Flags (bit 0 set),
-// and Get Message until it answers 0x80. A Get Message response is IPMB
-// framed without the responder address, as Linux ipmi_msghandler's
-// handle_ipmb_get_msg_cmd reads it:
-//
-//	+------+-----------+------+------+----------+-----+------ … ---+------+
-//	| chan | netfn<<2  | sum1 | rqSA | rqSeq<<2 | cmd | data        | sum2 |
-//	|      |   | rsLUN |      |      |  | rqLUN |     |             |      |
-//	+------+-----------+------+------+----------+-----+------ … ---+------+
-//	sum1 covers rsSA (0x20) and netfn; sum2 covers rqSA..data.
-//
-// Linux delivers it to a process registered (IPMICTL_REGISTER_FOR_CMD) for
-// netfn/cmd on that channel, but only if Get Channel Info reported channel 0
-// as IPMB, so New adds an IPMB channel 0 to the BMC when none is configured.
-// The process answers with a Send Message request whose data is the channel
-// followed by a complete IPMB frame (rsSA, netfn|1, sum1, rqSA=0x20, seq,
-// cmd, cc, data, sum2); the Server hands cmd and cc+data to OnHostReply.
+// and Get Message until it answers 0x80; it answers a message with Send
+// Message. Both carry IPMB frames, drawn and built in internal/vmcodec
+// (ipmb.go). Linux delivers a pushed message to a process registered for
+// netfn/cmd only if Get Channel Info reported channel 0 as IPMB, so New adds
+// an IPMB channel 0 to the BMC when none is configured.
 // The codec itself (framing, escaping, checksums) is internal/vmcodec,
 // shared with QEMU's side in hvagent/sysif/chardev.
 package kcs

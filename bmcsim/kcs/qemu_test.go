@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/lab/initramfs"
 )
 
@@ -114,7 +115,7 @@ func TestQEMUGuest(t *testing.T) {
 	}()
 	replies := make(chan []byte, 4)
 	conns := make(chan bool, 4)
-	s := New(newBMC(), nil, testLogger(t),
+	s := New(newBMC(), nil, testutil.Logger(t),
 		WithOnRequest(func(netfn, cmd, cc uint8) {
 			all = append(all, fmt.Sprintf("%02x/%02x:%02x", netfn, cmd, cc))
 			reqs <- reqEvent{netfn, cmd, cc}

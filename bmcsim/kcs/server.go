@@ -19,14 +19,14 @@ import (
 
 // IPMI constants this package answers itself (App NetFn, IPMI v2.0 §22).
 const (
-	netFnApp = 0x06
+	netFnApp = vmcodec.NetFnApp
 
 	cmdSetBMCGlobalEnables = 0x2E
 	cmdGetBMCGlobalEnables = 0x2F
 	cmdClearMessageFlags   = 0x30
-	cmdGetMessageFlags     = 0x31
-	cmdGetMessage          = 0x33
-	cmdSendMessage         = 0x34
+	cmdGetMessageFlags     = vmcodec.CmdGetMessageFlags
+	cmdGetMessage          = vmcodec.CmdGetMessage
+	cmdSendMessage         = vmcodec.CmdSendMessage
 
 	enableRcvMsgIntr  = 0x01 // receive message queue interrupt
 	enableEvtMsgIntr  = 0x02 // event message buffer full interrupt
@@ -34,7 +34,6 @@ const (
 	flagRcvMsgAvail   = 0x01
 	ccQueueEmpty      = 0x80 // Get Message: data not available
 	ccSendNAK         = 0x83 // Send Message: NAK on write (no such IPMB device)
-	bmcSlaveAddr      = 0x20
 	systemIfChannel   = 0x0F
 	defaultQueueLimit = 64
 	writeTimeout      = 5 * time.Second
@@ -388,36 +387,30 @@ func (s *Server) handleApp(c *conn, cmd uint8, data []byte) ([]byte, uint8) {
 
 // getMessageBody lays out a Get Message response after the completion code.
 func (s *Server) getMessageBody(m pushed) []byte {
-	b := make([]byte, 0, 7+len(m.data))
-	nf := m.netfn << 2
-	b = append(b, s.pushChannel&0x0F, nf, -(bmcSlaveAddr + nf))
-	b = append(b, s.requester, m.seq<<2, m.cmd)
-	b = append(b, m.data...)
-	return append(b, -vmcodec.Checksum(b[3:]))
+	return vmcodec.AppendGetMessage(make([]byte, 0, 7+len(m.data)), vmcodec.IPMBMsg{
+		Channel: s.pushChannel, NetFn: m.netfn, RqSA: s.requester, Seq: m.seq, Cmd: m.cmd, Data: m.data})
 }
 
-// sendMessage takes a Send Message request from the host: channel, then an
-// IPMB frame rsSA, netfn/lun, sum1, rqSA, seq/lun, cmd, data, sum2.
+// sendMessage takes a Send Message request from the host: a channel and a
+// complete IPMB frame (vmcodec.ParseSendMessage).
 func (s *Server) sendMessage(data []byte) uint8 {
-	if len(data) < 8 {
+	m, err := vmcodec.ParseSendMessage(data)
+	switch {
+	case errors.Is(err, vmcodec.ErrIPMBShort):
 		return uint8(types.CodeRequestDataLengthInvalid)
-	}
-	ipmb := data[1:]
-	if vmcodec.Checksum(ipmb[:3]) != 0 || vmcodec.Checksum(ipmb[3:]) != 0 {
+	case err != nil:
 		s.log.Warn("host sent a Send Message with a bad IPMB checksum", "bytes", hex.EncodeToString(data))
 		return uint8(types.CodeRequestDataFieldInvalid)
 	}
-	netfn, cmd := ipmb[1]>>2, ipmb[5]
-	body := ipmb[6 : len(ipmb)-1]
-	if netfn&1 == 0 {
-		s.log.Info("host sent a request to an IPMB device that does not exist", "rsSA", ipmb[0], "netfn", netfn, "cmd", cmd)
+	if !m.IsResponse() {
+		s.log.Info("host sent a request to an IPMB device that does not exist", "rsSA", m.RsSA, "netfn", m.NetFn, "cmd", m.Cmd)
 		return ccSendNAK
 	}
-	if ipmb[0] != s.requester {
-		s.log.Info("host answered an unknown requester", "rsSA", ipmb[0], "netfn", netfn, "cmd", cmd)
+	if m.RsSA != s.requester {
+		s.log.Info("host answered an unknown requester", "rsSA", m.RsSA, "netfn", m.NetFn, "cmd", m.Cmd)
 	}
 	if s.onHostReply != nil {
-		s.onHostReply(netfn, cmd, append([]byte(nil), body...))
+		s.onHostReply(m.NetFn, m.Cmd, m.Data)
 	}
 	return 0
 }

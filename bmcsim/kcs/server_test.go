@@ -3,9 +3,7 @@ package kcs
 import (
 	"context"
 	"encoding/hex"
-	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -13,18 +11,12 @@ import (
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/hal/mock"
 
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmcodec"
 )
 
 func newBMC() *bmc.BMC {
 	return bmc.New(bmc.DeviceInfo{DeviceID: 0x20, IPMIVersion: 0x02, ManufacturerID: 32473, ProductID: 0x0001}, [16]byte{1}, mock.New())
-}
-
-func testLogger(t *testing.T) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
 }
 
 // startServer runs a Server on a loopback listener for the test's lifetime.
@@ -34,7 +26,7 @@ func startServer(t *testing.T, opts ...Option) (*Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(newBMC(), nil, testLogger(t), opts...)
+	s := New(newBMC(), nil, testutil.Logger(t), opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
@@ -67,7 +59,7 @@ func dialRaw(t *testing.T, addr string) *rawQEMU {
 
 func (r *rawQEMU) send(h string) {
 	r.t.Helper()
-	if _, err := r.nc.Write(unhex(r.t, h)); err != nil {
+	if _, err := r.nc.Write(testutil.Unhex(r.t, h)); err != nil {
 		r.t.Fatal(err)
 	}
 }
@@ -94,7 +86,7 @@ func (r *rawQEMU) next() vmcodec.Frame {
 // expect reads one frame and compares its unescaped bytes (without the end byte).
 func (r *rawQEMU) expect(what, want string) {
 	r.t.Helper()
-	if got := hx(r.next().Raw); got != want {
+	if got := testutil.Hex(r.next().Raw); got != want {
 		r.t.Fatalf("%s: got %s, want %s", what, got, want)
 	}
 }
@@ -105,7 +97,7 @@ func TestServerWire(t *testing.T) {
 	s, addr := startServer(t, WithOnHostReply(func(netfn, cmd uint8, data []byte) {
 		mu.Lock()
 		defer mu.Unlock()
-		replies = append(replies, hex.EncodeToString([]byte{netfn, cmd})+" "+hx(data))
+		replies = append(replies, hex.EncodeToString([]byte{netfn, cmd})+" "+testutil.Hex(data))
 	}))
 	q := dialRaw(t, addr)
 	q.expect("hello", "ff 01")
@@ -115,14 +107,14 @@ func TestServerWire(t *testing.T) {
 	q.send("00 18 01 e7 a0")
 	f := q.next()
 	if f.Seq() != 0 || f.NetFn() != 0x07 || f.Cmd() != 0x01 || f.Data()[0] != 0 || f.Data()[1] != 0x20 {
-		t.Fatalf("Get Device ID response %s", hx(f.Raw))
+		t.Fatalf("Get Device ID response %s", testutil.Hex(f.Raw))
 	}
 
 	// Set BMC Global Enables bit 0: ENABLE_IRQ first, then the response.
-	q.send(hx(vmcodec.AppendMessage(nil, 1, 0x06<<2, 0x2e, []byte{0x01})))
+	q.send(testutil.Hex(vmcodec.AppendMessage(nil, 1, 0x06<<2, 0x2e, []byte{0x01})))
 	q.expect("enable irq", "05")
 	q.expect("set enables rsp", "01 1c 2e 00 b5")
-	q.send(hx(vmcodec.AppendMessage(nil, 2, 0x06<<2, 0x2f, nil)))
+	q.send(testutil.Hex(vmcodec.AppendMessage(nil, 2, 0x06<<2, 0x2f, nil)))
 	q.expect("get enables rsp", "02 1c 2f 00 01 b2")
 
 	// Push: ATTN_IRQ (interrupts are on).
@@ -137,23 +129,23 @@ func TestServerWire(t *testing.T) {
 	q.expect("rearm off", "00")
 	q.expect("rearm on", "02")
 
-	q.send(hx(vmcodec.AppendMessage(nil, 3, 0x06<<2, 0x31, nil)))
+	q.send(testutil.Hex(vmcodec.AppendMessage(nil, 3, 0x06<<2, 0x31, nil)))
 	q.expect("flags", "03 1c 31 00 01 af")
 	// Get Message: chan 0, netfn 2e<<2=b8, sum1 -(20+b8)=28, rqSA 81, seq 1<<2, cmd 10, data, sum2.
-	q.send(hx(vmcodec.AppendMessage(nil, 4, 0x06<<2, 0x33, nil)))
+	q.send(testutil.Hex(vmcodec.AppendMessage(nil, 4, 0x06<<2, 0x33, nil)))
 	f = q.next()
-	if got, want := hx(f.Data()), "00 00 b8 28 81 04 10 d9 7e 00 aa 6a"; got != want {
+	if got, want := testutil.Hex(f.Data()), "00 00 b8 28 81 04 10 d9 7e 00 aa 6a"; got != want {
 		t.Fatalf("Get Message body %s, want %s", got, want)
 	}
 	// Last message: the queue empties, so NOATTN comes before the response.
-	q.send(hx(vmcodec.AppendMessage(nil, 5, 0x06<<2, 0x33, nil)))
+	q.send(testutil.Hex(vmcodec.AppendMessage(nil, 5, 0x06<<2, 0x33, nil)))
 	q.expect("attn off", "00")
-	if f = q.next(); hx(f.Data()) != "00 00 b8 28 81 08 11 66" {
-		t.Fatalf("second Get Message %s", hx(f.Data()))
+	if f = q.next(); testutil.Hex(f.Data()) != "00 00 b8 28 81 08 11 66" {
+		t.Fatalf("second Get Message %s", testutil.Hex(f.Data()))
 	}
-	q.send(hx(vmcodec.AppendMessage(nil, 6, 0x06<<2, 0x33, nil)))
+	q.send(testutil.Hex(vmcodec.AppendMessage(nil, 6, 0x06<<2, 0x33, nil)))
 	if f = q.next(); f.Data()[0] != 0x80 {
-		t.Fatalf("empty queue answered %s", hx(f.Raw))
+		t.Fatalf("empty queue answered %s", testutil.Hex(f.Raw))
 	}
 
 	// The host's reply, as Linux formats it: Send Message, channel 0, rsSA 81,
@@ -161,9 +153,9 @@ func TestServerWire(t *testing.T) {
 	ipmb := []byte{0x00, 0x81, 0x2f << 2, 0, 0x20, 1 << 2, 0x10, 0x00, 0x01, 0x02, 0}
 	ipmb[3] = -(ipmb[1] + ipmb[2])
 	ipmb[10] = -vmcodec.Checksum(ipmb[4:10])
-	q.send(hx(vmcodec.AppendMessage(nil, 7, 0x06<<2, 0x34, ipmb)))
+	q.send(testutil.Hex(vmcodec.AppendMessage(nil, 7, 0x06<<2, 0x34, ipmb)))
 	if f = q.next(); f.Data()[0] != 0 {
-		t.Fatalf("Send Message answered %s", hx(f.Raw))
+		t.Fatalf("Send Message answered %s", testutil.Hex(f.Raw))
 	}
 	mu.Lock()
 	if len(replies) != 1 || replies[0] != "2f10 00 01 02" {
@@ -172,15 +164,15 @@ func TestServerWire(t *testing.T) {
 	mu.Unlock()
 	// A corrupt one is refused with 0xCC.
 	ipmb[10]++
-	q.send(hx(vmcodec.AppendMessage(nil, 8, 0x06<<2, 0x34, ipmb)))
+	q.send(testutil.Hex(vmcodec.AppendMessage(nil, 8, 0x06<<2, 0x34, ipmb)))
 	if f = q.next(); f.Data()[0] != 0xcc {
-		t.Fatalf("corrupt Send Message answered %s", hx(f.Raw))
+		t.Fatalf("corrupt Send Message answered %s", testutil.Hex(f.Raw))
 	}
 
 	// Garbage and a bad checksum are dropped; the stream carries on.
 	q.send("12 34 a0 00 18 01 e6 a0 aa a0 09 18 01 de a0")
 	if f = q.next(); f.Seq() != 9 {
-		t.Fatalf("after garbage got %s", hx(f.Raw))
+		t.Fatalf("after garbage got %s", testutil.Hex(f.Raw))
 	}
 
 	// Power controls.
@@ -205,7 +197,7 @@ func TestServerAttentionAck(t *testing.T) {
 	q.expect("rearm off", "00")
 	q.expect("rearm on", "01")
 	// The host reads the flags (nothing queued): attention is acknowledged.
-	q.send(hx(vmcodec.AppendMessage(nil, 1, 0x06<<2, 0x31, nil)))
+	q.send(testutil.Hex(vmcodec.AppendMessage(nil, 1, 0x06<<2, 0x31, nil)))
 	q.expect("attn cleared", "00")
 	q.expect("flags", "01 1c 31 00 00 b2")
 }
@@ -223,7 +215,7 @@ func TestServerReconnect(t *testing.T) {
 	}
 	q1 := dialRaw(t, addr)
 	q1.expect("hello", "ff 01")
-	q1.send(hx(vmcodec.AppendMessage(nil, 1, 0x06<<2, 0x2e, []byte{0x01})))
+	q1.send(testutil.Hex(vmcodec.AppendMessage(nil, 1, 0x06<<2, 0x2e, []byte{0x01})))
 	q1.expect("enable irq", "05")
 	q1.next()
 	if err := s.Push(0x2e, 0x10, nil); err != nil {

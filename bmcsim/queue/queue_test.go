@@ -3,7 +3,6 @@ package queue
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,16 +21,8 @@ import (
 
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/testutil"
 )
-
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 var (
 	lanCh = &bmc.Channel{Number: 1, Medium: bmc.ChannelMediumLAN}
@@ -141,7 +132,7 @@ func TestSides(t *testing.T) {
 				case oem.CmdWriteQueue1, oem.CmdWriteQueue2:
 					data, _ = (&oem.WriteQueueRequest{IANA: oem.DefaultIANA, Record: rec(1, 0, 1, "x")}).Pack()
 				default:
-					data = unhex(t, "d9 7e 00")
+					data = testutil.Unhex(t, "d9 7e 00")
 				}
 				// Both through the registry and the bare handler (no registry check).
 				// go-ipmi v0.9.1's registry dereferences a nil context
@@ -188,8 +179,8 @@ func TestWire(t *testing.T) {
 			if tt.side == "lan" {
 				h = lan(bmc.PrivilegeLevelOperator)
 			}
-			resp, cc := b.do(h, tt.cmd, unhex(t, tt.req))
-			if cc != tt.cc || !bytes.Equal(resp, unhex(t, tt.resp)) {
+			resp, cc := b.do(h, tt.cmd, testutil.Unhex(t, tt.req))
+			if cc != tt.cc || !bytes.Equal(resp, testutil.Unhex(t, tt.resp)) {
 				t.Fatalf("got cc %#02x % x, want %#02x %s", uint8(cc), resp, uint8(tt.cc), tt.resp)
 			}
 		})
@@ -283,8 +274,8 @@ func TestFullAndStatus(t *testing.T) {
 	if cc := b.write(l, oem.CmdWriteQueue1, rec(3, 0, 1, "c")); cc != oem.CCOutOfSpace {
 		t.Fatalf("full: cc %#02x", uint8(cc))
 	}
-	resp, cc := b.do(l, oem.CmdGetQueueStatus, unhex(t, "d9 7e 00"))
-	if want := unhex(t, "d9 7e 00 02 00 02 00 dc 05 00 00 00 00 03 00 00 00 00 00"); cc != 0 || !bytes.Equal(resp, want) {
+	resp, cc := b.do(l, oem.CmdGetQueueStatus, testutil.Unhex(t, "d9 7e 00"))
+	if want := testutil.Unhex(t, "d9 7e 00 02 00 02 00 dc 05 00 00 00 00 03 00 00 00 00 00"); cc != 0 || !bytes.Equal(resp, want) {
 		t.Fatalf("status % x", resp)
 	}
 	m := b.qs.q1.m
@@ -500,7 +491,7 @@ func TestConcurrent(t *testing.T) {
 		if cc != 0 {
 			t.Fatalf("read cc %#02x", uint8(cc))
 		}
-		b.do(lan(bmc.PrivilegeLevelOperator), oem.CmdGetQueueStatus, unhex(t, "d9 7e 00"))
+		b.do(lan(bmc.PrivilegeLevelOperator), oem.CmdGetQueueStatus, testutil.Unhex(t, "d9 7e 00"))
 		if r.Empty {
 			ack = nil
 			continue
@@ -515,9 +506,9 @@ func TestConcurrent(t *testing.T) {
 // go-ipmi registry against a small journalled pair of queues.
 func FuzzHandlers(f *testing.F) {
 	for _, tt := range wireTests {
-		f.Add(uint8(tt.cmd), tt.side == "lan", unhex(f, tt.req))
+		f.Add(uint8(tt.cmd), tt.side == "lan", testutil.Unhex(f, tt.req))
 	}
-	f.Add(uint8(2), false, unhex(f, "d9 7e 00 01 00 00 00 00 00 00 00 00 00"))
+	f.Add(uint8(2), false, testutil.Unhex(f, "d9 7e 00 01 00 00 00 00 00 00 00 00 00"))
 	b := newBench(f, Options{Capacity1: 3, Capacity2: 3, StateDir: f.TempDir()})
 	f.Fuzz(func(t *testing.T, cmd uint8, fromLAN bool, data []byte) {
 		h := sys()

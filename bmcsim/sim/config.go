@@ -63,8 +63,12 @@ type Config struct {
 	LockoutDuration Duration `toml:"lockout_duration"`
 	// AuthTimeout is how long a handshake may stay between RAKP 2 and
 	// RAKP 3 before it counts as a failed authentication.
-	AuthTimeout   Duration `toml:"auth_timeout"`
-	QueueCapacity int      `toml:"queue_capacity"`
+	AuthTimeout Duration `toml:"auth_timeout"`
+	// QueueCapacity is the size of each OOB-I queue in records;
+	// Queue1Capacity and Queue2Capacity override it for one queue.
+	QueueCapacity  int `toml:"queue_capacity"`
+	Queue1Capacity int `toml:"queue1_capacity"`
+	Queue2Capacity int `toml:"queue2_capacity"`
 }
 
 // User is one BMC account.
@@ -199,6 +203,12 @@ func (c *Config) Normalize() error {
 	}
 	if c.QueueCapacity == 0 {
 		c.QueueCapacity = DefaultQueueCapacity
+	}
+	if c.Queue1Capacity == 0 {
+		c.Queue1Capacity = c.QueueCapacity
+	}
+	if c.Queue2Capacity == 0 {
+		c.Queue2Capacity = c.QueueCapacity
 	}
 	if len(c.Users) == 0 {
 		return fmt.Errorf("bmc %s: %w", c.Name, ErrNoUsers)

@@ -2,25 +2,16 @@ package sim
 
 import (
 	"context"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"testing"
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/handlers"
 	"github.com/bougou/go-ipmi/pkg/types"
+	"github.com/ooblab/ooblab/internal/testutil"
 )
-
-func unhex(s string) []byte {
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
 
 // nullConn is a PacketConn that swallows writes.
 type nullConn struct{}
@@ -45,7 +36,7 @@ func FuzzLANGuard(f *testing.F) {
 		// RAKP 4 (outgoing) with status 0x0d
 		"06 00 ff 07 06 15 00 00 00 00 00 00 00 00 08 00 01 0d 00 00 aa bb cc dd",
 	} {
-		f.Add(unhex(seed))
+		f.Add(testutil.MustUnhex(seed))
 	}
 	cfg := testConfig()
 	if err := cfg.Normalize(); err != nil {
@@ -70,7 +61,7 @@ func FuzzSELHandlers(f *testing.F) {
 		"", "00 00 00 00 00 ff", "01 00 43 4c 52 aa", "00 00 02 00 00 00 00 20 00 04 05 01 6f 00 ff ff",
 		"01 00 ff ff 00 ff", "ff ff ff ff",
 	} {
-		f.Add(byte(0x43), unhex(seed))
+		f.Add(byte(0x43), testutil.MustUnhex(seed))
 	}
 	s := NewSEL(8)
 	r := handlers.NewRegistry()

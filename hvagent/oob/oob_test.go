@@ -6,12 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"log/slog"
-	"net"
-	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,8 +15,7 @@ import (
 	"github.com/bougou/go-ipmi/pkg/client"
 	"github.com/bougou/go-ipmi/pkg/types"
 
-	"github.com/ooblab/ooblab/bmcsim/kcs"
-	"github.com/ooblab/ooblab/bmcsim/queue"
+	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
 	"github.com/ooblab/ooblab/bmcsim/sim"
 	"github.com/ooblab/ooblab/hvagent/agent"
 	"github.com/ooblab/ooblab/hvagent/agenttest"
@@ -32,72 +27,31 @@ import (
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
 	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-// bmcLab is one in-process bmcsim BMC: RMCP+ LAN on loopback UDP, the OEM
-// queues on its registry, the chardev (KCS) server on loopback TCP, and the
-// host's chardev client connected to it.
+// bmcLab is one in-process bmcsim BMC (bmcsimtest: the program's own
+// constructor) and the host's chardev client connected to its system
+// interface.
 type bmcLab struct {
-	b    *sim.BMC
-	qs   *queue.Queues
-	srv  *kcs.Server
-	kcs  string
-	port int
+	*bmcsimtest.BMC
 	host *chardev.Client
 }
 
-func newBMC(t testing.TB, qo queue.Options) *bmcLab {
+func newBMC(t testing.TB, o bmcsimtest.Options) *bmcLab {
 	t.Helper()
-	log := testLogger(t)
-	b, err := sim.New(sim.Config{Name: "h1", LAN: "127.0.0.1:0",
-		Users: []sim.User{{Name: "vms", Password: "s3cret-vms", Privilege: "operator"}}}, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	var srvp atomic.Pointer[kcs.Server]
-	qo.OnQueue1Change = func(depth int) {
-		if s := srvp.Load(); s != nil {
-			s.SetAttention(depth > 0)
-		}
-	}
-	qo.Logger = log
-	qs, err := queue.Open(qo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { qs.Close() })
-	// Register before serving: go-ipmi's Registry is not safe to change
-	// while requests are dispatched.
-	qs.Register(b.Registry, uint32(oem.DefaultIANA))
-	udp, err := b.ListenLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Go(func() { b.ServeLAN(ctx, udp) })
-	srv := kcs.New(b.IPMI, b.Registry, log)
-	srvp.Store(srv)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Go(func() { srv.Serve(ctx, ln) })
-	host, err := chardev.Dial(ctx, ln.Addr().String(), chardev.WithLogger(log))
+	o.Logger = testutil.Logger(t)
+	o.Users = []sim.User{{Name: "vms", Password: "s3cret-vms", Privilege: "operator"}}
+	b := bmcsimtest.Start(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	host, err := chardev.Dial(ctx, b.KCSAddr(), chardev.WithLogger(o.Logger))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { host.Close() })
-	return &bmcLab{b: b, qs: qs, srv: srv, kcs: ln.Addr().String(), port: udp.LocalAddr().(*net.UDPAddr).Port, host: host}
+	return &bmcLab{BMC: b, host: host}
 }
 
 // lanVMS is the VMS's side of the OOB-I: go-ipmi's RMCP+ client (suite 17)
@@ -222,7 +176,7 @@ func pause(ctx context.Context, d time.Duration) error {
 func runLoop(t testing.TB, cfg Config) *Loop {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+		cfg.Logger = testutil.Logger(t)
 	}
 	l := New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -255,10 +209,10 @@ func randBytes(n int) []byte {
 // VMS, byte-exact, over real RMCP+ and the chardev KCS protocol. The poll
 // interval is an hour: only attention wakes the loop after its first read.
 func TestRoundTripSizes(t *testing.T) {
-	lab := newBMC(t, queue.Options{Capacity1: 4096, Capacity2: 4096})
+	lab := newBMC(t, bmcsimtest.Options{Queue1Capacity: 4096, Queue2Capacity: 4096})
 	h := &echo{}
 	l := runLoop(t, Config{Conn: lab.host, Handler: h, PollInterval: time.Hour})
-	vms := dialVMS(t, lab.port)
+	vms := dialVMS(t, lab.Port)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	for i, n := range []int{1, 100, record.MaxPayload, record.MaxPayload + 1, 1000, 4096, 16 << 10, 64 << 10} {
@@ -286,7 +240,7 @@ func TestRoundTripSizes(t *testing.T) {
 	if st.Messages != 8 || st.Answers != 8 || st.Wakes == 0 || st.RecordsBad != 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	if q1, q2 := lab.qs.Status(); q1.Depth != 0 || q2.Depth != 0 {
+	if q1, q2 := lab.Queues.Status(); q1.Depth != 0 || q2.Depth != 0 {
 		t.Fatalf("queues left with %d and %d records", q1.Depth, q2.Depth)
 	}
 }
@@ -294,9 +248,9 @@ func TestRoundTripSizes(t *testing.T) {
 // TestQueue2Full: the answer does not fit Queue 2; the loop backs off on
 // 0xC4 and loses nothing while the VMS drains it slowly.
 func TestQueue2Full(t *testing.T) {
-	lab := newBMC(t, queue.Options{Capacity2: 3})
+	lab := newBMC(t, bmcsimtest.Options{Queue2Capacity: 3})
 	l := runLoop(t, Config{Conn: lab.host, Handler: &echo{}, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
-	vms := dialVMS(t, lab.port)
+	vms := dialVMS(t, lab.Port)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	msgs := [][]byte{randBytes(4000), randBytes(300)}
@@ -319,10 +273,10 @@ func TestQueue2Full(t *testing.T) {
 // TestStrayRecords: records that never make a message are logged and
 // skipped; the next message still gets through.
 func TestStrayRecords(t *testing.T) {
-	lab := newBMC(t, queue.Options{})
+	lab := newBMC(t, bmcsimtest.Options{})
 	h := &echo{}
 	l := runLoop(t, Config{Conn: lab.host, Handler: h, PollInterval: 10 * time.Millisecond})
-	vms := dialVMS(t, lab.port)
+	vms := dialVMS(t, lab.Port)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	w := func(r record.Record) {
@@ -350,8 +304,8 @@ func TestStrayRecords(t *testing.T) {
 // TestAckAfterAnswer: a record is acknowledged only once its message was
 // answered, so a host that stops mid-way (a crash) finds it again.
 func TestAckAfterAnswer(t *testing.T) {
-	lab := newBMC(t, queue.Options{})
-	vms := dialVMS(t, lab.port)
+	lab := newBMC(t, bmcsimtest.Options{})
+	vms := dialVMS(t, lab.Port)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := vms.send(ctx, 5, []byte("one record")); err != nil {
@@ -359,7 +313,7 @@ func TestAckAfterAnswer(t *testing.T) {
 	}
 	// A loop whose handler "crashes": it blocks until its context ends.
 	started := make(chan struct{})
-	l := New(Config{Conn: lab.host, Logger: testLogger(t), Handler: handlerFunc(func(ctx context.Context, env []byte) ([][]byte, error) {
+	l := New(Config{Conn: lab.host, Logger: testutil.Logger(t), Handler: handlerFunc(func(ctx context.Context, env []byte) ([][]byte, error) {
 		close(started)
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -370,7 +324,7 @@ func TestAckAfterAnswer(t *testing.T) {
 	<-started
 	lcancel()
 	<-done
-	if d := lab.qs.Queue1().Len(); d != 1 {
+	if d := lab.Queues.Queue1().Len(); d != 1 {
 		t.Fatalf("queue 1 depth %d after a crash mid-request, want the record kept", d)
 	}
 	// The restarted loop answers it.
@@ -393,8 +347,8 @@ const aliceB32 = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 // real agent on test:///default; a refusal raises a SEL entry on the BMC and
 // an Alert on Queue 2; a stray reader of Queue 1 sees only ciphertext.
 func TestAgentOverOOB(t *testing.T) {
-	lab := newBMC(t, queue.Options{})
-	vms := dialVMS(t, lab.port)
+	lab := newBMC(t, bmcsimtest.Options{})
+	vms := dialVMS(t, lab.Port)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -433,7 +387,7 @@ vms = ["*"]
 	var a *agent.Agent
 	q2 := &Queue2Sink{Seal: func(al alert.Alert) ([]byte, error) { return a.SealAlert(al) }}
 	a, err = agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: j,
-		Alerts: alert.Multi{alert.Log{Logger: testLogger(t)}, &SELSink{Conn: lab.host}}, Queue2: q2, Logger: testLogger(t)})
+		Alerts: alert.Multi{alert.Log{Logger: testutil.Logger(t)}, &SELSink{Conn: lab.host}}, Queue2: q2, Logger: testutil.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -476,7 +430,7 @@ vms = ["*"]
 		t.Fatalf("plaintext visible in Queue 1: %q", resp)
 	}
 
-	loop = New(Config{Conn: lab.host, Handler: a, Logger: testLogger(t), PollInterval: 20 * time.Millisecond})
+	loop = New(Config{Conn: lab.host, Handler: a, Logger: testutil.Logger(t), PollInterval: 20 * time.Millisecond})
 	q2.Loop = loop
 	lctx, lcancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -517,7 +471,7 @@ vms = ["*"]
 	if al, ok := recv().(*vmsg.Alert); !ok || al.Principal != "intruder" || al.Action != "destroy" {
 		t.Fatalf("alert: %+v", al)
 	}
-	sel := lab.b.SEL.Entries()
+	sel := lab.BMC.BMC.SEL.Entries()
 	if len(sel) != 1 {
 		t.Fatalf("SEL has %d entries", len(sel))
 	}
@@ -536,12 +490,12 @@ vms = ["*"]
 	}
 	// The SEL and Queue 2 sinks run concurrently: the SEL entry may land
 	// just after the Alert message.
-	for len(lab.b.SEL.Entries()) != 2 {
+	for len(lab.BMC.BMC.SEL.Entries()) != 2 {
 		if err := pause(ctx, time.Millisecond); err != nil {
-			t.Fatalf("SEL has %d entries after the tampered envelope", len(lab.b.SEL.Entries()))
+			t.Fatalf("SEL has %d entries after the tampered envelope", len(lab.BMC.BMC.SEL.Entries()))
 		}
 	}
-	if e := lab.b.SEL.Entries()[1]; e[10] != agent.ClassEnvelope {
+	if e := lab.BMC.BMC.SEL.Entries()[1]; e[10] != agent.ClassEnvelope {
 		t.Fatalf("SEL entry % x", e)
 	}
 }

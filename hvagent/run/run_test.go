@@ -4,36 +4,25 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/handlers"
 
-	"github.com/ooblab/ooblab/bmcsim/kcs"
-	"github.com/ooblab/ooblab/bmcsim/queue"
-	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
 	"github.com/ooblab/ooblab/hvagent/agenttest"
 	"github.com/ooblab/ooblab/hvagent/vmmi"
 	"github.com/ooblab/ooblab/internal/frame"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
 	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
-
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 func TestReadKeyMode(t *testing.T) {
 	k, _ := seal.Enroll("hv1")
@@ -53,32 +42,12 @@ func TestReadKeyMode(t *testing.T) {
 // (chardev KCS) and serves one request on each channel.
 func TestRunBothChannels(t *testing.T) {
 	dir := t.TempDir()
-	log := testLogger(t)
-	// BMC: queues + KCS server.
-	b, err := sim.New(sim.Config{Name: "h1", LAN: "127.0.0.1:0", Users: []sim.User{{Name: "u", Password: "p", Privilege: "operator"}}}, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var srvp atomic.Pointer[kcs.Server]
-	qs, err := queue.Open(queue.Options{OnQueue1Change: func(d int) {
-		if s := srvp.Load(); s != nil {
-			s.SetAttention(d > 0)
-		}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer qs.Close()
-	qs.Register(b.Registry, uint32(oem.DefaultIANA))
-	ks := kcs.New(b.IPMI, b.Registry, log)
-	srvp.Store(ks)
-	kln, _ := net.Listen("tcp", "127.0.0.1:0")
+	log := testutil.Logger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	bctx, bcancel := context.WithCancel(ctx)
-	kdone := make(chan struct{})
-	go func() { ks.Serve(bctx, kln); close(kdone) }()
-	defer func() { bcancel(); <-kdone }()
+	// The BMC: bmcsim's own host (queues, notifier, KCS server).
+	bs := bmcsimtest.Start(t, bmcsimtest.Options{Logger: log})
+	b := bs.BMC
 
 	key, _ := seal.Enroll("hv1")
 	os.WriteFile(filepath.Join(dir, "key"), []byte(key.URI()), 0o600)
@@ -92,7 +61,7 @@ func TestRunBothChannels(t *testing.T) {
 	rdone := make(chan error, 1)
 	go func() {
 		rdone <- Run(rctx, Options{KeyFile: filepath.Join(dir, "key"), PolicyFile: filepath.Join(dir, "authz.toml"),
-			LibvirtURI: "test:///default", Sysif: "chardev:" + kln.Addr().String(), VMMIAddr: "127.0.0.1:0",
+			LibvirtURI: "test:///default", Sysif: "chardev:" + bs.KCSAddr(), VMMIAddr: "127.0.0.1:0",
 			TLSCert: certs.Cert, TLSKey: certs.Key, JournalFile: filepath.Join(dir, "journal"),
 			PollInterval: 50 * time.Millisecond, Logger: log, Ready: func(s Status) { ready <- s }})
 	}()

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,15 +20,9 @@ import (
 	"github.com/ooblab/ooblab/hvagent/virt"
 	"github.com/ooblab/ooblab/internal/frame"
 	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
-
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 type srvBench struct {
 	addr   string
@@ -55,7 +48,7 @@ func start(t *testing.T, h Handler, mod func(*Config)) *srvBench {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Handler: h, TLS: tc, Logger: testLogger(t)}
+	cfg := Config{Handler: h, TLS: tc, Logger: testutil.Logger(t)}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -204,7 +197,7 @@ vms = ["*"]
 	}
 	defer j.Close()
 	sink := &agenttest.Sink{}
-	a, err := agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: j, Alerts: sink, Logger: testLogger(t)})
+	a, err := agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: j, Alerts: sink, Logger: testutil.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,17 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"strings"
 	"testing"
-)
 
-func unhex(s string) []byte {
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
+	"github.com/ooblab/ooblab/internal/testutil"
+)
 
 func TestRoundTrip(t *testing.T) {
 	var buf bytes.Buffer
@@ -46,7 +39,7 @@ var bad = []struct {
 
 func TestBad(t *testing.T) {
 	for _, tc := range bad {
-		if _, err := Read(bytes.NewReader(unhex(tc.raw))); !errors.Is(err, tc.want) {
+		if _, err := Read(bytes.NewReader(testutil.MustUnhex(tc.raw))); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
 	}
@@ -57,9 +50,9 @@ func TestBad(t *testing.T) {
 
 func FuzzRead(f *testing.F) {
 	for _, tc := range bad {
-		f.Add(unhex(tc.raw))
+		f.Add(testutil.MustUnhex(tc.raw))
 	}
-	f.Add(unhex("00 00 00 03 4f 42 01"))
+	f.Add(testutil.MustUnhex("00 00 00 03 4f 42 01"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		b, err := Read(bytes.NewReader(raw))
 		if err != nil {

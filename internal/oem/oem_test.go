@@ -2,25 +2,15 @@ package oem
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/testutil"
 )
-
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 type packer interface {
 	Pack() ([]byte, error)
@@ -62,7 +52,7 @@ func TestCodec(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := unhex(t, tt.want); !bytes.Equal(got, want) {
+			if want := testutil.Unhex(t, tt.want); !bytes.Equal(got, want) {
 				t.Fatalf("Pack = % x\nwant   % x", got, want)
 			}
 			back := tt.fresh()
@@ -95,7 +85,7 @@ var badTests = []struct {
 func TestUnpackErrors(t *testing.T) {
 	for _, tt := range badTests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.fresh().Unpack(unhex(t, tt.raw)); !errors.Is(err, tt.err) {
+			if err := tt.fresh().Unpack(testutil.Unhex(t, tt.raw)); !errors.Is(err, tt.err) {
 				t.Fatalf("err = %v, want %v", err, tt.err)
 			}
 		})
@@ -133,10 +123,10 @@ func TestMaxRecordFitsKCS(t *testing.T) {
 // re-encode to the same bytes.
 func FuzzUnpack(f *testing.F) {
 	for _, tt := range codecTests {
-		f.Add(unhex(f, tt.want))
+		f.Add(testutil.Unhex(f, tt.want))
 	}
 	for _, tt := range badTests {
-		f.Add(unhex(f, tt.raw))
+		f.Add(testutil.Unhex(f, tt.raw))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, p := range []packer{&WriteQueueRequest{}, &WriteQueueResponse{}, &ReadQueueRequest{}, &ReadQueueResponse{}, &GetQueueStatusRequest{}} {
@@ -164,12 +154,12 @@ func FuzzUnpack(f *testing.F) {
 func TestWriteCorpus(t *testing.T) {
 	var seeds [][]byte
 	for _, tt := range codecTests {
-		seeds = append(seeds, unhex(t, tt.want))
+		seeds = append(seeds, testutil.Unhex(t, tt.want))
 	}
 	for _, tt := range badTests {
-		seeds = append(seeds, unhex(t, tt.raw))
+		seeds = append(seeds, testutil.Unhex(t, tt.raw))
 	}
-	writeCorpus(t, "FuzzUnpack", seeds)
+	testutil.WriteCorpus(t, "FuzzUnpack", testutil.Seeds(seeds)...)
 }
 
 func TestQueue1Notify(t *testing.T) {

@@ -2,22 +2,13 @@ package record
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"math/rand/v2"
-	"strings"
 	"testing"
 	"time"
-)
 
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+	"github.com/ooblab/ooblab/internal/testutil"
+)
 
 var recordTests = []struct {
 	name string
@@ -38,7 +29,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := unhex(t, tt.want); !bytes.Equal(got, want) {
+			if want := testutil.Unhex(t, tt.want); !bytes.Equal(got, want) {
 				t.Fatalf("marshal = % x, want % x", got, want)
 			}
 			back, err := Parse(got)
@@ -66,12 +57,12 @@ var badRecords = []struct {
 func TestParseErrors(t *testing.T) {
 	for _, tt := range badRecords {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := Parse(unhex(t, tt.raw)); !errors.Is(err, tt.err) {
+			if _, err := Parse(testutil.Unhex(t, tt.raw)); !errors.Is(err, tt.err) {
 				t.Fatalf("err = %v, want %v", err, tt.err)
 			}
 		})
 	}
-	long := append(unhex(t, "01 00 01 00 00 00 00 00 00 00 00 00 01 00"), make([]byte, MaxPayload+1)...)
+	long := append(testutil.Unhex(t, "01 00 01 00 00 00 00 00 00 00 00 00 01 00"), make([]byte, MaxPayload+1)...)
 	if _, err := Parse(long); !errors.Is(err, ErrPayloadLen) {
 		t.Fatalf("long payload err = %v", err)
 	}
@@ -181,10 +172,10 @@ func TestReassemblerBounds(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	for _, tt := range recordTests {
-		f.Add(unhex(f, tt.want))
+		f.Add(testutil.Unhex(f, tt.want))
 	}
 	for _, tt := range badRecords {
-		f.Add(unhex(f, tt.raw))
+		f.Add(testutil.Unhex(f, tt.raw))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := Parse(b)
@@ -206,13 +197,13 @@ func FuzzParse(f *testing.F) {
 func TestWriteCorpus(t *testing.T) {
 	var seeds [][]byte
 	for _, tt := range recordTests {
-		seeds = append(seeds, unhex(t, tt.want))
+		seeds = append(seeds, testutil.Unhex(t, tt.want))
 	}
 	for _, tt := range badRecords {
-		seeds = append(seeds, unhex(t, tt.raw))
+		seeds = append(seeds, testutil.Unhex(t, tt.raw))
 	}
-	writeCorpus(t, "FuzzParse", seeds)
-	writeCorpus(t, "FuzzReassemble", reassembleSeeds)
+	testutil.WriteCorpus(t, "FuzzParse", testutil.Seeds(seeds)...)
+	testutil.WriteCorpus(t, "FuzzReassemble", testutil.Seeds(reassembleSeeds)...)
 }
 
 var reassembleSeeds = [][]byte{

@@ -2,7 +2,6 @@ package seal
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,17 +11,9 @@ import (
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
-
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // zeroReader makes nonces deterministic for golden envelopes. The expected
 // ciphertexts were checked against Python's cryptography (HKDF + AESGCM).
@@ -68,18 +59,18 @@ var goldenEnvelopes = []struct {
 func TestGoldenEnvelope(t *testing.T) {
 	for _, tt := range goldenEnvelopes {
 		t.Run(tt.name, func(t *testing.T) {
-			env, err := goldenSealer(t).Seal(tt.kind, tt.msgID, unhex(t, tt.body), testNow)
+			env, err := goldenSealer(t).Seal(tt.kind, tt.msgID, testutil.Unhex(t, tt.body), testNow)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := unhex(t, tt.want); !bytes.Equal(env, want) {
+			if want := testutil.Unhex(t, tt.want); !bytes.Equal(env, want) {
 				t.Fatalf("Seal = % x\nwant   % x", env, want)
 			}
 			h, body, err := NewOpener(testKey(t, "hv1"), OpenerOptions{}).Open(env, testNow)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(body, unhex(t, tt.body)) || h.Kind != tt.kind || h.MsgID != tt.msgID || h.HostID != "hv1" || h.Step != 56666666 {
+			if !bytes.Equal(body, testutil.Unhex(t, tt.body)) || h.Kind != tt.kind || h.MsgID != tt.msgID || h.HostID != "hv1" || h.Step != 56666666 {
 				t.Fatalf("Open = %+v % x", h, body)
 			}
 		})
@@ -271,7 +262,7 @@ func TestChallengeCode(t *testing.T) {
 
 func FuzzOpen(f *testing.F) {
 	for _, tt := range goldenEnvelopes {
-		f.Add(unhex(f, tt.want))
+		f.Add(testutil.Unhex(f, tt.want))
 	}
 	f.Add([]byte("OB\x01\x01\xff"))
 	k := testKey(f, "hv1")
@@ -291,7 +282,7 @@ func FuzzOpen(f *testing.F) {
 func TestWriteCorpus(t *testing.T) {
 	var seeds [][]byte
 	for _, tt := range goldenEnvelopes {
-		seeds = append(seeds, unhex(t, tt.want))
+		seeds = append(seeds, testutil.Unhex(t, tt.want))
 	}
-	writeCorpus(t, "FuzzOpen", append(seeds, []byte("OB\x01\x01\xff")))
+	testutil.WriteCorpus(t, "FuzzOpen", testutil.Seeds(append(seeds, []byte("OB\x01\x01\xff")))...)
 }

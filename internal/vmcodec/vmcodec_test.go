@@ -2,31 +2,11 @@ package vmcodec
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
-	"strings"
 	"testing"
+
+	"github.com/ooblab/ooblab/internal/testutil"
 )
-
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatalf("bad hex %q: %v", s, err)
-	}
-	return b
-}
-
-func hx(b []byte) string {
-	var sb strings.Builder
-	for i, c := range b {
-		if i > 0 {
-			sb.WriteByte(' ')
-		}
-		sb.WriteString(hex.EncodeToString([]byte{c}))
-	}
-	return sb.String()
-}
 
 type wantFrame struct {
 	kind FrameKind
@@ -62,7 +42,7 @@ func TestDecode(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []Frame
 			var d Decoder
-			in := unhex(t, tt.in)
+			in := testutil.Unhex(t, tt.in)
 			// byte at a time, as QEMU writes it, must equal all at once
 			for i := range in {
 				d.Feed(in[i:i+1], func(f Frame) { got = append(got, f) })
@@ -72,8 +52,8 @@ func TestDecode(t *testing.T) {
 			}
 			for i, w := range tt.want {
 				g := got[i]
-				if g.Kind != w.kind || hx(g.Raw) != w.raw || !errors.Is(g.Err, w.err) {
-					t.Errorf("frame %d = {%d %q %v}, want {%d %q %v}", i, g.Kind, hx(g.Raw), g.Err, w.kind, w.raw, w.err)
+				if g.Kind != w.kind || testutil.Hex(g.Raw) != w.raw || !errors.Is(g.Err, w.err) {
+					t.Errorf("frame %d = {%d %q %v}, want {%d %q %v}", i, g.Kind, testutil.Hex(g.Raw), g.Err, w.kind, w.raw, w.err)
 				}
 			}
 		})
@@ -84,7 +64,7 @@ func TestDecodeTooLong(t *testing.T) {
 	var d Decoder
 	var got []Frame
 	in := append(bytes.Repeat([]byte{0x11}, MaxFrame+10), msgEnd)
-	in = append(in, unhex(t, "00 18 01 e7 a0")...)
+	in = append(in, testutil.Unhex(t, "00 18 01 e7 a0")...)
 	d.Feed(in, func(f Frame) { got = append(got, f) })
 	if len(got) != 2 || !errors.Is(got[0].Err, ErrTooLong) || !got[1].IsMessage() {
 		t.Fatalf("got %+v", got)
@@ -108,8 +88,8 @@ func TestEncode(t *testing.T) {
 		{"graceful", AppendControl(nil, OpGracefulShutdown), "09 a1"},
 	}
 	for _, tt := range tests {
-		if hx(tt.got) != tt.want {
-			t.Errorf("%s: got %s, want %s", tt.name, hx(tt.got), tt.want)
+		if testutil.Hex(tt.got) != tt.want {
+			t.Errorf("%s: got %s, want %s", tt.name, testutil.Hex(tt.got), tt.want)
 		}
 		var d Decoder
 		n := 0
@@ -127,7 +107,7 @@ func TestEncode(t *testing.T) {
 
 func FuzzDecode(f *testing.F) {
 	for _, tt := range decodeTests {
-		f.Add(unhex(f, tt.in))
+		f.Add(testutil.Unhex(f, tt.in))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var d Decoder

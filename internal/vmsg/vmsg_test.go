@@ -2,21 +2,12 @@ package vmsg
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"reflect"
-	"strings"
 	"testing"
-)
 
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+	"github.com/ooblab/ooblab/internal/testutil"
+)
 
 var nonce = []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 
@@ -54,7 +45,7 @@ func TestGolden(t *testing.T) {
 			if kind != tt.msg.Kind() {
 				t.Fatalf("kind %v", kind)
 			}
-			if want := unhex(t, tt.want); !bytes.Equal(got, want) {
+			if want := testutil.Unhex(t, tt.want); !bytes.Equal(got, want) {
 				t.Fatalf("Encode = % x\nwant     % x", got, want)
 			}
 			back, err := Decode(kind, got)
@@ -113,7 +104,7 @@ var badBodies = []struct {
 func TestDecodeErrors(t *testing.T) {
 	for _, tt := range badBodies {
 		t.Run(tt.name, func(t *testing.T) {
-			m, err := Decode(tt.kind, unhex(t, tt.raw))
+			m, err := Decode(tt.kind, testutil.Unhex(t, tt.raw))
 			if !errors.Is(err, tt.err) || m != nil {
 				t.Fatalf("Decode = %v, %v; want %v", m, err, tt.err)
 			}
@@ -144,10 +135,10 @@ func TestCommands(t *testing.T) {
 
 func FuzzDecode(f *testing.F) {
 	for _, tt := range goldenTests {
-		f.Add(byte(tt.msg.Kind()), unhex(f, tt.want))
+		f.Add(byte(tt.msg.Kind()), testutil.Unhex(f, tt.want))
 	}
 	for _, tt := range badBodies {
-		f.Add(byte(tt.kind), unhex(f, tt.raw))
+		f.Add(byte(tt.kind), testutil.Unhex(f, tt.raw))
 	}
 	f.Fuzz(func(t *testing.T, kind byte, b []byte) {
 		m, err := Decode(Kind(kind), b)
@@ -172,10 +163,14 @@ func FuzzDecode(f *testing.F) {
 func TestWriteCorpus(t *testing.T) {
 	var seeds []seed
 	for _, tt := range goldenTests {
-		seeds = append(seeds, seed{byte(tt.msg.Kind()), unhex(t, tt.want)})
+		seeds = append(seeds, seed{byte(tt.msg.Kind()), testutil.Unhex(t, tt.want)})
 	}
 	for _, tt := range badBodies {
-		seeds = append(seeds, seed{byte(tt.kind), unhex(t, tt.raw)})
+		seeds = append(seeds, seed{byte(tt.kind), testutil.Unhex(t, tt.raw)})
 	}
-	writeCorpus(t, "FuzzDecode", seeds)
+	var args [][]any
+	for _, s := range seeds {
+		args = append(args, s.args())
+	}
+	testutil.WriteCorpus(t, "FuzzDecode", args...)
 }

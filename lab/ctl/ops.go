@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ooblab/ooblab/lab/qmp"
+	"github.com/ooblab/ooblab/internal/qmp"
 )
 
 // Down stops every process of the lab in dir and waits until they are gone.

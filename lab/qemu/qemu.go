@@ -33,7 +33,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ooblab/ooblab/lab/qmp"
+	"github.com/ooblab/ooblab/internal/qmp"
 )
 
 // Forward is one VMM-I port forward from the build host to the guest.

@@ -3,8 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +16,7 @@ import (
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/handlers"
 
+	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
 	"github.com/ooblab/ooblab/bmcsim/queue"
 	"github.com/ooblab/ooblab/bmcsim/sim"
 	"github.com/ooblab/ooblab/internal/inventory"
@@ -105,41 +104,24 @@ type oobBench struct {
 
 var sysCh = &bmc.Channel{Number: 0x0f, Medium: bmc.ChannelMediumSystemIF}
 
-func newOOBBench(t *testing.T, qo queue.Options) *oobBench {
+func newOOBBench(t *testing.T, qo bmcsimtest.Options) *oobBench {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := sim.New(sim.Config{Name: "h1", LAN: "127.0.0.1:0",
-		Users: []sim.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}}}, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	qs, err := queue.Open(qo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { qs.Close() })
-	qs.Register(b.Registry, sim.DefaultIANA)
-	conn, err := b.ListenLAN()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bs := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true,
+		Users:          []sim.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}},
+		Queue1Capacity: qo.Queue1Capacity, Queue2Capacity: qo.Queue2Capacity})
+	qs := bs.Queues
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.ServeLAN(ctx, conn) }()
 
 	key, err := seal.Enroll("hv1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ob := &oobBench{qs: qs, key: key, bmc: conn.LocalAddr().(*net.UDPAddr), dir: t.TempDir()}
+	ob := &oobBench{qs: qs, key: key, bmc: bs.UDPAddr(), dir: t.TempDir()}
 	hostDone := make(chan struct{})
 	go func() { defer close(hostDone); ob.host(ctx, t) }()
 	t.Cleanup(func() {
 		cancel()
 		<-hostDone
-		if err := <-done; err != nil {
-			t.Errorf("ServeLAN: %v", err)
-		}
 	})
 	write := func(name, s string) string {
 		p := filepath.Join(ob.dir, name)
@@ -234,7 +216,7 @@ func (ob *oobBench) host(ctx context.Context, t *testing.T) {
 }
 
 func TestOOBRoundTripThroughBMCSim(t *testing.T) {
-	ob := newOOBBench(t, queue.Options{})
+	ob := newOOBBench(t, bmcsimtest.Options{})
 	oob := client.NewOOB(client.OOBOptions{}, nil)
 	c, err := client.New(ob.inv, client.Options{Via: "oob", OOB: oob})
 	if err != nil {
@@ -283,7 +265,7 @@ func TestOOBRoundTripThroughBMCSim(t *testing.T) {
 }
 
 func TestOOBRetriesLostPackets(t *testing.T) {
-	ob := newOOBBench(t, queue.Options{Capacity1: 2})
+	ob := newOOBBench(t, bmcsimtest.Options{Queue1Capacity: 2})
 	// Drop every 4th packet towards the BMC and every 5th back, once the
 	// session is up: a lost write, a lost write answer, a lost read answer.
 	p := startProxy(t, ob.bmc, func(toBMC bool, n int64) bool {
@@ -325,7 +307,7 @@ func TestOOBRetriesLostPackets(t *testing.T) {
 }
 
 func TestOOBWrongPasswordIsUnauthorized(t *testing.T) {
-	ob := newOOBBench(t, queue.Options{})
+	ob := newOOBBench(t, bmcsimtest.Options{})
 	os.WriteFile(filepath.Join(ob.dir, "h1.pw"), []byte("wrong"), 0o600)
 	c, _ := client.New(ob.inv, client.Options{Via: "oob"})
 	defer c.Close()

@@ -33,11 +33,6 @@ var _ sysif.Conn = (*Client)(nil)
 var ErrPeerGone = errors.New("chardev: BMC connection lost")
 
 const (
-	netFnApp        = 0x06
-	cmdGetMsgFlags  = 0x31
-	cmdGetMessage   = 0x33
-	cmdSendMessage  = 0x34
-	hostSlaveAddr   = 0x20
 	defaultTimeout  = 5 * time.Second
 	messagesBacklog = 64
 )
@@ -328,17 +323,14 @@ func (c *Client) ControlLog() []vmcodec.Op {
 // Reply answers a pushed message with completion code cc and data, as a
 // process on /dev/ipmi0 would: a Send Message carrying the IPMB response.
 func (c *Client) Reply(ctx context.Context, m Message, cc uint8, data []byte) error {
-	b := []byte{m.Channel, m.ReqAddr, (m.NetFn|1)<<2 | m.ReqLUN, 0}
-	b[3] = -(b[1] + b[2])
-	b = append(b, hostSlaveAddr, m.Seq<<2, m.Cmd, cc)
-	b = append(b, data...)
-	b = append(b, -vmcodec.Checksum(b[4:]))
-	_, rcc, err := c.Do(ctx, netFnApp, cmdSendMessage, b)
+	b := vmcodec.AppendSendMessage(nil, vmcodec.IPMBMsg{Channel: m.Channel, RsSA: m.ReqAddr, NetFn: m.NetFn | 1,
+		RsLUN: m.ReqLUN, RqSA: vmcodec.BMCSlaveAddr, Seq: m.Seq, Cmd: m.Cmd, Data: append([]byte{cc}, data...)})
+	_, rcc, err := c.Do(ctx, vmcodec.NetFnApp, vmcodec.CmdSendMessage, b)
 	if err != nil {
 		return err
 	}
 	if rcc != 0 {
-		return &sysif.CCError{NetFn: netFnApp, Cmd: cmdSendMessage, CC: rcc}
+		return &sysif.CCError{NetFn: vmcodec.NetFnApp, Cmd: vmcodec.CmdSendMessage, CC: rcc}
 	}
 	return nil
 }
@@ -372,7 +364,7 @@ func (c *Client) drain() error {
 		case <-ctx.Done():
 		}
 	}()
-	flags, cc, err := c.Do(ctx, netFnApp, cmdGetMsgFlags, nil)
+	flags, cc, err := c.Do(ctx, vmcodec.NetFnApp, vmcodec.CmdGetMessageFlags, nil)
 	if err != nil {
 		return err
 	}
@@ -380,7 +372,7 @@ func (c *Client) drain() error {
 		return nil
 	}
 	for {
-		r, cc, err := c.Do(ctx, netFnApp, cmdGetMessage, nil)
+		r, cc, err := c.Do(ctx, vmcodec.NetFnApp, vmcodec.CmdGetMessage, nil)
 		if err != nil {
 			return err
 		}
@@ -401,21 +393,13 @@ func (c *Client) drain() error {
 }
 
 // parseGetMessage reads a Get Message response (after the completion code)
-// the way Linux handle_ipmb_get_msg_cmd does: channel, netfn/lun, sum1,
-// rqSA, rqSeq/lun, cmd, data, sum2.
+// the way Linux handle_ipmb_get_msg_cmd does; responses go elsewhere.
 func parseGetMessage(r []byte) (Message, bool) {
-	if len(r) < 7 || r[1]&0x04 != 0 { // Linux needs 10 bytes with netfn, cmd, cc; responses go elsewhere
+	m, err := vmcodec.ParseGetMessage(r)
+	if err != nil || m.IsResponse() {
 		return Message{}, false
 	}
-	return Message{
-		Channel: r[0] & 0x0F,
-		NetFn:   r[1] >> 2,
-		ReqAddr: r[3],
-		Seq:     r[4] >> 2,
-		ReqLUN:  r[4] & 3,
-		Cmd:     r[5],
-		Data:    append([]byte(nil), r[6:len(r)-1]...),
-	}, true
+	return Message{Channel: m.Channel, NetFn: m.NetFn, ReqAddr: m.RqSA, Seq: m.Seq, ReqLUN: m.RqLUN, Cmd: m.Cmd, Data: m.Data}, true
 }
 
 // Close ends the connection and the worker.

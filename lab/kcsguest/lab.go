@@ -23,9 +23,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,6 +33,8 @@ import (
 	"github.com/bougou/go-ipmi/pkg/handlers"
 	"github.com/bougou/go-ipmi/pkg/types"
 
+	"github.com/ooblab/ooblab/bmcsim/app"
+	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
 	"github.com/ooblab/ooblab/bmcsim/kcs"
 	"github.com/ooblab/ooblab/bmcsim/queue"
 	"github.com/ooblab/ooblab/bmcsim/sim"
@@ -100,7 +102,7 @@ poweroff -f
 func BuildInitrd(ctx context.Context, dir string, env Env, args ...string) (string, error) {
 	prog := filepath.Join(dir, "guestprog")
 	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", prog,
-		"github.com/ooblab/ooblab/scenarios/kcsguest/guestprog")
+		"github.com/ooblab/ooblab/lab/kcsguest/guestprog")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build guestprog: %v\n%s", err, out)
@@ -138,8 +140,8 @@ type Event struct {
 	At    time.Time
 }
 
-// BMC is an in-process bmcsim BMC with the OOB-I queues and the QEMU system
-// interface on a loopback TCP port.
+// BMC is an in-process bmcsim BMC (bmcsimtest: the program's own host)
+// with the OOB-I queues and the QEMU system interface on a loopback TCP port.
 type BMC struct {
 	Sim    *sim.BMC
 	Queues *queue.Queues
@@ -147,75 +149,49 @@ type BMC struct {
 	Port   int // chardev TCP port
 	// Events carries every guest read of Queue 1 and write of Queue 2.
 	Events chan Event
-	// Pushes counts notifications pushed into the receive message queue.
-	Pushes atomic.Int64
 
+	tb    *bmcsimtest.BMC
 	lanCh *bmc.Channel
 	done  chan error
 }
 
+// Pushes counts notifications pushed into the host's receive message queue.
+func (b *BMC) Pushes() int64 { return b.tb.Pushes() }
+
 // StartBMC builds the BMC and starts serving the chardev; it listens
 // before returning, so QEMU may start at once (ipmi_si gives up on a BMC
-// that does not answer).
+// that does not answer). It stops when ctx ends; Wait waits for that.
 func StartBMC(ctx context.Context, log *slog.Logger) (*BMC, error) {
-	b, err := sim.New(sim.Config{
-		Name:          "kcsguest",
-		LAN:           "127.0.0.1:0",
-		Users:         []sim.User{{Name: "op", Password: "kcsguest-op", Privilege: "operator"}},
-		QueueCapacity: 4096,
-	}, log, nil)
-	if err != nil {
-		return nil, err
-	}
-	out := &BMC{Sim: b, Events: make(chan Event, 8192), done: make(chan error, 1)}
-	var srv atomic.Pointer[kcs.Server]
-	iana := oem.IANA(b.Config.IANA)
-	qs, err := queue.Open(queue.Options{
-		Capacity1: 4096, Capacity2: 4096, Logger: log,
-		// Queue 1 not empty: push a notification unless one is still
-		// waiting for the host's driver to fetch it.
-		OnQueue1Change: func(depth int) {
-			s := srv.Load()
-			if depth == 0 || s == nil || s.QueueLen() > 0 {
-				return
-			}
-			data := oem.Queue1Notify{IANA: iana, Depth: uint16(min(depth, 0xFFFF))}.Pack()
-			if err := s.Push(uint8(oem.NetFnOEMGroupRequest), NotifyCmd, data); err != nil {
-				log.Warn("could not push the Queue 1 notification", "err", err)
-				return
-			}
-			out.Pushes.Add(1)
+	out := &BMC{Events: make(chan Event, 8192), done: make(chan error, 1)}
+	tb, err := bmcsimtest.New(bmcsimtest.Options{
+		Name:           "kcsguest",
+		Users:          []sim.User{{Name: "op", Password: "kcsguest-op", Privilege: "operator"}},
+		Queue1Capacity: 4096, Queue2Capacity: 4096,
+		Logger: log,
+		BeforeServe: func(h *app.Host) {
+			out.Queues = h.Queues
+			out.observe(h.BMC.Registry, oem.IANA(h.BMC.Config.IANA))
 		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	out.Queues = qs
-	qs.Register(b.Registry, b.Config.IANA)
-	out.observe(b.Registry, iana)
-	out.lanCh, _ = b.IPMI.Channels.Get(1)
+	out.tb, out.Sim, out.KCS = tb, tb.Host.BMC, tb.Host.KCS
+	out.lanCh, _ = out.Sim.IPMI.Channels.Get(1)
 	if out.lanCh == nil {
 		out.lanCh = &bmc.Channel{Number: 1, Medium: bmc.ChannelMediumLAN}
 	}
-	s := kcs.New(b.IPMI, b.Registry, log)
-	srv.Store(s)
-	out.KCS = s
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		qs.Close()
-		return nil, err
-	}
-	out.Port = ln.Addr().(*net.TCPAddr).Port
-	go func() { out.done <- s.Serve(ctx, ln) }()
+	_, port, _ := net.SplitHostPort(tb.KCSAddr())
+	out.Port, _ = strconv.Atoi(port)
+	go func() {
+		<-ctx.Done()
+		out.done <- tb.Stop()
+	}()
 	return out, nil
 }
 
-// Wait waits for Serve to end after ctx is cancelled, and closes the queues.
-func (b *BMC) Wait() error {
-	err := <-b.done
-	b.Queues.Close()
-	return err
-}
+// Wait waits for the BMC to stop after ctx is cancelled.
+func (b *BMC) Wait() error { return <-b.done }
 
 // observe wraps the guest-side queue handlers to report Events.
 func (b *BMC) observe(reg *handlers.Registry, iana oem.IANA) {

@@ -221,7 +221,7 @@ func TestEchoThroughKCS(t *testing.T) {
 	t.Logf("LAN write → guest read (push, ATTN, Get Message, Notify, OEM read; TCG): min %v median %v max %v (n=%d)",
 		lat[0].Round(time.Microsecond), lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond), len(lat))
 	t.Logf("burst of %d fragments (%d bytes) echoed in %v (%.0f bytes/s through read+write); notifications pushed: %d",
-		len(frags), len(msg), burst.Round(time.Millisecond), float64(len(msg))/burst.Seconds(), b.Pushes.Load())
+		len(frags), len(msg), burst.Round(time.Millisecond), float64(len(msg))/burst.Seconds(), b.Pushes())
 }
 
 type syncWriter struct {

@@ -28,7 +28,7 @@ import (
 	"github.com/ooblab/ooblab/internal/record"
 )
 
-// Shared with the host side (scenarios/kcsguest).
+// Shared with the host side (lab/kcsguest).
 const (
 	NotifyCmd = uint8(oem.CmdQueue1Notify) // OEM cmd bmcsim pushes when Queue 1 gains a record
 	StopID    = 0xFFFF_FFFF_FFFF_FF00      // message id that ends echo mode

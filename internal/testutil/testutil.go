@@ -1,0 +1,136 @@
+// Package testutil holds the helpers ooblab's tests share: hex tables, fuzz
+// corpus files, a test logger, and the one rule for tests that need a part
+// this machine may lack (skip here, fail under CI).
+package testutil
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Unhex decodes "01 02 ab"-style hex (spaces and newlines ignored).
+func Unhex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := decode(s)
+	if err != nil {
+		t.Fatalf("bad hex %q: %v", s, err)
+	}
+	return b
+}
+
+// MustUnhex is Unhex for package-level tables; it panics on bad hex.
+func MustUnhex(s string) []byte {
+	b, err := decode(s)
+	if err != nil {
+		panic(fmt.Sprintf("bad hex %q: %v", s, err))
+	}
+	return b
+}
+
+func decode(s string) ([]byte, error) {
+	return hex.DecodeString(strings.Join(strings.Fields(s), ""))
+}
+
+// Logger is the logger a test hands to the code under test: debug lines on
+// stderr when OOBLAB_TEST_LOG is set, nothing otherwise.
+func Logger(t testing.TB) *slog.Logger {
+	if os.Getenv("OOBLAB_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// InCI reports whether the tests run under CI (CI set, and not "false" or
+// "0"): there a test that cannot run must fail, not skip.
+func InCI() bool {
+	v := os.Getenv("CI")
+	return v != "" && v != "false" && v != "0"
+}
+
+// Need skips the test when err says this machine lacks what it needs, or
+// fails it under CI, which must run every test.
+func Need(t testing.TB, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if InCI() {
+		t.Fatalf("CI must run this test: %v", err)
+	}
+	t.Skip(err)
+}
+
+// NeedTools is Need for programs on PATH.
+func NeedTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			Need(t, fmt.Errorf("%s not installed (make deps installs it): %w", tool, err))
+		}
+	}
+}
+
+// WriteCorpus stores seeds as Go fuzz corpus files under
+// testdata/fuzz/<name> when OOBLAB_UPDATE_CORPUS=1 (and skips otherwise),
+// so "go test -fuzz" starts from them too. Each seed holds the fuzz
+// function's arguments in order; []byte, string, byte and bool are supported.
+func WriteCorpus(t *testing.T, name string, seeds ...[]any) {
+	t.Helper()
+	if os.Getenv("OOBLAB_UPDATE_CORPUS") != "1" {
+		t.Skip("set OOBLAB_UPDATE_CORPUS=1 to rewrite testdata/fuzz")
+	}
+	dir := filepath.Join("testdata", "fuzz", name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range seeds {
+		var body strings.Builder
+		body.WriteString("go test fuzz v1\n")
+		for _, a := range args {
+			switch v := a.(type) {
+			case []byte:
+				fmt.Fprintf(&body, "[]byte(%q)\n", v)
+			case string:
+				fmt.Fprintf(&body, "string(%q)\n", v)
+			case byte:
+				fmt.Fprintf(&body, "byte(%q)\n", v)
+			case bool:
+				fmt.Fprintf(&body, "bool(%v)\n", v)
+			default:
+				t.Fatalf("WriteCorpus: argument of type %T", a)
+			}
+		}
+		sum := sha256.Sum256([]byte(body.String()))
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%x", sum[:8])), []byte(body.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Seeds turns single-argument seeds into WriteCorpus's form.
+func Seeds(bs [][]byte) [][]any {
+	out := make([][]any, len(bs))
+	for i, b := range bs {
+		out[i] = []any{b}
+	}
+	return out
+}
+
+// Hex formats b as Unhex reads it: "01 02 ab".
+func Hex(b []byte) string {
+	var sb strings.Builder
+	for i, c := range b {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		sb.WriteString(hex.EncodeToString([]byte{c}))
+	}
+	return sb.String()
+}
