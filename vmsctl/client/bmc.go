@@ -15,6 +15,8 @@ import (
 	"github.com/bougou/go-ipmi/pkg/client"
 	"github.com/bougou/go-ipmi/pkg/command/chassis"
 	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ooblab/ooblab/internal/oem"
 )
 
 // PowerAction is a chassis control.
@@ -141,14 +143,25 @@ type SELEntry struct {
 	ManufacturerID uint32
 	// OEM data: bytes 7-15 (OEM timestamped: 10-15) of the record.
 	OEMData []byte
+	// Alert is hvagent's alert, for an OEM record of the host's IANA
+	// number (oem.SELAlert).
+	Alert *oem.SELAlert
 	// Raw is the 16-byte record.
 	Raw []byte
 }
 
 // HostSEL reads every record of host's SEL from its BMC, oldest first.
 func (c *Client) HostSEL(ctx context.Context, host string) ([]SELEntry, error) {
+	t, err := c.Target(host)
+	if err != nil {
+		return nil, err
+	}
+	iana := oem.IANA(t.Host.BMC.IANA)
+	if iana == 0 {
+		iana = oem.DefaultIANA
+	}
 	var out []SELEntry
-	err := c.withBMC(ctx, host, func(s *client.Client) error {
+	err = c.withBMC(ctx, host, func(s *client.Client) error {
 		info, err := s.GetSELInfo(ctx)
 		if err != nil {
 			return fmt.Errorf("host %s: get SEL info: %w", host, err)
@@ -164,7 +177,7 @@ func (c *Client) HostSEL(ctx context.Context, host string) ([]SELEntry, error) {
 			if err != nil {
 				return fmt.Errorf("host %s: get SEL entry %#04x: %w", host, id, err)
 			}
-			e, err := selEntry(r.Data)
+			e, err := selEntry(r.Data, iana)
 			if err != nil {
 				return fmt.Errorf("host %s: SEL entry %#04x: %w", host, id, err)
 			}
@@ -177,7 +190,7 @@ func (c *Client) HostSEL(ctx context.Context, host string) ([]SELEntry, error) {
 }
 
 // selEntry decodes a 16-byte SEL record (IPMI v2.0 §32).
-func selEntry(raw []byte) (SELEntry, error) {
+func selEntry(raw []byte, iana oem.IANA) (SELEntry, error) {
 	if len(raw) < 16 {
 		return SELEntry{}, fmt.Errorf("record of %d bytes, want 16", len(raw))
 	}
@@ -196,6 +209,9 @@ func selEntry(raw []byte) (SELEntry, error) {
 	case sel.OEMTimestamped != nil:
 		o := sel.OEMTimestamped
 		e.Time, e.ManufacturerID, e.OEMData = o.Timestamp, o.ManufacturerID, append([]byte(nil), o.OEMDefined[:]...)
+		if a, ok := oem.ParseSELAlert(raw[:16], iana); ok {
+			e.Alert = &a
+		}
 	case sel.OEMNonTimestamped != nil:
 		e.OEMData = append([]byte(nil), raw[3:16]...)
 	}

@@ -129,10 +129,11 @@ func TestHostSELThroughBMCSim(t *testing.T) {
 	}
 	oem := got[0]
 	if oem.Type != 0xC0 || oem.ManufacturerID != sim.DefaultIANA || oem.OEMData[0] != 0x05 || oem.OEMData[2] != 0x2a ||
-		oem.Time.IsZero() || time.Since(oem.Time) > time.Hour || len(oem.Raw) != 16 {
+		oem.Time.IsZero() || time.Since(oem.Time) > time.Hour || len(oem.Raw) != 16 ||
+		oem.Alert == nil || oem.Alert.Class.String() != "unauthorized local change" || oem.Alert.Command != 6 || oem.Alert.RequestID != 42 {
 		t.Fatalf("OEM record %+v", oem)
 	}
-	if s := got[1]; s.Type != 0x02 || s.SensorNumber != 0x30 || s.GeneratorID != 0x20 || s.SensorType == "" || s.ID == oem.ID {
+	if s := got[1]; s.Alert != nil || s.Type != 0x02 || s.SensorNumber != 0x30 || s.GeneratorID != 0x20 || s.SensorType == "" || s.ID == oem.ID {
 		t.Fatalf("standard record %+v", s)
 	}
 }
