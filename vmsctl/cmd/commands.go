@@ -162,6 +162,7 @@ func (a *App) hostCmd() *cobra.Command {
 			return worst(rows)
 		},
 	})
+	h.AddCommand(a.hostPowerCmd(), a.hostSELCmd())
 	return h
 }
 

@@ -58,29 +58,35 @@ func TestGolden(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 			}
-			got := requestID.ReplaceAllString(out, `${1}"REQUEST_ID"`)
-			if strings.HasSuffix(tt.name, ".json") && !json.Valid([]byte(got)) {
-				t.Fatalf("not JSON:\n%s", got)
-			}
-			checkKeys(t, got)
-			path := filepath.Join("testdata", tt.name+".golden")
-			if *update {
-				if err := os.MkdirAll("testdata", 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test ./vmsctl/cmd -run Golden -update to create it)", err)
-			}
-			if !bytes.Equal([]byte(got), want) {
-				t.Errorf("%s differs from %s (if deliberate: -update, and update docs/vmsctl.md)\ngot:\n%s\nwant:\n%s", tt.name, path, got, want)
-			}
+			checkGolden(t, tt.name, requestID.ReplaceAllString(out, `${1}"REQUEST_ID"`))
 		})
+	}
+}
+
+// checkGolden compares got with testdata/NAME.golden (or writes it with
+// -update), after checking every key is snake_case.
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	if strings.HasSuffix(name, ".json") && !json.Valid([]byte(got)) {
+		t.Fatalf("not JSON:\n%s", got)
+	}
+	checkKeys(t, got)
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./vmsctl/cmd -run Golden -update to create it)", err)
+	}
+	if !bytes.Equal([]byte(got), want) {
+		t.Errorf("%s differs from %s (if deliberate: -update, and update docs/vmsctl.md)\ngot:\n%s\nwant:\n%s", name, path, got, want)
 	}
 }
 
