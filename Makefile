@@ -1,9 +1,11 @@
 # Every target is one line; the work lives in scripts/.
-.PHONY: all build test unit e2e fuzz bench soak lab-up lab-down images deps clean
+.PHONY: all build test unit integration e2e fuzz bench soak lab-up lab-down images deps clean
 all: build
 deps: ; @scripts/deps.sh
 build: ; @scripts/build.sh
 test: ; @scripts/test.sh
+unit: ; @scripts/unit.sh
+integration: ; @scripts/integration.sh
 e2e: ; @scripts/e2e.sh
 fuzz: ; @scripts/fuzz.sh
 bench: ; @scripts/bench.sh

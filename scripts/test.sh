@@ -1,31 +1,42 @@
 #!/usr/bin/env bash
 # test.sh is `make test` (and CI's .ci/run): installs what is missing, builds,
-# then runs every tier:
-#   1. go vet
-#   2. Go tests: unit, real ipmitool/FreeIPMI against bmcsim, real QEMU guests
-#      with the Linux ipmi_si driver, real libvirtd, the OOB-I loss test
-#   3. the same under the race detector (-short: the QEMU/lab-heavy tests ran
-#      in tier 2)
-#   4. the end-to-end lab scenarios (Ginkgo, scripts/e2e.sh)
-#   5. every fuzz target for a few seconds
+# then runs every tier, each logged to artifacts/<tier>.log:
+#   vet          go vet
+#   unit         make unit: go test -short, no outside parts
+#   integration  make integration: real ipmitool/FreeIPMI, QEMU guests with
+#                ipmi_si, libvirtd, the OOB-I loss test (once)
+#   race         the unit tier under the race detector
+#   e2e          make e2e: the Ginkgo lab scenarios (JUnit in artifacts/)
+#   fuzz         every fuzz target for a few seconds
+# When a tier fails, the last lines name it and its failing tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+mkdir -p artifacts
 scripts/deps.sh
 scripts/build.sh
 scripts/services.sh
 export PATH="$PWD/bin:$PATH"
-pkgs=$(go list ./... | grep -v -e '/scenarios/lab$' -e '/scenarios/loss$')
-echo "== go vet"
-go vet ./...
-echo "== tests"
-go test -count=1 -timeout 20m $pkgs
-echo "== OOB-I loss test (20% UDP loss both ways, bmcsim SIGKILLed twice)"
-go test -count=1 -v -timeout 10m ./scenarios/loss 2>&1 | grep -v '^=== RUN' 
-echo "== race detector"
-go test -count=1 -race -short -timeout 20m $pkgs ./scenarios/loss
-echo "== end-to-end lab scenarios"
-scripts/e2e.sh
-echo "== fuzz smoke (each target 3 s)"
-FUZZTIME=3s scripts/fuzz.sh
+pkgs=$(go list ./... | grep -v -e '/scenarios/')
+
+tier() {
+  local name=$1; shift
+  local t0; t0=$(date +%s)
+  echo "== $name"
+  if ! "$@" > >(tee "artifacts/$name.log") 2>&1; then
+    echo
+    echo "make test: tier '$name' FAILED after $(( $(date +%s) - t0 )) s; full log: artifacts/$name.log"
+    grep -E -- '^\s*(--- FAIL|FAIL\b|\[FAIL\]|panic:|.*_test\.go:[0-9]+: )' "artifacts/$name.log" | tail -n 30 || true
+    [ -d artifacts/lab-logs ] && echo "lab logs (serial consoles, daemons): artifacts/lab-logs/"
+    exit 1
+  fi
+  echo "== $name passed in $(( $(date +%s) - t0 )) s"
+}
+
+tier vet go vet ./...
+tier unit scripts/unit.sh
+tier integration scripts/integration.sh
+tier race go test -count=1 -race -short -timeout 20m $pkgs
+tier e2e scripts/e2e.sh
+tier fuzz env FUZZTIME=3s scripts/fuzz.sh
 echo "make test: all tiers passed in $(( $(date +%s) - start )) s"

@@ -16,6 +16,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmcodec"
 )
 
@@ -41,9 +42,7 @@ func freePort(t *testing.T, network string) int {
 // host as a Queue1Notify, the host reads the record over the system
 // interface, and chassis power commands from LAN reach QEMU's side.
 func TestProcessQueueNotifyAndPower(t *testing.T) {
-	if _, err := exec.LookPath("ipmitool"); err != nil {
-		t.Skip("ipmitool not installed")
-	}
+	testutil.Integration(t, "ipmitool")
 	lan, kcsPort := freePort(t, "udp"), freePort(t, "tcp")
 	f := &sim.File{BMCs: []sim.Config{{
 		Name: "h1", LAN: "127.0.0.1:" + strconv.Itoa(lan), KCS: "127.0.0.1:" + strconv.Itoa(kcsPort),

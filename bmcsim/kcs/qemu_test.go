@@ -53,17 +53,9 @@ type reqEvent struct{ netfn, cmd, cc uint8 }
 // driver talks to it, enables the interrupt, and that a pushed message
 // reaches a process registered on /dev/ipmi0 whose reply comes back.
 func TestQEMUGuest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a guest (~10 s under TCG)")
-	}
-	qemu, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not installed")
-	}
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("busybox (busybox-static) not installed")
-	}
+	testutil.Integration(t, "qemu-system-x86_64", "busybox")
+	qemu, _ := exec.LookPath("qemu-system-x86_64")
+	busybox, _ := exec.LookPath("busybox")
 	vmlinuz, kver := guestKernel(t)
 	dir := t.TempDir()
 

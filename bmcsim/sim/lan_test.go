@@ -14,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/ooblab/ooblab/internal/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // lanBMC is a BMC serving RMCP+ on a loopback port for the test's life.
@@ -80,14 +81,7 @@ func startLAN(t *testing.T, cfg Config) *lanBMC {
 
 func need(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s not installed; CI must run this test (make test installs it)", tool)
-			}
-			t.Skipf("%s not installed (make deps installs it)", tool)
-		}
-	}
+	testutil.Integration(t, tools...)
 }
 
 // ipmitool runs the real ipmitool -I lanplus against the BMC.
@@ -299,7 +293,7 @@ func TestLockout(t *testing.T) {
 	if strings.Contains(l.logs.String(), "s3cret") {
 		t.Errorf("a password reached the log")
 	}
-	if got := testutil.ToFloat64(l.metrics.Lockouts.WithLabelValues("t1")); got != 1 {
+	if got := promtest.ToFloat64(l.metrics.Lockouts.WithLabelValues("t1")); got != 1 {
 		t.Errorf("lockouts metric = %v, want 1", got)
 	}
 	// Other users are not affected.

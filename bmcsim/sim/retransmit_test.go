@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // lossyProxy relays UDP between one console and the BMC, and can repeat
@@ -95,7 +95,7 @@ func TestDuplicatedRequestRunsOnce(t *testing.T) {
 	if n := len(l.SEL.Entries()); n != 1 {
 		t.Fatalf("SEL holds %d records after one add sent twice, want 1 (output %q)", n, out)
 	}
-	if got := testutil.ToFloat64(l.metrics.Retransmits.WithLabelValues("t1")); got < 1 {
+	if got := promtest.ToFloat64(l.metrics.Retransmits.WithLabelValues("t1")); got < 1 {
 		t.Errorf("retransmits metric = %v, want ≥ 1", got)
 	}
 }
@@ -117,7 +117,7 @@ func TestRetriedRequestAfterLostAnswerRunsOnce(t *testing.T) {
 	if len(id) != 2 || id[0] != "01" || id[1] != "00" {
 		t.Errorf("add answered %q, want record id 01 00", out)
 	}
-	if got := testutil.ToFloat64(l.metrics.Retransmits.WithLabelValues("t1")); got != 1 {
+	if got := promtest.ToFloat64(l.metrics.Retransmits.WithLabelValues("t1")); got != 1 {
 		t.Errorf("retransmits metric = %v, want 1", got)
 	}
 	_ = strconv.Itoa

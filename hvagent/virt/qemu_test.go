@@ -3,9 +3,12 @@ package virt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
 // tinyDomainXML is a diskless, BIOS-only TCG guest: enough for libvirt and
@@ -26,21 +29,16 @@ const tinyDomainXML = `<domain type='qemu'>
 // OOBLAB_LIBVIRT_URI, default qemu:///system. Skips with the reason when
 // libvirtd is not reachable.
 func TestQEMUSystem(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: skipping the real libvirtd test")
-	}
+	testutil.Integration(t, "qemu-system-x86_64", "libvirtd")
 	uri := os.Getenv("OOBLAB_LIBVIRT_URI")
 	if uri == "" {
 		uri = "qemu:///system"
-	}
-	if _, err := os.Stat("/usr/bin/qemu-system-x86_64"); err != nil {
-		t.Skipf("no QEMU: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	l, err := Open(ctx, uri)
 	if err != nil {
-		t.Skipf("libvirtd not usable at %s: %v", uri, err)
+		testutil.Need(t, fmt.Errorf("libvirtd not usable at %s (make test starts it): %w", uri, err))
 	}
 	defer l.Close()
 

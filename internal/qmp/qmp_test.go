@@ -8,16 +8,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
 // startQEMU runs a CPU-less QEMU (-machine none) with a user netdev "vmmi"
 // and QMP on a unix socket in a temp folder.
 func startQEMU(t *testing.T) (*exec.Cmd, string) {
 	t.Helper()
-	bin, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not installed (make deps): ", err)
-	}
+	testutil.Integration(t, "qemu-system-x86_64")
+	bin, _ := exec.LookPath("qemu-system-x86_64")
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
 	cmd := exec.Command(bin, "-nodefaults", "-no-user-config", "-machine", "none", "-display", "none",
 		"-netdev", "user,id=vmmi", "-qmp", "unix:"+sock+",server=on,wait=off")

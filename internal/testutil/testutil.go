@@ -134,3 +134,14 @@ func Hex(b []byte) string {
 	}
 	return sb.String()
 }
+
+// Integration marks a test that drives real outside programs (ipmitool,
+// FreeIPMI, QEMU, libvirtd): the quick tier (`make unit`, go test -short)
+// skips it; otherwise the tools must be there (Need's rule).
+func Integration(t testing.TB, tools ...string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("integration test (needs %s): skipped by -short", strings.Join(tools, ", "))
+	}
+	NeedTools(t, tools...)
+}

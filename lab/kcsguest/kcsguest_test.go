@@ -15,18 +15,15 @@ import (
 
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
-// need skips (or, under CI=true, fails) when the host cannot boot a guest.
+// need skips (or, under CI, fails) when the host cannot boot a guest.
 func need(t *testing.T) Env {
 	t.Helper()
+	testutil.Integration(t, "qemu-system-x86_64")
 	env, err := FindEnv()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI must run this test: %v", err)
-		}
-		t.Skip(err)
-	}
+	testutil.Need(t, err)
 	return env
 }
 

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
 // kernelOnly returns a Config that boots the build host's kernel with no
@@ -16,9 +18,7 @@ import (
 // (VFS), and -no-reboot makes QEMU exit.
 func kernelOnly(t *testing.T) Config {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed (make deps)")
-	}
+	testutil.Integration(t, "qemu-system-x86_64", "qemu-img")
 	m, _ := filepath.Glob("/boot/vmlinuz-*")
 	sort.Sort(sort.Reverse(sort.StringSlice(m)))
 	kernel := ""

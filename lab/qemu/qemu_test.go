@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
 func TestArgs(t *testing.T) {
@@ -74,9 +76,7 @@ func TestFollowFile(t *testing.T) {
 }
 
 func TestKVMProbe(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed (make deps)")
-	}
+	testutil.Integration(t, "qemu-system-x86_64")
 	start := time.Now()
 	ok, why := ProbeKVM(context.Background(), "")
 	took := time.Since(start)

@@ -15,9 +15,12 @@ import (
 	"github.com/onsi/gomega/types"
 
 	"github.com/ooblab/ooblab/internal/vmsg"
-	"github.com/ooblab/ooblab/lab/ctl"
 	"github.com/ooblab/ooblab/vmsctl/client"
 )
+
+// The helpers take the spec's context and return errors: a spec asserts
+// with Expect, a poll with Eventually retries what failed for now (a
+// transient ipmitool or channel error is a retry, not a failed spec).
 
 var (
 	clientsMu sync.Mutex
@@ -26,31 +29,37 @@ var (
 
 // Client returns the suite's long-lived vmsctl client for a channel, as a
 // VMS would keep one (connections, sessions and channel health persist).
-func Client(via string) *client.Client {
+func Client(via string) (*client.Client, error) {
 	clientsMu.Lock()
 	defer clientsMu.Unlock()
 	if c := clients[via]; c != nil {
-		return c
+		return c, nil
 	}
 	c, err := client.New(inv, client.Options{Via: via, Logger: slog.New(slog.DiscardHandler)})
-	Expect(err).NotTo(HaveOccurred())
+	if err != nil {
+		return nil, err
+	}
 	clients[via] = c
-	return c
+	return c, nil
 }
 
-// Do runs one VM command through vmsctl's Go package on the given channel.
-func Do(via, host string, cmd vmsg.Command, vm string) (*client.Result, error) {
-	c := Client(via)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+// Do runs one VM command through vmsctl's Go package on the given channel,
+// for at most a minute.
+func Do(ctx context.Context, via, host string, cmd vmsg.Command, vm string) (*client.Result, error) {
+	c, err := Client(via)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	return c.Do(ctx, host, cmd, vm)
 }
 
 // VM returns a getter of a nested VM's state as hvagent reports it, for
-// Eventually(VM(host, "web1")).Should(BeInState("running")).
-func VM(via, host, name string) func() (string, error) {
+// Eventually(VM(ctx, via, host, "web1")).Should(BeInState("running")).
+func VM(ctx context.Context, via, host, name string) func() (string, error) {
 	return func() (string, error) {
-		res, err := Do(via, host, vmsg.CmdStatus, name)
+		res, err := Do(ctx, via, host, vmsg.CmdStatus, name)
 		if err != nil {
 			return "", err
 		}
@@ -61,19 +70,34 @@ func VM(via, host, name string) func() (string, error) {
 	}
 }
 
+// Via returns a getter of the channel that carried a command, for
+// Eventually(Via(ctx, client.ViaAuto, host, vmsg.CmdPing, "")).Should(Equal(client.ViaVMMI)).
+func Via(ctx context.Context, via, host string, cmd vmsg.Command, vm string) func() (string, error) {
+	return func() (string, error) {
+		res, err := Do(ctx, via, host, cmd, vm)
+		if err != nil {
+			return "", err
+		}
+		return res.Via, nil
+	}
+}
+
 // BeInState matches a VM state word ("running", "shut off", "paused").
 func BeInState(s string) types.GomegaMatcher { return Equal(s) }
 
 // RunLab runs bin/lab with the suite's state folder.
-func RunLab(args ...string) string {
-	out, err := exec.Command(filepath.Join(root, "bin", "lab"), append([]string{"--dir", labDir}, args...)...).CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), "lab %v:\n%s", args, out)
-	return string(out)
+func RunLab(ctx context.Context, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, filepath.Join(root, "bin", "lab"), append([]string{"--dir", labDir}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("lab %v: %w\n%s", args, err, out)
+	}
+	return string(out), nil
 }
 
-// Vmsctl runs the vmsctl binary as an operator would.
-func Vmsctl(args ...string) (string, int) {
-	cmd := exec.Command(filepath.Join(root, "bin", "vmsctl"), append([]string{"--inventory", filepath.Join(labDir, "inventory.json")}, args...)...)
+// Vmsctl runs the vmsctl binary as an operator would and returns its output
+// and exit code (-1 when it could not run).
+func Vmsctl(ctx context.Context, args ...string) (string, int) {
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "bin", "vmsctl"), append([]string{"--inventory", filepath.Join(labDir, "inventory.json")}, args...)...)
 	out, err := cmd.CombinedOutput()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
@@ -85,21 +109,32 @@ func Vmsctl(args ...string) (string, int) {
 }
 
 // Ipmitool runs ipmitool against host's BMC with the lab's credentials.
-func Ipmitool(host string, args ...string) string {
+func Ipmitool(ctx context.Context, host string, args ...string) (string, error) {
 	h, err := inv.Host(host)
-	Expect(err).NotTo(HaveOccurred())
+	if err != nil {
+		return "", err
+	}
 	hostPart, port, _ := strings.Cut(h.BMC.Addr, ":")
 	base := []string{"-I", "lanplus", "-C", "17", "-H", hostPart, "-p", port, "-U", h.BMC.User, "-f", inv.Path(h.BMC.PasswordFile)}
-	out, err := exec.Command("ipmitool", append(base, args...)...).CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), "ipmitool %v:\n%s", args, out)
-	return string(out)
+	out, err := exec.CommandContext(ctx, "ipmitool", append(base, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ipmitool %v: %w\n%s", args, err, out)
+	}
+	return string(out), nil
 }
 
-var _ = ctl.Dir
+// MustLab and MustIpmitool are RunLab and Ipmitool for a spec's own steps
+// (not inside Eventually): they fail the spec on error.
+func MustLab(ctx context.Context, args ...string) string {
+	GinkgoHelper()
+	out, err := RunLab(ctx, args...)
+	Expect(err).NotTo(HaveOccurred())
+	return out
+}
 
-// SpecContextTimeout is a minute-long context for direct client calls.
-func SpecContextTimeout() context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	DeferCleanup(cancel)
-	return ctx
+func MustIpmitool(ctx context.Context, host string, args ...string) string {
+	GinkgoHelper()
+	out, err := Ipmitool(ctx, host, args...)
+	Expect(err).NotTo(HaveOccurred())
+	return out
 }

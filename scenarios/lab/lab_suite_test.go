@@ -5,11 +5,17 @@
 package lab_test
 
 import (
-	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +23,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/lab/ctl"
 )
 
@@ -62,19 +69,25 @@ var _ = SynchronizedBeforeSuite(func(ctx SpecContext) []byte {
 	Expect(err).NotTo(HaveOccurred())
 	root := filepath.Dir(filepath.Dir(wd))
 	if why := missing(root); why != "" {
-		if os.Getenv("CI") != "" {
+		if testutil.InCI() {
 			Fail("CI must run the lab scenarios, but " + why)
 		}
 		Skip(why)
 	}
-	dir := filepath.Join(os.TempDir(), "ooblab-scenarios")
-	_ = ctl.Down(context.Background(), dir, GinkgoWriter, nil)
-	Expect(os.RemoveAll(dir)).To(Succeed())
+	// A folder and ports of this run's own, so two runs on one machine (a
+	// developer's and CI's) never tear down or collide with each other.
+	dir, err := os.MkdirTemp("", "ooblab-scenarios-")
+	Expect(err).NotTo(HaveOccurred())
+	base, err := freeBasePort(1)
+	Expect(err).NotTo(HaveOccurred())
 	start := time.Now()
 	_, err = ctl.Up(ctx, ctl.Options{
-		Dir: dir, Hosts: 1, BinDir: filepath.Join(root, "bin"), BasePort: 16230,
+		Dir: dir, Hosts: 1, BinDir: filepath.Join(root, "bin"), BasePort: base,
 		Out: GinkgoWriter, Probe: ctl.ProbeBoth,
 	}, nil)
+	if err != nil {
+		saveLabLogs(root, dir)
+	}
 	Expect(err).NotTo(HaveOccurred(), "lab up (console: %s/h1/qemu/console.log)", dir)
 	GinkgoWriter.Printf("lab up took %v\n", time.Since(start))
 	b, err := json.Marshal(suiteEnv{Dir: dir, Root: root})
@@ -95,13 +108,68 @@ var _ = SynchronizedAfterSuite(func() {
 	for _, c := range clients {
 		c.Close()
 	}
-}, func() {
+}, func(ctx SpecContext) {
 	if labDir == "" {
 		return
 	}
+	saveLabLogs(root, labDir)
 	if os.Getenv("OOBLAB_KEEP_LAB") != "" {
 		GinkgoWriter.Printf("keeping the lab in %s\n", labDir)
 		return
 	}
-	Expect(ctl.Down(context.Background(), labDir, GinkgoWriter, nil)).To(Succeed())
-})
+	Expect(ctl.Down(ctx, labDir, GinkgoWriter, nil)).To(Succeed())
+	Expect(os.RemoveAll(labDir)).To(Succeed())
+}, NodeTimeout(2*time.Minute))
+
+// freeBasePort finds a base port B for hosts lab hosts whose ports (lab/ctl:
+// LAN B.., KCS B+100.., VMM-I B+2000.., metrics B+3000) are all free now.
+func freeBasePort(hosts int) (int, error) {
+	for try := 0; try < 200; try++ {
+		b := 20000 + rand.IntN(25000)
+		ok := true
+		var held []io.Closer
+		for n := 0; n < hosts && ok; n++ {
+			u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", b+n))
+			if ok = err == nil; ok {
+				held = append(held, u)
+			}
+			for _, off := range []int{100, 2000} {
+				l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", b+off+n))
+				if err != nil {
+					ok = false
+					break
+				}
+				held = append(held, l)
+			}
+		}
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", b+3000)); err == nil {
+			held = append(held, l)
+		} else {
+			ok = false
+		}
+		for _, c := range held {
+			c.Close()
+		}
+		if ok {
+			return b, nil
+		}
+	}
+	return 0, errors.New("no free block of lab ports")
+}
+
+// saveLabLogs copies the lab's logs (serial consoles, QEMU and bmcsim logs)
+// into artifacts/lab-logs, where CI keeps them.
+func saveLabLogs(root, dir string) {
+	out := filepath.Join(root, "artifacts", "lab-logs")
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".log") {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		dst := filepath.Join(out, rel)
+		if b, err := os.ReadFile(p); err == nil && os.MkdirAll(filepath.Dir(dst), 0o755) == nil {
+			_ = os.WriteFile(dst, b, 0o644)
+		}
+		return nil
+	})
+}

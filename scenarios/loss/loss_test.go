@@ -30,6 +30,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/virt"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
 )
@@ -63,16 +64,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// need skips (or, under CI=true, fails) when the test cannot run here.
+// need skips (or, under CI, fails) when the test cannot run here.
 func need(t *testing.T, err error) {
 	t.Helper()
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI must run this test: %v", err)
-	}
-	t.Skip(err)
+	testutil.Need(t, err)
 }
 
 func envInt(t *testing.T, name string, def int) int {
