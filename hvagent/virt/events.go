@@ -2,6 +2,7 @@ package virt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -186,11 +187,17 @@ func startEventLoop() error {
 }
 
 // WatchLifecycle calls fn for every domain lifecycle event on this
-// connection until ctx ends. fn runs on libvirt's event loop goroutine:
-// it must not block (hand the event to a channel or goroutine).
+// connection until ctx ends or the connection is closed. fn runs on
+// libvirt's event loop goroutine: it must not block (hand the event to a
+// channel or goroutine).
 func (l *Libvirt) WatchLifecycle(ctx context.Context, fn func(Event)) error {
 	if l.eventsErr != nil {
 		return fmt.Errorf("virt: libvirt event loop: %w", l.eventsErr)
+	}
+	l.evMu.Lock()
+	defer l.evMu.Unlock()
+	if l.closed {
+		return errors.New("virt: connection closed")
 	}
 	id, err := l.conn.DomainEventLifecycleRegister(nil, func(_ *libvirt.Connect, d *libvirt.Domain, ev *libvirt.DomainEventLifecycle) {
 		name, err := d.GetName()
@@ -206,9 +213,27 @@ func (l *Libvirt) WatchLifecycle(ctx context.Context, fn func(Event)) error {
 	if err != nil {
 		return fmt.Errorf("virt: register for lifecycle events: %w", err)
 	}
+	if l.callbacks == nil {
+		l.callbacks = map[int]bool{}
+	}
+	l.callbacks[id] = true
 	go func() {
-		<-ctx.Done()
-		l.conn.DomainEventDeregister(id)
+		select {
+		case <-ctx.Done():
+			l.deregister(id)
+		case <-l.closing:
+		}
 	}()
 	return nil
+}
+
+// deregister drops callback id unless Close already did.
+func (l *Libvirt) deregister(id int) {
+	l.evMu.Lock()
+	defer l.evMu.Unlock()
+	if !l.callbacks[id] {
+		return
+	}
+	delete(l.callbacks, id)
+	l.conn.DomainEventDeregister(id)
 }

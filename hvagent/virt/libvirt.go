@@ -29,6 +29,12 @@ type Libvirt struct {
 	// inflight marks this agent's actions, for WatchLifecycle.
 	inflight  inflight
 	eventsErr error // the event loop could not be registered
+
+	// evMu guards the event callbacks against Close.
+	evMu      sync.Mutex
+	callbacks map[int]bool
+	closed    bool
+	closing   chan struct{}
 }
 
 type startRec struct {
@@ -68,6 +74,7 @@ func Open(ctx context.Context, uri string) (*Libvirt, error) {
 			vmLocks:   map[string]*sync.Mutex{},
 			started:   map[string]startRec{},
 			eventsErr: evErr,
+			closing:   make(chan struct{}),
 		}
 		if uri == "qemu:///system" {
 			l.procStart = func(name string) (time.Time, bool) {
@@ -92,8 +99,18 @@ func (l *Libvirt) URI() string { return l.uri }
 // domains. Do not close it; call Close.
 func (l *Libvirt) Conn() *libvirt.Connect { return l.conn }
 
-// Close closes the connection.
+// Close drops the event callbacks and closes the connection.
 func (l *Libvirt) Close() error {
+	l.evMu.Lock()
+	if !l.closed {
+		l.closed = true
+		for id := range l.callbacks {
+			l.conn.DomainEventDeregister(id)
+		}
+		l.callbacks = nil
+		close(l.closing)
+	}
+	l.evMu.Unlock()
 	_, err := l.conn.Close()
 	return err
 }

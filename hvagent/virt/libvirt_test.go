@@ -18,15 +18,29 @@ const testDomXML = `<domain type='test'>
   <os><type>hvm</type></os>
 </domain>`
 
-// newTest opens a private test:///default (each connection has its own
-// copy of the driver's state) and defines a shut-off domain "vm1".
+// newTest opens test:///default and defines a shut-off domain "vm1".
+// Connections open at the same time share the driver's state, and since
+// the agent runs libvirt's event loop a closed connection may be released
+// a moment later on the loop's thread; so newTest removes a "vm1" left by
+// the test before, and removes its own when the test ends.
 func newTest(t *testing.T) *Libvirt {
 	t.Helper()
 	l, err := Open(context.Background(), "test:///default")
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	t.Cleanup(func() { l.Close() })
+	removeVM := func() {
+		if d, err := l.Conn().LookupDomainByName("vm1"); err == nil {
+			d.Destroy()
+			d.Undefine()
+			d.Free()
+		}
+	}
+	removeVM()
+	t.Cleanup(func() {
+		removeVM()
+		l.Close()
+	})
 	d, err := l.Conn().DomainDefineXML(fmt.Sprintf(testDomXML, "vm1"))
 	if err != nil {
 		t.Fatalf("define vm1: %v", err)

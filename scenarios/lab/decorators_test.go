@@ -10,4 +10,7 @@ var (
 	Failover = Label("failover")
 	// Power specs power the hypervisor host off and on through the BMC.
 	Power = Label("power")
+	// VMSSide specs check what an operator sees from the VMS: VM figures,
+	// the output schema, the host's BMC from vmsctl (issue 12).
+	VMSSide = Label("vms-side")
 )
