@@ -264,6 +264,9 @@ func (a *Agent) HandleEnvelope(ctx context.Context, env []byte, via string) (out
 
 func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now time.Time) ([][]byte, error) {
 	log := a.log.With("via", via, "request_id", req.ID, "principal", req.Principal, "command", req.Command.String(), "vm", req.VM)
+	if len(req.Metadata) > 0 || req.OOBAddr != "" || req.VMMAddr != "" {
+		log = log.With("meta", req.Metadata, "vms_oob_i", req.OOBAddr, "vms_vmm_i", req.VMMAddr)
+	}
 	fp := fingerprint(req)
 
 	// A request id already executed: the recorded reply, never a second run.
@@ -279,7 +282,7 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 	}
 	action := req.Command.String()
 	vmName := req.VM
-	if req.Command == vmsg.CmdList || req.Command == vmsg.CmdPing {
+	if req.Command == vmsg.CmdList || req.Command == vmsg.CmdPing || req.Command == vmsg.CmdHistory {
 		vmName = ""
 	} else if vmName == "" {
 		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: action + " needs a VM name"})
@@ -311,7 +314,10 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 		log.Warn("request refused by the authorization list", "reason", d.Reason)
 		return a.refuse(ctx, req, via, vmsg.ErrDenied, reason, now)
 	}
-	return a.execute(ctx, log, req, fp)
+	if req.Command == vmsg.CmdHistory { // read-only, and not journaled itself
+		return a.answer(a.history(req, via, now))
+	}
+	return a.execute(ctx, log, req, fp, via)
 }
 
 func (a *Agent) replay(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rec []byte) ([][]byte, error) {
@@ -332,7 +338,7 @@ func (a *Agent) replay(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rec 
 	return [][]byte{env}, nil
 }
 
-func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte) ([][]byte, error) {
+func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, via string) ([][]byte, error) {
 	rec, claimed, err := a.cfg.Journal.Begin(ctx, req.ID)
 	switch {
 	case errors.Is(err, journal.ErrInterrupted):
@@ -354,6 +360,7 @@ func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request
 	}
 
 	rep := a.run(ctx, log, req)
+	rep.Executed = executed(req, via, a.cfg.Now())
 	kind, body, err := vmsg.Encode(rep)
 	if err != nil {
 		_ = a.cfg.Journal.Abort(req.ID)
