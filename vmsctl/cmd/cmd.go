@@ -95,6 +95,7 @@ type App struct {
 	invPath, via, output, otp, otpFile string
 	timeout, budget                    time.Duration
 	debug                              bool
+	meta                               []string
 
 	inv     *inventory.Inventory
 	invFile string
@@ -178,7 +179,8 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 refused/unauthorized, 4 challenge failed,
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline for the whole command, challenge prompt included")
 	f.DurationVar(&a.budget, "vmmi-budget", 300*time.Millisecond, "auto: how long VMM-I may take before OOB-I is used")
 	f.BoolVar(&a.debug, "debug", false, "log channel decisions to stderr")
-	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd())
+	f.StringArrayVar(&a.meta, "meta", nil, "key=value metadata sent with each request, journaled by the agent (repeatable)")
+	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.historyCmd())
 	return root
 }
 
@@ -247,8 +249,12 @@ func (a *App) client() (*client.Client, error) {
 	if err := a.loadInventory(); err != nil {
 		return nil, err
 	}
+	meta, err := parseMeta(a.meta)
+	if err != nil {
+		return nil, err
+	}
 	o := client.Options{Via: a.via, Challenge: a.answer, Logger: a.log, Now: a.Now,
-		Auto: client.AutoOptions{Budget: a.budget}}
+		Auto: client.AutoOptions{Budget: a.budget}, Metadata: meta}
 	if a.Options != nil {
 		a.Options(&o)
 	}

@@ -36,6 +36,14 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 		case req.Command == vmsg.CmdStatus && req.VM == "web1":
 			rep.VMs = []vmsg.VMState{{Name: "web1", State: "running", Reason: "booted", VCPUs: 1, MemoryKiB: 131072, MaxMemKiB: 131072,
 				UptimeSec: 61, UptimeSource: "qemu-process", CPUTimeMs: 2340, Persistent: true, Autostart: true}}
+		case req.Command == vmsg.CmdHistory:
+			rep.History = []vmsg.HistoryItem{
+				{RequestID: 0x1111, OK: true, State: "running", Executed: vmsg.Executed{Principal: "ops", Command: vmsg.CmdStart, VM: "web1",
+					OOBAddr: "10.0.1.1:623", VMMAddr: "10.0.0.1:7443", Metadata: map[string]string{"ticket": "OPS-42"}, Via: "oob-i",
+					TimeMs: time.Date(2026, 11, 29, 13, 0, 0, 0, time.UTC).UnixMilli()}},
+				{RequestID: 0x2222, Code: vmsg.ErrHypervisor, Error: "cannot suspend VM \"db1\" while shut off", Executed: vmsg.Executed{
+					Principal: "ops", Command: vmsg.CmdSuspend, VM: "db1", Via: "vmm-i", TimeMs: time.Date(2026, 11, 29, 13, 5, 0, 0, time.UTC).UnixMilli()}},
+			}
 		case req.Command == vmsg.CmdPing:
 			rep.Host = &vmsg.HostInfo{HostID: host, Hostname: host + ".lab", Hypervisor: "QEMU", Libvirt: "9.0.0"}
 		case req.VM == "nope":
@@ -49,6 +57,10 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 			if _, ok := seal.VerifyChallengeCode(opSecret, nonce, req.Answer.Code, time.Now()); !ok {
 				return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrChallengeNo, Error: "wrong code"}, nil
 			}
+		}
+		if req.Command.ChangesState() {
+			rep.Executed = &vmsg.Executed{Principal: req.Principal, Command: req.Command, VM: req.VM, Metadata: req.Metadata,
+				OOBAddr: req.OOBAddr, VMMAddr: req.VMMAddr}
 		}
 		return rep, nil
 	}

@@ -89,6 +89,9 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 	}
 	out := vmResult{Host: host, Command: c.String(), VM: vm, OK: true, Via: res.Via,
 		LatencyMs: ms(res.Latency), RequestID: fmt.Sprintf("%016x", res.RequestID), Challenged: res.Challenged, VMs: vmsOut(res.Reply.VMs)}
+	if e := res.Reply.Executed; e != nil {
+		out.Metadata = e.Metadata
+	}
 	return a.emit(out, func(w io.Writer) {
 		if c == vmsg.CmdList || c == vmsg.CmdStatus {
 			vmTable(w, out.VMs)

@@ -40,6 +40,8 @@ func TestGolden(t *testing.T) {
 		{"alerts.json", []string{"-o", "json", "alerts", "h1"}},
 		{"alerts.yaml", []string{"-o", "yaml", "alerts", "h1"}},
 		{"watch.json", []string{"-o", "json", "watch", "--once", "h1"}},
+		{"history.json", []string{"-o", "json", "history", "h1"}},
+		{"vm-start-meta.json", []string{"-o", "json", "--meta", "ticket=OPS-42", "--meta", "reason=", "vm", "start", "h1", "web1"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t)

@@ -111,6 +111,8 @@ type vmResult struct {
 	RequestID  string  `json:"request_id"`
 	Challenged bool    `json:"challenged,omitempty"`
 	VMs        []vmOut `json:"vms,omitempty"`
+	// Metadata is what the agent recorded with the request (--meta).
+	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
 // hostRow is one line of host list / host status / watch.
