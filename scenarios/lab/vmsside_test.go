@@ -2,6 +2,7 @@ package lab_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -75,6 +76,46 @@ var _ = Describe("What the VMS side sees", Lab, VMSSide, func() {
 			Expect(code).To(Equal(0), table)
 			AddReportEntry("vm list via "+via, table)
 		}
+	}, SpecTimeout(2*time.Minute))
+
+	It("journals --meta with a request sent over the OOB-I and lists it in history over the VMM-I", func(ctx SpecContext) {
+		ticket := fmt.Sprintf("E2E-%d", time.Now().UnixNano())
+		out, code := Vmsctl(ctx, "--via", "oob", "--meta", "ticket="+ticket, "-o", "json", "vm", "start", host, "web1")
+		Expect(code).To(Equal(0), out)
+		var started struct {
+			RequestID string            `json:"request_id"`
+			Metadata  map[string]string `json:"metadata"`
+		}
+		Expect(json.Unmarshal([]byte(out), &started)).To(Succeed(), out)
+		Expect(started.Metadata).To(HaveKeyWithValue("ticket", ticket), "the agent returns what it recorded")
+
+		out, code = Vmsctl(ctx, "--via", "vmmi", "-o", "json", "history", host)
+		Expect(code).To(Equal(0), out)
+		var h struct {
+			Requests []struct {
+				RequestID string            `json:"request_id"`
+				Via       string            `json:"via"`
+				Action    string            `json:"action"`
+				VM        string            `json:"vm"`
+				OK        bool              `json:"ok"`
+				Metadata  map[string]string `json:"metadata"`
+				VMSOOBI   string            `json:"vms_oob_i"`
+			} `json:"requests"`
+		}
+		Expect(json.Unmarshal([]byte(out), &h)).To(Succeed(), out)
+		found := false
+		for _, r := range h.Requests {
+			if r.Metadata["ticket"] == ticket {
+				found = true
+				Expect(r.RequestID).To(Equal(started.RequestID))
+				Expect(r.Via).To(Equal(client.ViaOOB))
+				Expect(r.Action).To(Equal("start"))
+				Expect(r.VM).To(Equal("web1"))
+				Expect(r.OK).To(BeTrue())
+				Expect(r.VMSOOBI).NotTo(BeEmpty())
+			}
+		}
+		Expect(found).To(BeTrue(), "history lacks ticket %s:\n%s", ticket, out)
 	}, SpecTimeout(2*time.Minute))
 
 	It("reads the host's power and SEL from its BMC with vmsctl", func(ctx SpecContext) {
