@@ -30,7 +30,8 @@ type Alert struct {
 }
 
 func (a Alert) String() string {
-	return fmt.Sprintf("%s: %s by %q on VM %q refused: %s", a.Host, a.Action, a.Principal, a.VM, a.Reason)
+	// The reason names the class ("denied: …", "unauthorized local change: …").
+	return fmt.Sprintf("%s: %s by %q on VM %q: %s", a.Host, a.Action, a.Principal, a.VM, a.Reason)
 }
 
 // Sink delivers alerts somewhere. Send must honour ctx and be safe for
