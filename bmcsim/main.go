@@ -38,6 +38,7 @@ func main() {
 		logLevel = flag.String("log-level", "info", "debug, info, warn or error")
 		pprofOn  = flag.Bool("pprof", false, "also serve Go's profiler under /debug/pprof/ on the --metrics address")
 		procs    = flag.Int("procs", 1, "Go threads running at once (GOMAXPROCS; the environment variable wins when set)")
+		fleet    = flag.Int("fleet", 0, "serve N BMCs named NAME-0 … NAME-(N-1) on --lan's port … port+N-1 (and --kcs's likewise)")
 	)
 	flag.StringVar(&c.Name, "name", "bmc0", "name of the BMC (log and metric label)")
 	flag.StringVar(&c.LAN, "lan", "", "UDP address of the IPMI LAN channel, e.g. 127.0.0.1:6230")
@@ -79,7 +80,22 @@ func main() {
 		}
 		file.Pprof = file.Pprof || *pprofOn
 	}
-	if c.LAN != "" || len(users) > 0 {
+	if *fleet > 0 {
+		if *cfgPath != "" {
+			fmt.Fprintln(os.Stderr, "bmcsim: --fleet and --config do not mix: list the BMCs in the file, or give --fleet with --lan")
+			os.Exit(2)
+		}
+		if !isFlagSet("name") {
+			c.Name = "bmc"
+		}
+		c.Users = users
+		cs, err := sim.Fleet(c, *fleet)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bmcsim:", err)
+			os.Exit(2)
+		}
+		file.BMCs = cs
+	} else if c.LAN != "" || len(users) > 0 {
 		c.Users = users
 		file.BMCs = append(file.BMCs, c)
 	}
@@ -98,4 +114,11 @@ func main() {
 		os.Exit(1)
 	}
 	log.Info("bmcsim stopped", "uptime", time.Since(start).Round(time.Second).String())
+}
+
+// isFlagSet reports whether the command line gave flag name.
+func isFlagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

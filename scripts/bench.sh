@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TMP=$(mktemp -d -t ooblab-bench.XXXXXX)
+# Each section's program writes its figures here (bench/results format);
+# bench/report turns them into bench/report.md, bench/plots/ and
+# bench/results.json at the end. BENCH_SECTIONS runs only the named ones.
+RESULTS=$TMP/results
+mkdir -p "$RESULTS"
 PIDS=()
 cleanup() {
   local p
@@ -82,7 +87,7 @@ EOF
     -target "bmcsim,127.0.0.1:$bmc_port,3,$bmc_pid" \
     -target "ipmi_sim,127.0.0.1:$sim_port,3,$sim_pid" \
     -target "bmcsim,127.0.0.1:$bmc_port,17,$bmc_pid" \
-    -ratio bmcsim/ipmi_sim || rc=$?
+    -ratio bmcsim/ipmi_sim -json "$RESULTS/lan.json" || rc=$?
   if [ "$rc" -ne 0 ]; then
     echo "bench_lan: load generator failed (exit $rc); server logs:" >&2
     tail -n 20 "$dir/bmcsim.log" "$dir/ipmi_sim.log" >&2
@@ -110,7 +115,7 @@ bench_lab() {
   echo "CPUs $(nproc), load average before: $(cut -d' ' -f1-3 /proc/loadavg); base port $port"
   local rc=0
   timeout -k 30 450 "$dir/benchlab" -dir "$dir/work" -bin bin -base-port "$port" \
-    -n "${BENCH_LAB_N:-200}" -cold="$cold" -timeout 7m || rc=$?
+    -n "${BENCH_LAB_N:-200}" -cold="$cold" -timeout 7m -json "$RESULTS/lab.json" || rc=$?
   # Safety net: the bench stops its labs itself, also on SIGTERM.
   bin/lab --dir "$dir/work/lab" down >/dev/null 2>&1 || true
   [ "$rc" -ne 0 ] && echo "bench_lab: failed (exit $rc); lab logs were in $dir/work/lab" >&2
@@ -130,14 +135,54 @@ bench_oob() {
   mkdir -p "$dir"
   go build -trimpath -o "$dir/oob" ./bench/oob
   echo "CPUs $(nproc), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-  timeout -k 10 90 "$dir/oob" -sizes "${BENCH_OOB_SIZES:-200,4096,65536}" -time "${BENCH_OOB_TIME:-4s}"
+  timeout -k 10 90 "$dir/oob" -sizes "${BENCH_OOB_SIZES:-200,4096,65536}" -time "${BENCH_OOB_TIME:-4s}" -json "$RESULTS/oob.json"
+}
+
+# bench_fleet: bin/bmcsim --fleet N (N BMCs, one process) with N hvagents
+# in one process (hvagent's run.Run over each BMC's chardev, libvirt
+# test:///default) and bin/vmsctl host status over the OOB-I with no host
+# named (bounded fan-out): bmcsim RSS idle / with hosts / after, start-up
+# times, host status wall time at each size. No QEMU. ~40 s with the defaults.
+#   BENCH_FLEET_SIZES  fleet sizes (10,100,1000)
+#   BENCH_FLEET_RUNS   host status runs per size (3)
+bench_fleet() {
+  local dir=$TMP/fleet
+  mkdir -p "$dir"
+  go build -trimpath -o "$dir/fleet" ./bench/fleet
+  echo "CPUs $(nproc), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  timeout -k 10 300 "$dir/fleet" -bin bin -dir "$dir/work" -sizes "${BENCH_FLEET_SIZES:-10,100,1000}" \
+    -runs "${BENCH_FLEET_RUNS:-3}" -json "$RESULTS/fleet.json"
+}
+
+# run_section NAME TITLE: runs bench_NAME unless BENCH_SECTIONS leaves it
+# out; a failed section is reported at the end, the others still run.
+FAILED=()
+run_section() {
+  local name=$1 title=$2
+  if [ -n "${BENCH_SECTIONS:-}" ] && [[ ",$BENCH_SECTIONS," != *",$name,"* ]]; then
+    return 0
+  fi
+  section "$title (bench_$name)"
+  "bench_$name" || FAILED+=("$name")
 }
 
 section "deps (scripts/deps.sh)"
 scripts/deps.sh
 section "build (scripts/build.sh)"
 scripts/build.sh
-section "LAN: bmcsim vs OpenIPMI ipmi_sim, in-session RMCP+ requests (bench_lan)"
-bench_lan
-section "lab: lab up, vm status VMM-I vs OOB-I, failover, sealed payload vs raw KCS (bench_lab)"; bench_lab
-section "OOB-I: sealed vs unsealed messages VMS → system interface, seal+open alone (bench_oob)"; bench_oob
+run_section lan "LAN: bmcsim vs OpenIPMI ipmi_sim, in-session RMCP+ requests"
+run_section lab "lab: lab up, vm status VMM-I vs OOB-I, failover, sealed payload vs raw KCS"
+run_section oob "OOB-I: sealed vs unsealed messages VMS → system interface, seal+open alone"
+run_section fleet "fleet: bmcsim --fleet RSS and vmsctl host status at 10/100/1000 hosts"
+
+section "report (bench/report): bench/report.md, bench/plots/, bench/results.json"
+if compgen -G "$RESULTS/*.json" >/dev/null; then
+  go run ./bench/report -sections "$RESULTS" -out bench
+  echo "wrote bench/report.md, bench/results.json and bench/plots/ (sections with figures: $(cd "$RESULTS" && ls -- *.json | tr '\n' ' '))"
+else
+  echo "no section wrote figures; no report" >&2
+fi
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  echo "bench: failed sections: ${FAILED[*]}" >&2
+  exit 1
+fi

@@ -64,6 +64,7 @@ type config struct {
 	progress  io.Writer
 	labDir    string
 	imageRoot string
+	jsonPath  string // -json: the figures in bench/results format too
 }
 
 func main() {
@@ -80,6 +81,7 @@ func main() {
 	flag.IntVar(&c.kcsN, "kcs-n", 300, "requests per raw KCS measurement (table 4)")
 	flag.BoolVar(&c.cold, "cold", true, "measure a cold `lab up` (guest image rebuilt, ~40-60 s more)")
 	flag.BoolVar(&c.hosts3, "hosts3", true, "measure a warm `lab up` of three hosts")
+	flag.StringVar(&c.jsonPath, "json", "", "also write the figures to FILE (bench/results format)")
 	flag.DurationVar(&c.timeout, "timeout", 7*time.Minute+30*time.Second, "bound on the whole run")
 	flag.Parse()
 	for _, s := range strings.Split(budgets, ",") {
@@ -146,7 +148,14 @@ func run(ctx context.Context, c *config) (err error) {
 	c.binDir = bin
 
 	var r results
-	defer func() { printAll(os.Stdout, c, &r) }()
+	defer func() {
+		printAll(os.Stdout, c, &r)
+		if c.jsonPath != "" {
+			if jerr := labSection(c, &r).WriteFile(c.jsonPath); jerr != nil && err == nil {
+				err = fmt.Errorf("-json: %w", jerr)
+			}
+		}
+	}()
 
 	// The raw KCS ceiling first, while no lab guest of ours competes for
 	// the CPUs. It builds guestprog with `go build`: keep Go's build cache

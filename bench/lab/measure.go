@@ -49,6 +49,8 @@ func status(ctx context.Context, cl *client.Client, d time.Duration) (*client.Re
 // rttResult is table 2.
 type rttResult struct {
 	vmmi, oob   stats
+	vmmiLat     []time.Duration // the samples, for the report's plot
+	oobLat      []time.Duration
 	oobReads    float64 // queue 2 reads per request
 	oobSessions int
 	load        string
@@ -95,6 +97,7 @@ func measureRTT(ctx context.Context, c *config) (*rttResult, error) {
 	}
 	after := ob.Stats()
 	r.vmmi, r.oob = summarize(vl), summarize(ol)
+	r.vmmiLat, r.oobLat = vl, ol
 	r.oobReads = float64(after.Reads-before.Reads) / float64(c.n)
 	r.oobSessions = after.Reconnects
 	return r, nil

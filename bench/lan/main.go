@@ -108,6 +108,7 @@ func main() {
 		wait     = flag.String("wait", "", "only wait for RMCP presence pongs from these HOST:PORTs, then exit")
 		waitTime = flag.Duration("wait-timeout", 15*time.Second, "deadline for -wait")
 		free     = flag.Int("free-ports", 0, "only print this many free UDP ports on 127.0.0.1, then exit")
+		jsonOut  = flag.String("json", "", "also write the figures to FILE (bench/results format)")
 	)
 	flag.Var(&targets, "target", "LABEL,HOST:PORT,SUITE[,PID] (repeatable)")
 	flag.Parse()
@@ -157,6 +158,7 @@ func main() {
 	tw := tabwriter.NewWriter(os.Stdout, 2, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "target\tsuite\tsessions\trequests\treq/s\tmedian\tp99\terrors\tclient CPU\tserver CPU\tserver µs/req\t")
 	failed := false
+	rep := newReport(*mode, *warm, *dur)
 	for _, c := range cs {
 		byLabel := map[string]*result{}
 		for _, t := range targets {
@@ -171,6 +173,7 @@ func main() {
 			if byLabel[t.label] == nil { // -ratio uses a label's first target
 				byLabel[t.label] = r
 			}
+			rep.add(r)
 			srv, per := "-", "-"
 			if r.serverCPU >= 0 {
 				srv = fmt.Sprintf("%.0f%%", 100*r.serverCPU.Seconds()/r.window.Seconds())
@@ -190,10 +193,17 @@ func main() {
 				fmt.Fprintf(tw, "%s/%s\t\t%d\t\t×%.2f\t×%.2f\t×%.2f\t\t\t\t%s\t\n", a, b, c, ra.rate()/rb.rate(),
 					float64(ra.pct(0.5))/float64(rb.pct(0.5)), float64(ra.pct(0.99))/float64(rb.pct(0.99)),
 					perRatio(ra, rb))
+				rep.ratio(a, b, c, ra, rb)
 			}
 		}
 	}
 	tw.Flush()
+	if *jsonOut != "" {
+		if err := rep.write(*jsonOut); err != nil {
+			fmt.Fprintln(os.Stderr, "lan: -json:", err)
+			failed = true
+		}
+	}
 	if failed {
 		os.Exit(1)
 	}

@@ -79,6 +79,7 @@ func main() {
 		rtDur   = flag.Duration("rt-time", 2*time.Second, "measured time per size for the round-trip row")
 		minMsgs = flag.Int("min", 6, "at least this many messages per kind and size, even past -time")
 		state   = flag.Bool("state", false, "journal the queues on disk (bmcsim --state: one fsync per record put and remove)")
+		jsonF   = flag.String("json", "", "also write the figures to FILE (bench/results format)")
 	)
 	flag.Parse()
 	var sizes []int
@@ -91,7 +92,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, sizes, *dur, *rtDur, *minMsgs, *state); err != nil {
+	if err := run(ctx, sizes, *dur, *rtDur, *minMsgs, *state, *jsonF); err != nil {
 		fatalf("%v", err)
 	}
 }
@@ -396,7 +397,7 @@ func (l *lab) roundTrip(ctx context.Context, size int, d time.Duration, minN int
 	return s, nil
 }
 
-func run(ctx context.Context, sizes []int, dur, rtDur time.Duration, minN int, state bool) error {
+func run(ctx context.Context, sizes []int, dur, rtDur time.Duration, minN int, state bool, jsonPath string) error {
 	tmp, err := os.MkdirTemp("", "ooblab-bench-oob")
 	if err != nil {
 		return err
@@ -412,13 +413,6 @@ func run(ctx context.Context, sizes []int, dur, rtDur time.Duration, minN int, s
 	}
 	defer done()
 
-	type row struct {
-		size             int
-		sealed, raw, rt  *series
-		crypto           time.Duration
-		envLen, nRecords int
-		rawRecords       int
-	}
 	var rows []row
 	for _, size := range sizes {
 		body := make([]byte, size)
@@ -484,6 +478,9 @@ func run(ctx context.Context, sizes []int, dur, rtDur time.Duration, minN int, s
 	fmt.Println("seal+open alone: HKDF key derivation + AES-256-GCM seal and open of the same body, no I/O (CPU only).")
 	fmt.Println("round trip: vmsctl/client OOB-I Exchange, the bytes as request metadata, a small sealed Reply back via Queue 2 (polled).")
 	fmt.Printf("host loop %+v; open errors %d; queues at end: q1 %d q2 %d\n", l.loop.Stats(), l.h.openErr.Load(), q1.Depth, q2.Depth)
+	if jsonPath != "" {
+		return oobSection(rows, journal).WriteFile(jsonPath)
+	}
 	return nil
 }
 

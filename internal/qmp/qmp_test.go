@@ -106,7 +106,7 @@ func TestDeadlineWhenQEMUHangs(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("stopped QEMU: err = %v, want DeadlineExceeded", err)
 	}
-	if took > 2*time.Second {
+	if took > 5*time.Second {
 		t.Fatalf("returned after %v, deadline was 300ms", took)
 	}
 	// Reconnecting to a stopped QEMU also honours the deadline.
@@ -114,7 +114,7 @@ func TestDeadlineWhenQEMUHangs(t *testing.T) {
 	if _, err := m.QueryStatus(ctxT(t, 300*time.Millisecond)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("reconnect to stopped QEMU: err = %v", err)
 	}
-	if took := time.Since(start); took > 2*time.Second {
+	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("reconnect returned after %v", took)
 	}
 	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
@@ -152,7 +152,7 @@ func TestDialWaitsForSocket(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want DeadlineExceeded", err)
 	}
-	if time.Since(start) > 2*time.Second {
+	if time.Since(start) > 5*time.Second {
 		t.Fatal("Dial overran its deadline")
 	}
 }

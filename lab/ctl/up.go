@@ -91,6 +91,7 @@ func Up(ctx context.Context, o Options, log *slog.Logger) (st *State, err error)
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
+	closeInheritedOnExec()
 	if st, err := loadState(o.Dir); err == nil && processAlive(st.BMCSim.Pid) {
 		return nil, fmt.Errorf("a lab is already up in %s (bmcsim pid %d): `lab down` first", o.Dir, st.BMCSim.Pid)
 	}
@@ -446,4 +447,20 @@ func probeAccel(ctx context.Context, kernel string, log *slog.Logger) string {
 		_ = os.WriteFile(cache, []byte(accel+"\n"), 0o644)
 	}
 	return accel
+}
+
+// closeInheritedOnExec marks every descriptor this process inherited
+// (beyond stdin, stdout and stderr) close-on-exec, so the daemons lab up
+// leaves running do not keep them: a lock held by the caller (flock make
+// e2e) or a pipe of CI's would otherwise stay open until lab down.
+func closeInheritedOnExec() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }

@@ -13,4 +13,8 @@ var (
 	// VMSSide specs check what an operator sees from the VMS: VM figures,
 	// the output schema, the host's BMC from vmsctl (issue 12).
 	VMSSide = Label("vms-side")
+	// KCSGuest specs boot a minimal guest against an in-process bmcsim to
+	// prove the KCS path (ipmi_si, /dev/ipmi0, pushed notifications); they
+	// need no lab.
+	KCSGuest = Label("kcs-guest")
 )

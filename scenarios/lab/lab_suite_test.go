@@ -5,7 +5,7 @@
 package lab_test
 
 import (
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -38,11 +39,6 @@ var (
 	inv    *inventory.Inventory
 )
 
-type suiteEnv struct {
-	Dir  string `json:"dir"`
-	Root string `json:"root"`
-}
-
 // missing names what this machine lacks to run a lab, or "".
 func missing(root string) string {
 	if os.Geteuid() != 0 {
@@ -61,25 +57,48 @@ func missing(root string) string {
 	return ""
 }
 
-var _ = SynchronizedBeforeSuite(func(ctx SpecContext) []byte {
+var _ = BeforeSuite(func() {
+	wd, err := os.Getwd()
+	Expect(err).NotTo(HaveOccurred())
+	root = filepath.Dir(filepath.Dir(wd))
+})
+
+// labErr keeps a failed lab up, so the next lab spec fails at once instead
+// of trying again.
+var labErr error
+
+// The lab comes up before the first spec labelled "lab" (once for the
+// suite; the suite runs on one process); specs that need none (kcs-guest)
+// run without it.
+var _ = BeforeEach(func(ctx SpecContext) {
+	if !slices.Contains(CurrentSpecReport().Labels(), "lab") || labDir != "" {
+		return
+	}
 	if testing.Short() {
 		Skip("-short: the lab scenarios need a real lab")
 	}
-	wd, err := os.Getwd()
-	Expect(err).NotTo(HaveOccurred())
-	root := filepath.Dir(filepath.Dir(wd))
 	if why := missing(root); why != "" {
 		if testutil.InCI() {
 			Fail("CI must run the lab scenarios, but " + why)
 		}
 		Skip(why)
 	}
+	Expect(labErr).NotTo(HaveOccurred(), "lab up failed before")
+	labErr = upLab(ctx)
+	Expect(labErr).NotTo(HaveOccurred())
+}, NodeTimeout(20*time.Minute))
+
+func upLab(ctx context.Context) error {
 	// A folder and ports of this run's own, so two runs on one machine (a
 	// developer's and CI's) never tear down or collide with each other.
 	dir, err := os.MkdirTemp("", "ooblab-scenarios-")
-	Expect(err).NotTo(HaveOccurred())
+	if err != nil {
+		return err
+	}
 	base, err := freeBasePort(1)
-	Expect(err).NotTo(HaveOccurred())
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	_, err = ctl.Up(ctx, ctl.Options{
 		Dir: dir, Hosts: 1, BinDir: filepath.Join(root, "bin"), BasePort: base,
@@ -87,28 +106,22 @@ var _ = SynchronizedBeforeSuite(func(ctx SpecContext) []byte {
 	}, nil)
 	if err != nil {
 		saveLabLogs(root, dir)
+		return fmt.Errorf("lab up (console: %s/h1/qemu/console.log, copied to artifacts/lab-logs): %w", dir, err)
 	}
-	Expect(err).NotTo(HaveOccurred(), "lab up (console: %s/h1/qemu/console.log)", dir)
 	GinkgoWriter.Printf("lab up took %v\n", time.Since(start))
-	b, err := json.Marshal(suiteEnv{Dir: dir, Root: root})
-	Expect(err).NotTo(HaveOccurred())
-	return b
-}, func(b []byte) {
-	var env suiteEnv
-	Expect(json.Unmarshal(b, &env)).To(Succeed())
-	labDir, root = env.Dir, env.Root
-	var err error
-	inv, err = inventory.Load(filepath.Join(labDir, "inventory.json"))
-	Expect(err).NotTo(HaveOccurred())
-}, NodeTimeout(20*time.Minute))
+	if inv, err = inventory.Load(filepath.Join(dir, "inventory.json")); err != nil {
+		return err
+	}
+	labDir = dir
+	return nil
+}
 
-var _ = SynchronizedAfterSuite(func() {
+var _ = AfterSuite(func(ctx SpecContext) {
 	clientsMu.Lock()
-	defer clientsMu.Unlock()
 	for _, c := range clients {
 		c.Close()
 	}
-}, func(ctx SpecContext) {
+	clientsMu.Unlock()
 	if labDir == "" {
 		return
 	}
@@ -125,7 +138,9 @@ var _ = SynchronizedAfterSuite(func() {
 // LAN B.., KCS B+100.., VMM-I B+2000.., metrics B+3000) are all free now.
 func freeBasePort(hosts int) (int, error) {
 	for try := 0; try < 200; try++ {
-		b := 20000 + rand.IntN(25000)
+		// Below the kernel's ephemeral range (32768+), so an outgoing
+		// connection cannot take a port between this check and QEMU's bind.
+		b := 20000 + rand.IntN(9000)
 		ok := true
 		var held []io.Closer
 		for n := 0; n < hosts && ok; n++ {

@@ -96,6 +96,7 @@ type App struct {
 	timeout, budget                    time.Duration
 	debug                              bool
 	meta                               []string
+	fan                                fanOut // --parallel, --progress (fanout.go)
 
 	inv     *inventory.Inventory
 	invFile string

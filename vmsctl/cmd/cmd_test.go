@@ -117,7 +117,7 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{[]string{"vm", "list", "h1"}, ExitOK},
 		{[]string{"vm", "start", "h1", "web1"}, ExitOK},
-		{[]string{"vm", "list"}, ExitUsage},
+		{[]string{"vm", "list", "h1", "h2"}, ExitUsage}, // no host lists every host (fanout.go)
 		{[]string{"vm", "frobnicate", "h1"}, ExitUsage},
 		{[]string{"--bogus"}, ExitUsage},
 		{[]string{"-o", "xml", "vm", "list", "h1"}, ExitUsage},

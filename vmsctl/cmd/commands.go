@@ -9,7 +9,6 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -48,23 +47,32 @@ func group(c *cobra.Command) *cobra.Command {
 
 func (a *App) vmCmd() *cobra.Command {
 	vm := group(&cobra.Command{Use: "vm", Short: "List, inspect and change VMs on a host"})
-	add := func(name, short string, c vmsg.Command, withVM bool) {
+	add := func(name, short string, c vmsg.Command, withVM bool) *cobra.Command {
 		use, n := name+" HOST", 1
 		if withVM {
 			use, n = name+" HOST VM", 2
 		}
-		vm.AddCommand(&cobra.Command{
-			Use: use, Short: short, Args: exactArgs(n), ValidArgsFunction: a.hostNames,
+		args := exactArgs(n)
+		if c == vmsg.CmdList {
+			use, args = name+" [HOST]", listArgs // no host: every host (fanout.go)
+		}
+		cc := &cobra.Command{
+			Use: use, Short: short, Args: args, ValidArgsFunction: a.hostNames,
 			RunE: func(cmd *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					return a.listAll(cmd)
+				}
 				name := ""
 				if withVM {
 					name = args[1]
 				}
 				return a.runVM(cmd, args[0], c, name)
 			},
-		})
+		}
+		vm.AddCommand(cc)
+		return cc
 	}
-	add("list", "List the host's VMs", vmsg.CmdList, false)
+	a.fan.addFlags(add("list", "List a host's VMs, or every host's (--parallel at once) when none is named", vmsg.CmdList, false).Flags())
 	add("status", "Show one VM", vmsg.CmdStatus, true)
 	add("start", "Start a VM", vmsg.CmdStart, true)
 	add("shutdown", "Ask a VM to shut down (ACPI)", vmsg.CmdShutdown, true)
@@ -108,6 +116,7 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 
 func (a *App) hostCmd() *cobra.Command {
 	h := group(&cobra.Command{Use: "host", Short: "The inventory's hosts"})
+	a.fan.addFlags(h.PersistentFlags())
 	h.AddCommand(&cobra.Command{
 		Use: "list", Short: "List the inventory's hosts (no network)", Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -169,7 +178,7 @@ func (a *App) hostCmd() *cobra.Command {
 	return h
 }
 
-// survey runs cmd on every named host (all when none) concurrently.
+// survey runs cmd on every named host (all when none), --parallel at once.
 func (a *App) survey(ctx context.Context, cl *client.Client, names []string, c vmsg.Command) ([]hostRow, error) {
 	if len(names) == 0 {
 		for _, h := range a.inv.Hosts {
@@ -177,29 +186,27 @@ func (a *App) survey(ctx context.Context, cl *client.Client, names []string, c v
 		}
 	}
 	rows := make([]hostRow, len(names))
-	var wg sync.WaitGroup
 	for i, n := range names {
 		h, err := a.inv.Host(n)
 		if err != nil {
 			return nil, err
 		}
 		rows[i] = hostRow{Name: n, HostID: h.HostID}
-		wg.Go(func() {
-			r := &rows[i]
-			res, err := cl.Do(ctx, n, c, "")
-			ok := err == nil
-			r.OK = &ok
-			if err != nil {
-				r.err, r.Error = err, err.Error()
-			} else {
-				r.Via, r.LatencyMs, r.Info, r.VMs = res.Via, ms(res.Latency), hostInfo(res.Reply.Host), vmsOut(res.Reply.VMs)
-			}
-			if a.via == "auto" {
-				r.Health = health(cl.Health(n))
-			}
-		})
 	}
-	wg.Wait()
+	a.fan.run(ctx, a.Err, len(names), c.String(), func(ctx context.Context, i int) {
+		r := &rows[i]
+		res, err := cl.Do(ctx, r.Name, c, "")
+		ok := err == nil
+		r.OK = &ok
+		if err != nil {
+			r.err, r.Error = err, err.Error()
+		} else {
+			r.Via, r.LatencyMs, r.Info, r.VMs = res.Via, ms(res.Latency), hostInfo(res.Reply.Host), vmsOut(res.Reply.VMs)
+		}
+		if a.via == "auto" {
+			r.Health = health(cl.Health(r.Name))
+		}
+	})
 	return rows, nil
 }
 
