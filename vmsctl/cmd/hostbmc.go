@@ -119,7 +119,11 @@ func (a *App) hostPowerCmd() *cobra.Command {
 			PowerFault: st.Fault, LatencyMs: ms(time.Since(start))}
 		return a.emit(out, func(w io.Writer) {
 			if act != "" {
-				fmt.Fprintf(w, "%s: power %s sent to the BMC; power is now %s (BMC %s, %s)\n", host, act, out.Power, out.BMC, roundLatency(time.Since(start)))
+				note := ""
+				if act == client.PowerSoft && st.On {
+					note = "; the OS powers off when it acts on the button (see 'host power status')"
+				}
+				fmt.Fprintf(w, "%s: power %s sent to the BMC; power is now %s%s (BMC %s, %s)\n", host, act, out.Power, note, out.BMC, roundLatency(time.Since(start)))
 				return
 			}
 			extra := ""
