@@ -360,7 +360,9 @@ func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request
 	}
 
 	rep := a.run(ctx, log, req)
-	rep.Executed = executed(req, via, a.cfg.Now())
+	if req.Command.ChangesState() { // what history lists; list/status replies stay small on the OOB-I
+		rep.Executed = executed(req, via, a.cfg.Now())
+	}
 	kind, body, err := vmsg.Encode(rep)
 	if err != nil {
 		_ = a.cfg.Journal.Abort(req.ID)
