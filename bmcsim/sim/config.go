@@ -62,8 +62,14 @@ type Config struct {
 	LockoutAttempts int      `toml:"lockout_attempts"`
 	LockoutDuration Duration `toml:"lockout_duration"`
 	// AuthTimeout is how long a handshake may stay between RAKP 2 and
-	// RAKP 3 before it counts as a failed authentication.
+	// RAKP 3 before it counts as abandoned (against its source address,
+	// never against its user for every source; docs/bmcsim.md).
 	AuthTimeout Duration `toml:"auth_timeout"`
+	// SourceHandshakeLimit is how many handshakes abandoned after RAKP 2 or
+	// naming an unknown user one source IP address may make per minute
+	// before its RAKP 1s are refused (RAKP 2 status 01h) until the budget
+	// refills. A working client never makes any.
+	SourceHandshakeLimit int `toml:"source_handshake_limit"`
 	// QueueCapacity is the size of each OOB-I queue in records;
 	// Queue1Capacity and Queue2Capacity override it for one queue.
 	QueueCapacity  int `toml:"queue_capacity"`
@@ -99,6 +105,8 @@ const (
 	DefaultLockoutDuration = 60 * time.Second
 	DefaultQueueCapacity   = 1024
 	DefaultAuthTimeout     = 3 * time.Second
+	// DefaultSourceHandshakeLimit refills one handshake every 3 s.
+	DefaultSourceHandshakeLimit = 20
 )
 
 // LoadFile reads a TOML configuration.
@@ -200,6 +208,12 @@ func (c *Config) Normalize() error {
 	}
 	if c.AuthTimeout.Duration == 0 {
 		c.AuthTimeout.Duration = DefaultAuthTimeout
+	}
+	if c.SourceHandshakeLimit == 0 {
+		c.SourceHandshakeLimit = DefaultSourceHandshakeLimit
+	}
+	if c.SourceHandshakeLimit < 0 {
+		return fmt.Errorf("bmc %s: source_handshake_limit %d is negative", c.Name, c.SourceHandshakeLimit)
 	}
 	if c.QueueCapacity == 0 {
 		c.QueueCapacity = DefaultQueueCapacity

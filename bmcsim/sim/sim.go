@@ -34,6 +34,7 @@ type BMC struct {
 	metrics *Metrics
 	chassis *chassis
 	guard   *lanGuard
+	replies *replyCache
 
 	stdChannelInfo handlers.Handler
 }
@@ -135,8 +136,12 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*BMC, error) {
 		}
 	}
 
-	s := &BMC{Config: cfg, IPMI: b, SEL: NewSEL(512), log: log, metrics: m, chassis: ch}
+	s := &BMC{Config: cfg, IPMI: b, SEL: NewSEL(512), log: log, metrics: m, chassis: ch,
+		replies: newReplyCache(cfg.Name, m)}
 	r := handlers.NewRegistry()
+	// Outermost: a retransmit answered from the cache runs no handler and
+	// counts as a retransmit, not as a request.
+	r.Use(s.replies.middleware)
 	r.Use(m.middleware(cfg.Name))
 	std := stdAppRegistry()
 	s.stdChannelInfo = handlers.HandlerFunc(func(ctx context.Context, hctx *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
@@ -174,8 +179,14 @@ func (s *BMC) SetPowerState(on bool) { s.chassis.SetPowerState(on) }
 // PowerOn reports the chassis power state.
 func (s *BMC) PowerOn() bool { on, _ := s.chassis.PowerState(context.Background()); return on }
 
-// Locked reports whether a user is locked out on the LAN channel.
+// Locked reports whether a user is locked out on the LAN channel, for every
+// source or for at least one source IP address.
 func (s *BMC) Locked(user string) bool { return s.guard != nil && s.guard.Locked(user) }
+
+// LockedFrom reports whether a user is locked out for logins from ip.
+func (s *BMC) LockedFrom(user, ip string) bool {
+	return s.guard != nil && s.guard.logins.LockedFrom(user, ip)
+}
 
 // ListenLAN opens the LAN channel's UDP socket.
 func (s *BMC) ListenLAN() (*udp.Conn, error) {
@@ -183,14 +194,14 @@ func (s *BMC) ListenLAN() (*udp.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bmc %s: listen on %s: %w", s.Config.Name, s.Config.LAN, err)
 	}
-	s.guard = newLANGuard(conn, s.IPMI, &s.Config, s.metrics, s.log)
+	s.guard = newLANGuard(conn, s.IPMI, &s.Config, s.metrics, s.replies, s.log)
 	return conn, nil
 }
 
 // ServeLAN serves RMCP+ on conn (from ListenLAN) until ctx ends.
 func (s *BMC) ServeLAN(ctx context.Context, conn *udp.Conn) error {
 	if s.guard == nil || s.guard.PacketConn != conn {
-		s.guard = newLANGuard(conn, s.IPMI, &s.Config, s.metrics, s.log)
+		s.guard = newLANGuard(conn, s.IPMI, &s.Config, s.metrics, s.replies, s.log)
 	}
 	srv := server.NewServer(s.IPMI, s.guard, server.WithHandlerRegistry(s.Registry), server.WithV15Disabled())
 	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })

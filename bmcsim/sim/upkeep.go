@@ -5,9 +5,9 @@ import (
 	"time"
 )
 
-// upkeepEvery is how often each serving BMC's LAN guard drops abandoned
-// handshakes (counting them as failed logins) and stale cached responses,
-// and its session gauge is refreshed.
+// upkeepEvery is how often each serving BMC's LAN guard ends abandoned
+// handshakes (charging them to their source, logins.go) and forgets the
+// cached responses of ended sessions, and its session gauge is refreshed.
 const upkeepEvery = time.Second
 
 // upkeep runs every serving BMC's once-a-second chores from one goroutine
