@@ -80,6 +80,11 @@ const (
 	ReasonChallenge = "challenge refused"
 	ReasonEnvelope  = "bad envelope"
 	ReasonReplay    = "replayed envelope"
+	// Changes hvagent did not make, seen in libvirt's lifecycle events
+	// (package watch).
+	ReasonLocal = "unauthorized local change"
+	ReasonGuest = "guest-initiated"
+	ReasonCrash = "crash"
 )
 
 // Class numbers for the alert classes (first byte of the SEL OEM data).
@@ -89,6 +94,9 @@ const (
 	ClassChallenge byte = 0x02
 	ClassEnvelope  byte = 0x03
 	ClassReplay    byte = 0x04
+	ClassLocal     byte = 0x05
+	ClassGuest     byte = 0x06
+	ClassCrash     byte = 0x07
 )
 
 // Class maps an alert's reason to its class number.
@@ -96,7 +104,8 @@ func Class(a alert.Alert) byte {
 	for _, c := range []struct {
 		p string
 		c byte
-	}{{ReasonDenied, ClassDenied}, {ReasonChallenge, ClassChallenge}, {ReasonEnvelope, ClassEnvelope}, {ReasonReplay, ClassReplay}} {
+	}{{ReasonDenied, ClassDenied}, {ReasonChallenge, ClassChallenge}, {ReasonEnvelope, ClassEnvelope}, {ReasonReplay, ClassReplay},
+		{ReasonLocal, ClassLocal}, {ReasonGuest, ClassGuest}, {ReasonCrash, ClassCrash}} {
 		if len(a.Reason) >= len(c.p) && a.Reason[:len(c.p)] == c.p {
 			return c.c
 		}
@@ -327,6 +336,9 @@ func (a *Agent) HandleEnvelope(ctx context.Context, env []byte, via string) (out
 
 func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now time.Time) ([][]byte, error) {
 	log := a.log.With("via", via, "request_id", req.ID, "principal", req.Principal, "command", req.Command.String(), "vm", req.VM)
+	if len(req.Metadata) > 0 || req.OOBAddr != "" || req.VMMAddr != "" {
+		log = log.With("meta", req.Metadata, "vms_oob_i", req.OOBAddr, "vms_vmm_i", req.VMMAddr)
+	}
 	fp := fingerprint(req)
 
 	// Who sent it, before anything else: a forged principal learns nothing,
@@ -373,7 +385,7 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 	}
 	action := req.Command.String()
 	vmName := req.VM
-	if req.Command == vmsg.CmdList || req.Command == vmsg.CmdPing {
+	if req.Command == vmsg.CmdList || req.Command == vmsg.CmdPing || req.Command == vmsg.CmdHistory {
 		vmName = ""
 	} else if vmName == "" {
 		return a.record(log, req, fp, &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: action + " needs a VM name"})
@@ -408,7 +420,11 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 		log.Warn("request refused by the authorization list", "reason", d.Reason)
 		return a.refuse(ctx, log, req, &fp, via, vmsg.ErrDenied, reason, nil, now)
 	}
-	return a.execute(ctx, log, req, fp)
+	if req.Command == vmsg.CmdHistory { // read-only, and not journaled itself
+		a.abort(log, req.ID)
+		return a.answer(a.history(req, via, now))
+	}
+	return a.execute(ctx, log, req, fp, via)
 }
 
 type peerKey struct{}
@@ -499,7 +515,7 @@ func (a *Agent) replay(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rec 
 // deadline (ActionTimeout), detached from ctx: a requester that goes away
 // (connection closed, loop cancelled, SIGTERM) does not cut it, and its real
 // outcome is journalled for the retry.
-func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte) ([][]byte, error) {
+func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, via string) ([][]byte, error) {
 	type result struct {
 		env [][]byte
 		err error
@@ -512,6 +528,9 @@ func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request
 		defer cancel()
 		rep := a.run(actx, log, req)
 		a.executions.Add(1)
+		if req.Command.ChangesState() { // what history lists; list/status replies stay small on the OOB-I
+			rep.Executed = executed(req, via, a.cfg.Now())
+		}
 		kind, body, err := vmsg.Encode(rep)
 		if err != nil {
 			a.abort(log, req.ID)
@@ -577,7 +596,7 @@ func (a *Agent) run(ctx context.Context, log *slog.Logger, req *vmsg.Request) *v
 		var doms []virt.Domain
 		doms, err = h.List(ctx)
 		for _, d := range doms {
-			rep.VMs = append(rep.VMs, vmsg.VMState{Name: d.Name, State: string(d.State)})
+			rep.VMs = append(rep.VMs, vmState(d))
 		}
 	case vmsg.CmdStatus:
 		var st virt.Status
@@ -613,7 +632,9 @@ func (a *Agent) run(ctx context.Context, log *slog.Logger, req *vmsg.Request) *v
 
 func vmState(st virt.Status) vmsg.VMState {
 	return vmsg.VMState{Name: st.Name, State: string(st.State), VCPUs: uint32(st.VCPUs),
-		MemoryKiB: st.MemoryKiB, UptimeSec: uint64(st.Uptime / time.Second)}
+		MemoryKiB: st.MemoryKiB, UptimeSec: uint64(st.Uptime / time.Second),
+		Reason: st.Reason, CPUTimeMs: uint64(st.CPUTime / time.Millisecond), Autostart: st.Autostart,
+		Persistent: st.Persistent, MaxMemKiB: st.MaxMemKiB, UptimeSource: string(st.UptimeSource)}
 }
 
 func actionOf(c vmsg.Command) (virt.Action, error) {

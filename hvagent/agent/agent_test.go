@@ -276,6 +276,14 @@ func TestEveryAction(t *testing.T) {
 	got := map[string]string{}
 	for _, v := range r.VMs {
 		got[v.Name] = v.State
+		// list carries the same figures as status (issue 12: it used to
+		// carry the name and state only).
+		if v.VCPUs == 0 || v.MemoryKiB == 0 || v.MaxMemKiB == 0 || !v.Persistent {
+			t.Errorf("list: %s lacks figures: %+v", v.Name, v)
+		}
+		if v.State == "running" && v.UptimeSource == "" {
+			t.Errorf("list: running %s has no uptime source: %+v", v.Name, v)
+		}
 	}
 	if !r.OK || got["web1"] != "shut off" || got["db-1"] != "shut off" || got["test"] != "running" {
 		t.Fatalf("list: %+v", r)

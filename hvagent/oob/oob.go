@@ -36,12 +36,13 @@
 //
 // The BMC assigns the id and (for OEM timestamped records) the timestamp.
 // class is agent.Class (1 denied, 2 challenge refused, 3 bad envelope,
-// 4 replayed envelope, 0 other); cmd the vmsg.Command number (0 when none).
+// 4 replayed envelope, 5 unauthorized local change, 6 guest-initiated,
+// 7 crash, 0 other), numbered as oem.AlertClass; cmd the vmsg.Command
+// number (0 when none). oem.SELAlert packs and parses bytes 10-15.
 package oob
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -364,18 +365,13 @@ type SELSink struct {
 
 var _ alert.Sink = (*SELSink)(nil)
 
-// SELRecord is the 16-byte SEL record for a (see the package doc).
+// SELRecord is the 16-byte SEL record for a (oem.SELAlert; see the package doc).
 func SELRecord(a alert.Alert, iana oem.IANA, now time.Time) [16]byte {
-	var rec [16]byte
-	rec[2] = 0xC0
-	binary.LittleEndian.PutUint32(rec[3:], uint32(now.Unix()))
-	rec[7], rec[8], rec[9] = byte(iana), byte(iana>>8), byte(iana>>16)
-	rec[10] = agent.Class(a)
+	sa := oem.SELAlert{Class: oem.AlertClass(agent.Class(a)), RequestID: uint32(a.RequestID)}
 	if c, err := vmsg.ParseCommand(a.Action); err == nil {
-		rec[11] = byte(c)
+		sa.Command = byte(c)
 	}
-	binary.LittleEndian.PutUint32(rec[12:], uint32(a.RequestID))
-	return rec
+	return sa.Record(iana, uint32(now.Unix()))
 }
 
 // Send adds the entry.

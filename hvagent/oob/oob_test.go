@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -552,4 +553,23 @@ func mustKey(t testing.TB) *seal.Key {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// The agent's class numbers are the SEL record's (oem.AlertClass), which
+// vmsctl host sel names.
+func TestAgentClassesAreOEMAlertClasses(t *testing.T) {
+	for reason, want := range map[string]oem.AlertClass{
+		agent.ReasonDenied: oem.AlertDenied, agent.ReasonChallenge: oem.AlertChallenge, agent.ReasonEnvelope: oem.AlertEnvelope,
+		agent.ReasonReplay: oem.AlertReplay, agent.ReasonLocal: oem.AlertLocal, agent.ReasonGuest: oem.AlertGuest,
+		agent.ReasonCrash: oem.AlertCrash, "something else": oem.AlertOther,
+	} {
+		rec := SELRecord(alert.Alert{Reason: reason + ": x", Action: "destroy", RequestID: 7}, oem.DefaultIANA, time.Unix(1, 0))
+		a, ok := oem.ParseSELAlert(rec[:], oem.DefaultIANA)
+		if !ok || a.Class != want || a.Class.String() != want.String() || a.Command != byte(vmsg.CmdDestroy) || a.RequestID != 7 {
+			t.Errorf("%q: %+v %v, want class %v", reason, a, ok, want)
+		}
+		if !strings.HasPrefix(reason, want.String()) && want != oem.AlertOther {
+			t.Errorf("class %v is named %q, the reason prefix is %q", want, want.String(), reason)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/sysif/devipmi"
 	"github.com/ooblab/ooblab/hvagent/virt"
 	"github.com/ooblab/ooblab/hvagent/vmmi"
+	"github.com/ooblab/ooblab/hvagent/watch"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -204,6 +206,28 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
+
+	// Changes made behind the agent's back (virsh on the host, the guest,
+	// a crash) go to every outlet, queue 2 included.
+	var curPol atomic.Pointer[policy.Policy]
+	curPol.Store(pol)
+	outlets := alert.Multi{sinks}
+	if q2 != nil {
+		outlets = append(outlets, q2)
+	}
+	watching := make(chan struct{})
+	wg.Go(func() {
+		err := watch.Run(ctx, watch.Config{Source: hv, Sink: outlets, Host: key.HostID(),
+			Users: func() []string { return curPol.Load().AlertUsers() }, Logger: log, Ready: func() { close(watching) }})
+		if err != nil {
+			log.Warn("cannot watch libvirt events: VM changes made behind the agent's back go unreported", "err", err)
+			close(watching)
+		}
+	})
+	select {
+	case <-watching:
+	case <-ctx.Done():
+	}
 	st := Status{HostID: key.HostID(), OOB: "off", VMMI: "off"}
 	if srv != nil {
 		st.VMMI, st.Addr = "listening on "+ln.Addr().String(), ln.Addr()
@@ -258,6 +282,7 @@ func Run(ctx context.Context, o Options) error {
 				log.Error("policy reload failed; keeping the old list", "file", o.PolicyFile, "err", err)
 			} else {
 				a.SetPolicy(p)
+				curPol.Store(p)
 				log.Info("policy reloaded", "file", o.PolicyFile)
 			}
 		}

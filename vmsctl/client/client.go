@@ -295,6 +295,9 @@ type Options struct {
 	Auto AutoOptions
 	// OOBOptions tune the real OOB-I channel.
 	OOBOptions OOBOptions
+	// Metadata goes with every request (the vms_message's metadata; the
+	// agent logs, journals and returns it). A request's own entries win.
+	Metadata map[string]string
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -314,6 +317,7 @@ type Client struct {
 
 	mu      sync.Mutex
 	targets map[string]*Target
+	meta    map[string]string
 }
 
 // New returns a Client over inv.
@@ -325,7 +329,7 @@ func New(inv *inventory.Inventory, o Options) (*Client, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{inv: inv, principal: inv.Principal, challenge: o.Challenge, now: o.Now,
-		log: o.Logger, targets: map[string]*Target{}}
+		log: o.Logger, targets: map[string]*Target{}, meta: o.Metadata}
 	if o.Principal != "" {
 		c.principal = o.Principal
 	}
@@ -409,7 +413,9 @@ func (c *Client) Do(ctx context.Context, host string, cmd vmsg.Command, vm strin
 }
 
 // Send is Do with a caller-built request (its ID is kept; zero gets a new
-// one). Principal and issue time are filled in.
+// one). Principal and issue time are filled in, and, where the request has
+// none, the OOB-I and VMM-I addresses the VMS reaches the host at (the
+// inventory's bmc.addr and vmmi.addr) and the client's metadata.
 func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Result, error) {
 	t, err := c.Target(host)
 	if err != nil {
@@ -421,6 +427,22 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 	}
 	if r.Principal == "" {
 		r.Principal = c.principal
+	}
+	if r.OOBAddr == "" {
+		r.OOBAddr = t.Host.BMC.Addr
+	}
+	if r.VMMAddr == "" {
+		r.VMMAddr = t.Host.VMMI.Addr
+	}
+	if len(c.meta) > 0 {
+		m := make(map[string]string, len(c.meta)+len(r.Metadata))
+		for k, v := range c.meta {
+			m[k] = v
+		}
+		for k, v := range r.Metadata {
+			m[k] = v
+		}
+		r.Metadata = m
 	}
 	res := &Result{Host: host, RequestID: r.ID}
 	start := c.now()

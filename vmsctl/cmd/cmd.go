@@ -96,6 +96,7 @@ type App struct {
 	principal                          string
 	timeout, budget                    time.Duration
 	debug                              bool
+	meta                               []string
 	fan                                fanOut // --parallel, --progress (fanout.go)
 
 	inv     *inventory.Inventory
@@ -181,7 +182,8 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 refused/unauthorized, 4 challenge failed,
 	f.DurationVar(&a.budget, "vmmi-budget", 300*time.Millisecond, "auto: how long VMM-I may take before OOB-I is used")
 	f.BoolVar(&a.debug, "debug", false, "log channel decisions to stderr")
 	f.StringVar(&a.principal, "principal", "", "speak as this principal (its key and certificate from the inventory's credentials; default: the inventory's principal)")
-	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.principalCmd())
+	f.StringArrayVar(&a.meta, "meta", nil, "key=value metadata sent with each request, journaled by the agent (repeatable)")
+	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.principalCmd(), a.historyCmd())
 	return root
 }
 
@@ -250,8 +252,12 @@ func (a *App) client() (*client.Client, error) {
 	if err := a.loadInventory(); err != nil {
 		return nil, err
 	}
+	meta, err := parseMeta(a.meta)
+	if err != nil {
+		return nil, err
+	}
 	o := client.Options{Via: a.via, Principal: a.principal, Challenge: a.answer, Logger: a.log, Now: a.Now,
-		Auto: client.AutoOptions{Budget: a.budget}}
+		Auto: client.AutoOptions{Budget: a.budget}, Metadata: meta}
 	if a.Options != nil {
 		a.Options(&o)
 	}

@@ -42,7 +42,20 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 		rep := &vmsg.Reply{RequestID: req.ID, OK: true}
 		switch {
 		case req.Command == vmsg.CmdList:
-			rep.VMs = []vmsg.VMState{{Name: "web1", State: "running", VCPUs: 1, MemoryKiB: 131072, UptimeSec: 61}, {Name: "db1", State: "shut off"}}
+			rep.VMs = []vmsg.VMState{{Name: "web1", State: "running", Reason: "booted", VCPUs: 1, MemoryKiB: 131072, MaxMemKiB: 131072,
+				UptimeSec: 61, UptimeSource: "qemu-process", CPUTimeMs: 2340, Persistent: true, Autostart: true},
+				{Name: "db1", State: "shut off", Reason: "destroyed", VCPUs: 2, MemoryKiB: 65536, MaxMemKiB: 65536, Persistent: true}}
+		case req.Command == vmsg.CmdStatus && req.VM == "web1":
+			rep.VMs = []vmsg.VMState{{Name: "web1", State: "running", Reason: "booted", VCPUs: 1, MemoryKiB: 131072, MaxMemKiB: 131072,
+				UptimeSec: 61, UptimeSource: "qemu-process", CPUTimeMs: 2340, Persistent: true, Autostart: true}}
+		case req.Command == vmsg.CmdHistory:
+			rep.History = []vmsg.HistoryItem{
+				{RequestID: 0x1111, OK: true, State: "running", Executed: vmsg.Executed{Principal: "ops", Command: vmsg.CmdStart, VM: "web1",
+					OOBAddr: "10.0.1.1:623", VMMAddr: "10.0.0.1:7443", Metadata: map[string]string{"ticket": "OPS-42"}, Via: "oob-i",
+					TimeMs: time.Date(2026, 11, 29, 13, 0, 0, 0, time.UTC).UnixMilli()}},
+				{RequestID: 0x2222, Code: vmsg.ErrHypervisor, Error: "cannot suspend VM \"db1\" while shut off", Executed: vmsg.Executed{
+					Principal: "ops", Command: vmsg.CmdSuspend, VM: "db1", Via: "vmm-i", TimeMs: time.Date(2026, 11, 29, 13, 5, 0, 0, time.UTC).UnixMilli()}},
+			}
 		case req.Command == vmsg.CmdPing:
 			rep.Host = &vmsg.HostInfo{HostID: host, Hostname: host + ".lab", Hypervisor: "QEMU", Libvirt: "9.0.0"}
 		case req.VM == "nope":
@@ -57,6 +70,10 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 				return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrChallengeNo, Error: "wrong code"}, nil
 			}
 		}
+		if req.Command.ChangesState() {
+			rep.Executed = &vmsg.Executed{Principal: req.Principal, Command: req.Command, VM: req.VM, Metadata: req.Metadata,
+				OOBAddr: req.OOBAddr, VMMAddr: req.VMMAddr}
+		}
 		return rep, nil
 	}
 }
@@ -68,6 +85,7 @@ type rig struct {
 	oob      *clienttest.Fake
 	opSecret []byte
 	opFile   string
+	now      func() time.Time // nil: the clock
 }
 
 func newRig(t *testing.T) *rig {
@@ -93,7 +111,7 @@ func newRig(t *testing.T) *rig {
 func (r *rig) run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	a := &App{In: strings.NewReader(""), Out: &out, Err: &errb,
+	a := &App{In: strings.NewReader(""), Out: &out, Err: &errb, Now: r.now,
 		Getenv: func(string) string { return "" },
 		Options: func(o *client.Options) {
 			o.VMMI, o.OOB = r.vmmi, r.oob

@@ -48,19 +48,6 @@ func group(c *cobra.Command) *cobra.Command {
 	return c
 }
 
-// vmResult is the output of a vm command.
-type vmResult struct {
-	Host       string         `json:"host"`
-	Command    string         `json:"command"`
-	VM         string         `json:"vm,omitempty"`
-	OK         bool           `json:"ok"`
-	Via        string         `json:"via"`
-	LatencyMs  float64        `json:"latency_ms"`
-	RequestID  string         `json:"request_id"`
-	Challenged bool           `json:"challenged,omitempty"`
-	VMs        []vmsg.VMState `json:"vms,omitempty"`
-}
-
 func (a *App) vmCmd() *cobra.Command {
 	vm := group(&cobra.Command{Use: "vm", Short: "List, inspect and change VMs on a host"})
 	add := func(name, short string, c vmsg.Command, withVM bool) *cobra.Command {
@@ -118,15 +105,13 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 		return err
 	}
 	out := vmResult{Host: host, Command: c.String(), VM: vm, OK: true, Via: res.Via,
-		LatencyMs: ms(res.Latency), RequestID: fmt.Sprintf("%016x", res.RequestID), Challenged: res.Challenged, VMs: res.Reply.VMs}
+		LatencyMs: ms(res.Latency), RequestID: fmt.Sprintf("%016x", res.RequestID), Challenged: res.Challenged, VMs: vmsOut(res.Reply.VMs)}
+	if e := res.Reply.Executed; e != nil {
+		out.Metadata = e.Metadata
+	}
 	return a.emit(out, func(w io.Writer) {
 		if c == vmsg.CmdList || c == vmsg.CmdStatus {
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tVCPUS\tMEMORY\tUPTIME")
-			for _, v := range res.Reply.VMs {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d MiB\t%s\n", v.Name, v.State, v.VCPUs, v.MemoryKiB/1024, time.Duration(v.UptimeSec)*time.Second)
-			}
-			tw.Flush()
+			vmTable(w, out.VMs)
 			fmt.Fprintf(w, "%s: %d VM(s), %s\n", host, len(res.Reply.VMs), viaText(res.Via, res.Latency))
 			return
 		}
@@ -136,23 +121,6 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 		}
 		fmt.Fprintf(w, "%s %s on %s: ok%s, %s\n", c, vm, host, extra, viaText(res.Via, res.Latency))
 	})
-}
-
-// hostRow is one line of host list / host status.
-type hostRow struct {
-	Name      string         `json:"name"`
-	HostID    string         `json:"host_id"`
-	VMMI      string         `json:"vmmi,omitempty"`
-	BMC       string         `json:"bmc,omitempty"`
-	OK        *bool          `json:"ok,omitempty"`
-	Via       string         `json:"via,omitempty"`
-	LatencyMs float64        `json:"latency_ms,omitempty"`
-	Info      *vmsg.HostInfo `json:"info,omitempty"`
-	Error     string         `json:"error,omitempty"`
-	Health    *client.Health `json:"vmmi_health,omitempty"`
-	VMs       []vmsg.VMState `json:"vms,omitempty"`
-	Alerts    []*vmsg.Alert  `json:"alerts,omitempty"`
-	err       error
 }
 
 func (a *App) hostCmd() *cobra.Command {
@@ -215,6 +183,7 @@ func (a *App) hostCmd() *cobra.Command {
 			return worst(rows)
 		},
 	})
+	h.AddCommand(a.hostPowerCmd(), a.hostSELCmd())
 	return h
 }
 
@@ -241,11 +210,10 @@ func (a *App) survey(ctx context.Context, cl *client.Client, names []string, c v
 		if err != nil {
 			r.err, r.Error = err, err.Error()
 		} else {
-			r.Via, r.LatencyMs, r.Info, r.VMs = res.Via, ms(res.Latency), res.Reply.Host, res.Reply.VMs
+			r.Via, r.LatencyMs, r.Info, r.VMs = res.Via, ms(res.Latency), hostInfo(res.Reply.Host), vmsOut(res.Reply.VMs)
 		}
 		if a.via == "auto" {
-			hl := cl.Health(r.Name)
-			r.Health = &hl
+			r.Health = health(cl.Health(r.Name))
 		}
 	})
 	return rows, nil
@@ -263,12 +231,6 @@ func worst(rows []hostRow) error {
 		return fmt.Errorf("not every host answered: %w", e)
 	}
 	return nil
-}
-
-// alertRow is one alert with its host.
-type alertRow struct {
-	Host string `json:"host"`
-	vmsg.Alert
 }
 
 func (a *App) alertsCmd() *cobra.Command {
@@ -305,7 +267,7 @@ func (a *App) alertsCmd() *cobra.Command {
 						fmt.Fprintf(a.Err, "vmsctl: alerts from %s: %v\n", n, err)
 					}
 					for _, x := range al {
-						rows = append(rows, alertRow{Host: n, Alert: *x})
+						rows = append(rows, alertOut(n, x))
 					}
 				}
 				cancel()
@@ -334,7 +296,7 @@ func alertTable(w io.Writer, rows []alertRow) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tHOST\tPRINCIPAL\tACTION\tVM\tREASON")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", time.UnixMilli(r.TimeMs).Format(time.DateTime), r.Host, r.Principal, r.Action, r.VM, r.Reason)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Local().Format(time.DateTime), r.Host, r.Principal, r.Action, r.VM, r.Reason)
 	}
 	tw.Flush()
 }
@@ -587,7 +549,7 @@ func (a *App) watchCmd() *cobra.Command {
 				for _, r := range rows {
 					al, _ := cl.Alerts(ctx, r.Name)
 					for _, x := range al {
-						recent = append(recent, alertRow{Host: r.Name, Alert: *x})
+						recent = append(recent, alertOut(r.Name, x))
 					}
 				}
 				cancel()
@@ -599,7 +561,7 @@ func (a *App) watchCmd() *cobra.Command {
 						Time   time.Time  `json:"time"`
 						Hosts  []hostRow  `json:"hosts"`
 						Alerts []alertRow `json:"alerts"`
-					}{a.Now(), rows, recent}, nil); err != nil {
+					}{a.Now().UTC(), rows, recent}, nil); err != nil {
 						return err
 					}
 				} else {
@@ -653,14 +615,14 @@ func (a *App) drawWatch(rows []hostRow, alerts []alertRow, clear bool) {
 			if r.Health.Healthy {
 				vh = "vmm-i " + ansiGreen + "ok" + ansiReset
 			} else {
-				vh = fmt.Sprintf("vmm-i %sdown%s (retry in %s)", ansiRed, ansiReset, time.Until(r.Health.Until).Round(time.Second))
+				vh = fmt.Sprintf("vmm-i %sdown%s (retry in %s)", ansiRed, ansiReset, time.Until(r.Health.SkipUntil).Round(time.Second))
 			}
 		}
 		fmt.Fprintf(&b, "%s%-12s%s %s  %s  %s\n", ansiBold, r.Name, ansiReset, status, ch, vh)
 		if r.err != nil {
 			fmt.Fprintf(&b, "    %s\n", r.Error)
 		}
-		vms := append([]vmsg.VMState(nil), r.VMs...)
+		vms := append([]vmOut(nil), r.VMs...)
 		sort.Slice(vms, func(i, j int) bool { return vms[i].Name < vms[j].Name })
 		for _, v := range vms {
 			col := ansiYel
@@ -675,7 +637,7 @@ func (a *App) drawWatch(rows []hostRow, alerts []alertRow, clear bool) {
 		b.WriteString("    (none)\n")
 	}
 	for _, al := range alerts {
-		fmt.Fprintf(&b, "    %s %s %s %s %s: %s\n", time.UnixMilli(al.TimeMs).Format(time.TimeOnly), al.Host, al.Principal, al.Action, al.VM, al.Reason)
+		fmt.Fprintf(&b, "    %s %s %s %s %s: %s\n", al.Time.Local().Format(time.TimeOnly), al.Host, al.Principal, al.Action, al.VM, al.Reason)
 	}
 	io.WriteString(a.Out, b.String())
 }
