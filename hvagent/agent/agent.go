@@ -11,25 +11,38 @@
 //	decode vmsg.Request (another kind → logged, nothing answered)
 //	signature (internal/ident) by a key the list names for the principal,
 //	and on the VMM-I the TLS client certificate's principal (WithPeer)
-//	  └─ missing, bad, someone else's → Reply ErrDenied + Alert
-//	journal.Get(request id) → done before: the recorded reply, resealed
-//	issue time outside ±MaxSkew → Reply ErrStale
+//	  └─ missing, bad, someone else's → Reply ErrDenied + Alert (nothing
+//	     journalled: a forged request cannot take a request id)
+//	journal.Begin(request id): one request id, one outcome
+//	  done before          → the recorded reply, resealed (no check, no run)
+//	  running or checked   → wait (DuplicateWait) for its outcome, then as
+//	  by another copy        above; still running → Reply ErrInProgress
+//	  begun before a crash → Reply ErrInterrupted with the VM's state now
+//	  new: claimed ↓
+//	issue time outside ±MaxSkew → Reply ErrStale (claim released)
 //	policy.Decide(principal, command, vm)
-//	  Deny          → Reply ErrDenied + Alert (in the answer and on every sink)
-//	  NeedChallenge → no answer in the request: a Challenge message
-//	                  answer right: run; wrong, reused, expired or unknown:
-//	                  Reply ErrChallengeNo + Alert
+//	  Deny          → Reply ErrDenied (journalled) + Alert
+//	  NeedChallenge → no answer in the request: a Challenge message (claim
+//	                  released; the challenge is kept in the challenger's
+//	                  state file, so it survives a restart)
+//	                  answer right: run; wrong, reused, expired, unknown or
+//	                  locked out: Reply ErrChallengeNo (journalled) + Alert
 //	  Allow         → run
-//	run: journal.Begin (a duplicate in flight waits for its result) →
-//	     virt action → Reply with the resulting state(s) and host info →
-//	     journal.Put → answer
+//	run: detached from the requester, under ActionTimeout: virt action →
+//	     Reply with the resulting state(s) and host info → journal.Put →
+//	     answer (if the requester is still there; else the retry gets it)
 //
 // Every answer is sealed with the host key (kind Reply, Challenge or Alert)
 // under a fresh random message id. The journal stores, per request id, a
 // fingerprint of (principal, command, VM) and the CBOR reply body, so a
 // retry on either channel, also after an agent restart, gets the same reply
-// without running the action again; a request id reused for a different
-// request is refused with ErrBadRequest.
+// without running the action or its checks again; a request id reused for
+// a different request is refused with ErrBadRequest.
+//
+// Alerts go to the sinks in the background (MaxAlertsInFlight at once,
+// beyond that dropped, counted and logged), and refusal alerts are capped
+// per class and principal and in all per minute; the repeats held back are
+// counted in the next alert sent. A lockout is always alerted.
 package agent
 
 import (
@@ -67,6 +80,11 @@ const (
 	ReasonChallenge = "challenge refused"
 	ReasonEnvelope  = "bad envelope"
 	ReasonReplay    = "replayed envelope"
+	// Changes hvagent did not make, seen in libvirt's lifecycle events
+	// (package watch).
+	ReasonLocal = "unauthorized local change"
+	ReasonGuest = "guest-initiated"
+	ReasonCrash = "crash"
 )
 
 // Class numbers for the alert classes (first byte of the SEL OEM data).
@@ -76,6 +94,9 @@ const (
 	ClassChallenge byte = 0x02
 	ClassEnvelope  byte = 0x03
 	ClassReplay    byte = 0x04
+	ClassLocal     byte = 0x05
+	ClassGuest     byte = 0x06
+	ClassCrash     byte = 0x07
 )
 
 // Class maps an alert's reason to its class number.
@@ -83,7 +104,8 @@ func Class(a alert.Alert) byte {
 	for _, c := range []struct {
 		p string
 		c byte
-	}{{ReasonDenied, ClassDenied}, {ReasonChallenge, ClassChallenge}, {ReasonEnvelope, ClassEnvelope}, {ReasonReplay, ClassReplay}} {
+	}{{ReasonDenied, ClassDenied}, {ReasonChallenge, ClassChallenge}, {ReasonEnvelope, ClassEnvelope}, {ReasonReplay, ClassReplay},
+		{ReasonLocal, ClassLocal}, {ReasonGuest, ClassGuest}, {ReasonCrash, ClassCrash}} {
 		if len(a.Reason) >= len(c.p) && a.Reason[:len(c.p)] == c.p {
 			return c.c
 		}
@@ -99,8 +121,12 @@ type Config struct {
 	Hypervisor virt.Hypervisor
 	Journal    *journal.Journal
 	// Challenger holds outstanding challenges; nil builds one from the
-	// policy's registered users with seal.ChallengeVerifier.
+	// policy's registered users with seal.ChallengeVerifier, keeping its
+	// state in ChallengeState.
 	Challenger *challenge.Challenger
+	// ChallengeState is the file that keeps outstanding challenges, spent
+	// codes and lockouts across restarts ("" keeps them in memory only).
+	ChallengeState string
 	// Alerts gets every alert (log, hook, SEL…). May be nil.
 	Alerts alert.Sink
 	// Queue2 gets the alerts whose sealed Alert message cannot travel in the
@@ -112,16 +138,31 @@ type Config struct {
 	// MaxSkew bounds |now − request issue time| (default 5 min; the
 	// envelope's own T±1 window is ~90 s).
 	MaxSkew time.Duration
-	// ActionTimeout bounds one hypervisor call (default 60 s).
+	// ActionTimeout bounds one action, which runs detached from its
+	// requester (default 60 s).
 	ActionTimeout time.Duration
+	// DuplicateWait bounds how long a duplicate of a request still running
+	// waits for its outcome before it is answered ErrInProgress (default
+	// ActionTimeout).
+	DuplicateWait time.Duration
 	// AlertTimeout bounds the delivery of one alert to Alerts (default 15 s).
 	AlertTimeout time.Duration
 	// EnvelopeAlertsPerMinute caps alerts for bad envelopes (default 6), so
 	// garbage cannot flood the SEL.
 	EnvelopeAlertsPerMinute int
-	Opener                  seal.OpenerOptions
-	Now                     func() time.Time
-	Logger                  *slog.Logger
+	// RefusalAlertsPerMinute caps the alerts sent to the sinks for refused
+	// requests of one class and principal (default 3); the repeats are
+	// counted and reported in the next alert that goes out. A lockout is
+	// always alerted. RefusalAlertsTotal caps all of them together
+	// (default 20 a minute).
+	RefusalAlertsPerMinute, RefusalAlertsTotal int
+	// MaxAlertsInFlight bounds the alerts being delivered at once (default
+	// 32); beyond, an alert is dropped, counted and logged, so slow outlets
+	// (a full Queue 2) never stall requests.
+	MaxAlertsInFlight int
+	Opener            seal.OpenerOptions
+	Now               func() time.Time
+	Logger            *slog.Logger
 }
 
 // Agent serves sealed requests. It is safe for concurrent use.
@@ -134,9 +175,22 @@ type Agent struct {
 	pol    atomic.Pointer[policy.Policy]
 	log    *slog.Logger
 
+	actions    sync.WaitGroup // actions and alert deliveries running
+	executions atomic.Uint64
+	alertSlots chan struct{}
+	dropped    atomic.Uint64
+
 	mu        sync.Mutex
 	envWindow time.Time
 	envCount  int
+	throttle  map[string]*window // refusal alerts by class and principal
+}
+
+// window counts alerts in one minute.
+type window struct {
+	start      time.Time
+	sent       int
+	suppressed int
 }
 
 // New checks cfg and returns an Agent.
@@ -166,23 +220,42 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.AlertTimeout <= 0 {
 		cfg.AlertTimeout = 15 * time.Second
 	}
+	if cfg.DuplicateWait <= 0 {
+		cfg.DuplicateWait = cfg.ActionTimeout
+	}
 	if cfg.EnvelopeAlertsPerMinute <= 0 {
 		cfg.EnvelopeAlertsPerMinute = 6
+	}
+	if cfg.RefusalAlertsPerMinute <= 0 {
+		cfg.RefusalAlertsPerMinute = 3
+	}
+	if cfg.RefusalAlertsTotal <= 0 {
+		cfg.RefusalAlertsTotal = 20
+	}
+	if cfg.MaxAlertsInFlight <= 0 {
+		cfg.MaxAlertsInFlight = 32
 	}
 	if cfg.Host.HostID == "" {
 		cfg.Host.HostID = cfg.Key.HostID()
 	}
 	a := &Agent{
-		cfg:    cfg,
-		hostID: cfg.Key.HostID(),
-		opener: seal.NewOpener(cfg.Key, cfg.Opener),
-		sealer: seal.NewSealer(cfg.Key),
-		log:    cfg.Logger,
+		cfg:        cfg,
+		hostID:     cfg.Key.HostID(),
+		opener:     seal.NewOpener(cfg.Key, cfg.Opener),
+		sealer:     seal.NewSealer(cfg.Key),
+		log:        cfg.Logger,
+		alertSlots: make(chan struct{}, cfg.MaxAlertsInFlight),
+		throttle:   map[string]*window{},
 	}
 	a.pol.Store(cfg.Policy)
 	a.chal = cfg.Challenger
 	if a.chal == nil {
-		a.chal = challenge.New(challenge.Config{Keys: a.userKey, Verifier: seal.ChallengeVerifier{}})
+		c, err := challenge.Open(challenge.Config{Keys: a.userKey, Verifier: seal.ChallengeVerifier{},
+			StateFile: cfg.ChallengeState, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		a.chal = c
 	}
 	return a, nil
 }
@@ -263,61 +336,95 @@ func (a *Agent) HandleEnvelope(ctx context.Context, env []byte, via string) (out
 
 func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now time.Time) ([][]byte, error) {
 	log := a.log.With("via", via, "request_id", req.ID, "principal", req.Principal, "command", req.Command.String(), "vm", req.VM)
+	if len(req.Metadata) > 0 || req.OOBAddr != "" || req.VMMAddr != "" {
+		log = log.With("meta", req.Metadata, "vms_oob_i", req.OOBAddr, "vms_vmm_i", req.VMMAddr)
+	}
 	fp := fingerprint(req)
 
 	// Who sent it, before anything else: a forged principal learns nothing,
-	// not even a journaled reply.
+	// not even a journaled reply, and claims no request id.
 	if err := a.checkSigner(ctx, req); err != nil {
 		log.Warn("request refused: its principal is not proven; someone holding the host key (or a stale VMS key) is sending it", "err", err)
-		return a.refuse(ctx, req, via, vmsg.ErrDenied, fmt.Sprintf("%s: %v", ReasonDenied, err), now)
+		return a.refuse(ctx, log, req, nil, via, vmsg.ErrDenied, fmt.Sprintf("%s: %v", ReasonDenied, err), err, now)
 	}
 
-	// A request id already executed: the recorded reply, never a second run.
-	if rec, ok := a.cfg.Journal.Get(req.ID); ok {
+	// One request id, one execution and one outcome: claim the id before
+	// any check. A duplicate of a request still being checked or run waits
+	// here (bounded) for its outcome; one that ran before gets the recorded
+	// reply, never a second run nor a second challenge, policy or replay
+	// check.
+	wctx, cancel := context.WithTimeout(ctx, a.cfg.DuplicateWait)
+	rec, claimed, err := a.cfg.Journal.Begin(wctx, req.ID)
+	cancel()
+	switch {
+	case errors.Is(err, journal.ErrInterrupted):
+		return a.interrupted(ctx, log, req)
+	case errors.Is(err, journal.ErrInProgress):
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // the requester went away; nobody to answer
+		}
+		log.Info("duplicate of a request still running; answered in progress", "waited", a.cfg.DuplicateWait)
+		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInProgress,
+			Error: "this request id is still running on the host; ask again with the same id for its outcome"})
+	case err != nil:
+		log.Error("journal unavailable; request not run", "err", err)
+		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal, Error: "journal: " + err.Error()})
+	case !claimed:
 		return a.replay(log, req, fp, rec)
 	}
+
+	// Claimed: every way out below either records an outcome (Put) or
+	// releases the id (Abort) for a later attempt.
 	if req.IssuedMs != 0 {
 		if d := now.Sub(req.Issued()); d > a.cfg.MaxSkew || d < -a.cfg.MaxSkew {
 			log.Warn("request refused: issue time outside the allowed skew; check both clocks", "issued", req.Issued(), "skew", d)
+			a.abort(log, req.ID)
 			return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrStale,
 				Error: fmt.Sprintf("issue time %s is %s away from the host's clock (max %s)", req.Issued().UTC().Format(time.RFC3339), d.Round(time.Second), a.cfg.MaxSkew)})
 		}
 	}
 	action := req.Command.String()
 	vmName := req.VM
-	if req.Command == vmsg.CmdList || req.Command == vmsg.CmdPing {
+	if req.Command == vmsg.CmdList || req.Command == vmsg.CmdPing || req.Command == vmsg.CmdHistory {
 		vmName = ""
 	} else if vmName == "" {
-		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: action + " needs a VM name"})
+		return a.record(log, req, fp, &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: action + " needs a VM name"})
 	}
 	d := a.policy().Decide(req.Principal, action, vmName)
 	switch d.Effect {
 	case policy.Allow:
 	case policy.NeedChallenge:
 		if req.Answer == nil {
-			ch := a.chal.Issue(req.ID, req.Principal, action, vmName, now)
+			// Not an outcome: the same id comes back with the answer, so
+			// the claim is released once the challenge exists.
+			ch, err := a.chal.Issue(req.ID, req.Principal, action, vmName, now)
+			a.abort(log, req.ID)
+			if err != nil {
+				reason := fmt.Sprintf("%s: %v", ReasonChallenge, err)
+				log.Warn("request refused: no challenge issued", "err", err)
+				return a.refuse(ctx, log, req, nil, via, vmsg.ErrChallengeNo, reason, err, now)
+			}
 			log.Info("protected VM: challenge sent, waiting for the registered user's code", "user", d.User, "expires", ch.Expiry)
 			return a.answer(&vmsg.Challenge{RequestID: req.ID, Nonce: ch.Nonce[:], ExpiresMs: ch.Expiry.UnixMilli(), VM: vmName, Command: req.Command})
 		}
 		var nonce [challenge.NonceSize]byte
 		copy(nonce[:], req.Answer.Nonce)
 		if err := a.chal.Verify(req.ID, req.Principal, action, vmName, nonce, req.Answer.Code, now); err != nil {
-			// A duplicate of a request that just ran (its nonce is spent) is
-			// answered from the journal, not alerted.
-			if rec, ok := a.cfg.Journal.Get(req.ID); ok && errors.Is(err, challenge.ErrCodeReused) {
-				return a.replay(log, req, fp, rec)
-			}
 			reason := fmt.Sprintf("%s: %v", ReasonChallenge, err)
 			log.Warn("request refused: challenge answer not accepted", "err", err)
-			return a.refuse(ctx, req, via, vmsg.ErrChallengeNo, reason, now)
+			return a.refuse(ctx, log, req, &fp, via, vmsg.ErrChallengeNo, reason, err, now)
 		}
 		log.Info("challenge answered by the registered user", "user", d.User)
 	default:
 		reason := fmt.Sprintf("%s: %s", ReasonDenied, d.Reason)
 		log.Warn("request refused by the authorization list", "reason", d.Reason)
-		return a.refuse(ctx, req, via, vmsg.ErrDenied, reason, now)
+		return a.refuse(ctx, log, req, &fp, via, vmsg.ErrDenied, reason, nil, now)
 	}
-	return a.execute(ctx, log, req, fp)
+	if req.Command == vmsg.CmdHistory { // read-only, and not journaled itself
+		a.abort(log, req.ID)
+		return a.answer(a.history(req, via, now))
+	}
+	return a.execute(ctx, log, req, fp, via)
 }
 
 type peerKey struct{}
@@ -341,6 +448,51 @@ func (a *Agent) checkSigner(ctx context.Context, req *vmsg.Request) error {
 	return nil
 }
 
+// abort releases a claimed id that got no outcome.
+func (a *Agent) abort(log *slog.Logger, id uint64) {
+	if err := a.cfg.Journal.Abort(id); err != nil {
+		log.Error("journal abort failed", "err", err)
+	}
+}
+
+// record journals rep as the outcome of req and answers it.
+func (a *Agent) record(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rep *vmsg.Reply) ([][]byte, error) {
+	_, body, err := vmsg.Encode(rep)
+	if err != nil {
+		a.abort(log, req.ID)
+		return nil, err
+	}
+	if err := a.cfg.Journal.Put(req.ID, joinRecord(fp, body)); err != nil {
+		log.Error("journal put failed", "err", err)
+		a.abort(log, req.ID)
+	}
+	return a.answer(rep)
+}
+
+// interrupted answers a request begun before a crash: its outcome is
+// unknown, so the VMS gets ErrInterrupted with the VM's state now, never a
+// second run and never "failed". Nothing is recorded: every retry reads the
+// state afresh.
+func (a *Agent) interrupted(ctx context.Context, log *slog.Logger, req *vmsg.Request) ([][]byte, error) {
+	rep := &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInterrupted,
+		Error: "the request began before an agent restart and its outcome is unknown; it was not run again; the VM's state is enclosed"}
+	host := a.cfg.Host
+	host.TimeMs = a.cfg.Now().UnixMilli()
+	rep.Host = &host
+	if req.VM != "" {
+		sctx, cancel := context.WithTimeout(ctx, a.cfg.ActionTimeout)
+		st, err := a.cfg.Hypervisor.Status(sctx, req.VM)
+		cancel()
+		if err == nil {
+			rep.VMs = []vmsg.VMState{vmState(st)}
+		} else {
+			rep.Error += fmt.Sprintf(" (state unavailable: %v)", err)
+		}
+	}
+	log.Warn("request begun before a restart; not run again, answered interrupted with the VM's state", "vms", rep.VMs)
+	return a.answer(rep)
+}
+
 func (a *Agent) replay(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rec []byte) ([][]byte, error) {
 	gotFP, body, ok := splitRecord(rec)
 	if !ok {
@@ -359,44 +511,73 @@ func (a *Agent) replay(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rec 
 	return [][]byte{env}, nil
 }
 
-func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte) ([][]byte, error) {
-	rec, claimed, err := a.cfg.Journal.Begin(ctx, req.ID)
-	switch {
-	case errors.Is(err, journal.ErrInterrupted):
-		log.Warn("request was begun before a restart and its outcome is unknown; not run again, check the VM's state")
-		rep := &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal,
-			Error: "request began before an agent restart and its outcome is unknown; check the VM's state and retry with a new request id"}
-		_, body, eerr := vmsg.Encode(rep)
-		if eerr == nil {
-			if perr := a.cfg.Journal.Put(req.ID, joinRecord(fp, body)); perr != nil {
-				log.Error("journal put failed", "err", perr)
-			}
+// execute runs a claimed request. The action runs to its end under its own
+// deadline (ActionTimeout), detached from ctx: a requester that goes away
+// (connection closed, loop cancelled, SIGTERM) does not cut it, and its real
+// outcome is journalled for the retry.
+func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, via string) ([][]byte, error) {
+	type result struct {
+		env [][]byte
+		err error
+	}
+	done := make(chan result, 1)
+	a.actions.Add(1)
+	go func() {
+		defer a.actions.Done()
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ActionTimeout)
+		defer cancel()
+		rep := a.run(actx, log, req)
+		a.executions.Add(1)
+		if req.Command.ChangesState() { // what history lists; list/status replies stay small on the OOB-I
+			rep.Executed = executed(req, via, a.cfg.Now())
 		}
-		return a.answer(rep)
-	case err != nil:
-		log.Error("journal unavailable; request not run", "err", err)
-		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal, Error: "journal: " + err.Error()})
-	case !claimed:
-		return a.replay(log, req, fp, rec)
+		kind, body, err := vmsg.Encode(rep)
+		if err != nil {
+			a.abort(log, req.ID)
+			done <- result{err: err}
+			return
+		}
+		if err := a.cfg.Journal.Put(req.ID, joinRecord(fp, body)); err != nil {
+			// The action ran; the VMS gets its answer, but a retry could run
+			// it again. Tell the operator.
+			log.Error("journal put failed after the action ran; a retry of this request id may run it again", "err", err)
+			a.abort(log, req.ID)
+		}
+		env, err := a.sealer.Seal(kind, randID(), body, a.cfg.Now())
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		done <- result{env: [][]byte{env}}
+	}()
+	select {
+	case r := <-done:
+		return r.env, r.err
+	case <-ctx.Done():
+		log.Warn("requester went away while the action runs; it runs to its end and its outcome is journalled for a retry of this request id")
+		return nil, ctx.Err()
 	}
+}
 
-	rep := a.run(ctx, log, req)
-	kind, body, err := vmsg.Encode(rep)
-	if err != nil {
-		_ = a.cfg.Journal.Abort(req.ID)
-		return nil, err
+// Executions is how many requests reached the hypervisor (tests and the
+// lab count it to prove one execution per request id).
+func (a *Agent) Executions() uint64 { return a.executions.Load() }
+
+// Wait waits until every action begun has finished and journalled its
+// outcome, or ctx ends (then it returns ctx's error). Call it on shutdown,
+// after the channels stopped taking requests, before closing the journal.
+func (a *Agent) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		a.actions.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	if err := a.cfg.Journal.Put(req.ID, joinRecord(fp, body)); err != nil {
-		// The action ran; the VMS gets its answer, but a retry could run it
-		// again. Tell the operator.
-		log.Error("journal put failed after the action ran; a retry of this request id may run it again", "err", err)
-		_ = a.cfg.Journal.Abort(req.ID)
-	}
-	env, err := a.sealer.Seal(kind, randID(), body, a.cfg.Now())
-	if err != nil {
-		return nil, err
-	}
-	return [][]byte{env}, nil
 }
 
 // run executes an authorized request on the hypervisor.
@@ -415,7 +596,7 @@ func (a *Agent) run(ctx context.Context, log *slog.Logger, req *vmsg.Request) *v
 		var doms []virt.Domain
 		doms, err = h.List(ctx)
 		for _, d := range doms {
-			rep.VMs = append(rep.VMs, vmsg.VMState{Name: d.Name, State: string(d.State)})
+			rep.VMs = append(rep.VMs, vmState(d))
 		}
 	case vmsg.CmdStatus:
 		var st virt.Status
@@ -451,7 +632,9 @@ func (a *Agent) run(ctx context.Context, log *slog.Logger, req *vmsg.Request) *v
 
 func vmState(st virt.Status) vmsg.VMState {
 	return vmsg.VMState{Name: st.Name, State: string(st.State), VCPUs: uint32(st.VCPUs),
-		MemoryKiB: st.MemoryKiB, UptimeSec: uint64(st.Uptime / time.Second)}
+		MemoryKiB: st.MemoryKiB, UptimeSec: uint64(st.Uptime / time.Second),
+		Reason: st.Reason, CPUTimeMs: uint64(st.CPUTime / time.Millisecond), Autostart: st.Autostart,
+		Persistent: st.Persistent, MaxMemKiB: st.MaxMemKiB, UptimeSource: string(st.UptimeSource)}
 }
 
 func actionOf(c vmsg.Command) (virt.Action, error) {
@@ -484,11 +667,23 @@ func errorCode(err error) vmsg.ErrorCode {
 }
 
 // refuse answers a refused request with a Reply and an Alert, and sends the
-// alert to every sink.
-func (a *Agent) refuse(ctx context.Context, req *vmsg.Request, via string, code vmsg.ErrorCode, reason string, now time.Time) ([][]byte, error) {
+// alert to every sink. With fp the refusal is journalled as the request's
+// outcome (the claim is released if that fails), so a duplicate gets it
+// again without a second check or alert. A lockout (cause) is always
+// alerted; other refusals within the caps of admit.
+func (a *Agent) refuse(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp *[fpLen]byte, via string, code vmsg.ErrorCode, reason string, cause error, now time.Time) ([][]byte, error) {
 	al := alert.Alert{Time: now, Host: a.hostID, Principal: req.Principal, VM: req.VM,
 		Action: req.Command.String(), Reason: reason, RequestID: req.ID, Users: a.policy().AlertUsers()}
-	out, err := a.answer(&vmsg.Reply{RequestID: req.ID, Code: code, Error: reason})
+	rep := &vmsg.Reply{RequestID: req.ID, Code: code, Error: reason}
+	if fp != nil {
+		if _, body, err := vmsg.Encode(rep); err != nil {
+			a.abort(log, req.ID)
+		} else if err := a.cfg.Journal.Put(req.ID, joinRecord(*fp, body)); err != nil {
+			log.Error("journal put failed", "err", err)
+			a.abort(log, req.ID)
+		}
+	}
+	out, err := a.answer(rep)
 	if err != nil {
 		return nil, err
 	}
@@ -499,12 +694,85 @@ func (a *Agent) refuse(ctx context.Context, req *vmsg.Request, via string, code 
 		out = append(out, env)
 		inAnswer = via == ViaOOB
 	}
-	a.sendAlert(ctx, al, !inAnswer)
+	always := errors.Is(cause, challenge.ErrLockout)
+	if ok, suppressed := a.admit(fmt.Sprintf("%d/%s", Class(al), req.Principal), now, always); ok {
+		if suppressed > 0 {
+			al.Reason += fmt.Sprintf(" (and %d similar refusals not alerted one by one)", suppressed)
+		}
+		a.sendAlert(ctx, al, !inAnswer)
+	} else {
+		log.Info("refusal alert held back: too many alike this minute; it is counted in the next one")
+	}
 	return out, nil
 }
 
-// sendAlert delivers al to the sinks; toQueue2 also to the Queue 2 sink.
+// admit applies the refusal alert caps: per key and in all, per minute.
+// always lets a lockout through. suppressed is how many alerts of key were
+// held back since the last one sent.
+func (a *Agent) admit(key string, now time.Time, always bool) (ok bool, suppressed int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	roll := func(w *window) {
+		if now.Sub(w.start) >= time.Minute || now.Before(w.start) {
+			w.start, w.sent = now, 0
+		}
+	}
+	total := a.throttle[""]
+	if total == nil {
+		total = &window{start: now}
+		a.throttle[""] = total
+	}
+	roll(total)
+	w := a.throttle[key]
+	if w == nil {
+		if len(a.throttle) > 4096 { // forget quiet keys rather than grow
+			for k, v := range a.throttle {
+				if k != "" && now.Sub(v.start) >= time.Minute && v.suppressed == 0 {
+					delete(a.throttle, k)
+				}
+			}
+		}
+		w = &window{start: now}
+		a.throttle[key] = w
+	}
+	roll(w)
+	if !always && (w.sent >= a.cfg.RefusalAlertsPerMinute || total.sent >= a.cfg.RefusalAlertsTotal) {
+		w.suppressed++
+		total.suppressed++
+		return false, 0
+	}
+	w.sent++
+	total.sent++
+	suppressed, w.suppressed = w.suppressed, 0
+	return true, suppressed
+}
+
+// sendAlert delivers al to the sinks, toQueue2 also to the Queue 2 sink,
+// in the background under AlertTimeout: a slow outlet never holds up the
+// answer. When MaxAlertsInFlight deliveries are already running the alert
+// is dropped, counted (AlertsDropped) and logged.
 func (a *Agent) sendAlert(ctx context.Context, al alert.Alert, toQueue2 bool) {
+	select {
+	case a.alertSlots <- struct{}{}:
+	default:
+		n := a.dropped.Add(1)
+		a.log.Error("alert dropped: its outlets are not taking alerts (Queue 2 full or the hook stuck); see the log line above for what it was",
+			"reason", al.Reason, "principal", al.Principal, "request_id", al.RequestID, "dropped_total", n)
+		return
+	}
+	a.actions.Add(1)
+	go func() {
+		defer a.actions.Done()
+		defer func() { <-a.alertSlots }()
+		a.deliver(ctx, al, toQueue2)
+	}()
+}
+
+// AlertsDropped is how many alerts were dropped because their outlets did
+// not take them in time.
+func (a *Agent) AlertsDropped() uint64 { return a.dropped.Load() }
+
+func (a *Agent) deliver(ctx context.Context, al alert.Alert, toQueue2 bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.AlertTimeout)
 	defer cancel()
 	var sinks alert.Multi
@@ -515,7 +783,8 @@ func (a *Agent) sendAlert(ctx context.Context, al alert.Alert, toQueue2 bool) {
 		sinks = append(sinks, a.cfg.Queue2)
 	}
 	if err := sinks.Send(ctx, al); err != nil {
-		a.log.Error("alert not delivered to every outlet", "reason", al.Reason, "err", err)
+		n := a.dropped.Add(1)
+		a.log.Error("alert not delivered to every outlet", "reason", al.Reason, "err", err, "dropped_total", n)
 	}
 }
 

@@ -53,14 +53,32 @@ func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return 
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // countingHV counts state changes so a test can prove one ran once.
+// With gate set, Start signals entered and then holds until gate is closed
+// (or its context ends), as a slow libvirt start does.
 type countingHV struct {
 	virt.Hypervisor
-	starts atomic.Int32
+	starts  atomic.Int32
+	gate    chan struct{}
+	entered chan struct{}
 }
 
 func (c *countingHV) Start(ctx context.Context, vm string) (virt.State, error) {
 	c.starts.Add(1)
+	if c.gate != nil {
+		c.entered <- struct{}{}
+		select {
+		case <-c.gate:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
 	return c.Hypervisor.Start(ctx, vm)
+}
+
+// hold makes the next Starts block until the returned release is called.
+func (c *countingHV) hold() (release func()) {
+	c.gate, c.entered = make(chan struct{}), make(chan struct{}, 8)
+	return sync.OnceFunc(func() { close(c.gate) })
 }
 
 type bench struct {
@@ -77,6 +95,8 @@ type bench struct {
 	logs    *syncBuf
 	hookOut string
 	q2seen  int
+	dir     string
+	tune    func(*Config)
 }
 
 type syncBuf struct {
@@ -87,7 +107,10 @@ type syncBuf struct {
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-func newBench(t testing.TB) *bench {
+func newBench(t testing.TB) *bench { return newBenchWith(t, nil) }
+
+// newBenchWith builds a bench whose agent config tune adjusts.
+func newBenchWith(t testing.TB, tune func(*Config)) *bench {
 	t.Helper()
 	key, err := seal.Enroll("hv1")
 	if err != nil {
@@ -112,7 +135,7 @@ func newBench(t testing.TB) *bench {
 	dir := t.TempDir()
 	b := &bench{t: t, key: key, clk: &clock{t: time.Now()}, hv: &countingHV{Hypervisor: l},
 		jpath: filepath.Join(dir, "journal"), sel: &agenttest.Sink{}, q2: &agenttest.Sink{}, logs: &syncBuf{},
-		hookOut: filepath.Join(dir, "hook.json")}
+		hookOut: filepath.Join(dir, "hook.json"), dir: dir, tune: tune}
 	b.vms = agenttest.NewVMS(key, b.clk.Now)
 	b.start(pol)
 	return b
@@ -129,22 +152,45 @@ func (b *bench) start(pol *policy.Policy) {
 	b.j = j
 	log := slog.New(slog.NewTextHandler(b.logs, nil))
 	hook := &alert.Hook{Command: []string{"sh", "-c", "cat >> " + b.hookOut}, Logger: log}
-	a, err := New(Config{Key: b.key, Policy: pol, Hypervisor: b.hv, Journal: j,
+	cfg := Config{Key: b.key, Policy: pol, Hypervisor: b.hv, Journal: j,
 		Alerts: alert.Multi{alert.Log{Logger: log}, hook, b.sel}, Queue2: b.q2,
-		Host: vmsg.HostInfo{Hostname: "hv1.lab", Hypervisor: "test:///default"},
-		Now:  b.clk.Now, Logger: log})
+		Host:           vmsg.HostInfo{Hostname: "hv1.lab", Hypervisor: "test:///default"},
+		ChallengeState: filepath.Join(b.dir, "challenges"),
+		Now:            b.clk.Now, Logger: log}
+	if b.tune != nil {
+		b.tune(&cfg)
+	}
+	a, err := New(cfg)
 	if err != nil {
 		b.t.Fatal(err)
 	}
 	b.a = a
+	// Alerts are delivered in the background: let them end before the
+	// temporary folders go.
+	b.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		a.Wait(ctx)
+	})
 }
 
 func (b *bench) restart() {
 	b.t.Helper()
+	b.settle()
 	if err := b.j.Close(); err != nil {
 		b.t.Fatal(err)
 	}
 	b.start(b.a.policy())
+}
+
+// settle waits until the agent's actions and alert deliveries are done.
+func (b *bench) settle() {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.a.Wait(ctx); err != nil {
+		b.t.Fatalf("agent did not settle: %v", err)
+	}
 }
 
 // do seals req, hands it to the agent on via and opens every answer.
@@ -230,6 +276,14 @@ func TestEveryAction(t *testing.T) {
 	got := map[string]string{}
 	for _, v := range r.VMs {
 		got[v.Name] = v.State
+		// list carries the same figures as status (issue 12: it used to
+		// carry the name and state only).
+		if v.VCPUs == 0 || v.MemoryKiB == 0 || v.MaxMemKiB == 0 || !v.Persistent {
+			t.Errorf("list: %s lacks figures: %+v", v.Name, v)
+		}
+		if v.State == "running" && v.UptimeSource == "" {
+			t.Errorf("list: running %s has no uptime source: %+v", v.Name, v)
+		}
 	}
 	if !r.OK || got["web1"] != "shut off" || got["db-1"] != "shut off" || got["test"] != "running" {
 		t.Fatalf("list: %+v", r)
@@ -268,6 +322,7 @@ func (b *bench) checkAlert(msgs []vmsg.Message, via string, code vmsg.ErrorCode,
 	if !ok || al.Host != "hv1" || al.Reason == "" || al.Principal == "" {
 		b.t.Fatalf("alert message %+v", msgs[1])
 	}
+	b.settle()
 	got := b.sel.Alerts()
 	if len(got) != nAlerts || Class(got[nAlerts-1]) != class || got[nAlerts-1].Users[0] != "alice" {
 		b.t.Fatalf("SEL sink got %+v, want %d alerts, last of class %d", got, nAlerts, class)
@@ -316,6 +371,9 @@ func TestForgedPrincipal(t *testing.T) {
 	n := 0
 	refused := func(name string, r *vmsg.Request, ctx context.Context, via string) {
 		t.Helper()
+		// A minute apart: refusal alerts are capped per minute and
+		// principal, and every one of these must reach every outlet.
+		b.clk.Add(time.Minute + time.Second)
 		if r.IssuedMs == 0 {
 			r.IssuedMs = b.clk.Now().UnixMilli()
 		}
@@ -507,10 +565,17 @@ func TestInterruptedRequest(t *testing.T) {
 	if _, claimed, err := b.j.Begin(context.Background(), r.ID); err != nil || !claimed {
 		t.Fatal(err)
 	}
-	b.restart() // crash between Begin and Put
-	rep := b.reply(r)
-	if rep.Code != vmsg.ErrInternal || !strings.Contains(rep.Error, "outcome is unknown") || b.hv.starts.Load() != 0 {
-		t.Fatalf("interrupted: %+v", rep)
+	b.restart()   // crash between Begin and Put
+	for range 2 { // every retry reads the state afresh
+		rep := b.reply(r)
+		if rep.Code != vmsg.ErrInterrupted || !strings.Contains(rep.Error, "outcome is unknown") || b.hv.starts.Load() != 0 ||
+			len(rep.VMs) != 1 || rep.VMs[0].Name != "web1" || rep.VMs[0].State != "shut off" || rep.Host == nil {
+			t.Fatalf("interrupted: %+v", rep)
+		}
+	}
+	b.settle()
+	if len(b.sel.Alerts()) != 0 {
+		t.Fatalf("alerts for an interrupted request: %+v", b.sel.Alerts())
 	}
 }
 
@@ -540,6 +605,7 @@ func TestBadEnvelopes(t *testing.T) {
 	if _, err := b.a.HandleEnvelope(ctx, env2, ViaOOB); !errors.Is(err, seal.ErrHostMismatch) {
 		t.Fatalf("other host: %v", err)
 	}
+	b.settle()
 	// A reply sent to the host is not a request.
 	env3, _ := b.vms.Seal(&vmsg.Reply{RequestID: 9, OK: true})
 	if out, err := b.a.HandleEnvelope(ctx, env3, ViaOOB); err == nil || out != nil {
@@ -556,6 +622,7 @@ func TestBadEnvelopes(t *testing.T) {
 	for range 20 {
 		b.a.HandleEnvelope(ctx, bad, ViaOOB)
 	}
+	b.settle()
 	if n := len(b.sel.Alerts()); n != 6 {
 		t.Fatalf("%d envelope alerts in a minute, want the cap 6", n)
 	}
@@ -567,5 +634,10 @@ func TestStale(t *testing.T) {
 	r.IssuedMs = b.clk.Now().Add(-time.Hour).UnixMilli()
 	if rep := b.reply(r); rep.Code != vmsg.ErrStale || b.hv.starts.Load() != 0 {
 		t.Fatalf("stale: %+v", rep)
+	}
+	// Not an outcome: the same id with a fresh issue time runs.
+	r.IssuedMs = b.clk.Now().UnixMilli()
+	if rep := b.reply(r); !rep.OK || b.hv.starts.Load() != 1 {
+		t.Fatalf("resent with a fresh time: %+v", rep)
 	}
 }

@@ -3,7 +3,8 @@
 // message on Queue 2 and a SEL entry on the BMC.
 //
 // An alert is raised when a request fails the authorization list or the
-// challenge; it is addressed to the registered user(s) who get alerts.
+// challenge, or when a VM changes state without hvagent (package watch);
+// it is addressed to the registered user(s) who get alerts.
 package alert
 
 import (
@@ -29,7 +30,8 @@ type Alert struct {
 }
 
 func (a Alert) String() string {
-	return fmt.Sprintf("%s: %s by %q on VM %q refused: %s", a.Host, a.Action, a.Principal, a.VM, a.Reason)
+	// The reason names the class ("denied: …", "unauthorized local change: …").
+	return fmt.Sprintf("%s: %s by %q on VM %q: %s", a.Host, a.Action, a.Principal, a.VM, a.Reason)
 }
 
 // Sink delivers alerts somewhere. Send must honour ctx and be safe for
@@ -53,7 +55,7 @@ var _ Sink = Log{}
 
 // Send logs a.
 func (l Log) Send(ctx context.Context, a Alert) error {
-	l.Logger.LogAttrs(ctx, slog.LevelWarn, "request refused; alerting registered users",
+	l.Logger.LogAttrs(ctx, slog.LevelWarn, "alerting registered users (request refused, or a VM changed behind the agent's back)",
 		slog.Time("alert_time", a.Time),
 		slog.String("host", a.Host),
 		slog.String("principal", a.Principal),

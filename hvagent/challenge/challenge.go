@@ -2,38 +2,62 @@
 // changes to protected VMs.
 //
 // The agent answers such a request with a [Challenge]: a random 16-byte
-// nonce and an expiry. The VMS answers with the principal's registered
-// user's TOTP code bound to that nonce; [Challenger.Verify] checks that
+// nonce and an expiry, bound here, server side, to the request id, the
+// principal, the action, the VM and the principal's registered operator.
+// The VMS sends the same request id again with the nonce and a 6-digit code;
+// [Challenger.Verify] checks, in order, that
 //
-//   - the nonce is outstanding and was issued for the same request id,
-//     principal, action and VM (else ErrUnknownChallenge);
+//   - a challenge is outstanding for this request id and was issued for the
+//     same nonce, principal, action and VM (else ErrUnknownChallenge);
 //   - it has not expired (ErrExpired);
-//   - the code was not used before (ErrCodeReused): a nonce is spent by its
-//     first good answer and remembered as spent, with the user and time
-//     step, until that step's acceptance window has passed;
-//   - the code is right for the user's secret, the nonce and the time
-//     (ErrBadCode); after MaxAttempts bad codes the challenge is dropped.
+//   - neither the operator nor the principal is locked out by the failure
+//     budget (ErrLocked);
+//   - the code is right (else ErrBadCode), as one of
+//     1. the operator's RFC 6238 code, what any authenticator app shows for
+//     the enrolled otpauth:// key (HMAC-SHA1, 6 digits, 30 s steps, T-1..T+1
+//     accepted). A time step is usable once per operator (ErrCodeReused):
+//     a code seen once, on any request, is spent;
+//     2. the automation code ([Verifier], default [NonceTOTP]): the same
+//     key's code bound to the nonce, computed by a VMS that holds the
+//     operator's key (vmsctl --otp-secret-file). It cannot be replayed:
+//     the nonce is spent with its challenge.
 //
-// The code function is injected ([Verifier]) so the seal package's helper
-// can replace the default [NonceTOTP].
+// Guessing is bounded: a challenge takes one answer, right or wrong (the
+// agent records the refusal as the request's outcome); Budget wrong codes within BudgetWindow, counted per operator and
+// per principal, lock both for LockFor (the failure that locks returns
+// ErrLockout, so the agent alerts it once). At most MaxOutstanding
+// challenges wait at once, MaxPerPrincipal per principal (ErrTooMany).
 //
-// NonceTOTP, the default code: with step T = floor(unix time / 30 s),
+// With Config.StateFile the outstanding challenges, the spent time steps and
+// the failure budgets survive an agent restart: every change is written to
+// the file (JSON, written to a temporary file, fsynced and renamed), so a
+// protected request begun before a restart is answered truthfully.
+//
+// NonceTOTP, the automation code: with step T = floor(unix time / 30 s),
 //
 //	mac  = HMAC-SHA1(key = user's TOTP secret, msg = T as 8 bytes big-endian ‖ nonce)
 //	off  = mac[19] & 0x0f
 //	bin  = (mac[off]&0x7f)<<24 | mac[off+1]<<16 | mac[off+2]<<8 | mac[off+3]
 //	code = bin mod 10^6, written as 6 decimal digits, zero padded
 //
-// i.e. RFC 4226 HOTP with the counter followed by the nonce. Codes for
-// T-1, T and T+1 are accepted (±30 s of clock skew).
+// i.e. RFC 4226 HOTP with the counter followed by the nonce.
 package challenge
 
 import (
 	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 
 	"github.com/ooblab/ooblab/internal/seal"
 )
@@ -45,6 +69,10 @@ var (
 	ErrBadCode          = errors.New("challenge: wrong code")
 	ErrCodeReused       = errors.New("challenge: code already used")
 	ErrNoUser           = errors.New("challenge: principal has no registered user")
+	ErrLocked           = errors.New("challenge: locked out after too many wrong codes")
+	// ErrLockout comes with the wrong code that used up the budget.
+	ErrLockout = errors.New("challenge: failure budget used up; locked out")
+	ErrTooMany = errors.New("challenge: too many outstanding challenges")
 )
 
 // NonceSize is the nonce length in bytes.
@@ -56,8 +84,8 @@ type Challenge struct {
 	Expiry time.Time
 }
 
-// Verifier checks a code for secret bound to nonce at time now, and says
-// which time step it matched (for the reuse check).
+// Verifier checks an automation code for secret bound to nonce at time now,
+// and says which time step it matched.
 type Verifier interface {
 	Verify(secret, nonce []byte, code string, now time.Time) (step int64, ok bool)
 }
@@ -68,45 +96,85 @@ type KeyFunc func(principal string) (user string, secret []byte, ok bool)
 
 // Config configures a Challenger. Keys is required.
 type Config struct {
-	Keys           KeyFunc
-	Verifier       Verifier      // default NonceTOTP{}
-	TTL            time.Duration // default 60 s
-	MaxOutstanding int           // default 1024; the oldest is dropped beyond
-	MaxAttempts    int           // bad codes per challenge, default 3
-	// ReuseWindow is how long a spent nonce is remembered after its time
-	// step began. Default 3 steps of 30 s: a code for T is accepted until
-	// T+1 ends.
+	Keys     KeyFunc
+	Verifier Verifier // automation codes; default NonceTOTP{}
+	// StateFile, when set, keeps the state across restarts (see the
+	// package doc). Mode 0600.
+	StateFile       string
+	TTL             time.Duration // default 60 s
+	MaxOutstanding  int           // default 64
+	MaxPerPrincipal int           // default 4
+	Budget          int           // wrong codes per operator and per principal, default 5
+	BudgetWindow    time.Duration // default 15 min
+	LockFor         time.Duration // default 5 min
+	// ReuseWindow is how long a spent time step is remembered after it
+	// began. Default 3 steps of 30 s: a code for T is accepted until T+1
+	// ends.
 	ReuseWindow time.Duration
+	Logger      *slog.Logger
 }
 
 type pending struct {
-	requestID             uint64
-	principal, action, vm string
-	expiry                time.Time
-	attempts              int
-	seq                   uint64 // issue order, to drop the oldest
+	RequestID uint64          `json:"request_id"`
+	Nonce     [NonceSize]byte `json:"nonce"`
+	Principal string          `json:"principal"`
+	Action    string          `json:"action"`
+	VM        string          `json:"vm"`
+	Expiry    time.Time       `json:"expiry"`
+}
+
+type spentKey struct {
+	User string `json:"user"`
+	Step int64  `json:"step"`
 }
 
 type spent struct {
-	user  string
-	step  int64
-	until time.Time
+	spentKey
+	Until time.Time `json:"until"`
+}
+
+type budget struct {
+	Fails       []time.Time `json:"fails,omitempty"`
+	LockedUntil time.Time   `json:"locked_until,omitzero"`
+}
+
+// state is what StateFile holds.
+type state struct {
+	Pending []*pending         `json:"pending"`
+	Spent   []spent            `json:"spent"`
+	Budgets map[string]*budget `json:"budgets"`
 }
 
 // Challenger holds the outstanding challenges. Safe for concurrent use.
 type Challenger struct {
 	cfg Config
+	log *slog.Logger
 
 	mu      sync.Mutex
-	seq     uint64
-	pending map[[NonceSize]byte]*pending
-	spent   map[[NonceSize]byte]spent
+	pending map[uint64]*pending // by request id
+	spent   map[spentKey]time.Time
+	budgets map[string]*budget // "user:NAME", "principal:NAME"
+	version uint64
+
+	wmu     sync.Mutex // one writer of StateFile
+	written uint64
 }
 
-// New returns a Challenger; it panics if cfg.Keys is nil.
+// New returns a Challenger that keeps its state in memory (StateFile is
+// ignored); it panics if cfg.Keys is nil.
 func New(cfg Config) *Challenger {
+	cfg.StateFile = ""
+	c, err := Open(cfg)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// Open returns a Challenger, loading cfg.StateFile when it exists.
+func Open(cfg Config) (*Challenger, error) {
 	if cfg.Keys == nil {
-		panic("challenge: Config.Keys is nil")
+		return nil, errors.New("challenge: Config.Keys is nil")
 	}
 	if cfg.Verifier == nil {
 		cfg.Verifier = NonceTOTP{}
@@ -115,59 +183,197 @@ func New(cfg Config) *Challenger {
 		cfg.TTL = 60 * time.Second
 	}
 	if cfg.MaxOutstanding <= 0 {
-		cfg.MaxOutstanding = 1024
+		cfg.MaxOutstanding = 64
 	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 3
+	if cfg.MaxPerPrincipal <= 0 {
+		cfg.MaxPerPrincipal = 4
+	}
+	if cfg.Budget <= 0 {
+		cfg.Budget = 5
+	}
+	if cfg.BudgetWindow <= 0 {
+		cfg.BudgetWindow = 15 * time.Minute
+	}
+	if cfg.LockFor <= 0 {
+		cfg.LockFor = 5 * time.Minute
 	}
 	if cfg.ReuseWindow <= 0 {
 		cfg.ReuseWindow = 3 * Step
 	}
-	return &Challenger{
-		cfg:     cfg,
-		pending: map[[NonceSize]byte]*pending{},
-		spent:   map[[NonceSize]byte]spent{},
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-}
-
-// Issue makes a challenge for one request. When MaxOutstanding challenges
-// are already outstanding, expired ones are dropped first, then the oldest.
-func (c *Challenger) Issue(requestID uint64, principal, action, vm string, now time.Time) Challenge {
-	var n [NonceSize]byte
-	rand.Read(n[:]) // never fails (Go ≥ 1.24)
-	ch := Challenge{Nonce: n, Expiry: now.Add(c.cfg.TTL)}
-
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.gc(now)
-	for len(c.pending) >= c.cfg.MaxOutstanding {
-		var oldest [NonceSize]byte
-		var min uint64 = ^uint64(0)
-		for k, p := range c.pending {
-			if p.seq < min {
-				min, oldest = p.seq, k
-			}
+	c := &Challenger{cfg: cfg, log: cfg.Logger,
+		pending: map[uint64]*pending{}, spent: map[spentKey]time.Time{}, budgets: map[string]*budget{}}
+	if cfg.StateFile == "" {
+		return c, nil
+	}
+	b, err := os.ReadFile(cfg.StateFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return c, nil
+	case err != nil:
+		return nil, fmt.Errorf("challenge state: %w", err)
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("challenge state %s: %w (move it away to start afresh: outstanding challenges are then refused)", cfg.StateFile, err)
+	}
+	for _, p := range st.Pending {
+		if p != nil {
+			c.pending[p.RequestID] = p
 		}
-		delete(c.pending, oldest)
 	}
-	c.seq++
-	c.pending[n] = &pending{requestID: requestID, principal: principal, action: action, vm: vm,
-		expiry: ch.Expiry, seq: c.seq}
-	return ch
+	for _, s := range st.Spent {
+		c.spent[s.spentKey] = s.Until
+	}
+	for k, v := range st.Budgets {
+		if v != nil {
+			c.budgets[k] = v
+		}
+	}
+	return c, nil
 }
 
-// gc drops expired challenges and spent records past their window.
+// snapshot returns the state to write, or nil without a StateFile. Caller
+// holds mu.
+func (c *Challenger) snapshot() ([]byte, uint64) {
+	if c.cfg.StateFile == "" {
+		return nil, 0
+	}
+	c.version++
+	st := state{Budgets: c.budgets}
+	for _, p := range c.pending {
+		st.Pending = append(st.Pending, p)
+	}
+	for k, u := range c.spent {
+		st.Spent = append(st.Spent, spent{spentKey: k, Until: u})
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		c.log.Error("cannot encode the challenge state", "err", err)
+		return nil, 0
+	}
+	return b, c.version
+}
+
+// persist writes a snapshot taken under mu, outside mu. A snapshot older
+// than the one on disk is skipped.
+func (c *Challenger) persist(b []byte, v uint64) error {
+	if b == nil {
+		return nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if v <= c.written {
+		return nil
+	}
+	path := c.cfg.StateFile
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		var d *os.File
+		if d, err = os.Open(filepath.Dir(path)); err == nil {
+			err = d.Sync()
+			d.Close()
+		}
+	}
+	if err != nil {
+		os.Remove(tmp)
+		c.log.Error("challenge state not saved: outstanding challenges, spent codes and lockouts may not survive a restart", "file", path, "err", err)
+		return err
+	}
+	c.written = v
+	return nil
+}
+
+// Issue makes a challenge for one request, or returns the one already
+// outstanding for the same request id. It refuses (ErrLocked, ErrTooMany)
+// a principal or operator that is locked out, and a new challenge beyond
+// the caps.
+func (c *Challenger) Issue(requestID uint64, principal, action, vm string, now time.Time) (Challenge, error) {
+	c.mu.Lock()
+	c.gc(now)
+	if p, ok := c.pending[requestID]; ok && p.Principal == principal && p.Action == action && p.VM == vm {
+		c.mu.Unlock()
+		return Challenge{Nonce: p.Nonce, Expiry: p.Expiry}, nil
+	}
+	if err := c.lockedLocked(principal, now); err != nil {
+		c.mu.Unlock()
+		return Challenge{}, err
+	}
+	n := 0
+	for _, p := range c.pending {
+		if p.Principal == principal {
+			n++
+		}
+	}
+	if n >= c.cfg.MaxPerPrincipal || len(c.pending) >= c.cfg.MaxOutstanding {
+		c.mu.Unlock()
+		return Challenge{}, fmt.Errorf("%w: %d for %q, %d in all (max %d, %d); answer or let them expire (%s)",
+			ErrTooMany, n, principal, len(c.pending), c.cfg.MaxPerPrincipal, c.cfg.MaxOutstanding, c.cfg.TTL)
+	}
+	p := &pending{RequestID: requestID, Principal: principal, Action: action, VM: vm, Expiry: now.Add(c.cfg.TTL)}
+	rand.Read(p.Nonce[:]) // never fails (Go ≥ 1.24)
+	c.pending[requestID] = p
+	b, v := c.snapshot()
+	c.mu.Unlock()
+	c.persist(b, v)
+	return Challenge{Nonce: p.Nonce, Expiry: p.Expiry}, nil
+}
+
+// gc drops expired challenges, spent steps past their window and budgets
+// with nothing left to count. Caller holds mu.
 func (c *Challenger) gc(now time.Time) {
 	for k, p := range c.pending {
-		if now.After(p.expiry) {
+		if now.After(p.Expiry) {
 			delete(c.pending, k)
 		}
 	}
-	for k, s := range c.spent {
-		if now.After(s.until) {
+	for k, until := range c.spent {
+		if now.After(until) {
 			delete(c.spent, k)
 		}
 	}
+	cut := now.Add(-c.cfg.BudgetWindow)
+	for k, b := range c.budgets {
+		i := 0
+		for i < len(b.Fails) && b.Fails[i].Before(cut) {
+			i++
+		}
+		b.Fails = b.Fails[i:]
+		if len(b.Fails) == 0 && !now.Before(b.LockedUntil) {
+			delete(c.budgets, k)
+		}
+	}
+}
+
+// lockedLocked says whether principal or its operator is locked out.
+// Caller holds mu.
+func (c *Challenger) lockedLocked(principal string, now time.Time) error {
+	keys := []string{"principal:" + principal}
+	if user, _, ok := c.cfg.Keys(principal); ok {
+		keys = append(keys, "user:"+user)
+	}
+	for _, k := range keys {
+		if b, ok := c.budgets[k]; ok && now.Before(b.LockedUntil) {
+			return fmt.Errorf("%w: %s until %s", ErrLocked, k, b.LockedUntil.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
 }
 
 // Outstanding is the number of challenges waiting for an answer.
@@ -181,43 +387,117 @@ func (c *Challenger) Outstanding() int {
 // spent: the request may run once.
 func (c *Challenger) Verify(requestID uint64, principal, action, vm string, nonce [NonceSize]byte, code string, now time.Time) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	err := c.verify(requestID, principal, action, vm, nonce, code, now)
+	c.gc(now)
+	b, v := c.snapshot()
+	c.mu.Unlock()
+	c.persist(b, v)
+	return err
+}
 
-	if s, ok := c.spent[nonce]; ok && !now.After(s.until) {
-		return fmt.Errorf("%w: nonce %x was answered by user %q at step %d", ErrCodeReused, nonce[:4], s.user, s.step)
-	}
-	p, ok := c.pending[nonce]
+func (c *Challenger) verify(requestID uint64, principal, action, vm string, nonce [NonceSize]byte, code string, now time.Time) error {
+	p, ok := c.pending[requestID]
 	if !ok {
-		return fmt.Errorf("%w: nonce %x is not outstanding", ErrUnknownChallenge, nonce[:4])
+		return fmt.Errorf("%w: no challenge outstanding for request %d (nonce %x)", ErrUnknownChallenge, requestID, nonce[:4])
 	}
-	if p.requestID != requestID || p.principal != principal || p.action != action || p.vm != vm {
+	if subtle.ConstantTimeCompare(p.Nonce[:], nonce[:]) != 1 || p.Principal != principal || p.Action != action || p.VM != vm {
 		return fmt.Errorf("%w: nonce %x was issued for another request", ErrUnknownChallenge, nonce[:4])
 	}
-	if now.After(p.expiry) {
-		delete(c.pending, nonce)
-		return fmt.Errorf("%w: at %s", ErrExpired, p.expiry.UTC().Format(time.RFC3339))
+	if now.After(p.Expiry) {
+		delete(c.pending, requestID)
+		return fmt.Errorf("%w: at %s", ErrExpired, p.Expiry.UTC().Format(time.RFC3339))
+	}
+	if err := c.lockedLocked(principal, now); err != nil {
+		return err
 	}
 	user, secret, ok := c.cfg.Keys(principal)
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrNoUser, principal)
 	}
-	step, ok := c.cfg.Verifier.Verify(secret, nonce[:], code, now)
-	if !ok {
-		p.attempts++
-		if p.attempts >= c.cfg.MaxAttempts {
-			delete(c.pending, nonce)
-			return fmt.Errorf("%w (attempt %d of %d; challenge dropped)", ErrBadCode, p.attempts, c.cfg.MaxAttempts)
+	if step, ok := AppCodeStep(secret, code, now); ok {
+		k := spentKey{User: user, Step: step}
+		if _, used := c.spent[k]; used {
+			return fmt.Errorf("%w: user %q's code of time step %d was used before; wait for the next code", ErrCodeReused, user, step)
 		}
-		return fmt.Errorf("%w (attempt %d of %d)", ErrBadCode, p.attempts, c.cfg.MaxAttempts)
+		c.spent[k] = time.Unix(step*int64(Step/time.Second), 0).Add(c.cfg.ReuseWindow)
+		delete(c.pending, requestID)
+		return nil
 	}
-	delete(c.pending, nonce)
-	c.spent[nonce] = spent{user: user, step: step,
-		until: time.Unix(step*int64(Step/time.Second), 0).Add(c.cfg.ReuseWindow)}
-	return nil
+	if _, ok := c.cfg.Verifier.Verify(secret, nonce[:], code, now); ok {
+		delete(c.pending, requestID)
+		return nil
+	}
+	delete(c.pending, requestID)
+	if lock := c.fail(now, "user:"+user, "principal:"+principal); lock != "" {
+		return fmt.Errorf("%w; %w: %s", ErrBadCode, ErrLockout, lock)
+	}
+	return fmt.Errorf("%w (the challenge is spent; send the command again for a new one)", ErrBadCode)
+}
+
+// fail counts one wrong code against every key; when one reaches the
+// budget, all of them are locked and their challenges dropped. It returns
+// a description of the lockout, or "". Caller holds mu.
+func (c *Challenger) fail(now time.Time, keys ...string) string {
+	locked := false
+	for _, k := range keys {
+		b := c.budgets[k]
+		if b == nil {
+			b = &budget{}
+			c.budgets[k] = b
+		}
+		b.Fails = append(b.Fails, now)
+		if len(b.Fails) >= c.cfg.Budget {
+			locked = true
+		}
+	}
+	if !locked {
+		return ""
+	}
+	until := now.Add(c.cfg.LockFor)
+	for _, k := range keys {
+		c.budgets[k].LockedUntil = until
+		c.budgets[k].Fails = nil
+	}
+	for id, p := range c.pending {
+		if "principal:"+p.Principal == keys[1] {
+			delete(c.pending, id)
+		}
+	}
+	return fmt.Sprintf("%d wrong codes within %s: %v locked until %s", c.cfg.Budget, c.cfg.BudgetWindow, keys, until.UTC().Format(time.RFC3339))
 }
 
 // Step is the TOTP time step.
 const Step = seal.ChallengeStep
+
+var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// AppCode is the code an authenticator app shows at t for secret
+// (RFC 6238: HMAC-SHA1, 6 digits, 30 s).
+func AppCode(secret []byte, t time.Time) string {
+	code, err := totp.GenerateCodeCustom(b32.EncodeToString(secret), t, appOpts)
+	if err != nil {
+		return "" // only for an invalid secret, which base32 of bytes is not
+	}
+	return code
+}
+
+var appOpts = totp.ValidateOpts{Period: uint(Step / time.Second), Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+
+// AppCodeStep checks an authenticator-app code for steps T-1, T and T+1
+// (all three compared, in constant time) and returns the step it matched.
+func AppCodeStep(secret []byte, code string, now time.Time) (step int64, ok bool) {
+	if len(code) != 6 {
+		return 0, false
+	}
+	t := now.Unix() / int64(Step/time.Second)
+	for s := t - 1; s <= t+1; s++ {
+		want := AppCode(secret, time.Unix(s*int64(Step/time.Second), 0))
+		if subtle.ConstantTimeCompare([]byte(want), []byte(code)) == 1 && !ok {
+			step, ok = s, true
+		}
+	}
+	return step, ok
+}
 
 // NonceTOTP is the default Verifier (see the package doc): internal/seal's
 // challenge code, which the VMS side computes with the same function.
@@ -225,7 +505,7 @@ type NonceTOTP struct{}
 
 var _ Verifier = NonceTOTP{}
 
-// Code returns the 6-digit code for secret and nonce at time t.
+// Code returns the 6-digit automation code for secret and nonce at time t.
 func Code(secret, nonce []byte, t time.Time) string { return seal.ChallengeCode(secret, nonce, t) }
 
 // Verify accepts the code of step T-1, T or T+1 (constant time, all three

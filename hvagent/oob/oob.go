@@ -25,7 +25,11 @@
 // Writing Queue 2 (OEM 0x03): a full queue answers 0xC4; the writer backs off
 // (50 ms doubling to 2 s) and retries the same record until it fits or ctx
 // ends. A write of a record already queued is answered as success by the
-// BMC, so retries after a transport error cannot duplicate it.
+// BMC, so retries after a transport error cannot duplicate it. A full queue
+// never stalls the loop: each answer gets AnswerTimeout, then it is dropped,
+// counted (Stats.AnswersDropped) and logged (the VMS asks again with the same
+// request id and the journal answers it); waiting for the writer's turn
+// honours the context too, so an alert sink's deadline holds.
 //
 // SEL alert entry (Add SEL Entry, NetFn 0x0A cmd 0x44), 16 bytes:
 //
@@ -37,16 +41,16 @@
 //
 // The BMC assigns the id and (for OEM timestamped records) the timestamp.
 // class is agent.Class (1 denied, 2 challenge refused, 3 bad envelope,
-// 4 replayed envelope, 0 other); cmd the vmsg.Command number (0 when none).
+// 4 replayed envelope, 5 unauthorized local change, 6 guest-initiated,
+// 7 crash, 0 other), numbered as oem.AlertClass; cmd the vmsg.Command
+// number (0 when none). oem.SELAlert packs and parses bytes 10-15.
 package oob
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -76,6 +80,9 @@ type Config struct {
 	PollInterval time.Duration
 	// CallTimeout bounds one IPMI request (default 5 s).
 	CallTimeout time.Duration
+	// AnswerTimeout bounds the writing of one answer to Queue 2 (default
+	// 30 s).
+	AnswerTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the retry delay after 0xC4 or a
 	// transport error (defaults 50 ms, 2 s).
 	MinBackoff, MaxBackoff time.Duration
@@ -90,6 +97,7 @@ type Stats struct {
 	Messages, Answers              uint64
 	RecordsWritten, FullRetries    uint64
 	ReadErrors, WriteErrors, Wakes uint64
+	AnswersDropped                 uint64
 }
 
 // Loop is the OOB-I channel over one system interface connection.
@@ -97,11 +105,12 @@ type Loop struct {
 	cfg Config
 	log *slog.Logger
 	ra  *record.Reassembler
-	wmu sync.Mutex // one message at a time into Queue 2
+	wmu chan struct{} // one message at a time into Queue 2 (a lock that honours ctx)
 
 	recordsRead, recordsBad, messages, answers atomic.Uint64
 	recordsWritten, fullRetries                atomic.Uint64
 	readErrors, writeErrors, wakes             atomic.Uint64
+	answersDropped                             atomic.Uint64
 	lastOK                                     atomic.Bool
 }
 
@@ -116,6 +125,9 @@ func New(cfg Config) *Loop {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 5 * time.Second
 	}
+	if cfg.AnswerTimeout <= 0 {
+		cfg.AnswerTimeout = 30 * time.Second
+	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 50 * time.Millisecond
 	}
@@ -128,7 +140,7 @@ func New(cfg Config) *Loop {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Loop{cfg: cfg, log: cfg.Logger, ra: record.NewReassembler(cfg.Reassembler)}
+	return &Loop{cfg: cfg, log: cfg.Logger, ra: record.NewReassembler(cfg.Reassembler), wmu: make(chan struct{}, 1)}
 }
 
 // Stats returns the counters.
@@ -136,7 +148,8 @@ func (l *Loop) Stats() Stats {
 	return Stats{RecordsRead: l.recordsRead.Load(), RecordsBad: l.recordsBad.Load(),
 		Messages: l.messages.Load(), Answers: l.answers.Load(),
 		RecordsWritten: l.recordsWritten.Load(), FullRetries: l.fullRetries.Load(),
-		ReadErrors: l.readErrors.Load(), WriteErrors: l.writeErrors.Load(), Wakes: l.wakes.Load()}
+		ReadErrors: l.readErrors.Load(), WriteErrors: l.writeErrors.Load(), Wakes: l.wakes.Load(),
+		AnswersDropped: l.answersDropped.Load()}
 }
 
 // Probe reads the queue status once (to report the channel at start-up).
@@ -268,8 +281,13 @@ func (l *Loop) handle(ctx context.Context, env []byte, requester uint32) {
 		l.log.Debug("envelope from Queue 1 not answered", "len", len(env), "err", err)
 	}
 	for _, a := range out {
-		if err := l.sendTo(ctx, requester, a); err != nil {
-			l.log.Error("answer lost: could not write it to Queue 2", "len", len(a), "err", err)
+		sctx, cancel := context.WithTimeout(ctx, l.cfg.AnswerTimeout)
+		err := l.sendTo(sctx, requester, a)
+		cancel()
+		if err != nil {
+			n := l.answersDropped.Add(1)
+			l.log.Error("answer dropped: could not write it to Queue 2 in time; the VMS must ask again with the same request id (the journal answers it)",
+				"len", len(a), "err", err, "timeout", l.cfg.AnswerTimeout, "dropped_total", n)
 			continue
 		}
 		l.answers.Add(1)
@@ -298,8 +316,12 @@ func (l *Loop) sendTo(ctx context.Context, requester uint32, env []byte) error {
 	if err != nil {
 		return err
 	}
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
+	select {
+	case l.wmu <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("message %#x: waiting for Queue 2: %w", id, ctx.Err())
+	}
+	defer func() { <-l.wmu }()
 	for _, r := range recs {
 		if err := l.write(ctx, r); err != nil {
 			return fmt.Errorf("record %d/%d of message %#x: %w", r.Index+1, r.Count, id, err)
@@ -360,18 +382,13 @@ type SELSink struct {
 
 var _ alert.Sink = (*SELSink)(nil)
 
-// SELRecord is the 16-byte SEL record for a (see the package doc).
+// SELRecord is the 16-byte SEL record for a (oem.SELAlert; see the package doc).
 func SELRecord(a alert.Alert, iana oem.IANA, now time.Time) [16]byte {
-	var rec [16]byte
-	rec[2] = 0xC0
-	binary.LittleEndian.PutUint32(rec[3:], uint32(now.Unix()))
-	rec[7], rec[8], rec[9] = byte(iana), byte(iana>>8), byte(iana>>16)
-	rec[10] = agent.Class(a)
+	sa := oem.SELAlert{Class: oem.AlertClass(agent.Class(a)), RequestID: uint32(a.RequestID)}
 	if c, err := vmsg.ParseCommand(a.Action); err == nil {
-		rec[11] = byte(c)
+		sa.Command = byte(c)
 	}
-	binary.LittleEndian.PutUint32(rec[12:], uint32(a.RequestID))
-	return rec
+	return sa.Record(iana, uint32(now.Unix()))
 }
 
 // Send adds the entry.

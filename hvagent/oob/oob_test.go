@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -270,6 +271,50 @@ func TestQueue2Full(t *testing.T) {
 	}
 }
 
+// TestQueue2FullNoReader: nobody reads Queue 2. Each answer gets its
+// deadline, is dropped and counted, and the loop goes on serving Queue 1;
+// an alert sink's send gives up at its own deadline even while an answer
+// holds the writer.
+func TestQueue2FullNoReader(t *testing.T) {
+	lab := newBMC(t, bmcsimtest.Options{Queue2Capacity: 2})
+	h := &echo{}
+	l := runLoop(t, Config{Conn: lab.host, Handler: h, AnswerTimeout: 100 * time.Millisecond,
+		MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
+	vms := dialVMS(t, lab.Port)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 3 {
+		if err := vms.send(ctx, uint64(1+i), randBytes(2000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for h.n.Load() < 3 || l.Stats().AnswersDropped < 3 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("loop stalled behind a full Queue 2: handled %d, %+v", h.n.Load(), l.Stats())
+		case <-time.After(10 * time.Millisecond): // polling the loop's counters
+		}
+	}
+	// A sink send while the writer is busy with another message honours its
+	// context, whatever the lock.
+	hold, release := context.WithCancel(context.Background())
+	defer release()
+	busy := make(chan error, 1)
+	go func() { busy <- l.Send(hold, randBytes(3000)) }()
+	sink := &Queue2Sink{Loop: l, Seal: func(alert.Alert) ([]byte, error) { return randBytes(100), nil }}
+	sctx, scancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer scancel()
+	start := time.Now()
+	if err := sink.Send(sctx, alert.Alert{Reason: "test"}); err == nil {
+		t.Fatal("alert queued into a full Queue 2")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("sink send took %s past its 50 ms deadline", d)
+	}
+	release()
+	<-busy
+}
+
 // TestStrayRecords: records that never make a message are logged and
 // skipped; the next message still gets through.
 func TestStrayRecords(t *testing.T) {
@@ -508,6 +553,25 @@ func mustKey(t testing.TB) *seal.Key {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// The agent's class numbers are the SEL record's (oem.AlertClass), which
+// vmsctl host sel names.
+func TestAgentClassesAreOEMAlertClasses(t *testing.T) {
+	for reason, want := range map[string]oem.AlertClass{
+		agent.ReasonDenied: oem.AlertDenied, agent.ReasonChallenge: oem.AlertChallenge, agent.ReasonEnvelope: oem.AlertEnvelope,
+		agent.ReasonReplay: oem.AlertReplay, agent.ReasonLocal: oem.AlertLocal, agent.ReasonGuest: oem.AlertGuest,
+		agent.ReasonCrash: oem.AlertCrash, "something else": oem.AlertOther,
+	} {
+		rec := SELRecord(alert.Alert{Reason: reason + ": x", Action: "destroy", RequestID: 7}, oem.DefaultIANA, time.Unix(1, 0))
+		a, ok := oem.ParseSELAlert(rec[:], oem.DefaultIANA)
+		if !ok || a.Class != want || a.Class.String() != want.String() || a.Command != byte(vmsg.CmdDestroy) || a.RequestID != 7 {
+			t.Errorf("%q: %+v %v, want class %v", reason, a, ok, want)
+		}
+		if !strings.HasPrefix(reason, want.String()) && want != oem.AlertOther {
+			t.Errorf("class %v is named %q, the reason prefix is %q", want, want.String(), reason)
+		}
+	}
 }
 
 // TestAnswerAddressedToRequester: a request whose records carry requester

@@ -5,7 +5,7 @@
 //
 // The list is a TOML file (see testdata/authz.toml):
 //
-//	read_only_default = true        # list/status/ping allowed for every known principal
+//	read_only_default = true        # list/status/ping/history allowed for every known principal
 //	protected = ["db-*", "prod-*"]  # path.Match globs
 //
 //	[users.alice]                   # a registered user
@@ -48,7 +48,7 @@ const MaxKeys = 4
 
 // Actions the list knows. Read-only ones never change a VM.
 var (
-	ReadOnlyActions = []string{"list", "status", "ping"}
+	ReadOnlyActions = []string{"list", "status", "ping", "history"}
 	ChangeActions   = []string{"start", "shutdown", "destroy", "reboot", "suspend", "resume"}
 )
 
@@ -290,7 +290,7 @@ func (p *Policy) Decide(principal, action, vm string) Decision {
 	if !IsKnownAction(action) {
 		return Decision{Effect: Deny, Reason: fmt.Sprintf("unknown action %q", action)}
 	}
-	vmless := action == "list" || action == "ping"
+	vmless := action == "list" || action == "ping" || action == "history"
 	if IsReadOnly(action) && p.readOnlyDefault {
 		return Decision{Effect: Allow}
 	}

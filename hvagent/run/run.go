@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/sysif/devipmi"
 	"github.com/ooblab/ooblab/hvagent/virt"
 	"github.com/ooblab/ooblab/hvagent/vmmi"
+	"github.com/ooblab/ooblab/hvagent/watch"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -48,7 +50,10 @@ type Options struct {
 	AlertHook    string        // shell command run per alert, "" for none
 	PollInterval time.Duration // Queue 1 poll without attention (default 1 s)
 	IANA         uint32        // OEM enterprise number (default 32473)
-	Logger       *slog.Logger
+	// ShutdownTimeout bounds how long a stop (SIGTERM) waits for actions
+	// still running to finish and journal their outcome (default 90 s).
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
 	// Ready, when set, is called once both channels were set up, with their
 	// status (for tests and the lab).
 	Ready func(Status)
@@ -166,7 +171,8 @@ func Run(ctx context.Context, o Options) error {
 		q2 = &oob.Queue2Sink{Loop: loop, Seal: func(al alert.Alert) ([]byte, error) { return a.SealAlert(al) }}
 	}
 	a, err = agent.New(agent.Config{Key: key, Opener: seal.OpenerOptions{Also: ring[1:]},
-		Policy: pol, Hypervisor: hv, Journal: j, Alerts: sinks, Queue2: q2, Host: host, Logger: log})
+		Policy: pol, Hypervisor: hv, Journal: j, Alerts: sinks, Queue2: q2, Host: host, Logger: log,
+		ChallengeState: o.JournalFile + ".challenges"})
 	if err != nil {
 		return err
 	}
@@ -200,6 +206,28 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
+
+	// Changes made behind the agent's back (virsh on the host, the guest,
+	// a crash) go to every outlet, queue 2 included.
+	var curPol atomic.Pointer[policy.Policy]
+	curPol.Store(pol)
+	outlets := alert.Multi{sinks}
+	if q2 != nil {
+		outlets = append(outlets, q2)
+	}
+	watching := make(chan struct{})
+	wg.Go(func() {
+		err := watch.Run(ctx, watch.Config{Source: hv, Sink: outlets, Host: key.HostID(),
+			Users: func() []string { return curPol.Load().AlertUsers() }, Logger: log, Ready: func() { close(watching) }})
+		if err != nil {
+			log.Warn("cannot watch libvirt events: VM changes made behind the agent's back go unreported", "err", err)
+			close(watching)
+		}
+	})
+	select {
+	case <-watching:
+	case <-ctx.Done():
+	}
 	st := Status{HostID: key.HostID(), OOB: "off", VMMI: "off"}
 	if srv != nil {
 		st.VMMI, st.Addr = "listening on "+ln.Addr().String(), ln.Addr()
@@ -254,12 +282,23 @@ func Run(ctx context.Context, o Options) error {
 				log.Error("policy reload failed; keeping the old list", "file", o.PolicyFile, "err", err)
 			} else {
 				a.SetPolicy(p)
+				curPol.Store(p)
 				log.Info("policy reloaded", "file", o.PolicyFile)
 			}
 		}
 	}
 	cancel()
 	wg.Wait()
+	// The channels take no more requests; actions already begun run to
+	// their end and journal their outcome, so a retry gets the truth.
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 90 * time.Second
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+	if err := a.Wait(sctx); err != nil {
+		log.Error("stopping with actions still running; their requests will be answered interrupted after the restart", "waited", o.ShutdownTimeout)
+	}
+	scancel()
 	log.Info("hvagent stopped")
 	select {
 	case err := <-errs:

@@ -25,6 +25,16 @@ type Libvirt struct {
 	mu      sync.Mutex
 	vmLocks map[string]*sync.Mutex
 	started map[string]startRec
+
+	// inflight marks this agent's actions, for WatchLifecycle.
+	inflight  inflight
+	eventsErr error // the event loop could not be registered
+
+	// evMu guards the event callbacks against Close.
+	evMu      sync.Mutex
+	callbacks map[int]bool
+	closed    bool
+	closing   chan struct{}
 }
 
 type startRec struct {
@@ -45,6 +55,8 @@ func Open(ctx context.Context, uri string) (*Libvirt, error) {
 		c   *libvirt.Connect
 		err error
 	}
+	// Events flow only on connections opened after the loop exists.
+	evErr := startEventLoop()
 	ch := make(chan res, 1)
 	go func() {
 		c, err := libvirt.NewConnect(uri)
@@ -56,11 +68,13 @@ func Open(ctx context.Context, uri string) (*Libvirt, error) {
 			return nil, fmt.Errorf("virt: connect to %s: %w", uri, r.err)
 		}
 		l := &Libvirt{
-			conn:    r.c,
-			uri:     uri,
-			now:     time.Now,
-			vmLocks: map[string]*sync.Mutex{},
-			started: map[string]startRec{},
+			conn:      r.c,
+			uri:       uri,
+			now:       time.Now,
+			vmLocks:   map[string]*sync.Mutex{},
+			started:   map[string]startRec{},
+			eventsErr: evErr,
+			closing:   make(chan struct{}),
 		}
 		if uri == "qemu:///system" {
 			l.procStart = func(name string) (time.Time, bool) {
@@ -85,8 +99,18 @@ func (l *Libvirt) URI() string { return l.uri }
 // domains. Do not close it; call Close.
 func (l *Libvirt) Conn() *libvirt.Connect { return l.conn }
 
-// Close closes the connection.
+// Close drops the event callbacks and closes the connection.
 func (l *Libvirt) Close() error {
+	l.evMu.Lock()
+	if !l.closed {
+		l.closed = true
+		for id := range l.callbacks {
+			l.conn.DomainEventDeregister(id)
+		}
+		l.callbacks = nil
+		close(l.closing)
+	}
+	l.evMu.Unlock()
 	_, err := l.conn.Close()
 	return err
 }
@@ -238,10 +262,9 @@ func (l *Libvirt) List(ctx context.Context) ([]Domain, error) {
 			d := &doms[i]
 			name, err := d.GetName()
 			if err == nil {
-				var st State
-				if st, err = domState(d); err == nil {
-					l.observe(name, st)
-					out = append(out, Domain{Name: name, State: st})
+				var st Status
+				if st, err = l.statusOf(d, name); err == nil {
+					out = append(out, st)
 				}
 			}
 			// A domain undefined between list and read is skipped.
@@ -266,28 +289,46 @@ func (l *Libvirt) Status(ctx context.Context, vm string) (Status, error) {
 			return Status{}, mapErr(vm, "status", "", err)
 		}
 		defer d.Free()
-		info, err := d.GetInfo()
+		st, err := l.statusOf(d, vm)
 		if err != nil {
 			return Status{}, mapErr(vm, "status", "", err)
 		}
-		st := Status{
-			Name:      vm,
-			State:     stateOf(info.State),
-			VCPUs:     info.NrVirtCpu,
-			MemoryKiB: info.Memory,
-			MaxMemKiB: info.MaxMem,
-			CPUTime:   time.Duration(info.CpuTime),
-		}
-		if r := l.observe(vm, st.State); !r.at.IsZero() {
-			st.Uptime, st.UptimeSource = l.now().Sub(r.at), r.src
-			if l.procStart != nil {
-				if t, ok := l.procStart(vm); ok {
-					st.Uptime, st.UptimeSource = l.now().Sub(t), UptimeProcess
-				}
-			}
-		}
 		return st, nil
 	})
+}
+
+// statusOf reads d's figures: state and reason, vCPUs, memory, CPU time,
+// autostart, persistence, and the uptime as well as the agent can tell.
+func (l *Libvirt) statusOf(d *libvirt.Domain, name string) (Status, error) {
+	info, err := d.GetInfo()
+	if err != nil {
+		return Status{}, err
+	}
+	s, reason, err := d.GetState()
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{
+		Name:      name,
+		State:     stateOf(s),
+		Reason:    reasonText(s, reason),
+		VCPUs:     info.NrVirtCpu,
+		MemoryKiB: info.Memory,
+		MaxMemKiB: info.MaxMem,
+		CPUTime:   time.Duration(info.CpuTime),
+	}
+	// Neither is worth failing the whole answer for.
+	st.Autostart, _ = d.GetAutostart()
+	st.Persistent, _ = d.IsPersistent()
+	if r := l.observe(name, st.State); !r.at.IsZero() {
+		st.Uptime, st.UptimeSource = l.now().Sub(r.at), r.src
+		if l.procStart != nil {
+			if t, ok := l.procStart(name); ok {
+				st.Uptime, st.UptimeSource = l.now().Sub(t), UptimeProcess
+			}
+		}
+	}
+	return st, nil
 }
 
 // act is the common shape of every action: under the VM's lock, read the
@@ -314,7 +355,10 @@ func (l *Libvirt) act(ctx context.Context, vm string, a Action, decide func(Stat
 		if !run {
 			return cur, nil
 		}
-		if err := op(d); err != nil {
+		m := l.inflight.begin(vm, a)
+		err = op(d)
+		l.inflight.end(m, l.now())
+		if err != nil {
 			// Report the state as it is now, the caller may retry.
 			now, serr := domState(d)
 			if serr != nil {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"libvirt.org/go/libvirt"
 )
 
 const testDomXML = `<domain type='test'>
@@ -16,15 +18,29 @@ const testDomXML = `<domain type='test'>
   <os><type>hvm</type></os>
 </domain>`
 
-// newTest opens a private test:///default (each connection has its own
-// copy of the driver's state) and defines a shut-off domain "vm1".
+// newTest opens test:///default and defines a shut-off domain "vm1".
+// Connections open at the same time share the driver's state, and since
+// the agent runs libvirt's event loop a closed connection may be released
+// a moment later on the loop's thread; so newTest removes a "vm1" left by
+// the test before, and removes its own when the test ends.
 func newTest(t *testing.T) *Libvirt {
 	t.Helper()
 	l, err := Open(context.Background(), "test:///default")
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	t.Cleanup(func() { l.Close() })
+	removeVM := func() {
+		if d, err := l.Conn().LookupDomainByName("vm1"); err == nil {
+			d.Destroy()
+			d.Undefine()
+			d.Free()
+		}
+	}
+	removeVM()
+	t.Cleanup(func() {
+		removeVM()
+		l.Close()
+	})
 	d, err := l.Conn().DomainDefineXML(fmt.Sprintf(testDomXML, "vm1"))
 	if err != nil {
 		t.Fatalf("define vm1: %v", err)
@@ -258,5 +274,107 @@ func TestConcurrentActions(t *testing.T) {
 	close(errc)
 	for err := range errc {
 		t.Error(err)
+	}
+}
+
+// TestFigures checks the figures List and Status report, from libvirt.
+func TestFigures(t *testing.T) {
+	l := newTest(t)
+	ctx := context.Background()
+	d, err := l.Conn().LookupDomainByName("vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free()
+	if err := d.SetAutostart(true); err != nil {
+		t.Fatalf("SetAutostart: %v", err)
+	}
+	if _, err := l.Start(ctx, "vm1"); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	st, err := l.Status(ctx, "vm1")
+	if err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	doms, err := l.List(ctx)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	var listed *Domain
+	for i := range doms {
+		if doms[i].Name == "vm1" {
+			listed = &doms[i]
+		}
+	}
+	if listed == nil {
+		t.Fatalf("List has no vm1: %+v", doms)
+	}
+	for name, got := range map[string]Status{"Status": st, "List": *listed} {
+		if got.State != StateRunning || got.Reason != "booted" || got.VCPUs != 2 || got.MemoryKiB != 65536 ||
+			!got.Autostart || !got.Persistent || got.UptimeSource != UptimeAgentStart {
+			t.Errorf("%s = %+v, want running (booted), 2 vCPUs, 65536 KiB, autostart, persistent, uptime from agent-start", name, got)
+		}
+	}
+	if _, err := l.Destroy(ctx, "vm1"); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	st, err = l.Status(ctx, "vm1")
+	if err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	if st.State != StateShutOff || st.Reason != "destroyed" || st.Uptime != 0 {
+		t.Errorf("after destroy: %+v, want shut off (destroyed), no uptime", st)
+	}
+}
+
+func TestReasonText(t *testing.T) {
+	for _, tt := range []struct {
+		s    libvirt.DomainState
+		r    int
+		want string
+	}{
+		{libvirt.DOMAIN_RUNNING, int(libvirt.DOMAIN_RUNNING_BOOTED), "booted"},
+		{libvirt.DOMAIN_SHUTOFF, int(libvirt.DOMAIN_SHUTOFF_DESTROYED), "destroyed"},
+		{libvirt.DOMAIN_PAUSED, int(libvirt.DOMAIN_PAUSED_USER), "user"},
+		{libvirt.DOMAIN_CRASHED, int(libvirt.DOMAIN_CRASHED_PANICKED), "panicked"},
+		{libvirt.DOMAIN_SHUTOFF, 0, ""},
+		{libvirt.DOMAIN_SHUTOFF, 99, "reason 99"},
+		{libvirt.DomainState(42), 3, ""},
+	} {
+		if got := reasonText(tt.s, tt.r); got != tt.want {
+			t.Errorf("reasonText(%d, %d) = %q, want %q", tt.s, tt.r, got, tt.want)
+		}
+	}
+}
+
+func TestInflightOwnEvents(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var f inflight
+	m := f.begin("vm1", ActionStart)
+	if a, ok := f.own("vm1", EventStarted, t0); !ok || a != ActionStart {
+		t.Fatalf("Started during start: %v %v", a, ok)
+	}
+	f.end(m, t0)
+	if _, ok := f.own("vm1", EventStopped, t0.Add(time.Second)); ok {
+		t.Fatal("a Stopped right after a start counted as the start's")
+	}
+	if _, ok := f.own("vm2", EventStarted, t0); ok {
+		t.Fatal("another VM's event counted")
+	}
+	if _, ok := f.own("vm1", EventResumed, t0.Add(OwnGrace-time.Millisecond)); !ok {
+		t.Fatal("Resumed within the grace not counted")
+	}
+	if _, ok := f.own("vm1", EventStarted, t0.Add(OwnGrace+time.Millisecond)); ok {
+		t.Fatal("Started after the grace counted")
+	}
+	// A shutdown waits for its Stopped; once seen, a second Stopped is not its.
+	m = f.begin("vm1", ActionShutdown)
+	f.end(m, t0)
+	at := t0.Add(time.Minute)
+	if a, ok := f.own("vm1", EventStopped, at); !ok || a != ActionShutdown {
+		t.Fatalf("Stopped a minute after a shutdown: %v %v", a, ok)
+	}
+	if _, ok := f.own("vm1", EventStopped, at.Add(OwnGrace+time.Millisecond)); ok {
+		t.Fatal("a later Stopped counted as the shutdown's")
 	}
 }

@@ -86,20 +86,24 @@ func (e *StateError) Error() string {
 // Is makes errors.Is(err, ErrInvalidState) true.
 func (e *StateError) Is(target error) bool { return target == ErrInvalidState }
 
-// Domain is one line of [Hypervisor.List].
-type Domain struct {
+// Domain is one line of [Hypervisor.List]: the same figures as
+// [Hypervisor.Status] gives for one VM.
+type Domain = Status
+
+// Status is the answer to [Hypervisor.Status] (and one line of List).
+type Status struct {
 	Name  string
 	State State
-}
-
-// Status is the answer to [Hypervisor.Status].
-type Status struct {
-	Name      string
-	State     State
-	VCPUs     uint
-	MemoryKiB uint64 // current memory
-	MaxMemKiB uint64
-	CPUTime   time.Duration // guest CPU time consumed, from libvirt
+	// Reason is libvirt's reason for the state, spelled as
+	// "virsh domstate --reason" prints it ("booted", "destroyed",
+	// "user"…); "" when unknown.
+	Reason     string
+	Autostart  bool // started when libvirtd starts
+	Persistent bool // defined (survives a shut off), not transient
+	VCPUs      uint
+	MemoryKiB  uint64 // current memory
+	MaxMemKiB  uint64
+	CPUTime    time.Duration // guest CPU time consumed, from libvirt
 	// Uptime is the time since the domain was started (not since the
 	// guest OS last rebooted); zero when it is not active. libvirt has no
 	// start time, so UptimeSource says where it comes from.

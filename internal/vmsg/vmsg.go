@@ -14,12 +14,21 @@
 //	  5 VMM-I addr   text             5 vms         array of VMState
 //	  6 metadata     map text→text    6 host        HostInfo
 //	  7 principal    text             7 challenge   Challenge (code ErrChallenge)
-//	  8 issued       uint, unix ms
+//	  8 issued       uint, unix ms    8 executed    Executed (what ran; journaled)
+//	                                  9 history     array of HistoryItem
 //	  9 answer       ChallengeAnswer  VMState: 1 name, 2 state text ("running",
 //	 10 signature    bytes (64)         "shut off", "paused"…), 3 vcpus,
-//	ChallengeAnswer: 1 nonce bytes,     4 memory KiB, 5 uptime s
-//	                 2 code text      HostInfo: 1 host id, 2 hostname,
+//	ChallengeAnswer: 1 nonce bytes,     4 memory KiB, 5 uptime s, 6 reason
+//	                 2 code text        text ("booted", "destroyed"…), 7 CPU
+//	                                    time ms, 8 autostart bool, 9 persistent
+//	                                    bool, 10 max memory KiB, 11 uptime
+//	                                    source text
+//	                                  HostInfo: 1 host id, 2 hostname,
 //	                                    3 hypervisor, 4 libvirt version, 5 time ms
+//	Executed: 1 principal, 2 command, 3 vm, 4 OOB-I addr, 5 VMM-I addr,
+//	  6 metadata, 7 via text, 8 time ms
+//	HistoryItem: 1 request id, 2 Executed, 3 ok, 4 error code, 5 error
+//	  text, 6 VM state left
 //	Challenge (Kind 3)              Alert     (Kind 4)
 //	  1 request id  uint              1 time ms  uint   4 vm      text
 //	  2 nonce       bytes (16)        2 host     text   5 action  text
@@ -81,9 +90,10 @@ const (
 	CmdReboot   Command = 7
 	CmdSuspend  Command = 8
 	CmdResume   Command = 9
+	CmdHistory  Command = 10 // the agent's executed state changes, from its journal
 )
 
-var commandNames = [...]string{"invalid", "ping", "list", "status", "start", "shutdown", "destroy", "reboot", "suspend", "resume"}
+var commandNames = [...]string{"invalid", "ping", "list", "status", "start", "shutdown", "destroy", "reboot", "suspend", "resume", "history"}
 
 func (c Command) String() string {
 	if int(c) < len(commandNames) {
@@ -119,6 +129,12 @@ const (
 	ErrHypervisor  ErrorCode = 6
 	ErrInternal    ErrorCode = 7
 	ErrStale       ErrorCode = 8 // issue time too old or in the future
+	// ErrInProgress: this request id is still running on the host; ask
+	// again with the same id for its outcome.
+	ErrInProgress ErrorCode = 9
+	// ErrInterrupted: the request began before the agent crashed and its
+	// outcome is unknown; VMs holds the VM's state now.
+	ErrInterrupted ErrorCode = 10
 )
 
 func (e ErrorCode) String() string {
@@ -141,6 +157,10 @@ func (e ErrorCode) String() string {
 		return "internal error"
 	case ErrStale:
 		return "stale request"
+	case ErrInProgress:
+		return "in progress"
+	case ErrInterrupted:
+		return "interrupted"
 	}
 	return fmt.Sprintf("ErrorCode(%d)", uint16(e))
 }
@@ -201,6 +221,14 @@ type VMState struct {
 	VCPUs     uint32 `cbor:"3,keyasint,omitempty"`
 	MemoryKiB uint64 `cbor:"4,keyasint,omitempty"`
 	UptimeSec uint64 `cbor:"5,keyasint,omitempty"`
+	// Keys 6-11 came later: an older agent leaves them out, which reads
+	// as "", 0 and false.
+	Reason       string `cbor:"6,keyasint,omitempty"`
+	CPUTimeMs    uint64 `cbor:"7,keyasint,omitempty"`
+	Autostart    bool   `cbor:"8,keyasint,omitempty"`
+	Persistent   bool   `cbor:"9,keyasint,omitempty"`
+	MaxMemKiB    uint64 `cbor:"10,keyasint,omitempty"`
+	UptimeSource string `cbor:"11,keyasint,omitempty"`
 }
 
 // HostInfo describes the answering host.
@@ -221,6 +249,35 @@ type Reply struct {
 	VMs       []VMState  `cbor:"5,keyasint,omitempty"`
 	Host      *HostInfo  `cbor:"6,keyasint,omitempty"`
 	Challenge *Challenge `cbor:"7,keyasint,omitempty"`
+	// Executed echoes what ran (keys 8 and 9 came later; an older agent
+	// leaves them out).
+	Executed *Executed     `cbor:"8,keyasint,omitempty"`
+	History  []HistoryItem `cbor:"9,keyasint,omitempty"`
+}
+
+// Executed says what the agent executed for a request: who asked, over
+// which channel, with which metadata and VMS addresses, and when. The
+// agent journals it with the reply, which is where history comes from.
+type Executed struct {
+	Principal string            `cbor:"1,keyasint,omitempty"`
+	Command   Command           `cbor:"2,keyasint,omitempty"`
+	VM        string            `cbor:"3,keyasint,omitempty"`
+	OOBAddr   string            `cbor:"4,keyasint,omitempty"`
+	VMMAddr   string            `cbor:"5,keyasint,omitempty"`
+	Metadata  map[string]string `cbor:"6,keyasint,omitempty"`
+	Via       string            `cbor:"7,keyasint,omitempty"` // "oob-i" or "vmm-i"
+	TimeMs    int64             `cbor:"8,keyasint,omitempty"`
+}
+
+// HistoryItem is one executed request in a history reply.
+type HistoryItem struct {
+	RequestID uint64    `cbor:"1,keyasint,omitempty"`
+	Executed  Executed  `cbor:"2,keyasint"`
+	OK        bool      `cbor:"3,keyasint,omitempty"`
+	Code      ErrorCode `cbor:"4,keyasint,omitempty"`
+	Error     string    `cbor:"5,keyasint,omitempty"`
+	// State is the VM state the action left, when it reported one.
+	State string `cbor:"6,keyasint,omitempty"`
 }
 
 // NonceLen is the length of a challenge nonce.

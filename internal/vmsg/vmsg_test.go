@@ -23,6 +23,18 @@ var goldenTests = []struct {
 		"a3 01 02 02 02 06 a2 61 61 61 31 61 62 61 32"},
 	{"reply", &Reply{RequestID: 7, OK: true, VMs: []VMState{{Name: "web1", State: "running", VCPUs: 1, MemoryKiB: 65536}}},
 		"a3 01 07 02 f5 05 81 a4 01 64 77 65 62 31 02 67 72 75 6e 6e 69 6e 67 03 01 04 1a 00 01 00 00"},
+	{"reply with every VM figure (keys 6-11 added later)", &Reply{RequestID: 7, OK: true, VMs: []VMState{{Name: "web1", State: "running",
+		VCPUs: 2, MemoryKiB: 65536, UptimeSec: 90, Reason: "booted", CPUTimeMs: 1500, Autostart: true, Persistent: true,
+		MaxMemKiB: 131072, UptimeSource: "qemu-process"}}},
+		"a3 01 07 02 f5 05 81 ab 01 64 77 65 62 31 02 67 72 75 6e 6e 69 6e 67 03 02 04 1a 00 01 00 00 05 18 5a" +
+			" 06 66 62 6f 6f 74 65 64 07 19 05 dc 08 f5 09 f5 0a 1a 00 02 00 00 0b 6c 71 65 6d 75 2d 70 72 6f 63 65 73 73"},
+	{"history reply (keys 8-9 added later)", &Reply{RequestID: 3, OK: true,
+		Executed: &Executed{Principal: "ops", Command: CmdHistory, Via: "oob-i", TimeMs: 1},
+		History: []HistoryItem{{RequestID: 2, OK: true, State: "shut off", Executed: Executed{Principal: "ops", Command: CmdDestroy,
+			VM: "web1", OOBAddr: "10.0.1.1:623", Metadata: map[string]string{"ticket": "42"}, Via: "vmm-i", TimeMs: 2}}}},
+		"a4 01 03 02 f5 08 a4 01 63 6f 70 73 02 0a 07 65 6f 6f 62 2d 69 08 01" +
+			" 09 81 a4 01 02 02 a7 01 63 6f 70 73 02 06 03 64 77 65 62 31 04 6c 31 30 2e 30 2e 31 2e 31 3a 36 32 33" +
+			" 06 a1 66 74 69 63 6b 65 74 62 34 32 07 65 76 6d 6d 2d 69 08 02 03 f5 06 68 73 68 75 74 20 6f 66 66"},
 	{"reply error", &Reply{RequestID: 9, Code: ErrDenied, Error: "no"}, "a3 01 09 03 02 04 62 6e 6f"},
 	{"challenge", &Challenge{RequestID: 7, Nonce: nonce, ExpiresMs: 1000},
 		"a3 01 07 02 50 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 03 19 03 e8"},

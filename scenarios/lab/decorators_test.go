@@ -10,6 +10,12 @@ var (
 	Failover = Label("failover")
 	// Power specs power the hypervisor host off and on through the BMC.
 	Power = Label("power")
+	// ExactlyOnce specs cut a channel or a process mid-request and check
+	// the request ran once and its true outcome came back.
+	ExactlyOnce = Label("exactly-once")
+	// VMSSide specs check what an operator sees from the VMS: VM figures,
+	// the output schema, the host's BMC from vmsctl (issue 12).
+	VMSSide = Label("vms-side")
 	// KCSGuest specs boot a minimal guest against an in-process bmcsim to
 	// prove the KCS path (ipmi_si, /dev/ipmi0, pushed notifications); they
 	// need no lab.

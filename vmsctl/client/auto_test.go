@@ -282,3 +282,26 @@ func TestAutoAcceptedThenLinkDies(t *testing.T) {
 		t.Fatalf("%v %+v", err, res)
 	}
 }
+
+// A reply "in progress" (another copy of the request id still runs on the
+// host) is asked again with the same id until the outcome comes.
+func TestInProgressAskedAgainSameID(t *testing.T) {
+	var n atomic.Int32
+	vmmi := &clienttest.Fake{Handle: func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+		if n.Add(1) < 3 {
+			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInProgress, Error: "still running"}, nil
+		}
+		return &vmsg.Reply{RequestID: req.ID, OK: true}, nil
+	}}
+	c, _ := client.New(fakeInv(), client.Options{Via: "vmmi", VMMI: vmmi, OOB: &clienttest.Fake{}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.Do(ctx, "h1", vmsg.CmdStart, "web1")
+	if err != nil || !res.Reply.OK {
+		t.Fatalf("%v %+v", err, res)
+	}
+	calls := vmmi.Calls()
+	if len(calls) != 3 || calls[0].Req.ID != calls[2].Req.ID {
+		t.Fatalf("calls %+v", calls)
+	}
+}

@@ -306,6 +306,9 @@ type Options struct {
 	Auto AutoOptions
 	// OOBOptions tune the real OOB-I channel.
 	OOBOptions OOBOptions
+	// Metadata goes with every request (the vms_message's metadata; the
+	// agent logs, journals and returns it). A request's own entries win.
+	Metadata map[string]string
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -325,6 +328,7 @@ type Client struct {
 
 	mu      sync.Mutex
 	targets map[string]*Target
+	meta    map[string]string
 }
 
 // New returns a Client over inv.
@@ -336,7 +340,7 @@ func New(inv *inventory.Inventory, o Options) (*Client, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{inv: inv, principal: inv.Principal, challenge: o.Challenge, now: o.Now,
-		log: o.Logger, targets: map[string]*Target{}}
+		log: o.Logger, targets: map[string]*Target{}, meta: o.Metadata}
 	if o.Principal != "" {
 		c.principal = o.Principal
 	}
@@ -425,7 +429,9 @@ func (c *Client) Do(ctx context.Context, host string, cmd vmsg.Command, vm strin
 }
 
 // Send is Do with a caller-built request (its ID is kept; zero gets a new
-// one). Principal and issue time are filled in.
+// one). Principal and issue time are filled in, and, where the request has
+// none, the OOB-I and VMM-I addresses the VMS reaches the host at (the
+// inventory's bmc.addr and vmmi.addr) and the client's metadata.
 func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Result, error) {
 	t, err := c.Target(host)
 	if err != nil {
@@ -438,8 +444,25 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 	if r.Principal == "" {
 		r.Principal = c.principal
 	}
+	if r.OOBAddr == "" {
+		r.OOBAddr = t.Host.BMC.Addr
+	}
+	if r.VMMAddr == "" {
+		r.VMMAddr = t.Host.VMMI.Addr
+	}
+	if len(c.meta) > 0 {
+		m := make(map[string]string, len(c.meta)+len(r.Metadata))
+		for k, v := range c.meta {
+			m[k] = v
+		}
+		for k, v := range r.Metadata {
+			m[k] = v
+		}
+		r.Metadata = m
+	}
 	res := &Result{Host: host, RequestID: r.ID}
 	start := c.now()
+	busyWait := 200 * time.Millisecond
 	for round := 0; ; round++ {
 		r.IssuedMs = c.now().UnixMilli()
 		ans, err := c.ch.Exchange(ctx, t, &r)
@@ -460,6 +483,24 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 				return nil, fmt.Errorf("%s: unexpected %T answer", host, ans.Msg)
 			}
 			res.Reply = rep
+			if rep.Executed != nil && rep.Executed.Via != "" {
+				res.ExecutedVia = rep.Executed.Via // the agent says which channel ran it
+			}
+			if rep.Code == vmsg.ErrInProgress {
+				// Another copy of this request id (sent on the other
+				// channel) is still running: ask again, same id, for its
+				// outcome.
+				c.log.Debug("request still running on the host; asking again", "host", host, "request", r.ID, "via", ans.Via, "in", busyWait)
+				t := time.NewTimer(busyWait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return res, &ReplyError{Code: rep.Code, Text: rep.Error, Via: ans.Via, Latency: ans.Latency}
+				case <-t.C:
+				}
+				busyWait = min(2*busyWait, 2*time.Second)
+				continue
+			}
 			if !rep.OK {
 				return res, &ReplyError{Code: rep.Code, Text: rep.Error, Via: ans.Via, Latency: ans.Latency}
 			}

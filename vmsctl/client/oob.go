@@ -169,6 +169,19 @@ func (o *OOB) session(ctx context.Context, t *Target, h *oobHost) (*client.Clien
 	if h.c != nil {
 		return h.c, nil
 	}
+	c, err := dialBMC(ctx, t, o.opt)
+	if err != nil {
+		return nil, err
+	}
+	o.count(func(s *OOBStats) { s.Reconnects++ })
+	h.c = c
+	return c, nil
+}
+
+// dialBMC opens an RMCP+ session with t's BMC (go-ipmi lanplus, the
+// inventory's user, password file and cipher suite, 17 by default;
+// operator privilege). A refused user is ErrUnauthorized.
+func dialBMC(ctx context.Context, t *Target, opt OOBOptions) (*client.Client, error) {
 	b := t.Host.BMC
 	if b.Addr == "" {
 		return nil, fmt.Errorf("host %s: no bmc.addr in the inventory", t.Name())
@@ -198,8 +211,8 @@ func (o *OOB) session(ctx context.Context, t *Target, h *oobHost) (*client.Clien
 		suite = 17
 	}
 	c.WithCipherSuiteID(types.CipherSuiteID(suite)).
-		WithTimeout(o.opt.UDPTimeout).
-		WithRetry(o.opt.UDPRetries).
+		WithTimeout(opt.UDPTimeout).
+		WithRetry(opt.UDPRetries).
 		WithMaxPrivilegeLevel(types.PrivilegeLevelOperator)
 	if err := c.Connect(ctx); err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 50*time.Millisecond)
@@ -210,8 +223,6 @@ func (o *OOB) session(ctx context.Context, t *Target, h *oobHost) (*client.Clien
 		}
 		return nil, fmt.Errorf("oob-i session with BMC %s: %w", b.Addr, err)
 	}
-	o.count(func(s *OOBStats) { s.Reconnects++ })
-	h.c = c
 	return c, nil
 }
 

@@ -96,6 +96,7 @@ type App struct {
 	principal                          string
 	timeout, budget                    time.Duration
 	debug                              bool
+	meta                               []string
 	fan                                fanOut // --parallel, --progress (fanout.go)
 
 	inv     *inventory.Inventory
@@ -175,13 +176,14 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 refused/unauthorized, 4 challenge failed,
 	f.StringVar(&a.invPath, "inventory", "", "inventory file (default: $OOBLAB_INVENTORY, else .lab/inventory.json in the current or a parent folder, else ~/.local/state/ooblab/lab/inventory.json)")
 	f.StringVar(&a.via, "via", "auto", "channel: auto (VMM-I, then OOB-I), vmmi or oob")
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
-	f.StringVar(&a.otp, "otp", "", "challenge answer code (nonce-bound; see 'vmsctl user code')")
-	f.StringVar(&a.otpFile, "otp-secret-file", "", "operator's TOTP key file (otpauth:// URI or base32): answer challenges automatically")
+	f.StringVar(&a.otp, "otp", "", "challenge answer: the 6-digit code of the operator's authenticator app")
+	f.StringVar(&a.otpFile, "otp-secret-file", "", "automation mode: the operator's TOTP key file (otpauth:// URI or base32); vmsctl answers challenges itself")
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline for the whole command, challenge prompt included")
 	f.DurationVar(&a.budget, "vmmi-budget", 300*time.Millisecond, "auto: how long VMM-I may take before OOB-I is used")
 	f.BoolVar(&a.debug, "debug", false, "log channel decisions to stderr")
 	f.StringVar(&a.principal, "principal", "", "speak as this principal (its key and certificate from the inventory's credentials; default: the inventory's principal)")
-	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.principalCmd())
+	f.StringArrayVar(&a.meta, "meta", nil, "key=value metadata sent with each request, journaled by the agent (repeatable)")
+	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.principalCmd(), a.historyCmd())
 	return root
 }
 
@@ -250,8 +252,12 @@ func (a *App) client() (*client.Client, error) {
 	if err := a.loadInventory(); err != nil {
 		return nil, err
 	}
+	meta, err := parseMeta(a.meta)
+	if err != nil {
+		return nil, err
+	}
 	o := client.Options{Via: a.via, Principal: a.principal, Challenge: a.answer, Logger: a.log, Now: a.Now,
-		Auto: client.AutoOptions{Budget: a.budget}}
+		Auto: client.AutoOptions{Budget: a.budget}, Metadata: meta}
 	if a.Options != nil {
 		a.Options(&o)
 	}
@@ -275,9 +281,9 @@ func (a *App) answer(ctx context.Context, host string, ch *vmsg.Challenge) (stri
 		}
 		return seal.ChallengeCode(secret, ch.Nonce, a.Now()), nil
 	case a.Terminal():
-		fmt.Fprintf(a.Err, "%s: %s %s is protected; challenge nonce %x (expires %s).\n"+
-			"Code (from 'vmsctl user code NAME %x' on your own device): ",
-			host, ch.Command, ch.VM, ch.Nonce, ch.Expires().Format(time.TimeOnly), ch.Nonce)
+		fmt.Fprintf(a.Err, "%s: %s %s is protected (challenge expires %s).\n"+
+			"Code from your authenticator app: ",
+			host, ch.Command, ch.VM, ch.Expires().Format(time.TimeOnly))
 		line := make(chan string, 1)
 		go func() {
 			s, _ := bufio.NewReader(a.In).ReadString('\n')

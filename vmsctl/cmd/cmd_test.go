@@ -28,6 +28,8 @@ import (
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
 	"github.com/ooblab/ooblab/vmsctl/client/clienttest"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 )
 
 // agent plays hvagent for the CLI: web1 runs, db1 is protected.
@@ -40,7 +42,20 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 		rep := &vmsg.Reply{RequestID: req.ID, OK: true}
 		switch {
 		case req.Command == vmsg.CmdList:
-			rep.VMs = []vmsg.VMState{{Name: "web1", State: "running", VCPUs: 1, MemoryKiB: 131072, UptimeSec: 61}, {Name: "db1", State: "shut off"}}
+			rep.VMs = []vmsg.VMState{{Name: "web1", State: "running", Reason: "booted", VCPUs: 1, MemoryKiB: 131072, MaxMemKiB: 131072,
+				UptimeSec: 61, UptimeSource: "qemu-process", CPUTimeMs: 2340, Persistent: true, Autostart: true},
+				{Name: "db1", State: "shut off", Reason: "destroyed", VCPUs: 2, MemoryKiB: 65536, MaxMemKiB: 65536, Persistent: true}}
+		case req.Command == vmsg.CmdStatus && req.VM == "web1":
+			rep.VMs = []vmsg.VMState{{Name: "web1", State: "running", Reason: "booted", VCPUs: 1, MemoryKiB: 131072, MaxMemKiB: 131072,
+				UptimeSec: 61, UptimeSource: "qemu-process", CPUTimeMs: 2340, Persistent: true, Autostart: true}}
+		case req.Command == vmsg.CmdHistory:
+			rep.History = []vmsg.HistoryItem{
+				{RequestID: 0x1111, OK: true, State: "running", Executed: vmsg.Executed{Principal: "ops", Command: vmsg.CmdStart, VM: "web1",
+					OOBAddr: "10.0.1.1:623", VMMAddr: "10.0.0.1:7443", Metadata: map[string]string{"ticket": "OPS-42"}, Via: "oob-i",
+					TimeMs: time.Date(2026, 11, 29, 13, 0, 0, 0, time.UTC).UnixMilli()}},
+				{RequestID: 0x2222, Code: vmsg.ErrHypervisor, Error: "cannot suspend VM \"db1\" while shut off", Executed: vmsg.Executed{
+					Principal: "ops", Command: vmsg.CmdSuspend, VM: "db1", Via: "vmm-i", TimeMs: time.Date(2026, 11, 29, 13, 5, 0, 0, time.UTC).UnixMilli()}},
+			}
 		case req.Command == vmsg.CmdPing:
 			rep.Host = &vmsg.HostInfo{HostID: host, Hostname: host + ".lab", Hypervisor: "QEMU", Libvirt: "9.0.0"}
 		case req.VM == "nope":
@@ -55,6 +70,10 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 				return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrChallengeNo, Error: "wrong code"}, nil
 			}
 		}
+		if req.Command.ChangesState() {
+			rep.Executed = &vmsg.Executed{Principal: req.Principal, Command: req.Command, VM: req.VM, Metadata: req.Metadata,
+				OOBAddr: req.OOBAddr, VMMAddr: req.VMMAddr}
+		}
 		return rep, nil
 	}
 }
@@ -66,6 +85,7 @@ type rig struct {
 	oob      *clienttest.Fake
 	opSecret []byte
 	opFile   string
+	now      func() time.Time // nil: the clock
 }
 
 func newRig(t *testing.T) *rig {
@@ -91,7 +111,7 @@ func newRig(t *testing.T) *rig {
 func (r *rig) run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	a := &App{In: strings.NewReader(""), Out: &out, Err: &errb,
+	a := &App{In: strings.NewReader(""), Out: &out, Err: &errb, Now: r.now,
 		Getenv: func(string) string { return "" },
 		Options: func(o *client.Options) {
 			o.VMMI, o.OOB = r.vmmi, r.oob
@@ -215,6 +235,32 @@ func TestEnrollWritesKeyAndInventory(t *testing.T) {
 	inv, _ = inventory.Load(r.inv)
 	if len(inv.Operators) != 1 || inv.Operators[0].Name != "bob" {
 		t.Fatalf("operators %+v", inv.Operators)
+	}
+	// What the operator's phone gets: a QR code on the terminal and as a
+	// PNG beside the key, of a standard otpauth:// URI an app can use.
+	if !strings.Contains(out, "▀") && !strings.Contains(out, "█") {
+		t.Fatalf("no QR code drawn on the terminal:\n%s", out)
+	}
+	pngPath := strings.TrimSuffix(inv.Path(inv.Operators[0].SecretFile), ".key") + ".png"
+	if png, err := os.ReadFile(pngPath); err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Fatalf("user QR PNG: %v", err)
+	}
+	uri := out[strings.Index(out, "otpauth://"):]
+	uri = uri[:strings.IndexByte(uri, '\n')]
+	key, err := otp.NewKeyFromURL(uri)
+	if err != nil || key.Type() != "totp" || key.Period() != 30 || key.Digits() != otp.DigitsSix || key.Algorithm() != otp.AlgorithmSHA1 {
+		t.Fatalf("enrolled URI %q is not a standard authenticator key: %v", uri, err)
+	}
+	app, err := totp.GenerateCode(key.Secret(), time.Now())
+	if err != nil || len(app) != 6 {
+		t.Fatalf("app code from the URI: %q %v", app, err)
+	}
+	// 'user code NAME' prints what the app shows (the step may roll over
+	// between the two reads; then the next step's code).
+	code, out, _ = r.run(t, "user", "code", "bob")
+	next, _ := totp.GenerateCode(key.Secret(), time.Now())
+	if got := strings.TrimSpace(out); code != 0 || got != app && got != next {
+		t.Fatalf("user code without nonce: %d %q, want %q", code, got, app)
 	}
 	code, out, _ = r.run(t, "user", "code", "bob", "00112233")
 	secret, _ := readUserSecret(inv.Path(inv.Operators[0].SecretFile))

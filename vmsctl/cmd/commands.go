@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"encoding/base32"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mdp/qrterminal/v3"
+	"github.com/pquerna/otp/totp"
 	"github.com/spf13/cobra"
 
 	"github.com/ooblab/ooblab/internal/inventory"
@@ -43,21 +46,6 @@ func group(c *cobra.Command) *cobra.Command {
 		return usagef("%s needs a subcommand", cmd.CommandPath())
 	}
 	return c
-}
-
-// vmResult is the output of a vm command.
-type vmResult struct {
-	Host       string         `json:"host"`
-	Command    string         `json:"command"`
-	VM         string         `json:"vm,omitempty"`
-	OK         bool           `json:"ok"`
-	Via        string         `json:"via"`
-	Executed   string         `json:"executed_via,omitempty"`
-	SentVia    []string       `json:"sent_via,omitempty"`
-	LatencyMs  float64        `json:"latency_ms"`
-	RequestID  string         `json:"request_id"`
-	Challenged bool           `json:"challenged,omitempty"`
-	VMs        []vmsg.VMState `json:"vms,omitempty"`
 }
 
 func (a *App) vmCmd() *cobra.Command {
@@ -107,19 +95,23 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 	ctx, cancel := a.ctx(cmd)
 	defer cancel()
 	res, err := cl.Do(ctx, host, c, vm)
+	var re *client.ReplyError
+	if errors.As(err, &re) && re.Code == vmsg.ErrInterrupted && res != nil && res.Reply != nil {
+		for _, v := range res.Reply.VMs {
+			fmt.Fprintf(a.Err, "vmsctl: %s on %s was interrupted by an agent restart; %s is now %s\n", c, host, v.Name, v.State)
+		}
+	}
 	if err != nil {
 		return err
 	}
 	out := vmResult{Host: host, Command: c.String(), VM: vm, OK: true, Via: res.Via, Executed: res.ExecutedVia, SentVia: res.SentVia,
-		LatencyMs: ms(res.Latency), RequestID: fmt.Sprintf("%016x", res.RequestID), Challenged: res.Challenged, VMs: res.Reply.VMs}
+		LatencyMs: ms(res.Latency), RequestID: fmt.Sprintf("%016x", res.RequestID), Challenged: res.Challenged, VMs: vmsOut(res.Reply.VMs)}
+	if e := res.Reply.Executed; e != nil {
+		out.Metadata = e.Metadata
+	}
 	return a.emit(out, func(w io.Writer) {
 		if c == vmsg.CmdList || c == vmsg.CmdStatus {
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tVCPUS\tMEMORY\tUPTIME")
-			for _, v := range res.Reply.VMs {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d MiB\t%s\n", v.Name, v.State, v.VCPUs, v.MemoryKiB/1024, time.Duration(v.UptimeSec)*time.Second)
-			}
-			tw.Flush()
+			vmTable(w, out.VMs)
 			fmt.Fprintf(w, "%s: %d VM(s), %s\n", host, len(res.Reply.VMs), viaText(res.Via, res.Latency))
 			return
 		}
@@ -136,23 +128,6 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 		}
 		fmt.Fprintf(w, "%s %s on %s: ok%s, %s\n", c, vm, host, extra, viaText(res.Via, res.Latency))
 	})
-}
-
-// hostRow is one line of host list / host status.
-type hostRow struct {
-	Name      string         `json:"name"`
-	HostID    string         `json:"host_id"`
-	VMMI      string         `json:"vmmi,omitempty"`
-	BMC       string         `json:"bmc,omitempty"`
-	OK        *bool          `json:"ok,omitempty"`
-	Via       string         `json:"via,omitempty"`
-	LatencyMs float64        `json:"latency_ms,omitempty"`
-	Info      *vmsg.HostInfo `json:"info,omitempty"`
-	Error     string         `json:"error,omitempty"`
-	Health    *client.Health `json:"vmmi_health,omitempty"`
-	VMs       []vmsg.VMState `json:"vms,omitempty"`
-	Alerts    []*vmsg.Alert  `json:"alerts,omitempty"`
-	err       error
 }
 
 func (a *App) hostCmd() *cobra.Command {
@@ -215,6 +190,7 @@ func (a *App) hostCmd() *cobra.Command {
 			return worst(rows)
 		},
 	})
+	h.AddCommand(a.hostPowerCmd(), a.hostSELCmd())
 	return h
 }
 
@@ -241,11 +217,10 @@ func (a *App) survey(ctx context.Context, cl *client.Client, names []string, c v
 		if err != nil {
 			r.err, r.Error = err, err.Error()
 		} else {
-			r.Via, r.LatencyMs, r.Info, r.VMs = res.Via, ms(res.Latency), res.Reply.Host, res.Reply.VMs
+			r.Via, r.LatencyMs, r.Info, r.VMs = res.Via, ms(res.Latency), hostInfo(res.Reply.Host), vmsOut(res.Reply.VMs)
 		}
 		if a.via == "auto" {
-			hl := cl.Health(r.Name)
-			r.Health = &hl
+			r.Health = health(cl.Health(r.Name))
 		}
 	})
 	return rows, nil
@@ -263,12 +238,6 @@ func worst(rows []hostRow) error {
 		return fmt.Errorf("not every host answered: %w", e)
 	}
 	return nil
-}
-
-// alertRow is one alert with its host.
-type alertRow struct {
-	Host string `json:"host"`
-	vmsg.Alert
 }
 
 func (a *App) alertsCmd() *cobra.Command {
@@ -305,7 +274,7 @@ func (a *App) alertsCmd() *cobra.Command {
 						fmt.Fprintf(a.Err, "vmsctl: alerts from %s: %v\n", n, err)
 					}
 					for _, x := range al {
-						rows = append(rows, alertRow{Host: n, Alert: *x})
+						rows = append(rows, alertOut(n, x))
 					}
 				}
 				cancel()
@@ -334,7 +303,7 @@ func alertTable(w io.Writer, rows []alertRow) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tHOST\tPRINCIPAL\tACTION\tVM\tREASON")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", time.UnixMilli(r.TimeMs).Format(time.DateTime), r.Host, r.Principal, r.Action, r.VM, r.Reason)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Local().Format(time.DateTime), r.Host, r.Principal, r.Action, r.VM, r.Reason)
 	}
 	tw.Flush()
 }
@@ -374,7 +343,10 @@ type enrollResult struct {
 	Principal *principalResult `json:"principal,omitempty"`
 }
 
-func (a *App) enrollOut(r enrollResult, k *seal.Key, qr string) error {
+// enrollOut writes the QR PNG (when qr is set) and prints the result; with
+// phone it also draws the QR code on the terminal, for an authenticator
+// app to scan.
+func (a *App) enrollOut(r enrollResult, k *seal.Key, qr string, phone bool) error {
 	if qr != "" {
 		png, err := k.PNG(320)
 		if err != nil {
@@ -386,6 +358,12 @@ func (a *App) enrollOut(r enrollResult, k *seal.Key, qr string) error {
 		r.QR = qr
 	}
 	return a.emit(r, func(w io.Writer) {
+		if phone {
+			fmt.Fprintln(w, "Scan this with the operator's authenticator app (any RFC 6238 app: Google Authenticator, Aegis, FreeOTP, 1Password…):")
+			qrterminal.GenerateWithConfig(r.URI, qrterminal.Config{Level: qrterminal.L, Writer: w, HalfBlocks: true,
+				BlackChar: qrterminal.BLACK_BLACK, WhiteBlackChar: qrterminal.WHITE_BLACK, WhiteChar: qrterminal.WHITE_WHITE,
+				BlackWhiteChar: qrterminal.BLACK_WHITE, QuietZone: 2})
+		}
 		fmt.Fprintf(w, "%s\nkey written to %s (0600)", r.URI, r.KeyFile)
 		if r.QR != "" {
 			fmt.Fprintf(w, "; QR code in %s", r.QR)
@@ -438,7 +416,7 @@ inventory) and updates the inventory.`,
 				}
 				r.Principal = &pr
 			}
-			return a.enrollOut(r, k, qr)
+			return a.enrollOut(r, k, qr, false)
 		},
 	}
 	c.Flags().StringVar(&qr, "qr", "", "also write the URI as a QR code PNG to this file")
@@ -452,8 +430,15 @@ func (a *App) userCmd() *cobra.Command {
 	var force bool
 	enroll := &cobra.Command{
 		Use:   "enroll NAME",
-		Short: "Create an operator's own TOTP key for challenges and record the operator in the inventory",
-		Args:  exactArgs(1),
+		Short: "Create an operator's own TOTP key for challenges, show it as a QR code for an authenticator app, and record the operator in the inventory",
+		Long: `user enroll creates the operator's RFC 6238 TOTP key, prints its otpauth:// URI,
+draws it as a QR code on the terminal and writes it as a PNG: scan either with any
+authenticator app on the operator's phone. Challenges are then answered with the
+app's 6-digit code (--otp CODE, or at the prompt). Register the same key for the
+operator in hvagent's authorization list ([users.NAME] totp_secret_file). The key
+file (0600) is for 'vmsctl user code' and the automation mode --otp-secret-file;
+keep it off the VMS otherwise.`,
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := a.loadInventory(); err != nil {
 				return err
@@ -483,28 +468,36 @@ func (a *App) userCmd() *cobra.Command {
 			if err := a.inv.Save(a.invFile); err != nil {
 				return fmt.Errorf("key written to %s but the inventory was not updated: %w", path, err)
 			}
+			if qr == "" {
+				qr = strings.TrimSuffix(path, ".key") + ".png"
+			}
 			// The operator's own signing key, for requests sent as NAME.
 			pr, err := a.enrollPrincipal(name, enrollPrincipalOpts{onlyIfMissing: true})
 			if err != nil {
 				return err
 			}
-			return a.enrollOut(enrollResult{Name: name, KeyFile: path, URI: k.URI(), Principal: &pr}, k, qr)
+			return a.enrollOut(enrollResult{Name: name, KeyFile: path, URI: k.URI(), Principal: &pr}, k, qr, true)
 		},
 	}
-	enroll.Flags().StringVar(&qr, "qr", "", "also write the URI as a QR code PNG to this file")
+	enroll.Flags().StringVar(&qr, "qr", "", "where to write the URI as a QR code PNG (default: beside the key, NAME's key file with .png)")
 	enroll.Flags().BoolVar(&force, "force", false, "replace an existing key")
 	code := &cobra.Command{
-		Use:   "code NAME NONCE",
-		Short: "Print the challenge code for a nonce (hex) from the operator's key",
-		Long: `code computes the answer to a challenge: the operator's TOTP code bound to the
-challenge nonce (HMAC-SHA1 of the time step followed by the nonce). Run it where
+		Use:   "code NAME [NONCE]",
+		Short: "Print NAME's authenticator-app code now, or the automation code for a challenge nonce (hex)",
+		Long: `code prints, from the operator's key, what the operator's authenticator app shows
+now (RFC 6238, 6 digits, 30 s): the answer to give with --otp or at the prompt. With
+NONCE it prints the automation code bound to that challenge nonce instead (HMAC-SHA1
+of the time step followed by the nonce; what --otp-secret-file computes). Run it where
 the operator's key lives; the key is NAME's secret_file in the inventory, or
 --otp-secret-file.`,
-		Args: exactArgs(2),
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nonce, err := hex.DecodeString(args[1])
-			if err != nil {
-				return usagef("nonce %q: %v", args[1], err)
+			var nonce []byte
+			if len(args) == 2 {
+				var err error
+				if nonce, err = hex.DecodeString(args[1]); err != nil {
+					return usagef("nonce %q: %v", args[1], err)
+				}
 			}
 			file := a.otpFile
 			if file == "" {
@@ -523,6 +516,14 @@ the operator's key lives; the key is NAME's secret_file in the inventory, or
 			secret, err := readUserSecret(file)
 			if err != nil {
 				return err
+			}
+			if nonce == nil {
+				c, err := totp.GenerateCode(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(secret), a.Now())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.Out, c)
+				return nil
 			}
 			fmt.Fprintln(a.Out, seal.ChallengeCode(secret, nonce, a.Now()))
 			return nil
@@ -555,7 +556,7 @@ func (a *App) watchCmd() *cobra.Command {
 				for _, r := range rows {
 					al, _ := cl.Alerts(ctx, r.Name)
 					for _, x := range al {
-						recent = append(recent, alertRow{Host: r.Name, Alert: *x})
+						recent = append(recent, alertOut(r.Name, x))
 					}
 				}
 				cancel()
@@ -567,7 +568,7 @@ func (a *App) watchCmd() *cobra.Command {
 						Time   time.Time  `json:"time"`
 						Hosts  []hostRow  `json:"hosts"`
 						Alerts []alertRow `json:"alerts"`
-					}{a.Now(), rows, recent}, nil); err != nil {
+					}{a.Now().UTC(), rows, recent}, nil); err != nil {
 						return err
 					}
 				} else {
@@ -621,14 +622,14 @@ func (a *App) drawWatch(rows []hostRow, alerts []alertRow, clear bool) {
 			if r.Health.Healthy {
 				vh = "vmm-i " + ansiGreen + "ok" + ansiReset
 			} else {
-				vh = fmt.Sprintf("vmm-i %sdown%s (retry in %s)", ansiRed, ansiReset, time.Until(r.Health.Until).Round(time.Second))
+				vh = fmt.Sprintf("vmm-i %sdown%s (retry in %s)", ansiRed, ansiReset, time.Until(r.Health.SkipUntil).Round(time.Second))
 			}
 		}
 		fmt.Fprintf(&b, "%s%-12s%s %s  %s  %s\n", ansiBold, r.Name, ansiReset, status, ch, vh)
 		if r.err != nil {
 			fmt.Fprintf(&b, "    %s\n", r.Error)
 		}
-		vms := append([]vmsg.VMState(nil), r.VMs...)
+		vms := append([]vmOut(nil), r.VMs...)
 		sort.Slice(vms, func(i, j int) bool { return vms[i].Name < vms[j].Name })
 		for _, v := range vms {
 			col := ansiYel
@@ -643,7 +644,7 @@ func (a *App) drawWatch(rows []hostRow, alerts []alertRow, clear bool) {
 		b.WriteString("    (none)\n")
 	}
 	for _, al := range alerts {
-		fmt.Fprintf(&b, "    %s %s %s %s %s: %s\n", time.UnixMilli(al.TimeMs).Format(time.TimeOnly), al.Host, al.Principal, al.Action, al.VM, al.Reason)
+		fmt.Fprintf(&b, "    %s %s %s %s %s: %s\n", al.Time.Local().Format(time.TimeOnly), al.Host, al.Principal, al.Action, al.VM, al.Reason)
 	}
 	io.WriteString(a.Out, b.String())
 }

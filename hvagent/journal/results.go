@@ -1,0 +1,29 @@
+package journal
+
+import "time"
+
+// Result is one recorded result, as Results lists it.
+type Result struct {
+	ID   uint64
+	At   time.Time // when the result was written
+	Data []byte
+}
+
+// Results returns the recorded results still within the TTL, oldest
+// first: what the agent executed (its audit trail). The data are copies.
+func (j *Journal) Results() []Result {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	cut := j.opt.Now().Add(-j.opt.TTL)
+	seen := make(map[uint64]bool, len(j.entries))
+	var out []Result
+	for _, id := range j.order {
+		e, ok := j.entries[id]
+		if !ok || seen[id] || e.kind != kindResult || e.at.Before(cut) {
+			continue
+		}
+		seen[id] = true
+		out = append(out, Result{ID: id, At: e.at, Data: append([]byte(nil), e.data...)})
+	}
+	return out
+}

@@ -1,0 +1,239 @@
+package virt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"libvirt.org/go/libvirt"
+)
+
+// Event is one libvirt domain lifecycle event, as [Libvirt.WatchLifecycle]
+// hands it out.
+type Event struct {
+	Time time.Time
+	VM   string
+	// Type and Detail are libvirt's event and detail, spelled as
+	// "virsh event --event lifecycle" prints them ("Stopped",
+	// "Destroyed").
+	Type   EventType
+	Detail string
+	// Own is true when this agent's own action on the VM was in flight
+	// (or had just ended) when libvirt reported the event.
+	Own bool
+	// Action is that own action, when Own.
+	Action Action
+}
+
+// EventType is a lifecycle event type.
+type EventType string
+
+// Lifecycle event types (virsh's spelling).
+const (
+	EventDefined     EventType = "Defined"
+	EventUndefined   EventType = "Undefined"
+	EventStarted     EventType = "Started"
+	EventSuspended   EventType = "Suspended"
+	EventResumed     EventType = "Resumed"
+	EventStopped     EventType = "Stopped"
+	EventShutdown    EventType = "Shutdown"
+	EventPMSuspended EventType = "PMSuspended"
+	EventCrashed     EventType = "Crashed"
+)
+
+// Event details, per type, indexed by libvirt's detail number (virsh's
+// spelling, tools/virsh-domain-event.c).
+var eventNames = []struct {
+	t       EventType
+	details []string
+}{
+	libvirt.DOMAIN_EVENT_DEFINED:     {EventDefined, []string{"Added", "Updated", "Renamed", "Snapshot"}},
+	libvirt.DOMAIN_EVENT_UNDEFINED:   {EventUndefined, []string{"Removed", "Renamed"}},
+	libvirt.DOMAIN_EVENT_STARTED:     {EventStarted, []string{"Booted", "Migrated", "Restored", "Snapshot", "Event wakeup", "Recreated"}},
+	libvirt.DOMAIN_EVENT_SUSPENDED:   {EventSuspended, []string{"Paused", "Migrated", "I/O Error", "Watchdog", "Restored", "Snapshot", "API error", "Post-copy", "Post-copy Error"}},
+	libvirt.DOMAIN_EVENT_RESUMED:     {EventResumed, []string{"Unpaused", "Migrated", "Snapshot", "Post-copy", "Post-copy Error"}},
+	libvirt.DOMAIN_EVENT_STOPPED:     {EventStopped, []string{"Shutdown", "Destroyed", "Crashed", "Migrated", "Saved", "Failed", "Snapshot", "Recreated"}},
+	libvirt.DOMAIN_EVENT_SHUTDOWN:    {EventShutdown, []string{"Finished", "Finished after guest request", "Finished after host request"}},
+	libvirt.DOMAIN_EVENT_PMSUSPENDED: {EventPMSuspended, []string{"Memory", "Disk"}},
+	libvirt.DOMAIN_EVENT_CRASHED:     {EventCrashed, []string{"Panicked", "Crashloaded"}},
+}
+
+// eventName spells a libvirt event and detail.
+func eventName(e libvirt.DomainEventType, detail int) (EventType, string) {
+	if int(e) < 0 || int(e) >= len(eventNames) {
+		return EventType(fmt.Sprintf("event %d", e)), fmt.Sprintf("detail %d", detail)
+	}
+	n := eventNames[e]
+	if detail < 0 || detail >= len(n.details) {
+		return n.t, fmt.Sprintf("detail %d", detail)
+	}
+	return n.t, n.details[detail]
+}
+
+// Grace periods after an own action during which the events it causes
+// are counted as its own: libvirt delivers them through the event loop a
+// moment after the call returns, and a graceful shutdown completes when
+// the guest is done.
+const (
+	OwnGrace         = 3 * time.Second
+	OwnShutdownGrace = 5 * time.Minute
+)
+
+// ownEvents are the event types each action causes; only these are taken
+// for the action's own while it is in flight or in its grace period, so a
+// local "virsh destroy" right after the agent started the VM is still seen.
+var ownEvents = map[Action][]EventType{
+	ActionStart:    {EventStarted, EventResumed},
+	ActionShutdown: {EventShutdown, EventStopped},
+	ActionDestroy:  {EventStopped},
+	ActionReboot:   {EventShutdown, EventStarted, EventResumed, EventSuspended},
+	ActionSuspend:  {EventSuspended},
+	ActionResume:   {EventResumed},
+}
+
+// inflight records this agent's actions per VM, so the lifecycle events
+// they cause are not taken for changes behind its back.
+type inflight struct {
+	mu sync.Mutex
+	m  map[string][]*mark
+}
+
+type mark struct {
+	action Action
+	active bool
+	until  time.Time // once ended
+}
+
+func (f *inflight) begin(vm string, a Action) *mark {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[string][]*mark{}
+	}
+	m := &mark{action: a, active: true}
+	f.m[vm] = append(f.m[vm], m)
+	return m
+}
+
+func (f *inflight) end(m *mark, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	grace := OwnGrace
+	if m.action == ActionShutdown {
+		grace = OwnShutdownGrace
+	}
+	m.active, m.until = false, now.Add(grace)
+}
+
+// own says whether an event of type t for vm at now is one of this
+// agent's actions' doing, and which. A Stopped event ends a shutdown's
+// long grace: a later Stopped is not the shutdown's.
+func (f *inflight) own(vm string, t EventType, now time.Time) (Action, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	marks := f.m[vm][:0]
+	var found *mark
+	for _, m := range f.m[vm] {
+		if !m.active && now.After(m.until) {
+			continue
+		}
+		marks = append(marks, m)
+		if found == nil {
+			for _, et := range ownEvents[m.action] {
+				if et == t {
+					found = m
+				}
+			}
+		}
+	}
+	if len(marks) == 0 {
+		delete(f.m, vm)
+	} else {
+		f.m[vm] = marks
+	}
+	if found == nil {
+		return "", false
+	}
+	if t == EventStopped && found.action == ActionShutdown && !found.active {
+		found.until = now.Add(OwnGrace)
+	}
+	return found.action, true
+}
+
+var (
+	eventLoopOnce sync.Once
+	eventLoopErr  error
+)
+
+// startEventLoop registers libvirt's default event loop implementation
+// and runs it for the life of the process. libvirt needs it registered
+// before a connection is opened for that connection to deliver events.
+func startEventLoop() error {
+	eventLoopOnce.Do(func() {
+		if eventLoopErr = libvirt.EventRegisterDefaultImpl(); eventLoopErr != nil {
+			return
+		}
+		go func() {
+			for {
+				if err := libvirt.EventRunDefaultImpl(); err != nil {
+					time.Sleep(100 * time.Millisecond) // never a busy loop on a broken loop
+				}
+			}
+		}()
+	})
+	return eventLoopErr
+}
+
+// WatchLifecycle calls fn for every domain lifecycle event on this
+// connection until ctx ends or the connection is closed. fn runs on
+// libvirt's event loop goroutine: it must not block (hand the event to a
+// channel or goroutine).
+func (l *Libvirt) WatchLifecycle(ctx context.Context, fn func(Event)) error {
+	if l.eventsErr != nil {
+		return fmt.Errorf("virt: libvirt event loop: %w", l.eventsErr)
+	}
+	l.evMu.Lock()
+	defer l.evMu.Unlock()
+	if l.closed {
+		return errors.New("virt: connection closed")
+	}
+	id, err := l.conn.DomainEventLifecycleRegister(nil, func(_ *libvirt.Connect, d *libvirt.Domain, ev *libvirt.DomainEventLifecycle) {
+		name, err := d.GetName()
+		if err != nil {
+			return
+		}
+		t, detail := eventName(ev.Event, ev.Detail)
+		now := l.now()
+		e := Event{Time: now, VM: name, Type: t, Detail: detail}
+		e.Action, e.Own = l.inflight.own(name, t, now)
+		fn(e)
+	})
+	if err != nil {
+		return fmt.Errorf("virt: register for lifecycle events: %w", err)
+	}
+	if l.callbacks == nil {
+		l.callbacks = map[int]bool{}
+	}
+	l.callbacks[id] = true
+	go func() {
+		select {
+		case <-ctx.Done():
+			l.deregister(id)
+		case <-l.closing:
+		}
+	}()
+	return nil
+}
+
+// deregister drops callback id unless Close already did.
+func (l *Libvirt) deregister(id int) {
+	l.evMu.Lock()
+	defer l.evMu.Unlock()
+	if !l.callbacks[id] {
+		return
+	}
+	delete(l.callbacks, id)
+	l.conn.DomainEventDeregister(id)
+}
