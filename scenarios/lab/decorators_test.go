@@ -20,7 +20,4 @@ var (
 	// prove the KCS path (ipmi_si, /dev/ipmi0, pushed notifications); they
 	// need no lab.
 	KCSGuest = Label("kcs-guest")
-	// ExactlyOnce specs check that a command runs once and its answer
-	// reaches the VMS that sent it (issue 10).
-	ExactlyOnce = Label("exactly-once")
 )
