@@ -49,6 +49,7 @@ func main() {
 	flag.DurationVar(&c.SessionTimeout.Duration, "session-timeout", sim.DefaultSessionTimeout, "idle session expiry")
 	flag.IntVar(&c.LockoutAttempts, "lockout-attempts", sim.DefaultLockoutAttempts, "failed logins before a user is locked out")
 	flag.DurationVar(&c.LockoutDuration.Duration, "lockout-duration", sim.DefaultLockoutDuration, "how long a lockout lasts")
+	flag.DurationVar(&c.ReaderTTL.Duration, "reader-ttl", time.Minute, "forget a Queue 2 reader (VMS requester id) idle this long and evict its records")
 	flag.IntVar(&c.SourceHandshakeLimit, "source-handshake-limit", sim.DefaultSourceHandshakeLimit,
 		"handshakes abandoned after RAKP 2 or naming unknown users one source IP may make per minute")
 	iana := flag.Uint("iana", sim.DefaultIANA, "IANA enterprise number of the OEM queue commands")

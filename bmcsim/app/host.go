@@ -66,6 +66,7 @@ func NewHost(cfg sim.Config, o HostOptions) (*Host, error) {
 	h.Queues, err = queue.Open(queue.Options{
 		Capacity1:      b.Config.Queue1Capacity,
 		Capacity2:      b.Config.Queue2Capacity,
+		ReaderTTL:      b.Config.ReaderTTL.Duration,
 		StateDir:       b.Config.State,
 		Registerer:     reg,
 		Logger:         h.log,

@@ -19,6 +19,9 @@ func TestWriteCorpus(t *testing.T) {
 	for _, tt := range wireTests {
 		seeds = append(seeds, seed{byte(tt.cmd), tt.side == "lan", testutil.Unhex(t, tt.req)})
 	}
+	for _, s := range readForSeeds {
+		seeds = append(seeds, seed{s.cmd, s.lan, testutil.Unhex(t, s.hex)})
+	}
 	var args [][]any
 	for _, s := range seeds {
 		args = append(args, []any{s.cmd, s.lan, s.data})

@@ -52,7 +52,7 @@ func sideOf(hctx *handlers.HandlerContext) (side, oem.CompletionCode) {
 // allowed lists the side(s) each command may arrive on.
 func allowed(cmd oem.Cmd, s side) bool {
 	switch cmd {
-	case oem.CmdWriteQueue1, oem.CmdReadQueue2:
+	case oem.CmdWriteQueue1, oem.CmdReadQueue2, oem.CmdReadQueue2For:
 		return s == sideLAN
 	case oem.CmdReadQueue1, oem.CmdWriteQueue2:
 		return s == sideSys
@@ -69,9 +69,10 @@ var Commands = map[oem.Cmd]types.Command{
 	oem.CmdWriteQueue2:    {ID: uint8(oem.CmdWriteQueue2), NetFn: types.NetFn(oem.NetFnOEMGroupRequest), Name: "WRITE_BMC_BUFF_QUEUE2"},
 	oem.CmdReadQueue2:     {ID: uint8(oem.CmdReadQueue2), NetFn: types.NetFn(oem.NetFnOEMGroupRequest), Name: "READ_BMC_BUFF_QUEUE2"},
 	oem.CmdGetQueueStatus: {ID: uint8(oem.CmdGetQueueStatus), NetFn: types.NetFn(oem.NetFnOEMGroupRequest), Name: "GET_QUEUE_STATUS"},
+	oem.CmdReadQueue2For:  {ID: uint8(oem.CmdReadQueue2For), NetFn: types.NetFn(oem.NetFnOEMGroupRequest), Name: "READ_BMC_BUFF_QUEUE2_FOR"},
 }
 
-// Register installs the five OEM commands (NetFn 0x2E, cmds 0x01-0x05) for
+// Register installs the six OEM commands (NetFn 0x2E, cmds 0x01-0x06) for
 // enterprise number iana into reg.
 //
 // Completion codes: 0xD4 when the request has no side (pre-session LAN, no
@@ -145,19 +146,15 @@ func (qs *Queues) handle(cmd oem.Cmd, iana oem.IANA, hctx *handlers.HandlerConte
 			q = qs.q2
 		}
 		rec, ok, err := q.Read(req.Ack)
-		if err != nil {
-			qs.log.Error("queue read failed; answering 0xFF", "cmd", cmd, "err", err)
-			return nil, oem.CCUnspecified, fmt.Errorf("%s: %w", cmd, err)
+		return qs.readResponse(cmd, iana, rec, ok, err)
+
+	case oem.CmdReadQueue2For:
+		var req oem.ReadQueue2ForRequest
+		if err := req.Unpack(data); err != nil {
+			return nil, decodeCC(err), nil
 		}
-		r := oem.ReadQueueResponse{IANA: iana, Empty: !ok, Record: rec}
-		if !ok {
-			r.Record = record.Record{}
-		}
-		resp, err := r.Pack()
-		if err != nil {
-			return nil, oem.CCUnspecified, fmt.Errorf("%s: %w", cmd, err)
-		}
-		return resp, oem.CCOK, nil
+		rec, ok, err := qs.q2.ReadFor(req.Reader, req.Flags&oem.ReadAlertLog != 0, req.Ack)
+		return qs.readResponse(cmd, iana, rec, ok, err)
 
 	case oem.CmdGetQueueStatus:
 		var req oem.GetQueueStatusRequest
@@ -169,4 +166,20 @@ func (qs *Queues) handle(cmd oem.Cmd, iana oem.IANA, hctx *handlers.HandlerConte
 		return resp, oem.CCOK, nil
 	}
 	return nil, oem.CCInvalidCommand, nil
+}
+
+func (qs *Queues) readResponse(cmd oem.Cmd, iana oem.IANA, rec record.Record, ok bool, err error) ([]byte, oem.CompletionCode, error) {
+	if err != nil {
+		qs.log.Error("queue read failed; answering 0xFF", "cmd", cmd, "err", err)
+		return nil, oem.CCUnspecified, fmt.Errorf("%s: %w", cmd, err)
+	}
+	r := oem.ReadQueueResponse{IANA: iana, Empty: !ok, Record: rec}
+	if !ok {
+		r.Record = record.Record{}
+	}
+	resp, err := r.Pack()
+	if err != nil {
+		return nil, oem.CCUnspecified, fmt.Errorf("%s: %w", cmd, err)
+	}
+	return resp, oem.CCOK, nil
 }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ooblab/ooblab/internal/record"
@@ -16,7 +18,10 @@ import (
 
 // Journal file: a sequence of entries; a put is fsynced before the write is
 // answered, a remove is written at once and reaches the disk with the next
-// fsync (see remove):
+// fsync (see remove). Entries are written under the queue's lock (so their
+// order is the queue's), but the fsync a put waits for runs after the lock
+// is released, and one fsync serves every put written before it (group
+// commit): reads and acks never wait for the disk.
 //
 //	+-------------+--------------+------+-----------------------------+
 //	| len u32 LE  | CRC32 u32 LE | type | payload                     |
@@ -28,8 +33,12 @@ import (
 //
 // Replay applies the entries in order. A short or corrupt entry (a crash in
 // the middle of a write) ends the journal: it and anything after it are
-// truncated away and logged. Compaction writes the queued records as put
-// entries to a temporary file, fsyncs it and renames it over the journal.
+// truncated away and logged. The keys of the last RecentKeys removals come
+// back as the queue's recently removed keys, so a write retried across a
+// restart is still recognised as a duplicate. Compaction writes the recent
+// keys as remove entries and the queued records as put entries to a
+// temporary file, fsyncs it and renames it over the journal (under the
+// queue's lock; it runs once every few thousand entries).
 const (
 	entryPut    = 1
 	entryRemove = 2
@@ -42,6 +51,12 @@ type journal struct {
 	entries int   // entries in the file, for compaction
 	size    int64 // bytes of whole entries; a failed write is cut back to it
 	log     *slog.Logger
+
+	gen atomic.Uint64 // bumped by compaction (which fsyncs everything)
+
+	smu    sync.Mutex // serializes fsyncs; never held with the queue's lock
+	synced int64      // bytes of generation syncGen known to be on disk
+	sgen   uint64
 }
 
 func appendEntry(b []byte, typ byte, payload []byte) []byte {
@@ -61,30 +76,49 @@ func putPayload(e entry) ([]byte, error) {
 	return e.rec.AppendBinary(b)
 }
 
-// append writes one entry; with sync it is on disk before append returns.
-func (j *journal) append(typ byte, payload []byte, sync bool) error {
+// append writes one entry (not yet fsynced). Caller holds the queue's lock.
+func (j *journal) append(typ byte, payload []byte) error {
 	b := appendEntry(nil, typ, payload)
 	if _, err := j.f.Write(b); err != nil {
 		j.cutBack()
 		return fmt.Errorf("queue: journal %s: %w", j.path, err)
-	}
-	if sync {
-		if err := j.f.Sync(); err != nil {
-			j.cutBack()
-			return fmt.Errorf("queue: journal %s: fsync: %w", j.path, err)
-		}
 	}
 	j.entries++
 	j.size += int64(len(b))
 	return nil
 }
 
-func (j *journal) put(e entry) error {
+// put writes e and returns the function that makes it durable; call it
+// after releasing the queue's lock, before answering the write.
+func (j *journal) put(e entry) (func() error, error) {
 	p, err := putPayload(e)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return j.append(entryPut, p, true)
+	if err := j.append(entryPut, p); err != nil {
+		return nil, err
+	}
+	f, gen, off := j.f, j.gen.Load(), j.size
+	return func() error { return j.syncTo(f, gen, off) }, nil
+}
+
+// syncTo makes the first off bytes of generation gen (file f) durable. A
+// compaction since then rewrote and fsynced everything, so nothing is left
+// to do; a concurrent fsync that covered off serves this caller too.
+func (j *journal) syncTo(f *os.File, gen uint64, off int64) error {
+	j.smu.Lock()
+	defer j.smu.Unlock()
+	if j.gen.Load() != gen || (j.sgen == gen && j.synced >= off) {
+		return nil
+	}
+	if err := f.Sync(); err != nil {
+		if j.gen.Load() != gen { // closed by a compaction, which fsynced it all
+			return nil
+		}
+		return fmt.Errorf("queue: journal %s: fsync: %w", j.path, err)
+	}
+	j.sgen, j.synced = gen, off
+	return nil
 }
 
 func (j *journal) remove(k record.Key) error {
@@ -96,7 +130,7 @@ func (j *journal) remove(k record.Key) error {
 	// seal's replay window, hvagent's request-id journal). Losing a record is
 	// never possible; reading one twice is, and is handled. This halves the
 	// fsyncs on the read path (measured: ~0.3-1 ms each here).
-	return j.append(entryRemove, p, false)
+	return j.append(entryRemove, p)
 }
 
 // cutBack drops a partly written entry so later entries stay readable.
@@ -114,72 +148,79 @@ func (j *journal) close() error {
 	return serr
 }
 
-// openJournal opens (creating) path and returns the records it holds.
-func openJournal(path string, log *slog.Logger) (*journal, []entry, error) {
+// openJournal opens (creating) path and returns the records it holds and
+// the keys of the last RecentKeys removals, oldest first.
+func openJournal(path string, log *slog.Logger) (*journal, []entry, []record.Key, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, nil, fmt.Errorf("queue: state dir: %w", err)
+		return nil, nil, nil, fmt.Errorf("queue: state dir: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, nil, fmt.Errorf("queue: journal: %w", err)
+		return nil, nil, nil, fmt.Errorf("queue: journal: %w", err)
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
 		f.Close()
-		return nil, nil, fmt.Errorf("queue: journal %s: %w", path, err)
+		return nil, nil, nil, fmt.Errorf("queue: journal %s: %w", path, err)
 	}
-	items, n, good, perr := replay(data)
+	items, recent, n, good, perr := replay(data)
 	if perr != nil {
 		log.Warn("journal ends in a torn or corrupt entry (likely a crash mid-write); dropping it and anything after it",
 			"path", path, "offset", good, "dropped_bytes", len(data)-good, "err", perr)
 		if err := f.Truncate(int64(good)); err != nil {
 			f.Close()
-			return nil, nil, fmt.Errorf("queue: journal %s: truncate torn tail: %w", path, err)
+			return nil, nil, nil, fmt.Errorf("queue: journal %s: truncate torn tail: %w", path, err)
 		}
 		if err := f.Sync(); err != nil {
 			f.Close()
-			return nil, nil, fmt.Errorf("queue: journal %s: %w", path, err)
+			return nil, nil, nil, fmt.Errorf("queue: journal %s: %w", path, err)
 		}
 	}
 	if _, err := f.Seek(int64(good), io.SeekStart); err != nil {
 		f.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return &journal{path: path, f: f, entries: n, size: int64(good), log: log}, items, nil
+	return &journal{path: path, f: f, entries: n, size: int64(good), log: log}, items, recent, nil
 }
 
 var errTorn = errors.New("torn or corrupt entry")
 
-// replay applies entries; it returns the queued records, the number of good
-// entries, the length of the good prefix, and why it stopped early.
-func replay(data []byte) (items []entry, n, good int, err error) {
+// replay applies entries; it returns the queued records, the last
+// RecentKeys removed keys, the number of good entries, the length of the
+// good prefix, and why it stopped early.
+func replay(data []byte) (items []entry, recent []record.Key, n, good int, err error) {
 	keys := map[record.Key]int{}
+	defer func() {
+		if len(recent) > RecentKeys {
+			recent = recent[len(recent)-RecentKeys:]
+		}
+	}()
 	off := 0
 	for off < len(data) {
 		if len(data)-off < 8 {
-			return items, n, off, fmt.Errorf("%w: %d-byte header", errTorn, len(data)-off)
+			return items, recent, n, off, fmt.Errorf("%w: %d-byte header", errTorn, len(data)-off)
 		}
 		l := int(binary.LittleEndian.Uint32(data[off:]))
 		sum := binary.LittleEndian.Uint32(data[off+4:])
 		if l < 1 || l > maxEntry {
-			return items, n, off, fmt.Errorf("%w: length %d", errTorn, l)
+			return items, recent, n, off, fmt.Errorf("%w: length %d", errTorn, l)
 		}
 		if len(data)-off-8 < l {
-			return items, n, off, fmt.Errorf("%w: %d of %d bytes", errTorn, len(data)-off-8, l)
+			return items, recent, n, off, fmt.Errorf("%w: %d of %d bytes", errTorn, len(data)-off-8, l)
 		}
 		body := data[off+8 : off+8+l]
 		if crc32.ChecksumIEEE(body) != sum {
-			return items, n, off, fmt.Errorf("%w: CRC mismatch", errTorn)
+			return items, recent, n, off, fmt.Errorf("%w: CRC mismatch", errTorn)
 		}
 		typ, p := body[0], body[1:]
 		switch typ {
 		case entryPut:
 			if len(p) < 8 {
-				return items, n, off, fmt.Errorf("%w: short put", errTorn)
+				return items, recent, n, off, fmt.Errorf("%w: short put", errTorn)
 			}
 			rec, rerr := record.Parse(p[8:])
 			if rerr != nil {
-				return items, n, off, fmt.Errorf("%w: %w", errTorn, rerr)
+				return items, recent, n, off, fmt.Errorf("%w: %w", errTorn, rerr)
 			}
 			if _, dup := keys[rec.Key()]; !dup {
 				keys[rec.Key()] = len(items)
@@ -187,9 +228,10 @@ func replay(data []byte) (items []entry, n, good int, err error) {
 			}
 		case entryRemove:
 			if len(p) != 10 {
-				return items, n, off, fmt.Errorf("%w: remove of %d bytes", errTorn, len(p))
+				return items, recent, n, off, fmt.Errorf("%w: remove of %d bytes", errTorn, len(p))
 			}
 			k := record.Key{MsgID: binary.LittleEndian.Uint64(p), Index: binary.LittleEndian.Uint16(p[8:])}
+			recent = append(recent, k)
 			if _, ok := keys[k]; ok {
 				for i := range items {
 					if items[i].rec.Key() == k {
@@ -200,17 +242,23 @@ func replay(data []byte) (items []entry, n, good int, err error) {
 				delete(keys, k)
 			}
 		default:
-			return items, n, off, fmt.Errorf("%w: type %d", errTorn, typ)
+			return items, recent, n, off, fmt.Errorf("%w: type %d", errTorn, typ)
 		}
 		off += 8 + l
 		n++
 	}
-	return items, n, off, nil
+	return items, recent, n, off, nil
 }
 
-// compact replaces the journal with one put entry per queued record.
-func (j *journal) compact(items []entry) error {
+// compact replaces the journal with one remove entry per recently removed
+// key, then one put entry per queued record. Caller holds the queue's lock.
+func (j *journal) compact(items []entry, recent []record.Key) error {
 	var b []byte
+	for _, k := range recent {
+		p := binary.LittleEndian.AppendUint64(nil, k.MsgID)
+		p = binary.LittleEndian.AppendUint16(p, k.Index)
+		b = appendEntry(b, entryRemove, p)
+	}
 	for _, e := range items {
 		p, err := putPayload(e)
 		if err != nil {
@@ -242,9 +290,10 @@ func (j *journal) compact(items []entry) error {
 		d.Sync()
 		d.Close()
 	}
+	j.gen.Add(1) // before closing: a syncTo failing on the closed file sees it
 	j.f.Close()
 	j.f = f // positioned at the end of what it wrote
-	j.entries = len(items)
+	j.entries = len(recent) + len(items)
 	j.size = int64(len(b))
 	return nil
 }

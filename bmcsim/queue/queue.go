@@ -1,16 +1,27 @@
 // Package queue is the pair of buffer queues inside a simulated BMC:
 // Queue 1 carries records from the VMS (written over the LAN) to the host
 // (read over the system interface), Queue 2 the other way. See package
-// internal/oem for the commands and DESIGN.md for the semantics:
+// internal/oem for the commands and docs/oob-i.md for the semantics:
 //
 //   - a write of a (msg id, fragment) already queued, or removed within the
-//     last [RecentKeys] acknowledgements, succeeds without queueing it twice;
+//     last [RecentKeys] removals, succeeds without queueing it twice; the
+//     removals are journalled, so this holds across a restart too;
 //   - a full queue refuses a write with completion code 0xC4, never drops;
-//   - reads are two-phase: the head leaves the queue only when the next read
-//     acknowledges it; a read without an ack, or with a stale one, returns the
-//     same head again;
-//   - with a state directory every change is journalled and fsynced before it
-//     is answered (see journal.go), so records survive a restart.
+//   - reads are two-phase: a record leaves the queue only when a later read
+//     acknowledges it by its (msg id, fragment); a read without an ack, or
+//     with a stale one, returns the same record again;
+//   - Queue 1 has one reader (the host) and is a plain FIFO;
+//   - Queue 2 has many readers, each with a reader id (the requester id of
+//     package record). A record addressed to a reader (record version 2) is
+//     handed to it alone and removed by its ack; records addressed to 0 form
+//     the alert log, read by every follower from its own cursor and removed
+//     once every follower has acknowledged it. A reader that stops reading
+//     for [Options.ReaderTTL] is forgotten and its records evicted; the
+//     alert log holds at most [Options.AlertLog] records (more are refused
+//     with 0xC4) for at most [Options.AlertTTL]. Every eviction is counted;
+//   - with a state directory every change is journalled and a write is
+//     fsynced before it is answered, outside the queue's lock (see
+//     journal.go), so records survive a restart.
 package queue
 
 import (
@@ -33,13 +44,34 @@ var ErrFull = errors.New("queue: full")
 // DefaultCapacity is the default number of records per queue.
 const DefaultCapacity = 256
 
-// RecentKeys is how many acknowledged (msg id, fragment) keys a queue
-// remembers so a late retransmitted write is not queued again.
+// RecentKeys is how many removed (msg id, fragment) keys a queue remembers
+// so a late retransmitted write is not queued again.
 const RecentKeys = 1024
+
+// Defaults of the Queue 2 bounds.
+const (
+	DefaultReaderTTL  = time.Minute
+	DefaultAlertTTL   = 10 * time.Minute
+	DefaultMaxReaders = 256
+)
 
 // Options configure Open. Zero values take defaults.
 type Options struct {
 	Capacity1, Capacity2 int // records; default DefaultCapacity, at most 65535
+	// ReaderTTL: a Queue 2 reader that has not read for this long is
+	// forgotten, and records addressed to it that are at least this old are
+	// evicted (default DefaultReaderTTL).
+	ReaderTTL time.Duration
+	// AlertLog caps the records of the alert log (addressed to 0) in Queue 2;
+	// a write beyond it is refused as full (0xC4), so alerts can never crowd
+	// out answers (default a quarter of Capacity2, at least 1).
+	AlertLog int
+	// AlertTTL is how long an alert log record is kept for followers that
+	// have not read it yet (default DefaultAlertTTL).
+	AlertTTL time.Duration
+	// MaxReaders caps the Queue 2 readers remembered; one more forgets the
+	// one that read least recently (default DefaultMaxReaders).
+	MaxReaders int
 	// StateDir, when set, holds queue1.journal and queue2.journal.
 	StateDir string
 	// Registerer receives the queue metrics (may be nil). To host several
@@ -58,20 +90,36 @@ type Options struct {
 type entry struct {
 	rec record.Record
 	enq time.Time
+	seq uint64 // write order, for the alert log cursors
 }
 
-// Queue is one bounded FIFO of records. It is safe for concurrent use.
+// reader is one Queue 2 reader.
+type reader struct {
+	cursor   uint64 // alert log: highest seq acknowledged
+	follower bool   // has asked for the alert log
+	seen     time.Time
+}
+
+// Queue is one bounded queue of records. It is safe for concurrent use.
 type Queue struct {
 	name     string
 	capacity int
 	now      func() time.Time
 	onChange func(int)
+	multi    bool // Queue 2: readers by id, alert log
+
+	readerTTL, alertTTL  time.Duration
+	opened               time.Time // readers could not read before
+	alertCap, maxReaders int
 
 	mu      sync.Mutex
 	items   []entry
 	keys    map[record.Key]struct{}
 	recent  map[record.Key]struct{}
 	recentQ []record.Key
+	seq     uint64
+	readers map[uint32]*reader
+	alerts  int // records addressed to 0
 	j       *journal
 
 	m *metrics
@@ -80,54 +128,80 @@ type Queue struct {
 func newQueue(name string, capacity int, o *Options, m *metrics) *Queue {
 	return &Queue{
 		name: name, capacity: capacity, now: o.Now, m: m,
-		keys: map[record.Key]struct{}{}, recent: map[record.Key]struct{}{},
+		readerTTL: o.ReaderTTL, alertTTL: o.AlertTTL, opened: o.Now(), alertCap: o.AlertLog, maxReaders: o.MaxReaders,
+		keys: map[record.Key]struct{}{}, recent: map[record.Key]struct{}{}, readers: map[uint32]*reader{},
 	}
 }
 
 // Write appends r unless its key is already queued (or was just removed).
 // It returns ErrFull when the queue is at capacity.
 func (q *Queue) Write(r record.Record) error {
-	depth, changed, err := q.write(r)
+	depth, changed, sync, err := q.write(r)
+	if err == nil && sync != nil {
+		err = sync()
+	}
 	if changed && q.onChange != nil {
 		q.onChange(depth)
 	}
 	return err
 }
 
-func (q *Queue) write(r record.Record) (int, bool, error) {
+// write queues r under the lock and returns what makes it durable, to run
+// after the lock is released.
+func (q *Queue) write(r record.Record) (int, bool, func() error, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	k := r.Key()
 	if _, ok := q.keys[k]; ok {
 		q.m.duplicates.Inc()
-		return len(q.items), false, nil
+		return len(q.items), false, nil, nil
 	}
 	if _, ok := q.recent[k]; ok {
 		q.m.duplicates.Inc()
-		return len(q.items), false, nil
+		return len(q.items), false, nil, nil
+	}
+	now := q.now()
+	if q.multi {
+		q.sweep(now)
+		if r.Requester == 0 && q.alerts >= q.alertCap {
+			q.m.full.Inc()
+			return len(q.items), false, nil, fmt.Errorf("%w: the alert log of %s holds %d records", ErrFull, q.name, q.alertCap)
+		}
 	}
 	if len(q.items) >= q.capacity {
 		q.m.full.Inc()
-		return len(q.items), false, fmt.Errorf("%w: %s holds %d records", ErrFull, q.name, q.capacity)
+		return len(q.items), false, nil, fmt.Errorf("%w: %s holds %d records", ErrFull, q.name, q.capacity)
 	}
-	e := entry{rec: r, enq: q.now()}
+	q.seq++
+	e := entry{rec: r, enq: now, seq: q.seq}
+	var sync func() error
 	if q.j != nil {
-		if err := q.j.put(e); err != nil {
-			return len(q.items), false, err
+		s, err := q.j.put(e)
+		if err != nil {
+			return len(q.items), false, nil, err
 		}
+		sync = s
 	}
 	q.items = append(q.items, e)
 	q.keys[k] = struct{}{}
+	if r.Requester == 0 {
+		q.alerts++
+	}
 	q.m.writes.Inc()
 	if q.j != nil {
 		q.maybeCompact()
 	}
-	return len(q.items), true, nil
+	return len(q.items), true, sync, nil
 }
 
-// Read acknowledges ack if it names the head, then returns the head, or
-// ok=false when the queue is empty.
+// Read is the read of the single reader: on Queue 1 the host, on Queue 2
+// reader 0 following the alert log (OEM 0x04, the version 1 behaviour). It
+// acknowledges ack if it names the head, then returns the head, or ok=false
+// when there is none.
 func (q *Queue) Read(ack *oem.Ack) (rec record.Record, ok bool, err error) {
+	if q.multi {
+		return q.ReadFor(0, true, ack)
+	}
 	rec, ok, depth, changed, err := q.read(ack)
 	if changed && q.onChange != nil {
 		q.onChange(depth)
@@ -143,30 +217,188 @@ func (q *Queue) read(ack *oem.Ack) (record.Record, bool, int, bool, error) {
 	if ack != nil && len(q.items) > 0 {
 		head := q.items[0].rec.Key()
 		if head == (record.Key{MsgID: ack.MsgID, Index: ack.Index}) {
-			if q.j != nil {
-				if err := q.j.remove(head); err != nil {
-					return record.Record{}, false, len(q.items), false, err
-				}
+			if err := q.removeAt(0); err != nil {
+				return record.Record{}, false, len(q.items), false, err
 			}
-			q.items[0] = entry{}
-			q.items = q.items[1:]
-			delete(q.keys, head)
-			q.remember(head)
 			q.m.acks.Inc()
 			changed = true
-			if q.j != nil {
-				q.maybeCompact()
-			}
 		}
 	}
 	if len(q.items) == 0 {
-		q.items = nil // let the backing array go
 		return record.Record{}, false, 0, changed, nil
 	}
 	return q.items[0].rec, true, len(q.items), changed, nil
 }
 
+// ReadFor is one read of Queue 2 by reader id: it acknowledges ack if it
+// names a record this reader may consume (one addressed to it, or with
+// alertLog the alert log record at its cursor), then returns the oldest
+// record for it, or ok=false when there is none. Another reader's records
+// are neither returned nor removed.
+func (q *Queue) ReadFor(id uint32, alertLog bool, ack *oem.Ack) (record.Record, bool, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.m.reads.Inc()
+	now := q.now()
+	q.sweep(now)
+	rd := q.reader(id, now)
+	rd.follower = rd.follower || alertLog
+	if ack != nil {
+		k := record.Key{MsgID: ack.MsgID, Index: ack.Index}
+		for i := range q.items {
+			e := &q.items[i]
+			if e.rec.Key() != k {
+				continue
+			}
+			switch {
+			case e.rec.Requester == 0 && alertLog && e.seq > rd.cursor:
+				rd.cursor = e.seq
+				q.m.acks.Inc()
+				if err := q.trimAlerts(); err != nil {
+					return record.Record{}, false, err
+				}
+			case e.rec.Requester != 0 && e.rec.Requester == id:
+				if err := q.removeAt(i); err != nil {
+					return record.Record{}, false, err
+				}
+				q.m.acks.Inc()
+			}
+			break
+		}
+	}
+	for _, e := range q.items {
+		if (id != 0 && e.rec.Requester == id) || (alertLog && e.rec.Requester == 0 && e.seq > rd.cursor) {
+			return e.rec, true, nil
+		}
+	}
+	return record.Record{}, false, nil
+}
+
+// reader returns (creating) reader id's state, marked seen at now. Caller
+// holds q.mu.
+func (q *Queue) reader(id uint32, now time.Time) *reader {
+	rd, ok := q.readers[id]
+	if !ok {
+		if len(q.readers) >= q.maxReaders {
+			var oldID uint32
+			var old *reader
+			for rid, r := range q.readers {
+				if old == nil || r.seen.Before(old.seen) {
+					oldID, old = rid, r
+				}
+			}
+			delete(q.readers, oldID)
+			q.m.evicted.WithLabelValues("readers_full").Inc()
+		}
+		rd = &reader{}
+		q.readers[id] = rd
+	}
+	rd.seen = now
+	return rd
+}
+
+// sweep forgets readers idle for readerTTL, evicts records addressed to a
+// reader that has not read them within readerTTL, and alert log records
+// older than alertTTL. Caller holds q.mu. A journal error is logged: the
+// record stays evicted in memory and may come back after a restart, which
+// readers tolerate.
+func (q *Queue) sweep(now time.Time) {
+	for id, rd := range q.readers {
+		if now.Sub(rd.seen) >= q.readerTTL {
+			delete(q.readers, id)
+			q.m.evicted.WithLabelValues("reader_gone").Inc()
+		}
+	}
+	for i := 0; i < len(q.items); {
+		e := q.items[i]
+		var reason string
+		if e.rec.Requester != 0 {
+			// A reader cannot have read while the BMC was down: count from
+			// the restart for records restored from the journal.
+			seen := e.enq
+			if q.opened.After(seen) {
+				seen = q.opened
+			}
+			if rd, ok := q.readers[e.rec.Requester]; ok && rd.seen.After(seen) {
+				seen = rd.seen
+			}
+			if now.Sub(seen) >= q.readerTTL {
+				reason = "reader_gone"
+			}
+		} else if now.Sub(e.enq) >= q.alertTTL {
+			reason = "alert_expired"
+		}
+		if reason == "" {
+			i++
+			continue
+		}
+		if err := q.removeAt(i); err != nil && q.j != nil {
+			q.j.log.Warn("journal write of an eviction failed; the record may return after a restart", "queue", q.name, "err", err)
+		}
+		q.m.evicted.WithLabelValues(reason).Inc()
+	}
+	if err := q.trimAlerts(); err != nil && q.j != nil {
+		q.j.log.Warn("journal write of an alert log trim failed", "queue", q.name, "err", err)
+	}
+}
+
+// trimAlerts removes the alert log records every follower has
+// acknowledged. With no follower nothing is removed. Caller holds q.mu.
+func (q *Queue) trimAlerts() error {
+	var low uint64
+	first := true
+	for _, rd := range q.readers {
+		if !rd.follower {
+			continue
+		}
+		if first || rd.cursor < low {
+			low, first = rd.cursor, false
+		}
+	}
+	if first {
+		return nil
+	}
+	for i := 0; i < len(q.items); {
+		if e := q.items[i]; e.rec.Requester == 0 && e.seq <= low {
+			if err := q.removeAt(i); err != nil {
+				return err
+			}
+			continue
+		}
+		i++
+	}
+	return nil
+}
+
+// removeAt removes items[i], journalling the removal and remembering its
+// key. Caller holds q.mu.
+func (q *Queue) removeAt(i int) error {
+	e := q.items[i]
+	k := e.rec.Key()
+	if q.j != nil {
+		if err := q.j.remove(k); err != nil {
+			return err
+		}
+	}
+	q.items = append(q.items[:i], q.items[i+1:]...)
+	if len(q.items) == 0 {
+		q.items = nil // let the backing array go
+	}
+	delete(q.keys, k)
+	if e.rec.Requester == 0 {
+		q.alerts--
+	}
+	q.remember(k)
+	if q.j != nil {
+		q.maybeCompact()
+	}
+	return nil
+}
+
 func (q *Queue) remember(k record.Key) {
+	if _, ok := q.recent[k]; ok {
+		return
+	}
 	q.recent[k] = struct{}{}
 	q.recentQ = append(q.recentQ, k)
 	if len(q.recentQ) > RecentKeys {
@@ -193,6 +425,13 @@ func (q *Queue) Len() int {
 	return len(q.items)
 }
 
+// Readers is the number of Queue 2 readers remembered.
+func (q *Queue) Readers() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.readers)
+}
+
 // Queues is the BMC's pair of queues.
 type Queues struct {
 	q1, q2 *Queue
@@ -216,23 +455,44 @@ func Open(o Options) (*Queues, error) {
 			return nil, fmt.Errorf("queue: capacity %d exceeds 65535", c)
 		}
 	}
+	if o.ReaderTTL <= 0 {
+		o.ReaderTTL = DefaultReaderTTL
+	}
+	if o.AlertTTL <= 0 {
+		o.AlertTTL = DefaultAlertTTL
+	}
+	if o.AlertLog <= 0 {
+		o.AlertLog = max(1, caps[1]/4)
+	}
+	if o.MaxReaders <= 0 {
+		o.MaxReaders = DefaultMaxReaders
+	}
 	qs := &Queues{log: o.Logger}
 	m1, m2 := newMetrics("1"), newMetrics("2")
 	qs.q1 = newQueue("queue 1", caps[0], &o, m1)
 	qs.q2 = newQueue("queue 2", caps[1], &o, m2)
+	qs.q2.multi = true
 	qs.q1.onChange = o.OnQueue1Change
 	if o.StateDir != "" {
 		for i, q := range []*Queue{qs.q1, qs.q2} {
 			path := filepath.Join(o.StateDir, fmt.Sprintf("queue%d.journal", i+1))
-			j, items, err := openJournal(path, o.Logger)
+			j, items, recent, err := openJournal(path, o.Logger)
 			if err != nil {
 				qs.Close()
 				return nil, err
 			}
 			q.j = j
+			for _, k := range recent {
+				q.remember(k)
+			}
 			for _, e := range items {
+				q.seq++
+				e.seq = q.seq
 				q.items = append(q.items, e)
 				q.keys[e.rec.Key()] = struct{}{}
+				if e.rec.Requester == 0 {
+					q.alerts++
+				}
 			}
 			if len(q.items) > q.capacity {
 				o.Logger.Warn("journal holds more records than the queue's capacity; keeping them all, writes refused until drained",
@@ -280,10 +540,10 @@ func (qs *Queues) Close() error {
 // records. Caller holds q.mu. A failed compaction is logged and the old
 // journal kept: it is still correct, only longer.
 func (q *Queue) maybeCompact() {
-	if q.j.entries < 2*len(q.items)+256 {
+	if q.j.entries < 2*(len(q.items)+len(q.recentQ))+256 {
 		return
 	}
-	if err := q.j.compact(q.items); err != nil {
+	if err := q.j.compact(q.items, q.recentQ); err != nil {
 		q.j.log.Warn("journal compaction failed; continuing with the uncompacted journal", "path", q.j.path, "err", err)
 	}
 }

@@ -509,6 +509,9 @@ func FuzzHandlers(f *testing.F) {
 		f.Add(uint8(tt.cmd), tt.side == "lan", testutil.Unhex(f, tt.req))
 	}
 	f.Add(uint8(2), false, testutil.Unhex(f, "d9 7e 00 01 00 00 00 00 00 00 00 00 00"))
+	for _, s := range readForSeeds {
+		f.Add(s.cmd, s.lan, testutil.Unhex(f, s.hex))
+	}
 	b := newBench(f, Options{Capacity1: 3, Capacity2: 3, StateDir: f.TempDir()})
 	f.Fuzz(func(t *testing.T, cmd uint8, fromLAN bool, data []byte) {
 		h := sys()
@@ -523,7 +526,7 @@ func FuzzHandlers(f *testing.F) {
 			return
 		}
 		switch oem.Cmd(cmd) {
-		case oem.CmdReadQueue1, oem.CmdReadQueue2:
+		case oem.CmdReadQueue1, oem.CmdReadQueue2, oem.CmdReadQueue2For:
 			var r oem.ReadQueueResponse
 			if err := r.Unpack(resp); err != nil {
 				t.Fatalf("bad read response % x: %v", resp, err)

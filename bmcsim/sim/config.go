@@ -75,6 +75,10 @@ type Config struct {
 	QueueCapacity  int `toml:"queue_capacity"`
 	Queue1Capacity int `toml:"queue1_capacity"`
 	Queue2Capacity int `toml:"queue2_capacity"`
+	// ReaderTTL: a Queue 2 reader (a VMS requester id) that has not read
+	// for this long is forgotten and the records addressed to it evicted
+	// (0: bmcsim/queue's default, 1 min).
+	ReaderTTL Duration `toml:"reader_ttl"`
 }
 
 // User is one BMC account.

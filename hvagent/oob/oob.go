@@ -17,6 +17,11 @@
 // empty) and otherwise polls every PollInterval; after a record it reads
 // again at once until the queue answers "empty".
 //
+// Answers are addressed: their records carry the requester id that came
+// with the request's records (record version 2), so the BMC hands them to
+// that VMS reader only; alerts are addressed to 0, the alert log every
+// following VMS reads (see docs/oob-i.md).
+//
 // Writing Queue 2 (OEM 0x03): a full queue answers 0xC4; the writer backs off
 // (50 ms doubling to 2 s) and retries the same record until it fits or ctx
 // ends. A write of a record already queued is answered as success by the
@@ -256,7 +261,7 @@ func (l *Loop) drain(ctx context.Context, ack *oem.Ack) (*oem.Ack, error) {
 		}
 		if done {
 			l.messages.Add(1)
-			l.handle(ctx, msg)
+			l.handle(ctx, msg, rec.Requester)
 			if err := ctx.Err(); err != nil {
 				// Shutting down mid-message: leave the record unacknowledged
 				// so the next start reads it again.
@@ -266,14 +271,18 @@ func (l *Loop) drain(ctx context.Context, ack *oem.Ack) (*oem.Ack, error) {
 	}
 }
 
-func (l *Loop) handle(ctx context.Context, env []byte) {
+// handle serves one envelope; its answers are addressed to requester, the
+// requester id the request's records carried (0 for a version 1 request:
+// then the answers go to the alert log, which every reader may read, as
+// before requester ids existed).
+func (l *Loop) handle(ctx context.Context, env []byte, requester uint32) {
 	out, err := l.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaOOB)
 	if err != nil {
 		l.log.Debug("envelope from Queue 1 not answered", "len", len(env), "err", err)
 	}
 	for _, a := range out {
 		sctx, cancel := context.WithTimeout(ctx, l.cfg.AnswerTimeout)
-		err := l.Send(sctx, a)
+		err := l.sendTo(sctx, requester, a)
 		cancel()
 		if err != nil {
 			n := l.answersDropped.Add(1)
@@ -285,17 +294,25 @@ func (l *Loop) handle(ctx context.Context, env []byte) {
 	}
 }
 
-// Send fragments env and writes it to Queue 2, retrying a full queue or a
-// broken connection until ctx ends.
-func (l *Loop) Send(ctx context.Context, env []byte) error {
+// Send fragments env and writes it to Queue 2 for every reader (the alert
+// log), retrying a full queue or a broken connection until ctx ends.
+func (l *Loop) Send(ctx context.Context, env []byte) error { return l.sendTo(ctx, 0, env) }
+
+// sendTo is Send with the records addressed to requester (0: every reader).
+// An Alert (the seal header's kind, in clear) always goes to every reader,
+// also when it is part of an answer: every following VMS must see it.
+func (l *Loop) sendTo(ctx context.Context, requester uint32, env []byte) error {
 	id := uint64(0)
 	if h, _, err := seal.ParseHeader(env); err == nil {
 		id = h.MsgID
+		if h.Kind == vmsg.KindAlert {
+			requester = 0
+		}
 	}
 	if id == 0 {
 		id = uint64(time.Now().UnixNano())
 	}
-	recs, err := record.Fragment(id, env)
+	recs, err := record.FragmentFor(requester, id, env)
 	if err != nil {
 		return err
 	}

@@ -573,3 +573,114 @@ func TestAgentClassesAreOEMAlertClasses(t *testing.T) {
 		}
 	}
 }
+
+// TestAnswerAddressedToRequester: a request whose records carry requester
+// id X is answered with records addressed to X; another reader (the
+// version 1 read, or another id) does not see them, X does.
+func TestAnswerAddressedToRequester(t *testing.T) {
+	lab := newBMC(t, bmcsimtest.Options{})
+	runLoop(t, Config{Conn: lab.host, Handler: &echo{}, PollInterval: 10 * time.Millisecond})
+	vms := dialVMS(t, lab.Port)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const x = 0x5eed
+	msg := randBytes(500) // three records
+	recs, err := record.FragmentFor(x, 42, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		data, _ := (&oem.WriteQueueRequest{IANA: oem.DefaultIANA, Record: r}).Pack()
+		if _, cc, err := vms.raw(ctx, oem.CmdWriteQueue1, data); err != nil || cc != oem.CCOK {
+			t.Fatalf("write: %v %v", cc, err)
+		}
+	}
+	readFor := func(reader uint32, ack *oem.Ack) oem.ReadQueueResponse {
+		t.Helper()
+		data, _ := (&oem.ReadQueue2ForRequest{IANA: oem.DefaultIANA, Reader: reader, Flags: oem.ReadAlertLog, Ack: ack}).Pack()
+		resp, cc, err := vms.raw(ctx, oem.CmdReadQueue2For, data)
+		if err != nil || cc != oem.CCOK {
+			t.Fatalf("read-for %#x: %v %v", reader, cc, err)
+		}
+		var r oem.ReadQueueResponse
+		if err := r.Unpack(resp); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// Wait for the whole answer to be queued.
+	for lab.Queues.Queue2().Len() < len(recs) {
+		if err := pause(ctx, 2*time.Millisecond); err != nil {
+			t.Fatalf("answer never queued: %v", err)
+		}
+	}
+	if r := readFor(x+1, nil); !r.Empty {
+		t.Fatalf("another reader got %v", r.Record)
+	}
+	data, _ := (&oem.ReadQueueRequest{IANA: oem.DefaultIANA}).Pack()
+	resp, _, _ := vms.raw(ctx, oem.CmdReadQueue2, data)
+	if !bytes.Equal(resp, []byte{0xd9, 0x7e, 0x00, 0x01}) {
+		t.Fatalf("version 1 reader got % x", resp)
+	}
+	ra := record.NewReassembler(record.ReassemblerConfig{})
+	var ack *oem.Ack
+	for {
+		r := readFor(x, ack)
+		if r.Empty {
+			t.Fatal("answer incomplete")
+		}
+		if r.Record.Requester != x {
+			t.Fatalf("record addressed to %#x", r.Record.Requester)
+		}
+		ack = &oem.Ack{MsgID: r.Record.MsgID, Index: r.Record.Index}
+		got, done, err := ra.Add(r.Record, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			if !bytes.Equal(got, msg) {
+				t.Fatal("answer differs")
+			}
+			break
+		}
+	}
+	readFor(x, ack)
+	if n := lab.Queues.Queue2().Len(); n != 0 {
+		t.Fatalf("queue 2 holds %d records after the ack", n)
+	}
+}
+
+// TestAlertInAnswerGoesToEveryReader: an answer made of a Reply and an
+// Alert (a refusal over the OOB-I) sends the Reply to the requester and the
+// Alert to the alert log.
+func TestAlertInAnswerGoesToEveryReader(t *testing.T) {
+	lab := newBMC(t, bmcsimtest.Options{})
+	key, err := seal.Enroll("hv1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl := seal.NewSealer(key)
+	h := handlerFunc(func(_ context.Context, env []byte) ([][]byte, error) {
+		rep, _ := sl.Seal(vmsg.KindReply, 1001, []byte{0xa0}, time.Now())
+		al, _ := sl.Seal(vmsg.KindAlert, 1002, []byte{0xa0}, time.Now())
+		return [][]byte{rep, al}, nil
+	})
+	runLoop(t, Config{Conn: lab.host, Handler: h, PollInterval: 10 * time.Millisecond})
+	q1, q2 := lab.Queues.Queue1(), lab.Queues.Queue2()
+	if err := q1.Write(record.Record{Requester: 0x77, MsgID: 5, Count: 1, Payload: []byte("req")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for q2.Len() < 2 {
+		if err := pause(ctx, 2*time.Millisecond); err != nil {
+			t.Fatalf("answers never queued: %v", err)
+		}
+	}
+	if r, ok, _ := q2.ReadFor(0x77, false, nil); !ok || r.MsgID != 1001 || r.Requester != 0x77 {
+		t.Fatalf("requester read %v %v", r, ok)
+	}
+	if r, ok, _ := q2.ReadFor(0x99, true, nil); !ok || r.MsgID != 1002 || r.Requester != 0 {
+		t.Fatalf("follower read %v %v", r, ok)
+	}
+}

@@ -18,6 +18,13 @@
 //	  response: cc | IANA[3] | 0x00 | record     the head of the queue
 //	        or  cc | IANA[3] | 0x01              the queue is empty
 //
+//	0x06 ReadQueue2For (LAN, operator+): a read of Queue 2 by one requester
+//	  request:  IANA[3] | reader id u32 | flags u8                read, ack nothing
+//	        or  IANA[3] | reader id u32 | flags u8 | msgid u64 | frag u16
+//	  flags:    bit 0 set: the alert log too (records addressed to 0);
+//	            other bits reserved, sent 0, refused with 0xCC when set
+//	  response: as 0x04: the reader's oldest record, or "empty"
+//
 //	0x05 GetQueueStatus (both sides)
 //	  request:  IANA[3]
 //	  response: cc | IANA[3] | queue 1 status[8] | queue 2 status[8]
@@ -25,7 +32,12 @@
 //
 // A read is two-phase: the head stays queued until the next read carries its
 // (msg id, frag index) as acknowledgement; a missing or stale ack returns the
-// same head again. Completion codes beyond 0x00: 0xC4 queue full, 0xC7 bad
+// same head again. On Queue 2 a reader sees only the records addressed to
+// its reader id (record version 2, see package record) and, when it asks,
+// the alert log (records addressed to 0), each from its own cursor; an ack
+// that names another reader's record is ignored. 0x04 is reader 0 with the
+// alert log: the version 1 behaviour, kept for older VMS software. Reader id
+// 0 in 0x06 is refused with 0xCC. Completion codes beyond 0x00: 0xC4 queue full, 0xC7 bad
 // request length, 0xCC invalid data (bad IANA or record), 0xD4 not authorized
 // (no session, privilege below operator), 0xD5 command not allowed on the
 // side it arrived on.
@@ -72,6 +84,7 @@ const (
 	CmdWriteQueue2    Cmd = 0x03 // WRITE_BMC_BUFF_QUEUE2
 	CmdReadQueue2     Cmd = 0x04 // READ_BMC_BUFF_QUEUE2
 	CmdGetQueueStatus Cmd = 0x05 // GET_QUEUE_STATUS
+	CmdReadQueue2For  Cmd = 0x06 // READ_BMC_BUFF_QUEUE2_FOR (one requester's records)
 
 	// CmdQueue1Notify is pushed by the BMC into the host's receive message
 	// queue (raising SMS_ATN) when Queue 1 gains records, so an agent
@@ -119,6 +132,8 @@ func (c Cmd) String() string {
 		return "ReadQueue2"
 	case CmdGetQueueStatus:
 		return "GetQueueStatus"
+	case CmdReadQueue2For:
+		return "ReadQueue2For"
 	case CmdQueue1Notify:
 		return "Queue1Notify"
 	}
@@ -189,6 +204,7 @@ var (
 	ErrLength    = errors.New("oem: data length invalid")
 	ErrBadStatus = errors.New("oem: unknown read status")
 	ErrIANA      = errors.New("oem: IANA enterprise number mismatch")
+	ErrReader    = errors.New("oem: reader id 0 or reserved read flags")
 )
 
 // IANA is a 20-bit-ish enterprise number carried in 3 bytes.
@@ -311,6 +327,60 @@ func (r *ReadQueueRequest) Unpack(data []byte) error {
 		return fmt.Errorf("%w: read request with %d bytes after IANA, want 0 or %d", ErrLength, len(rest), AckLen)
 	}
 	r.IANA, r.Ack = i, ack
+	return nil
+}
+
+// ReadFlags are the flags of a ReadQueue2For request.
+type ReadFlags uint8
+
+const (
+	// ReadAlertLog asks for the records addressed to every reader (the
+	// alert log) besides the reader's own.
+	ReadAlertLog   ReadFlags = 0x01
+	readFlagsKnown           = ReadAlertLog
+)
+
+// ReadQueue2ForRequest is the request of CmdReadQueue2For.
+type ReadQueue2ForRequest struct {
+	IANA   IANA
+	Reader uint32 // never 0
+	Flags  ReadFlags
+	Ack    *Ack // nil: acknowledge nothing
+}
+
+// readForLen is the length of a ReadQueue2For request without its ack.
+const readForLen = 3 + 4 + 1
+
+func (r *ReadQueue2ForRequest) Pack() ([]byte, error) {
+	if r.Reader == 0 || r.Flags&^readFlagsKnown != 0 {
+		return nil, fmt.Errorf("%w: reader %d flags %#02x", ErrReader, r.Reader, uint8(r.Flags))
+	}
+	b := r.IANA.append(make([]byte, 0, readForLen+AckLen))
+	b = binary.LittleEndian.AppendUint32(b, r.Reader)
+	b = append(b, byte(r.Flags))
+	if r.Ack != nil {
+		b = binary.LittleEndian.AppendUint64(b, r.Ack.MsgID)
+		b = binary.LittleEndian.AppendUint16(b, r.Ack.Index)
+	}
+	return b, nil
+}
+
+func (r *ReadQueue2ForRequest) Unpack(data []byte) error {
+	i, rest, err := readIANA(data)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 5 && len(rest) != 5+AckLen {
+		return fmt.Errorf("%w: read-for request with %d bytes after IANA, want 5 or %d", ErrLength, len(rest), 5+AckLen)
+	}
+	n := ReadQueue2ForRequest{IANA: i, Reader: binary.LittleEndian.Uint32(rest), Flags: ReadFlags(rest[4])}
+	if n.Reader == 0 || n.Flags&^readFlagsKnown != 0 {
+		return fmt.Errorf("%w: reader %d flags %#02x", ErrReader, n.Reader, uint8(n.Flags))
+	}
+	if rest = rest[5:]; len(rest) == AckLen {
+		n.Ack = &Ack{MsgID: binary.LittleEndian.Uint64(rest), Index: binary.LittleEndian.Uint16(rest[8:])}
+	}
+	*r = n
 	return nil
 }
 

@@ -37,6 +37,12 @@ var codecTests = []struct {
 		"d9 7e 00 00 " + recHex},
 	{"read response empty", &ReadQueueResponse{IANA: DefaultIANA, Empty: true}, func() packer { return &ReadQueueResponse{} },
 		"d9 7e 00 01"},
+	{"read-for request", &ReadQueue2ForRequest{IANA: DefaultIANA, Reader: 0x0a0b0c0d},
+		func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 0d 0c 0b 0a 00"},
+	{"read-for request alert log ack", &ReadQueue2ForRequest{IANA: DefaultIANA, Reader: 1, Flags: ReadAlertLog, Ack: &Ack{MsgID: 0x0102030405060708, Index: 3}},
+		func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00 00 01 08 07 06 05 04 03 02 01 03 00"},
+	{"read response addressed record", &ReadQueueResponse{IANA: DefaultIANA, Record: record.Record{Requester: 5, MsgID: 9, Count: 1, Payload: []byte{1}}},
+		func() packer { return &ReadQueueResponse{} }, "d9 7e 00 00 02 00 05 00 00 00 09 00 00 00 00 00 00 00 00 00 01 00 01"},
 	{"status request", &GetQueueStatusRequest{IANA: DefaultIANA}, func() packer { return &GetQueueStatusRequest{} }, "d9 7e 00"},
 	{"status response", &GetQueueStatusResponse{IANA: DefaultIANA,
 		Queue1: QueueStatus{Depth: 3, Capacity: 256, OldestAge: 1500 * time.Millisecond},
@@ -78,6 +84,10 @@ var badTests = []struct {
 	{"read resp no status", func() packer { return &ReadQueueResponse{} }, "d9 7e 00", ErrShort},
 	{"read resp bad status", func() packer { return &ReadQueueResponse{} }, "d9 7e 00 07", ErrBadStatus},
 	{"read resp empty trailing", func() packer { return &ReadQueueResponse{} }, "d9 7e 00 01 00", ErrLength},
+	{"read-for short", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00", ErrLength},
+	{"read-for reader 0", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 00 00 00 00 01", ErrReader},
+	{"read-for reserved flag", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00 00 02", ErrReader},
+	{"read-for ack short", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00 00 00 01 02", ErrLength},
 	{"status resp short", func() packer { return &GetQueueStatusResponse{} }, "d9 7e 00 03 00", ErrLength},
 	{"status req trailing", func() packer { return &GetQueueStatusRequest{} }, "d9 7e 00 00", ErrLength},
 }
@@ -101,7 +111,7 @@ func TestErrorAs(t *testing.T) {
 	if Check(CmdReadQueue2, CCOK) != nil {
 		t.Fatal("CCOK is an error")
 	}
-	for _, s := range []fmt.Stringer{NetFnOEMGroupRequest, NetFnOEMGroupResponse, NetFn(0x30), CmdGetQueueStatus, Cmd(9), CCNotSupportedInState, CompletionCode(0x85)} {
+	for _, s := range []fmt.Stringer{NetFnOEMGroupRequest, NetFnOEMGroupResponse, NetFn(0x30), CmdGetQueueStatus, CmdReadQueue2For, Cmd(9), CCNotSupportedInState, CompletionCode(0x85)} {
 		if s.String() == "" {
 			t.Fatal("empty String")
 		}
@@ -129,7 +139,7 @@ func FuzzUnpack(f *testing.F) {
 		f.Add(testutil.Unhex(f, tt.raw))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, p := range []packer{&WriteQueueRequest{}, &WriteQueueResponse{}, &ReadQueueRequest{}, &ReadQueueResponse{}, &GetQueueStatusRequest{}} {
+		for _, p := range []packer{&WriteQueueRequest{}, &WriteQueueResponse{}, &ReadQueueRequest{}, &ReadQueue2ForRequest{}, &ReadQueueResponse{}, &GetQueueStatusRequest{}} {
 			if p.Unpack(b) != nil {
 				continue
 			}

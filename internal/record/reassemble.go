@@ -21,6 +21,7 @@ type ReassemblerConfig struct {
 }
 
 type partial struct {
+	req   uint32 // requester id of the first fragment
 	count uint16
 	have  int
 	bytes int
@@ -116,7 +117,7 @@ func (r *Reassembler) evictOldest() bool {
 // returns the message and true; duplicates, fragments of an already delivered
 // message and fragments of an incomplete message return nil, false, nil.
 //
-// A fragment whose count differs from earlier fragments of the same message,
+// A fragment whose count or requester id differs from earlier fragments of the same message,
 // or whose payload differs from an already received copy, is rejected with
 // ErrInconsistent and the partial message is kept. When the bounds are reached
 // the oldest partial message is evicted to make room; a message that could
@@ -141,8 +142,11 @@ func (r *Reassembler) Add(rec Record, now time.Time) ([]byte, bool, error) {
 		for len(r.inFl) >= r.cfg.MaxMessages {
 			r.evictOldest()
 		}
-		p = &partial{count: rec.Count, frags: make([][]byte, rec.Count), first: now}
+		p = &partial{req: rec.Requester, count: rec.Count, frags: make([][]byte, rec.Count), first: now}
 		r.inFl[rec.MsgID] = p
+	}
+	if rec.Requester != p.req {
+		return nil, false, fmt.Errorf("%w: msg %#x requester %#x, earlier %#x", ErrInconsistent, rec.MsgID, rec.Requester, p.req)
 	}
 	if rec.Count != p.count {
 		return nil, false, fmt.Errorf("%w: msg %#x count %d, earlier %d", ErrInconsistent, rec.MsgID, rec.Count, p.count)

@@ -20,6 +20,10 @@ var recordTests = []struct {
 		"01 80 08 07 06 05 04 03 02 01 02 00 03 00 68 69"},
 	{"max index", Record{MsgID: ^uint64(0), Index: 0xfffe, Count: 0xffff, Payload: []byte{0xaa}},
 		"01 00 ff ff ff ff ff ff ff ff fe ff ff ff aa"},
+	{"addressed", Record{Requester: 0x0a0b0c0d, MsgID: 0x0102030405060708, Index: 1, Count: 2, Payload: []byte("ok")},
+		"02 00 0d 0c 0b 0a 08 07 06 05 04 03 02 01 01 00 02 00 6f 6b"},
+	{"addressed empty", Record{Flags: 1, Requester: 1, MsgID: 7, Count: 1},
+		"02 01 01 00 00 00 07 00 00 00 00 00 00 00 00 00 01 00"},
 }
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -36,7 +40,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if back.Key() != tt.rec.Key() || back.Count != tt.rec.Count || back.Flags != tt.rec.Flags || !bytes.Equal(back.Payload, tt.rec.Payload) {
+			if back.Requester != tt.rec.Requester || back.Key() != tt.rec.Key() || back.Count != tt.rec.Count || back.Flags != tt.rec.Flags || !bytes.Equal(back.Payload, tt.rec.Payload) {
 				t.Fatalf("parse = %v, want %v", back, tt.rec)
 			}
 		})
@@ -49,7 +53,11 @@ var badRecords = []struct {
 	err  error
 }{
 	{"short", "01 00 01", ErrShort},
-	{"version", "02 00 01 00 00 00 00 00 00 00 00 00 01 00", ErrVersion},
+	{"version", "03 00 01 00 00 00 00 00 00 00 00 00 01 00", ErrVersion},
+	{"empty", "", ErrShort},
+	{"v2 short", "02 00 01 00 00 00 01 00 00 00 00 00 00 00 00 00 01", ErrShort},
+	{"v2 requester 0", "02 00 00 00 00 00 01 00 00 00 00 00 00 00 00 00 01 00", ErrRequester},
+	{"v2 count zero", "02 00 05 00 00 00 01 00 00 00 00 00 00 00 00 00 00 00", ErrBadFragment},
 	{"count zero", "01 00 01 00 00 00 00 00 00 00 00 00 00 00", ErrBadFragment},
 	{"index >= count", "01 00 01 00 00 00 00 00 00 00 01 00 01 00", ErrBadFragment},
 }
@@ -66,10 +74,45 @@ func TestParseErrors(t *testing.T) {
 	if _, err := Parse(long); !errors.Is(err, ErrPayloadLen) {
 		t.Fatalf("long payload err = %v", err)
 	}
+	longV2 := append(testutil.Unhex(t, "02 00 05 00 00 00 01 00 00 00 00 00 00 00 00 00 01 00"), make([]byte, MaxPayloadV2+1)...)
+	if _, err := Parse(longV2); !errors.Is(err, ErrPayloadLen) {
+		t.Fatalf("long v2 payload err = %v", err)
+	}
+}
+
+func TestFragmentFor(t *testing.T) {
+	msg := make([]byte, 3*MaxPayloadV2+1)
+	recs, err := FragmentFor(9, 42, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 4 {
+		t.Fatalf("%d records, want 4", len(recs))
+	}
+	r := NewReassembler(ReassemblerConfig{})
+	for i, rec := range recs {
+		b, err := rec.MarshalBinary()
+		if err != nil || len(b) > MaxRecordLen {
+			t.Fatalf("record %d: %d bytes, %v", i, len(b), err)
+		}
+		back, err := Parse(b)
+		if err != nil || back.Requester != 9 {
+			t.Fatalf("record %d: %v requester %d", i, err, back.Requester)
+		}
+		m, ok, err := r.Add(back, time.Unix(0, 0))
+		if err != nil || ok != (i == 3) || (ok && len(m) != len(msg)) {
+			t.Fatalf("record %d: ok=%v err=%v", i, ok, err)
+		}
+	}
+	// Fragments of one message must agree on the requester.
+	r.Add(Record{Requester: 1, MsgID: 5, Count: 2, Payload: []byte("a")}, time.Unix(0, 0))
+	if _, _, err := r.Add(Record{Requester: 2, MsgID: 5, Index: 1, Count: 2, Payload: []byte("b")}, time.Unix(0, 0)); !errors.Is(err, ErrInconsistent) {
+		t.Fatalf("requester mismatch: %v", err)
+	}
 }
 
 func TestSizes(t *testing.T) {
-	if MaxPayload != 223 || IANALen+HeaderLen+MaxPayload != 240 {
+	if MaxPayload != 223 || IANALen+HeaderLen+MaxPayload != 240 || IANALen+HeaderLenV2+MaxPayloadV2 != 240 {
 		t.Fatalf("MaxPayload = %d", MaxPayload)
 	}
 }

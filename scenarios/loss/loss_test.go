@@ -430,8 +430,15 @@ func checkReply(r *vmsg.Reply, id uint64, s step) error {
 
 // ---------------------------------------------------------------------------
 
+// readerTTL is bmcsim's --reader-ttl in the loss test.
+const readerTTL = 3 * time.Second
+
 // TestLossyOOB: N sealed requests VMS → lossy UDP → bmcsim (killed and
-// restarted twice) → chardev system interface → hvagent → and back.
+// restarted twice) → chardev system interface → hvagent → and back. Beside
+// the main VMS, a second VMS sends its own requests (reads, and refused
+// destroys by an unknown principal, which raise alerts) and a third follows
+// the alert log, each through its own lossy proxy: every answer must reach
+// the VMS that asked, and every alert the follower.
 func TestLossyOOB(t *testing.T) {
 	need(t, buildErr)
 	defN := 2000
@@ -480,6 +487,9 @@ func TestLossyOOB(t *testing.T) {
 	bmc := &bmcProc{bin: bmcsimBin, logp: logf.Name(), logf: logf, args: []string{
 		"--name", "h1", "--lan", lanAddr, "--kcs", kcsAddr, "--state", filepath.Join(dir, "bmc-state"),
 		"--user", "vms:@" + filepath.Join(dir, "bmc.pw") + ":operator", "--log-level", "info",
+		// Answers left for a VMS the test "crashed" are evicted this long
+		// after it stopped reading (checked at the end: queue 2 empties).
+		"--reader-ttl", readerTTL.String(),
 	}}
 	t.Cleanup(func() {
 		bmc.kill()
@@ -595,6 +605,8 @@ vms = ["*"]
 	go func() { ldone <- loop.Run(lctx) }()
 	defer func() { lcancel(); <-ldone }()
 
+	const attempt = 400 * time.Millisecond // one try of a request (see below)
+
 	// VMS side: the OOB-I channel through the lossy proxy.
 	bmcUDP, err := net.ResolveUDPAddr("udp", lanAddr)
 	if err != nil {
@@ -637,13 +649,119 @@ vms = ["*"]
 	newVMS()
 	defer func() { c.Close() }()
 
+	// The second VMS and the alert follower, each an OOB-I channel (its own
+	// requester id) behind its own lossy proxy (a proxy serves one client).
+	side := func(k uint64) (*client.Client, *client.OOB) {
+		pk := startProxy(t, bmcUDP, dropP, seed+100*k)
+		invK := *inv
+		invK.Hosts = slices.Clone(inv.Hosts)
+		invK.Hosts[0].BMC.Addr = pk.addr()
+		o := client.NewOOB(client.OOBOptions{UDPTimeout: 25 * time.Millisecond, UDPRetries: 3,
+			PollMin: 2 * time.Millisecond, PollMax: 10 * time.Millisecond}, log)
+		cl, err := client.New(&invK, client.Options{Via: client.ViaOOB, OOB: o, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		return cl, o
+	}
+	c2, o2 := side(1)
+	cf, of := side(2)
+	n2 := max(n/4, 20)
+	var (
+		ids2      = make([]uint64, n2)
+		denied    = map[string]bool{} // VM names of the refused destroys
+		side2Done = make(chan struct{})
+		side2Err  error
+		side2Ans  atomic.Int64
+	)
+	base2 := base + uint64(n) + 1<<40
+	for i := range ids2 {
+		ids2[i] = base2 + uint64(i)
+		if i%5 == 4 {
+			denied[fmt.Sprintf("ghost-%d", i)] = true
+		}
+	}
+	go func() {
+		defer close(side2Done)
+		for i, id := range ids2 {
+			req := &vmsg.Request{ID: id, Command: vmsg.CmdStatus, VM: "test"}
+			switch {
+			case i%5 == 4:
+				req = &vmsg.Request{ID: id, Command: vmsg.CmdDestroy, VM: fmt.Sprintf("ghost-%d", i), Principal: "mallory"}
+			case i%2 == 1:
+				req = &vmsg.Request{ID: id, Command: vmsg.CmdList}
+			}
+			for {
+				actx, acancel := context.WithTimeout(ctx, attempt)
+				res, err := c2.Send(actx, "h1", req)
+				acancel()
+				var re *client.ReplyError
+				switch {
+				case err == nil && req.Principal == "" && res.Reply.RequestID == id:
+				case errors.As(err, &re) && req.Principal == "mallory" && re.Code == vmsg.ErrDenied:
+				case err != nil && errors.As(err, &re):
+					side2Err = fmt.Errorf("second VMS request %d: %w", i, err)
+					return
+				case err == nil:
+					side2Err = fmt.Errorf("second VMS request %d (%v): answer %+v", i, req.Command, res.Reply)
+					return
+				default:
+					if ctx.Err() != nil {
+						side2Err = fmt.Errorf("second VMS request %d: %w", i, err)
+						return
+					}
+					continue // lost: the same request id again
+				}
+				side2Ans.Add(1)
+				break
+			}
+		}
+	}()
+	// The follower reads the alert log until it has seen every refused
+	// destroy (or the main part is over and a last drain found no more).
+	var (
+		seenAlerts   = map[string]int{}
+		followerStop = make(chan struct{})
+		followerDone = make(chan struct{})
+	)
+	go func() {
+		defer close(followerDone)
+		var stopAt time.Time
+		for ctx.Err() == nil {
+			al, err := cf.Alerts(ctx, "h1")
+			for _, a := range al {
+				if a.Principal == "mallory" {
+					seenAlerts[a.VM]++
+				}
+			}
+			if err == nil && len(al) == 0 {
+				select {
+				case <-followerStop:
+					if stopAt.IsZero() {
+						stopAt = time.Now()
+					}
+					if len(seenAlerts) >= len(denied) || time.Since(stopAt) > 15*time.Second {
+						return
+					}
+				default:
+				}
+				tm := time.NewTimer(20 * time.Millisecond)
+				select {
+				case <-tm.C:
+				case <-ctx.Done():
+				}
+				tm.Stop()
+			}
+		}
+	}()
+
 	// Each request under its own id, retried with the same id until its
 	// answer arrives. attempt bounds one try: a try that outlives it (lost
 	// packets, a dead BMC) is given up and sent again, so the agent sees the
 	// same request id twice and must answer the second from its journal.
 	// With probability pCrash the first try gets a random 5-80 ms and the
 	// VMS is replaced when it fails.
-	const attempt = 400 * time.Millisecond
 	const pCrash = 0.03
 	vmsRNG := rand.New(rand.NewPCG(seed, 4))
 	start := time.Now()
@@ -695,6 +813,20 @@ vms = ["*"]
 		}
 	}
 	elapsed := time.Since(start)
+	select {
+	case <-side2Done:
+	case <-ctx.Done():
+		t.Fatal("the second VMS did not finish")
+	}
+	if side2Err != nil {
+		t.Fatal(side2Err)
+	}
+	close(followerStop)
+	select {
+	case <-followerDone:
+	case <-ctx.Done():
+		t.Fatal("the alert follower did not finish")
+	}
 	// Any restart still under way must finish before the checks.
 	killMu.Lock()
 	kills := killed
@@ -721,15 +853,24 @@ vms = ["*"]
 			t.Fatalf("draining queue 2: %v", err)
 		}
 	}
+	// Answers left for the VMS instances the test crashed are evicted once
+	// they have not read for readerTTL; reads (here, the drain) sweep.
 	var q1d, q2d int
+	qctx, qcancel := context.WithTimeout(ctx, readerTTL+20*time.Second)
+	defer qcancel()
 	for {
 		tg, _ := c.Target("h1")
-		q1, q2, err := och.QueueStatus(dctx, tg)
+		q1, q2, err := och.QueueStatus(qctx, tg)
 		if err == nil {
 			q1d, q2d = int(q1.Depth), int(q2.Depth)
-			break
+			if q2d == 0 || qctx.Err() != nil {
+				break
+			}
+			pauseCtx(qctx, 250*time.Millisecond)
+			_, _ = c.Alerts(qctx, "h1")
+			continue
 		}
-		if dctx.Err() != nil {
+		if qctx.Err() != nil {
 			t.Fatalf("queue status: %v", err)
 		}
 	}
@@ -757,6 +898,32 @@ vms = ["*"]
 			bad = append(bad, fmt.Sprintf("request %d (%v): hypervisor calls %v, want %v", i, plan[i%len(plan)].cmd, got, want))
 		}
 	}
+	// The second VMS's requests: each read ran once, each refused destroy
+	// never.
+	var exec2, dup2, missing2 int
+	for i, id := range ids2 {
+		got := cs.byID[id]
+		var want []string
+		switch {
+		case i%5 == 4:
+		case i%2 == 1:
+			want = []string{"List"}
+		default:
+			want = []string{"Status"}
+		}
+		switch {
+		case slices.Equal(got, want):
+			exec2++
+		case len(want) > 0 && len(got) == 0:
+			missing2++
+		case len(want) > 0 && len(got)%len(want) == 0:
+			dup2 += len(got)/len(want) - 1
+		default:
+			if len(bad) < 5 {
+				bad = append(bad, fmt.Sprintf("second VMS request %d: hypervisor calls %v, want %v", i, got, want))
+			}
+		}
+	}
 	stray := len(cs.byID[0])
 	var arrivals, suppressed, maxArr int
 	for _, id := range ids {
@@ -771,6 +938,7 @@ vms = ["*"]
 	cs.mu.Unlock()
 
 	slices.Sort(lat)
+	stats = append(stats, o2.Stats, of.Stats)
 	var cst client.OOBStats
 	for _, f := range stats {
 		x := f()
@@ -779,6 +947,7 @@ vms = ["*"]
 		cst.FullWaits += x.FullWaits
 		cst.Reads += x.Reads
 		cst.Reconnects += x.Reconnects
+		cst.Foreign += x.Foreign
 	}
 	lst := loop.Stats()
 	killMu.Lock()
@@ -795,6 +964,24 @@ vms = ["*"]
 	report(t, "agent: %d envelopes for %d request ids (max %d per id), %d duplicates answered from the journal, %d envelopes re-read after a restart (refused as replays), %d other, %d alerts",
 		arrivals, n, maxArr, suppressed, replays, other, len(alerts.Alerts()))
 	report(t, "client OOB-I (%d VMS instances): %+v; host loop: %+v; queues at end: q1 %d, q2 %d", len(stats), cst, lst, q1d, q2d)
+	lostAlerts := 0
+	for vm := range denied {
+		if seenAlerts[vm] == 0 {
+			lostAlerts++
+		}
+	}
+	report(t, "several readers: second VMS %d of %d answered (%d ran once, %d ran twice, %d never ran, %d refused as expected); "+
+		"follower saw %d of %d alerts (%d lost); answers delivered to the wrong VMS: %d",
+		side2Ans.Load(), n2, exec2, dup2, missing2, len(denied), len(seenAlerts), len(denied), lostAlerts, cst.Foreign)
+	if int(side2Ans.Load()) != n2 || dup2 != 0 || missing2 != 0 || exec2 != n2 {
+		t.Errorf("second VMS: answered %d, ran once %d, twice %d, never %d (want %d, %d, 0, 0)", side2Ans.Load(), exec2, dup2, missing2, n2, n2)
+	}
+	if lostAlerts != 0 {
+		t.Errorf("the follower missed %d of %d alerts", lostAlerts, len(denied))
+	}
+	if cst.Foreign != 0 {
+		t.Errorf("%d answers were delivered to a VMS that did not ask", cst.Foreign)
+	}
 
 	if answered != n {
 		t.Errorf("answered %d of %d", answered, n)
@@ -823,6 +1010,9 @@ vms = ["*"]
 		t.Errorf("queues not empty at the end: q1 %d q2 %d", q1d, q2d)
 	}
 	for _, a := range alerts.Alerts() {
+		if a.Principal == "mallory" && strings.HasPrefix(a.Reason, agent.ReasonDenied) {
+			continue // the second VMS's refused destroys
+		}
 		if !strings.HasPrefix(a.Reason, agent.ReasonReplay) {
 			t.Errorf("unexpected alert: %+v", a)
 		}
@@ -844,4 +1034,13 @@ func (x countingHVKill) Suspend(ctx context.Context, vm string) (virt.State, err
 func (x countingHVKill) Resume(ctx context.Context, vm string) (virt.State, error) {
 	x.hook()
 	return x.countingHV.Resume(ctx, vm)
+}
+
+func pauseCtx(ctx context.Context, d time.Duration) {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+	case <-ctx.Done():
+	}
 }

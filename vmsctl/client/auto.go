@@ -13,9 +13,16 @@ import (
 
 // AutoOptions tune the auto channel. Zero values take defaults.
 type AutoOptions struct {
-	// Budget is how long VMM-I may take (connect + answer) before the
-	// request goes to the OOB-I (default 300 ms).
+	// Budget bounds reaching the agent over VMM-I, not the action: a
+	// request not answered within it is followed by a ping on the same
+	// connection, which must be answered within the budget too; if it is
+	// not, or VMM-I cannot connect or send, or the connection dies, the
+	// request goes to the OOB-I with the same request id (default 300 ms).
 	Budget time.Duration
+	// Liveness is how often, while the agent runs an accepted request
+	// whose answer has not come, VMM-I is pinged to check it still
+	// reaches the agent (default 1 s).
+	Liveness time.Duration
 	// Backoff is how long VMM-I is skipped after a failure (default 5 s);
 	// it doubles with each further failure up to MaxBackoff (default 60 s).
 	Backoff, MaxBackoff time.Duration
@@ -28,6 +35,9 @@ type AutoOptions struct {
 func (o *AutoOptions) defaults() {
 	if o.Budget <= 0 {
 		o.Budget = 300 * time.Millisecond
+	}
+	if o.Liveness <= 0 {
+		o.Liveness = time.Second
 	}
 	if o.Backoff <= 0 {
 		o.Backoff = 5 * time.Second
@@ -142,14 +152,25 @@ func (a *Auto) usePrimary(host string) bool {
 }
 
 // Exchange implements Channel.
+//
+// VMM-I first, with the caller's deadline, not the budget: an action may take
+// seconds and must not be sent twice because it is slow. While its answer
+// has not come, the agent's reachability is checked instead: a ping on the
+// same connection (requests run concurrently there, so a slow action does
+// not hold it up), first after the budget, then every Liveness, each
+// answered within the budget. A VMM-I that cannot connect or send, a
+// connection that dies, or a ping unanswered in time sends the request to
+// the OOB-I with the same request id: if the agent got it over VMM-I, it
+// answers from its journal (or waits for the running action) instead of
+// running it again.
 func (a *Auto) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answer, error) {
 	var perr error
+	sent := []string{}
 	if a.usePrimary(t.Name()) {
-		pctx, cancel := context.WithTimeout(ctx, a.opt.Budget)
-		ans, err := a.Primary.Exchange(pctx, t, req)
-		cancel()
+		ans, err, delivered := a.primary(ctx, t, req)
 		if err == nil {
 			a.ok(t.Name(), ans.Latency)
+			ans.Executed = a.Primary.Name()
 			return ans, nil
 		}
 		if ctx.Err() != nil {
@@ -157,6 +178,9 @@ func (a *Auto) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 		}
 		a.fail(t.Name(), err)
 		perr = err
+		if delivered {
+			sent = append(sent, a.Primary.Name())
+		}
 	} else {
 		a.probe(t)
 	}
@@ -170,7 +194,65 @@ func (a *Auto) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 		}
 		return nil, fmt.Errorf("%w: %s: %v; %s: %w", ErrUnreachable, a.Primary.Name(), perr, a.Fallback.Name(), err)
 	}
+	if len(sent) == 0 { // VMM-I never had it: the OOB-I carried it
+		ans.Executed = a.Fallback.Name()
+	}
+	ans.Sent = append(sent, a.Fallback.Name())
 	return ans, nil
+}
+
+// primary runs req over the primary as described at Exchange. delivered is
+// false when the request surely never reached the agent over it (no
+// connection, or nothing sent).
+func (a *Auto) primary(ctx context.Context, t *Target, req *vmsg.Request) (ans *Answer, err error, delivered bool) {
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		ans *Answer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ans, err := a.Primary.Exchange(pctx, t, req)
+		done <- result{ans, err}
+	}()
+	wait := a.opt.Budget
+	for {
+		tm := time.NewTimer(wait)
+		select {
+		case r := <-done:
+			tm.Stop()
+			return r.ans, r.err, r.err == nil || !errors.Is(r.err, ErrNotDelivered)
+		case <-ctx.Done():
+			tm.Stop()
+			return nil, ctx.Err(), true
+		case <-tm.C:
+		}
+		// No answer yet: does VMM-I still reach the agent?
+		if err := a.ping(ctx, t); err != nil {
+			select {
+			case r := <-done: // it answered meanwhile after all
+				if r.err == nil {
+					return r.ans, nil, true
+				}
+			default:
+			}
+			return nil, fmt.Errorf("no answer within %v and the agent does not answer a ping: %w", a.opt.Budget, err), true
+		}
+		wait = a.opt.Liveness
+	}
+}
+
+// ping asks the agent over the primary, within the budget.
+func (a *Auto) ping(ctx context.Context, t *Target) error {
+	ctx, cancel := context.WithTimeout(ctx, a.opt.Budget)
+	defer cancel()
+	p := &vmsg.Request{ID: NewID(), Command: vmsg.CmdPing, IssuedMs: a.now().UnixMilli()}
+	if t.Inv != nil {
+		p.Principal = t.Inv.Principal
+	}
+	_, err := a.Primary.Exchange(ctx, t, p)
+	return err
 }
 
 // probe pings the primary in the background, once at a time per host.

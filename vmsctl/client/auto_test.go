@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +16,17 @@ import (
 
 func fakeInv() *inventory.Inventory {
 	return &inventory.Inventory{Principal: "ops", Hosts: []inventory.Host{{Name: "h1", HostID: "hv1"}, {Name: "h2", HostID: "hv2"}}}
+}
+
+// requests drops the liveness pings the auto channel adds.
+func requests(calls []clienttest.Call) []clienttest.Call {
+	var out []clienttest.Call
+	for _, c := range calls {
+		if c.Req.Command != vmsg.CmdPing {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // eventually polls cond until it holds or d passes.
@@ -59,7 +71,7 @@ func TestAutoFallsBackAndReturns(t *testing.T) {
 	if el := time.Since(start); el > time.Second {
 		t.Fatalf("fallback took %v", el)
 	}
-	vc, oc := vmmi.Calls(), oob.Calls()
+	vc, oc := requests(vmmi.Calls()), oob.Calls()
 	if len(vc) != 1 || len(oc) != 1 || vc[0].Req.ID != oc[0].Req.ID || vc[0].Req.ID != res.RequestID {
 		t.Fatalf("want one call each with the same request id; vmmi %+v oob %+v", vc, oc)
 	}
@@ -184,6 +196,90 @@ func TestChallengeResendsSameRequestID(t *testing.T) {
 	c3, _ := client.New(fakeInv(), client.Options{Via: "vmmi", VMMI: vmmi, OOB: &clienttest.Fake{}})
 	if _, err := c3.Do(context.Background(), "h1", vmsg.CmdDestroy, "db1"); !errors.Is(err, client.ErrChallengeFailed) {
 		t.Fatalf("no source: %v", err)
+	}
+}
+
+// TestAutoSlowActionSentOnce: an action that takes far longer than the
+// budget, on a VMM-I that answers pings at once, is sent once, over VMM-I,
+// and waited for.
+func TestAutoSlowActionSentOnce(t *testing.T) {
+	vmmi := &clienttest.Fake{Handle: func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+		if req.Command == vmsg.CmdStart {
+			tm := time.NewTimer(time.Second) // libvirt starting a domain
+			defer tm.Stop()
+			select {
+			case <-tm.C:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return &vmsg.Reply{RequestID: req.ID, OK: true}, nil
+	}}
+	oob := &clienttest.Fake{ChannelName: client.ViaOOB}
+	c, _ := client.New(fakeInv(), client.Options{VMMI: vmmi, OOB: oob,
+		Auto: client.AutoOptions{Budget: 30 * time.Millisecond, Liveness: 100 * time.Millisecond, NoProbe: true}})
+	defer c.Close()
+	res, err := c.Do(context.Background(), "h1", vmsg.CmdStart, "db1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Via != client.ViaVMMI || res.ExecutedVia != client.ViaVMMI || len(res.SentVia) != 0 {
+		t.Fatalf("result %+v", res)
+	}
+	if n := len(oob.Calls()); n != 0 {
+		t.Fatalf("the slow action also went over the OOB-I (%d calls)", n)
+	}
+	reqs := requests(vmmi.Calls())
+	if len(reqs) != 1 {
+		t.Fatalf("VMM-I got the action %d times", len(reqs))
+	}
+	if pings := len(vmmi.Calls()) - len(reqs); pings < 2 {
+		t.Fatalf("reachability checked %d times during a 1 s action", pings)
+	}
+	if h := c.Health("h1"); !h.Healthy {
+		t.Fatalf("health %+v", h)
+	}
+}
+
+// TestAutoAcceptedThenLinkDies: VMM-I took the request, then stops reaching
+// the agent (pings go unanswered) before the answer: the same request id is
+// fetched over the OOB-I, and the result says both channels had it.
+func TestAutoAcceptedThenLinkDies(t *testing.T) {
+	var cut atomic.Bool
+	vmmi := &clienttest.Fake{Handle: func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+		if req.Command == vmsg.CmdStart {
+			cut.Store(true) // the link goes while the action runs
+		}
+		if cut.Load() {
+			return clienttest.Timeout(ctx, host, req)
+		}
+		return &vmsg.Reply{RequestID: req.ID, OK: true}, nil
+	}}
+	oob := &clienttest.Fake{ChannelName: client.ViaOOB}
+	c, _ := client.New(fakeInv(), client.Options{VMMI: vmmi, OOB: oob,
+		Auto: client.AutoOptions{Budget: 30 * time.Millisecond, NoProbe: true}})
+	defer c.Close()
+	res, err := c.Do(context.Background(), "h1", vmsg.CmdStart, "db1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Via != client.ViaOOB || res.ExecutedVia != "" || len(res.SentVia) != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	oc, vc := oob.Calls(), requests(vmmi.Calls())
+	if len(oc) != 1 || len(vc) != 1 || oc[0].Req.ID != vc[0].Req.ID {
+		t.Fatalf("want the same request id once per channel; vmmi %+v oob %+v", vc, oc)
+	}
+
+	// A VMM-I that cannot connect never had the request: the OOB-I ran it.
+	down := &clienttest.Fake{Handle: func(context.Context, string, *vmsg.Request) (vmsg.Message, error) {
+		return nil, fmt.Errorf("%w: dial: connection refused", client.ErrNotDelivered)
+	}}
+	c2, _ := client.New(fakeInv(), client.Options{VMMI: down, OOB: oob, Auto: client.AutoOptions{NoProbe: true}})
+	defer c2.Close()
+	res, err = c2.Do(context.Background(), "h1", vmsg.CmdShutdown, "db1")
+	if err != nil || res.Via != client.ViaOOB || res.ExecutedVia != client.ViaOOB {
+		t.Fatalf("%v %+v", err, res)
 	}
 }
 

@@ -51,6 +51,10 @@ var (
 	// ErrUnauthorized: a channel refused our credentials (BMC user, privilege),
 	// or the agent's authorization list refused the request (ReplyError).
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrNotDelivered wraps a channel failure that happened before any
+	// byte of the request left (no connection, no session): the agent
+	// cannot have it from this attempt.
+	ErrNotDelivered = errors.New("request not delivered")
 	// ErrChallengeFailed: the ChallengeFunc failed or the agent refused the answer.
 	ErrChallengeFailed = errors.New("challenge failed")
 )
@@ -90,6 +94,13 @@ type Answer struct {
 	Via string
 	// Latency is from the start of the Exchange to the answer.
 	Latency time.Duration
+	// Executed is the channel that carried the request the agent ran,
+	// where known ("" when the request went over both and either may have
+	// reached the agent first). Set by the auto channel.
+	Executed string
+	// Sent lists the channels the request was handed to, in order, when
+	// more than one (auto failover).
+	Sent []string
 }
 
 // Channel carries one request to a host and returns the agent's answer for
@@ -400,8 +411,13 @@ type Result struct {
 	RequestID uint64      `json:"request_id"`
 	Reply     *vmsg.Reply `json:"reply"`
 	// Via is the channel that carried the final answer.
-	Via     string        `json:"via"`
-	Latency time.Duration `json:"latency"`
+	Via string `json:"via"`
+	// ExecutedVia is the channel that carried the request the agent ran,
+	// where known; SentVia every channel it was handed to when more than
+	// one (a failover: the agent runs one request id once).
+	ExecutedVia string        `json:"executed_via,omitempty"`
+	SentVia     []string      `json:"sent_via,omitempty"`
+	Latency     time.Duration `json:"latency"`
 	// Challenged is true when a challenge was answered on the way.
 	Challenged bool `json:"challenged,omitempty"`
 }
@@ -457,12 +473,19 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 			return nil, fmt.Errorf("%s: %w: %w", host, ErrUnreachable, err)
 		}
 		res.Via, res.Latency = ans.Via, ans.Latency
+		res.ExecutedVia, res.SentVia = ans.Executed, ans.Sent
+		if res.ExecutedVia == "" && len(ans.Sent) == 0 {
+			res.ExecutedVia = ans.Via // one channel: it carried everything
+		}
 		ch, rep := asChallenge(ans.Msg)
 		if ch == nil {
 			if rep == nil {
 				return nil, fmt.Errorf("%s: unexpected %T answer", host, ans.Msg)
 			}
 			res.Reply = rep
+			if rep.Executed != nil && rep.Executed.Via != "" {
+				res.ExecutedVia = rep.Executed.Via // the agent says which channel ran it
+			}
 			if rep.Code == vmsg.ErrInProgress {
 				// Another copy of this request id (sent on the other
 				// channel) is still running: ask again, same id, for its

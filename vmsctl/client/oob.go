@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,6 +39,11 @@ type OOBOptions struct {
 	// FullBackoff is the first wait after a 0xC4 (queue full) answer; it
 	// doubles up to 1 s (default 20 ms).
 	FullBackoff time.Duration
+	// Requester is this channel's requester id on every host (default: a
+	// random non-zero id, so two VMS processes never share one). Requests
+	// carry it in their records; the host addresses its answers to it and
+	// the BMC hands them to this reader only.
+	Requester uint32
 }
 
 func (o *OOBOptions) defaults() {
@@ -58,6 +65,11 @@ func (o *OOBOptions) defaults() {
 	if o.FullBackoff <= 0 {
 		o.FullBackoff = 20 * time.Millisecond
 	}
+	for o.Requester == 0 {
+		var b [4]byte
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+		o.Requester = binary.LittleEndian.Uint32(b[:])
+	}
 }
 
 // OOB is the channel through the host's BMC: an RMCP+ session per host
@@ -66,9 +78,14 @@ func (o *OOBOptions) defaults() {
 // written to queue 1 with OEM 0x01, each record retried on timeout (the BMC
 // answers a duplicate (msg id, frag) as success, so a retry never queues
 // twice) and after 0xC4 with a growing pause; then queue 2 is read with OEM
-// 0x04, acknowledging each record by the next read, until the Reply or
-// Challenge for the request id is complete. Other messages met on the way are
-// kept: Alerts for Alerts, answers to other request ids for their Exchange.
+// 0x06 as this channel's requester id, acknowledging each record by the next
+// read, until the Reply or Challenge for the request id is complete. The
+// records carry the requester id, the host addresses its answer to it, and
+// the BMC shows a reader only its own records: other VMS processes, and
+// `vmsctl alerts -f`, never take this channel's answers, nor it theirs.
+// Answers to this channel's other request ids met on the way (a late answer
+// to an abandoned attempt) are kept for their Exchange. Alerts reads the
+// alert log (0x06 with the alert-log flag) from this reader's own cursor.
 //
 // Requests to one host are serialized: one session, one reader of queue 2.
 type OOB struct {
@@ -84,6 +101,10 @@ type OOB struct {
 // OOBStats count OOB-I events.
 type OOBStats struct {
 	Writes, WriteRetries, FullWaits, Reads, Reconnects int
+	// Foreign counts answers read from queue 2 to request ids this channel
+	// never sent: another reader's answers, which the BMC should never hand
+	// out. Always 0 with a BMC that honours requester ids.
+	Foreign int
 }
 
 var _ Channel = (*OOB)(nil)
@@ -99,6 +120,9 @@ func NewOOB(opt OOBOptions, log *slog.Logger) *OOB {
 
 // Name is ViaOOB.
 func (o *OOB) Name() string { return ViaOOB }
+
+// Requester is this channel's requester id.
+func (o *OOB) Requester() uint32 { return o.opt.Requester }
 
 // Stats returns a copy of the counters.
 func (o *OOB) Stats() OOBStats {
@@ -120,6 +144,7 @@ type oobHost struct {
 	ack     *oem.Ack // last record read, not yet acknowledged
 	ra      *record.Reassembler
 	pending map[uint64]vmsg.Message // answers for other request ids
+	sent    map[uint64]struct{}     // request ids sent, to spot foreign answers
 	fails   int                     // consecutive transport failures
 	alerts  alertBuffer
 }
@@ -133,7 +158,7 @@ func (o *OOB) host(t *Target) *oobHost {
 		if iana == 0 {
 			iana = oem.DefaultIANA
 		}
-		h = &oobHost{iana: iana, ra: record.NewReassembler(record.ReassemblerConfig{}), pending: map[uint64]vmsg.Message{}}
+		h = &oobHost{iana: iana, ra: record.NewReassembler(record.ReassemblerConfig{}), pending: map[uint64]vmsg.Message{}, sent: map[uint64]struct{}{}}
 		o.hosts[t.Name()] = h
 	}
 	return h
@@ -284,7 +309,11 @@ func (o *OOB) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answ
 	if err != nil {
 		return nil, err
 	}
-	recs, err := record.Fragment(msgID, env)
+	if len(h.sent) >= 4096 {
+		clear(h.sent)
+	}
+	h.sent[req.ID] = struct{}{}
+	recs, err := record.FragmentFor(o.opt.Requester, msgID, env)
 	if err != nil {
 		return nil, err
 	}
@@ -347,15 +376,20 @@ func (o *OOB) write(ctx context.Context, t *Target, h *oobHost, r record.Record)
 	}
 }
 
-// read does one two-phase read of queue 2, acknowledging the previous record.
-// It returns the record (nil when empty) and keeps it as the next ack.
-func (o *OOB) read(ctx context.Context, t *Target, h *oobHost) (*record.Record, error) {
-	data, err := (&oem.ReadQueueRequest{IANA: h.iana, Ack: h.ack}).Pack()
+// read does one two-phase read of queue 2 as this channel's reader (with
+// the alert log when alerts), acknowledging the previous record. It returns
+// the record (nil when empty) and keeps it as the next ack.
+func (o *OOB) read(ctx context.Context, t *Target, h *oobHost, alerts bool) (*record.Record, error) {
+	req := oem.ReadQueue2ForRequest{IANA: h.iana, Reader: o.opt.Requester, Ack: h.ack}
+	if alerts {
+		req.Flags = oem.ReadAlertLog
+	}
+	data, err := req.Pack()
 	if err != nil {
 		return nil, err
 	}
 	o.count(func(s *OOBStats) { s.Reads++ })
-	resp, err := o.raw(ctx, t, h, oem.CmdReadQueue2, data)
+	resp, err := o.raw(ctx, t, h, oem.CmdReadQueue2For, data)
 	if err != nil {
 		if isCC(err, oem.CCInsufficientPrivilege) {
 			return nil, fmt.Errorf("%w: BMC %s: %w", ErrUnauthorized, t.Host.BMC.Addr, err)
@@ -401,6 +435,11 @@ func (o *OOB) take(t *Target, h *oobHost, r *record.Record, want uint64) vmsg.Me
 	if id == want && want != 0 {
 		return m
 	}
+	if _, ok := h.sent[id]; !ok {
+		o.count(func(s *OOBStats) { s.Foreign++ })
+		o.log.Warn("oob-i: queue 2 handed this reader an answer to a request it did not send; dropped", "host", t.Name(), "request", id, "reader", o.opt.Requester)
+		return nil
+	}
 	if len(h.pending) >= 64 {
 		clear(h.pending)
 	}
@@ -408,12 +447,14 @@ func (o *OOB) take(t *Target, h *oobHost, r *record.Record, want uint64) vmsg.Me
 	return nil
 }
 
-// poll reads queue 2 until the answer for want (0: until empty).
+// poll reads queue 2 until the answer for want (0: the alert log, until
+// empty).
 func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64) (vmsg.Message, error) {
 	wait := o.opt.PollMin
 	start := time.Now()
+	alerts := want == 0
 	for {
-		r, err := o.read(ctx, t, h)
+		r, err := o.read(ctx, t, h, alerts)
 		if err != nil {
 			if errors.Is(err, ErrUnauthorized) || ctx.Err() != nil {
 				return nil, err
@@ -443,7 +484,7 @@ func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64) (vms
 		if m := o.take(t, h, r, want); m != nil {
 			// Acknowledge the answer's last record now; whatever comes
 			// next stays queued (unacknowledged) for the next poll.
-			if r2, err := o.read(ctx, t, h); err == nil && r2 != nil {
+			if r2, err := o.read(ctx, t, h, alerts); err == nil && r2 != nil {
 				o.take(t, h, r2, 0)
 			}
 			return m, nil

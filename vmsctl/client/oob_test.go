@@ -138,8 +138,9 @@ func newOOBBench(t *testing.T, qo bmcsimtest.Options) *oobBench {
 }
 
 // host plays hvagent on the system interface: it drains queue 1 through the
-// OEM 0x02 handler, opens each request and writes a sealed reply (preceded
-// by an alert when ob.alert is set) through the OEM 0x03 handler.
+// OEM 0x02 handler, opens each request and writes a sealed reply addressed
+// to the request's requester id (preceded by an alert to every reader when
+// ob.alert is set) through the OEM 0x03 handler.
 func (ob *oobBench) host(ctx context.Context, t *testing.T) {
 	iana := oem.IANA(sim.DefaultIANA)
 	rd := ob.qs.Handler(oem.CmdReadQueue1, iana)
@@ -149,7 +150,7 @@ func (ob *oobBench) host(ctx context.Context, t *testing.T) {
 	op := seal.NewOpener(ob.key, seal.OpenerOptions{})
 	sl := seal.NewSealer(ob.key)
 	var ack *oem.Ack
-	send := func(m vmsg.Message) {
+	send := func(to uint32, m vmsg.Message) {
 		kind, body, err := vmsg.Encode(m)
 		if err != nil {
 			t.Error(err)
@@ -157,7 +158,7 @@ func (ob *oobBench) host(ctx context.Context, t *testing.T) {
 		}
 		id := client.NewID()
 		env, _ := sl.Seal(kind, id, body, time.Now())
-		recs, _ := record.Fragment(id, env)
+		recs, _ := record.FragmentFor(to, id, env)
 		for _, r := range recs {
 			data, _ := (&oem.WriteQueueRequest{IANA: iana, Record: r}).Pack()
 			if _, cc, _ := wr.Handle(ctx, hctx, data); cc != 0 {
@@ -200,7 +201,7 @@ func (ob *oobBench) host(ctx context.Context, t *testing.T) {
 		n, _ := ob.seen.LoadOrStore(req.ID, new(atomic.Int32))
 		n.(*atomic.Int32).Add(1)
 		if ob.alert.Load() {
-			send(&vmsg.Alert{TimeMs: time.Now().UnixMilli(), Host: "hv1", Principal: "mallory", VM: "db1", Action: "destroy", Reason: "denied"})
+			send(0, &vmsg.Alert{TimeMs: time.Now().UnixMilli(), Host: "hv1", Principal: "mallory", VM: "db1", Action: "destroy", Reason: "denied"})
 		}
 		rep := &vmsg.Reply{RequestID: req.ID, OK: true}
 		switch req.Command {
@@ -211,7 +212,7 @@ func (ob *oobBench) host(ctx context.Context, t *testing.T) {
 		case vmsg.CmdPing:
 			rep.Host = &vmsg.HostInfo{HostID: "hv1", Hostname: "hv1.lab", Hypervisor: "md:" + strconv.Itoa(len(req.Metadata["blob"]))}
 		}
-		send(rep)
+		send(rr.Record.Requester, rep)
 	}
 }
 

@@ -218,7 +218,7 @@ func (v *VMMI) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 	start := time.Now()
 	c, err := v.conn(ctx, t)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrNotDelivered, err)
 	}
 	_, env, err := t.Seal(req)
 	if err != nil {

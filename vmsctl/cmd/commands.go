@@ -104,7 +104,7 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 	if err != nil {
 		return err
 	}
-	out := vmResult{Host: host, Command: c.String(), VM: vm, OK: true, Via: res.Via,
+	out := vmResult{Host: host, Command: c.String(), VM: vm, OK: true, Via: res.Via, Executed: res.ExecutedVia, SentVia: res.SentVia,
 		LatencyMs: ms(res.Latency), RequestID: fmt.Sprintf("%016x", res.RequestID), Challenged: res.Challenged, VMs: vmsOut(res.Reply.VMs)}
 	if e := res.Reply.Executed; e != nil {
 		out.Metadata = e.Metadata
@@ -118,6 +118,13 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 		extra := ""
 		if res.Challenged {
 			extra = " (challenge answered)"
+		}
+		if len(res.SentVia) > 1 {
+			ran := res.ExecutedVia
+			if ran == "" {
+				ran = "one of them"
+			}
+			extra += fmt.Sprintf(" (sent over %s; run once, via %s)", strings.Join(res.SentVia, " and "), ran)
 		}
 		fmt.Fprintf(w, "%s %s on %s: ok%s, %s\n", c, vm, host, extra, viaText(res.Via, res.Latency))
 	})

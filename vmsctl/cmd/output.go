@@ -102,15 +102,19 @@ func alertOut(host string, a *vmsg.Alert) alertRow {
 
 // vmResult is the output of a vm command.
 type vmResult struct {
-	Host       string  `json:"host"`
-	Command    string  `json:"command"`
-	VM         string  `json:"vm,omitempty"`
-	OK         bool    `json:"ok"`
-	Via        string  `json:"via"`
-	LatencyMs  float64 `json:"latency_ms"`
-	RequestID  string  `json:"request_id"`
-	Challenged bool    `json:"challenged,omitempty"`
-	VMs        []vmOut `json:"vms,omitempty"`
+	Host    string `json:"host"`
+	Command string `json:"command"`
+	VM      string `json:"vm,omitempty"`
+	OK      bool   `json:"ok"`
+	Via     string `json:"via"`
+	// Executed is the channel that carried the run, where known; SentVia
+	// every channel the request was handed to, on a failover.
+	Executed   string   `json:"executed_via,omitempty"`
+	SentVia    []string `json:"sent_via,omitempty"`
+	LatencyMs  float64  `json:"latency_ms"`
+	RequestID  string   `json:"request_id"`
+	Challenged bool     `json:"challenged,omitempty"`
+	VMs        []vmOut  `json:"vms,omitempty"`
 	// Metadata is what the agent recorded with the request (--meta).
 	Metadata map[string]string `json:"metadata,omitempty"`
 }
