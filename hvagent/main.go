@@ -7,11 +7,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,8 +37,21 @@ func main() {
 	flag.DurationVar(&o.PollInterval, "poll-interval", time.Second, "Queue 1 poll interval when the BMC raises no attention")
 	iana := flag.Uint("iana", 32473, "IANA enterprise number of the OEM queue commands")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	startFile := flag.String("start-vms", "", "file naming domains (one per line) the agent starts itself, in the background; the file is removed once read, so a restarted agent does not start them again")
 	flag.Parse()
 	o.IANA = uint32(*iana)
+	if *startFile != "" {
+		b, err := os.ReadFile(*startFile)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) { // gone: consumed by an earlier start
+			fmt.Fprintln(os.Stderr, "hvagent: --start-vms:", err)
+			os.Exit(2)
+		}
+		o.StartVMs = strings.Fields(string(b))
+		if err := os.Remove(*startFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintln(os.Stderr, "hvagent: --start-vms: the list must be removable (it is consumed once):", err)
+			os.Exit(2)
+		}
+	}
 
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -50,6 +50,11 @@ type Options struct {
 	AlertHook    string        // shell command run per alert, "" for none
 	PollInterval time.Duration // Queue 1 poll without attention (default 1 s)
 	IANA         uint32        // OEM enterprise number (default 32473)
+	// StartVMs are domains the agent starts itself once it watches libvirt
+	// (in the background, not waiting): a boot-time start made by the agent
+	// is its own, where one by a script beside it would be reported as a
+	// change behind its back.
+	StartVMs []string
 	// ShutdownTimeout bounds how long a stop (SIGTERM) waits for actions
 	// still running to finish and journal their outcome (default 90 s).
 	ShutdownTimeout time.Duration
@@ -227,6 +232,9 @@ func Run(ctx context.Context, o Options) error {
 	select {
 	case <-watching:
 	case <-ctx.Done():
+	}
+	for _, vm := range o.StartVMs {
+		wg.Go(func() { startAtBoot(ctx, hv, vm, log) })
 	}
 	st := Status{HostID: key.HostID(), OOB: "off", VMMI: "off"}
 	if srv != nil {
@@ -407,3 +415,15 @@ func (l *lazyConn) Notify() <-chan struct{} {
 }
 
 func (l *lazyConn) Close() error { return nil }
+
+// startAtBoot starts vm as the agent's own action (so the lifecycle watcher
+// knows it), logging the outcome; the lab's console shows it.
+func startAtBoot(ctx context.Context, hv *virt.Libvirt, vm string, log *slog.Logger) {
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if st, err := virt.Do(sctx, hv, virt.ActionStart, vm); err != nil {
+		log.Warn("boot-time start failed", "vm", vm, "err", err)
+	} else {
+		log.Info("boot-time start done", "vm", vm, "state", st)
+	}
+}

@@ -251,6 +251,7 @@ privilege = "administrator"
 				"--vmmi", "0.0.0.0:8443", "--tls-cert", "/etc/ooblab/tls.pem", "--tls-key", "/etc/ooblab/tls.key",
 				"--tls-client-ca", "/etc/ooblab/client-ca.pem",
 				"--journal", "/var/lib/ooblab/journal", "--log-level", "info",
+				"--start-vms", "/run/ooblab-start-vms",
 			},
 			VMs:      map[string]string{"app1": image.DomainXML("app1", 32)},
 			StartVMs: []string{"web1"},
