@@ -107,27 +107,31 @@ func report(t *testing.T, format string, args ...any) {
 // seeded by seed. Its upstream socket is unconnected, so a BMC that is down
 // (ICMP port unreachable) does not break it.
 type lossyProxy struct {
-	front, back *net.UDPConn
-	bmc         *net.UDPAddr
-	client      atomic.Pointer[net.UDPAddr]
-	p           float64
-	up, down    struct{ fwd, dropped atomic.Int64 }
-	wg          sync.WaitGroup
+	front    *net.UDPConn
+	bmc      *net.UDPAddr
+	p        float64
+	up, down struct{ fwd, dropped atomic.Int64 }
+	wg       sync.WaitGroup
+
+	mu      sync.Mutex
+	downRNG *rand.Rand
+	flows   map[string]*net.UDPConn // client address → its own upstream socket
+	closed  bool
 }
 
+// startProxy forwards like a NAT: each client address (each VMS socket) gets
+// an upstream socket of its own, so answers reach the socket that asked and
+// a late answer to a client's old socket never reaches its new one (as on a
+// real network; a proxy that sent every answer to its latest client fed
+// go-ipmi's client packets of a session it had left, which it panics on).
 func startProxy(t *testing.T, bmc *net.UDPAddr, p float64, seed uint64) *lossyProxy {
 	t.Helper()
 	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := &lossyProxy{front: front, back: back, bmc: bmc, p: p}
+	x := &lossyProxy{front: front, bmc: bmc, p: p, downRNG: rand.New(rand.NewPCG(seed, 2)), flows: map[string]*net.UDPConn{}}
 	upRNG := rand.New(rand.NewPCG(seed, 1))
-	downRNG := rand.New(rand.NewPCG(seed, 2))
 	x.wg.Go(func() { // VMS → BMC
 		buf := make([]byte, 2048)
 		for {
@@ -138,7 +142,10 @@ func startProxy(t *testing.T, bmc *net.UDPAddr, p float64, seed uint64) *lossyPr
 				}
 				continue
 			}
-			x.client.Store(from)
+			back := x.flow(from)
+			if back == nil {
+				return
+			}
 			if upRNG.Float64() < x.p {
 				x.up.dropped.Add(1)
 				continue
@@ -147,7 +154,37 @@ func startProxy(t *testing.T, bmc *net.UDPAddr, p float64, seed uint64) *lossyPr
 			_, _ = back.WriteToUDP(buf[:n], x.bmc)
 		}
 	})
-	x.wg.Go(func() { // BMC → VMS
+	t.Cleanup(func() {
+		front.Close()
+		x.mu.Lock()
+		x.closed = true
+		for _, b := range x.flows {
+			b.Close()
+		}
+		x.mu.Unlock()
+		x.wg.Wait()
+	})
+	return x
+}
+
+// flow returns the upstream socket of client, opening it (and its BMC → VMS
+// forwarder) on the client's first packet; nil once the proxy is closed.
+func (x *lossyProxy) flow(client *net.UDPAddr) *net.UDPConn {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return nil
+	}
+	if b := x.flows[client.String()]; b != nil {
+		return b
+	}
+	back, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil
+	}
+	x.flows[client.String()] = back
+	to := *client
+	x.wg.Go(func() { // BMC → this VMS socket
 		buf := make([]byte, 2048)
 		for {
 			n, _, err := back.ReadFromUDP(buf)
@@ -157,18 +194,18 @@ func startProxy(t *testing.T, bmc *net.UDPAddr, p float64, seed uint64) *lossyPr
 				}
 				continue
 			}
-			if downRNG.Float64() < x.p {
+			x.mu.Lock()
+			drop := x.downRNG.Float64() < x.p
+			x.mu.Unlock()
+			if drop {
 				x.down.dropped.Add(1)
 				continue
 			}
 			x.down.fwd.Add(1)
-			if to := x.client.Load(); to != nil {
-				_, _ = front.WriteToUDP(buf[:n], to)
-			}
+			_, _ = x.front.WriteToUDP(buf[:n], &to)
 		}
 	})
-	t.Cleanup(func() { front.Close(); back.Close(); x.wg.Wait() })
-	return x
+	return back
 }
 
 func (x *lossyProxy) addr() string { return x.front.LocalAddr().String() }
