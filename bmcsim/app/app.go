@@ -82,16 +82,19 @@ func serveMetrics(ctx context.Context, g *errgroup.Group, f *sim.File, reg *prom
 }
 
 // notifier pushes a Queue1Notify into the host's receive message queue when
-// Queue 1 goes from empty to non-empty, so the agent wakes at once. The agent
-// then reads until the queue is empty, so one push per burst is enough: a
-// push per record (each read that acknowledges one changes the depth) costs
-// the guest a Get Message round trip per record and made draining ~10x slower.
+// a write lands in Queue 1 while the host sleeps (its last read found the
+// queue empty), so the agent wakes at once. The agent then reads until the
+// queue is empty, so one push per burst is enough: a push per record (each
+// read that acknowledges one changes the depth) costs the guest a Get
+// Message round trip per record and made draining ~10x slower. The queue
+// decides "the host sleeps" under its own lock (queue.Options.OnQueue1Wake),
+// so concurrent writes and reads cannot make the notifier miss a wake.
 type notifier struct {
 	iana  oem.IANA
 	log   *slog.Logger
 	mu    sync.Mutex
 	srv   *kcs.Server
-	empty bool // Queue 1 was last seen empty
+	depth func() int // Queue 1's depth now
 	// pushes counts notifications pushed into the receive message queue.
 	pushes atomic.Int64
 }
@@ -108,24 +111,11 @@ func (n *notifier) server() *kcs.Server {
 	return n.srv
 }
 
-func (n *notifier) queue1Changed(depth int) {
-	n.mu.Lock()
-	if depth <= 0 {
-		n.empty = true
-		n.mu.Unlock()
-		return
-	}
-	if !n.empty {
-		n.mu.Unlock()
-		return // the host is draining this burst already
-	}
-	n.empty = false
-	srv := n.srv
-	n.mu.Unlock()
-	n.push(srv, depth)
-}
+// queue1Wake is queue.Options.OnQueue1Wake.
+func (n *notifier) queue1Wake() { n.push(n.server(), n.depth()) }
 
-// push sends one Queue1Notify unless one is still waiting to be fetched.
+// push sends one Queue1Notify unless one is still waiting to be fetched
+// (the host wakes when it fetches that one, and reads the queue to empty).
 func (n *notifier) push(srv *kcs.Server, depth int) {
 	if srv == nil || srv.QueueLen() > 0 {
 		return // no host, or a notification is already waiting

@@ -61,20 +61,21 @@ func NewHost(cfg sim.Config, o HostOptions) (*Host, error) {
 	if o.Registerer != nil {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"bmc": b.Config.Name}, o.Registerer)
 	}
-	n := &notifier{iana: oem.IANA(b.Config.IANA), log: h.log, empty: true}
+	n := &notifier{iana: oem.IANA(b.Config.IANA), log: h.log}
 	h.notify = n
 	h.Queues, err = queue.Open(queue.Options{
-		Capacity1:      b.Config.Queue1Capacity,
-		Capacity2:      b.Config.Queue2Capacity,
-		ReaderTTL:      b.Config.ReaderTTL.Duration,
-		StateDir:       b.Config.State,
-		Registerer:     reg,
-		Logger:         h.log,
-		OnQueue1Change: n.queue1Changed,
+		Capacity1:    b.Config.Queue1Capacity,
+		Capacity2:    b.Config.Queue2Capacity,
+		ReaderTTL:    b.Config.ReaderTTL.Duration,
+		StateDir:     b.Config.State,
+		Registerer:   reg,
+		Logger:       h.log,
+		OnQueue1Wake: n.queue1Wake,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bmc %s: queues: %w", b.Config.Name, err)
 	}
+	n.depth = h.Queues.Queue1().Len
 	// Register before serving: go-ipmi's Registry is not safe to change
 	// while requests are dispatched.
 	h.Queues.Register(b.Registry, b.Config.IANA)

@@ -84,7 +84,13 @@ type Options struct {
 	// raise or clear attention. Calls from concurrent requests may arrive out
 	// of order: read Status for the current depth.
 	OnQueue1Change func(depth int)
-	Logger         *slog.Logger
+	// OnQueue1Wake is called, outside any lock, after a write landed in
+	// Queue 1 while its reader (the host) is idle: its last read found the
+	// queue empty (or it has not read yet), so it sleeps until told. The
+	// edge is decided under the queue's lock, so no wake is lost however
+	// concurrent calls are ordered; the BMC pushes its Queue1Notify on it.
+	OnQueue1Wake func()
+	Logger       *slog.Logger
 }
 
 type entry struct {
@@ -106,6 +112,10 @@ type Queue struct {
 	capacity int
 	now      func() time.Time
 	onChange func(int)
+	onWake   func()
+	// idle: the single reader's last read found the queue empty (Queue 1:
+	// the host sleeps until woken).
+	idle bool
 	multi    bool // Queue 2: readers by id, alert log
 
 	readerTTL, alertTTL  time.Duration
@@ -136,7 +146,10 @@ func newQueue(name string, capacity int, o *Options, m *metrics) *Queue {
 // Write appends r unless its key is already queued (or was just removed).
 // It returns ErrFull when the queue is at capacity.
 func (q *Queue) Write(r record.Record) error {
-	depth, changed, sync, err := q.write(r)
+	depth, changed, wake, sync, err := q.write(r)
+	if wake && q.onWake != nil {
+		q.onWake() // before the fsync: the VMS's answer still waits for it
+	}
 	if err == nil && sync != nil {
 		err = sync()
 	}
@@ -148,37 +161,36 @@ func (q *Queue) Write(r record.Record) error {
 
 // write queues r under the lock and returns what makes it durable, to run
 // after the lock is released.
-func (q *Queue) write(r record.Record) (int, bool, func() error, error) {
+func (q *Queue) write(r record.Record) (depth int, changed, wake bool, sync func() error, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	k := r.Key()
 	if _, ok := q.keys[k]; ok {
 		q.m.duplicates.Inc()
-		return len(q.items), false, nil, nil
+		return len(q.items), false, false, nil, nil
 	}
 	if _, ok := q.recent[k]; ok {
 		q.m.duplicates.Inc()
-		return len(q.items), false, nil, nil
+		return len(q.items), false, false, nil, nil
 	}
 	now := q.now()
 	if q.multi {
 		q.sweep(now)
 		if r.Requester == 0 && q.alerts >= q.alertCap {
 			q.m.full.Inc()
-			return len(q.items), false, nil, fmt.Errorf("%w: the alert log of %s holds %d records", ErrFull, q.name, q.alertCap)
+			return len(q.items), false, false, nil, fmt.Errorf("%w: the alert log of %s holds %d records", ErrFull, q.name, q.alertCap)
 		}
 	}
 	if len(q.items) >= q.capacity {
 		q.m.full.Inc()
-		return len(q.items), false, nil, fmt.Errorf("%w: %s holds %d records", ErrFull, q.name, q.capacity)
+		return len(q.items), false, false, nil, fmt.Errorf("%w: %s holds %d records", ErrFull, q.name, q.capacity)
 	}
 	q.seq++
 	e := entry{rec: r, enq: now, seq: q.seq}
-	var sync func() error
 	if q.j != nil {
 		s, err := q.j.put(e)
 		if err != nil {
-			return len(q.items), false, nil, err
+			return len(q.items), false, false, nil, err
 		}
 		sync = s
 	}
@@ -191,7 +203,8 @@ func (q *Queue) write(r record.Record) (int, bool, func() error, error) {
 	if q.j != nil {
 		q.maybeCompact()
 	}
-	return len(q.items), true, sync, nil
+	wake, q.idle = q.idle, false
+	return len(q.items), true, wake, sync, nil
 }
 
 // Read is the read of the single reader: on Queue 1 the host, on Queue 2
@@ -225,6 +238,7 @@ func (q *Queue) read(ack *oem.Ack) (record.Record, bool, int, bool, error) {
 		}
 	}
 	if len(q.items) == 0 {
+		q.idle = true // the reader sleeps now: the next write wakes it
 		return record.Record{}, false, 0, changed, nil
 	}
 	return q.items[0].rec, true, len(q.items), changed, nil
@@ -473,6 +487,8 @@ func Open(o Options) (*Queues, error) {
 	qs.q2 = newQueue("queue 2", caps[1], &o, m2)
 	qs.q2.multi = true
 	qs.q1.onChange = o.OnQueue1Change
+	qs.q1.onWake = o.OnQueue1Wake
+	qs.q1.idle = true // the host has not read yet
 	if o.StateDir != "" {
 		for i, q := range []*Queue{qs.q1, qs.q2} {
 			path := filepath.Join(o.StateDir, fmt.Sprintf("queue%d.journal", i+1))

@@ -539,3 +539,75 @@ func FuzzHandlers(f *testing.F) {
 		}
 	})
 }
+
+// TestQueue1WakeEdge: a write wakes the host only when its last read found
+// Queue 1 empty (or it never read), decided under the queue's lock, so the
+// BMC pushes one notification per burst and never misses one.
+func TestQueue1WakeEdge(t *testing.T) {
+	var wakes atomic.Int32
+	qs, err := Open(Options{OnQueue1Wake: func() { wakes.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qs.Close()
+	q := qs.Queue1()
+	want := func(n int32, when string) {
+		t.Helper()
+		if got := wakes.Load(); got != n {
+			t.Fatalf("%s: %d wakes, want %d", when, got, n)
+		}
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(q.Write(rec(1, 0, 1, "a")))
+	want(1, "first write, host never read")
+	must(q.Write(rec(2, 0, 1, "b")))
+	want(1, "second write of the burst")
+	r, ok, err := q.Read(nil)
+	must(err)
+	if !ok {
+		t.Fatal("queue 1 empty after two writes")
+	}
+	must(q.Write(rec(3, 0, 1, "c")))
+	want(1, "write while the host drains")
+	ack := &oem.Ack{MsgID: r.MsgID, Index: r.Index}
+	for {
+		r, ok, err = q.Read(ack)
+		must(err)
+		if !ok {
+			break
+		}
+		ack = &oem.Ack{MsgID: r.MsgID, Index: r.Index}
+	}
+	want(1, "drained")
+	must(q.Write(rec(4, 0, 1, "d")))
+	want(2, "write after the host found the queue empty")
+	must(q.Write(rec(4, 0, 1, "d")))
+	want(2, "a duplicate write")
+
+	// Concurrent writes and empty reads: after each empty read some write
+	// must wake the host, whatever the order the goroutines run in.
+	for i := range 200 {
+		for {
+			r, ok, err := q.Read(ack)
+			must(err)
+			if !ok {
+				break
+			}
+			ack = &oem.Ack{MsgID: r.MsgID, Index: r.Index}
+		}
+		before := wakes.Load()
+		var wg sync.WaitGroup
+		for j := range 4 {
+			wg.Go(func() { must(q.Write(rec(uint64(1000+i*4+j), 0, 1, "x"))) })
+		}
+		wg.Wait()
+		if wakes.Load() != before+1 {
+			t.Fatalf("round %d: %d wakes for a burst after an empty read, want 1", i, wakes.Load()-before)
+		}
+	}
+}

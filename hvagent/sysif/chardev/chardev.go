@@ -289,7 +289,8 @@ func (c *Client) Do(ctx context.Context, netfn, cmd uint8, data []byte) ([]byte,
 	}
 }
 
-// Notify fires after the BMC raised attention.
+// Notify fires after the BMC raised attention and after each message it
+// pushed was fetched (as a reader of /dev/ipmi0 wakes on the message).
 func (c *Client) Notify() <-chan struct{} { return c.notify }
 
 // Messages yields the pushed messages fetched on attention.
@@ -389,6 +390,12 @@ func (c *Client) drain() error {
 		default:
 			c.log.Warn("message backlog full; Linux would answer 0xC1 for an unregistered command", "netfn", m.NetFn, "cmd", m.Cmd)
 		}
+		// A process on /dev/ipmi0 wakes when a pushed message reaches it,
+		// not only on the attention edge: the BMC pushes no second
+		// notification while one waits to be fetched, so the fetch itself
+		// must wake the reader (else a write that found the old
+		// notification still queued is never noticed).
+		signal(c.notify)
 	}
 }
 
