@@ -35,25 +35,16 @@ func lan(p bmc.PrivilegeLevel) *handlers.HandlerContext {
 
 func sys() *handlers.HandlerContext { return &handlers.HandlerContext{Channel: sysCh} }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
 type bench struct {
 	t   testing.TB
 	qs  *Queues
 	reg *handlers.Registry
-	clk *fakeClock
+	clk *testutil.Clock
 }
 
 func newBench(t testing.TB, o Options) *bench {
 	t.Helper()
-	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	clk := testutil.NewClock(time.Unix(1_700_000_000, 0))
 	if o.Now == nil {
 		o.Now = clk.Now
 	}

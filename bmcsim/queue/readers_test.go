@@ -276,7 +276,7 @@ var readForSeeds = []struct {
 // down.
 func TestRestartGivesReadersTime(t *testing.T) {
 	dir := t.TempDir()
-	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	clk := testutil.NewClock(time.Unix(1_700_000_000, 0))
 	qs, err := Open(Options{StateDir: dir, Now: clk.Now, ReaderTTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/virt"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
@@ -43,14 +44,6 @@ vms = ["*"]
 ` + agenttest.KeysLine("monitor")
 
 const domXML = `<domain type='test'><name>%s</name><memory unit='KiB'>65536</memory><vcpu>2</vcpu><os><type>hvm</type></os></domain>`
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // countingHV counts state changes so a test can prove one ran once.
 // With gate set, Start signals entered and then holds until gate is closed
@@ -84,7 +77,7 @@ func (c *countingHV) hold() (release func()) {
 type bench struct {
 	t       testing.TB
 	key     *seal.Key
-	clk     *clock
+	clk     *testutil.Clock
 	hv      *countingHV
 	jpath   string
 	j       *journal.Journal
@@ -133,7 +126,7 @@ func newBenchWith(t testing.TB, tune func(*Config)) *bench {
 		d.Free()
 	}
 	dir := t.TempDir()
-	b := &bench{t: t, key: key, clk: &clock{t: time.Now()}, hv: &countingHV{Hypervisor: l},
+	b := &bench{t: t, key: key, clk: testutil.NewClock(time.Now()), hv: &countingHV{Hypervisor: l},
 		jpath: filepath.Join(dir, "journal"), sel: &agenttest.Sink{}, q2: &agenttest.Sink{}, logs: &syncBuf{},
 		hookOut: filepath.Join(dir, "hook.json"), dir: dir, tune: tune}
 	b.vms = agenttest.NewVMS(key, b.clk.Now)

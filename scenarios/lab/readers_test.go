@@ -1,7 +1,6 @@
 package lab_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os/exec"
@@ -12,28 +11,10 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
 )
-
-// syncBuffer is a bytes.Buffer a running process writes while the spec
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var _ = Describe("Queue 2 with several readers", Lab, ExactlyOnce, Ordered, func() {
 	const host = "h1"
@@ -42,7 +23,7 @@ var _ = Describe("Queue 2 with several readers", Lab, ExactlyOnce, Ordered, func
 		// The follower: `vmsctl alerts -f` for the whole spec.
 		fctx, stop := context.WithCancel(ctx)
 		defer stop()
-		var followed syncBuffer
+		var followed testutil.SyncBuffer
 		follower := exec.CommandContext(fctx, filepath.Join(root, "bin", "vmsctl"), "--inventory", filepath.Join(labDir, "inventory.json"),
 			"alerts", host, "-f", "--interval", "200ms")
 		follower.Stdout, follower.Stderr = &followed, &followed
