@@ -115,8 +115,8 @@ type Queue struct {
 	onWake   func()
 	// idle: the single reader's last read found the queue empty (Queue 1:
 	// the host sleeps until woken).
-	idle bool
-	multi    bool // Queue 2: readers by id, alert log
+	idle  bool
+	multi bool // Queue 2: readers by id, alert log
 
 	readerTTL, alertTTL  time.Duration
 	opened               time.Time // readers could not read before
