@@ -2,6 +2,8 @@ package ctl
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -75,7 +77,9 @@ func (c *stageClock) done(stage string) {
 }
 
 // Up brings a lab up and returns when every host's agent answers. On
-// failure it stops what it started; the logs stay in the state folder.
+// failure it stops what it started; the logs stay in the state folder. The
+// stages, each a method of upRun named after it, are those docs/lab.md
+// lists with what "done" means for each.
 func Up(ctx context.Context, o Options, log *slog.Logger) (st *State, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -101,56 +105,87 @@ func Up(ctx context.Context, o Options, log *slog.Logger) (st *State, err error)
 		}
 	}
 	total := time.Now()
-	st = &State{Started: time.Now()}
-	clk := &stageClock{st: st, start: time.Now(), out: o.Out}
+	u := &upRun{o: o, log: log, st: &State{Started: time.Now()}}
+	u.clk = &stageClock{st: u.st, start: time.Now(), out: o.Out}
 	fmt.Fprintf(o.Out, "lab up: %d host(s) in %s\n", o.Hosts, o.Dir)
+	for _, stage := range []func(context.Context) error{
+		u.writeConfig, u.buildImage, u.startBMCSim, u.startGuests, u.waitAgents,
+	} {
+		if err := stage(ctx); err != nil {
+			return nil, err
+		}
+	}
+	u.st.Stages = append(u.st.Stages, StageTiming{Stage: "total", Elapsed: time.Since(total)})
+	if err := saveState(o.Dir, u.st); err != nil {
+		return nil, err
+	}
+	return u.st, nil
+}
 
-	// 1. Secrets and configuration.
-	if err := writeSecretOnce(filepath.Join(o.Dir, "operator.key"), enrollKey("ops")); err != nil {
-		return nil, fmt.Errorf("operator key: %w", err)
+// upRun is one `lab up` between its stages.
+type upRun struct {
+	o   Options
+	log *slog.Logger
+	st  *State
+	clk *stageClock
+
+	ca       *x509.Certificate // the lab CA, signing hvagent's and the VMS's certificates
+	caKey    *ecdsa.PrivateKey
+	policy   string // every host's authorization list
+	bmcConf  string // bmcsim.toml
+	art      image.Artifacts
+	machines []*qemu.Machine
+}
+
+// writeConfig: secrets (0600) and configuration, written once and kept.
+func (u *upRun) writeConfig(ctx context.Context) error {
+	if err := writeSecretOnce(filepath.Join(u.o.Dir, "operator.key"), enrollKey("ops")); err != nil {
+		return fmt.Errorf("operator key: %w", err)
 	}
-	ca, caKey, err := labCA(filepath.Join(o.Dir, "tls"))
+	ca, caKey, err := labCA(filepath.Join(u.o.Dir, "tls"))
 	if err != nil {
-		return nil, fmt.Errorf("lab CA: %w", err)
+		return fmt.Errorf("lab CA: %w", err)
 	}
-	creds, pubs, err := principalCreds(o.Dir, ca, caKey)
+	u.ca, u.caKey = ca, caKey
+	creds, pubs, err := principalCreds(u.o.Dir, ca, caKey)
 	if err != nil {
-		return nil, fmt.Errorf("principal keys: %w", err)
+		return fmt.Errorf("principal keys: %w", err)
 	}
-	policy := labPolicy(pubs)
+	u.policy = labPolicy(pubs)
+	policy := u.policy
 	inv := &inventory.Inventory{Principal: "vms", Credentials: creds,
 		Operators: []inventory.Operator{{Name: "ops", SecretFile: "operator.key"}}}
 	var bmcToml strings.Builder
-	fmt.Fprintf(&bmcToml, "# written by lab up\nmetrics = \"127.0.0.1:%d\"\n", o.BasePort+3000)
-	for i := 1; i <= o.Hosts; i++ {
+	fmt.Fprintf(&bmcToml, "# written by lab up\nmetrics = \"127.0.0.1:%d\"\n", u.o.BasePort+3000)
+	for i := 1; i <= u.o.Hosts; i++ {
 		name := "h" + strconv.Itoa(i)
-		hdir := filepath.Join(o.Dir, name)
+		hdir := filepath.Join(u.o.Dir, name)
 		if err := os.MkdirAll(filepath.Join(hdir, "bmc-state"), 0o700); err != nil {
-			return nil, err
+			return err
 		}
 		if err := writeSecretOnce(filepath.Join(hdir, "bmc-admin.password"), randomPassword); err != nil {
-			return nil, err
+			return err
 		}
 		if err := writeSecretOnce(filepath.Join(hdir, "host.key"), enrollKey(name)); err != nil {
-			return nil, err
+			return err
 		}
 		if err := os.WriteFile(filepath.Join(hdir, "policy.toml"), []byte(policy), 0o600); err != nil {
-			return nil, err
+			return err
 		}
 		hs := HostState{
 			Name:   name,
-			BMCLAN: fmt.Sprintf("127.0.0.1:%d", o.BasePort+i-1),
-			BMCKCS: fmt.Sprintf("127.0.0.1:%d", o.BasePort+100+i-1),
-			VMMI:   fmt.Sprintf("127.0.0.1:%d", o.BasePort+2000+i-1),
+			BMCLAN: fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+i-1),
+			BMCKCS: fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+100+i-1),
+			VMMI:   fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+2000+i-1),
 			RunDir: filepath.Join(hdir, "qemu"),
 			VMs:    NestedVMs,
 		}
 		for _, a := range []string{hs.BMCLAN, hs.VMMI} {
 			if err := portFree(a, a == hs.BMCLAN); err != nil {
-				return nil, err
+				return err
 			}
 		}
-		st.Hosts = append(st.Hosts, hs)
+		u.st.Hosts = append(u.st.Hosts, hs)
 		fmt.Fprintf(&bmcToml, `
 [[bmc]]
 name = %q
@@ -171,77 +206,90 @@ privilege = "administrator"
 				CipherSuite: 17, IANA: 32473},
 		})
 	}
-	bmcConf := filepath.Join(o.Dir, "bmcsim.toml")
-	if err := os.WriteFile(bmcConf, []byte(bmcToml.String()), 0o600); err != nil {
-		return nil, err
+	u.bmcConf = filepath.Join(u.o.Dir, "bmcsim.toml")
+	if err := os.WriteFile(u.bmcConf, []byte(bmcToml.String()), 0o600); err != nil {
+		return err
 	}
-	if err := inv.Save(filepath.Join(o.Dir, "inventory.json")); err != nil {
-		return nil, err
+	if err := inv.Save(filepath.Join(u.o.Dir, "inventory.json")); err != nil {
+		return err
 	}
-	clk.done("secrets and config")
+	u.clk.done("secrets and config")
 
-	// 2. The guest image (cached by its recipe's hash).
-	hvagent := filepath.Join(o.BinDir, "hvagent")
+	return nil
+}
+
+// buildImage: the guest image, cached by its recipe's hash.
+func (u *upRun) buildImage(ctx context.Context) error {
+	hvagent := filepath.Join(u.o.BinDir, "hvagent")
 	if _, err := os.Stat(hvagent); err != nil {
-		return nil, fmt.Errorf("hvagent binary: %w (run make build)", err)
+		return fmt.Errorf("hvagent binary: %w (run make build)", err)
 	}
 	recipe := image.DefaultRecipe()
 	recipe.HVAgent = hvagent
-	art, err := image.Build(ctx, recipe, image.Options{Force: o.Force}, log)
+	art, err := image.Build(ctx, recipe, image.Options{Force: u.o.Force}, u.log)
 	if err != nil {
-		return nil, fmt.Errorf("guest image: %w", err)
+		return fmt.Errorf("guest image: %w", err)
 	}
-	st.ImageKey = art.Key
+	u.art = art
+	u.st.ImageKey = art.Key
 	if art.Cached {
-		clk.done("guest image (cached)")
+		u.clk.done("guest image (cached)")
 	} else {
-		clk.done("guest image (built)")
+		u.clk.done("guest image (built)")
 	}
 
-	// 3. bmcsim: every BMC listens before any QEMU starts (ipmi_si gives up
-	// on a BMC that is not there).
-	pid, err := startDetached(filepath.Join(o.BinDir, "bmcsim"), []string{"--config", bmcConf},
-		filepath.Join(o.Dir, "bmcsim.log"), filepath.Join(o.Dir, "bmcsim.pid"))
+	return nil
+}
+
+// startBMCSim: every BMC listens before any QEMU starts (ipmi_si gives up
+// on a BMC that is not there).
+func (u *upRun) startBMCSim(ctx context.Context) error {
+	pid, err := startDetached(filepath.Join(u.o.BinDir, "bmcsim"), []string{"--config", u.bmcConf},
+		filepath.Join(u.o.Dir, "bmcsim.log"), filepath.Join(u.o.Dir, "bmcsim.pid"))
 	if err != nil {
-		return nil, fmt.Errorf("start bmcsim: %w", err)
+		return fmt.Errorf("start bmcsim: %w", err)
 	}
-	st.BMCSim = Proc{Pid: pid}
-	if err := saveState(o.Dir, st); err != nil {
-		return nil, err
+	u.st.BMCSim = Proc{Pid: pid}
+	if err := saveState(u.o.Dir, u.st); err != nil {
+		return err
 	}
-	for _, h := range st.Hosts {
+	for _, h := range u.st.Hosts {
 		if err := waitTCP(ctx, h.BMCKCS, 10*time.Second, pid); err != nil {
-			return nil, fmt.Errorf("bmcsim (log %s/bmcsim.log): %w", o.Dir, err)
+			return fmt.Errorf("bmcsim (log %s/bmcsim.u.log): %w", u.o.Dir, err)
 		}
 	}
-	clk.done("bmcsim listening")
+	u.clk.done("bmcsim listening")
 
-	// 4. One QEMU guest per host.
-	accel := o.Accel
+	return nil
+}
+
+// startGuests: one QEMU guest per host, its config disk written first.
+func (u *upRun) startGuests(ctx context.Context) error {
+	accel := u.o.Accel
 	if accel == "" {
-		accel = probeAccel(ctx, art.Kernel, log)
+		accel = probeAccel(ctx, u.art.Kernel, u.log)
 	}
-	st.Accel = accel
-	clk.done("accelerator probe (" + accel + ")")
-	caPEM, err := os.ReadFile(filepath.Join(o.Dir, "tls", "ca.pem"))
+	u.st.Accel = accel
+	u.clk.done("accelerator probe (" + accel + ")")
+	caPEM, err := os.ReadFile(filepath.Join(u.o.Dir, "tls", "ca.pem"))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	machines := make([]*qemu.Machine, len(st.Hosts))
-	for i := range st.Hosts {
-		h := &st.Hosts[i]
-		hdir := filepath.Join(o.Dir, h.Name)
-		certPEM, keyPEM, err := serverCert(ca, caKey, h.Name)
+	u.machines = make([]*qemu.Machine, len(u.st.Hosts))
+	for i := range u.st.Hosts {
+		h := &u.st.Hosts[i]
+		hdir := filepath.Join(u.o.Dir, h.Name)
+		certPEM, keyPEM, err := serverCert(u.ca, u.caKey, h.Name)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		hostKey, err := os.ReadFile(filepath.Join(hdir, "host.key"))
 		if err != nil {
-			return nil, err
+			return err
 		}
-		opKey, err := os.ReadFile(filepath.Join(o.Dir, "operator.key"))
+		opKey, err := os.ReadFile(filepath.Join(u.o.Dir, "operator.key"))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		cfg := image.Config{
 			Hostname: h.Name,
@@ -256,21 +304,21 @@ privilege = "administrator"
 			VMs:      map[string]string{"app1": image.DomainXML("app1", 32)},
 			StartVMs: []string{"web1"},
 			Files: map[string][]byte{
-				"host.key": hostKey, "operator.key": opKey, "policy.toml": []byte(policy),
+				"host.key": hostKey, "operator.key": opKey, "policy.toml": []byte(u.policy),
 				"tls.pem": certPEM, "tls.key": keyPEM, "client-ca.pem": caPEM,
 			},
 		}
 		disk := filepath.Join(hdir, "config.img")
 		if err := image.BuildConfigDisk(ctx, cfg, disk); err != nil {
-			return nil, fmt.Errorf("%s config disk: %w", h.Name, err)
+			return fmt.Errorf("%s config disk: %w", h.Name, err)
 		}
 		_, vport, _ := net.SplitHostPort(h.VMMI)
 		hp, _ := strconv.Atoi(vport)
 		_ = os.RemoveAll(h.RunDir)
 		m, err := qemu.Start(ctx, qemu.Config{
 			Name: h.Name, Dir: h.RunDir, Accel: accel, MemoryMiB: 1024, CPUs: 2, Machine: labMachine(),
-			Kernel: art.Kernel, Initrd: art.Initrd, Append: art.Append,
-			BaseImage: art.RootQCOW2, ConfigDisk: disk, BMCAddr: h.BMCKCS,
+			Kernel: u.art.Kernel, Initrd: u.art.Initrd, Append: u.art.Append,
+			BaseImage: u.art.RootQCOW2, ConfigDisk: disk, BMCAddr: h.BMCKCS,
 			VMMI: []qemu.Forward{{HostPort: hp, GuestPort: 8443}},
 			// A BMC power off leaves QEMU waiting (-no-shutdown) for the
 			// BMC's power on (QMP system_reset + cont); resets reboot.
@@ -278,11 +326,11 @@ privilege = "administrator"
 			// The BMC gets a QEMU monitor of its own (QMP serves one
 			// client at a time; lab commands use qmp.sock).
 			ExtraArgs: []string{"-no-shutdown", "-qmp", "unix:" + filepath.Join(h.RunDir, "qmp-bmc.sock") + ",server=on,wait=off"},
-		}, log)
+		}, u.log)
 		if err != nil {
-			return nil, fmt.Errorf("%s: start QEMU: %w", h.Name, err)
+			return fmt.Errorf("%s: start QEMU: %w", h.Name, err)
 		}
-		machines[i] = m
+		u.machines[i] = m
 		// Free the monitor for `lab unplug` and friends (one client at a time).
 		if m.QMP != nil {
 			m.QMP.Close()
@@ -290,43 +338,44 @@ privilege = "administrator"
 		h.QEMU = Proc{Pid: m.Pid()}
 		h.VMMILink = true
 	}
-	if err := saveState(o.Dir, st); err != nil {
-		return nil, err
+	if err := saveState(u.o.Dir, u.st); err != nil {
+		return err
 	}
-	clk.done("qemu started")
+	u.clk.done("qemu started")
 
-	// 5. Readiness by events: the guest's console markers, then both channels.
-	for i, m := range machines {
-		h := st.Hosts[i]
+	return nil
+}
+
+// waitAgents: readiness by events, the guests' console markers, then (with
+// a Probe) an answer over both channels.
+func (u *upRun) waitAgents(ctx context.Context) error {
+	for i, m := range u.machines {
+		h := u.st.Hosts[i]
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		_, err := m.WaitConsole(wctx, "ooblab: hvagent started")
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("%s did not start its agent (console %s): %w", h.Name, filepath.Join(h.RunDir, "console.log"), err)
+			return fmt.Errorf("%s did not start its agent (console %s): %w", h.Name, filepath.Join(h.RunDir, "console.log"), err)
 		}
 	}
-	clk.done("guests booted (agent up)")
-	if o.Probe != nil {
-		inv, err := inventory.Load(filepath.Join(o.Dir, "inventory.json"))
+	u.clk.done("guests booted (agent up)")
+	if u.o.Probe != nil {
+		inv, err := inventory.Load(filepath.Join(u.o.Dir, "inventory.json"))
 		if err != nil {
-			return nil, err
+			return err
 		}
-		for _, h := range st.Hosts {
+		for _, h := range u.st.Hosts {
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			v, b, err := probeUntil(pctx, o.Probe, inv, h.Name)
+			v, b, err := probeUntil(pctx, u.o.Probe, inv, h.Name)
 			cancel()
 			if err != nil {
-				return nil, fmt.Errorf("%s: agent does not answer: %w", h.Name, err)
+				return fmt.Errorf("%s: agent does not answer: %w", h.Name, err)
 			}
-			fmt.Fprintf(o.Out, "  %s answers: vmm-i %v, oob-i %v\n", h.Name, v.Round(time.Millisecond), b.Round(time.Millisecond))
+			fmt.Fprintf(u.o.Out, "  %s answers: vmm-i %v, oob-i %v\n", h.Name, v.Round(time.Millisecond), b.Round(time.Millisecond))
 		}
-		clk.done("both channels answer")
+		u.clk.done("both channels answer")
 	}
-	st.Stages = append(st.Stages, StageTiming{Stage: "total", Elapsed: time.Since(total)})
-	if err := saveState(o.Dir, st); err != nil {
-		return nil, err
-	}
-	return st, nil
+	return nil
 }
 
 func probeUntil(ctx context.Context, p func(context.Context, *inventory.Inventory, string) (time.Duration, time.Duration, error), inv *inventory.Inventory, host string) (time.Duration, time.Duration, error) {
