@@ -16,6 +16,9 @@ var (
 	// VMSSide specs check what an operator sees from the VMS: VM figures,
 	// the output schema, the host's BMC from vmsctl (issue 12).
 	VMSSide = Label("vms-side")
+	// Security specs walk the trust model end to end (an operator's app
+	// code answers a challenge once).
+	Security = Label("security")
 	// KCSGuest specs boot a minimal guest against an in-process bmcsim to
 	// prove the KCS path (ipmi_si, /dev/ipmi0, pushed notifications); they
 	// need no lab.
