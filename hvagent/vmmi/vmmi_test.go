@@ -281,8 +281,14 @@ vms = ["*"]
 	if r := m[0].(*vmsg.Reply); r.Code != vmsg.ErrDenied {
 		t.Fatalf("denied: %+v", r)
 	}
-	if _, ok := m[1].(*vmsg.Alert); !ok || len(sink.Alerts()) != 1 {
+	if _, ok := m[1].(*vmsg.Alert); !ok {
 		t.Fatalf("alert: %+v", m[1])
+	}
+	// The agent sends alerts to its outlets in the background.
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if got, err := sink.Wait(wctx, 1); err != nil || len(got) != 1 {
+		t.Fatalf("alert outlet: %+v %v", got, err)
 	}
 }
 
