@@ -34,7 +34,7 @@ type VMMI struct {
 	log    *slog.Logger
 	mu     sync.Mutex
 	conns  map[string]*vmmiConn
-	dialMu map[string]*sync.Mutex // one dial at a time per host
+	dialMu map[string]chan struct{} // one dial at a time per host (a 1-slot semaphore, so waiting honours ctx)
 	alerts alertBuffer
 	// Dial, when set, replaces net.Dialer (tests).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -47,7 +47,7 @@ func NewVMMI(log *slog.Logger) *VMMI {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &VMMI{log: log, conns: map[string]*vmmiConn{}, dialMu: map[string]*sync.Mutex{}}
+	return &VMMI{log: log, conns: map[string]*vmmiConn{}, dialMu: map[string]chan struct{}{}}
 }
 
 // Name is ViaVMMI.
@@ -127,12 +127,20 @@ func (v *VMMI) conn(ctx context.Context, t *Target) (*vmmiConn, error) {
 	}
 	dm, ok := v.dialMu[t.Name()]
 	if !ok {
-		dm = new(sync.Mutex)
+		dm = make(chan struct{}, 1)
 		v.dialMu[t.Name()] = dm
 	}
 	v.mu.Unlock()
-	dm.Lock()
-	defer dm.Unlock()
+	// Wait for another dial to this host within ctx: auto mode's ping must
+	// give up within its budget while the request's own dial (with the
+	// caller's whole deadline) hangs on a cut link, so the OOB-I gets the
+	// request in time.
+	select {
+	case dm <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("vmm-i: waiting for another dial to %s: %w", t.Name(), ctx.Err())
+	}
+	defer func() { <-dm }()
 	v.mu.Lock()
 	if c, ok := v.conns[t.Name()]; ok { // dialed while we waited
 		v.mu.Unlock()
