@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,14 +43,15 @@ func TestQEMUSystem(t *testing.T) {
 	}
 	defer l.Close()
 
-	const name = "ooblab-virt-test"
+	// A name of this process's own: two test runs may share one libvirtd.
+	name := fmt.Sprintf("ooblab-virt-test-%d", os.Getpid())
 	// A leftover from an interrupted run.
 	if old, err := l.Conn().LookupDomainByName(name); err == nil {
 		old.Destroy()
 		old.Undefine()
 		old.Free()
 	}
-	d, err := l.Conn().DomainDefineXML(tinyDomainXML)
+	d, err := l.Conn().DomainDefineXML(strings.Replace(tinyDomainXML, "<name>ooblab-virt-test</name>", "<name>"+name+"</name>", 1))
 	if err != nil {
 		t.Fatalf("define: %v", err)
 	}
