@@ -216,3 +216,12 @@ func (g *lanGuard) sweep() {
 	}
 	g.replies.sweep(g.b.Sessions)
 }
+
+// LocalAddr is the socket's address: go-ipmi's server reads it to report
+// the SOL payload's port in Activate Payload (v2.0 Table 24-2).
+func (g *lanGuard) LocalAddr() net.Addr {
+	if la, ok := g.PacketConn.(interface{ LocalAddr() net.Addr }); ok {
+		return la.LocalAddr()
+	}
+	return nil
+}

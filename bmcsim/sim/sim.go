@@ -35,6 +35,7 @@ type BMC struct {
 	chassis *chassis
 	guard   *lanGuard
 	replies *replyCache
+	console *consoleSlot // nil without a serial port
 
 	stdChannelInfo handlers.Handler
 }
@@ -70,6 +71,11 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*BMC, error) {
 
 	ch := &chassis{on: true}
 	h := &simHAL{HAL: mock.New(), ch: ch, net: &mock.Network{}}
+	var console *consoleSlot // sol.go: filled by SetConsole
+	if cfg.Serial != "" {
+		console = &consoleSlot{}
+		h.SetConsole(console)
+	}
 	host, port, _ := net.SplitHostPort(cfg.LAN)
 	var ipcfg hal.IPConfig
 	if ip := net.ParseIP(host).To4(); ip != nil {
@@ -116,6 +122,9 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*BMC, error) {
 	b.Sessions = bmc.NewSessionStoreWithOptions(b.Clock(),
 		bmc.WithMaxSessions(cfg.SessionLimit), bmc.WithInactivityTimeout(cfg.SessionTimeout.Duration))
 	b.Sessions.SetOnRemove(b.SOL.DeactivateBySession)
+	if err := configureSOL(b, &cfg); err != nil {
+		return nil, err
+	}
 	// The null user (slot 1) never logs in.
 	_ = b.Users.Update(1, func(u *bmc.User) error { u.Enabled = false; return nil })
 	for i, u := range cfg.Users {
@@ -137,7 +146,7 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*BMC, error) {
 	}
 
 	s := &BMC{Config: cfg, IPMI: b, SEL: NewSEL(512), log: log, metrics: m, chassis: ch,
-		replies: newReplyCache(cfg.Name, m)}
+		replies: newReplyCache(cfg.Name, m), console: console}
 	r := handlers.NewRegistry()
 	// Outermost: a retransmit answered from the cache runs no handler and
 	// counts as a retransmit, not as a request.
