@@ -3,6 +3,7 @@ package sol_test
 import (
 	"bytes"
 	"context"
+	"math/rand/v2"
 	"net"
 	"os/exec"
 	"strconv"
@@ -100,13 +101,38 @@ type solBMC struct {
 	users map[string]sim.User
 }
 
+// startSOL starts a BMC with a serial port. Its LAN port is below 32768:
+// FreeIPMI 1.6.10 refuses higher ones in HOST:PORT ("hostname invalid"),
+// and the kernel's ephemeral ports start there, so a free one is drawn
+// from 10000-32767 and taken, retrying on a collision.
 func startSOL(t *testing.T, edit func(*sim.Config)) *solBMC {
 	t.Helper()
 	users := []sim.User{
 		{Name: "vms", Password: "pw-vms-0123", Privilege: "operator"},
 		{Name: "viewer", Password: "pw-view-0123", Privilege: "user"},
 	}
-	b := bmcsimtest.Start(t, bmcsimtest.Options{Users: users, Config: edit, Logger: testutil.Logger(t)})
+	var b *bmcsimtest.BMC
+	var err error
+	for range 20 {
+		port := 10000 + rand.IntN(22768)
+		b, err = bmcsimtest.New(bmcsimtest.Options{Users: users, Logger: testutil.Logger(t), Config: func(c *sim.Config) {
+			c.LAN = "127.0.0.1:" + strconv.Itoa(port)
+			if edit != nil {
+				edit(c)
+			}
+		}})
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Stop(); err != nil {
+			t.Errorf("bmcsimtest: %v", err)
+		}
+	})
 	s := &solBMC{BMC: b, users: map[string]sim.User{}}
 	for _, u := range users {
 		s.users[u.Name] = u
