@@ -61,14 +61,16 @@ type Proc struct {
 
 // HostState is one hypervisor host of the lab.
 type HostState struct {
-	Name     string   `json:"name"`
-	BMCLAN   string   `json:"bmc_lan"`
-	BMCKCS   string   `json:"bmc_kcs"`
-	VMMI     string   `json:"vmmi"`
-	QEMU     Proc     `json:"qemu"`
-	RunDir   string   `json:"run_dir"`
-	VMs      []string `json:"vms"`
-	VMMILink bool     `json:"vmmi_link"`
+	Name   string `json:"name"`
+	BMCLAN string `json:"bmc_lan"`
+	BMCKCS string `json:"bmc_kcs"`
+	// BMCSerial is the BMC's serial port QEMU's ttyS0 dials (SOL).
+	BMCSerial string   `json:"bmc_serial,omitempty"`
+	VMMI      string   `json:"vmmi"`
+	QEMU      Proc     `json:"qemu"`
+	RunDir    string   `json:"run_dir"`
+	VMs       []string `json:"vms"`
+	VMMILink  bool     `json:"vmmi_link"`
 }
 
 // StageTiming is how long one stage of `lab up` took.

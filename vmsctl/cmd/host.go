@@ -74,7 +74,7 @@ func (a *App) hostCmd() *cobra.Command {
 			return worst(rows)
 		},
 	})
-	h.AddCommand(a.hostPowerCmd(), a.hostSELCmd())
+	h.AddCommand(a.hostPowerCmd(), a.hostSELCmd(), a.hostConsoleCmd())
 	return h
 }
 
