@@ -23,8 +23,11 @@
 // has it. Keystrokes while QEMU is not connected (host powered off) are
 // dropped, as a serial line with nothing at the other end drops them.
 //
-// The wire codec of the SOL payload header, shared with vmsctl's console,
-// is internal/solwire.
+// The SOL payload header is read with go-ipmi's codec
+// (types.SOLPayloadPacket) by bmcsim and by vmsctl's console alike;
+// codec_test.go pins it to the spec's bytes and fuzzes it, engine_test.go
+// drives the state machine (retransmit, ack, partial ack, loss, duplicate
+// keystrokes, deactivation notice) over this Serial.
 package sol
 
 import (
