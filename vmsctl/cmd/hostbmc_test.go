@@ -9,8 +9,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ooblab/ooblab/bmcsim/bmc"
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
-	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/oem"
 )
@@ -22,7 +23,7 @@ type power struct {
 	n  int // controls received
 }
 
-var _ sim.PowerDriver = (*power)(nil)
+var _ bmc.PowerDriver = (*power)(nil)
 
 func (p *power) State(context.Context) (bool, bool) {
 	p.mu.Lock()
@@ -42,7 +43,7 @@ func (p *power) GracefulShutdown(context.Context) error {
 func bmcRig(t *testing.T) (*rig, *bmcsimtest.BMC, *power) {
 	t.Helper()
 	b := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true,
-		Users: []sim.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}}})
+		Users: []config.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}}})
 	pw := &power{on: true}
 	b.BMC.SetPowerDriver(pw)
 	r := newRig(t)
