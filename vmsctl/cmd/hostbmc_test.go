@@ -12,6 +12,7 @@ import (
 	"github.com/ooblab/ooblab/bmcsim/bmc"
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
 	"github.com/ooblab/ooblab/bmcsim/config"
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/oem"
 )
@@ -50,12 +51,12 @@ func bmcRig(t *testing.T) (*rig, *bmcsimtest.BMC, *power) {
 	if err := os.WriteFile(filepath.Join(r.dir, "h1.pw"), []byte("op-secret-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	inv, err := inventory.Load(r.inv)
+	inv, err := fileio.LoadInventory(r.inv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	inv.Hosts[0].BMC = inventory.BMC{Addr: b.LAN, User: "op", PasswordFile: "h1.pw"}
-	if err := inv.Save(r.inv); err != nil {
+	if err := fileio.SaveInventory(inv, r.inv); err != nil {
 		t.Fatal(err)
 	}
 	return r, b, pw
