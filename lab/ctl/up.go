@@ -324,6 +324,8 @@ func (u *upRun) startGuests(ctx context.Context) error {
 			// A BMC power off leaves QEMU waiting (-no-shutdown) for the
 			// BMC's power on (QMP system_reset + cont); resets reboot.
 			Reboot: true,
+			// A root shell on ttyS1 for `lab exec` (lab only).
+			Shell: true,
 			// The BMC gets a QEMU monitor of its own (QMP serves one
 			// client at a time; lab commands use qmp.sock).
 			ExtraArgs: []string{"-no-shutdown", "-qmp", "unix:" + filepath.Join(h.RunDir, "qmp-bmc.sock") + ",server=on,wait=off"},

@@ -95,7 +95,10 @@ func newRig(t *testing.T) *rig {
 	inv := &inventory.Inventory{Principal: "ops", Hosts: []inventory.Host{
 		{Name: "h1", HostID: "hv1", VMMI: inventory.VMMI{Addr: "10.0.0.1:7443"}, BMC: inventory.BMC{Addr: "10.0.1.1:623"}},
 		{Name: "dead", HostID: "hv9"},
-	}}
+	},
+		// Explicit, so the golden files do not depend on this machine's
+		// addresses (client.TestVMSAddrs covers the learnt ones).
+		VMS: inventory.VMS{OOBI: "192.0.2.10", VMMI: "198.51.100.10"}}
 	p := filepath.Join(dir, "inventory.json")
 	if err := fileio.SaveInventory(inv, p); err != nil {
 		t.Fatal(err)
