@@ -71,7 +71,7 @@ var _ = Describe("Exactly once across restarts", Lab, ExactlyOnce, Serial, Order
 				// Killed mid-action: the outcome is unknown to the agent;
 				// it says so, with the VM's state, and never runs it again.
 				Expect(r.Code).To(Equal(7), "vmsctl exit 7 (interrupted): %s\n%s", r.Stdout, r.Stderr)
-				m := regexp.MustCompile(`start on h1 was interrupted by an agent restart; app1 is now ([a-z ]+)\n`).FindStringSubmatch(r.Stderr)
+				m := regexp.MustCompile(`start on h1 was interrupted by an agent restart; app1 is now ([a-z ()]+)\n`).FindStringSubmatch(r.Stderr)
 				Expect(m).NotTo(BeNil(), r.Stderr)
 				Expect(log).To(ContainSubstring("ooblab: hvagent exited rc=137"))
 				Expect(log).To(ContainSubstring("not run again, answered interrupted"))
@@ -98,12 +98,13 @@ var _ = Describe("Exactly once across restarts", Lab, ExactlyOnce, Serial, Order
 		Expect(err).NotTo(HaveOccurred())
 		defer c.Close()
 		const n = 24
+		kills := map[int]bool{3: true, 12: true} // after that many answers
 		var (
 			mu       sync.Mutex
 			answered int
 			errs     []string
 		)
-		third := make(chan struct{})
+		at := make(chan int, len(kills))
 		done := make(chan struct{})
 		go func() {
 			defer GinkgoRecover()
@@ -122,21 +123,29 @@ var _ = Describe("Exactly once across restarts", Lab, ExactlyOnce, Serial, Order
 				} else {
 					answered++
 				}
-				if answered+len(errs) == 3 {
-					close(third)
+				if k := answered + len(errs); kills[k] {
+					at <- k
 				}
 				mu.Unlock()
 			}
 		}()
-		Eventually(third).WithTimeout(2 * time.Minute).Should(BeClosed())
-		out := MustLab(ctx, "restart", "bmcsim", "--signal", "KILL")
-		GinkgoWriter.Print(out)
+		// The BMC dies while the next command is on its way (a write to
+		// queue 1, the agent's write to queue 2, or a read), twice.
+		for range kills {
+			var k int
+			Eventually(at).WithTimeout(3 * time.Minute).Should(Receive(&k))
+			out := MustLab(ctx, "restart", "bmcsim", "--signal", "KILL")
+			GinkgoWriter.Printf("after %d commands: %s", k, out)
+		}
 		Eventually(done).WithTimeout(8 * time.Minute).Should(BeClosed())
 
 		mu.Lock()
 		defer mu.Unlock()
 		Expect(errs).To(BeEmpty())
 		Expect(answered).To(Equal(n))
+		st := c.Channel().(*client.OOB).Stats()
+		GinkgoWriter.Printf("oob-i client: %+v\n", st)
+		Expect(st.Reconnects).To(BeNumerically(">=", 2), "the kills did not cut the client's session: %+v", st)
 		log, err := since()
 		Expect(err).NotTo(HaveOccurred())
 		Expect(log).NotTo(ContainSubstring("replayed envelope"))

@@ -62,7 +62,7 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrNoSuchVM, Error: "no domain nope"}, nil
 		case req.VM == "app1" && req.Command == vmsg.CmdStart: // the agent restarted while it ran
 			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInterrupted, Error: "the request began before an agent restart and its outcome is unknown",
-				VMs: []vmsg.VMState{{Name: "app1", State: "running"}}}, nil
+				VMs: []vmsg.VMState{{Name: "app1", State: "paused", Reason: "starting up"}}}, nil
 		case req.VM == "secret":
 			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrDenied, Error: "ops may not touch secret"}, nil
 		case req.VM == "db1" && req.Command.ChangesState():
@@ -164,7 +164,7 @@ func TestInterruptedTellsTheTruth(t *testing.T) {
 	if code != ExitInterrupted {
 		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, ExitInterrupted, out, errs)
 	}
-	for _, want := range []string{"interrupted by an agent restart; app1 is now running", "outcome unknown: interrupted"} {
+	for _, want := range []string{"interrupted by an agent restart; app1 is now paused (starting up)", "outcome unknown: interrupted"} {
 		if !strings.Contains(errs, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, errs)
 		}
