@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/lab/image"
 	"github.com/ooblab/ooblab/lab/qemu"
@@ -210,7 +211,7 @@ privilege = "administrator"
 	if err := os.WriteFile(u.bmcConf, []byte(bmcToml.String()), 0o600); err != nil {
 		return err
 	}
-	if err := inv.Save(filepath.Join(u.o.Dir, "inventory.json")); err != nil {
+	if err := fileio.SaveInventory(inv, filepath.Join(u.o.Dir, "inventory.json")); err != nil {
 		return err
 	}
 	u.clk.done("secrets and config")
@@ -363,7 +364,7 @@ func (u *upRun) waitAgents(ctx context.Context) error {
 	}
 	u.clk.done("guests booted (agent up)")
 	if u.o.Probe != nil {
-		inv, err := inventory.Load(filepath.Join(u.o.Dir, "inventory.json"))
+		inv, err := fileio.LoadInventory(filepath.Join(u.o.Dir, "inventory.json"))
 		if err != nil {
 			return err
 		}

@@ -31,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
@@ -205,7 +206,7 @@ func (t *Target) load() error {
 			return
 		}
 		path := t.Path(t.Host.SecretFile)
-		b, err := inventory.ReadSecret(path)
+		b, err := fileio.ReadSecret(path)
 		if err != nil {
 			t.err = fmt.Errorf("host %s key: %w", t.Host.Name, err)
 			return

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -244,7 +245,7 @@ func (a *App) loadInventory() error {
 	if err != nil {
 		return err
 	}
-	inv, err := inventory.Load(p)
+	inv, err := fileio.LoadInventory(p)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return usageError{err}
@@ -311,7 +312,7 @@ func (a *App) answer(ctx context.Context, host string, ch *vmsg.Challenge) (stri
 
 // readUserSecret reads an operator key: an otpauth:// URI or a bare base32 secret.
 func readUserSecret(path string) ([]byte, error) {
-	b, err := inventory.ReadSecret(path)
+	b, err := fileio.ReadSecret(path)
 	if err != nil {
 		return nil, err
 	}

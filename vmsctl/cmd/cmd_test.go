@@ -22,6 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
@@ -99,7 +100,7 @@ func newRig(t *testing.T) *rig {
 		{Name: "dead", HostID: "hv9"},
 	}}
 	p := filepath.Join(dir, "inventory.json")
-	if err := inv.Save(p); err != nil {
+	if err := fileio.SaveInventory(inv, p); err != nil {
 		t.Fatal(err)
 	}
 	k, _ := seal.Enroll("alice")
@@ -229,7 +230,7 @@ func TestEnrollWritesKeyAndInventory(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "otpauth://totp/") {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 	}
-	inv, err := inventory.Load(r.inv)
+	inv, err := fileio.LoadInventory(r.inv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +257,7 @@ func TestEnrollWritesKeyAndInventory(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "otpauth://totp/") {
 		t.Fatalf("user enroll: %d %s", code, out)
 	}
-	inv, _ = inventory.Load(r.inv)
+	inv, _ = fileio.LoadInventory(r.inv)
 	if len(inv.Operators) != 1 || inv.Operators[0].Name != "bob" {
 		t.Fatalf("operators %+v", inv.Operators)
 	}
@@ -394,7 +395,7 @@ func TestPrincipalEnrollAndRotate(t *testing.T) {
 	if first.PublicKey != pubOf(first.KeyFile) || first.PolicyLine != fmt.Sprintf("keys = [%q]", first.PublicKey) || certKey(first.CertFile) != first.PublicKey {
 		t.Fatalf("enroll: %+v", first)
 	}
-	inv, _ := inventory.Load(r.inv)
+	inv, _ := fileio.LoadInventory(r.inv)
 	if c, ok := inv.Credential("vms"); !ok || inv.Path(c.KeyFile) != first.KeyFile || inv.Path(c.CertFile) != first.CertFile {
 		t.Fatalf("inventory credentials %+v", inv.Credentials)
 	}
@@ -433,7 +434,7 @@ func TestPrincipalEnrollAndRotate(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "principal bob:") {
 		t.Fatalf("user enroll: %d %s", code, out)
 	}
-	inv, _ = inventory.Load(r.inv)
+	inv, _ = fileio.LoadInventory(r.inv)
 	for _, p := range []string{"vms", "ops", "bob"} {
 		if c, ok := inv.Credential(p); !ok {
 			t.Fatalf("no credential for %s", p)
