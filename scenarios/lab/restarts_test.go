@@ -29,6 +29,12 @@ var _ = Describe("Exactly once across restarts", Lab, ExactlyOnce, Serial, Order
 	const host = "h1"
 
 	AfterAll(func(ctx SpecContext) { MustLab(ctx, "plug", host, "vmmi") })
+	// Whatever a spec left behind, the next one (in any order) finds the
+	// agent back and both channels answering.
+	AfterEach(func(ctx SpecContext) {
+		Eventually(Answers(ctx, client.ViaOOB, host)).WithTimeout(3 * time.Minute).WithPolling(time.Second).Should(Succeed())
+		Eventually(Answers(ctx, client.ViaVMMI, host)).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
+	}, NodeTimeout(5*time.Minute))
 
 	// hvagent is signalled while libvirt starts app1 for a `vmsctl vm
 	// start` (auto mode, over the VMM-I); vmsctl asks again with the same
