@@ -81,8 +81,14 @@ var _ = Describe("Exactly once across restarts", Lab, ExactlyOnce, Serial, Order
 				Expect(m).NotTo(BeNil(), r.Stderr)
 				Expect(log).To(ContainSubstring("ooblab: hvagent exited rc=137"))
 				Expect(log).To(ContainSubstring("not run again, answered interrupted"))
-				// libvirtd finished the start on its own.
+				// libvirtd finished the start on its own, and the agent that
+				// came back takes that for the killed agent's doing, not a
+				// change behind its back.
 				Eventually(VM(ctx, client.ViaOOB, host, "app1")).WithTimeout(time.Minute).Should(BeInState("running"))
+				Consistently(since).WithTimeout(3 * time.Second).ShouldNot(ContainSubstring("alerting registered users"))
+				log, err = since()
+				Expect(err).NotTo(HaveOccurred())
+				Expect(log).To(ContainSubstring("may still be under way"))
 			}
 			Expect(strings.Count(log, `msg="action begun" `)).To(Equal(1), "the start ran once:\n%s", log)
 			Expect(log).NotTo(ContainSubstring("request failed on the hypervisor"))
