@@ -28,7 +28,8 @@
 //	                  answer right: run; wrong, reused, expired, unknown or
 //	                  locked out: Reply ErrChallengeNo (journalled) + Alert
 //	  Allow         → run
-//	run: detached from the requester, under ActionTimeout: virt action →
+//	run: "action begun" (a state change), detached from the requester,
+//	     under ActionTimeout: virt action →
 //	     Reply with the resulting state(s) and host info → journal.Put →
 //	     answer (if the requester is still there; else the retry gets it)
 //
@@ -521,6 +522,11 @@ func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request
 		err error
 	}
 	done := make(chan result, 1)
+	if req.Command.ChangesState() {
+		// The point of no return: from here the action runs to its end
+		// and its outcome is journalled, whatever happens to the requester.
+		log.Info("action begun")
+	}
 	a.actions.Add(1)
 	go func() {
 		defer a.actions.Done()

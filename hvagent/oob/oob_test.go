@@ -17,7 +17,7 @@ import (
 	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
-	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/hvagent/agent"
 	"github.com/ooblab/ooblab/hvagent/agenttest"
 	"github.com/ooblab/ooblab/hvagent/alert"
@@ -43,7 +43,7 @@ type bmcLab struct {
 func newBMC(t testing.TB, o bmcsimtest.Options) *bmcLab {
 	t.Helper()
 	o.Logger = testutil.Logger(t)
-	o.Users = []sim.User{{Name: "vms", Password: "s3cret-vms", Privilege: "operator"}}
+	o.Users = []config.User{{Name: "vms", Password: "s3cret-vms", Privilege: "operator"}}
 	b := bmcsimtest.Start(t, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

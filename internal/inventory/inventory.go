@@ -1,14 +1,16 @@
 // Package inventory is the list of hypervisor hosts a VMS manages and how to
-// reach each over both channels. The lab writes it (lab state folder,
-// inventory.json, mode 0600); vmsctl reads it. Secrets are never inline: the
-// inventory names files (mode 0600) that hold them.
+// reach each over both channels, and its JSON form. The lab writes it (lab
+// state folder, inventory.json, mode 0600); vmsctl reads it. Secrets are
+// never inline: the inventory names files (mode 0600) that hold them.
+//
+// Like every wire format under internal/, it does no I/O: Parse and Marshal
+// work on bytes; internal/fileio reads and writes the file.
 package inventory
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 )
 
@@ -89,12 +91,9 @@ type Operator struct {
 // ErrNoHost is returned by Host for an unknown name.
 var ErrNoHost = errors.New("inventory: no such host")
 
-// Load reads an inventory file.
-func Load(path string) (*Inventory, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("inventory: %w", err)
-	}
+// Parse decodes an inventory read from path (named in errors; relative
+// paths in it resolve against its folder) and fills in the defaults.
+func Parse(b []byte, path string) (*Inventory, error) {
 	var inv Inventory
 	if err := json.Unmarshal(b, &inv); err != nil {
 		return nil, fmt.Errorf("inventory %s: %w", path, err)
@@ -115,17 +114,14 @@ func Load(path string) (*Inventory, error) {
 	return &inv, nil
 }
 
-// Save writes the inventory with mode 0600.
-func (inv *Inventory) Save(path string) error {
+// Marshal encodes the inventory as the file holds it (indented, with a
+// final newline).
+func (inv *Inventory) Marshal() ([]byte, error) {
 	b, err := json.MarshalIndent(inv, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return append(b, '\n'), nil
 }
 
 // Credential returns principal's credential, if the inventory has one.
@@ -154,16 +150,4 @@ func (inv *Inventory) Path(p string) string {
 		return p
 	}
 	return filepath.Join(inv.Dir, p)
-}
-
-// ReadSecret reads a secret file, refusing one that others can read.
-func ReadSecret(path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("secret file %s has mode %o; want 0600", path, st.Mode().Perm())
-	}
-	return os.ReadFile(path)
 }

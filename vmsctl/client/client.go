@@ -32,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
@@ -70,10 +71,21 @@ type ReplyError struct {
 }
 
 func (e *ReplyError) Error() string {
-	if e.Text == "" {
-		return fmt.Sprintf("agent refused: %s", e.Code)
+	// Say what happened: a refusal is not a failure on the host, and an
+	// interrupted or still-running request is neither.
+	what := "agent refused"
+	switch e.Code {
+	case vmsg.ErrNoSuchVM, vmsg.ErrHypervisor, vmsg.ErrInternal:
+		what = "failed on the host"
+	case vmsg.ErrInterrupted:
+		what = "outcome unknown"
+	case vmsg.ErrInProgress:
+		what = "not finished"
 	}
-	return fmt.Sprintf("agent refused: %s: %s", e.Code, e.Text)
+	if e.Text == "" {
+		return fmt.Sprintf("%s: %s", what, e.Code)
+	}
+	return fmt.Sprintf("%s: %s: %s", what, e.Code, e.Text)
 }
 
 // Is makes errors.Is(err, ErrChallengeFailed) true for a refused answer.
@@ -230,7 +242,7 @@ func (t *Target) load() error {
 			return
 		}
 		path := t.Path(t.Host.SecretFile)
-		b, err := inventory.ReadSecret(path)
+		b, err := fileio.ReadSecret(path)
 		if err != nil {
 			t.err = fmt.Errorf("host %s key: %w", t.Host.Name, err)
 			return

@@ -22,6 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
@@ -60,6 +61,9 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 			rep.Host = &vmsg.HostInfo{HostID: host, Hostname: host + ".lab", Hypervisor: "QEMU", Libvirt: "9.0.0"}
 		case req.VM == "nope":
 			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrNoSuchVM, Error: "no domain nope"}, nil
+		case req.VM == "app1" && req.Command == vmsg.CmdStart: // the agent restarted while it ran
+			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInterrupted, Error: "the request began before an agent restart and its outcome is unknown",
+				VMs: []vmsg.VMState{{Name: "app1", State: "paused", Reason: "starting up"}}}, nil
 		case req.VM == "secret":
 			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrDenied, Error: "ops may not touch secret"}, nil
 		case req.VM == "db1" && req.Command.ChangesState():
@@ -99,7 +103,7 @@ func newRig(t *testing.T) *rig {
 		// addresses (client.TestVMSAddrs covers the learnt ones).
 		VMS: inventory.VMS{OOBI: "192.0.2.10", VMMI: "198.51.100.10"}}
 	p := filepath.Join(dir, "inventory.json")
-	if err := inv.Save(p); err != nil {
+	if err := fileio.SaveInventory(inv, p); err != nil {
 		t.Fatal(err)
 	}
 	k, _ := seal.Enroll("alice")
@@ -143,6 +147,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--otp-secret-file", r.opFile, "vm", "destroy", "h1", "db1"}, ExitOK},
 		{[]string{"--timeout", "200ms", "vm", "list", "dead"}, ExitUnreachable},
 		{[]string{"vm", "status", "h1", "nope"}, ExitNoVM},
+		{[]string{"vm", "start", "h1", "app1"}, ExitInterrupted},
 		{[]string{"--timeout", "200ms", "host", "status"}, ExitUnreachable}, // dead host
 		{[]string{"host", "status", "h1"}, ExitOK},
 	} {
@@ -152,6 +157,26 @@ func TestExitCodes(t *testing.T) {
 	}
 	if ExitCode(nil) != 0 || ExitCode(errors.New("x")) != 1 {
 		t.Fatal("ExitCode basics")
+	}
+}
+
+// An action cut by an agent restart is reported as what it is: outcome
+// unknown, with the VM's state now; neither "refused" nor "failed".
+func TestInterruptedTellsTheTruth(t *testing.T) {
+	r := newRig(t)
+	code, out, errs := r.run(t, "vm", "start", "h1", "app1")
+	if code != ExitInterrupted {
+		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, ExitInterrupted, out, errs)
+	}
+	for _, want := range []string{"interrupted by an agent restart; app1 is now paused (starting up)", "outcome unknown: interrupted"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	for _, bad := range []string{"refused", "failed"} {
+		if strings.Contains(errs, bad) {
+			t.Errorf("stderr says %q for an interrupted action:\n%s", bad, errs)
+		}
 	}
 }
 
@@ -208,7 +233,7 @@ func TestEnrollWritesKeyAndInventory(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "otpauth://totp/") {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 	}
-	inv, err := inventory.Load(r.inv)
+	inv, err := fileio.LoadInventory(r.inv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +260,7 @@ func TestEnrollWritesKeyAndInventory(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "otpauth://totp/") {
 		t.Fatalf("user enroll: %d %s", code, out)
 	}
-	inv, _ = inventory.Load(r.inv)
+	inv, _ = fileio.LoadInventory(r.inv)
 	if len(inv.Operators) != 1 || inv.Operators[0].Name != "bob" {
 		t.Fatalf("operators %+v", inv.Operators)
 	}
@@ -373,7 +398,7 @@ func TestPrincipalEnrollAndRotate(t *testing.T) {
 	if first.PublicKey != pubOf(first.KeyFile) || first.PolicyLine != fmt.Sprintf("keys = [%q]", first.PublicKey) || certKey(first.CertFile) != first.PublicKey {
 		t.Fatalf("enroll: %+v", first)
 	}
-	inv, _ := inventory.Load(r.inv)
+	inv, _ := fileio.LoadInventory(r.inv)
 	if c, ok := inv.Credential("vms"); !ok || inv.Path(c.KeyFile) != first.KeyFile || inv.Path(c.CertFile) != first.CertFile {
 		t.Fatalf("inventory credentials %+v", inv.Credentials)
 	}
@@ -412,7 +437,7 @@ func TestPrincipalEnrollAndRotate(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "principal bob:") {
 		t.Fatalf("user enroll: %d %s", code, out)
 	}
-	inv, _ = inventory.Load(r.inv)
+	inv, _ = fileio.LoadInventory(r.inv)
 	for _, p := range []string{"vms", "ops", "bob"} {
 		if c, ok := inv.Credential(p); !ok {
 			t.Fatalf("no credential for %s", p)
