@@ -25,8 +25,10 @@ import (
 // a fresh nonce, so output left on the port by an earlier, abandoned call is
 // skipped:
 //
-//	echo '@ooblab-exec N begin'; { SCRIPT
-//	} </dev/null 2>&1; echo "@ooblab-exec N rc=$?"
+//	echo '@ooblab-exec N begin'; ( SCRIPT
+//	) </dev/null 2>&1; echo "@ooblab-exec N rc=$?"
+//
+// The subshell keeps an "exit" in the script from ending the guest's shell.
 func Exec(ctx context.Context, dir, script string, out io.Writer) (int, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", filepath.Join(dir, "shell.sock"))
@@ -40,7 +42,7 @@ func Exec(ctx context.Context, dir, script string, out io.Writer) (int, error) {
 	var nb [8]byte
 	_, _ = rand.Read(nb[:])
 	mark := "@ooblab-exec " + hex.EncodeToString(nb[:])
-	if _, err := fmt.Fprintf(c, "echo '%s begin'; { %s\n} </dev/null 2>&1; echo \"%s rc=$?\"\n", mark, script, mark); err != nil {
+	if _, err := fmt.Fprintf(c, "echo '%s begin'; ( %s\n) </dev/null 2>&1; echo \"%s rc=$?\"\n", mark, script, mark); err != nil {
 		return -1, ctxErr(ctx, fmt.Errorf("qemu: lab shell: write: %w", err))
 	}
 	r := bufio.NewReader(c)
