@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
-	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/internal/termtest"
 	"github.com/ooblab/ooblab/internal/testutil"
 )
@@ -98,16 +98,16 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 type solBMC struct {
 	*bmcsimtest.BMC
-	users map[string]sim.User
+	users map[string]config.User
 }
 
 // startSOL starts a BMC with a serial port. Its LAN port is below 32768:
 // FreeIPMI 1.6.10 refuses higher ones in HOST:PORT ("hostname invalid"),
 // and the kernel's ephemeral ports start there, so a free one is drawn
 // from 10000-32767 and taken, retrying on a collision.
-func startSOL(t *testing.T, edit func(*sim.Config)) *solBMC {
+func startSOL(t *testing.T, edit func(*config.Config)) *solBMC {
 	t.Helper()
-	users := []sim.User{
+	users := []config.User{
 		{Name: "vms", Password: "pw-vms-0123", Privilege: "operator"},
 		{Name: "viewer", Password: "pw-view-0123", Privilege: "user"},
 	}
@@ -115,7 +115,7 @@ func startSOL(t *testing.T, edit func(*sim.Config)) *solBMC {
 	var err error
 	for range 20 {
 		port := 10000 + rand.IntN(22768)
-		b, err = bmcsimtest.New(bmcsimtest.Options{Users: users, Logger: testutil.Logger(t), Config: func(c *sim.Config) {
+		b, err = bmcsimtest.New(bmcsimtest.Options{Users: users, Logger: testutil.Logger(t), Config: func(c *config.Config) {
 			c.LAN = "127.0.0.1:" + strconv.Itoa(port)
 			if edit != nil {
 				edit(c)
@@ -133,7 +133,7 @@ func startSOL(t *testing.T, edit func(*sim.Config)) *solBMC {
 			t.Errorf("bmcsimtest: %v", err)
 		}
 	})
-	s := &solBMC{BMC: b, users: map[string]sim.User{}}
+	s := &solBMC{BMC: b, users: map[string]config.User{}}
 	for _, u := range users {
 		s.users[u.Name] = u
 	}
@@ -267,7 +267,7 @@ func TestIpmitoolSOL(t *testing.T) {
 // TestIpmitoolSOLPrivilege: a user below the SOL privilege is refused.
 func TestIpmitoolSOLPrivilege(t *testing.T) {
 	testutil.Integration(t, "ipmitool")
-	b := startSOL(t, func(c *sim.Config) { c.SOLPrivilege = "operator" })
+	b := startSOL(t, func(c *config.Config) { c.SOLPrivilege = "operator" })
 	dialSerial(t, b.BMC)
 	out, err := b.ipmitool(t, "viewer", "sol", "activate")
 	if err == nil || !strings.Contains(strings.ToLower(out), "insufficient privilege") {
@@ -287,7 +287,7 @@ func TestIpmitoolSOLPrivilege(t *testing.T) {
 // deactivated, with the deactivation notice ipmitool reports.
 func TestIpmitoolSOLIdleTimeout(t *testing.T) {
 	testutil.Integration(t, "ipmitool")
-	b := startSOL(t, func(c *sim.Config) { c.SOLIdleTimeout.Duration = 2 * time.Second })
+	b := startSOL(t, func(c *config.Config) { c.SOLIdleTimeout.Duration = 2 * time.Second })
 	dialSerial(t, b.BMC)
 	start := time.Now()
 	term := b.activate(t, "vms")

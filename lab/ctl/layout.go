@@ -15,10 +15,12 @@
 //	principals/NAME.key   principal NAME's Ed25519 key (signs requests, TLS), 0600
 //	principals/NAME.pem   its VMM-I client certificate (CN = NAME)
 //	hN/bmc-admin.password BMC password of host N, 0600
+//	hN/console-root.password root password of host N's ttyS0 login (SOL, bin/lab console), 0600
 //	hN/host.key           host N's enrolled TOTP key (otpauth URI), 0600
 //	hN/policy.toml        host N's authorization list
 //	hN/bmc-state/         bmcsim queue journal
-//	hN/qemu/              run folder: overlay, qmp.sock, console.log, qemu.log
+//	hN/qemu/              run folder: overlay, qmp.sock, console.log, qemu.log,
+//	                      shell.sock (the guest's ttyS1: the lab shell, Exec)
 //	hN/config.img         the guest's config disk
 package ctl
 
@@ -57,6 +59,9 @@ type State struct {
 // Proc is a process the lab started.
 type Proc struct {
 	Pid int `json:"pid"`
+	// Argv is how it was started (bmcsim), so RestartBMCSim starts it the
+	// same way.
+	Argv []string `json:"argv,omitempty"`
 }
 
 // HostState is one hypervisor host of the lab.

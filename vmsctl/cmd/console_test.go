@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
-	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/bmcsim/config"
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/testutil"
 )
@@ -48,17 +49,17 @@ func TestHostConsole(t *testing.T) {
 		t.Skip("integration test (in-process BMC over loopback, seconds): skipped by -short")
 	}
 	b := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true, Logger: testutil.Logger(t),
-		Users: []sim.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}}})
+		Users: []config.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}}})
 	r := newRig(t)
 	if err := os.WriteFile(filepath.Join(r.dir, "h1.pw"), []byte("op-secret-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	inv, err := inventory.Load(r.inv)
+	inv, err := fileio.LoadInventory(r.inv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	inv.Hosts[0].BMC = inventory.BMC{Addr: b.LAN, User: "op", PasswordFile: "h1.pw"}
-	if err := inv.Save(r.inv); err != nil {
+	if err := fileio.SaveInventory(inv, r.inv); err != nil {
 		t.Fatal(err)
 	}
 	qemu, err := net.Dial("tcp", b.SerialAddr())

@@ -1,0 +1,302 @@
+// Package config is bmcsim's configuration: the TOML file of one process,
+// one BMC's Config with its defaults and checks, the --user flag, and the
+// --fleet expansion of one Config into N BMCs on consecutive ports.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/bougou/go-ipmi/pkg/bmc"
+)
+
+// DefaultIANA is the enterprise number IANA reserves for documentation
+// (RFC 5612); ooblab's OEM commands carry it unless configured otherwise.
+const DefaultIANA = 32473
+
+// File is the TOML configuration of one bmcsim process: several BMCs may
+// share it.
+//
+//	metrics = "127.0.0.1:9120"
+//	[[bmc]]
+//	name = "h1"
+//	lan  = "127.0.0.1:6230"
+//	kcs  = "127.0.0.1:9002"
+//	[[bmc.user]]
+//	name = "admin"
+//	password_file = "/etc/ooblab/h1-admin.pw"
+//	privilege = "administrator"
+type File struct {
+	Metrics string `toml:"metrics"`
+	// Pprof serves Go's profiler under /debug/pprof/ on the metrics address.
+	Pprof bool     `toml:"pprof"`
+	BMCs  []Config `toml:"bmc"`
+}
+
+// Config describes one simulated BMC.
+type Config struct {
+	Name string `toml:"name"`
+	// LAN is the UDP address of the IPMI-over-LAN (RMCP+) channel.
+	LAN string `toml:"lan"`
+	// KCS is the TCP address QEMU's ipmi-bmc-extern chardev connects to;
+	// empty means no system interface.
+	KCS string `toml:"kcs"`
+	// QMP is the unix socket of the QEMU monitor of the managed system;
+	// with it chassis power on works (system_reset + cont) and the power
+	// state is read from QEMU. Without it power follows the KCS connection.
+	QMP string `toml:"qmp"`
+	// Serial is the TCP address QEMU's serial chardev (ttyS0) connects to,
+	// carried as Serial-over-LAN (bmcsim/sol); empty means no SOL.
+	Serial string `toml:"serial"`
+	// SOLPrivilege is the least privilege that may activate SOL ("user"
+	// unless set; SOL configuration parameter 2).
+	SOLPrivilege string `toml:"sol_privilege"`
+	// SOLIdleTimeout deactivates a SOL session after this long without a
+	// byte either way (default 30m). A console that goes silent loses its
+	// SOL sooner, with its RMCP+ session (session_timeout).
+	SOLIdleTimeout Duration `toml:"sol_idle_timeout"`
+	// State is a folder for the queue journal; empty keeps queues in memory.
+	State string `toml:"state"`
+	// IANA is the enterprise number of the OEM queue commands.
+	IANA uint32 `toml:"iana"`
+
+	Users []User `toml:"user"`
+
+	// CipherSuites are the RMCP+ suites offered; only 3 and 17 are allowed.
+	CipherSuites []int `toml:"cipher_suites"`
+
+	SessionLimit    int      `toml:"session_limit"`
+	SessionTimeout  Duration `toml:"session_timeout"`
+	LockoutAttempts int      `toml:"lockout_attempts"`
+	LockoutDuration Duration `toml:"lockout_duration"`
+	// AuthTimeout is how long a handshake may stay between RAKP 2 and
+	// RAKP 3 before it counts as abandoned (against its source address,
+	// never against its user for every source; docs/bmcsim.md).
+	AuthTimeout Duration `toml:"auth_timeout"`
+	// SourceHandshakeLimit is how many handshakes abandoned after RAKP 2 or
+	// naming an unknown user one source IP address may make per minute
+	// before its RAKP 1s are refused (RAKP 2 status 01h) until the budget
+	// refills. A working client never makes any.
+	SourceHandshakeLimit int `toml:"source_handshake_limit"`
+	// QueueCapacity is the size of each OOB-I queue in records;
+	// Queue1Capacity and Queue2Capacity override it for one queue.
+	QueueCapacity  int `toml:"queue_capacity"`
+	Queue1Capacity int `toml:"queue1_capacity"`
+	Queue2Capacity int `toml:"queue2_capacity"`
+	// ReaderTTL: a Queue 2 reader (a VMS requester id) that has not read
+	// for this long is forgotten and the records addressed to it evicted
+	// (0: bmcsim/queue's default, 1 min).
+	ReaderTTL Duration `toml:"reader_ttl"`
+}
+
+// User is one BMC account.
+type User struct {
+	Name         string `toml:"name"`
+	Password     string `toml:"password"`
+	PasswordFile string `toml:"password_file"`
+	Privilege    string `toml:"privilege"`
+}
+
+// Duration reads "30s"-style durations from TOML.
+type Duration struct{ time.Duration }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// Defaults of the safety knobs.
+const (
+	DefaultSessionLimit    = 32
+	DefaultSessionTimeout  = 60 * time.Second
+	DefaultSOLIdleTimeout  = 30 * time.Minute
+	DefaultLockoutAttempts = 5
+	DefaultLockoutDuration = 60 * time.Second
+	DefaultQueueCapacity   = 1024
+	DefaultAuthTimeout     = 3 * time.Second
+	// DefaultSourceHandshakeLimit refills one handshake every 3 s.
+	DefaultSourceHandshakeLimit = 20
+)
+
+// LoadFile reads a TOML configuration.
+func LoadFile(path string) (*File, error) {
+	var f File
+	md, err := toml.DecodeFile(path, &f)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("config %s: unknown keys %v", path, und)
+	}
+	return &f, nil
+}
+
+// ParseUserFlag parses --user NAME:PASSWORD[:PRIVILEGE]. A password of the
+// form @FILE is read from FILE, so it need not appear in the process list.
+func ParseUserFlag(s string) (User, error) {
+	name, rest, ok := strings.Cut(s, ":")
+	if !ok {
+		return User{}, fmt.Errorf("--user %q: want NAME:PASSWORD[:administrator|operator|user]", name)
+	}
+	u := User{Name: name, Privilege: "administrator"}
+	if i := strings.LastIndex(rest, ":"); i >= 0 {
+		if _, err := ParsePrivilege(rest[i+1:]); err == nil {
+			u.Privilege = rest[i+1:]
+			rest = rest[:i]
+		}
+	}
+	if strings.HasPrefix(rest, "@") {
+		u.PasswordFile = rest[1:]
+	} else {
+		u.Password = rest
+	}
+	return u, nil
+}
+
+// ParsePrivilege maps a privilege name to its IPMI level.
+func ParsePrivilege(s string) (bmc.PrivilegeLevel, error) {
+	switch strings.ToLower(s) {
+	case "administrator", "admin":
+		return bmc.PrivilegeLevelAdministrator, nil
+	case "operator":
+		return bmc.PrivilegeLevelOperator, nil
+	case "user":
+		return bmc.PrivilegeLevelUser, nil
+	}
+	return 0, fmt.Errorf("unknown privilege %q (want administrator, operator or user)", s)
+}
+
+// ErrNoUsers is returned when a BMC has no account: bmcsim has no default
+// credentials.
+var ErrNoUsers = errors.New("no BMC user configured: give --user NAME:PASSWORD[:PRIVILEGE] or users in --config (bmcsim has no default credentials)")
+
+// Normalize fills defaults and validates c. It reads password files.
+func (c *Config) Normalize() error {
+	if c.Name == "" {
+		c.Name = "bmc0"
+	}
+	if c.LAN == "" {
+		return fmt.Errorf("bmc %s: no LAN address (--lan HOST:PORT)", c.Name)
+	}
+	if _, _, err := net.SplitHostPort(c.LAN); err != nil {
+		return fmt.Errorf("bmc %s: lan address %q: %w", c.Name, c.LAN, err)
+	}
+	if c.KCS != "" {
+		if _, _, err := net.SplitHostPort(c.KCS); err != nil {
+			return fmt.Errorf("bmc %s: kcs address %q: %w", c.Name, c.KCS, err)
+		}
+	}
+	if c.Serial != "" {
+		if _, _, err := net.SplitHostPort(c.Serial); err != nil {
+			return fmt.Errorf("bmc %s: serial address %q: %w", c.Name, c.Serial, err)
+		}
+	}
+	if c.SOLPrivilege == "" {
+		c.SOLPrivilege = "user"
+	}
+	if _, err := ParsePrivilege(c.SOLPrivilege); err != nil {
+		return fmt.Errorf("bmc %s: sol_privilege: %w", c.Name, err)
+	}
+	if c.SOLIdleTimeout.Duration == 0 {
+		c.SOLIdleTimeout.Duration = DefaultSOLIdleTimeout
+	}
+	if c.SOLIdleTimeout.Duration < 0 {
+		return fmt.Errorf("bmc %s: sol_idle_timeout %v is negative", c.Name, c.SOLIdleTimeout.Duration)
+	}
+	if c.IANA == 0 {
+		c.IANA = DefaultIANA
+	}
+	if c.IANA > 0xFFFFFF {
+		return fmt.Errorf("bmc %s: IANA number %d does not fit 3 bytes", c.Name, c.IANA)
+	}
+	if len(c.CipherSuites) == 0 {
+		c.CipherSuites = []int{17, 3}
+	}
+	for _, s := range c.CipherSuites {
+		if s != 3 && s != 17 {
+			return fmt.Errorf("bmc %s: cipher suite %d not allowed (only 17 and 3: suite 0 has no authentication)", c.Name, s)
+		}
+	}
+	if c.SessionLimit == 0 {
+		c.SessionLimit = DefaultSessionLimit
+	}
+	if c.SessionLimit < 1 || c.SessionLimit > 63 {
+		return fmt.Errorf("bmc %s: session limit %d out of range 1..63", c.Name, c.SessionLimit)
+	}
+	if c.SessionTimeout.Duration == 0 {
+		c.SessionTimeout.Duration = DefaultSessionTimeout
+	}
+	if c.LockoutAttempts == 0 {
+		c.LockoutAttempts = DefaultLockoutAttempts
+	}
+	if c.LockoutDuration.Duration == 0 {
+		c.LockoutDuration.Duration = DefaultLockoutDuration
+	}
+	if c.AuthTimeout.Duration == 0 {
+		c.AuthTimeout.Duration = DefaultAuthTimeout
+	}
+	if c.SourceHandshakeLimit == 0 {
+		c.SourceHandshakeLimit = DefaultSourceHandshakeLimit
+	}
+	if c.SourceHandshakeLimit < 0 {
+		return fmt.Errorf("bmc %s: source_handshake_limit %d is negative", c.Name, c.SourceHandshakeLimit)
+	}
+	if c.QueueCapacity == 0 {
+		c.QueueCapacity = DefaultQueueCapacity
+	}
+	if c.Queue1Capacity == 0 {
+		c.Queue1Capacity = c.QueueCapacity
+	}
+	if c.Queue2Capacity == 0 {
+		c.Queue2Capacity = c.QueueCapacity
+	}
+	if len(c.Users) == 0 {
+		return fmt.Errorf("bmc %s: %w", c.Name, ErrNoUsers)
+	}
+	if len(c.Users) > 14 {
+		return fmt.Errorf("bmc %s: %d users; at most 14 fit the user table", c.Name, len(c.Users))
+	}
+	seen := map[string]bool{}
+	for i := range c.Users {
+		u := &c.Users[i]
+		if u.Name == "" {
+			return fmt.Errorf("bmc %s: user %d has no name (anonymous and null users are refused)", c.Name, i+1)
+		}
+		if len(u.Name) > 16 {
+			return fmt.Errorf("bmc %s: user name %q longer than 16 bytes", c.Name, u.Name)
+		}
+		if seen[u.Name] {
+			return fmt.Errorf("bmc %s: user %q given twice", c.Name, u.Name)
+		}
+		seen[u.Name] = true
+		if u.PasswordFile != "" {
+			b, err := os.ReadFile(u.PasswordFile)
+			if err != nil {
+				return fmt.Errorf("bmc %s: user %s: password file: %w", c.Name, u.Name, err)
+			}
+			u.Password = strings.TrimRight(string(b), "\r\n")
+		}
+		if u.Password == "" {
+			return fmt.Errorf("bmc %s: user %s has an empty password", c.Name, u.Name)
+		}
+		if len(u.Password) > 20 {
+			return fmt.Errorf("bmc %s: user %s: password longer than 20 bytes (the IPMI v2.0 limit)", c.Name, u.Name)
+		}
+		if u.Privilege == "" {
+			u.Privilege = "administrator"
+		}
+		if _, err := ParsePrivilege(u.Privilege); err != nil {
+			return fmt.Errorf("bmc %s: user %s: %w", c.Name, u.Name, err)
+		}
+	}
+	return nil
+}

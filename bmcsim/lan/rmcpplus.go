@@ -1,0 +1,147 @@
+package lan
+
+// RMCP+ (IPMI v2.0 §13) packet reading for the LAN guard: the header, the
+// handshake messages it accounts for, and the in-session integrity check and
+// decryption it repeats to recognise a request. Everything here is a pure
+// function of its arguments; nothing is sent.
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+
+	"github.com/bougou/go-ipmi/pkg/bmc"
+	"github.com/bougou/go-ipmi/pkg/crypto"
+	"github.com/bougou/go-ipmi/pkg/types"
+)
+
+// RMCP+ payload types (v2.0 Table 13-16).
+const (
+	PayloadIPMI  = 0x00
+	PayloadRAKP1 = 0x12
+	PayloadRAKP2 = 0x13
+	PayloadRAKP3 = 0x14
+	PayloadRAKP4 = 0x15
+)
+
+// Offsets of the RMCP+ session packet (v2.0 §13.6).
+const (
+	RMCPHeaderLen    = 4
+	SessionHeaderLen = 12
+	PayloadOffset    = RMCPHeaderLen + SessionHeaderLen
+)
+
+// RMCP+ status codes the guard sends (v2.0 Table 13-15).
+const (
+	StatusInsufficientResources = 0x01
+	StatusUnauthorizedName      = 0x0D
+)
+
+func IsRMCPPlus(pkt []byte) bool {
+	return len(pkt) >= PayloadOffset && pkt[3]&0x1F == 0x07 && pkt[4] == 0x06
+}
+
+// rakp1 is what the guard reads of RAKP message 1 (v2.0 Table 13-11):
+// tag(1) reserved(3) bmcSessionID(4) consoleRand(16) role(1) reserved(2)
+// nameLen(1) name.
+type rakp1 struct {
+	tag   uint8
+	bmcID uint32
+	name  string
+}
+
+func parseRAKP1(p []byte) (rakp1, bool) {
+	if len(p) < 28 {
+		return rakp1{}, false
+	}
+	n := int(p[27])
+	if n > 16 || len(p) < 28+n {
+		return rakp1{}, false
+	}
+	return rakp1{tag: p[0], bmcID: binary.LittleEndian.Uint32(p[4:8]), name: string(p[28 : 28+n])}, true
+}
+
+// rakp2Error builds the payload of a RAKP message 2 that refuses the
+// handshake: tag, status, reserved(2), console session ID (v2.0 Table 13-12).
+func rakp2Error(tag, status uint8, consoleID uint32) []byte {
+	p := []byte{tag, status, 0, 0, 0, 0, 0, 0}
+	binary.LittleEndian.PutUint32(p[4:8], consoleID)
+	return p
+}
+
+// rakp3 is what the guard reads of RAKP message 3 (v2.0 Table 13-13):
+// tag(1) status(1) reserved(2) bmcSessionID(4) authcode. A non-zero status
+// is the console saying our RAKP 2 did not verify against its password.
+type rakp3 struct {
+	status uint8
+	bmcID  uint32
+}
+
+func parseRAKP3(p []byte) (rakp3, bool) {
+	if len(p) < 8 {
+		return rakp3{}, false
+	}
+	return rakp3{status: p[1], bmcID: binary.LittleEndian.Uint32(p[4:8])}, true
+}
+
+// rakpReply is the common head of RAKP messages 2 and 4 (v2.0 Tables 13-12,
+// 13-14): tag(1) status(1) reserved(2) consoleSessionID(4).
+type rakpReply struct {
+	status    uint8
+	consoleID uint32
+}
+
+func parseRAKPReply(p []byte) (rakpReply, bool) {
+	if len(p) < 8 {
+		return rakpReply{}, false
+	}
+	return rakpReply{status: p[1], consoleID: binary.LittleEndian.Uint32(p[4:8])}, true
+}
+
+// payloadPlain returns an in-session payload's plaintext, decrypting it with
+// K2 when the encrypted flag is set (v2.0 §13.29).
+func payloadPlain(sess *bmc.Session, flags uint8, payload []byte) ([]byte, bool) {
+	if flags&types.PayloadFlagEncrypted == 0 {
+		return payload, true
+	}
+	if len(sess.K2) < 16 {
+		return nil, false
+	}
+	p, err := crypto.DecryptAESPayload(payload, sess.K2)
+	return p, err == nil
+}
+
+// verifyIntegrity checks the AuthCode trailer of an in-session packet
+// (v2.0 Table 13-8).
+func verifyIntegrity(pkt []byte, sess *bmc.Session, authenticated bool) bool {
+	n, ok := crypto.IntegrityAuthCodeLen(sess.IntegrityAlg)
+	if !ok {
+		return false
+	}
+	if n == 0 {
+		return true
+	}
+	if !authenticated || len(sess.K1) == 0 || len(pkt) < PayloadOffset {
+		return false
+	}
+	plen := int(binary.LittleEndian.Uint16(pkt[14:16]))
+	end := PayloadOffset + plen
+	if len(pkt) < end {
+		return false
+	}
+	pad := types.IntegrityPadLen(SessionHeaderLen, plen)
+	codeAt := end + pad + 2
+	if len(pkt) != codeAt+n {
+		return false
+	}
+	want, err := crypto.SessionIntegrityAuthCode(sess.IntegrityAlg, pkt[RMCPHeaderLen:codeAt], sess.K1, "")
+	if err != nil {
+		return false
+	}
+	return crypto.Equal(want, pkt[codeAt:])
+}
+
+func checksum(b []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(b)
+	return h.Sum64()
+}
