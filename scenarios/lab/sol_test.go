@@ -29,7 +29,7 @@ var _ = Describe("The host's serial console over SOL", Lab, SOL, VMSSide, Serial
 			"-U", h.BMC.User, "-f", inv.Path(h.BMC.PasswordFile), "sol", "activate"))
 		Expect(expect(ctx, t, 0, "SOL Session operational")).To(Succeed())
 		Expect(loginAndEcho(ctx, t, "ipmitool")).To(Succeed())
-		Expect(t.Type("exit\r")).To(Succeed())
+		Expect(logout(ctx, t)).To(Succeed())
 		Expect(t.Type("\r~.")).To(Succeed())
 		Expect(t.Wait(ctx)).To(Succeed())
 	}, NodeTimeout(4*time.Minute))
@@ -43,7 +43,7 @@ var _ = Describe("The host's serial console over SOL", Lab, SOL, VMSSide, Serial
 			"-p", strings.TrimSpace(string(pw)), "-l", "ADMIN", "-I", "17"))
 		Expect(expect(ctx, t, 0, "[SOL established]")).To(Succeed())
 		Expect(loginAndEcho(ctx, t, "ipmiconsole")).To(Succeed())
-		Expect(t.Type("exit\r")).To(Succeed())
+		Expect(logout(ctx, t)).To(Succeed())
 		Expect(t.Type("&.")).To(Succeed())
 		Expect(t.Wait(ctx)).To(Succeed())
 	}, NodeTimeout(4*time.Minute))
@@ -53,7 +53,7 @@ var _ = Describe("The host's serial console over SOL", Lab, SOL, VMSSide, Serial
 			"host", "console", host))
 		Expect(expect(ctx, t, 0, "serial console up")).To(Succeed())
 		Expect(loginAndEcho(ctx, t, "vmsctl")).To(Succeed())
-		Expect(t.Type("exit\r")).To(Succeed())
+		Expect(logout(ctx, t)).To(Succeed())
 		Expect(t.Type("\r~.")).To(Succeed())
 		Expect(t.Wait(ctx)).To(Succeed())
 		AddReportEntry("vmsctl host console "+host, tail(t.Output()))
@@ -114,6 +114,16 @@ func loginAndEcho(ctx context.Context, t *termtest.Term, who string) error {
 		return err
 	}
 	return expect(ctx, t, from, who+"-42")
+}
+
+// logout leaves the shell and waits for getty's next prompt, so the next
+// console finds a login prompt, not this shell.
+func logout(ctx context.Context, t *termtest.Term) error {
+	from := t.Len()
+	if err := t.Type("exit\r"); err != nil {
+		return err
+	}
+	return expect(ctx, t, from, "login: ")
 }
 
 func tail(s string) string {

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/client"
@@ -34,10 +35,12 @@ type ConsoleOptions struct {
 	// default; the BMC needs the SOL privilege for it).
 	Force bool
 	// PollInterval is how often an idle console asks the BMC for output
-	// (go-ipmi's stream also takes what the BMC pushes). Default 50 ms.
+	// (go-ipmi's stream also takes what the BMC pushes). Default 100 ms.
 	PollInterval time.Duration
 	// OnActive is called once the console is up.
 	OnActive func()
+	// OnRestart is told when the stream is started again after err.
+	OnRestart func(err error)
 }
 
 // HostConsole attaches in and out to host's serial console until in ends
@@ -45,7 +48,7 @@ type ConsoleOptions struct {
 // console. The SOL payload is deactivated on the way out.
 func (c *Client) HostConsole(ctx context.Context, host string, in io.Reader, out io.Writer, o ConsoleOptions) error {
 	if o.PollInterval <= 0 {
-		o.PollInterval = 50 * time.Millisecond
+		o.PollInterval = 100 * time.Millisecond
 	}
 	return c.withBMC(ctx, host, func(s *client.Client) error {
 		err := activateSOL(ctx, s)
@@ -69,12 +72,57 @@ func (c *Client) HostConsole(ctx context.Context, host string, in io.Reader, out
 		if o.OnActive != nil {
 			o.OnActive()
 		}
-		err = s.SOLStream(ctx, in, out, &client.SOLStreamOptions{PollInterval: o.PollInterval})
-		if err != nil && ctx.Err() == nil {
+		return streamSOL(ctx, s, host, in, out, o)
+	})
+}
+
+// maxStreamRestarts bounds how often in a row a stream whose exchange
+// failed is started again before the console gives up.
+const maxStreamRestarts = 5
+
+// streamSOL runs go-ipmi's SOL stream. Its packets are request/response
+// exchanges with three tries each; a loaded BMC or network can miss them
+// (seen in the lab under TCG with a load of 12), and go-ipmi then ends the
+// stream although the payload is still ours: the stream starts again on the
+// same activation (a keystroke being read at that moment is lost). The
+// BMC's deactivation notice ends the console at once.
+func streamSOL(ctx context.Context, s *client.Client, host string, in io.Reader, out io.Writer, o ConsoleOptions) error {
+	restarts := 0
+	for {
+		start := time.Now()
+		err := s.SOLStream(ctx, in, out, &client.SOLStreamOptions{PollInterval: o.PollInterval})
+		switch {
+		case err == nil || ctx.Err() != nil:
+			return nil // the operator's escape (end of input), or the caller's end
+		case strings.Contains(err.Error(), "SOL deactivation"):
+			return fmt.Errorf("host %s: the BMC ended the serial console (deactivated by another session or idle)", host)
+		}
+		if !stillOurs(ctx, s) {
+			return fmt.Errorf("host %s: the BMC ended the serial console (deactivated by another session, or idle)", host)
+		}
+		if time.Since(start) > time.Minute {
+			restarts = 0
+		}
+		if restarts++; restarts > maxStreamRestarts {
 			return fmt.Errorf("host %s: serial console ended: %w", host, err)
 		}
-		return nil
-	})
+		if o.OnRestart != nil {
+			o.OnRestart(err)
+		}
+	}
+}
+
+// stillOurs reports whether the session still answers and the SOL payload
+// is still active after a failed stream. go-ipmi's client drops the BMC's
+// deactivation notice when it arrives between two exchanges (an ACK-only
+// packet not echoing the pending request), and the BMC ends the session of
+// a console it deactivated (docs/bmcsim.md), so a console that was ended
+// only sees its exchanges time out: this tells that from a passing loss.
+func stillOurs(ctx context.Context, s *client.Client) bool {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := s.GetPayloadActivationStatus(pctx, types.PayloadTypeSOL)
+	return err == nil && st.Instance01Activated
 }
 
 func activateSOL(ctx context.Context, s *client.Client) error {

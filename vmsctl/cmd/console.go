@@ -56,6 +56,9 @@ host: a console already in use is refused unless --force takes it over.`,
 				OnActive: func() {
 					fmt.Fprintf(a.Err, "[%s: serial console up; %s. quits]\r\n", host, escape)
 				},
+				OnRestart: func(err error) {
+					fmt.Fprintf(a.Err, "\r\n[%s: the BMC missed packets (%v); console resumed]\r\n", host, err)
+				},
 			})
 			restore()
 			if err != nil {
