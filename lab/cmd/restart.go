@@ -27,7 +27,7 @@ func labSignal(s string) (syscall.Signal, error) {
 func (e *env) signal() *cobra.Command {
 	return &cobra.Command{
 		Use:   "signal HOST hvagent TERM|KILL",
-		Short: "signal the hvagent in a host's guest (over the lab's control line); the guest's init restarts it",
+		Short: "signal the hvagent in a host's guest (through the lab shell on the guest's ttyS1); the guest's init restarts it",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[1] != "hvagent" {

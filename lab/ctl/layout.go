@@ -19,7 +19,7 @@
 //	hN/policy.toml        host N's authorization list
 //	hN/bmc-state/         bmcsim queue journal
 //	hN/qemu/              run folder: overlay, qmp.sock, console.log, qemu.log,
-//	                      labctl.sock (the guest's ttyS1: SignalAgent)
+//	                      shell.sock (the guest's ttyS1: the lab shell, Exec)
 //	hN/config.img         the guest's config disk
 package ctl
 

@@ -1,11 +1,9 @@
 package ctl
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,61 +11,31 @@ import (
 	"time"
 )
 
-// labctlSock is the unix socket, in a host's run folder, at the other end of
-// the guest's second serial port (ttyS1), where ooblab-init takes the lab's
-// control commands. It exists only in the lab: QEMU makes it, and only the
-// lab image listens on ttyS1.
-const labctlSock = "labctl.sock"
-
 // SignalAgent sends sig (syscall.SIGTERM or syscall.SIGKILL) to the hvagent
-// that ooblab-init supervises in host's guest, over the lab's control line,
-// and returns the guest pid signalled. ooblab-init restarts the agent a
-// second after it exits (the console shows "ooblab: hvagent exited rc=N"
-// then "ooblab: hvagent started").
+// that ooblab-init supervises in host's guest, through the lab shell on the
+// guest's second serial port (Exec), and returns the guest pid signalled.
+// ooblab-init restarts the agent a second after it exits (the console shows
+// "ooblab: hvagent exited rc=N" then "ooblab: hvagent started").
 func SignalAgent(ctx context.Context, dir, host string, sig syscall.Signal) (int, error) {
 	name := map[syscall.Signal]string{syscall.SIGTERM: "TERM", syscall.SIGKILL: "KILL"}[sig]
 	if name == "" {
 		return 0, fmt.Errorf("signal %v: the lab sends hvagent TERM or KILL only", sig)
 	}
-	st, err := loadState(dir)
+	var out strings.Builder
+	script := `pid=$(cat /run/hvagent.pid 2>/dev/null) && [ -n "$pid" ] && kill -s ` + name + ` "$pid" && echo "pid=$pid"`
+	rc, err := Exec(ctx, dir, host, script, &out)
 	if err != nil {
 		return 0, err
 	}
-	h, err := st.host(host)
-	if err != nil {
-		return 0, err
+	if rc != 0 {
+		return 0, fmt.Errorf("%s: no hvagent running to signal (rc=%d): %s", host, rc, strings.TrimSpace(out.String()))
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", filepath.Join(h.RunDir, labctlSock))
-	if err != nil {
-		return 0, fmt.Errorf("%s: lab control line (an image older than the labctl line?): %w", host, err)
+	line := strings.TrimSpace(out.String())
+	pid, err := strconv.Atoi(strings.TrimPrefix(line, "pid="))
+	if err != nil || !strings.HasPrefix(line, "pid=") {
+		return 0, fmt.Errorf("%s: lab shell: unexpected answer %q", host, line)
 	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	} else {
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-	}
-	if _, err := fmt.Fprintf(c, "hvagent %s\n", name); err != nil {
-		return 0, fmt.Errorf("%s: lab control line: %w", host, err)
-	}
-	sc := bufio.NewScanner(c)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case strings.HasPrefix(line, "ok pid="):
-			return strconv.Atoi(strings.TrimPrefix(line, "ok pid="))
-		case strings.HasPrefix(line, "err "):
-			return 0, fmt.Errorf("%s: guest: %s", host, strings.TrimPrefix(line, "err "))
-		}
-		// Anything else is left over from an earlier, unread answer.
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("%s: lab control line closed without an answer: %w", host, errors.Join(sc.Err(), errors.New("no answer")))
+	return pid, nil
 }
 
 // RestartBMCSim stops the lab's bmcsim with sig (SIGKILL: a crash; SIGTERM:

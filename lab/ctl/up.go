@@ -325,11 +325,11 @@ func (u *upRun) startGuests(ctx context.Context) error {
 			// A BMC power off leaves QEMU waiting (-no-shutdown) for the
 			// BMC's power on (QMP system_reset + cont); resets reboot.
 			Reboot: true,
+			// A root shell on ttyS1 for `lab exec` (lab only).
+			Shell: true,
 			// The BMC gets a QEMU monitor of its own (QMP serves one
 			// client at a time; lab commands use qmp.sock).
-			// The lab's control line to ooblab-init (ttyS1; SignalAgent).
-			ExtraArgs: []string{"-no-shutdown", "-qmp", "unix:" + filepath.Join(h.RunDir, "qmp-bmc.sock") + ",server=on,wait=off",
-				"-chardev", "socket,id=labctl,path=" + filepath.Join(h.RunDir, labctlSock) + ",server=on,wait=off", "-serial", "chardev:labctl"},
+			ExtraArgs: []string{"-no-shutdown", "-qmp", "unix:" + filepath.Join(h.RunDir, "qmp-bmc.sock") + ",server=on,wait=off"},
 		}, u.log)
 		if err != nil {
 			return fmt.Errorf("%s: start QEMU: %w", h.Name, err)

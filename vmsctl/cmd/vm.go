@@ -75,7 +75,7 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 	out := vmResult{Host: host, Command: c.String(), VM: vm, OK: true, Via: res.Via, Executed: res.ExecutedVia, SentVia: res.SentVia,
 		LatencyMs: ms(res.Latency), RequestID: fmt.Sprintf("%016x", res.RequestID), Challenged: res.Challenged, VMs: vmsOut(res.Reply.VMs)}
 	if e := res.Reply.Executed; e != nil {
-		out.Metadata = e.Metadata
+		out.Metadata, out.VMSOOBI, out.VMSVMMI = e.Metadata, e.OOBAddr, e.VMMAddr
 	}
 	return a.emit(out, func(w io.Writer) {
 		if c == vmsg.CmdList || c == vmsg.CmdStatus {
