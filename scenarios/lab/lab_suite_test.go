@@ -48,7 +48,7 @@ func labSelected(filter string) bool {
 	}
 	sets := []Labels{{"lab"}}
 	for _, w := range regexp.MustCompile(`[A-Za-z0-9_.-]+`).FindAllString(filter, -1) {
-		if !slices.Contains(KCSGuest, w) {
+		if !slices.Contains(slices.Concat(KCSGuest, Loss), w) { // specs that need no lab
 			sets = append(sets, Labels{"lab", w})
 		}
 	}
@@ -232,7 +232,7 @@ func saveLabLogs(root, dir string) {
 func TestLabSelected(t *testing.T) {
 	for filter, want := range map[string]bool{
 		"": true, "lab": true, "vms-side": true, "failover && !power": true, "!kcs-guest": true,
-		"kcs-guest": false, "!lab": false, "vms-side || security": true,
+		"kcs-guest": false, "loss": false, "kcs-guest || loss": false, "!lab": false, "vms-side || security": true,
 	} {
 		if got := labSelected(filter); got != want {
 			t.Errorf("labSelected(%q) = %v, want %v", filter, got, want)
