@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/types"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/bmcsim/lan"
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
 const (
@@ -19,20 +20,8 @@ const (
 	operator        = types.PrivilegeLevelOperator
 )
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (l *lanBMC) authFailures(reason string) float64 {
-	return testutil.ToFloat64(l.metrics.AuthFailures.WithLabelValues("t1", reason))
+	return promtest.ToFloat64(l.metrics.AuthFailures.WithLabelValues("t1", reason))
 }
 
 // Handshakes that a stranger abandons after RAKP 2, naming admin, do not
@@ -66,7 +55,7 @@ func TestAbandonedHandshakesDoNotLockUser(t *testing.T) {
 	if abandoned < cfg.LockoutAttempts {
 		t.Fatalf("only %d handshakes got a RAKP 2", abandoned)
 	}
-	waitFor(t, "the abandoned handshakes to be counted", func() bool { return l.authFailures("abandoned") == float64(abandoned) })
+	testutil.WaitFor(t, 10*time.Second, "the abandoned handshakes to be counted", func() bool { return l.authFailures("abandoned") == float64(abandoned) })
 
 	if l.LockedFrom("admin", "127.0.0.1") {
 		t.Fatal("abandoned handshakes from 127.0.0.2 locked admin out for 127.0.0.1")
@@ -78,7 +67,7 @@ func TestAbandonedHandshakesDoNotLockUser(t *testing.T) {
 		t.Errorf("late RAKP 3 of an abandoned handshake answered with status %#x", st)
 	}
 	wantAll(t, "ipmitool after abandoned handshakes", l.mustIpmitool(t, 17, "mc", "info"), "Device ID")
-	if got := testutil.ToFloat64(l.metrics.Lockouts.WithLabelValues("t1")); got != 1 {
+	if got := promtest.ToFloat64(l.metrics.Lockouts.WithLabelValues("t1")); got != 1 {
 		t.Errorf("lockouts metric = %v, want 1 (the pair admin, 127.0.0.2)", got)
 	}
 }
@@ -193,7 +182,7 @@ func TestConsoleIDCollision(t *testing.T) {
 				t.Fatalf("%s (resend %v): answer for user ID %d, want %d", step.c, step.resend, got, want[step.c])
 			}
 		}
-		if got := testutil.ToFloat64(l.metrics.Retransmits.WithLabelValues("t1")); got != 4 {
+		if got := promtest.ToFloat64(l.metrics.Retransmits.WithLabelValues("t1")); got != 4 {
 			t.Errorf("retransmits metric = %v, want 4", got)
 		}
 	})
@@ -222,7 +211,7 @@ func TestSourceThrottle(t *testing.T) {
 			t.Fatalf("RAKP 2 status %#x", st)
 		}
 	}
-	waitFor(t, "the abandoned handshakes to be counted", func() bool { return l.authFailures("abandoned") == 2 })
+	testutil.WaitFor(t, 10*time.Second, "the abandoned handshakes to be counted", func() bool { return l.authFailures("abandoned") == 2 })
 	c := dialConsole(t, "127.0.0.3", l.port, goIPMIConsoleID)
 	c.open()
 	if st := c.rakp1("admin", admin); st != lan.StatusInsufficientResources {

@@ -306,21 +306,28 @@ func (p *bmcProc) tail() string {
 }
 
 // freePorts picks a free UDP port and a free TCP port on loopback; bmcsim
-// binds them on every (re)start.
+// binds them on every (re)start. They are below the kernel's ephemeral
+// range (32768+) and below the lab's blocks (20000+, freeBasePort): a port
+// the kernel handed out (127.0.0.1:0) may be given to an outgoing socket
+// between this check and a restart of bmcsim after its SIGKILL.
 func freePorts(t FullGinkgoTInterface) (udp, tcp string) {
 	t.Helper()
-	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
+	for try := 0; try < 200; try++ {
+		p := 10000 + rand.IntN(9000)
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+1))
+		u.Close()
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return fmt.Sprintf("127.0.0.1:%d", p), fmt.Sprintf("127.0.0.1:%d", p+1)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	udp, tcp = u.LocalAddr().String(), l.Addr().String()
-	u.Close()
-	l.Close()
-	return udp, tcp
+	t.Fatal("no free pair of ports below 19000")
+	return "", ""
 }
 
 // ---------------------------------------------------------------------------

@@ -29,6 +29,12 @@ var _ = Describe("Exactly once across restarts", Lab, ExactlyOnce, Serial, Order
 	const host = "h1"
 
 	AfterAll(func(ctx SpecContext) { MustLab(ctx, "plug", host, "vmmi") })
+	// Whatever a spec left behind, the next one (in any order) finds the
+	// agent back and both channels answering.
+	AfterEach(func(ctx SpecContext) {
+		Eventually(Answers(ctx, client.ViaOOB, host)).WithTimeout(3 * time.Minute).WithPolling(time.Second).Should(Succeed())
+		Eventually(Answers(ctx, client.ViaVMMI, host)).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
+	}, NodeTimeout(5*time.Minute))
 
 	// hvagent is signalled while libvirt starts app1 for a `vmsctl vm
 	// start` (auto mode, over the VMM-I); vmsctl asks again with the same
@@ -75,8 +81,14 @@ var _ = Describe("Exactly once across restarts", Lab, ExactlyOnce, Serial, Order
 				Expect(m).NotTo(BeNil(), r.Stderr)
 				Expect(log).To(ContainSubstring("ooblab: hvagent exited rc=137"))
 				Expect(log).To(ContainSubstring("not run again, answered interrupted"))
-				// libvirtd finished the start on its own.
+				// libvirtd finished the start on its own, and the agent that
+				// came back takes that for the killed agent's doing, not a
+				// change behind its back.
 				Eventually(VM(ctx, client.ViaOOB, host, "app1")).WithTimeout(time.Minute).Should(BeInState("running"))
+				Consistently(since).WithTimeout(3 * time.Second).ShouldNot(ContainSubstring("alerting registered users"))
+				log, err = since()
+				Expect(err).NotTo(HaveOccurred())
+				Expect(log).To(ContainSubstring("may still be under way"))
 			}
 			Expect(strings.Count(log, `msg="action begun" `)).To(Equal(1), "the start ran once:\n%s", log)
 			Expect(log).NotTo(ContainSubstring("request failed on the hypervisor"))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
 	"github.com/ooblab/ooblab/vmsctl/client/clienttest"
@@ -27,18 +28,6 @@ func requests(calls []clienttest.Call) []clienttest.Call {
 		}
 	}
 	return out
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestAutoFallsBackAndReturns(t *testing.T) {
@@ -97,7 +86,7 @@ func TestAutoFallsBackAndReturns(t *testing.T) {
 
 	// 3. VMM-I heals: a probe or the end of the backoff brings it back.
 	down.Store(false)
-	eventually(t, 2*time.Second, "VMM-I to be used again", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "VMM-I to be used again", func() bool {
 		res, err := c.Do(ctx, "h1", vmsg.CmdStatus, "web1")
 		return err == nil && res.Via == client.ViaVMMI
 	})
@@ -128,7 +117,7 @@ func TestAutoProbeRestoresBeforeBackoffEnds(t *testing.T) {
 	if res, err := c.Do(ctx, "h1", vmsg.CmdList, ""); err != nil || res.Via != client.ViaOOB {
 		t.Fatalf("%v %+v", err, res)
 	}
-	eventually(t, 2*time.Second, "probe to mark VMM-I healthy", func() bool { return c.Health("h1").Healthy })
+	testutil.WaitFor(t, 10*time.Second, "probe to mark VMM-I healthy", func() bool { return c.Health("h1").Healthy })
 	if res, err := c.Do(ctx, "h1", vmsg.CmdList, ""); err != nil || res.Via != client.ViaVMMI {
 		t.Fatalf("%v %+v", err, res)
 	}
