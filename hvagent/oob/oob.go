@@ -22,10 +22,12 @@
 // that VMS reader only; alerts are addressed to 0, the alert log every
 // following VMS reads (see docs/oob-i.md).
 //
-// Writing Queue 2 (OEM 0x03): a full queue answers 0xC4; the writer backs off
-// (50 ms doubling to 2 s) and retries the same record until it fits or ctx
-// ends. A write of a record already queued is answered as success by the
-// BMC, so retries after a transport error cannot duplicate it. A full queue
+// Writing Queue 2 (OEM 0x03): a full queue answers 0xC4, a BMC that is busy
+// or not connected for now 0xC0, 0xC3 or 0xD2 (oem.CompletionCode.Transient:
+// QEMU answers 0xD2 while bmcsim restarts); the writer backs off (50 ms
+// doubling to 2 s) and retries the same record until it fits or ctx ends.
+// A write of a record already queued is answered as success by the BMC, so
+// retries after a transport error cannot duplicate it. A full queue
 // never stalls the loop: each answer gets AnswerTimeout, then it is dropped,
 // counted (Stats.AnswersDropped) and logged (the VMS asks again with the same
 // request id and the journal answers it); waiting for the writer's turn
@@ -348,6 +350,13 @@ func (l *Loop) write(ctx context.Context, r record.Record) error {
 			l.fullRetries.Add(1)
 			if attempt == 0 || attempt%20 == 0 {
 				l.log.Warn("Queue 2 is full; the VMS is not reading it. Holding the answer and retrying", "attempt", attempt+1, "retry_in", backoff)
+			}
+		case errors.As(err, &oe) && oe.Code.Transient():
+			// The BMC is not there for now (QEMU answers 0xD2 while bmcsim
+			// restarts): the answer is held and written once it is back.
+			l.writeErrors.Add(1)
+			if attempt == 0 || attempt%20 == 0 {
+				l.log.Warn("write to Queue 2 failed: the BMC is busy or not connected; holding the answer and retrying", "err", err, "retry_in", backoff)
 			}
 		case errors.As(err, &oe):
 			return err // the BMC refuses this record: retrying will not help

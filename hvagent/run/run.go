@@ -146,6 +146,7 @@ func Run(ctx context.Context, o Options) error {
 	errs := make(chan error, 2)
 	var curPol atomic.Pointer[policy.Policy]
 	curPol.Store(id.policy)
+	adoptInterrupted(j, hv, log)
 	watchLibvirt(ctx, &wg, hv, out, id.key.HostID(), &curPol, log)
 	for _, vm := range o.StartVMs {
 		wg.Go(func() { startAtBoot(ctx, hv, vm, log) })
@@ -342,6 +343,26 @@ func listenVMMI(o Options, a *agent.Agent, log *slog.Logger) (*vmmi.Server, net.
 		return nil, nil, fmt.Errorf("--vmmi: %w", err)
 	}
 	return srv, ln, nil
+}
+
+// adoptWindow is how long after a killed agent began an action its
+// successor takes the action's VM events for its own (twice the agent's
+// default action timeout: libvirtd finishes a start it was given).
+const adoptWindow = 2 * time.Minute
+
+// adoptInterrupted: the state changes a killed agent began may still be
+// under way in libvirtd; the events of their completion are this agent's
+// doing, not changes behind its back (which would raise false alerts).
+func adoptInterrupted(j *journal.Journal, hv *virt.Libvirt, log *slog.Logger) {
+	now := time.Now()
+	for _, in := range agent.InterruptedActions(j) {
+		if now.Sub(in.At) > adoptWindow {
+			continue
+		}
+		hv.Adopt(in.VM, in.Action, in.At.Add(adoptWindow))
+		log.Info("an action begun before the restart may still be under way; its VM events until then are the agent's own",
+			"request_id", in.RequestID, "action", in.Action, "vm", in.VM, "begun", in.At, "until", in.At.Add(adoptWindow))
+	}
 }
 
 // watchLibvirt follows libvirt's lifecycle events in the background and

@@ -25,6 +25,10 @@ type Inventory struct {
 	Credentials []Credential `json:"credentials,omitempty"`
 	// Operators are the registered users who answer challenges.
 	Operators []Operator `json:"operators,omitempty"`
+	// VMS names this VMS's own addresses, which every request carries (the
+	// paper's vms_message); an empty field is learnt per host from the
+	// path to it (vmsctl/client).
+	VMS VMS `json:"vms,omitzero"`
 	// Dir is the folder the file was loaded from; relative paths resolve there.
 	Dir string `json:"-"`
 }
@@ -48,6 +52,14 @@ type VMMI struct {
 	// ServerName is the one name the host's certificate must carry (each
 	// host's certificate names that host only); default: Addr's host.
 	ServerName string `json:"server_name"`
+}
+
+// VMS is the management server's own addresses on the two paths to a host.
+type VMS struct {
+	// OOBI is the address the VMS's RMCP+ traffic to BMCs comes from.
+	OOBI string `json:"oob_i,omitempty"`
+	// VMMI is the address the VMS's VMM-I connections come from.
+	VMMI string `json:"vmm_i,omitempty"`
 }
 
 // Credential is one principal's private key and client certificate.

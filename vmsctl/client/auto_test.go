@@ -272,6 +272,29 @@ func TestAutoAcceptedThenLinkDies(t *testing.T) {
 	}
 }
 
+// A VMM-I whose dial or TLS handshake hangs (a cut link behind a port
+// forward that accepts) never sent the request: once given up, the answer
+// says the OOB-I alone carried and ran it, not "sent over both".
+func TestAutoHangingDialNotSent(t *testing.T) {
+	vmmi := &clienttest.Fake{Handle: func(ctx context.Context, _ string, _ *vmsg.Request) (vmsg.Message, error) {
+		<-ctx.Done()
+		return nil, fmt.Errorf("%w: vmm-i TLS handshake: %w", client.ErrNotDelivered, ctx.Err())
+	}}
+	oob := &clienttest.Fake{ChannelName: client.ViaOOB}
+	c, _ := client.New(fakeInv(), client.Options{VMMI: vmmi, OOB: oob,
+		Auto: client.AutoOptions{Budget: 30 * time.Millisecond, NoProbe: true}})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.Do(ctx, "h1", vmsg.CmdList, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Via != client.ViaOOB || res.ExecutedVia != client.ViaOOB || len(res.SentVia) != 1 || res.SentVia[0] != client.ViaOOB {
+		t.Fatalf("want delivered, sent and run via oob-i only; got %+v", res)
+	}
+}
+
 // A reply "in progress" (another copy of the request id still runs on the
 // host) is asked again with the same id until the outcome comes.
 func TestInProgressAskedAgainSameID(t *testing.T) {

@@ -34,6 +34,10 @@ const (
 	ExitChallenge   = 4 // a protected VM's challenge could not be answered or was refused
 	ExitUnreachable = 5 // no channel reached the host
 	ExitNoVM        = 6 // the host has no such VM
+	// ExitInterrupted: the agent restarted while it ran the action, so its
+	// outcome is unknown; the VM's state now is printed. Not a failure:
+	// check the state (or history) before running it again.
+	ExitInterrupted = 7
 )
 
 // usageError marks errors of the command line itself.
@@ -61,6 +65,8 @@ func ExitCode(err error) int {
 			return ExitChallenge
 		case vmsg.ErrNoSuchVM:
 			return ExitNoVM
+		case vmsg.ErrInterrupted:
+			return ExitInterrupted
 		}
 		return ExitError
 	case errors.Is(err, client.ErrChallengeFailed):
@@ -150,7 +156,8 @@ host of the inventory, over the host's management network (VMM-I) or through the
 host's BMC (OOB-I, IPMI over LAN), and answers challenges for protected VMs.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 refused/unauthorized, 4 challenge failed,
-5 host unreachable on every channel, 6 no such VM.`,
+5 host unreachable on every channel, 6 no such VM, 7 interrupted (the agent
+restarted mid-action: outcome unknown, the VM's state now is shown).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {

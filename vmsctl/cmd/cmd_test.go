@@ -57,6 +57,9 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 			rep.Host = &vmsg.HostInfo{HostID: host, Hostname: host + ".lab", Hypervisor: "QEMU", Libvirt: "9.0.0"}
 		case req.VM == "nope":
 			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrNoSuchVM, Error: "no domain nope"}, nil
+		case req.VM == "app1" && req.Command == vmsg.CmdStart: // the agent restarted while it ran
+			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInterrupted, Error: "the request began before an agent restart and its outcome is unknown",
+				VMs: []vmsg.VMState{{Name: "app1", State: "paused", Reason: "starting up"}}}, nil
 		case req.VM == "secret":
 			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrDenied, Error: "ops may not touch secret"}, nil
 		case req.VM == "db1" && req.Command.ChangesState():
@@ -91,7 +94,10 @@ func newRig(t *testing.T) *rig {
 	inv := &inventory.Inventory{Principal: "ops", Hosts: []inventory.Host{
 		{Name: "h1", HostID: "hv1", VMMI: inventory.VMMI{Addr: "10.0.0.1:7443"}, BMC: inventory.BMC{Addr: "10.0.1.1:623"}},
 		{Name: "dead", HostID: "hv9"},
-	}}
+	},
+		// Explicit, so the golden files do not depend on this machine's
+		// addresses (client.TestVMSAddrs covers the learnt ones).
+		VMS: inventory.VMS{OOBI: "192.0.2.10", VMMI: "198.51.100.10"}}
 	p := filepath.Join(dir, "inventory.json")
 	if err := fileio.SaveInventory(inv, p); err != nil {
 		t.Fatal(err)
@@ -137,6 +143,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--otp-secret-file", r.opFile, "vm", "destroy", "h1", "db1"}, ExitOK},
 		{[]string{"--timeout", "200ms", "vm", "list", "dead"}, ExitUnreachable},
 		{[]string{"vm", "status", "h1", "nope"}, ExitNoVM},
+		{[]string{"vm", "start", "h1", "app1"}, ExitInterrupted},
 		{[]string{"--timeout", "200ms", "host", "status"}, ExitUnreachable}, // dead host
 		{[]string{"host", "status", "h1"}, ExitOK},
 	} {
@@ -146,6 +153,26 @@ func TestExitCodes(t *testing.T) {
 	}
 	if ExitCode(nil) != 0 || ExitCode(errors.New("x")) != 1 {
 		t.Fatal("ExitCode basics")
+	}
+}
+
+// An action cut by an agent restart is reported as what it is: outcome
+// unknown, with the VM's state now; neither "refused" nor "failed".
+func TestInterruptedTellsTheTruth(t *testing.T) {
+	r := newRig(t)
+	code, out, errs := r.run(t, "vm", "start", "h1", "app1")
+	if code != ExitInterrupted {
+		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, ExitInterrupted, out, errs)
+	}
+	for _, want := range []string{"interrupted by an agent restart; app1 is now paused (starting up)", "outcome unknown: interrupted"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	for _, bad := range []string{"refused", "failed"} {
+		if strings.Contains(errs, bad) {
+			t.Errorf("stderr says %q for an interrupted action:\n%s", bad, errs)
+		}
 	}
 }
 
