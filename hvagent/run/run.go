@@ -170,9 +170,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.Sysif != "" {
 		sinks = append(sinks, &oob.SELSink{Conn: conn, IANA: iana})
 		loop = oob.New(oob.Config{Conn: conn, IANA: iana, PollInterval: o.PollInterval, Logger: log.With("channel", agent.ViaOOB),
-			Handler: handlerFunc(func(ctx context.Context, env []byte, via string) ([][]byte, error) {
-				return a.HandleEnvelope(ctx, env, via)
-			})})
+			Handler: lateAgent{&a}})
 		q2 = &oob.Queue2Sink{Loop: loop, Seal: func(al alert.Alert) ([]byte, error) { return a.SealAlert(al) }}
 	}
 	a, err = agent.New(agent.Config{Key: key, Opener: seal.OpenerOptions{Also: ring[1:]},
@@ -316,10 +314,15 @@ func Run(ctx context.Context, o Options) error {
 	}
 }
 
-type handlerFunc func(ctx context.Context, env []byte, via string) ([][]byte, error)
+// lateAgent is the agent for the OOB-I loop, which is built before it.
+type lateAgent struct{ a **agent.Agent }
 
-func (f handlerFunc) HandleEnvelope(ctx context.Context, env []byte, via string) ([][]byte, error) {
-	return f(ctx, env, via)
+func (l lateAgent) HandleEnvelope(ctx context.Context, env []byte, via string) ([][]byte, error) {
+	return (*l.a).HandleEnvelope(ctx, env, via)
+}
+
+func (l lateAgent) Prepare(ctx context.Context, env []byte, via string) *agent.Job {
+	return (*l.a).Prepare(ctx, env, via)
 }
 
 // openSysif opens the --sysif spec, retrying with backoff, hands it to
