@@ -69,17 +69,15 @@ type Handler interface {
 	HandleEnvelope(ctx context.Context, env []byte, via string) ([][]byte, error)
 }
 
-// Preparer is a Handler that puts an envelope in line before it runs
-// (agent.Agent: requests for one VM run in arrival order). With a plain
+// Preparer is a Handler that puts an envelope in line before it runs and
+// returns what serves it (agent.Agent's Prepare(…).Run: requests for one VM
+// run in arrival order). The loop prepares in arrival order. With a plain
 // Handler the loop runs the messages of its window in any order.
 type Preparer interface {
-	Prepare(ctx context.Context, env []byte, via string) *agent.Job
+	Prepare(ctx context.Context, env []byte, via string) func(context.Context) ([][]byte, error)
 }
 
-var (
-	_ Handler  = (*agent.Agent)(nil)
-	_ Preparer = (*agent.Agent)(nil)
-)
+var _ Handler = (*agent.Agent)(nil)
 
 // Config configures a Loop. Conn and Handler are required.
 type Config struct {
@@ -362,7 +360,7 @@ func (l *Loop) drainWindow(ctx context.Context) error {
 // serves it.
 func (l *Loop) runner(ctx context.Context, env []byte) func(context.Context) ([][]byte, error) {
 	if p, ok := l.cfg.Handler.(Preparer); ok {
-		return p.Prepare(ctx, env, agent.ViaOOB).Run
+		return p.Prepare(ctx, env, agent.ViaOOB)
 	}
 	return func(ctx context.Context) ([][]byte, error) { return l.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaOOB) }
 }
@@ -371,12 +369,7 @@ func (l *Loop) runner(ctx context.Context, env []byte) func(context.Context) ([]
 // message takes its place in line (per VM, arrival order) here, before the
 // goroutine starts, when the handler can prepare (agent.Agent).
 func (l *Loop) serve(ctx context.Context, env []byte, requester uint32, k record.Key) {
-	run := func(ctx context.Context) ([][]byte, error) {
-		return l.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaOOB)
-	}
-	if p, ok := l.cfg.Handler.(Preparer); ok {
-		run = p.Prepare(ctx, env, agent.ViaOOB).Run
-	}
+	run := l.runner(ctx, env)
 	n := l.inFlight.Add(1)
 	for {
 		old := l.peak.Load()

@@ -321,8 +321,8 @@ func (l lateAgent) HandleEnvelope(ctx context.Context, env []byte, via string) (
 	return (*l.a).HandleEnvelope(ctx, env, via)
 }
 
-func (l lateAgent) Prepare(ctx context.Context, env []byte, via string) *agent.Job {
-	return (*l.a).Prepare(ctx, env, via)
+func (l lateAgent) Prepare(ctx context.Context, env []byte, via string) func(context.Context) ([][]byte, error) {
+	return (*l.a).Prepare(ctx, env, via).Run
 }
 
 // openSysif opens the --sysif spec, retrying with backoff, hands it to
