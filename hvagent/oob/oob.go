@@ -362,7 +362,9 @@ func (l *Loop) runner(ctx context.Context, env []byte) func(context.Context) ([]
 	if p, ok := l.cfg.Handler.(Preparer); ok {
 		return p.Prepare(ctx, env, agent.ViaOOB)
 	}
-	return func(ctx context.Context) ([][]byte, error) { return l.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaOOB) }
+	return func(ctx context.Context) ([][]byte, error) {
+		return l.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaOOB)
+	}
 }
 
 // serve hands one complete message to the handler in a goroutine; the
