@@ -13,9 +13,20 @@
 // journal answers a request id that already ran from its recorded result.
 // A stray or garbled record is logged and acknowledged (skipped).
 //
+// With a BMC that has OEM 0x07 (ReadQueue1Window) the loop serves up to
+// Config.Window messages at once: it reads on past a message being served
+// (the BMC hands out each record once and takes acknowledgements by key),
+// acknowledges fragments at once and each completing record once its
+// answers are in Queue 2, and stops reading while the window is full. Each
+// message is put in line in arrival order (Preparer: the agent keeps one
+// VM's requests in order) before it runs in its own goroutine. Version 1
+// requests, and every request on a BMC without 0x07 (0xC1), are served one
+// at a time as described above.
+//
 // The loop wakes on Notify (the BMC raised attention because Queue 1 is not
-// empty) and otherwise polls every PollInterval; after a record it reads
-// again at once until the queue answers "empty".
+// empty) or when a message finishes, and otherwise polls every
+// PollInterval; after a record it reads again at once until the queue
+// answers "empty".
 //
 // Answers are addressed: their records carry the requester id that came
 // with the request's records (record version 2), so the BMC hands them to
@@ -28,8 +39,9 @@
 // BMC, so retries after a transport error cannot duplicate it. A full queue
 // never stalls the loop: each answer gets AnswerTimeout, then it is dropped,
 // counted (Stats.AnswersDropped) and logged (the VMS asks again with the same
-// request id and the journal answers it); waiting for the writer's turn
-// honours the context too, so an alert sink's deadline holds.
+// request id and the journal answers it). Answers written at once interleave
+// their records in Queue 2 (the VMS reassembles by message id); each write
+// honours its context, so an alert sink's deadline holds.
 //
 // SEL alert entry (Add SEL Entry, NetFn 0x0A cmd 0x44), 16 bytes:
 //
