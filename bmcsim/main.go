@@ -14,14 +14,14 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/bmcsim/app"
-	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/bmcsim/config"
 )
 
-type userFlags []sim.User
+type userFlags []config.User
 
 func (u *userFlags) String() string { return fmt.Sprint(len(*u), " users") }
 func (u *userFlags) Set(s string) error {
-	v, err := sim.ParseUserFlag(s)
+	v, err := config.ParseUserFlag(s)
 	if err != nil {
 		return err
 	}
@@ -32,7 +32,7 @@ func (u *userFlags) Set(s string) error {
 func main() {
 	var (
 		cfgPath  = flag.String("config", "", "TOML file describing one or more BMCs")
-		c        sim.Config
+		c        config.Config
 		users    userFlags
 		metrics  = flag.String("metrics", "", "serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9120)")
 		logLevel = flag.String("log-level", "info", "debug, info, warn or error")
@@ -45,14 +45,14 @@ func main() {
 	flag.StringVar(&c.KCS, "kcs", "", "TCP address for QEMU's ipmi-bmc-extern chardev, e.g. 127.0.0.1:9002")
 	flag.StringVar(&c.State, "state", "", "folder journaling the OOB-I queues across restarts")
 	flag.Var(&users, "user", "NAME:PASSWORD[:administrator|operator|user] (repeatable; PASSWORD may be @FILE)")
-	flag.IntVar(&c.SessionLimit, "session-limit", sim.DefaultSessionLimit, "concurrent RMCP+ sessions")
-	flag.DurationVar(&c.SessionTimeout.Duration, "session-timeout", sim.DefaultSessionTimeout, "idle session expiry")
-	flag.IntVar(&c.LockoutAttempts, "lockout-attempts", sim.DefaultLockoutAttempts, "failed logins before a user is locked out")
-	flag.DurationVar(&c.LockoutDuration.Duration, "lockout-duration", sim.DefaultLockoutDuration, "how long a lockout lasts")
+	flag.IntVar(&c.SessionLimit, "session-limit", config.DefaultSessionLimit, "concurrent RMCP+ sessions")
+	flag.DurationVar(&c.SessionTimeout.Duration, "session-timeout", config.DefaultSessionTimeout, "idle session expiry")
+	flag.IntVar(&c.LockoutAttempts, "lockout-attempts", config.DefaultLockoutAttempts, "failed logins before a user is locked out")
+	flag.DurationVar(&c.LockoutDuration.Duration, "lockout-duration", config.DefaultLockoutDuration, "how long a lockout lasts")
 	flag.DurationVar(&c.ReaderTTL.Duration, "reader-ttl", time.Minute, "forget a Queue 2 reader (VMS requester id) idle this long and evict its records")
-	flag.IntVar(&c.SourceHandshakeLimit, "source-handshake-limit", sim.DefaultSourceHandshakeLimit,
+	flag.IntVar(&c.SourceHandshakeLimit, "source-handshake-limit", config.DefaultSourceHandshakeLimit,
 		"handshakes abandoned after RAKP 2 or naming unknown users one source IP may make per minute")
-	iana := flag.Uint("iana", sim.DefaultIANA, "IANA enterprise number of the OEM queue commands")
+	iana := flag.Uint("iana", config.DefaultIANA, "IANA enterprise number of the OEM queue commands")
 	flag.Parse()
 	c.IANA = uint32(*iana)
 	// go-ipmi's server starts a goroutine per datagram; with more than one P
@@ -70,9 +70,9 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 
-	file := &sim.File{Metrics: *metrics, Pprof: *pprofOn}
+	file := &config.File{Metrics: *metrics, Pprof: *pprofOn}
 	if *cfgPath != "" {
-		f, err := sim.LoadFile(*cfgPath)
+		f, err := config.LoadFile(*cfgPath)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bmcsim:", err)
 			os.Exit(2)
@@ -92,7 +92,7 @@ func main() {
 			c.Name = "bmc"
 		}
 		c.Users = users
-		cs, err := sim.Fleet(c, *fleet)
+		cs, err := config.Fleet(c, *fleet)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bmcsim:", err)
 			os.Exit(2)

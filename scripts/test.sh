@@ -4,9 +4,10 @@
 #   vet          go vet
 #   unit         make unit: go test -short, no outside parts
 #   integration  make integration: real ipmitool/FreeIPMI, QEMU guests with
-#                ipmi_si, libvirtd, the OOB-I loss test (once)
+#                ipmi_si, libvirtd
 #   race         the unit tier under the race detector
-#   e2e          make e2e: the Ginkgo lab scenarios (JUnit in artifacts/)
+#   e2e          make e2e: the Ginkgo suite, lab scenarios and the OOB-I loss
+#                spec (once; JUnit in artifacts/)
 #   fuzz         every fuzz target, 1000 inputs each (a count, not a time:
 #                a timed run fails with "context deadline exceeded" when one
 #                slow input straddles the deadline on a loaded machine)

@@ -55,25 +55,8 @@ func upTable(ups []upRun) []br.Table {
 	if len(ups) == 0 {
 		return nil
 	}
-	var keys []string
-	seen := map[string]bool{}
-	for _, u := range ups {
-		for _, s := range u.stages {
-			if k := stageKey(s.Stage); !seen[k] {
-				seen[k] = true
-				keys = append(keys, k)
-			}
-		}
-	}
-	var warm1, warm3 *upRun
-	for i := range ups {
-		if ups[i].label == "warm" && ups[i].hosts == 1 {
-			warm1 = &ups[i]
-		}
-		if ups[i].label == "warm" && ups[i].hosts == 3 {
-			warm3 = &ups[i]
-		}
-	}
+	keys := stageKeys(ups)
+	warm1, warm3 := warmRuns(ups)
 	t := br.Table{ID: "up", Title: "lab up, per stage, to ready (both channels answer)",
 		Goal: fmt.Sprintf("cold ≤ %v; warm 1 host ≤ %v; warm 3 hosts ≤ %.0f× 1 host (total)", goalCold, goalWarm, goalRatio3)}
 	for _, u := range ups {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/record"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -25,7 +26,7 @@ const (
 )
 
 func inv(c *config) (*inventory.Inventory, error) {
-	return inventory.Load(filepath.Join(c.labDir, "inventory.json"))
+	return fileio.LoadInventory(filepath.Join(c.labDir, "inventory.json"))
 }
 
 func newClient(c *config, o client.Options) (*client.Client, error) {

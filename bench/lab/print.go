@@ -53,12 +53,8 @@ func stageOf(u upRun, key string) (time.Duration, bool) {
 	return sum, found
 }
 
-func printUps(w io.Writer, ups []upRun) {
-	fmt.Fprintf(w, "\n-- 1. lab up, per stage, to ready (both channels answer); seconds --\n")
-	if len(ups) == 0 {
-		fmt.Fprintln(w, "(not measured)")
-		return
-	}
+// stageKeys are the stages of every run, in the order first seen.
+func stageKeys(ups []upRun) []string {
 	var keys []string
 	seen := map[string]bool{}
 	for _, u := range ups {
@@ -69,7 +65,11 @@ func printUps(w io.Writer, ups []upRun) {
 			}
 		}
 	}
-	var warm1, warm3 *upRun
+	return keys
+}
+
+// warmRuns are the warm runs with 1 and 3 hosts (nil when not measured).
+func warmRuns(ups []upRun) (warm1, warm3 *upRun) {
 	for i := range ups {
 		if ups[i].label == "warm" && ups[i].hosts == 1 {
 			warm1 = &ups[i]
@@ -78,6 +78,17 @@ func printUps(w io.Writer, ups []upRun) {
 			warm3 = &ups[i]
 		}
 	}
+	return warm1, warm3
+}
+
+func printUps(w io.Writer, ups []upRun) {
+	fmt.Fprintf(w, "\n-- 1. lab up, per stage, to ready (both channels answer); seconds --\n")
+	if len(ups) == 0 {
+		fmt.Fprintln(w, "(not measured)")
+		return
+	}
+	keys := stageKeys(ups)
+	warm1, warm3 := warmRuns(ups)
 	t := tw(w)
 	fmt.Fprint(t, "stage\t")
 	for _, u := range ups {

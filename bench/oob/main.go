@@ -55,8 +55,8 @@ import (
 	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
+	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/bmcsim/queue"
-	"github.com/ooblab/ooblab/bmcsim/sim"
 	"github.com/ooblab/ooblab/hvagent/oob"
 	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
 	"github.com/ooblab/ooblab/internal/inventory"
@@ -192,7 +192,7 @@ func randU64() uint64 {
 func setup(ctx context.Context, stateDir string) (*lab, func(), error) {
 	log := slog.New(slog.DiscardHandler)
 	b, err := bmcsimtest.New(bmcsimtest.Options{Name: "bench", State: stateDir, Logger: log,
-		Users:          []sim.User{{Name: vmsUser, Password: vmsPass, Privilege: "operator"}},
+		Users:          []config.User{{Name: vmsUser, Password: vmsPass, Privilege: "operator"}},
 		Queue1Capacity: 4096, Queue2Capacity: 4096})
 	if err != nil {
 		return nil, nil, err

@@ -20,19 +20,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/bmcsim/kcs"
-	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/bmcsim/metrics"
 	"github.com/ooblab/ooblab/internal/oem"
 )
 
 // Run starts every BMC of f and blocks until ctx ends or one fails.
-func Run(ctx context.Context, f *sim.File, log *slog.Logger) error {
+func Run(ctx context.Context, f *config.File, log *slog.Logger) error {
 	if len(f.BMCs) == 0 {
 		return errors.New("no BMC configured: give --lan and --user, or --config FILE")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := sim.NewMetrics(reg)
+	m := metrics.New(reg)
 
 	g, ctx := errgroup.WithContext(ctx)
 	names := map[string]bool{}
@@ -57,7 +58,7 @@ func Run(ctx context.Context, f *sim.File, log *slog.Logger) error {
 }
 
 // serveMetrics serves /metrics (and, with f.Pprof, Go's profiler) until ctx ends.
-func serveMetrics(ctx context.Context, g *errgroup.Group, f *sim.File, reg *prometheus.Registry, log *slog.Logger) error {
+func serveMetrics(ctx context.Context, g *errgroup.Group, f *config.File, reg *prometheus.Registry, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", f.Metrics)
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
@@ -44,10 +44,10 @@ func freePort(t *testing.T, network string) int {
 func TestProcessQueueNotifyAndPower(t *testing.T) {
 	testutil.Integration(t, "ipmitool")
 	lan, kcsPort := freePort(t, "udp"), freePort(t, "tcp")
-	f := &sim.File{BMCs: []sim.Config{{
+	f := &config.File{BMCs: []config.Config{{
 		Name: "h1", LAN: "127.0.0.1:" + strconv.Itoa(lan), KCS: "127.0.0.1:" + strconv.Itoa(kcsPort),
 		State: t.TempDir(),
-		Users: []sim.User{{Name: "admin", Password: "pw-0123456", Privilege: "administrator"}},
+		Users: []config.User{{Name: "admin", Password: "pw-0123456", Privilege: "administrator"}},
 	}}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -13,9 +13,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ooblab/ooblab/bmcsim/bmc"
+	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/bmcsim/kcs"
+	"github.com/ooblab/ooblab/bmcsim/metrics"
 	"github.com/ooblab/ooblab/bmcsim/queue"
-	"github.com/ooblab/ooblab/bmcsim/sim"
 	"github.com/ooblab/ooblab/internal/oem"
 )
 
@@ -26,7 +28,7 @@ import (
 // next finds its BMC, and ":0" addresses are resolved); Serve serves them.
 // Tests get the same Host through bmcsim/bmcsimtest.
 type Host struct {
-	BMC    *sim.BMC
+	BMC    *bmc.BMC
 	Queues *queue.Queues
 	KCS    *kcs.Server // nil without a system interface
 
@@ -42,17 +44,17 @@ func (h *Host) Pushes() int64 { return h.notify.pushes.Load() }
 // HostOptions are what a Host shares with the rest of the process.
 type HostOptions struct {
 	Logger     *slog.Logger
-	Metrics    *sim.Metrics          // nil: metrics of its own
+	Metrics    *metrics.Metrics      // nil: metrics of its own
 	Registerer prometheus.Registerer // queue metrics; nil: none
 }
 
 // NewHost builds the BMC of cfg and opens its listeners.
-func NewHost(cfg sim.Config, o HostOptions) (*Host, error) {
+func NewHost(cfg config.Config, o HostOptions) (*Host, error) {
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b, err := sim.New(cfg, log, o.Metrics)
+	b, err := bmc.New(cfg, log, o.Metrics)
 	if err != nil {
 		return nil, err
 	}

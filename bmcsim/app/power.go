@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ooblab/ooblab/bmcsim/bmc"
 	"github.com/ooblab/ooblab/bmcsim/kcs"
-	"github.com/ooblab/ooblab/bmcsim/sim"
 	"github.com/ooblab/ooblab/internal/qmp"
 )
 
@@ -22,7 +22,7 @@ type hostPower struct {
 	log *slog.Logger
 }
 
-var _ sim.PowerDriver = (*hostPower)(nil)
+var _ bmc.PowerDriver = (*hostPower)(nil)
 
 func (p *hostPower) monitor(ctx context.Context) (*qmp.Monitor, error) {
 	if p.qmp == "" {

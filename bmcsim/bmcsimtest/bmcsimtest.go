@@ -15,7 +15,7 @@ import (
 	"testing"
 
 	"github.com/ooblab/ooblab/bmcsim/app"
-	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/bmcsim/config"
 )
 
 // Options shape the BMC; zero values give the program's defaults.
@@ -23,7 +23,7 @@ type Options struct {
 	// Name of the BMC (default "h1").
 	Name string
 	// Users; default one operator "vms" with a random password (see BMC.User).
-	Users []sim.User
+	Users []config.User
 	// NoKCS leaves out the system interface.
 	NoKCS bool
 	// State is the queue journal folder; "" keeps queues in memory.
@@ -31,7 +31,7 @@ type Options struct {
 	// Queue1Capacity and Queue2Capacity in records (0: the default).
 	Queue1Capacity, Queue2Capacity int
 	// Config, when set, edits the configuration last (lockout knobs, suites…).
-	Config func(*sim.Config)
+	Config func(*config.Config)
 	// BeforeServe, when set, runs after the BMC is built and before it
 	// serves: the place to wrap handlers of its Registry.
 	BeforeServe func(*app.Host)
@@ -46,7 +46,7 @@ type BMC struct {
 	// Port is LAN's port.
 	Port int
 	// User is the first configured user (name, password, privilege).
-	User sim.User
+	User config.User
 
 	cancel  context.CancelFunc
 	done    chan error
@@ -73,7 +73,7 @@ func Start(t testing.TB, o Options) *BMC {
 // New builds and serves the BMC; Stop ends it. For callers without a
 // testing.TB (benchmark programs).
 func New(o Options) (*BMC, error) {
-	cfg := sim.Config{Name: o.Name, LAN: "127.0.0.1:0", State: o.State, Users: o.Users,
+	cfg := config.Config{Name: o.Name, LAN: "127.0.0.1:0", State: o.State, Users: o.Users,
 		Queue1Capacity: o.Queue1Capacity, Queue2Capacity: o.Queue2Capacity}
 	if cfg.Name == "" {
 		cfg.Name = "h1"
@@ -84,7 +84,7 @@ func New(o Options) (*BMC, error) {
 	if len(cfg.Users) == 0 {
 		pw := make([]byte, 8)
 		_, _ = rand.Read(pw)
-		cfg.Users = []sim.User{{Name: "vms", Password: hex.EncodeToString(pw), Privilege: "operator"}}
+		cfg.Users = []config.User{{Name: "vms", Password: hex.EncodeToString(pw), Privilege: "operator"}}
 	}
 	if o.Config != nil {
 		o.Config(&cfg)

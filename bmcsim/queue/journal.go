@@ -30,18 +30,23 @@ import (
 //	+-------------+--------------+------+-----------------------------+
 //	type 1 put:    enqueue time, unix ms i64 LE | record (package record)
 //	type 2 remove: msg id u64 LE | fragment index u16 LE
+//	type 3 cursor: reader id u32 LE | msg id u64 LE | fragment index u16 LE
+//	               (Queue 2: the alert log record that follower acknowledged
+//	               last; like a remove, fsynced with the next put)
 //
 // Replay applies the entries in order. A short or corrupt entry (a crash in
 // the middle of a write) ends the journal: it and anything after it are
 // truncated away and logged. The keys of the last RecentKeys removals come
 // back as the queue's recently removed keys, so a write retried across a
 // restart is still recognised as a duplicate. Compaction writes the recent
-// keys as remove entries and the queued records as put entries to a
+// keys as remove entries, the queued records as put entries and the
+// followers' cursors as cursor entries to a
 // temporary file, fsyncs it and renames it over the journal (under the
 // queue's lock; it runs once every few thousand entries).
 const (
 	entryPut    = 1
 	entryRemove = 2
+	entryCursor = 3
 	maxEntry    = 1 + 8 + record.MaxRecordLen
 )
 
@@ -121,6 +126,20 @@ func (j *journal) syncTo(f *os.File, gen uint64, off int64) error {
 	return nil
 }
 
+// cursor records that follower id acknowledged the alert log up to k, so a
+// restarted BMC does not show it those alerts again. Not fsynced (see
+// remove): a crash first shows it the last alerts again, which is what a
+// follower without a cursor saw before.
+func (j *journal) cursor(id uint32, k record.Key) error {
+	return j.append(entryCursor, cursorPayload(id, k))
+}
+
+func cursorPayload(id uint32, k record.Key) []byte {
+	p := binary.LittleEndian.AppendUint32(nil, id)
+	p = binary.LittleEndian.AppendUint64(p, k.MsgID)
+	return binary.LittleEndian.AppendUint16(p, k.Index)
+}
+
 func (j *journal) remove(k record.Key) error {
 	p := binary.LittleEndian.AppendUint64(nil, k.MsgID)
 	p = binary.LittleEndian.AppendUint16(p, k.Index)
@@ -148,48 +167,50 @@ func (j *journal) close() error {
 	return serr
 }
 
-// openJournal opens (creating) path and returns the records it holds and
-// the keys of the last RecentKeys removals, oldest first.
-func openJournal(path string, log *slog.Logger) (*journal, []entry, []record.Key, error) {
+// openJournal opens (creating) path and returns the records it holds, the
+// keys of the last RecentKeys removals, oldest first, and the followers'
+// alert log cursors.
+func openJournal(path string, log *slog.Logger) (*journal, []entry, []record.Key, map[uint32]record.Key, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, nil, nil, fmt.Errorf("queue: state dir: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("queue: state dir: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("queue: journal: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("queue: journal: %w", err)
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
 		f.Close()
-		return nil, nil, nil, fmt.Errorf("queue: journal %s: %w", path, err)
+		return nil, nil, nil, nil, fmt.Errorf("queue: journal %s: %w", path, err)
 	}
-	items, recent, n, good, perr := replay(data)
+	items, recent, cursors, n, good, perr := replay(data)
 	if perr != nil {
 		log.Warn("journal ends in a torn or corrupt entry (likely a crash mid-write); dropping it and anything after it",
 			"path", path, "offset", good, "dropped_bytes", len(data)-good, "err", perr)
 		if err := f.Truncate(int64(good)); err != nil {
 			f.Close()
-			return nil, nil, nil, fmt.Errorf("queue: journal %s: truncate torn tail: %w", path, err)
+			return nil, nil, nil, nil, fmt.Errorf("queue: journal %s: truncate torn tail: %w", path, err)
 		}
 		if err := f.Sync(); err != nil {
 			f.Close()
-			return nil, nil, nil, fmt.Errorf("queue: journal %s: %w", path, err)
+			return nil, nil, nil, nil, fmt.Errorf("queue: journal %s: %w", path, err)
 		}
 	}
 	if _, err := f.Seek(int64(good), io.SeekStart); err != nil {
 		f.Close()
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	return &journal{path: path, f: f, entries: n, size: int64(good), log: log}, items, recent, nil
+	return &journal{path: path, f: f, entries: n, size: int64(good), log: log}, items, recent, cursors, nil
 }
 
 var errTorn = errors.New("torn or corrupt entry")
 
 // replay applies entries; it returns the queued records, the last
-// RecentKeys removed keys, the number of good entries, the length of the
-// good prefix, and why it stopped early.
-func replay(data []byte) (items []entry, recent []record.Key, n, good int, err error) {
+// RecentKeys removed keys, the followers' last cursors, the number of good
+// entries, the length of the good prefix, and why it stopped early.
+func replay(data []byte) (items []entry, recent []record.Key, cursors map[uint32]record.Key, n, good int, err error) {
 	keys := map[record.Key]int{}
+	cursors = map[uint32]record.Key{}
 	defer func() {
 		if len(recent) > RecentKeys {
 			recent = recent[len(recent)-RecentKeys:]
@@ -198,29 +219,29 @@ func replay(data []byte) (items []entry, recent []record.Key, n, good int, err e
 	off := 0
 	for off < len(data) {
 		if len(data)-off < 8 {
-			return items, recent, n, off, fmt.Errorf("%w: %d-byte header", errTorn, len(data)-off)
+			return items, recent, cursors, n, off, fmt.Errorf("%w: %d-byte header", errTorn, len(data)-off)
 		}
 		l := int(binary.LittleEndian.Uint32(data[off:]))
 		sum := binary.LittleEndian.Uint32(data[off+4:])
 		if l < 1 || l > maxEntry {
-			return items, recent, n, off, fmt.Errorf("%w: length %d", errTorn, l)
+			return items, recent, cursors, n, off, fmt.Errorf("%w: length %d", errTorn, l)
 		}
 		if len(data)-off-8 < l {
-			return items, recent, n, off, fmt.Errorf("%w: %d of %d bytes", errTorn, len(data)-off-8, l)
+			return items, recent, cursors, n, off, fmt.Errorf("%w: %d of %d bytes", errTorn, len(data)-off-8, l)
 		}
 		body := data[off+8 : off+8+l]
 		if crc32.ChecksumIEEE(body) != sum {
-			return items, recent, n, off, fmt.Errorf("%w: CRC mismatch", errTorn)
+			return items, recent, cursors, n, off, fmt.Errorf("%w: CRC mismatch", errTorn)
 		}
 		typ, p := body[0], body[1:]
 		switch typ {
 		case entryPut:
 			if len(p) < 8 {
-				return items, recent, n, off, fmt.Errorf("%w: short put", errTorn)
+				return items, recent, cursors, n, off, fmt.Errorf("%w: short put", errTorn)
 			}
 			rec, rerr := record.Parse(p[8:])
 			if rerr != nil {
-				return items, recent, n, off, fmt.Errorf("%w: %w", errTorn, rerr)
+				return items, recent, cursors, n, off, fmt.Errorf("%w: %w", errTorn, rerr)
 			}
 			if _, dup := keys[rec.Key()]; !dup {
 				keys[rec.Key()] = len(items)
@@ -228,7 +249,7 @@ func replay(data []byte) (items []entry, recent []record.Key, n, good int, err e
 			}
 		case entryRemove:
 			if len(p) != 10 {
-				return items, recent, n, off, fmt.Errorf("%w: remove of %d bytes", errTorn, len(p))
+				return items, recent, cursors, n, off, fmt.Errorf("%w: remove of %d bytes", errTorn, len(p))
 			}
 			k := record.Key{MsgID: binary.LittleEndian.Uint64(p), Index: binary.LittleEndian.Uint16(p[8:])}
 			recent = append(recent, k)
@@ -241,18 +262,24 @@ func replay(data []byte) (items []entry, recent []record.Key, n, good int, err e
 				}
 				delete(keys, k)
 			}
+		case entryCursor:
+			if len(p) != 14 {
+				return items, recent, cursors, n, off, fmt.Errorf("%w: cursor of %d bytes", errTorn, len(p))
+			}
+			cursors[binary.LittleEndian.Uint32(p)] = record.Key{MsgID: binary.LittleEndian.Uint64(p[4:]), Index: binary.LittleEndian.Uint16(p[12:])}
 		default:
-			return items, recent, n, off, fmt.Errorf("%w: type %d", errTorn, typ)
+			return items, recent, cursors, n, off, fmt.Errorf("%w: type %d", errTorn, typ)
 		}
 		off += 8 + l
 		n++
 	}
-	return items, recent, n, off, nil
+	return items, recent, cursors, n, off, nil
 }
 
 // compact replaces the journal with one remove entry per recently removed
-// key, then one put entry per queued record. Caller holds the queue's lock.
-func (j *journal) compact(items []entry, recent []record.Key) error {
+// key, then one put entry per queued record, then one cursor entry per
+// follower. Caller holds the queue's lock.
+func (j *journal) compact(items []entry, recent []record.Key, cursors map[uint32]record.Key) error {
 	var b []byte
 	for _, k := range recent {
 		p := binary.LittleEndian.AppendUint64(nil, k.MsgID)
@@ -265,6 +292,9 @@ func (j *journal) compact(items []entry, recent []record.Key) error {
 			return err
 		}
 		b = appendEntry(b, entryPut, p)
+	}
+	for id, k := range cursors {
+		b = appendEntry(b, entryCursor, cursorPayload(id, k))
 	}
 	tmp := j.path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -293,7 +323,7 @@ func (j *journal) compact(items []entry, recent []record.Key) error {
 	j.gen.Add(1) // before closing: a syncTo failing on the closed file sees it
 	j.f.Close()
 	j.f = f // positioned at the end of what it wrote
-	j.entries = len(recent) + len(items)
+	j.entries = len(recent) + len(items) + len(cursors)
 	j.size = int64(len(b))
 	return nil
 }

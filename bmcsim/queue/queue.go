@@ -101,7 +101,8 @@ type entry struct {
 
 // reader is one Queue 2 reader.
 type reader struct {
-	cursor   uint64 // alert log: highest seq acknowledged
+	cursor   uint64     // alert log: highest seq acknowledged
+	at       record.Key // the record at cursor (journalled, as seqs restart)
 	follower bool   // has asked for the alert log
 	seen     time.Time
 }
@@ -316,8 +317,13 @@ func (q *Queue) ReadFor(id uint32, alertLog bool, ack *oem.Ack) (record.Record, 
 			}
 			switch {
 			case e.rec.Requester == 0 && alertLog && e.seq > rd.cursor:
-				rd.cursor = e.seq
+				rd.cursor, rd.at = e.seq, k
 				q.m.acks.Inc()
+				if q.j != nil {
+					if err := q.j.cursor(id, k); err != nil {
+						return record.Record{}, false, err
+					}
+				}
 				if err := q.trimAlerts(); err != nil {
 					return record.Record{}, false, err
 				}
@@ -542,7 +548,7 @@ func Open(o Options) (*Queues, error) {
 	if o.StateDir != "" {
 		for i, q := range []*Queue{qs.q1, qs.q2} {
 			path := filepath.Join(o.StateDir, fmt.Sprintf("queue%d.journal", i+1))
-			j, items, recent, err := openJournal(path, o.Logger)
+			j, items, recent, cursors, err := openJournal(path, o.Logger)
 			if err != nil {
 				qs.Close()
 				return nil, err
@@ -559,6 +565,9 @@ func Open(o Options) (*Queues, error) {
 				if e.rec.Requester == 0 {
 					q.alerts++
 				}
+			}
+			if q.multi {
+				q.restoreCursors(cursors)
 			}
 			if len(q.items) > q.capacity {
 				o.Logger.Warn("journal holds more records than the queue's capacity; keeping them all, writes refused until drained",
@@ -609,7 +618,44 @@ func (q *Queue) maybeCompact() {
 	if q.j.entries < 2*(len(q.items)+len(q.recentQ))+256 {
 		return
 	}
-	if err := q.j.compact(q.items, q.recentQ); err != nil {
+	if err := q.j.compact(q.items, q.recentQ, q.cursors()); err != nil {
 		q.j.log.Warn("journal compaction failed; continuing with the uncompacted journal", "path", q.j.path, "err", err)
+	}
+}
+
+// cursors are the followers' alert log cursors, by the key they name, for
+// the journal. Caller holds q.mu.
+func (q *Queue) cursors() map[uint32]record.Key {
+	if !q.multi {
+		return nil
+	}
+	m := map[uint32]record.Key{}
+	for id, rd := range q.readers {
+		if rd.follower && rd.cursor > 0 {
+			m[id] = rd.at
+		}
+	}
+	return m
+}
+
+// restoreCursors brings back the followers of a journal: each one's cursor
+// is the alert log record it acknowledged last, or, when that record is
+// gone (every follower had passed it, or it expired), before every alert
+// left, which are all newer. They count as seen at the restart, so one
+// that does not come back is forgotten after ReaderTTL. Caller holds q.mu
+// (or the queue is not shared yet).
+func (q *Queue) restoreCursors(cursors map[uint32]record.Key) {
+	for id, k := range cursors {
+		if len(q.readers) >= q.maxReaders {
+			break
+		}
+		rd := &reader{follower: true, seen: q.opened}
+		for _, e := range q.items {
+			if e.rec.Requester == 0 && e.rec.Key() == k {
+				rd.cursor, rd.at = e.seq, k
+				break
+			}
+		}
+		q.readers[id] = rd
 	}
 }

@@ -298,3 +298,60 @@ func TestRestartGivesReadersTime(t *testing.T) {
 		t.Fatal("answer of a reader gone since the restart kept")
 	}
 }
+
+// A follower's alert log cursor survives a bmcsim restart (SIGKILL) and a
+// journal compaction: after the restart it is not shown alerts it already
+// acknowledged, while another follower still gets the ones it had not.
+func TestRestartKeepsCursors(t *testing.T) {
+	dir := t.TempDir()
+	b := newBench(t, Options{StateDir: dir})
+	q := b.qs.Queue2()
+	q.ReadFor(1, true, nil)
+	q.ReadFor(2, true, nil)
+	q.Write(to(0, 7, "alert 1"))
+	q.Write(to(0, 9, "alert 2"))
+	if got := fmt.Sprint(readAll(t, q, 1, true)); got != "[7 9]" {
+		t.Fatalf("follower 1 read %s", got)
+	}
+	// Follower 2 acknowledges alert 1 only.
+	if r, ok, _ := q.ReadFor(2, true, nil); !ok || r.MsgID != 7 {
+		t.Fatalf("follower 2: %v %v", r, ok)
+	}
+	if r, ok, _ := q.ReadFor(2, true, &oem.Ack{MsgID: 7}); !ok || r.MsgID != 9 {
+		t.Fatalf("follower 2: %v %v", r, ok)
+	}
+
+	// SIGKILL: the old handles stay open, unflushed; a new process opens
+	// the journals.
+	b2 := newBench(t, Options{StateDir: dir})
+	q = b2.qs.Queue2()
+	if got := fmt.Sprint(readAll(t, q, 1, true)); got != "[]" {
+		t.Fatalf("follower 1 shown alerts again after a restart: %s", got)
+	}
+	q.Write(to(0, 11, "alert 3"))
+	if got := fmt.Sprint(readAll(t, q, 2, true)); got != "[9 11]" {
+		t.Fatalf("follower 2 read %s after the restart", got)
+	}
+
+	// Through a compaction too.
+	q.mu.Lock()
+	err := q.j.compact(q.items, q.recentQ, q.cursors())
+	q.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2.qs.Close()
+	b3 := newBench(t, Options{StateDir: dir})
+	q = b3.qs.Queue2()
+	q.Write(to(0, 13, "alert 4"))
+	for _, id := range []uint32{1, 2} {
+		want := "[13]"
+		if id == 1 {
+			want = "[11 13]" // it had not read alert 3 yet
+		}
+		if got := fmt.Sprint(readAll(t, q, id, true)); got != want {
+			t.Fatalf("follower %d read %s after a compaction and restart, want %s", id, got, want)
+		}
+	}
+	b.qs.Close()
+}

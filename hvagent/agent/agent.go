@@ -18,6 +18,8 @@
 //	  running or checked   → wait (DuplicateWait) for its outcome, then as
 //	  by another copy        above; still running → Reply ErrInProgress
 //	  begun before a crash → Reply ErrInterrupted with the VM's state now
+//	                         (the claim's note, "start app1", tells a
+//	                         restarted agent what may still be under way)
 //	  new: claimed ↓
 //	issue time outside ±MaxSkew → Reply ErrStale (claim released)
 //	policy.Decide(principal, command, vm)
@@ -28,7 +30,8 @@
 //	                  answer right: run; wrong, reused, expired, unknown or
 //	                  locked out: Reply ErrChallengeNo (journalled) + Alert
 //	  Allow         → run
-//	run: detached from the requester, under ActionTimeout: virt action →
+//	run: "action begun" (a state change), detached from the requester,
+//	     under ActionTimeout: virt action →
 //	     Reply with the resulting state(s) and host info → journal.Put →
 //	     answer (if the requester is still there; else the retry gets it)
 //
@@ -53,6 +56,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -354,7 +358,7 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 	// reply, never a second run nor a second challenge, policy or replay
 	// check.
 	wctx, cancel := context.WithTimeout(ctx, a.cfg.DuplicateWait)
-	rec, claimed, err := a.cfg.Journal.Begin(wctx, req.ID)
+	rec, claimed, err := a.cfg.Journal.BeginNote(wctx, req.ID, beginNote(req))
 	cancel()
 	switch {
 	case errors.Is(err, journal.ErrInterrupted):
@@ -521,6 +525,11 @@ func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request
 		err error
 	}
 	done := make(chan result, 1)
+	if req.Command.ChangesState() {
+		// The point of no return: from here the action runs to its end
+		// and its outcome is journalled, whatever happens to the requester.
+		log.Info("action begun")
+	}
 	a.actions.Add(1)
 	go func() {
 		defer a.actions.Done()
@@ -557,6 +566,47 @@ func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request
 		log.Warn("requester went away while the action runs; it runs to its end and its outcome is journalled for a retry of this request id")
 		return nil, ctx.Err()
 	}
+}
+
+// beginNote is what a claim records about a state change ("start app1"),
+// so an agent restarted after a crash knows what may still be under way
+// (InterruptedActions).
+func beginNote(req *vmsg.Request) []byte {
+	if !req.Command.ChangesState() || req.VM == "" {
+		return nil
+	}
+	return []byte(req.Command.String() + " " + req.VM)
+}
+
+// Interrupted is a state change a previous agent process began and never
+// finished (it crashed or was killed): libvirt may still be carrying it out.
+type Interrupted struct {
+	RequestID uint64
+	At        time.Time // when it was begun
+	Action    virt.Action
+	VM        string
+}
+
+// InterruptedActions lists the state changes j holds as begun before a
+// crash, from the notes their claims recorded.
+func InterruptedActions(j *journal.Journal) []Interrupted {
+	var out []Interrupted
+	for _, r := range j.Interrupted() {
+		name, vm, ok := strings.Cut(string(r.Data), " ")
+		if !ok || vm == "" {
+			continue
+		}
+		c, err := vmsg.ParseCommand(name)
+		if err != nil {
+			continue
+		}
+		act, err := actionOf(c)
+		if err != nil {
+			continue
+		}
+		out = append(out, Interrupted{RequestID: r.ID, At: r.At, Action: act, VM: vm})
+	}
+	return out
 }
 
 // Executions is how many requests reached the hypervisor (tests and the

@@ -572,6 +572,43 @@ func TestInterruptedRequest(t *testing.T) {
 	}
 }
 
+// An agent killed mid-action leaves a claim that names the action: its
+// successor learns what libvirt may still be doing (and takes those VM
+// events for its own, hvagent/run).
+func TestInterruptedActionsNamed(t *testing.T) {
+	b := newBench(t)
+	r := req("vms1", vmsg.CmdStart, "web1")
+	r.IssuedMs = b.clk.Now().UnixMilli()
+	env, err := b.vms.Seal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := b.hv.hold()
+	defer release()
+	go b.a.HandleEnvelope(context.Background(), env, ViaVMMI)
+	b.waitEntered()
+	b.j.Close() // the process dies while libvirt starts web1
+	j, err := journal.Open(b.jpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	in := InterruptedActions(j)
+	if len(in) != 1 || in[0].RequestID != r.ID || in[0].Action != virt.ActionStart || in[0].VM != "web1" {
+		t.Fatalf("InterruptedActions = %+v", in)
+	}
+	// Reads claim no note, so they are never adopted.
+	if _, _, err := j.BeginNote(context.Background(), 99, beginNote(req("vms1", vmsg.CmdStatus, "web1"))); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	j2, _ := journal.Open(b.jpath)
+	defer j2.Close()
+	if in := InterruptedActions(j2); len(in) != 1 {
+		t.Fatalf("a read listed as an interrupted action: %+v", in)
+	}
+}
+
 func TestBadEnvelopes(t *testing.T) {
 	b := newBench(t)
 	ctx := context.Background()

@@ -10,7 +10,9 @@
 //	        body     kind u8               1 begun, 2 result, 3 aborted
 //	                 id   u64 big-endian   request id
 //	                 time i64 big-endian   unix nanoseconds when written
-//	                 data                  result bytes (kind 2), else empty
+//	                 data                  result bytes (kind 2); kind 1 may
+//	                                       carry a note saying what was begun
+//	                                       (the agent: "start app1"); else empty
 //
 // Every record is fsynced before the call that wrote it returns. On Open a
 // record that is short or fails its CRC ends the journal: the file is cut
@@ -28,7 +30,9 @@
 //
 // A request begun but never finished before a crash is not run again: Begin
 // answers ErrInterrupted until a result is Put for it (say, an error reply
-// telling the VMS to check the VM's state).
+// telling the VMS to check the VM's state). [Journal.Interrupted] lists
+// them with the note they were begun with ([Journal.BeginNote]), so a
+// restarted agent knows what may still be under way on the hypervisor.
 //
 // The journal keeps at most MaxEntries ids and forgets ids older than TTL,
 // oldest first, and rewrites the file (write, fsync, rename) once it holds
@@ -222,7 +226,7 @@ func (j *Journal) apply(body []byte) {
 		j.order = append(j.order, id)
 	}
 	e.kind = k
-	if k == kindResult {
+	if k == kindResult || k == kindBegun {
 		e.data = append([]byte(nil), body[bodyHead:]...)
 	}
 }
@@ -375,6 +379,11 @@ func (j *Journal) Get(id uint64) ([]byte, bool) {
 // for its result until ctx ends, then returns ErrInProgress. For an id
 // begun before a restart and never finished it returns ErrInterrupted.
 func (j *Journal) Begin(ctx context.Context, id uint64) (result []byte, claimed bool, err error) {
+	return j.BeginNote(ctx, id, nil)
+}
+
+// BeginNote is Begin, recording note with the claim (see Interrupted).
+func (j *Journal) BeginNote(ctx context.Context, id uint64, note []byte) (result []byte, claimed bool, err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	for {
@@ -401,7 +410,7 @@ func (j *Journal) Begin(ctx context.Context, id uint64) (result []byte, claimed 
 		if err := ctx.Err(); err != nil {
 			return nil, false, err
 		}
-		if err := j.write(kindBegun, id, nil); err != nil {
+		if err := j.write(kindBegun, id, note); err != nil {
 			return nil, false, err
 		}
 		j.inflight[id] = make(chan struct{})

@@ -162,12 +162,29 @@ func TestInterruptedAcrossRestart(t *testing.T) {
 	if _, _, err := j.Begin(context.Background(), 7); !errors.Is(err, ErrInterrupted) {
 		t.Fatalf("Begin(7) after restart: %v, want ErrInterrupted", err)
 	}
+	// What was begun before the crash is listed with its note; ids this
+	// process claims are not.
+	if _, _, err := j.BeginNote(context.Background(), 8, []byte("start app1")); err != nil {
+		t.Fatal(err)
+	}
+	if in := j.Interrupted(); len(in) != 1 || in[0].ID != 7 || len(in[0].Data) != 0 {
+		t.Fatalf("Interrupted = %+v", in)
+	}
+	j.Close() // crash while running 8
+	j = open(t, path, Options{})
+	defer j.Close()
+	if in := j.Interrupted(); len(in) != 2 || in[1].ID != 8 || string(in[1].Data) != "start app1" {
+		t.Fatalf("Interrupted after a second crash = %+v", in)
+	}
 	// The agent records an answer for it; duplicates then get that.
 	if err := j.Put(7, []byte("outcome unknown")); err != nil {
 		t.Fatal(err)
 	}
 	if r, claimed, err := j.Begin(context.Background(), 7); err != nil || claimed || string(r) != "outcome unknown" {
 		t.Fatalf("Begin(7) = %q %v %v", r, claimed, err)
+	}
+	if in := j.Interrupted(); len(in) != 1 || in[0].ID != 8 {
+		t.Fatalf("Interrupted after 7 got an outcome = %+v", in)
 	}
 }
 

@@ -27,3 +27,23 @@ func (j *Journal) Results() []Result {
 	}
 	return out
 }
+
+// Interrupted returns the ids begun before this journal was opened and
+// never finished (a crash cut them), oldest first, with the note each was
+// begun with and the time it was begun.
+func (j *Journal) Interrupted() []Result {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	cut := j.opt.Now().Add(-j.opt.TTL)
+	seen := make(map[uint64]bool, len(j.entries))
+	var out []Result
+	for _, id := range j.order {
+		e, ok := j.entries[id]
+		if _, busy := j.inflight[id]; !ok || busy || seen[id] || e.kind != kindBegun || e.at.Before(cut) {
+			continue
+		}
+		seen[id] = true
+		out = append(out, Result{ID: id, At: e.at, Data: append([]byte(nil), e.data...)})
+	}
+	return out
+}

@@ -33,10 +33,12 @@
 // that VMS reader only; alerts are addressed to 0, the alert log every
 // following VMS reads (see docs/oob-i.md).
 //
-// Writing Queue 2 (OEM 0x03): a full queue answers 0xC4; the writer backs off
-// (50 ms doubling to 2 s) and retries the same record until it fits or ctx
-// ends. A write of a record already queued is answered as success by the
-// BMC, so retries after a transport error cannot duplicate it. A full queue
+// Writing Queue 2 (OEM 0x03): a full queue answers 0xC4, a BMC that is busy
+// or not connected for now 0xC0, 0xC3 or 0xD2 (oem.CompletionCode.Transient:
+// QEMU answers 0xD2 while bmcsim restarts); the writer backs off (50 ms
+// doubling to 2 s) and retries the same record until it fits or ctx ends.
+// A write of a record already queued is answered as success by the BMC, so
+// retries after a transport error cannot duplicate it. A full queue
 // never stalls the loop: each answer gets AnswerTimeout, then it is dropped,
 // counted (Stats.AnswersDropped) and logged (the VMS asks again with the same
 // request id and the journal answers it). Answers written at once interleave
@@ -89,7 +91,15 @@ type Preparer interface {
 	Prepare(ctx context.Context, env []byte, via string) func(context.Context) ([][]byte, error)
 }
 
-var _ Handler = (*agent.Agent)(nil)
+// jobPreparer is agent.Agent's Prepare, used as a Preparer.
+type jobPreparer interface {
+	Prepare(ctx context.Context, env []byte, via string) *agent.Job
+}
+
+var (
+	_ Handler     = (*agent.Agent)(nil)
+	_ jobPreparer = (*agent.Agent)(nil)
+)
 
 // Config configures a Loop. Conn and Handler are required.
 type Config struct {
@@ -371,8 +381,11 @@ func (l *Loop) drainWindow(ctx context.Context) error {
 // runner puts env in line (when the handler can prepare) and returns what
 // serves it.
 func (l *Loop) runner(ctx context.Context, env []byte) func(context.Context) ([][]byte, error) {
-	if p, ok := l.cfg.Handler.(Preparer); ok {
+	switch p := l.cfg.Handler.(type) {
+	case Preparer:
 		return p.Prepare(ctx, env, agent.ViaOOB)
+	case jobPreparer:
+		return p.Prepare(ctx, env, agent.ViaOOB).Run
 	}
 	return func(ctx context.Context) ([][]byte, error) {
 		return l.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaOOB)
@@ -524,6 +537,13 @@ func (l *Loop) write(ctx context.Context, r record.Record) error {
 			l.fullRetries.Add(1)
 			if attempt == 0 || attempt%20 == 0 {
 				l.log.Warn("Queue 2 is full; the VMS is not reading it. Holding the answer and retrying", "attempt", attempt+1, "retry_in", backoff)
+			}
+		case errors.As(err, &oe) && oe.Code.Transient():
+			// The BMC is not there for now (QEMU answers 0xD2 while bmcsim
+			// restarts): the answer is held and written once it is back.
+			l.writeErrors.Add(1)
+			if attempt == 0 || attempt%20 == 0 {
+				l.log.Warn("write to Queue 2 failed: the BMC is busy or not connected; holding the answer and retrying", "err", err, "retry_in", backoff)
 			}
 		case errors.As(err, &oe):
 			return err // the BMC refuses this record: retrying will not help

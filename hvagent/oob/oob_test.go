@@ -17,7 +17,7 @@ import (
 	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
-	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/hvagent/agent"
 	"github.com/ooblab/ooblab/hvagent/agenttest"
 	"github.com/ooblab/ooblab/hvagent/alert"
@@ -43,7 +43,7 @@ type bmcLab struct {
 func newBMC(t testing.TB, o bmcsimtest.Options) *bmcLab {
 	t.Helper()
 	o.Logger = testutil.Logger(t)
-	o.Users = []sim.User{{Name: "vms", Password: "s3cret-vms", Privilege: "operator"}}
+	o.Users = []config.User{{Name: "vms", Password: "s3cret-vms", Privilege: "operator"}}
 	b := bmcsimtest.Start(t, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -684,3 +684,65 @@ func TestAlertInAnswerGoesToEveryReader(t *testing.T) {
 		t.Fatalf("follower read %v %v", r, ok)
 	}
 }
+
+// notReady is a system interface whose BMC is away (QEMU answers 0xD2 while
+// bmcsim restarts) for the first writes to Queue 2, then back.
+type notReady struct {
+	away   atomic.Int32
+	writes atomic.Int32
+}
+
+func (c *notReady) Do(ctx context.Context, netfn, cmd uint8, data []byte) ([]byte, uint8, error) {
+	if cmd != uint8(oem.CmdWriteQueue2) {
+		return nil, uint8(oem.CCInvalidCommand), nil
+	}
+	c.writes.Add(1)
+	if c.away.Add(-1) >= 0 {
+		return nil, uint8(oem.CCNotReady), nil
+	}
+	resp, _ := (&oem.WriteQueueResponse{IANA: oem.DefaultIANA}).Pack()
+	return resp, 0, nil
+}
+func (c *notReady) Notify() <-chan struct{} { return nil }
+func (c *notReady) Close() error            { return nil }
+
+// An answer written while the BMC restarts (0xD2 from QEMU) is held and
+// written once it is back, not dropped; a refusal (0xCC) is not retried.
+func TestQueue2WriteWaitsOutBMCRestart(t *testing.T) {
+	c := &notReady{}
+	c.away.Store(4)
+	l := New(Config{Conn: c, Handler: &echo{}, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Send(ctx, randBytes(100)); err != nil {
+		t.Fatalf("answer dropped while the BMC restarted: %v", err)
+	}
+	if n := c.writes.Load(); n != 5 {
+		t.Fatalf("%d writes, want 4 refused and 1 taken", n)
+	}
+	// A record the BMC refuses outright is not retried.
+	c.away.Store(0)
+	c.writes.Store(0)
+	bad := &refusing{}
+	l2 := New(Config{Conn: bad, Handler: &echo{}, MinBackoff: time.Millisecond})
+	if err := l2.Send(ctx, randBytes(100)); err == nil || bad.writes.Load() != 1 {
+		t.Fatalf("refused record: err %v after %d writes", err, bad.writes.Load())
+	}
+	for _, cc := range []oem.CompletionCode{oem.CCNodeBusy, oem.CCTimeout, oem.CCNotReady} {
+		if !cc.Transient() {
+			t.Errorf("%v not transient", cc)
+		}
+	}
+	if oem.CCInvalidDataField.Transient() || oem.CCOutOfSpace.Transient() {
+		t.Error("a refusal counted as transient")
+	}
+}
+
+type refusing struct{ writes atomic.Int32 }
+
+func (c *refusing) Do(context.Context, uint8, uint8, []byte) ([]byte, uint8, error) {
+	c.writes.Add(1)
+	return nil, uint8(oem.CCInvalidDataField), nil
+}
+func (c *refusing) Notify() <-chan struct{} { return nil }
+func (c *refusing) Close() error            { return nil }

@@ -103,11 +103,90 @@ func ReadKeyRing(path string) ([]*seal.Key, error) {
 	return ring, nil
 }
 
-// Run serves until ctx ends.
+// Run serves until ctx ends. Each stage is one function below, in order:
+// check the options, load the identity (host key, policy), open the
+// journal and libvirt, build the alert outlets, the agent, the OOB-I loop
+// and the VMM-I server around it, serve, reload the policy on SIGHUP, and
+// on the way out let running actions finish.
 func Run(ctx context.Context, o Options) error {
+	if err := checkOptions(&o); err != nil {
+		return err
+	}
 	log := o.Logger
-	if log == nil {
-		log = slog.Default()
+	id, err := loadIdentity(o)
+	if err != nil {
+		return err
+	}
+	j, err := openJournal(o, log)
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	hv, host, err := openHypervisor(ctx, o, id.key.HostID())
+	if err != nil {
+		return err
+	}
+	defer hv.Close()
+	out := newOutlets(o, log)
+	a, err := agent.New(agent.Config{Key: id.key, Opener: seal.OpenerOptions{Also: id.ring[1:]},
+		Policy: id.policy, Hypervisor: hv, Journal: j, Alerts: out.local, Queue2: out.queue2Sink(), Host: host,
+		Logger: log, ChallengeState: o.JournalFile + ".challenges"})
+	if err != nil {
+		return err
+	}
+	loop := newOOBLoop(o, out, a, log)
+	srv, ln, err := listenVMMI(o, a, log)
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	var curPol atomic.Pointer[policy.Policy]
+	curPol.Store(id.policy)
+	adoptInterrupted(j, hv, log)
+	watchLibvirt(ctx, &wg, hv, out, id.key.HostID(), &curPol, log)
+	for _, vm := range o.StartVMs {
+		wg.Go(func() { startAtBoot(ctx, hv, vm, log) })
+	}
+	st := Status{HostID: id.key.HostID(), OOB: "off", VMMI: "off"}
+	if srv != nil {
+		st.VMMI, st.Addr = "listening on "+ln.Addr().String(), ln.Addr()
+		wg.Go(func() {
+			if err := srv.Serve(ctx, ln); err != nil {
+				errs <- err
+				cancel()
+			}
+		})
+	}
+	if loop != nil {
+		st.OOB = serveOOB(ctx, &wg, o.Sysif, out.conn, loop, log)
+	}
+	log.Info("hvagent ready", "host", st.HostID, "oob_i", st.OOB, "vmm_i", st.VMMI, "libvirt", o.LibvirtURI, "journal", o.JournalFile, "alerts_to", id.policy.AlertUsers())
+	if o.Ready != nil {
+		o.Ready(st)
+	}
+
+	reloadOnHangup(ctx, o.PolicyFile, a, &curPol, log)
+	cancel()
+	wg.Wait()
+	finishActions(a, o.ShutdownTimeout, log)
+	log.Info("hvagent stopped")
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// checkOptions fills in the defaults and refuses options hvagent cannot
+// run with.
+func checkOptions(o *Options) error {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 	if o.LibvirtURI == "" {
 		o.LibvirtURI = "qemu:///system"
@@ -124,104 +203,178 @@ func Run(ctx context.Context, o Options) error {
 	if o.JournalFile == "" {
 		return errors.New("--journal FILE is required: without it a retried request could run twice")
 	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 90 * time.Second
+	}
+	return nil
+}
+
+// identity is who the agent is and whom it obeys.
+type identity struct {
+	ring   []*seal.Key // ring[0] seals answers; every key opens requests
+	key    *seal.Key
+	policy *policy.Policy
+}
+
+// loadIdentity reads the host key file and the authorization list.
+func loadIdentity(o Options) (identity, error) {
 	ring, err := ReadKeyRing(o.KeyFile)
 	if err != nil {
-		return err
+		return identity{}, err
 	}
 	key := ring[0]
 	if o.HostID != "" && o.HostID != key.HostID() {
-		return fmt.Errorf("--host-id %q but the key in %s is for %q", o.HostID, o.KeyFile, key.HostID())
+		return identity{}, fmt.Errorf("--host-id %q but the key in %s is for %q", o.HostID, o.KeyFile, key.HostID())
 	}
 	pol, err := policy.Load(o.PolicyFile)
 	if err != nil {
-		return fmt.Errorf("--policy: %w", err)
+		return identity{}, fmt.Errorf("--policy: %w", err)
 	}
+	return identity{ring: ring, key: key, policy: pol}, nil
+}
+
+// openJournal opens (creating) the request journal, cutting a torn tail.
+func openJournal(o Options, log *slog.Logger) (*journal.Journal, error) {
 	if err := os.MkdirAll(filepath.Dir(o.JournalFile), 0o700); err != nil {
-		return fmt.Errorf("--journal: %w", err)
+		return nil, fmt.Errorf("--journal: %w", err)
 	}
 	j, err := journal.Open(o.JournalFile)
 	if err != nil {
-		return fmt.Errorf("--journal: %w", err)
+		return nil, fmt.Errorf("--journal: %w", err)
 	}
-	defer j.Close()
 	if n := j.Recovered(); n > 0 {
 		log.Warn("journal had a torn tail (crash while writing); cut it", "bytes", n, "file", o.JournalFile)
 	}
+	return j, nil
+}
+
+// openHypervisor connects to libvirt and describes the host for pongs.
+func openHypervisor(ctx context.Context, o Options, hostID string) (*virt.Libvirt, vmsg.HostInfo, error) {
 	hv, err := virt.Open(ctx, o.LibvirtURI)
 	if err != nil {
-		return fmt.Errorf("--libvirt %s: %w", o.LibvirtURI, err)
+		return nil, vmsg.HostInfo{}, fmt.Errorf("--libvirt %s: %w", o.LibvirtURI, err)
 	}
-	defer hv.Close()
-	host := vmsg.HostInfo{HostID: key.HostID(), Hypervisor: o.LibvirtURI}
+	host := vmsg.HostInfo{HostID: hostID, Hypervisor: o.LibvirtURI}
 	host.Hostname, _ = os.Hostname()
 	if v, err := hv.Conn().GetLibVersion(); err == nil {
 		host.Libvirt = fmt.Sprintf("%d.%d.%d", v/1000000, v/1000%1000, v%1000)
 	}
+	return hv, host, nil
+}
 
-	iana := oem.IANA(o.IANA)
-	conn := &lazyConn{ready: make(chan struct{})}
-	sinks := alert.Multi{alert.Log{Logger: log}}
+// outlets are where alerts go: the local ones (log, hook, the BMC's SEL
+// through the system interface) and, with an OOB-I, Queue 2. Both OOB-I
+// outlets exist before what they write through: the system interface
+// opens in the background (conn), and Queue 2 is written by the OOB loop,
+// which is built after the agent it serves (queue2).
+type outlets struct {
+	local  alert.Multi
+	conn   *lazyConn   // nil without --sysif
+	queue2 *boundLater // nil without --sysif
+}
+
+func newOutlets(o Options, log *slog.Logger) *outlets {
+	out := &outlets{local: alert.Multi{alert.Log{Logger: log}}}
 	if o.AlertHook != "" {
-		sinks = append(sinks, &alert.Hook{Command: []string{"/bin/sh", "-c", o.AlertHook}, Logger: log})
+		out.local = append(out.local, &alert.Hook{Command: []string{"/bin/sh", "-c", o.AlertHook}, Logger: log})
 	}
-	var loop *oob.Loop
-	var q2 alert.Sink
-	var a *agent.Agent
 	if o.Sysif != "" {
-		sinks = append(sinks, &oob.SELSink{Conn: conn, IANA: iana})
-		loop = oob.New(oob.Config{Conn: conn, IANA: iana, PollInterval: o.PollInterval, Logger: log.With("channel", agent.ViaOOB),
-			Handler: lateAgent{&a}})
-		q2 = &oob.Queue2Sink{Loop: loop, Seal: func(al alert.Alert) ([]byte, error) { return a.SealAlert(al) }}
+		out.conn = &lazyConn{ready: make(chan struct{})}
+		out.local = append(out.local, &oob.SELSink{Conn: out.conn, IANA: oem.IANA(o.IANA)})
+		out.queue2 = &boundLater{}
 	}
-	a, err = agent.New(agent.Config{Key: key, Opener: seal.OpenerOptions{Also: ring[1:]},
-		Policy: pol, Hypervisor: hv, Journal: j, Alerts: sinks, Queue2: q2, Host: host, Logger: log,
-		ChallengeState: o.JournalFile + ".challenges"})
+	return out
+}
+
+// queue2Sink is the agent's Queue 2 outlet (nil without an OOB-I).
+func (out *outlets) queue2Sink() alert.Sink {
+	if out.queue2 == nil {
+		return nil
+	}
+	return out.queue2
+}
+
+// all is every outlet, Queue 2 included: changes made behind the agent's
+// back go to all of them.
+func (out *outlets) all() alert.Multi {
+	all := alert.Multi{out.local}
+	if out.queue2 != nil {
+		all = append(all, out.queue2)
+	}
+	return all
+}
+
+// newOOBLoop builds the OOB-I loop serving a over the system interface
+// (nil without --sysif) and binds the Queue 2 outlet to it.
+func newOOBLoop(o Options, out *outlets, a *agent.Agent, log *slog.Logger) *oob.Loop {
+	if o.Sysif == "" {
+		return nil
+	}
+	loop := oob.New(oob.Config{Conn: out.conn, IANA: oem.IANA(o.IANA), PollInterval: o.PollInterval,
+		Logger: log.With("channel", agent.ViaOOB), Handler: a})
+	out.queue2.bind(&oob.Queue2Sink{Loop: loop, Seal: a.SealAlert})
+	return loop
+}
+
+// listenVMMI builds the VMM-I TLS server around a and opens its listener
+// (nil, nil without --vmmi).
+func listenVMMI(o Options, a *agent.Agent, log *slog.Logger) (*vmmi.Server, net.Listener, error) {
+	if o.VMMIAddr == "" {
+		return nil, nil, nil
+	}
+	tc, err := vmmi.LoadTLS(o.TLSCert, o.TLSKey)
 	if err != nil {
-		return err
+		return nil, nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
 	}
-
-	var srv *vmmi.Server
-	var ln net.Listener
-	if o.VMMIAddr != "" {
-		tc, err := vmmi.LoadTLS(o.TLSCert, o.TLSKey)
-		if err != nil {
-			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
-		}
-		if o.TLSClientCA == "" {
-			return errors.New("--vmmi needs --tls-client-ca: the VMS authenticates with a client certificate")
-		}
-		cas, err := vmmi.LoadClientCAs(o.TLSClientCA)
-		if err != nil {
-			return fmt.Errorf("--tls-client-ca: %w", err)
-		}
-		srv, err = vmmi.New(vmmi.Config{Handler: a, TLS: tc, ClientCAs: cas, KnownPrincipal: a.KnownPrincipal,
-			Logger: log.With("channel", agent.ViaVMMI)})
-		if err != nil {
-			return err
-		}
-		ln, err = net.Listen("tcp", o.VMMIAddr)
-		if err != nil {
-			return fmt.Errorf("--vmmi: %w", err)
-		}
+	if o.TLSClientCA == "" {
+		return nil, nil, errors.New("--vmmi needs --tls-client-ca: the VMS authenticates with a client certificate")
 	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-
-	// Changes made behind the agent's back (virsh on the host, the guest,
-	// a crash) go to every outlet, queue 2 included.
-	var curPol atomic.Pointer[policy.Policy]
-	curPol.Store(pol)
-	outlets := alert.Multi{sinks}
-	if q2 != nil {
-		outlets = append(outlets, q2)
+	cas, err := vmmi.LoadClientCAs(o.TLSClientCA)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--tls-client-ca: %w", err)
 	}
+	srv, err := vmmi.New(vmmi.Config{Handler: a, TLS: tc, ClientCAs: cas, KnownPrincipal: a.KnownPrincipal,
+		Logger: log.With("channel", agent.ViaVMMI)})
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", o.VMMIAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--vmmi: %w", err)
+	}
+	return srv, ln, nil
+}
+
+// adoptWindow is how long after a killed agent began an action its
+// successor takes the action's VM events for its own (twice the agent's
+// default action timeout: libvirtd finishes a start it was given).
+const adoptWindow = 2 * time.Minute
+
+// adoptInterrupted: the state changes a killed agent began may still be
+// under way in libvirtd; the events of their completion are this agent's
+// doing, not changes behind its back (which would raise false alerts).
+func adoptInterrupted(j *journal.Journal, hv *virt.Libvirt, log *slog.Logger) {
+	now := time.Now()
+	for _, in := range agent.InterruptedActions(j) {
+		if now.Sub(in.At) > adoptWindow {
+			continue
+		}
+		hv.Adopt(in.VM, in.Action, in.At.Add(adoptWindow))
+		log.Info("an action begun before the restart may still be under way; its VM events until then are the agent's own",
+			"request_id", in.RequestID, "action", in.Action, "vm", in.VM, "begun", in.At, "until", in.At.Add(adoptWindow))
+	}
+}
+
+// watchLibvirt follows libvirt's lifecycle events in the background and
+// returns once it watches (or could not start, or ctx ended): changes made
+// behind the agent's back (virsh on the host, the guest, a crash) go to
+// every outlet, Queue 2 included.
+func watchLibvirt(ctx context.Context, wg *sync.WaitGroup, hv *virt.Libvirt, out *outlets, hostID string,
+	pol *atomic.Pointer[policy.Policy], log *slog.Logger) {
 	watching := make(chan struct{})
 	wg.Go(func() {
-		err := watch.Run(ctx, watch.Config{Source: hv, Sink: outlets, Host: key.HostID(),
-			Users: func() []string { return curPol.Load().AlertUsers() }, Logger: log, Ready: func() { close(watching) }})
+		err := watch.Run(ctx, watch.Config{Source: hv, Sink: out.all(), Host: hostID,
+			Users: func() []string { return pol.Load().AlertUsers() }, Logger: log, Ready: func() { close(watching) }})
 		if err != nil {
 			log.Warn("cannot watch libvirt events: VM changes made behind the agent's back go unreported", "err", err)
 			close(watching)
@@ -231,98 +384,98 @@ func Run(ctx context.Context, o Options) error {
 	case <-watching:
 	case <-ctx.Done():
 	}
-	for _, vm := range o.StartVMs {
-		wg.Go(func() { startAtBoot(ctx, hv, vm, log) })
-	}
-	st := Status{HostID: key.HostID(), OOB: "off", VMMI: "off"}
-	if srv != nil {
-		st.VMMI, st.Addr = "listening on "+ln.Addr().String(), ln.Addr()
-		wg.Go(func() {
-			if err := srv.Serve(ctx, ln); err != nil {
-				errs <- err
-				cancel()
-			}
-		})
-	}
-	if loop != nil {
-		// Open the system interface (retrying until the BMC answers), then
-		// run the loop.
-		first := make(chan string, 1)
-		wg.Go(func() {
-			c, err := openSysif(ctx, o.Sysif, log, conn, first)
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			loop.Run(ctx)
-		})
-		select {
-		case st.OOB = <-first:
-		case <-ctx.Done():
-		}
-		if strings.HasPrefix(st.OOB, "up") {
-			pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-			q1s, q2s, err := loop.Probe(pctx)
-			pcancel()
-			if err != nil {
-				st.OOB += fmt.Sprintf(", queue status: %v (will retry)", err)
-			} else {
-				st.OOB += fmt.Sprintf(", queue 1 %d/%d, queue 2 %d/%d", q1s.Depth, q1s.Capacity, q2s.Depth, q2s.Capacity)
-			}
-		}
-	}
-	log.Info("hvagent ready", "host", st.HostID, "oob_i", st.OOB, "vmm_i", st.VMMI, "libvirt", o.LibvirtURI, "journal", o.JournalFile, "alerts_to", pol.AlertUsers())
-	if o.Ready != nil {
-		o.Ready(st)
-	}
+}
 
+// serveOOB opens the system interface in the background (retrying until
+// the BMC answers), then runs the loop; it returns the OOB-I status for
+// the ready line once the first attempt is known.
+func serveOOB(ctx context.Context, wg *sync.WaitGroup, spec string, conn *lazyConn, loop *oob.Loop, log *slog.Logger) string {
+	first := make(chan string, 1)
+	wg.Go(func() {
+		c, err := openSysif(ctx, spec, log, conn, first)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		loop.Run(ctx)
+	})
+	var st string
+	select {
+	case st = <-first:
+	case <-ctx.Done():
+		return "off"
+	}
+	if strings.HasPrefix(st, "up") {
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		q1s, q2s, err := loop.Probe(pctx)
+		pcancel()
+		if err != nil {
+			st += fmt.Sprintf(", queue status: %v (will retry)", err)
+		} else {
+			st += fmt.Sprintf(", queue 1 %d/%d, queue 2 %d/%d", q1s.Depth, q1s.Capacity, q2s.Depth, q2s.Capacity)
+		}
+	}
+	return st
+}
+
+// reloadOnHangup reloads the authorization list on every SIGHUP until ctx
+// ends; a list that does not load leaves the old one in force.
+func reloadOnHangup(ctx context.Context, file string, a *agent.Agent, cur *atomic.Pointer[policy.Policy], log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	for done := false; !done; {
+	for {
 		select {
 		case <-ctx.Done():
-			done = true
+			return
 		case <-hup:
-			if p, err := policy.Load(o.PolicyFile); err != nil {
-				log.Error("policy reload failed; keeping the old list", "file", o.PolicyFile, "err", err)
+			if p, err := policy.Load(file); err != nil {
+				log.Error("policy reload failed; keeping the old list", "file", file, "err", err)
 			} else {
 				a.SetPolicy(p)
-				curPol.Store(p)
-				log.Info("policy reloaded", "file", o.PolicyFile)
+				cur.Store(p)
+				log.Info("policy reloaded", "file", file)
 			}
 		}
 	}
-	cancel()
-	wg.Wait()
-	// The channels take no more requests; actions already begun run to
-	// their end and journal their outcome, so a retry gets the truth.
-	if o.ShutdownTimeout <= 0 {
-		o.ShutdownTimeout = 90 * time.Second
-	}
-	sctx, scancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+}
+
+// finishActions waits up to timeout for actions already begun: the
+// channels take no more requests, and each action runs to its end and
+// journals its outcome, so a retry gets the truth.
+func finishActions(a *agent.Agent, timeout time.Duration, log *slog.Logger) {
+	sctx, scancel := context.WithTimeout(context.Background(), timeout)
+	defer scancel()
 	if err := a.Wait(sctx); err != nil {
-		log.Error("stopping with actions still running; their requests will be answered interrupted after the restart", "waited", o.ShutdownTimeout)
-	}
-	scancel()
-	log.Info("hvagent stopped")
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
+		log.Error("stopping with actions still running; their requests will be answered interrupted after the restart", "waited", timeout)
 	}
 }
 
-// lateAgent is the agent for the OOB-I loop, which is built before it.
-type lateAgent struct{ a **agent.Agent }
-
-func (l lateAgent) HandleEnvelope(ctx context.Context, env []byte, via string) ([][]byte, error) {
-	return (*l.a).HandleEnvelope(ctx, env, via)
+// boundLater is an alert.Sink whose sink is bound after it is handed out
+// (the agent holds its Queue 2 outlet before the OOB loop that writes
+// Queue 2 exists). Until then Send fails, as a write to a system interface
+// not yet open does.
+type boundLater struct {
+	mu   sync.Mutex
+	sink alert.Sink
 }
 
-func (l lateAgent) Prepare(ctx context.Context, env []byte, via string) func(context.Context) ([][]byte, error) {
-	return (*l.a).Prepare(ctx, env, via).Run
+var errNotBound = errors.New("queue 2 outlet not set up yet")
+
+func (b *boundLater) bind(s alert.Sink) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sink = s
+}
+
+func (b *boundLater) Send(ctx context.Context, al alert.Alert) error {
+	b.mu.Lock()
+	s := b.sink
+	b.mu.Unlock()
+	if s == nil {
+		return errNotBound
+	}
+	return s.Send(ctx, al)
 }
 
 // openSysif opens the --sysif spec, retrying with backoff, hands it to

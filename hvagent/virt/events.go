@@ -117,6 +117,18 @@ func (f *inflight) begin(vm string, a Action) *mark {
 	return m
 }
 
+// adopt marks an action this agent may still have under way on vm until
+// until (begun by the agent before it restarted): the events it causes
+// until then are the agent's own.
+func (f *inflight) adopt(vm string, a Action, until time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[string][]*mark{}
+	}
+	f.m[vm] = append(f.m[vm], &mark{action: a, until: until})
+}
+
 func (f *inflight) end(m *mark, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -378,6 +378,12 @@ func (l *Libvirt) act(ctx context.Context, vm string, a Action, decide func(Stat
 	})
 }
 
+// Adopt takes a's lifecycle events on vm until until for this agent's own:
+// an action a previous agent process began (its request journalled as
+// interrupted) that libvirt may still be carrying out, so a restarted agent
+// does not report its completion as a change behind its back.
+func (l *Libvirt) Adopt(vm string, a Action, until time.Time) { l.inflight.adopt(vm, a, until) }
+
 // Start boots a shut-off (or crashed) domain; running is already done.
 func (l *Libvirt) Start(ctx context.Context, vm string) (State, error) {
 	return l.act(ctx, vm, ActionStart, func(s State) (bool, bool) {

@@ -377,4 +377,18 @@ func TestInflightOwnEvents(t *testing.T) {
 	if _, ok := f.own("vm1", EventStopped, at.Add(OwnGrace+time.Millisecond)); ok {
 		t.Fatal("a later Stopped counted as the shutdown's")
 	}
+	// A start a killed agent began, adopted by its successor: libvirt
+	// finishing it is the agent's doing, until the window closes.
+	f.adopt("vm3", ActionStart, t0.Add(time.Minute))
+	for _, e := range []EventType{EventResumed, EventStarted} {
+		if a, ok := f.own("vm3", e, t0.Add(20*time.Second)); !ok || a != ActionStart {
+			t.Fatalf("%s of an adopted start: %v %v", e, a, ok)
+		}
+	}
+	if _, ok := f.own("vm3", EventStopped, t0.Add(20*time.Second)); ok {
+		t.Fatal("a Stopped counted as an adopted start's")
+	}
+	if _, ok := f.own("vm3", EventStarted, t0.Add(time.Minute+time.Millisecond)); ok {
+		t.Fatal("Started after the adopted window counted")
+	}
 }

@@ -1,67 +1,22 @@
-package virt
+package virt_test
 
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/ooblab/ooblab/internal/testutil"
+	. "github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/hvagent/virt/virttest"
 )
 
-// tinyDomainXML is a diskless, BIOS-only TCG guest: enough for libvirt and
-// QEMU to run it, nothing to boot.
-const tinyDomainXML = `<domain type='qemu'>
-  <name>ooblab-virt-test</name>
-  <memory unit='MiB'>32</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='network'/></os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-  </devices>
-</domain>`
-
-// TestQEMUSystem runs the actions against a real libvirtd. URI from
-// OOBLAB_LIBVIRT_URI, default qemu:///system. Skips with the reason when
-// libvirtd is not reachable.
+// TestQEMUSystem runs the actions against a real libvirtd
+// (virttest.QEMUSystem: OOBLAB_LIBVIRT_URI, default qemu:///system).
 func TestQEMUSystem(t *testing.T) {
-	testutil.Integration(t, "qemu-system-x86_64", "libvirtd")
-	uri := os.Getenv("OOBLAB_LIBVIRT_URI")
-	if uri == "" {
-		uri = "qemu:///system"
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l, err := Open(ctx, uri)
-	if err != nil {
-		testutil.Need(t, fmt.Errorf("libvirtd not usable at %s (make test starts it): %w", uri, err))
-	}
-	defer l.Close()
-
-	// A name of this process's own: two test runs may share one libvirtd.
-	name := fmt.Sprintf("ooblab-virt-test-%d", os.Getpid())
-	// A leftover from an interrupted run.
-	if old, err := l.Conn().LookupDomainByName(name); err == nil {
-		old.Destroy()
-		old.Undefine()
-		old.Free()
-	}
-	d, err := l.Conn().DomainDefineXML(strings.Replace(tinyDomainXML, "<name>ooblab-virt-test</name>", "<name>"+name+"</name>", 1))
-	if err != nil {
-		t.Fatalf("define: %v", err)
-	}
-	t.Cleanup(func() {
-		d.Destroy()
-		if err := d.Undefine(); err != nil {
-			t.Errorf("undefine: %v", err)
-		}
-		d.Free()
-	})
+	l := virttest.QEMUSystem(t, ctx)
+	name, _ := virttest.TinyDomain(t, l, "ooblab-virt-test")
 
 	steps := []struct {
 		a    Action

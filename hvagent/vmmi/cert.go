@@ -7,17 +7,15 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/pki"
 )
 
@@ -52,26 +50,11 @@ func GenerateCert(dir string, hosts []string) (CertFiles, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return CertFiles{}, err
 	}
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := pki.NewCA("ooblab lab CA", 10*365*24*time.Hour)
 	if err != nil {
 		return CertFiles{}, err
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{Organization: []string{"ooblab"}, CommonName: "ooblab lab CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(10, 0, 0),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return CertFiles{}, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
+	caPEM, caKeyPEM, err := ca.PEM()
 	if err != nil {
 		return CertFiles{}, err
 	}
@@ -79,78 +62,31 @@ func GenerateCert(dir string, hosts []string) (CertFiles, error) {
 	if err != nil {
 		return CertFiles{}, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{Organization: []string{"ooblab"}, CommonName: hosts[0]},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	certPEM, err := ca.ServerCert(hosts[0], &key.PublicKey, hosts[1:]...)
+	if err != nil {
+		return CertFiles{}, err
 	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return CertFiles{}, err
 	}
 	f := CertFiles{CA: filepath.Join(dir, "ca.pem"), CAKey: filepath.Join(dir, "ca.key"),
 		Cert: filepath.Join(dir, "server.pem"), Key: filepath.Join(dir, "server.key")}
 	for _, w := range []struct {
-		path  string
-		typ   string
-		bytes func() ([]byte, error)
-		mode  os.FileMode
+		path string
+		pem  []byte
+		mode os.FileMode
 	}{
-		{f.CAKey, "PRIVATE KEY", func() ([]byte, error) { return x509.MarshalPKCS8PrivateKey(caKey) }, 0o600},
-		{f.Key, "PRIVATE KEY", func() ([]byte, error) { return x509.MarshalPKCS8PrivateKey(key) }, 0o600},
-		{f.CA, "CERTIFICATE", func() ([]byte, error) { return caDER, nil }, 0o644},
-		{f.Cert, "CERTIFICATE", func() ([]byte, error) { return der, nil }, 0o644},
+		{f.CAKey, caKeyPEM, 0o600},
+		{f.Key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600},
+		{f.CA, caPEM, 0o644},
+		{f.Cert, certPEM, 0o644},
 	} {
-		b, err := w.bytes()
-		if err != nil {
-			return CertFiles{}, err
-		}
-		if err := writeFile(w.path, pem.EncodeToMemory(&pem.Block{Type: w.typ, Bytes: b}), w.mode); err != nil {
+		if err := fileio.WriteFile(w.path, w.pem, w.mode); err != nil {
 			return CertFiles{}, err
 		}
 	}
 	return f, nil
-}
-
-func serial() *big.Int {
-	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	return n
-}
-
-// writeFile writes atomically with mode (also when the file existed with
-// a looser one).
-func writeFile(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // IssueClientCert signs a client certificate for principal (package

@@ -2,15 +2,13 @@ package watch
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ooblab/ooblab/hvagent/alert"
-	"github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/hvagent/virt/virttest"
 )
 
 // TestQEMUSystemVirshDestroy: with a real libvirtd, the agent starts a
@@ -19,47 +17,12 @@ import (
 // OOBLAB_LIBVIRT_URI, default qemu:///system; skips when libvirtd, QEMU or
 // virsh is missing.
 func TestQEMUSystemVirshDestroy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: skipping the real libvirtd test")
-	}
-	uri := os.Getenv("OOBLAB_LIBVIRT_URI")
-	if uri == "" {
-		uri = "qemu:///system"
-	}
-	if _, err := os.Stat("/usr/bin/qemu-system-x86_64"); err != nil {
-		t.Skipf("no QEMU: %v", err)
-	}
-	virsh, err := exec.LookPath("virsh")
-	if err != nil {
-		t.Skipf("no virsh: %v", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l, err := virt.Open(ctx, uri)
-	if err != nil {
-		t.Skipf("libvirtd not usable at %s: %v", uri, err)
-	}
-	defer l.Close()
+	l := virttest.QEMUSystem(t, ctx, "virsh")
+	virsh, _ := exec.LookPath("virsh")
 	// Unique per process: other worktrees run tests on the same libvirtd.
-	name := fmt.Sprintf("ooblab-watch-test-%d", os.Getpid())
-	d, err := l.Conn().DomainDefineXML(fmt.Sprintf(`<domain type='qemu'>
-  <name>%s</name>
-  <memory unit='MiB'>32</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='network'/></os>
-  <features><acpi/></features>
-  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices>
-</domain>`, name))
-	if err != nil {
-		t.Fatalf("define: %v", err)
-	}
-	t.Cleanup(func() {
-		d.Destroy()
-		if err := d.Undefine(); err != nil {
-			t.Errorf("undefine: %v", err)
-		}
-		d.Free()
-	})
+	name, _ := virttest.TinyDomain(t, l, "ooblab-watch-test")
 
 	alerts := make(chan alert.Alert, 16)
 	ready := make(chan struct{})
@@ -83,7 +46,7 @@ func TestQEMUSystemVirshDestroy(t *testing.T) {
 	if _, err := l.Start(ctx, name); err != nil {
 		t.Fatalf("agent start: %v", err)
 	}
-	if out, err := exec.CommandContext(ctx, virsh, "-c", uri, "destroy", name).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, virsh, "-c", l.URI(), "destroy", name).CombinedOutput(); err != nil {
 		t.Fatalf("virsh destroy: %v\n%s", err, out)
 	}
 	select {

@@ -1,14 +1,16 @@
 // Package inventory is the list of hypervisor hosts a VMS manages and how to
-// reach each over both channels. The lab writes it (lab state folder,
-// inventory.json, mode 0600); vmsctl reads it. Secrets are never inline: the
-// inventory names files (mode 0600) that hold them.
+// reach each over both channels, and its JSON form. The lab writes it (lab
+// state folder, inventory.json, mode 0600); vmsctl reads it. Secrets are
+// never inline: the inventory names files (mode 0600) that hold them.
+//
+// Like every wire format under internal/, it does no I/O: Parse and Marshal
+// work on bytes; internal/fileio reads and writes the file.
 package inventory
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 )
 
@@ -23,6 +25,10 @@ type Inventory struct {
 	Credentials []Credential `json:"credentials,omitempty"`
 	// Operators are the registered users who answer challenges.
 	Operators []Operator `json:"operators,omitempty"`
+	// VMS names this VMS's own addresses, which every request carries (the
+	// paper's vms_message); an empty field is learnt per host from the
+	// path to it (vmsctl/client).
+	VMS VMS `json:"vms,omitzero"`
 	// Dir is the folder the file was loaded from; relative paths resolve there.
 	Dir string `json:"-"`
 }
@@ -46,6 +52,14 @@ type VMMI struct {
 	// ServerName is the one name the host's certificate must carry (each
 	// host's certificate names that host only); default: Addr's host.
 	ServerName string `json:"server_name"`
+}
+
+// VMS is the management server's own addresses on the two paths to a host.
+type VMS struct {
+	// OOBI is the address the VMS's RMCP+ traffic to BMCs comes from.
+	OOBI string `json:"oob_i,omitempty"`
+	// VMMI is the address the VMS's VMM-I connections come from.
+	VMMI string `json:"vmm_i,omitempty"`
 }
 
 // Credential is one principal's private key and client certificate.
@@ -77,12 +91,9 @@ type Operator struct {
 // ErrNoHost is returned by Host for an unknown name.
 var ErrNoHost = errors.New("inventory: no such host")
 
-// Load reads an inventory file.
-func Load(path string) (*Inventory, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("inventory: %w", err)
-	}
+// Parse decodes an inventory read from path (named in errors; relative
+// paths in it resolve against its folder) and fills in the defaults.
+func Parse(b []byte, path string) (*Inventory, error) {
 	var inv Inventory
 	if err := json.Unmarshal(b, &inv); err != nil {
 		return nil, fmt.Errorf("inventory %s: %w", path, err)
@@ -103,17 +114,14 @@ func Load(path string) (*Inventory, error) {
 	return &inv, nil
 }
 
-// Save writes the inventory with mode 0600.
-func (inv *Inventory) Save(path string) error {
+// Marshal encodes the inventory as the file holds it (indented, with a
+// final newline).
+func (inv *Inventory) Marshal() ([]byte, error) {
 	b, err := json.MarshalIndent(inv, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return append(b, '\n'), nil
 }
 
 // Credential returns principal's credential, if the inventory has one.
@@ -142,16 +150,4 @@ func (inv *Inventory) Path(p string) string {
 		return p
 	}
 	return filepath.Join(inv.Dir, p)
-}
-
-// ReadSecret reads a secret file, refusing one that others can read.
-func ReadSecret(path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("secret file %s has mode %o; want 0600", path, st.Mode().Perm())
-	}
-	return os.ReadFile(path)
 }

@@ -157,11 +157,14 @@ type CompletionCode uint8
 
 const (
 	CCOK                       CompletionCode = 0x00
+	CCNodeBusy                 CompletionCode = 0xC0 // try again later
 	CCInvalidCommand           CompletionCode = 0xC1
+	CCTimeout                  CompletionCode = 0xC3 // QEMU: the BMC did not answer in time
 	CCOutOfSpace               CompletionCode = 0xC4 // queue full
 	CCRequestDataLengthInvalid CompletionCode = 0xC7
 	CCInvalidDataField         CompletionCode = 0xCC // bad IANA, bad record
 	CCInsufficientPrivilege    CompletionCode = 0xD4 // no session / below operator
+	CCNotReady                 CompletionCode = 0xD2 // BMC initializing; QEMU: no BMC connected
 	CCNotSupportedInState      CompletionCode = 0xD5 // wrong side for this command
 	CCUnspecified              CompletionCode = 0xFF
 )
@@ -170,8 +173,14 @@ func (c CompletionCode) String() string {
 	switch c {
 	case CCOK:
 		return "OK (0x00)"
+	case CCNodeBusy:
+		return "node busy (0xC0)"
 	case CCInvalidCommand:
 		return "invalid command (0xC1)"
+	case CCTimeout:
+		return "timeout (0xC3)"
+	case CCNotReady:
+		return "BMC not ready (0xD2)"
 	case CCOutOfSpace:
 		return "out of space: queue full (0xC4)"
 	case CCRequestDataLengthInvalid:
@@ -192,6 +201,15 @@ func (c CompletionCode) String() string {
 		return fmt.Sprintf("command-specific completion code (%#02x)", uint8(c))
 	}
 	return fmt.Sprintf("generic completion code (%#02x)", uint8(c))
+}
+
+// Transient reports whether a request answered c may succeed if sent again
+// as is: the BMC was busy, did not answer in time, or is not there for now
+// (QEMU answers the host 0xD2 while its BMC restarts, 0xC3 when one died
+// mid-request). Out of space (0xC4) is a retry too, but a caller waits for
+// a reader to make room, so it is not counted here.
+func (c CompletionCode) Transient() bool {
+	return c == CCNodeBusy || c == CCTimeout || c == CCNotReady
 }
 
 // Error carries a non-zero completion code; find it with errors.As.

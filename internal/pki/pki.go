@@ -8,6 +8,7 @@ package pki
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -27,6 +28,50 @@ const Validity = 365 * 24 * time.Hour
 type CA struct {
 	Cert *x509.Certificate
 	Key  crypto.Signer
+}
+
+// NewCA makes a self-signed CA named name (ECDSA P-256), valid for
+// validity, that signs certificates only (no intermediate CAs).
+func NewCA(name string, validity time.Duration) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	sn, err := serial()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          sn,
+		Subject:               pkix.Name{Organization: []string{"ooblab"}, CommonName: name},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(validity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	return &CA{Cert: cert, Key: key}, nil
+}
+
+// PEM returns the CA's certificate and its key (PKCS #8) as PEM, as
+// LoadCA and ParseCA read them.
+func (ca *CA) PEM() (certPEM, keyPEM []byte, err error) {
+	kb, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: CA key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), nil
 }
 
 // LoadCA reads a PEM CA certificate and its PEM key (PKCS #8, or SEC 1 "EC
@@ -114,9 +159,10 @@ func (ca *CA) ClientCert(principal string, pub crypto.PublicKey) ([]byte, error)
 }
 
 // ServerCert issues host's server certificate for pub. It names the host
-// only (one DNS name, or one IP address): the certificate of one host does
-// not pass for another's, even under the same CA.
-func (ca *CA) ServerCert(host string, pub crypto.PublicKey) ([]byte, error) {
+// only (one DNS name, or one IP address; also, further names of the same
+// host, such as its address beside its name): the certificate of one host
+// does not pass for another's, even under the same CA.
+func (ca *CA) ServerCert(host string, pub crypto.PublicKey, also ...string) ([]byte, error) {
 	if host == "" {
 		return nil, errors.New("pki: server certificate needs a host name")
 	}
@@ -124,10 +170,12 @@ func (ca *CA) ServerCert(host string, pub crypto.PublicKey) ([]byte, error) {
 		Subject:     pkix.Name{Organization: []string{"ooblab"}, CommonName: host},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	if ip := net.ParseIP(host); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	} else {
-		tmpl.DNSNames = []string{host}
+	for _, h := range append([]string{host}, also...) {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
 	}
 	return ca.issue(tmpl, pub)
 }

@@ -1,10 +1,11 @@
 // Package cmd is bin/lab's command tree (cobra): up, down, status,
-// unplug/plug, console and logs over lab/ctl. lab/main.go only wires
+// unplug/plug, console, exec and logs over lab/ctl. lab/main.go only wires
 // signals to Run.
 package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -41,11 +42,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	root.PersistentFlags().StringVar(&e.dir, "dir", ctl.Dir(), "lab state folder ($OOBLAB_LAB_DIR)")
 	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "log progress and debug detail")
-	root.AddCommand(e.up(), e.down(), e.status(), e.link(false), e.link(true), e.console(), e.logs(), e.sim())
+	root.AddCommand(e.up(), e.down(), e.status(), e.link(false), e.link(true), e.console(), e.exec(), e.logs(), e.sim(), e.signal(), e.restart())
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
+		var st exitStatus
+		if errors.As(err, &st) {
+			return int(st)
+		}
 		fmt.Fprintln(stderr, "lab:", err)
 		return 1
 	}

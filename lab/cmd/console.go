@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +29,37 @@ func (e *env) console() *cobra.Command {
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
 	return c
 }
+
+func (e *env) exec() *cobra.Command {
+	return &cobra.Command{
+		Use:   "exec HOST -- COMMAND...",
+		Short: "run a shell command as root inside a host (the lab's own shell on ttyS1; lab only)",
+		Long: `Run a shell command as root inside a lab host, as an administrator logged in
+there would, e.g. to change a VM behind hvagent's back:
+
+  lab exec h1 -- virsh destroy web1
+
+The words after -- are joined with spaces and run by /bin/sh in the guest,
+over a root shell the lab's guest init starts on its second serial port (a
+unix socket in the lab's run folder). Exits with the command's status.`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rc, err := ctl.Exec(e.ctx, e.dir, args[0], strings.Join(args[1:], " "), cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			if rc != 0 {
+				return exitStatus(rc)
+			}
+			return nil
+		},
+	}
+}
+
+// exitStatus is a command's wanted exit status, with nothing to print.
+type exitStatus int
+
+func (s exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(s)) }
 
 func (e *env) logs() *cobra.Command {
 	return &cobra.Command{

@@ -18,7 +18,8 @@
 //	hN/host.key           host N's enrolled TOTP key (otpauth URI), 0600
 //	hN/policy.toml        host N's authorization list
 //	hN/bmc-state/         bmcsim queue journal
-//	hN/qemu/              run folder: overlay, qmp.sock, console.log, qemu.log
+//	hN/qemu/              run folder: overlay, qmp.sock, console.log, qemu.log,
+//	                      shell.sock (the guest's ttyS1: the lab shell, Exec)
 //	hN/config.img         the guest's config disk
 package ctl
 
@@ -57,6 +58,9 @@ type State struct {
 // Proc is a process the lab started.
 type Proc struct {
 	Pid int `json:"pid"`
+	// Argv is how it was started (bmcsim), so RestartBMCSim starts it the
+	// same way.
+	Argv []string `json:"argv,omitempty"`
 }
 
 // HostState is one hypervisor host of the lab.

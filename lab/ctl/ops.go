@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/internal/qmp"
+	"github.com/ooblab/ooblab/lab/qemu"
 )
 
 // Down stops every process of the lab in dir and waits until they are gone.
@@ -136,6 +137,25 @@ func Status(ctx context.Context, dir string, log *slog.Logger, probe func(ctx co
 		rows = append(rows, r)
 	}
 	return st, rows, nil
+}
+
+// Exec runs a shell script as root inside host's guest, through the lab
+// shell on its second serial port (qemu.Exec), writes its output to out and
+// returns its exit status.
+func Exec(ctx context.Context, dir, host, script string, out io.Writer) (int, error) {
+	st, err := loadState(dir)
+	if err != nil {
+		return -1, err
+	}
+	h, err := st.host(host)
+	if err != nil {
+		return -1, err
+	}
+	rc, err := qemu.Exec(ctx, h.RunDir, script, out)
+	if err != nil {
+		return rc, fmt.Errorf("%s: %w", host, err)
+	}
+	return rc, nil
 }
 
 // ConsolePath and LogPaths name a host's files.

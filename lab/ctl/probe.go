@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
@@ -47,7 +48,7 @@ func ProbeBoth(ctx context.Context, inv *inventory.Inventory, host string) (vmmi
 // ProbeStatus is Status's probe: each channel's state and the VMs.
 func ProbeStatus(dir string) func(ctx context.Context, host string) (string, string, []string) {
 	return func(ctx context.Context, host string) (string, string, []string) {
-		inv, err := inventory.Load(dir + "/inventory.json")
+		inv, err := fileio.LoadInventory(dir + "/inventory.json")
 		if err != nil {
 			return "no inventory", "no inventory", nil
 		}

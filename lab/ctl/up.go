@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/lab/image"
 	"github.com/ooblab/ooblab/lab/qemu"
@@ -210,7 +211,7 @@ privilege = "administrator"
 	if err := os.WriteFile(u.bmcConf, []byte(bmcToml.String()), 0o600); err != nil {
 		return err
 	}
-	if err := inv.Save(filepath.Join(u.o.Dir, "inventory.json")); err != nil {
+	if err := fileio.SaveInventory(inv, filepath.Join(u.o.Dir, "inventory.json")); err != nil {
 		return err
 	}
 	u.clk.done("secrets and config")
@@ -244,12 +245,13 @@ func (u *upRun) buildImage(ctx context.Context) error {
 // startBMCSim: every BMC listens before any QEMU starts (ipmi_si gives up
 // on a BMC that is not there).
 func (u *upRun) startBMCSim(ctx context.Context) error {
-	pid, err := startDetached(filepath.Join(u.o.BinDir, "bmcsim"), []string{"--config", u.bmcConf},
+	argv := []string{filepath.Join(u.o.BinDir, "bmcsim"), "--config", u.bmcConf}
+	pid, err := startDetached(argv[0], argv[1:],
 		filepath.Join(u.o.Dir, "bmcsim.log"), filepath.Join(u.o.Dir, "bmcsim.pid"))
 	if err != nil {
 		return fmt.Errorf("start bmcsim: %w", err)
 	}
-	u.st.BMCSim = Proc{Pid: pid}
+	u.st.BMCSim = Proc{Pid: pid, Argv: argv}
 	if err := saveState(u.o.Dir, u.st); err != nil {
 		return err
 	}
@@ -323,6 +325,8 @@ func (u *upRun) startGuests(ctx context.Context) error {
 			// A BMC power off leaves QEMU waiting (-no-shutdown) for the
 			// BMC's power on (QMP system_reset + cont); resets reboot.
 			Reboot: true,
+			// A root shell on ttyS1 for `lab exec` (lab only).
+			Shell: true,
 			// The BMC gets a QEMU monitor of its own (QMP serves one
 			// client at a time; lab commands use qmp.sock).
 			ExtraArgs: []string{"-no-shutdown", "-qmp", "unix:" + filepath.Join(h.RunDir, "qmp-bmc.sock") + ",server=on,wait=off"},
@@ -360,7 +364,7 @@ func (u *upRun) waitAgents(ctx context.Context) error {
 	}
 	u.clk.done("guests booted (agent up)")
 	if u.o.Probe != nil {
-		inv, err := inventory.Load(filepath.Join(u.o.Dir, "inventory.json"))
+		inv, err := fileio.LoadInventory(filepath.Join(u.o.Dir, "inventory.json"))
 		if err != nil {
 			return err
 		}
@@ -413,7 +417,13 @@ func portFree(addr string, udp bool) error {
 
 // startDetached starts a program in its own session so it outlives `lab up`.
 func startDetached(bin string, args []string, logPath, pidPath string) (int, error) {
-	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	return startDetachedLog(bin, args, logPath, pidPath, os.O_TRUNC)
+}
+
+// startDetachedLog is startDetached with the log opened with flag
+// (os.O_TRUNC or os.O_APPEND).
+func startDetachedLog(bin string, args []string, logPath, pidPath string, flag int) (int, error) {
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|flag, 0o600)
 	if err != nil {
 		return 0, err
 	}

@@ -29,15 +29,16 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bougou/go-ipmi/pkg/bmc"
+	ipmibmc "github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/handlers"
 	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/ooblab/ooblab/bmcsim/app"
+	"github.com/ooblab/ooblab/bmcsim/bmc"
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
+	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/bmcsim/kcs"
 	"github.com/ooblab/ooblab/bmcsim/queue"
-	"github.com/ooblab/ooblab/bmcsim/sim"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
 	"github.com/ooblab/ooblab/lab/initramfs"
@@ -143,7 +144,7 @@ type Event struct {
 // BMC is an in-process bmcsim BMC (bmcsimtest: the program's own host)
 // with the OOB-I queues and the QEMU system interface on a loopback TCP port.
 type BMC struct {
-	Sim    *sim.BMC
+	Sim    *bmc.BMC
 	Queues *queue.Queues
 	KCS    *kcs.Server
 	Port   int // chardev TCP port
@@ -151,7 +152,7 @@ type BMC struct {
 	Events chan Event
 
 	tb    *bmcsimtest.BMC
-	lanCh *bmc.Channel
+	lanCh *ipmibmc.Channel
 	done  chan error
 }
 
@@ -165,7 +166,7 @@ func StartBMC(ctx context.Context, log *slog.Logger) (*BMC, error) {
 	out := &BMC{Events: make(chan Event, 8192), done: make(chan error, 1)}
 	tb, err := bmcsimtest.New(bmcsimtest.Options{
 		Name:           "kcsguest",
-		Users:          []sim.User{{Name: "op", Password: "kcsguest-op", Privilege: "operator"}},
+		Users:          []config.User{{Name: "op", Password: "kcsguest-op", Privilege: "operator"}},
 		Queue1Capacity: 4096, Queue2Capacity: 4096,
 		Logger: log,
 		BeforeServe: func(h *app.Host) {
@@ -179,7 +180,7 @@ func StartBMC(ctx context.Context, log *slog.Logger) (*BMC, error) {
 	out.tb, out.Sim, out.KCS = tb, tb.Host.BMC, tb.Host.KCS
 	out.lanCh, _ = out.Sim.IPMI.Channels.Get(1)
 	if out.lanCh == nil {
-		out.lanCh = &bmc.Channel{Number: 1, Medium: bmc.ChannelMediumLAN}
+		out.lanCh = &ipmibmc.Channel{Number: 1, Medium: ipmibmc.ChannelMediumLAN}
 	}
 	_, port, _ := net.SplitHostPort(tb.KCSAddr())
 	out.Port, _ = strconv.Atoi(port)
@@ -229,7 +230,7 @@ func (b *BMC) observe(reg *handlers.Registry, iana oem.IANA) {
 // lan is a request as it arrives from an operator's RMCP+ session.
 func (b *BMC) lan() *handlers.HandlerContext {
 	return &handlers.HandlerContext{BMC: b.Sim.IPMI, Channel: b.lanCh,
-		Session: &bmc.Session{PrivilegeLevel: bmc.PrivilegeLevelOperator}}
+		Session: &ipmibmc.Session{PrivilegeLevel: ipmibmc.PrivilegeLevelOperator}}
 }
 
 // WriteQueue1 writes rec as the VMS would over the LAN (operator session),

@@ -5,6 +5,8 @@
 //	<Dir>/root.qcow2    copy-on-write overlay on the cached base image
 //	<Dir>/qmp.sock      QMP (lab/qmp)
 //	<Dir>/console.log   serial console (ttyS0): the guest's "ooblab: …" markers
+//	<Dir>/shell.sock    with Config.Shell: the second serial port (ttyS1), on
+//	                    which the lab's guest runs a root shell (see Exec)
 //	<Dir>/qemu.log      QEMU's own stdout/stderr
 //	<Dir>/qemu.pid      pidfile
 //
@@ -72,8 +74,18 @@ type Config struct {
 	// (tests). Linux ties this to the starting OS thread, which Go keeps
 	// alive unless a LockOSThread'd goroutine exits: fine for tests.
 	KillWithParent bool
-	ExtraArgs      []string
+	// Shell adds a second serial port (ttyS1) on <Dir>/shell.sock, a unix
+	// socket only the lab's user can reach, where the lab's guest init runs
+	// a root shell when the kernel command line says ooblab.shell=ttyS1
+	// (ShellAppend, added by Args). Specs use it (Exec, `lab exec`) to change the host
+	// behind hvagent's back; hvagent knows nothing of it.
+	Shell     bool
+	ExtraArgs []string
 }
+
+// ShellAppend is the kernel command-line word that starts the lab shell on
+// ttyS1 (Config.Shell).
+const ShellAppend = "ooblab.shell=ttyS1"
 
 // Machine is one running QEMU.
 type Machine struct {
@@ -156,8 +168,11 @@ func (c Config) Args() []string {
 	if c.Initrd != "" {
 		a = append(a, "-initrd", c.Initrd)
 	}
-	if c.Append != "" {
-		a = append(a, "-append", c.Append)
+	if app := c.Append; app != "" || c.Shell {
+		if c.Shell {
+			app = strings.TrimSpace(app + " " + ShellAppend)
+		}
+		a = append(a, "-append", app)
 	}
 	if c.ConfigDisk != "" {
 		a = append(a, "-drive", "file="+c.ConfigDisk+",if=virtio,format=raw,readonly=on")
@@ -178,6 +193,11 @@ func (c Config) Args() []string {
 		"-qmp", "unix:"+filepath.Join(d, "qmp.sock")+",server=on,wait=off",
 		"-serial", "file:"+filepath.Join(d, "console.log"),
 		"-pidfile", filepath.Join(d, "qemu.pid"))
+	if c.Shell {
+		// The second -serial is ttyS1.
+		a = append(a, "-chardev", "socket,id=shell,path="+filepath.Join(d, "shell.sock")+",server=on,wait=off",
+			"-serial", "chardev:shell")
+	}
 	if !c.Reboot {
 		a = append(a, "-no-reboot")
 	}
@@ -197,7 +217,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Machine, error) 
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
-	for _, f := range []string{"root.qcow2", "qmp.sock", "console.log", "qemu.pid"} {
+	for _, f := range []string{"root.qcow2", "qmp.sock", "shell.sock", "console.log", "qemu.pid"} {
 		os.Remove(filepath.Join(cfg.Dir, f))
 	}
 	base, err := filepath.Abs(cfg.BaseImage)

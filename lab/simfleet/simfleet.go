@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/hvagent/run"
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
@@ -110,7 +111,7 @@ func Start(ctx context.Context, o Options) (_ *Fleet, err error) {
 		return nil, err
 	}
 	f.Inventory = filepath.Join(o.Dir, "inventory.json")
-	if err := inv.Save(f.Inventory); err != nil {
+	if err := fileio.SaveInventory(inv, f.Inventory); err != nil {
 		return nil, err
 	}
 	return f, nil

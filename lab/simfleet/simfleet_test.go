@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
@@ -33,7 +33,7 @@ func TestFleet(t *testing.T) {
 	if f.IdleRSS <= 0 || f.KCSBase != f.LANBase+3 {
 		t.Errorf("fleet %+v", f)
 	}
-	inv, err := inventory.Load(f.Inventory)
+	inv, err := fileio.LoadInventory(f.Inventory)
 	if err != nil {
 		t.Fatal(err)
 	}

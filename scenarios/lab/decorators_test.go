@@ -23,4 +23,8 @@ var (
 	// prove the KCS path (ipmi_si, /dev/ipmi0, pushed notifications); they
 	// need no lab.
 	KCSGuest = Label("kcs-guest")
+	// Loss specs drive the OOB-I through a lossy UDP proxy to a real bmcsim
+	// that is SIGKILLed mid-run (loss_test.go); they need no lab. `make
+	// soak` runs them at 10,000 messages.
+	Loss = Label("loss")
 )

@@ -31,6 +31,114 @@ func HvagentLog(host string) (string, error) {
 	return string(b), err
 }
 
+// ConsoleSince snapshots host's console log and returns a getter of what
+// was written to it since (hvagent's log lines among the kernel's).
+func ConsoleSince(host string) (func() (string, error), error) {
+	before, err := HvagentLog(host)
+	if err != nil {
+		return nil, err
+	}
+	start := len(before)
+	return func() (string, error) {
+		s, err := HvagentLog(host)
+		if err != nil || len(s) < start {
+			return "", fmt.Errorf("console log shrank or unreadable: %v", err)
+		}
+		return s[start:], nil
+	}, nil
+}
+
+// AgentLines are hvagent's log lines about one request id (hex, as vmsctl
+// prints it).
+func AgentLines(log, requestID string) []string {
+	GinkgoHelper()
+	id, err := strconv.ParseUint(requestID, 16, 64)
+	Expect(err).NotTo(HaveOccurred(), "request id %q", requestID)
+	attr := fmt.Sprintf("request_id=%d ", id)
+	var mine []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l+" ", attr) {
+			mine = append(mine, strings.TrimSpace(l))
+		}
+	}
+	return mine
+}
+
+// CountLines is how many of lines contain s.
+func CountLines(lines []string, s string) int {
+	n := 0
+	for _, l := range lines {
+		if strings.Contains(l, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// Executions is how many times hvagent ran a request on the hypervisor,
+// from its own log: each run ends in exactly one "request done" or
+// "request failed on the hypervisor" line.
+func Executions(lines []string) int {
+	return CountLines(lines, `msg="request done"`) + CountLines(lines, "request failed on the hypervisor")
+}
+
+// Begun is a getter of whether hvagent logged "action begun" for command
+// on vm (over via, "" for any) in the log since.
+func Begun(since func() (string, error), command, vm, via string) func() (bool, error) {
+	return func() (bool, error) {
+		log, err := since()
+		if err != nil {
+			return false, err
+		}
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, `msg="action begun"`) && strings.Contains(l, "command="+command+" ") &&
+				strings.Contains(l+" ", "vm="+vm+" ") && (via == "" || strings.Contains(l, "via="+via+" ")) {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+}
+
+// Background runs the vmsctl binary with args and returns a channel that
+// gets its exit once it ends, with its stdout and stderr.
+type Run struct {
+	Code           int
+	Stdout, Stderr string
+}
+
+func Background(ctx context.Context, args ...string) <-chan Run {
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "bin", "vmsctl"), append([]string{"--inventory", filepath.Join(labDir, "inventory.json")}, args...)...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	done := make(chan Run, 1)
+	if err := cmd.Start(); err != nil {
+		done <- Run{Code: -1, Stderr: err.Error()}
+		return done
+	}
+	go func() {
+		err := cmd.Wait()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			code = -1
+		}
+		done <- Run{Code: code, Stdout: stdout.String(), Stderr: stderr.String()}
+	}()
+	return done
+}
+
+// VMResult is `vmsctl vm ... -o json`.
+type VMResult struct {
+	OK          bool           `json:"ok"`
+	Via         string         `json:"via"`
+	ExecutedVia string         `json:"executed_via"`
+	SentVia     []string       `json:"sent_via"`
+	RequestID   string         `json:"request_id"`
+	VMs         []vmsg.VMState `json:"vms"`
+}
+
 // SELEntries is the number of entries in host's BMC event log.
 func SELEntries(ctx context.Context, host string) int {
 	GinkgoHelper()
@@ -125,4 +233,91 @@ var _ = Describe("Exactly once", Lab, ExactlyOnce, Failover, Serial, Ordered, fu
 		out, code = Vmsctl(ctx, "vm", "destroy", host, "db1", "--via", "oob", "--otp-secret-file", opKey())
 		Expect(code).To(Equal(0), out)
 	}, SpecTimeout(6*time.Minute))
+
+	It("answers an unprotected reboot whose VMM-I is cut while the agent runs it: exit 0, executed once, no alert", func(ctx SpecContext) {
+		// The reboot must still be running on the host when the cable is
+		// pulled. A reboot itself returns at once (libvirt asks the guest),
+		// so it is sent while app1's start (seconds under TCG) holds app1:
+		// the agent has begun the reboot and waits for the VM, and answers
+		// it only after the start. If the cut still came too late (the
+		// answer came over the VMM-I), the attempt is run again.
+		var res VMResult
+		var all []string
+		for attempt := 1; ; attempt++ {
+			Expect(attempt).To(BeNumerically("<=", 3), "the VMM-I cut never landed while the reboot ran")
+			MustLab(ctx, "plug", host, "vmmi")
+			_, err := Do(ctx, client.ViaOOB, host, vmsg.CmdDestroy, "app1")
+			Expect(err).NotTo(HaveOccurred())
+			Eventually(Via(ctx, client.ViaAuto, host, vmsg.CmdPing, "")).WithTimeout(time.Minute).Should(Equal(client.ViaVMMI))
+			sel := SELEntries(ctx, host)
+			since, err := ConsoleSince(host)
+			Expect(err).NotTo(HaveOccurred())
+
+			started := make(chan error, 1)
+			go func() {
+				defer GinkgoRecover()
+				_, err := Do(ctx, client.ViaOOB, host, vmsg.CmdStart, "app1")
+				started <- err
+			}()
+			Eventually(Begun(since, "start", "app1", "")).WithTimeout(time.Minute).WithPolling(10 * time.Millisecond).Should(BeTrue())
+			reboot := Background(ctx, "vm", "reboot", host, "app1", "-o", "json", "--timeout", "2m")
+			Eventually(Begun(since, "reboot", "app1", "vmm-i")).WithTimeout(time.Minute).WithPolling(10 * time.Millisecond).Should(BeTrue())
+			MustLab(ctx, "unplug", host, "vmmi")
+
+			var r Run
+			Eventually(reboot).WithTimeout(2*time.Minute).Should(Receive(&r), "vmsctl still running")
+			Expect(r.Code).To(Equal(0), "vmsctl: %s\n%s", r.Stdout, r.Stderr)
+			Eventually(started).WithTimeout(time.Minute).Should(Receive(BeNil()))
+			Expect(json.Unmarshal([]byte(r.Stdout), &res)).To(Succeed(), r.Stdout)
+			Expect(res.OK).To(BeTrue())
+			Expect(res.VMs).NotTo(BeEmpty())
+			Expect(res.VMs[0].State).To(Equal("running"))
+
+			log, err := since()
+			Expect(err).NotTo(HaveOccurred())
+			all = AgentLines(log, res.RequestID)
+			GinkgoWriter.Printf("attempt %d: vmsctl: %s\nhvagent on request %s:\n%s\n", attempt, strings.TrimSpace(r.Stdout), res.RequestID, strings.Join(all, "\n"))
+			// Whether or not the cut came in time: one execution, no
+			// refusal, no alert, no SEL entry.
+			Expect(Executions(all)).To(Equal(1), "executions:\n%s", strings.Join(all, "\n"))
+			Expect(CountLines(all, `msg="action begun"`)).To(Equal(1))
+			Expect(CountLines(all, "request refused")).To(BeZero())
+			Expect(strings.Count(log, "alerting registered users")).To(BeZero(), log)
+			Expect(SELEntries(ctx, host)).To(Equal(sel), "no SEL entry for a request that ran")
+			if res.Via == client.ViaOOB {
+				break
+			}
+			GinkgoWriter.Printf("attempt %d: the answer came over the VMM-I before the cut; again\n", attempt)
+		}
+		// The cut came while it ran: the answer was fetched again, same id,
+		// over the OOB-I, from the journal of the run the VMM-I carried.
+		Expect(res.SentVia).To(Equal([]string{client.ViaVMMI, client.ViaOOB}))
+		Expect(res.ExecutedVia).To(Equal(client.ViaVMMI))
+		Expect(CountLines(all, "answered from the journal")+CountLines(all, "duplicate")).To(BeNumerically(">=", 1), strings.Join(all, "\n"))
+
+		// The journal's account (vmsctl history) agrees: one run, via the VMM-I.
+		out, code := Vmsctl(ctx, "history", host, "--via", "oob", "-o", "json")
+		Expect(code).To(Equal(0), out)
+		var hist struct {
+			Requests []struct {
+				RequestID string `json:"request_id"`
+				Via       string `json:"via"`
+				OK        bool   `json:"ok"`
+			} `json:"requests"`
+		}
+		Expect(json.Unmarshal([]byte(out), &hist)).To(Succeed(), out)
+		n := 0
+		for _, h := range hist.Requests {
+			if h.RequestID == res.RequestID {
+				n++
+				Expect(h.Via).To(Equal(client.ViaVMMI))
+				Expect(h.OK).To(BeTrue())
+			}
+		}
+		Expect(n).To(Equal(1), out)
+
+		MustLab(ctx, "plug", host, "vmmi")
+		_, err := Do(ctx, client.ViaOOB, host, vmsg.CmdDestroy, "app1")
+		Expect(err).NotTo(HaveOccurred())
+	}, SpecTimeout(8*time.Minute))
 })

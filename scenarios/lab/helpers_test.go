@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/types"
 
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
 )
@@ -137,4 +138,17 @@ func MustIpmitool(ctx context.Context, host string, args ...string) string {
 	out, err := Ipmitool(ctx, host, args...)
 	Expect(err).NotTo(HaveOccurred())
 	return out
+}
+
+// need skips the spec when err says this machine lacks what it needs, or
+// fails it under CI, which must run every spec (testutil.Need's rule).
+func need(err error) {
+	GinkgoHelper()
+	if err == nil {
+		return
+	}
+	if testutil.InCI() {
+		Fail("CI must run this spec: " + err.Error())
+	}
+	Skip(err.Error())
 }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
-	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/lab/kcsguest"
 )
 
@@ -27,12 +26,7 @@ import (
 var _ = Describe("The KCS path in a real guest", KCSGuest, Serial, func() {
 	It("echoes records written on the LAN side through /dev/ipmi0, woken by the BMC's pushed notification", func(ctx SpecContext) {
 		env, err := kcsguest.FindEnv()
-		if err != nil {
-			if testutil.InCI() {
-				Fail("CI must run the KCS guest proof: " + err.Error())
-			}
-			Skip(err.Error())
-		}
+		need(err)
 		dir := GinkgoT().TempDir()
 		initrd, err := kcsguest.BuildInitrd(ctx, dir, env, "-mode", "echo", "-poll", "3s")
 		Expect(err).NotTo(HaveOccurred())

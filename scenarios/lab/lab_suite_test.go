@@ -23,6 +23,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/lab/ctl"
@@ -109,7 +110,7 @@ func upLab(ctx context.Context) error {
 		return fmt.Errorf("lab up (console: %s/h1/qemu/console.log, copied to artifacts/lab-logs): %w", dir, err)
 	}
 	GinkgoWriter.Printf("lab up took %v\n", time.Since(start))
-	if inv, err = inventory.Load(filepath.Join(dir, "inventory.json")); err != nil {
+	if inv, err = fileio.LoadInventory(filepath.Join(dir, "inventory.json")); err != nil {
 		return err
 	}
 	labDir = dir

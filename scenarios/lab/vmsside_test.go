@@ -100,6 +100,7 @@ var _ = Describe("What the VMS side sees", Lab, VMSSide, func() {
 				OK        bool              `json:"ok"`
 				Metadata  map[string]string `json:"metadata"`
 				VMSOOBI   string            `json:"vms_oob_i"`
+				VMSVMMI   string            `json:"vms_vmm_i"`
 			} `json:"requests"`
 		}
 		Expect(json.Unmarshal([]byte(out), &h)).To(Succeed(), out)
@@ -112,7 +113,10 @@ var _ = Describe("What the VMS side sees", Lab, VMSSide, func() {
 				Expect(r.Action).To(Equal("start"))
 				Expect(r.VM).To(Equal("web1"))
 				Expect(r.OK).To(BeTrue())
-				Expect(r.VMSOOBI).NotTo(BeEmpty())
+				// The VMS's own addresses (the lab runs on loopback), not
+				// the host's BMC and VMM-I addresses.
+				Expect(r.VMSOOBI).To(Equal("127.0.0.1"))
+				Expect(r.VMSVMMI).To(Equal("127.0.0.1"))
 			}
 		}
 		Expect(found).To(BeTrue(), "history lacks ticket %s:\n%s", ticket, out)

@@ -230,12 +230,23 @@ func (a *Auto) primary(ctx context.Context, t *Target, req *vmsg.Request) (ans *
 		}
 		// No answer yet: does VMM-I still reach the agent?
 		if err := a.ping(ctx, t); err != nil {
+			// Give up on it, and learn whether it ever sent the request: a
+			// dial or TLS handshake still hanging on a cut link returns
+			// ErrNotDelivered once cancelled, and then the OOB-I alone
+			// carries the request (the answer must not claim "sent over
+			// both").
+			cancel()
+			tm := time.NewTimer(a.opt.Budget)
+			defer tm.Stop()
 			select {
-			case r := <-done: // it answered meanwhile after all
-				if r.err == nil {
+			case r := <-done:
+				if r.err == nil { // it answered meanwhile after all
 					return r.ans, nil, true
 				}
-			default:
+				if errors.Is(r.err, ErrNotDelivered) {
+					return nil, fmt.Errorf("not delivered within %v, and the agent does not answer a ping: %w", a.opt.Budget, r.err), false
+				}
+			case <-tm.C: // still stuck: it may have been sent
 			}
 			return nil, fmt.Errorf("no answer within %v and the agent does not answer a ping: %w", a.opt.Budget, err), true
 		}

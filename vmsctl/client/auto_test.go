@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
 	"github.com/ooblab/ooblab/vmsctl/client/clienttest"
@@ -27,18 +28,6 @@ func requests(calls []clienttest.Call) []clienttest.Call {
 		}
 	}
 	return out
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestAutoFallsBackAndReturns(t *testing.T) {
@@ -97,7 +86,7 @@ func TestAutoFallsBackAndReturns(t *testing.T) {
 
 	// 3. VMM-I heals: a probe or the end of the backoff brings it back.
 	down.Store(false)
-	eventually(t, 2*time.Second, "VMM-I to be used again", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "VMM-I to be used again", func() bool {
 		res, err := c.Do(ctx, "h1", vmsg.CmdStatus, "web1")
 		return err == nil && res.Via == client.ViaVMMI
 	})
@@ -128,7 +117,7 @@ func TestAutoProbeRestoresBeforeBackoffEnds(t *testing.T) {
 	if res, err := c.Do(ctx, "h1", vmsg.CmdList, ""); err != nil || res.Via != client.ViaOOB {
 		t.Fatalf("%v %+v", err, res)
 	}
-	eventually(t, 2*time.Second, "probe to mark VMM-I healthy", func() bool { return c.Health("h1").Healthy })
+	testutil.WaitFor(t, 10*time.Second, "probe to mark VMM-I healthy", func() bool { return c.Health("h1").Healthy })
 	if res, err := c.Do(ctx, "h1", vmsg.CmdList, ""); err != nil || res.Via != client.ViaVMMI {
 		t.Fatalf("%v %+v", err, res)
 	}
@@ -280,6 +269,29 @@ func TestAutoAcceptedThenLinkDies(t *testing.T) {
 	res, err = c2.Do(context.Background(), "h1", vmsg.CmdShutdown, "db1")
 	if err != nil || res.Via != client.ViaOOB || res.ExecutedVia != client.ViaOOB {
 		t.Fatalf("%v %+v", err, res)
+	}
+}
+
+// A VMM-I whose dial or TLS handshake hangs (a cut link behind a port
+// forward that accepts) never sent the request: once given up, the answer
+// says the OOB-I alone carried and ran it, not "sent over both".
+func TestAutoHangingDialNotSent(t *testing.T) {
+	vmmi := &clienttest.Fake{Handle: func(ctx context.Context, _ string, _ *vmsg.Request) (vmsg.Message, error) {
+		<-ctx.Done()
+		return nil, fmt.Errorf("%w: vmm-i TLS handshake: %w", client.ErrNotDelivered, ctx.Err())
+	}}
+	oob := &clienttest.Fake{ChannelName: client.ViaOOB}
+	c, _ := client.New(fakeInv(), client.Options{VMMI: vmmi, OOB: oob,
+		Auto: client.AutoOptions{Budget: 30 * time.Millisecond, NoProbe: true}})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.Do(ctx, "h1", vmsg.CmdList, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Via != client.ViaOOB || res.ExecutedVia != client.ViaOOB || len(res.SentVia) != 1 || res.SentVia[0] != client.ViaOOB {
+		t.Fatalf("want delivered, sent and run via oob-i only; got %+v", res)
 	}
 }
 

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ooblab/ooblab/bmcsim/bmc"
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
-	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/internal/inventory"
 )
 
@@ -23,7 +24,7 @@ type fakePower struct {
 	calls []string
 }
 
-var _ sim.PowerDriver = (*fakePower)(nil)
+var _ bmc.PowerDriver = (*fakePower)(nil)
 
 func (f *fakePower) State(context.Context) (bool, bool) {
 	f.mu.Lock()
@@ -55,7 +56,7 @@ func (f *fakePower) took() []string {
 func bmcClient(t *testing.T, password string) (*Client, *bmcsimtest.BMC, *fakePower) {
 	t.Helper()
 	b := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true,
-		Users: []sim.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}}})
+		Users: []config.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}}})
 	fp := &fakePower{on: true}
 	b.BMC.SetPowerDriver(fp)
 	dir := t.TempDir()
@@ -118,7 +119,7 @@ func TestHostSELThroughBMCSim(t *testing.T) {
 		t.Fatalf("empty SEL: %+v, %v", got, err)
 	}
 	// An hvagent alert record (OEM timestamped) and a standard event.
-	b.BMC.SEL.AddOEM(sim.DefaultIANA, [6]byte{0x05, 0x06, 0x2a, 0, 0, 0})
+	b.BMC.SEL.AddOEM(config.DefaultIANA, [6]byte{0x05, 0x06, 0x2a, 0, 0, 0})
 	var std [16]byte
 	std[2] = 0x02
 	std[7], std[9], std[10], std[11], std[12] = 0x20, 0x04, 0x12, 0x30, 0x6f // BMC, EvM 4, System Event, sensor 0x30, sensor-specific
@@ -128,7 +129,7 @@ func TestHostSELThroughBMCSim(t *testing.T) {
 		t.Fatalf("SEL = %+v, %v; want 2 records", got, err)
 	}
 	oem := got[0]
-	if oem.Type != 0xC0 || oem.ManufacturerID != sim.DefaultIANA || oem.OEMData[0] != 0x05 || oem.OEMData[2] != 0x2a ||
+	if oem.Type != 0xC0 || oem.ManufacturerID != config.DefaultIANA || oem.OEMData[0] != 0x05 || oem.OEMData[2] != 0x2a ||
 		oem.Time.IsZero() || time.Since(oem.Time) > time.Hour || len(oem.Raw) != 16 ||
 		oem.Alert == nil || oem.Alert.Class.String() != "unauthorized local change" || oem.Alert.Command != 6 || oem.Alert.RequestID != 42 {
 		t.Fatalf("OEM record %+v", oem)

@@ -28,9 +28,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
@@ -69,10 +71,21 @@ type ReplyError struct {
 }
 
 func (e *ReplyError) Error() string {
-	if e.Text == "" {
-		return fmt.Sprintf("agent refused: %s", e.Code)
+	// Say what happened: a refusal is not a failure on the host, and an
+	// interrupted or still-running request is neither.
+	what := "agent refused"
+	switch e.Code {
+	case vmsg.ErrNoSuchVM, vmsg.ErrHypervisor, vmsg.ErrInternal:
+		what = "failed on the host"
+	case vmsg.ErrInterrupted:
+		what = "outcome unknown"
+	case vmsg.ErrInProgress:
+		what = "not finished"
 	}
-	return fmt.Sprintf("agent refused: %s: %s", e.Code, e.Text)
+	if e.Text == "" {
+		return fmt.Sprintf("%s: %s", what, e.Code)
+	}
+	return fmt.Sprintf("%s: %s: %s", what, e.Code, e.Text)
 }
 
 // Is makes errors.Is(err, ErrChallengeFailed) true for a refused answer.
@@ -181,6 +194,41 @@ func NewTarget(inv *inventory.Inventory, h inventory.Host, now func() time.Time)
 	return &Target{Host: h, Inv: inv, now: now}
 }
 
+// VMSAddrs returns this VMS's own addresses on the two paths to the host,
+// as the paper's vms_message carries them: the inventory's vms.oob_i and
+// vms.vmm_i where set, else the source address the kernel gives the VMS's
+// packets to the host's bmc.addr and vmmi.addr (the local address of its
+// RMCP+ socket and of its VMM-I connection, without their per-connection
+// ports). Empty when the path has no route or no address.
+func (t *Target) VMSAddrs() (oob, vmm string) {
+	oob, vmm = t.Inv.VMS.OOBI, t.Inv.VMS.VMMI
+	if oob == "" {
+		oob = sourceAddr(t.Host.BMC.Addr)
+	}
+	if vmm == "" {
+		vmm = sourceAddr(t.Host.VMMI.Addr)
+	}
+	return oob, vmm
+}
+
+// sourceAddr is the local IP address the kernel picks for packets to
+// remote (host:port): a UDP socket connected there, which sends nothing.
+// "" when remote is empty, unresolvable or unroutable.
+func sourceAddr(remote string) string {
+	if remote == "" {
+		return ""
+	}
+	c, err := net.Dial("udp", remote)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	if a, ok := c.LocalAddr().(*net.UDPAddr); ok {
+		return a.IP.String()
+	}
+	return ""
+}
+
 // Name is the inventory name of the host.
 func (t *Target) Name() string { return t.Host.Name }
 
@@ -194,7 +242,7 @@ func (t *Target) load() error {
 			return
 		}
 		path := t.Path(t.Host.SecretFile)
-		b, err := inventory.ReadSecret(path)
+		b, err := fileio.ReadSecret(path)
 		if err != nil {
 			t.err = fmt.Errorf("host %s key: %w", t.Host.Name, err)
 			return
@@ -430,8 +478,8 @@ func (c *Client) Do(ctx context.Context, host string, cmd vmsg.Command, vm strin
 
 // Send is Do with a caller-built request (its ID is kept; zero gets a new
 // one). Principal and issue time are filled in, and, where the request has
-// none, the OOB-I and VMM-I addresses the VMS reaches the host at (the
-// inventory's bmc.addr and vmmi.addr) and the client's metadata.
+// none, the VMS's own OOB-I and VMM-I addresses (Target.VMSAddrs) and the
+// client's metadata.
 func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Result, error) {
 	t, err := c.Target(host)
 	if err != nil {
@@ -444,11 +492,14 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 	if r.Principal == "" {
 		r.Principal = c.principal
 	}
-	if r.OOBAddr == "" {
-		r.OOBAddr = t.Host.BMC.Addr
-	}
-	if r.VMMAddr == "" {
-		r.VMMAddr = t.Host.VMMI.Addr
+	if r.OOBAddr == "" || r.VMMAddr == "" {
+		oob, vmm := t.VMSAddrs()
+		if r.OOBAddr == "" {
+			r.OOBAddr = oob
+		}
+		if r.VMMAddr == "" {
+			r.VMMAddr = vmm
+		}
 	}
 	if len(c.meta) > 0 {
 		m := make(map[string]string, len(c.meta)+len(r.Metadata))

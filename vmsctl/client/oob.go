@@ -16,7 +16,7 @@ import (
 	"github.com/bougou/go-ipmi/pkg/client"
 	"github.com/bougou/go-ipmi/pkg/types"
 
-	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -215,7 +215,7 @@ func dialBMC(ctx context.Context, t *Target, opt OOBOptions) (*client.Client, er
 	}
 	var pass string
 	if b.PasswordFile != "" {
-		p, err := inventory.ReadSecret(t.Path(b.PasswordFile))
+		p, err := fileio.ReadSecret(t.Path(b.PasswordFile))
 		if err != nil {
 			return nil, fmt.Errorf("host %s BMC password: %w", t.Name(), err)
 		}

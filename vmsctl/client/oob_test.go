@@ -18,8 +18,8 @@ import (
 	"github.com/bougou/go-ipmi/pkg/handlers"
 
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
+	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/bmcsim/queue"
-	"github.com/ooblab/ooblab/bmcsim/sim"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
@@ -108,7 +108,7 @@ var sysCh = &bmc.Channel{Number: 0x0f, Medium: bmc.ChannelMediumSystemIF}
 func newOOBBench(t *testing.T, qo bmcsimtest.Options) *oobBench {
 	t.Helper()
 	bs := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true,
-		Users:          []sim.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}},
+		Users:          []config.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}},
 		Queue1Capacity: qo.Queue1Capacity, Queue2Capacity: qo.Queue2Capacity})
 	qs := bs.Queues
 	ctx, cancel := context.WithCancel(context.Background())
@@ -133,7 +133,7 @@ func newOOBBench(t *testing.T, qo bmcsimtest.Options) *oobBench {
 	}
 	ob.inv = &inventory.Inventory{Principal: "ops", Dir: ob.dir, Hosts: []inventory.Host{{
 		Name: "h1", HostID: "hv1", SecretFile: write("h1.key", key.URI()+"\n"),
-		BMC: inventory.BMC{Addr: ob.bmc.String(), User: "op", PasswordFile: write("h1.pw", "op-secret-1\n"), CipherSuite: 17, IANA: sim.DefaultIANA},
+		BMC: inventory.BMC{Addr: ob.bmc.String(), User: "op", PasswordFile: write("h1.pw", "op-secret-1\n"), CipherSuite: 17, IANA: config.DefaultIANA},
 	}}}
 	return ob
 }
@@ -143,7 +143,7 @@ func newOOBBench(t *testing.T, qo bmcsimtest.Options) *oobBench {
 // to the request's requester id (preceded by an alert to every reader when
 // ob.alert is set) through the OEM 0x03 handler.
 func (ob *oobBench) host(ctx context.Context, t *testing.T) {
-	iana := oem.IANA(sim.DefaultIANA)
+	iana := oem.IANA(config.DefaultIANA)
 	rd := ob.qs.Handler(oem.CmdReadQueue1, iana)
 	wr := ob.qs.Handler(oem.CmdWriteQueue2, iana)
 	hctx := &handlers.HandlerContext{Channel: sysCh}

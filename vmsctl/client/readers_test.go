@@ -25,7 +25,7 @@ func TestOOBSeveralReaders(t *testing.T) {
 	const clients, per = 2, 15
 
 	// Each client opens its RMCP+ session before the concurrent part:
-	// bmcsim/sim's LAN guard reads session keys that go-ipmi's RAKP handler
+	// bmcsim/lan's guard reads session keys that go-ipmi's RAKP handler
 	// writes, a data race when sessions are set up concurrently (not this
 	// test's subject).
 	newClient := func() (*client.Client, *client.OOB) {

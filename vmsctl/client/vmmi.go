@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/frame"
-	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
@@ -108,7 +108,7 @@ func clientCert(t *Target) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("principal %s client certificate: %w", p, err)
 	}
-	keyPEM, err := inventory.ReadSecret(t.Path(cr.KeyFile))
+	keyPEM, err := fileio.ReadSecret(t.Path(cr.KeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("principal %s key: %w", p, err)
 	}

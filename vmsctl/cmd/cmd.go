@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -33,6 +34,10 @@ const (
 	ExitChallenge   = 4 // a protected VM's challenge could not be answered or was refused
 	ExitUnreachable = 5 // no channel reached the host
 	ExitNoVM        = 6 // the host has no such VM
+	// ExitInterrupted: the agent restarted while it ran the action, so its
+	// outcome is unknown; the VM's state now is printed. Not a failure:
+	// check the state (or history) before running it again.
+	ExitInterrupted = 7
 )
 
 // usageError marks errors of the command line itself.
@@ -60,6 +65,8 @@ func ExitCode(err error) int {
 			return ExitChallenge
 		case vmsg.ErrNoSuchVM:
 			return ExitNoVM
+		case vmsg.ErrInterrupted:
+			return ExitInterrupted
 		}
 		return ExitError
 	case errors.Is(err, client.ErrChallengeFailed):
@@ -149,7 +156,8 @@ host of the inventory, over the host's management network (VMM-I) or through the
 host's BMC (OOB-I, IPMI over LAN), and answers challenges for protected VMs.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 refused/unauthorized, 4 challenge failed,
-5 host unreachable on every channel, 6 no such VM.`,
+5 host unreachable on every channel, 6 no such VM, 7 interrupted (the agent
+restarted mid-action: outcome unknown, the VM's state now is shown).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -237,7 +245,7 @@ func (a *App) loadInventory() error {
 	if err != nil {
 		return err
 	}
-	inv, err := inventory.Load(p)
+	inv, err := fileio.LoadInventory(p)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return usageError{err}
@@ -304,7 +312,7 @@ func (a *App) answer(ctx context.Context, host string, ch *vmsg.Challenge) (stri
 
 // readUserSecret reads an operator key: an otpauth:// URI or a bare base32 secret.
 func readUserSecret(path string) ([]byte, error) {
-	b, err := inventory.ReadSecret(path)
+	b, err := fileio.ReadSecret(path)
 	if err != nil {
 		return nil, err
 	}

@@ -3,17 +3,12 @@ package cmd
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,8 +17,10 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/pki"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
@@ -60,6 +57,9 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 			rep.Host = &vmsg.HostInfo{HostID: host, Hostname: host + ".lab", Hypervisor: "QEMU", Libvirt: "9.0.0"}
 		case req.VM == "nope":
 			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrNoSuchVM, Error: "no domain nope"}, nil
+		case req.VM == "app1" && req.Command == vmsg.CmdStart: // the agent restarted while it ran
+			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInterrupted, Error: "the request began before an agent restart and its outcome is unknown",
+				VMs: []vmsg.VMState{{Name: "app1", State: "paused", Reason: "starting up"}}}, nil
 		case req.VM == "secret":
 			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrDenied, Error: "ops may not touch secret"}, nil
 		case req.VM == "db1" && req.Command.ChangesState():
@@ -94,9 +94,12 @@ func newRig(t *testing.T) *rig {
 	inv := &inventory.Inventory{Principal: "ops", Hosts: []inventory.Host{
 		{Name: "h1", HostID: "hv1", VMMI: inventory.VMMI{Addr: "10.0.0.1:7443"}, BMC: inventory.BMC{Addr: "10.0.1.1:623"}},
 		{Name: "dead", HostID: "hv9"},
-	}}
+	},
+		// Explicit, so the golden files do not depend on this machine's
+		// addresses (client.TestVMSAddrs covers the learnt ones).
+		VMS: inventory.VMS{OOBI: "192.0.2.10", VMMI: "198.51.100.10"}}
 	p := filepath.Join(dir, "inventory.json")
-	if err := inv.Save(p); err != nil {
+	if err := fileio.SaveInventory(inv, p); err != nil {
 		t.Fatal(err)
 	}
 	k, _ := seal.Enroll("alice")
@@ -140,6 +143,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--otp-secret-file", r.opFile, "vm", "destroy", "h1", "db1"}, ExitOK},
 		{[]string{"--timeout", "200ms", "vm", "list", "dead"}, ExitUnreachable},
 		{[]string{"vm", "status", "h1", "nope"}, ExitNoVM},
+		{[]string{"vm", "start", "h1", "app1"}, ExitInterrupted},
 		{[]string{"--timeout", "200ms", "host", "status"}, ExitUnreachable}, // dead host
 		{[]string{"host", "status", "h1"}, ExitOK},
 	} {
@@ -149,6 +153,26 @@ func TestExitCodes(t *testing.T) {
 	}
 	if ExitCode(nil) != 0 || ExitCode(errors.New("x")) != 1 {
 		t.Fatal("ExitCode basics")
+	}
+}
+
+// An action cut by an agent restart is reported as what it is: outcome
+// unknown, with the VM's state now; neither "refused" nor "failed".
+func TestInterruptedTellsTheTruth(t *testing.T) {
+	r := newRig(t)
+	code, out, errs := r.run(t, "vm", "start", "h1", "app1")
+	if code != ExitInterrupted {
+		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, ExitInterrupted, out, errs)
+	}
+	for _, want := range []string{"interrupted by an agent restart; app1 is now paused (starting up)", "outcome unknown: interrupted"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	for _, bad := range []string{"refused", "failed"} {
+		if strings.Contains(errs, bad) {
+			t.Errorf("stderr says %q for an interrupted action:\n%s", bad, errs)
+		}
 	}
 }
 
@@ -205,7 +229,7 @@ func TestEnrollWritesKeyAndInventory(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "otpauth://totp/") {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 	}
-	inv, err := inventory.Load(r.inv)
+	inv, err := fileio.LoadInventory(r.inv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +256,7 @@ func TestEnrollWritesKeyAndInventory(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "otpauth://totp/") {
 		t.Fatalf("user enroll: %d %s", code, out)
 	}
-	inv, _ = inventory.Load(r.inv)
+	inv, _ = fileio.LoadInventory(r.inv)
 	if len(inv.Operators) != 1 || inv.Operators[0].Name != "bob" {
 		t.Fatalf("operators %+v", inv.Operators)
 	}
@@ -308,18 +332,17 @@ func TestFindInventory(t *testing.T) {
 
 func writeTestCA(t *testing.T, dir string) (certFile, keyFile string) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "site CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca, err := pki.NewCA("site CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	cpem, kpem, err := ca.PEM()
+	if err != nil {
+		t.Fatal(err)
+	}
 	certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	os.WriteFile(certFile, cpem, 0o644)
+	os.WriteFile(keyFile, kpem, 0o600)
 	return certFile, keyFile
 }
 
@@ -370,7 +393,7 @@ func TestPrincipalEnrollAndRotate(t *testing.T) {
 	if first.PublicKey != pubOf(first.KeyFile) || first.PolicyLine != fmt.Sprintf("keys = [%q]", first.PublicKey) || certKey(first.CertFile) != first.PublicKey {
 		t.Fatalf("enroll: %+v", first)
 	}
-	inv, _ := inventory.Load(r.inv)
+	inv, _ := fileio.LoadInventory(r.inv)
 	if c, ok := inv.Credential("vms"); !ok || inv.Path(c.KeyFile) != first.KeyFile || inv.Path(c.CertFile) != first.CertFile {
 		t.Fatalf("inventory credentials %+v", inv.Credentials)
 	}
@@ -409,7 +432,7 @@ func TestPrincipalEnrollAndRotate(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "principal bob:") {
 		t.Fatalf("user enroll: %d %s", code, out)
 	}
-	inv, _ = inventory.Load(r.inv)
+	inv, _ = fileio.LoadInventory(r.inv)
 	for _, p := range []string{"vms", "ops", "bob"} {
 		if c, ok := inv.Credential(p); !ok {
 			t.Fatalf("no credential for %s", p)

@@ -13,6 +13,7 @@ import (
 	"github.com/pquerna/otp/totp"
 	"github.com/spf13/cobra"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
 )
@@ -114,7 +115,7 @@ inventory) and updates the inventory.`,
 			if err := writeKey(path, k, force); err != nil {
 				return err
 			}
-			if err := a.inv.Save(a.invFile); err != nil {
+			if err := fileio.SaveInventory(a.inv, a.invFile); err != nil {
 				return fmt.Errorf("key written to %s but the inventory was not updated: %w", path, err)
 			}
 			r := enrollResult{Name: h.Name, KeyFile: path, URI: k.URI()}
@@ -174,7 +175,7 @@ keep it off the VMS otherwise.`,
 			if err := writeKey(path, k, force); err != nil {
 				return err
 			}
-			if err := a.inv.Save(a.invFile); err != nil {
+			if err := fileio.SaveInventory(a.inv, a.invFile); err != nil {
 				return fmt.Errorf("key written to %s but the inventory was not updated: %w", path, err)
 			}
 			if qr == "" {

@@ -133,18 +133,7 @@ func listArgs(cmd *cobra.Command, args []string) error {
 // host status. The table has a line per VM and one per host that did not
 // answer; -o json/yaml gives host status's rows (with their vms).
 func (a *App) listAll(cmd *cobra.Command) error {
-	cl, err := a.client()
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := a.ctx(cmd)
-	defer cancel()
-	rows, err := a.survey(ctx, cl, nil, vmsg.CmdList)
-	if err != nil {
-		return err
-	}
-	err = a.emit(rows, func(w io.Writer) {
+	return a.surveyEmit(cmd, nil, vmsg.CmdList, func(w io.Writer, rows []hostRow) {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "HOST\tNAME\tSTATE\tVCPUS\tMEMORY\tCHANNEL")
 		vms, up := 0, 0
@@ -163,8 +152,4 @@ func (a *App) listAll(cmd *cobra.Command) error {
 		tw.Flush()
 		fmt.Fprintf(w, "%d VM(s) on %d of %d host(s)\n", vms, up, len(rows))
 	})
-	if err != nil {
-		return err
-	}
-	return worst(rows)
 }

@@ -41,6 +41,7 @@ func TestGolden(t *testing.T) {
 		{"alerts.yaml", []string{"-o", "yaml", "alerts", "h1"}},
 		{"watch.json", []string{"-o", "json", "watch", "--once", "h1"}},
 		{"history.json", []string{"-o", "json", "history", "h1"}},
+		{"host-status.txt", []string{"host", "status", "h1"}},
 		{"vm-start-meta.json", []string{"-o", "json", "--meta", "ticket=OPS-42", "--meta", "reason=", "vm", "start", "h1", "web1"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

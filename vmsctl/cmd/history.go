@@ -66,6 +66,14 @@ func historyRows(items []vmsg.HistoryItem) []historyRow {
 	return out
 }
 
+// dash is s, or "-" when s is empty.
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 func metaText(m map[string]string) string {
 	if len(m) == 0 {
 		return "-"
@@ -91,7 +99,8 @@ func (a *App) historyCmd() *cobra.Command {
 		Short: "The state changes hvagent executed on the host (from its journal), over either channel",
 		Long: `history lists the VM state changes the host's agent executed, oldest first (at most
 the last 50, within the journal's 24 h): time, principal, channel, action, VM,
-outcome, the --meta metadata and the VMS addresses the request carried.
+outcome, the --meta metadata and the VMS's own OOB-I and VMM-I addresses the
+request carried.
 Read-only requests (list, status, ping) are not listed.`,
 		Args: exactArgs(1), ValidArgsFunction: a.hostNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -109,7 +118,7 @@ Read-only requests (list, status, ping) are not listed.`,
 			out := historyOut{Host: args[0], Via: res.Via, LatencyMs: ms(res.Latency), Requests: historyRows(res.Reply.History)}
 			return a.emit(out, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "TIME\tPRINCIPAL\tVIA\tACTION\tVM\tOUTCOME\tMETADATA")
+				fmt.Fprintln(tw, "TIME\tPRINCIPAL\tVIA\tACTION\tVM\tOUTCOME\tMETADATA\tVMS OOB-I/VMM-I")
 				for _, r := range out.Requests {
 					outcome := "ok"
 					if r.State != "" {
@@ -118,7 +127,8 @@ Read-only requests (list, status, ping) are not listed.`,
 					if !r.OK {
 						outcome = "failed: " + r.Error
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Local().Format(time.DateTime), r.Principal, r.Via, r.Action, r.VM, outcome, metaText(r.Metadata))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s/%s\n", r.Time.Local().Format(time.DateTime), r.Principal, r.Via, r.Action, r.VM, outcome,
+						metaText(r.Metadata), dash(r.VMSOOBI), dash(r.VMSVMMI))
 				}
 				tw.Flush()
 				fmt.Fprintf(w, "%s: %d request(s), %s\n", out.Host, len(out.Requests), viaText(out.Via, res.Latency))

@@ -5,7 +5,8 @@ import (
 	"testing"
 )
 
-// --meta travels in the request with the VMS's addresses for the host;
+// --meta travels in the request with the VMS's own addresses (the
+// inventory's vms section);
 // bad --meta is a usage error; history prints the agent's list.
 func TestMetaAndHistory(t *testing.T) {
 	r := newRig(t)
@@ -16,7 +17,7 @@ func TestMetaAndHistory(t *testing.T) {
 	calls := r.oob.Calls()
 	req := calls[len(calls)-1].Req
 	if req.Metadata["ticket"] != "OPS-42" || req.Metadata["by"] != "alice=admin" || len(req.Metadata) != 2 ||
-		req.OOBAddr != "10.0.1.1:623" || req.VMMAddr != "10.0.0.1:7443" {
+		req.OOBAddr != "192.0.2.10" || req.VMMAddr != "198.51.100.10" {
 		t.Fatalf("request %+v", req)
 	}
 	for _, bad := range [][]string{{"--meta", "novalue"}, {"--meta", "=x"}, {"--meta", "a=1", "--meta", "a=2"}} {

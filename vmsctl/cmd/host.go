@@ -41,18 +41,7 @@ func (a *App) hostCmd() *cobra.Command {
 		Use: "status [HOST...]", Short: "Ping hvagent on each host and show which channel answered",
 		ValidArgsFunction: a.hostNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ctx, cancel := a.ctx(cmd)
-			defer cancel()
-			rows, err := a.survey(ctx, cl, args, vmsg.CmdPing)
-			if err != nil {
-				return err
-			}
-			err = a.emit(rows, func(w io.Writer) {
+			return a.surveyEmit(cmd, args, vmsg.CmdPing, func(w io.Writer, rows []hostRow) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "HOST\tSTATUS\tCHANNEL\tHOSTNAME\tHYPERVISOR")
 				for _, r := range rows {
@@ -68,14 +57,32 @@ func (a *App) hostCmd() *cobra.Command {
 				}
 				tw.Flush()
 			})
-			if err != nil {
-				return err
-			}
-			return worst(rows)
 		},
 	})
 	h.AddCommand(a.hostPowerCmd(), a.hostSELCmd())
 	return h
+}
+
+// surveyEmit is a command over several hosts (host status, vm list with no
+// host): it runs c on every named host (all when none) with a client of its
+// own, prints the rows (-o json/yaml) or table(w, rows), and fails with the
+// worst host's error when not every host answered.
+func (a *App) surveyEmit(cmd *cobra.Command, names []string, c vmsg.Command, table func(w io.Writer, rows []hostRow)) error {
+	cl, err := a.client()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := a.ctx(cmd)
+	defer cancel()
+	rows, err := a.survey(ctx, cl, names, c)
+	if err != nil {
+		return err
+	}
+	if err := a.emit(rows, func(w io.Writer) { table(w, rows) }); err != nil {
+		return err
+	}
+	return worst(rows)
 }
 
 // survey runs cmd on every named host (all when none), --parallel at once.

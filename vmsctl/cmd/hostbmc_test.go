@@ -9,8 +9,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ooblab/ooblab/bmcsim/bmc"
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
-	"github.com/ooblab/ooblab/bmcsim/sim"
+	"github.com/ooblab/ooblab/bmcsim/config"
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/oem"
 )
@@ -22,7 +24,7 @@ type power struct {
 	n  int // controls received
 }
 
-var _ sim.PowerDriver = (*power)(nil)
+var _ bmc.PowerDriver = (*power)(nil)
 
 func (p *power) State(context.Context) (bool, bool) {
 	p.mu.Lock()
@@ -42,19 +44,19 @@ func (p *power) GracefulShutdown(context.Context) error {
 func bmcRig(t *testing.T) (*rig, *bmcsimtest.BMC, *power) {
 	t.Helper()
 	b := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true,
-		Users: []sim.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}}})
+		Users: []config.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}}})
 	pw := &power{on: true}
 	b.BMC.SetPowerDriver(pw)
 	r := newRig(t)
 	if err := os.WriteFile(filepath.Join(r.dir, "h1.pw"), []byte("op-secret-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	inv, err := inventory.Load(r.inv)
+	inv, err := fileio.LoadInventory(r.inv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	inv.Hosts[0].BMC = inventory.BMC{Addr: b.LAN, User: "op", PasswordFile: "h1.pw"}
-	if err := inv.Save(r.inv); err != nil {
+	if err := fileio.SaveInventory(inv, r.inv); err != nil {
 		t.Fatal(err)
 	}
 	return r, b, pw

@@ -115,8 +115,11 @@ type vmResult struct {
 	RequestID  string   `json:"request_id"`
 	Challenged bool     `json:"challenged,omitempty"`
 	VMs        []vmOut  `json:"vms,omitempty"`
-	// Metadata is what the agent recorded with the request (--meta).
+	// Metadata is what the agent recorded with the request (--meta), and
+	// VMSOOBI/VMSVMMI the VMS addresses it recorded.
 	Metadata map[string]string `json:"metadata,omitempty"`
+	VMSOOBI  string            `json:"vms_oob_i,omitempty"`
+	VMSVMMI  string            `json:"vms_vmm_i,omitempty"`
 }
 
 // hostRow is one line of host list / host status / watch.

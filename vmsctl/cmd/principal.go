@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/pki"
@@ -138,7 +139,7 @@ func (a *App) enrollPrincipal(name string, o enrollPrincipalOpts) (principalResu
 	} else {
 		certPath = ""
 	}
-	if err := a.inv.Save(a.invFile); err != nil {
+	if err := fileio.SaveInventory(a.inv, a.invFile); err != nil {
 		return principalResult{}, fmt.Errorf("key written to %s but the inventory was not updated: %w", keyPath, err)
 	}
 	r := principalResult{Principal: name, KeyFile: keyPath, CertFile: certPath, Next: o.next}

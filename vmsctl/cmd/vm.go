@@ -62,7 +62,11 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 	var re *client.ReplyError
 	if errors.As(err, &re) && re.Code == vmsg.ErrInterrupted && res != nil && res.Reply != nil {
 		for _, v := range res.Reply.VMs {
-			fmt.Fprintf(a.Err, "vmsctl: %s on %s was interrupted by an agent restart; %s is now %s\n", c, host, v.Name, v.State)
+			state := v.State
+			if v.Reason != "" && v.Reason != v.State {
+				state += " (" + v.Reason + ")" // "paused (starting up)": libvirt is still at it
+			}
+			fmt.Fprintf(a.Err, "vmsctl: %s on %s was interrupted by an agent restart; %s is now %s\n", c, host, v.Name, state)
 		}
 	}
 	if err != nil {
@@ -71,7 +75,7 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 	out := vmResult{Host: host, Command: c.String(), VM: vm, OK: true, Via: res.Via, Executed: res.ExecutedVia, SentVia: res.SentVia,
 		LatencyMs: ms(res.Latency), RequestID: fmt.Sprintf("%016x", res.RequestID), Challenged: res.Challenged, VMs: vmsOut(res.Reply.VMs)}
 	if e := res.Reply.Executed; e != nil {
-		out.Metadata = e.Metadata
+		out.Metadata, out.VMSOOBI, out.VMSVMMI = e.Metadata, e.OOBAddr, e.VMMAddr
 	}
 	return a.emit(out, func(w io.Writer) {
 		if c == vmsg.CmdList || c == vmsg.CmdStatus {

@@ -18,6 +18,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/sysif"
 	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
 
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmcodec"
 )
 
@@ -74,17 +75,6 @@ func wait[T any](t *testing.T, what string, ch <-chan T) T {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestGetDeviceID(t *testing.T) {
 	sim := startBMC(t)
 	c := dial(t, sim.addr)
@@ -110,7 +100,7 @@ func TestIRQAndPushReply(t *testing.T) {
 	if _, err := sysif.Call(ctx, c, 0x06, 0x2e, []byte{0x01}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "ENABLE_IRQ", c.IRQEnabled)
+	testutil.WaitFor(t, 10*time.Second, "ENABLE_IRQ", c.IRQEnabled)
 
 	payload := []byte{0xd9, 0x7e, 0x00, 0xa0, 0xa1, 0xaa} // framing bytes survive escaping
 	if err := sim.srv.Push(0x2e, 0x10, payload); err != nil {
@@ -124,7 +114,7 @@ func TestIRQAndPushReply(t *testing.T) {
 	if !slices.Contains(c.ControlLog(), vmcodec.OpAttnIRQ) {
 		t.Fatalf("controls %v lack ATTN_IRQ", c.ControlLog())
 	}
-	waitFor(t, "queue drained and NOATTN", func() bool { return sim.srv.QueueLen() == 0 && !c.Attention() })
+	testutil.WaitFor(t, 10*time.Second, "queue drained and NOATTN", func() bool { return sim.srv.QueueLen() == 0 && !c.Attention() })
 
 	if err := c.Reply(ctx, m, 0x00, []byte{0xd9, 0x7e, 0x00, 0x42}); err != nil {
 		t.Fatal(err)
@@ -143,7 +133,7 @@ func TestAttentionRearm(t *testing.T) {
 		sim.srv.SetAttention(true)
 		wait(t, "notify", c.Notify())
 		// The client reads the flags, which acknowledges attention.
-		waitFor(t, "attention acknowledged", func() bool { return !c.Attention() })
+		testutil.WaitFor(t, 10*time.Second, "attention acknowledged", func() bool { return !c.Attention() })
 	}
 	log := c.ControlLog()
 	n := 0
@@ -179,7 +169,7 @@ func TestReconnectAndPower(t *testing.T) {
 	if up := wait(t, "connect 2", sim.conns); !up {
 		t.Fatal("want connect")
 	}
-	waitFor(t, "IRQ state re-sent", c2.IRQEnabled)
+	testutil.WaitFor(t, 10*time.Second, "IRQ state re-sent", c2.IRQEnabled)
 	for _, f := range []func() error{sim.srv.Reset, sim.srv.GracefulShutdown, sim.srv.SendNMI} {
 		if err := f(); err != nil {
 			t.Fatal(err)
@@ -209,13 +199,17 @@ func TestDeadPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A peer that accepts and never answers.
+	// A peer that accepts and never answers, then closes once the first
+	// request has timed out (not after a fixed time: on a loaded machine
+	// the request may be sent after a timed hold had run out, and the test
+	// would see the peer close instead of its own deadline).
+	hold := make(chan struct{})
 	go func() {
 		nc, err := ln.Accept()
 		if err == nil {
 			defer nc.Close()
 			nc.Read(make([]byte, 64))
-			time.Sleep(200 * time.Millisecond)
+			<-hold
 		}
 	}()
 	defer ln.Close()
@@ -225,6 +219,7 @@ func TestDeadPeer(t *testing.T) {
 	if _, _, err := c.Do(ctx, 0x06, 0x01, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("silent peer: %v", err)
 	}
+	close(hold)
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
 	if _, _, err := c.Do(ctx2, 0x06, 0x01, nil); !errors.Is(err, chardev.ErrPeerGone) {

@@ -1,4 +1,4 @@
-package sim
+package bmc
 
 import (
 	"sync"
@@ -68,6 +68,6 @@ func (u *upkeep) loop() {
 
 // chores is one BMC's share of the upkeep.
 func (s *BMC) chores() {
-	s.guard.sweep()
+	s.guard.Sweep()
 	s.metrics.Sessions.WithLabelValues(s.Config.Name).Set(float64(s.IPMI.Sessions.Count()))
 }

@@ -1,4 +1,4 @@
-package sim
+package bmc
 
 import (
 	"net"
@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ooblab/ooblab/bmcsim/lan"
 )
 
 // lossyProxy relays UDP between one console and the BMC, and can repeat
@@ -24,7 +26,7 @@ type lossyProxy struct {
 }
 
 func inSession(p []byte) bool {
-	return isRMCPPlus(p) && p[5]&0x3F == 0 && (p[6]|p[7]|p[8]|p[9]) != 0
+	return lan.IsRMCPPlus(p) && p[5]&0x3F == 0 && (p[6]|p[7]|p[8]|p[9]) != 0
 }
 
 func startProxy(t *testing.T, bmcPort int, dup bool, drop ...int) int {

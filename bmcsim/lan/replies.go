@@ -1,4 +1,4 @@
-package sim
+package lan
 
 import (
 	"bytes"
@@ -9,9 +9,11 @@ import (
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/handlers"
 	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ooblab/ooblab/bmcsim/metrics"
 )
 
-// replyCache answers a retransmitted in-session request without running its
+// ReplyCache answers a retransmitted in-session request without running its
 // handler again. go-ipmi's sequence window accepts the same session sequence
 // number twice, and a console whose answer was lost resends its request
 // (same rqSeq, new sequence number): without the cache a SEL add, a power
@@ -28,9 +30,9 @@ import (
 // Entries are keyed by the BMC's session ID and the console's address, both
 // as the server saw them; never by the console's session ID, which clients
 // share (go-ipmi's client always uses 0xa0a1a2a3).
-type replyCache struct {
+type ReplyCache struct {
 	name    string
-	metrics *Metrics
+	metrics *metrics.Metrics
 	now     func() time.Time
 
 	mu       sync.Mutex
@@ -80,12 +82,12 @@ type sessionReplies struct {
 	last     int // index of the most recent answer, -1 when none
 }
 
-func newReplyCache(name string, m *Metrics) *replyCache {
-	return &replyCache{name: name, metrics: m, now: time.Now, sessions: map[replyKey]*sessionReplies{}}
+func NewReplyCache(name string, m *metrics.Metrics) *ReplyCache {
+	return &ReplyCache{name: name, metrics: m, now: time.Now, sessions: map[replyKey]*sessionReplies{}}
 }
 
 // arrived notes a request read off the socket.
-func (rc *replyCache) arrived(k replyKey, r request) {
+func (rc *ReplyCache) arrived(k replyKey, r request) {
 	r.at = rc.now()
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -105,7 +107,7 @@ func (rc *replyCache) arrived(k replyKey, r request) {
 
 // take finds the note of an accepted request and a cached answer to it.
 // ok is false when the guard noted no such request (not from the LAN).
-func (rc *replyCache) take(k replyKey, netFn, cmd uint8, sum uint64) (req request, hit *cacheEntry, ok bool) {
+func (rc *ReplyCache) take(k replyKey, netFn, cmd uint8, sum uint64) (req request, hit *cacheEntry, ok bool) {
 	now := rc.now()
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -143,7 +145,7 @@ func (rc *replyCache) take(k replyKey, netFn, cmd uint8, sum uint64) (req reques
 }
 
 // file keeps the answer to an accepted request.
-func (rc *replyCache) file(k replyKey, req request, data []byte, cc types.CompletionCode) {
+func (rc *ReplyCache) file(k replyKey, req request, data []byte, cc types.CompletionCode) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	sr := rc.sessions[k]
@@ -155,9 +157,9 @@ func (rc *replyCache) file(k replyKey, req request, data []byte, cc types.Comple
 	sr.next = (sr.next + 1) % cacheDepth
 }
 
-// middleware is the registry half: it runs inside the server's per-session
+// Middleware is the registry half: it runs inside the server's per-session
 // lock (Session.ProcMu), so one session's requests pass it one at a time.
-func (rc *replyCache) middleware(next handlers.Handler) handlers.Handler {
+func (rc *ReplyCache) Middleware(next handlers.Handler) handlers.Handler {
 	return handlers.HandlerFunc(func(ctx context.Context, hctx *handlers.HandlerContext, data []byte) ([]byte, types.CompletionCode, error) {
 		if hctx == nil || hctx.Session == nil {
 			return next.Handle(ctx, hctx, data) // system interface, pre-session
@@ -180,8 +182,8 @@ func (rc *replyCache) middleware(next handlers.Handler) handlers.Handler {
 	})
 }
 
-// sweep forgets sessions that ended and notes that were never dispatched.
-func (rc *replyCache) sweep(sessions *bmc.SessionStore) {
+// Sweep forgets sessions that ended and notes that were never dispatched.
+func (rc *ReplyCache) Sweep(sessions *bmc.SessionStore) {
 	now := rc.now()
 	rc.mu.Lock()
 	keys := make([]replyKey, 0, len(rc.sessions))

@@ -1,8 +1,11 @@
-// Package sim builds one simulated BMC on go-ipmi v0.9.1's server: the IPMI
+// Package bmc builds one simulated BMC on go-ipmi v0.9.1's server: the IPMI
 // v2.0 LAN channel (RMCP+, suites 17 and 3 only), users, chassis power, SEL,
-// SDR, and the hardening go-ipmi lacks (lockout, response cache, metrics).
-// The OOB-I queues and the QEMU system interface plug into its Registry.
-package sim
+// SDR and the few App commands go-ipmi lacks. Its configuration is
+// bmcsim/config, the LAN hardening go-ipmi lacks (login accounting, lockout,
+// response cache) is bmcsim/lan, and its Prometheus series are
+// bmcsim/metrics. The OOB-I queues and the QEMU system interface plug into
+// its Registry.
+package bmc
 
 import (
 	"context"
@@ -13,7 +16,7 @@ import (
 	"net"
 	"sync"
 
-	"github.com/bougou/go-ipmi/pkg/bmc"
+	ipmibmc "github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/clock"
 	"github.com/bougou/go-ipmi/pkg/hal"
 	"github.com/bougou/go-ipmi/pkg/hal/mock"
@@ -21,20 +24,24 @@ import (
 	"github.com/bougou/go-ipmi/pkg/server"
 	"github.com/bougou/go-ipmi/pkg/transport/udp"
 	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ooblab/ooblab/bmcsim/config"
+	"github.com/ooblab/ooblab/bmcsim/lan"
+	"github.com/ooblab/ooblab/bmcsim/metrics"
 )
 
 // BMC is one simulated baseboard management controller.
 type BMC struct {
-	Config   Config
-	IPMI     *bmc.BMC
+	Config   config.Config
+	IPMI     *ipmibmc.BMC
 	Registry *handlers.Registry
 	SEL      *SEL
 
 	log     *slog.Logger
-	metrics *Metrics
+	metrics *metrics.Metrics
 	chassis *chassis
-	guard   *lanGuard
-	replies *replyCache
+	guard   *lan.Guard
+	replies *lan.ReplyCache
 
 	stdChannelInfo handlers.Handler
 }
@@ -54,12 +61,12 @@ func (h *simHAL) GPIO() hal.GPIOHAL       { return nil }
 func (h *simHAL) I2C() hal.I2CHAL         { return nil }
 
 // New builds a BMC from a normalized Config.
-func New(cfg Config, log *slog.Logger, m *Metrics) (*BMC, error) {
+func New(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*BMC, error) {
 	if err := cfg.Normalize(); err != nil {
 		return nil, err
 	}
 	if m == nil {
-		m = NewMetrics(nil)
+		m = metrics.New(nil)
 	}
 	log = log.With("bmc", cfg.Name)
 	sum := sha256.Sum256([]byte("ooblab/bmcsim/" + cfg.Name))
@@ -99,7 +106,7 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*BMC, error) {
 	for _, s := range cfg.CipherSuites {
 		suites = append(suites, types.CipherSuiteID(s))
 	}
-	info := bmc.DeviceInfo{
+	info := ipmibmc.DeviceInfo{
 		DeviceID:       0x20,
 		DeviceRevision: 0x01,
 		FirmwareMajor:  0x01,
@@ -112,23 +119,23 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*BMC, error) {
 		// Chassis, SEL, SDR repository, FRU inventory.
 		AdditionalDeviceSupport: 0x8E,
 	}
-	b := bmc.New(info, guid, h, bmc.WithClock(clock.Real), bmc.WithCipherSuites(suites), bmc.WithV15Disabled())
-	b.Sessions = bmc.NewSessionStoreWithOptions(b.Clock(),
-		bmc.WithMaxSessions(cfg.SessionLimit), bmc.WithInactivityTimeout(cfg.SessionTimeout.Duration))
+	b := ipmibmc.New(info, guid, h, ipmibmc.WithClock(clock.Real), ipmibmc.WithCipherSuites(suites), ipmibmc.WithV15Disabled())
+	b.Sessions = ipmibmc.NewSessionStoreWithOptions(b.Clock(),
+		ipmibmc.WithMaxSessions(cfg.SessionLimit), ipmibmc.WithInactivityTimeout(cfg.SessionTimeout.Duration))
 	b.Sessions.SetOnRemove(b.SOL.DeactivateBySession)
 	// The null user (slot 1) never logs in.
-	_ = b.Users.Update(1, func(u *bmc.User) error { u.Enabled = false; return nil })
+	_ = b.Users.Update(1, func(u *ipmibmc.User) error { u.Enabled = false; return nil })
 	for i, u := range cfg.Users {
-		priv, _ := ParsePrivilege(u.Privilege)
+		priv, _ := config.ParsePrivilege(u.Privilege)
 		id := uint8(i + 2)
 		if _, err := b.Users.Add(id, u.Name); err != nil {
 			return nil, fmt.Errorf("bmc %s: add user %s: %w", cfg.Name, u.Name, err)
 		}
 		pw := u.Password
-		err := b.Users.Update(id, func(x *bmc.User) error {
+		err := b.Users.Update(id, func(x *ipmibmc.User) error {
 			x.SetPassword([]byte(pw))
 			x.Enabled = true
-			x.ChannelAccess[1] = bmc.UserChannelAccess{MaxPrivilege: priv, Enabled: true}
+			x.ChannelAccess[1] = ipmibmc.UserChannelAccess{MaxPrivilege: priv, Enabled: true}
 			return nil
 		})
 		if err != nil {
@@ -137,12 +144,12 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*BMC, error) {
 	}
 
 	s := &BMC{Config: cfg, IPMI: b, SEL: NewSEL(512), log: log, metrics: m, chassis: ch,
-		replies: newReplyCache(cfg.Name, m)}
+		replies: lan.NewReplyCache(cfg.Name, m)}
 	r := handlers.NewRegistry()
 	// Outermost: a retransmit answered from the cache runs no handler and
 	// counts as a retransmit, not as a request.
-	r.Use(s.replies.middleware)
-	r.Use(m.middleware(cfg.Name))
+	r.Use(s.replies.Middleware)
+	r.Use(m.Middleware(cfg.Name))
 	std := stdAppRegistry()
 	s.stdChannelInfo = handlers.HandlerFunc(func(ctx context.Context, hctx *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
 		return std.Dispatch(ctx, hctx, uint8(types.NetFnAppRequest), 0x42, req)
@@ -185,7 +192,7 @@ func (s *BMC) Locked(user string) bool { return s.guard != nil && s.guard.Locked
 
 // LockedFrom reports whether a user is locked out for logins from ip.
 func (s *BMC) LockedFrom(user, ip string) bool {
-	return s.guard != nil && s.guard.logins.LockedFrom(user, ip)
+	return s.guard != nil && s.guard.LockedFrom(user, ip)
 }
 
 // ListenLAN opens the LAN channel's UDP socket.
@@ -194,14 +201,14 @@ func (s *BMC) ListenLAN() (*udp.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bmc %s: listen on %s: %w", s.Config.Name, s.Config.LAN, err)
 	}
-	s.guard = newLANGuard(conn, s.IPMI, &s.Config, s.metrics, s.replies, s.log)
+	s.guard = lan.NewGuard(conn, s.IPMI, &s.Config, s.metrics, s.replies, s.log)
 	return conn, nil
 }
 
 // ServeLAN serves RMCP+ on conn (from ListenLAN) until ctx ends.
 func (s *BMC) ServeLAN(ctx context.Context, conn *udp.Conn) error {
 	if s.guard == nil || s.guard.PacketConn != conn {
-		s.guard = newLANGuard(conn, s.IPMI, &s.Config, s.metrics, s.replies, s.log)
+		s.guard = lan.NewGuard(conn, s.IPMI, &s.Config, s.metrics, s.replies, s.log)
 	}
 	srv := server.NewServer(s.IPMI, s.guard, server.WithHandlerRegistry(s.Registry), server.WithV15Disabled())
 	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })

@@ -1,4 +1,4 @@
-package sim
+package bmc
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/internal/testutil"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -23,11 +24,11 @@ type lanBMC struct {
 	logs *testutil.SyncBuffer
 }
 
-func testConfig() Config {
-	return Config{
+func testConfig() config.Config {
+	return config.Config{
 		Name: "t1",
 		LAN:  "127.0.0.1:0",
-		Users: []User{
+		Users: []config.User{
 			{Name: "admin", Password: "s3cret-admin", Privilege: "administrator"},
 			{Name: "op", Password: "s3cret-op", Privilege: "operator"},
 			{Name: "viewer", Password: "s3cret-view", Privilege: "user"},
@@ -35,7 +36,7 @@ func testConfig() Config {
 	}
 }
 
-func startLAN(t *testing.T, cfg Config) *lanBMC {
+func startLAN(t *testing.T, cfg config.Config) *lanBMC {
 	t.Helper()
 	logs := &testutil.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -203,7 +204,7 @@ func TestFreeIPMITools(t *testing.T) {
 	wantAll(t, "ipmi-chassis status", l.freeipmi(t, "ipmi-chassis", "--get-chassis-status"), "System Power                        : off")
 	l.freeipmi(t, "ipmi-chassis", "--chassis-control=power-up")
 	wantAll(t, "ipmi-sel info", l.freeipmi(t, "ipmi-sel", "--info"), "Number of log entries                  : 0")
-	l.SEL.AddOEM(DefaultIANA, [6]byte{1, 2, 3, 4, 5, 6})
+	l.SEL.AddOEM(config.DefaultIANA, [6]byte{1, 2, 3, 4, 5, 6})
 	wantAll(t, "ipmi-sel", l.freeipmi(t, "ipmi-sel", "--sdr-cache-recreate"), "OEM")
 	wantAll(t, "ipmi-sel info", l.freeipmi(t, "ipmi-sel", "--info"), "Number of log entries                  : 1")
 	l.freeipmi(t, "ipmi-sel", "--clear")
@@ -249,8 +250,8 @@ func TestLockout(t *testing.T) {
 	need(t, "ipmitool")
 	cfg := testConfig()
 	cfg.LockoutAttempts = 5
-	cfg.LockoutDuration = Duration{time.Minute}
-	cfg.AuthTimeout = Duration{200 * time.Millisecond}
+	cfg.LockoutDuration = config.Duration{Duration: time.Minute}
+	cfg.AuthTimeout = config.Duration{Duration: 200 * time.Millisecond}
 	l := startLAN(t, cfg)
 	for i := 0; i < 5; i++ {
 		if out, err := l.ipmitool(t, 17, "op", "wrong-password", "mc", "info"); err == nil {

@@ -1,9 +1,9 @@
-package sim
+package bmc
 
 import (
 	"context"
 
-	"github.com/bougou/go-ipmi/pkg/bmc"
+	ipmibmc "github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/handlers"
 	"github.com/bougou/go-ipmi/pkg/types"
 )
@@ -81,7 +81,7 @@ func handleGetChannelAccess(_ context.Context, hctx *handlers.HandlerContext, re
 	if err != nil {
 		return nil, types.CodeRequestDataFieldInvalid, nil
 	}
-	if ch.Medium == bmc.ChannelMediumSystemIF {
+	if ch.Medium == ipmibmc.ChannelMediumSystemIF {
 		// Session-less channels have no access settings (§22.23 note).
 		return nil, types.CodeRequestDataFieldInvalid, nil
 	}

@@ -1,14 +1,17 @@
-package sim
+package bmc
 
 import (
-	"bytes"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/types"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ooblab/ooblab/bmcsim/config"
+	"github.com/ooblab/ooblab/bmcsim/lan"
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
 const (
@@ -17,20 +20,8 @@ const (
 	operator        = types.PrivilegeLevelOperator
 )
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (l *lanBMC) authFailures(reason string) float64 {
-	return testutil.ToFloat64(l.metrics.AuthFailures.WithLabelValues("t1", reason))
+	return promtest.ToFloat64(l.metrics.AuthFailures.WithLabelValues("t1", reason))
 }
 
 // Handshakes that a stranger abandons after RAKP 2, naming admin, do not
@@ -41,7 +32,7 @@ func TestAbandonedHandshakesDoNotLockUser(t *testing.T) {
 	need(t, "ipmitool")
 	cfg := testConfig()
 	cfg.LockoutAttempts = 3
-	cfg.AuthTimeout = Duration{200 * time.Millisecond}
+	cfg.AuthTimeout = config.Duration{Duration: 200 * time.Millisecond}
 	cfg.SourceHandshakeLimit = 100
 	l := startLAN(t, cfg)
 
@@ -54,7 +45,7 @@ func TestAbandonedHandshakesDoNotLockUser(t *testing.T) {
 		case 0:
 			abandoned++
 			late = c
-		case statusUnauthorizedName:
+		case lan.StatusUnauthorizedName:
 			// admin is locked for 127.0.0.2 once its abandoned handshakes
 			// were counted (the sweeper runs each second).
 		default:
@@ -64,7 +55,7 @@ func TestAbandonedHandshakesDoNotLockUser(t *testing.T) {
 	if abandoned < cfg.LockoutAttempts {
 		t.Fatalf("only %d handshakes got a RAKP 2", abandoned)
 	}
-	waitFor(t, "the abandoned handshakes to be counted", func() bool { return l.authFailures("abandoned") == float64(abandoned) })
+	testutil.WaitFor(t, 10*time.Second, "the abandoned handshakes to be counted", func() bool { return l.authFailures("abandoned") == float64(abandoned) })
 
 	if l.LockedFrom("admin", "127.0.0.1") {
 		t.Fatal("abandoned handshakes from 127.0.0.2 locked admin out for 127.0.0.1")
@@ -76,7 +67,7 @@ func TestAbandonedHandshakesDoNotLockUser(t *testing.T) {
 		t.Errorf("late RAKP 3 of an abandoned handshake answered with status %#x", st)
 	}
 	wantAll(t, "ipmitool after abandoned handshakes", l.mustIpmitool(t, 17, "mc", "info"), "Device ID")
-	if got := testutil.ToFloat64(l.metrics.Lockouts.WithLabelValues("t1")); got != 1 {
+	if got := promtest.ToFloat64(l.metrics.Lockouts.WithLabelValues("t1")); got != 1 {
 		t.Errorf("lockouts metric = %v, want 1 (the pair admin, 127.0.0.2)", got)
 	}
 }
@@ -88,7 +79,7 @@ func TestVerifiedFailedLoginsCountAtOnce(t *testing.T) {
 	need(t, "ipmitool")
 	cfg := testConfig()
 	cfg.LockoutAttempts = 3
-	cfg.AuthTimeout = Duration{time.Hour} // nothing here is counted by the sweeper
+	cfg.AuthTimeout = config.Duration{Duration: time.Hour} // nothing here is counted by the sweeper
 	l := startLAN(t, cfg)
 
 	// Consoles that find our RAKP 2 does not match their password and say so.
@@ -141,7 +132,7 @@ func TestConsoleIDCollision(t *testing.T) {
 	t.Run("count", func(t *testing.T) {
 		cfg := testConfig()
 		cfg.LockoutAttempts = 3
-		cfg.AuthTimeout = Duration{time.Hour}
+		cfg.AuthTimeout = config.Duration{Duration: time.Hour}
 		l := startLAN(t, cfg)
 		for i := 0; i < cfg.LockoutAttempts; i++ {
 			a := dialConsole(t, "127.0.0.1", l.port, goIPMIConsoleID)
@@ -191,7 +182,7 @@ func TestConsoleIDCollision(t *testing.T) {
 				t.Fatalf("%s (resend %v): answer for user ID %d, want %d", step.c, step.resend, got, want[step.c])
 			}
 		}
-		if got := testutil.ToFloat64(l.metrics.Retransmits.WithLabelValues("t1")); got != 4 {
+		if got := promtest.ToFloat64(l.metrics.Retransmits.WithLabelValues("t1")); got != 4 {
 			t.Errorf("retransmits metric = %v, want 4", got)
 		}
 	})
@@ -204,7 +195,7 @@ func TestSourceThrottle(t *testing.T) {
 	cfg := testConfig()
 	cfg.SourceHandshakeLimit = 4
 	cfg.LockoutAttempts = 100
-	cfg.AuthTimeout = Duration{200 * time.Millisecond}
+	cfg.AuthTimeout = config.Duration{Duration: 200 * time.Millisecond}
 	l := startLAN(t, cfg)
 	for _, name := range []string{"nobody", "root"} {
 		c := dialConsole(t, "127.0.0.3", l.port, goIPMIConsoleID)
@@ -220,11 +211,11 @@ func TestSourceThrottle(t *testing.T) {
 			t.Fatalf("RAKP 2 status %#x", st)
 		}
 	}
-	waitFor(t, "the abandoned handshakes to be counted", func() bool { return l.authFailures("abandoned") == 2 })
+	testutil.WaitFor(t, 10*time.Second, "the abandoned handshakes to be counted", func() bool { return l.authFailures("abandoned") == 2 })
 	c := dialConsole(t, "127.0.0.3", l.port, goIPMIConsoleID)
 	c.open()
-	if st := c.rakp1("admin", admin); st != statusInsufficientResources {
-		t.Fatalf("RAKP 2 status %#x for a source over its budget, want %#x", st, statusInsufficientResources)
+	if st := c.rakp1("admin", admin); st != lan.StatusInsufficientResources {
+		t.Fatalf("RAKP 2 status %#x for a source over its budget, want %#x", st, lan.StatusInsufficientResources)
 	}
 	if got := l.authFailures("source_throttled"); got != 1 {
 		t.Errorf("source_throttled = %v, want 1", got)
@@ -302,7 +293,7 @@ func leID(id uint32) []byte { return []byte{byte(id), byte(id >> 8), byte(id >> 
 func TestRepeatedAndSupersededHandshakes(t *testing.T) {
 	cfg := testConfig()
 	cfg.SourceHandshakeLimit = 3
-	cfg.AuthTimeout = Duration{time.Hour} // nothing here is counted by the sweeper
+	cfg.AuthTimeout = config.Duration{Duration: time.Hour} // nothing here is counted by the sweeper
 	l := startLAN(t, cfg)
 
 	first := dialConsole(t, "127.0.0.5", l.port, goIPMIConsoleID)
@@ -332,43 +323,10 @@ func TestRepeatedAndSupersededHandshakes(t *testing.T) {
 	if got := l.authFailures("repeated_rakp1"); got != 2 {
 		t.Errorf("repeated_rakp1 = %v, want 2", got)
 	}
-	if st := second.rakp1("admin", admin); st != statusInsufficientResources {
-		t.Errorf("RAKP 1 past the source budget: RAKP 2 status %#x, want %#x", st, statusInsufficientResources)
+	if st := second.rakp1("admin", admin); st != lan.StatusInsufficientResources {
+		t.Errorf("RAKP 1 past the source budget: RAKP 2 status %#x, want %#x", st, lan.StatusInsufficientResources)
 	}
 	if l.LockedFrom("admin", "127.0.0.1") {
 		t.Error("admin locked for another address")
-	}
-}
-
-// The reply cache files answers only for requests the guard noted, under
-// the session and address the server saw, and holds a bounded number of
-// (session, address) pairs.
-func TestReplyCacheBounds(t *testing.T) {
-	rc := newReplyCache("t1", NewMetrics(nil))
-	for i := 0; i < maxReplyKeys+10; i++ {
-		rc.arrived(replyKey{bmcID: uint32(i), addr: "127.0.0.1:1"}, request{sessSeq: 1, rqSeq: 1, netFn: 6, cmd: 1, sum: checksum(nil)})
-	}
-	if n := len(rc.sessions); n != maxReplyKeys {
-		t.Fatalf("%d pairs kept, want %d", n, maxReplyKeys)
-	}
-	k := replyKey{bmcID: 1, addr: "127.0.0.1:1"}
-	// A request the guard never noted (another address) is not cached.
-	if _, _, ok := rc.take(replyKey{bmcID: 1, addr: "127.0.0.1:2"}, 6, 1, checksum(nil)); ok {
-		t.Error("a request from an address the guard did not note was matched")
-	}
-	req, hit, ok := rc.take(k, 6, 1, checksum(nil))
-	if !ok || hit != nil {
-		t.Fatalf("first request: ok %v, hit %v", ok, hit)
-	}
-	rc.file(k, req, []byte{0x20}, 0)
-	// The same packet again hits; a new request with the same bytes and a
-	// new rqSeq does not.
-	rc.arrived(k, request{sessSeq: 1, rqSeq: 1, netFn: 6, cmd: 1, sum: checksum(nil)})
-	if _, hit, _ := rc.take(k, 6, 1, checksum(nil)); hit == nil || !bytes.Equal(hit.data, []byte{0x20}) {
-		t.Errorf("duplicate packet not answered from the cache: %+v", hit)
-	}
-	rc.arrived(k, request{sessSeq: 2, rqSeq: 2, netFn: 6, cmd: 1, sum: checksum(nil)})
-	if _, hit, _ := rc.take(k, 6, 1, checksum(nil)); hit != nil {
-		t.Errorf("a new request (new rqSeq) was answered from the cache")
 	}
 }

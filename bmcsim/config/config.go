@@ -1,4 +1,7 @@
-package sim
+// Package config is bmcsim's configuration: the TOML file of one process,
+// one BMC's Config with its defaults and checks, the --user flag, and the
+// --fleet expansion of one Config into N BMCs on consecutive ports.
+package config
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package sim
+package bmc
 
 import (
 	"crypto/hmac"
@@ -14,6 +14,8 @@ import (
 	"github.com/bougou/go-ipmi/pkg/protocol"
 	"github.com/bougou/go-ipmi/pkg/rmcpplus"
 	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ooblab/ooblab/bmcsim/lan"
 )
 
 // rmcpConsole is a console the tests drive one RMCP+ message at a time
@@ -74,7 +76,7 @@ func (c *rmcpConsole) await(want uint8, timeout time.Duration) ([]byte, error) {
 		}
 		_, _, pt, _, p, ok := protocol.ParseRMCPPlusHeader(buf[:n])
 		if ok && pt&0x3F == want {
-			if want == ptIPMI {
+			if want == lan.PayloadIPMI {
 				return append([]byte(nil), buf[:n]...), nil
 			}
 			return append([]byte(nil), p...), nil
@@ -108,7 +110,7 @@ func (c *rmcpConsole) rakp1(user string, priv types.PrivilegeLevel) uint8 {
 		NameOnlyLookup: true, RequestedMaximumPrivilegeLevel: priv,
 		UsernameLength: uint8(len(user)), Username: []byte(user)}
 	c.user, c.role = user, m.Role()
-	p, err := c.exchange(protocol.BuildRMCPPlusPacket(ptRAKP1, 0, 0, 0, m.Pack()), ptRAKP2, 5*time.Second)
+	p, err := c.exchange(protocol.BuildRMCPPlusPacket(lan.PayloadRAKP1, 0, 0, 0, m.Pack()), lan.PayloadRAKP2, 5*time.Second)
 	if err != nil {
 		c.t.Fatalf("RAKP 1: %v", err)
 	}
@@ -145,7 +147,7 @@ func (c *rmcpConsole) rakp3(status uint8, pass string, timeout time.Duration) (u
 		}
 		m.KeyExchangeAuthenticationCode = code
 	}
-	p, err := c.exchange(protocol.BuildRMCPPlusPacket(ptRAKP3, 0, 0, 0, m.Pack()), ptRAKP4, timeout)
+	p, err := c.exchange(protocol.BuildRMCPPlusPacket(lan.PayloadRAKP3, 0, 0, 0, m.Pack()), lan.PayloadRAKP4, timeout)
 	if err != nil {
 		return 0, err
 	}
@@ -185,13 +187,13 @@ func (c *rmcpConsole) request(netFn, cmd uint8, data []byte) []byte {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	pkt := protocol.BuildRMCPPlusPacket(ptIPMI, types.PayloadFlagEncrypted|types.PayloadFlagAuthenticated, c.bmcID, c.seq, body)
-	pad := types.IntegrityPadLen(sessionHeaderLen, len(pkt)-payloadOffset)
+	pkt := protocol.BuildRMCPPlusPacket(lan.PayloadIPMI, types.PayloadFlagEncrypted|types.PayloadFlagAuthenticated, c.bmcID, c.seq, body)
+	pad := types.IntegrityPadLen(lan.SessionHeaderLen, len(pkt)-lan.PayloadOffset)
 	for i := 0; i < pad; i++ {
 		pkt = append(pkt, 0xFF)
 	}
 	pkt = append(pkt, byte(pad), 0x07)
-	code, err := crypto.SessionIntegrityAuthCode(types.IntegrityAlg_HMAC_SHA256_128, pkt[rmcpHeaderLen:], c.k1, "")
+	code, err := crypto.SessionIntegrityAuthCode(types.IntegrityAlg_HMAC_SHA256_128, pkt[lan.RMCPHeaderLen:], c.k1, "")
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -208,7 +210,7 @@ func (c *rmcpConsole) send(pkt []byte) (uint8, []byte, error) {
 		return 0, nil, err
 	}
 	for {
-		resp, err := c.await(ptIPMI, 5*time.Second)
+		resp, err := c.await(lan.PayloadIPMI, 5*time.Second)
 		if err != nil {
 			return 0, nil, fmt.Errorf("%w: %v", errNoAnswer, err)
 		}
@@ -217,7 +219,7 @@ func (c *rmcpConsole) send(pkt []byte) (uint8, []byte, error) {
 			continue
 		}
 		n := len(resp) - 16 // HMAC-SHA256-128
-		want, err := crypto.SessionIntegrityAuthCode(types.IntegrityAlg_HMAC_SHA256_128, resp[rmcpHeaderLen:n], c.k1, "")
+		want, err := crypto.SessionIntegrityAuthCode(types.IntegrityAlg_HMAC_SHA256_128, resp[lan.RMCPHeaderLen:n], c.k1, "")
 		if err != nil || !hmac.Equal(want, resp[n:]) {
 			return 0, nil, fmt.Errorf("answer fails our integrity check (another session's?)")
 		}

@@ -1,4 +1,9 @@
-package sim
+// Package lan is what stands between a BMC's UDP socket and go-ipmi's
+// RMCP+ server: the Guard, which does the login accounting and lockout
+// (logins.go) and notes requests for the response cache that answers
+// retransmits without running a handler again (replies.go). It reads RMCP+
+// packets the way the server does (rmcpplus.go) and never changes them.
+package lan
 
 import (
 	"log/slog"
@@ -9,32 +14,35 @@ import (
 	"github.com/bougou/go-ipmi/pkg/protocol"
 	"github.com/bougou/go-ipmi/pkg/transport"
 	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ooblab/ooblab/bmcsim/config"
+	"github.com/ooblab/ooblab/bmcsim/metrics"
 )
 
-// lanGuard sits between the UDP socket and go-ipmi's RMCP+ server and adds
+// Guard sits between the UDP socket and go-ipmi's RMCP+ server and adds
 // what a trustworthy BMC needs and go-ipmi v0.9.1 lacks:
 //
 //   - login accounting and lockout (loginBook, logins.go);
-//   - the response cache for retransmitted requests (replyCache, replies.go),
+//   - the response cache for retransmitted requests (ReplyCache, replies.go),
 //     whose notes it takes from the packets it reads.
 //
 // It reads packets the way the server does (rmcpplus.go) and never changes
 // them; it drops a RAKP 3 that belongs to no handshake it knows and answers a
 // RAKP 1 it refuses itself. All sending and logging happens outside the
 // book's and the cache's mutexes.
-type lanGuard struct {
+type Guard struct {
 	transport.PacketConn
 	b       *bmc.BMC
 	log     *slog.Logger
-	metrics *Metrics
+	metrics *metrics.Metrics
 	name    string
 
 	logins  *loginBook
-	replies *replyCache
+	replies *ReplyCache
 }
 
-func newLANGuard(conn transport.PacketConn, b *bmc.BMC, cfg *Config, m *Metrics, replies *replyCache, log *slog.Logger) *lanGuard {
-	return &lanGuard{
+func NewGuard(conn transport.PacketConn, b *bmc.BMC, cfg *config.Config, m *metrics.Metrics, replies *ReplyCache, log *slog.Logger) *Guard {
+	return &Guard{
 		PacketConn: conn,
 		b:          b,
 		log:        log,
@@ -47,7 +55,7 @@ func newLANGuard(conn transport.PacketConn, b *bmc.BMC, cfg *Config, m *Metrics,
 
 // ReadFrom returns the next packet the server should see; packets the guard
 // refuses are consumed here.
-func (g *lanGuard) ReadFrom(buf []byte) (int, net.Addr, error) {
+func (g *Guard) ReadFrom(buf []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := g.PacketConn.ReadFrom(buf)
 		if err != nil {
@@ -61,14 +69,14 @@ func (g *lanGuard) ReadFrom(buf []byte) (int, net.Addr, error) {
 
 // WriteTo watches the server's answers: RAKP 2 errors and RAKP 4 settle a
 // handshake.
-func (g *lanGuard) WriteTo(pkt []byte, addr net.Addr) (int, error) {
+func (g *Guard) WriteTo(pkt []byte, addr net.Addr) (int, error) {
 	g.observe(pkt, addr)
 	return g.PacketConn.WriteTo(pkt, addr)
 }
 
 // inspect reports whether pkt goes on to the server.
-func (g *lanGuard) inspect(pkt []byte, addr net.Addr) bool {
-	if !isRMCPPlus(pkt) || addr == nil {
+func (g *Guard) inspect(pkt []byte, addr net.Addr) bool {
+	if !IsRMCPPlus(pkt) || addr == nil {
 		return true
 	}
 	sid, seq, ptype, flags, payload, ok := protocol.ParseRMCPPlusHeader(pkt)
@@ -76,11 +84,11 @@ func (g *lanGuard) inspect(pkt []byte, addr net.Addr) bool {
 		return true
 	}
 	switch ptype & 0x3F {
-	case ptRAKP1:
+	case PayloadRAKP1:
 		return g.onRAKP1(payload, addr)
-	case ptRAKP3:
+	case PayloadRAKP3:
 		return g.onRAKP3(payload, addr)
-	case ptIPMI:
+	case PayloadIPMI:
 		if sid != 0 {
 			g.onRequest(pkt, addr, sid, seq, flags, payload)
 		}
@@ -88,7 +96,7 @@ func (g *lanGuard) inspect(pkt []byte, addr net.Addr) bool {
 	return true
 }
 
-func (g *lanGuard) onRAKP1(p []byte, addr net.Addr) bool {
+func (g *Guard) onRAKP1(p []byte, addr net.Addr) bool {
 	m, ok := parseRAKP1(p)
 	if !ok {
 		return true // the server refuses it
@@ -114,18 +122,18 @@ func (g *lanGuard) onRAKP1(p []byte, addr net.Addr) bool {
 		g.metrics.AuthFailures.WithLabelValues(g.name, "locked_out").Inc()
 		g.log.Warn("refused login of locked-out user", "user", m.name, "from", from,
 			"locked_until", res.until.Format(time.RFC3339))
-		status = statusUnauthorizedName
+		status = StatusUnauthorizedName
 	case rakp1Throttled:
 		g.metrics.AuthFailures.WithLabelValues(g.name, "source_throttled").Inc()
 		g.log.Debug("refused handshake from a source over its budget", "from", from)
-		status = statusInsufficientResources
+		status = StatusInsufficientResources
 	}
-	_, _ = g.PacketConn.WriteTo(protocol.BuildRMCPPlusPacket(ptRAKP2, 0, 0, 0, rakp2Error(m.tag, status, sess.ConsoleID)), addr)
+	_, _ = g.PacketConn.WriteTo(protocol.BuildRMCPPlusPacket(PayloadRAKP2, 0, 0, 0, rakp2Error(m.tag, status, sess.ConsoleID)), addr)
 	_ = g.b.Sessions.Close(m.bmcID)
 	return false
 }
 
-func (g *lanGuard) onRAKP3(p []byte, addr net.Addr) bool {
+func (g *Guard) onRAKP3(p []byte, addr net.Addr) bool {
 	m, ok := parseRAKP3(p)
 	if !ok {
 		return true // the server answers it with an error
@@ -139,7 +147,7 @@ func (g *lanGuard) onRAKP3(p []byte, addr net.Addr) bool {
 }
 
 // onRequest notes an in-session IPMI request for the reply cache.
-func (g *lanGuard) onRequest(pkt []byte, addr net.Addr, sid, seq uint32, flags uint8, payload []byte) {
+func (g *Guard) onRequest(pkt []byte, addr net.Addr, sid, seq uint32, flags uint8, payload []byte) {
 	sess, err := g.b.Sessions.Get(sid)
 	if err != nil || !verifyIntegrity(pkt, sess, flags&types.PayloadFlagAuthenticated != 0) {
 		return // the server drops it
@@ -157,8 +165,8 @@ func (g *lanGuard) onRequest(pkt []byte, addr net.Addr, sid, seq uint32, flags u
 }
 
 // observe looks at an outgoing packet.
-func (g *lanGuard) observe(pkt []byte, addr net.Addr) {
-	if !isRMCPPlus(pkt) || addr == nil {
+func (g *Guard) observe(pkt []byte, addr net.Addr) {
+	if !IsRMCPPlus(pkt) || addr == nil {
 		return
 	}
 	_, _, ptype, _, payload, ok := protocol.ParseRMCPPlusHeader(pkt)
@@ -166,11 +174,11 @@ func (g *lanGuard) observe(pkt []byte, addr net.Addr) {
 		return
 	}
 	switch ptype & 0x3F {
-	case ptRAKP2:
+	case PayloadRAKP2:
 		if m, ok := parseRAKPReply(payload); ok && m.status != 0 {
 			g.report(g.logins.rakp2Refused(addr.String(), m.consoleID))
 		}
-	case ptRAKP4:
+	case PayloadRAKP4:
 		if m, ok := parseRAKPReply(payload); ok {
 			g.report(g.logins.rakp4(addr.String(), m.consoleID, m.status))
 		}
@@ -178,7 +186,7 @@ func (g *lanGuard) observe(pkt []byte, addr net.Addr) {
 }
 
 // report logs and counts one accounting outcome.
-func (g *lanGuard) report(out *loginOutcome) {
+func (g *Guard) report(out *loginOutcome) {
 	if out == nil || out.reason == "" {
 		return
 	}
@@ -203,10 +211,13 @@ func (g *lanGuard) report(out *loginOutcome) {
 }
 
 // Locked reports whether user is locked out now, for all sources or some.
-func (g *lanGuard) Locked(user string) bool { return g.logins.Locked(user) }
+func (g *Guard) Locked(user string) bool { return g.logins.Locked(user) }
 
-// sweep ends abandoned handshakes and forgets ended sessions' replies.
-func (g *lanGuard) sweep() {
+// LockedFrom reports whether user is locked out for logins from ip.
+func (g *Guard) LockedFrom(user, ip string) bool { return g.logins.LockedFrom(user, ip) }
+
+// Sweep ends abandoned handshakes and forgets ended sessions' replies.
+func (g *Guard) Sweep() {
 	ids, outs := g.logins.expire()
 	for _, id := range ids {
 		_ = g.b.Sessions.Close(id) // a late RAKP 3 finds nothing to guess against
@@ -214,5 +225,5 @@ func (g *lanGuard) sweep() {
 	for i := range outs {
 		g.report(&outs[i])
 	}
-	g.replies.sweep(g.b.Sessions)
+	g.replies.Sweep(g.b.Sessions)
 }

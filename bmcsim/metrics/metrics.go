@@ -1,4 +1,6 @@
-package sim
+// Package metrics holds bmcsim's Prometheus series; every series has a bmc
+// label, so one process can host many BMCs.
+package metrics
 
 import (
 	"context"
@@ -20,8 +22,8 @@ type Metrics struct {
 	Reg          prometheus.Registerer
 }
 
-// NewMetrics registers the series with reg (nil: a private registry).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// New registers the series with reg (nil: a private registry).
+func New(reg prometheus.Registerer) *Metrics {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
@@ -52,8 +54,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// middleware counts every dispatched request by command and completion code.
-func (m *Metrics) middleware(bmcName string) handlers.Middleware {
+// Middleware counts every dispatched request by command and completion code.
+func (m *Metrics) Middleware(bmcName string) handlers.Middleware {
 	return func(next handlers.Handler) handlers.Handler {
 		return handlers.HandlerFunc(func(ctx context.Context, hctx *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
 			resp, cc, err := next.Handle(ctx, hctx, req)

@@ -1,9 +1,11 @@
-package sim
+package lan
 
 import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/ooblab/ooblab/bmcsim/config"
 )
 
 // loginBook keeps the LAN channel's login accounting the way a careful BMC
@@ -76,7 +78,7 @@ type sourceState struct {
 	at     time.Time
 }
 
-func newLoginBook(cfg *Config) *loginBook {
+func newLoginBook(cfg *config.Config) *loginBook {
 	return &loginBook{
 		maxFails:    cfg.LockoutAttempts,
 		lockFor:     cfg.LockoutDuration.Duration,

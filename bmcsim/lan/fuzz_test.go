@@ -1,8 +1,7 @@
-package sim
+package lan
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"io"
 	"log/slog"
@@ -11,8 +10,11 @@ import (
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
-	"github.com/bougou/go-ipmi/pkg/handlers"
+	"github.com/bougou/go-ipmi/pkg/hal/mock"
 	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ooblab/ooblab/bmcsim/config"
+	"github.com/ooblab/ooblab/bmcsim/metrics"
 	"github.com/ooblab/ooblab/internal/testutil"
 )
 
@@ -57,39 +59,39 @@ func FuzzLANGuard(f *testing.F) {
 	} {
 		f.Add(testutil.MustUnhex(seed.hex), seed.live, uint8(0))
 	}
-	cfg := testConfig()
+	cfg := config.Config{Name: "t1", LAN: "127.0.0.1:0",
+		Users: []config.User{{Name: "admin", Password: "s3cret-admin", Privilege: "administrator"}}}
 	if err := cfg.Normalize(); err != nil {
 		f.Fatal(err)
 	}
-	b, err := New(cfg, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	g := newLANGuard(nullConn{}, b.IPMI, &b.Config, b.metrics, b.replies, slog.New(slog.DiscardHandler))
+	b := guardedBMC(f, cfg)
+	m := metrics.New(nil)
+	g := NewGuard(nullConn{}, b, &cfg, m, NewReplyCache(cfg.Name, m), slog.New(slog.DiscardHandler))
 	var live *bmc.Session
+	var err error
 	f.Fuzz(func(t *testing.T, pkt []byte, patch bool, src uint8) {
 		addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1+src%4), Port: 623}
-		if live == nil || !sessionHeld(b.IPMI, live.BMCID) {
-			live, err = b.IPMI.Sessions.Allocate(0xa0a1a2a3, types.AuthAlg_HMAC_SHA256,
+		if live == nil || !sessionHeld(b, live.BMCID) {
+			live, err = b.Sessions.Allocate(0xa0a1a2a3, types.AuthAlg_HMAC_SHA256,
 				types.IntegrityAlg_HMAC_SHA256_128, types.CryptAlg_AES_CBC_128, bmc.PrivilegeLevelAdministrator, 1)
 			if err != nil {
 				t.Fatalf("allocate a session: %v", err)
 			}
 		}
 		pkt = bytes.Clone(pkt)
-		if patch && isRMCPPlus(pkt) && len(pkt) >= payloadOffset+8 {
+		if patch && IsRMCPPlus(pkt) && len(pkt) >= PayloadOffset+8 {
 			switch pkt[5] & 0x3F {
-			case ptRAKP1, ptRAKP3:
-				binary.LittleEndian.PutUint32(pkt[payloadOffset+4:], live.BMCID)
-			case ptRAKP2, ptRAKP4:
-				binary.LittleEndian.PutUint32(pkt[payloadOffset+4:], live.ConsoleID)
+			case PayloadRAKP1, PayloadRAKP3:
+				binary.LittleEndian.PutUint32(pkt[PayloadOffset+4:], live.BMCID)
+			case PayloadRAKP2, PayloadRAKP4:
+				binary.LittleEndian.PutUint32(pkt[PayloadOffset+4:], live.ConsoleID)
 			}
 		}
 		g.inspect(pkt, addr)
 		g.observe(pkt, addr)
 		// Sweep as if the auth timeout had passed: it ends what is pending.
 		g.logins.now = func() time.Time { return time.Now().Add(cfg.AuthTimeout.Duration + time.Second) }
-		g.sweep()
+		g.Sweep()
 		g.logins.now = time.Now
 		g.logins.mu.Lock()
 		n := len(g.logins.pending)
@@ -100,31 +102,28 @@ func FuzzLANGuard(f *testing.F) {
 	})
 }
 
+// guardedBMC is the go-ipmi BMC a guard stands in front of, with cfg's
+// users (what the guard asks of it: users by name, and sessions).
+func guardedBMC(t testing.TB, cfg config.Config) *bmc.BMC {
+	t.Helper()
+	b := bmc.New(bmc.DeviceInfo{}, [16]byte{}, mock.New(), bmc.WithV15Disabled())
+	for i, u := range cfg.Users {
+		priv, _ := config.ParsePrivilege(u.Privilege)
+		id := uint8(i + 2)
+		if _, err := b.Users.Add(id, u.Name); err != nil {
+			t.Fatal(err)
+		}
+		_ = b.Users.Update(id, func(x *bmc.User) error {
+			x.SetPassword([]byte(u.Password))
+			x.Enabled = true
+			x.ChannelAccess[1] = bmc.UserChannelAccess{MaxPrivilege: priv, Enabled: true}
+			return nil
+		})
+	}
+	return b
+}
+
 func sessionHeld(b *bmc.BMC, id uint32) bool {
 	_, err := b.Sessions.Get(id)
 	return err == nil
-}
-
-// FuzzSELHandlers sends arbitrary request data to every SEL command.
-func FuzzSELHandlers(f *testing.F) {
-	for _, seed := range []string{
-		"", "00 00 00 00 00 ff", "01 00 43 4c 52 aa", "00 00 02 00 00 00 00 20 00 04 05 01 6f 00 ff ff",
-		"01 00 ff ff 00 ff", "ff ff ff ff",
-	} {
-		f.Add(byte(0x43), testutil.MustUnhex(seed))
-	}
-	s := NewSEL(8)
-	r := handlers.NewRegistry()
-	s.register(r)
-	f.Fuzz(func(t *testing.T, cmd byte, data []byte) {
-		// The system interface runs at full privilege, so every handler runs.
-		hctx := &handlers.HandlerContext{Channel: &bmc.Channel{Number: 0x0F, Medium: bmc.ChannelMediumSystemIF}}
-		_, cc, _ := r.Dispatch(context.Background(), hctx, uint8(types.NetFnStorageRequest), 0x40+cmd%0x20, data)
-		if cc == types.CodeInsufficientPrivilege {
-			t.Fatalf("privilege check stopped the fuzz input before the handler")
-		}
-		if len(s.Entries()) > 8 {
-			t.Fatalf("SEL grew past its capacity")
-		}
-	})
 }

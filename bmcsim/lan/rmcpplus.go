@@ -1,4 +1,4 @@
-package sim
+package lan
 
 // RMCP+ (IPMI v2.0 §13) packet reading for the LAN guard: the header, the
 // handshake messages it accounts for, and the in-session integrity check and
@@ -16,28 +16,28 @@ import (
 
 // RMCP+ payload types (v2.0 Table 13-16).
 const (
-	ptIPMI  = 0x00
-	ptRAKP1 = 0x12
-	ptRAKP2 = 0x13
-	ptRAKP3 = 0x14
-	ptRAKP4 = 0x15
+	PayloadIPMI  = 0x00
+	PayloadRAKP1 = 0x12
+	PayloadRAKP2 = 0x13
+	PayloadRAKP3 = 0x14
+	PayloadRAKP4 = 0x15
 )
 
 // Offsets of the RMCP+ session packet (v2.0 §13.6).
 const (
-	rmcpHeaderLen    = 4
-	sessionHeaderLen = 12
-	payloadOffset    = rmcpHeaderLen + sessionHeaderLen
+	RMCPHeaderLen    = 4
+	SessionHeaderLen = 12
+	PayloadOffset    = RMCPHeaderLen + SessionHeaderLen
 )
 
 // RMCP+ status codes the guard sends (v2.0 Table 13-15).
 const (
-	statusInsufficientResources = 0x01
-	statusUnauthorizedName      = 0x0D
+	StatusInsufficientResources = 0x01
+	StatusUnauthorizedName      = 0x0D
 )
 
-func isRMCPPlus(pkt []byte) bool {
-	return len(pkt) >= payloadOffset && pkt[3]&0x1F == 0x07 && pkt[4] == 0x06
+func IsRMCPPlus(pkt []byte) bool {
+	return len(pkt) >= PayloadOffset && pkt[3]&0x1F == 0x07 && pkt[4] == 0x06
 }
 
 // rakp1 is what the guard reads of RAKP message 1 (v2.0 Table 13-11):
@@ -120,20 +120,20 @@ func verifyIntegrity(pkt []byte, sess *bmc.Session, authenticated bool) bool {
 	if n == 0 {
 		return true
 	}
-	if !authenticated || len(sess.K1) == 0 || len(pkt) < payloadOffset {
+	if !authenticated || len(sess.K1) == 0 || len(pkt) < PayloadOffset {
 		return false
 	}
 	plen := int(binary.LittleEndian.Uint16(pkt[14:16]))
-	end := payloadOffset + plen
+	end := PayloadOffset + plen
 	if len(pkt) < end {
 		return false
 	}
-	pad := types.IntegrityPadLen(sessionHeaderLen, plen)
+	pad := types.IntegrityPadLen(SessionHeaderLen, plen)
 	codeAt := end + pad + 2
 	if len(pkt) != codeAt+n {
 		return false
 	}
-	want, err := crypto.SessionIntegrityAuthCode(sess.IntegrityAlg, pkt[rmcpHeaderLen:codeAt], sess.K1, "")
+	want, err := crypto.SessionIntegrityAuthCode(sess.IntegrityAlg, pkt[RMCPHeaderLen:codeAt], sess.K1, "")
 	if err != nil {
 		return false
 	}
