@@ -18,6 +18,7 @@ import (
 	"github.com/ooblab/ooblab/bmcsim/kcs"
 	"github.com/ooblab/ooblab/bmcsim/metrics"
 	"github.com/ooblab/ooblab/bmcsim/queue"
+	"github.com/ooblab/ooblab/bmcsim/sol"
 	"github.com/ooblab/ooblab/internal/oem"
 )
 
@@ -31,9 +32,11 @@ type Host struct {
 	BMC    *bmc.BMC
 	Queues *queue.Queues
 	KCS    *kcs.Server // nil without a system interface
+	Serial *sol.Serial // nil without a serial port (SOL)
 
 	lan    *udp.Conn
 	kcsLn  net.Listener
+	serLn  net.Listener
 	log    *slog.Logger
 	notify *notifier
 }
@@ -90,6 +93,12 @@ func NewHost(cfg config.Config, o HostOptions) (*Host, error) {
 			return nil, err
 		}
 	}
+	if b.Config.Serial != "" {
+		if err := h.listenSerial(); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
 	if h.lan, err = b.ListenLAN(); err != nil {
 		h.Close()
 		return nil, err
@@ -108,6 +117,15 @@ func (h *Host) KCSAddr() string {
 	return h.kcsLn.Addr().String()
 }
 
+// SerialAddr is the serial port's TCP address (QEMU's serial chardev
+// connects there), or "" without one.
+func (h *Host) SerialAddr() string {
+	if h.serLn == nil {
+		return ""
+	}
+	return h.serLn.Addr().String()
+}
+
 // Serve serves the LAN channel and the system interface until ctx ends or
 // one of them fails.
 func (h *Host) Serve(ctx context.Context) error {
@@ -117,6 +135,15 @@ func (h *Host) Serve(ctx context.Context) error {
 			err := h.KCS.Serve(ctx, h.kcsLn)
 			if err != nil && !errors.Is(err, context.Canceled) {
 				return fmt.Errorf("bmc %s: kcs: %w", h.BMC.Config.Name, err)
+			}
+			return nil
+		})
+	}
+	if h.Serial != nil {
+		g.Go(func() error {
+			err := h.Serial.Serve(ctx, h.serLn)
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("bmc %s: %w", h.BMC.Config.Name, err)
 			}
 			return nil
 		})
@@ -133,6 +160,9 @@ func (h *Host) Close() error {
 	}
 	if h.kcsLn != nil {
 		_ = h.kcsLn.Close()
+	}
+	if h.serLn != nil {
+		_ = h.serLn.Close()
 	}
 	if h.Queues != nil {
 		return h.Queues.Close()
@@ -176,5 +206,25 @@ func (h *Host) listenKCS(n *notifier) error {
 	b.SetPowerDriver(&hostPower{kcs: srv, qmp: b.Config.QMP, log: log})
 	log.Info("system interface listening", "addr", ln.Addr().String())
 	h.KCS, h.kcsLn = srv, ln
+	return nil
+}
+
+// listenSerial opens the serial port QEMU's ttyS0 chardev connects to and
+// gives it to the BMC as its SOL console (bmcsim/sol).
+func (h *Host) listenSerial() error {
+	b := h.BMC
+	ln, err := net.Listen("tcp", b.Config.Serial)
+	if err != nil {
+		return fmt.Errorf("bmc %s: serial listener: %w", b.Config.Name, err)
+	}
+	h.Serial = sol.NewSerial(sol.Options{
+		Logger:      h.log,
+		IdleTimeout: b.Config.SOLIdleTimeout.Duration,
+		OnIdle:      b.DeactivateSOL,
+	})
+	b.SetConsole(h.Serial)
+	h.log.Info("serial port listening (SOL)", "addr", ln.Addr().String(),
+		"sol_privilege", b.Config.SOLPrivilege, "sol_idle_timeout", b.Config.SOLIdleTimeout.String())
+	h.serLn = ln
 	return nil
 }

@@ -42,6 +42,7 @@ type BMC struct {
 	chassis *chassis
 	guard   *lan.Guard
 	replies *lan.ReplyCache
+	console *consoleSlot // nil without a serial port
 
 	stdChannelInfo handlers.Handler
 }
@@ -77,6 +78,11 @@ func New(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*BMC, error) 
 
 	ch := &chassis{on: true}
 	h := &simHAL{HAL: mock.New(), ch: ch, net: &mock.Network{}}
+	var console *consoleSlot // sol.go: filled by SetConsole
+	if cfg.Serial != "" {
+		console = &consoleSlot{}
+		h.SetConsole(console)
+	}
 	host, port, _ := net.SplitHostPort(cfg.LAN)
 	var ipcfg hal.IPConfig
 	if ip := net.ParseIP(host).To4(); ip != nil {
@@ -123,6 +129,9 @@ func New(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*BMC, error) 
 	b.Sessions = ipmibmc.NewSessionStoreWithOptions(b.Clock(),
 		ipmibmc.WithMaxSessions(cfg.SessionLimit), ipmibmc.WithInactivityTimeout(cfg.SessionTimeout.Duration))
 	b.Sessions.SetOnRemove(b.SOL.DeactivateBySession)
+	if err := configureSOL(b, &cfg); err != nil {
+		return nil, err
+	}
 	// The null user (slot 1) never logs in.
 	_ = b.Users.Update(1, func(u *ipmibmc.User) error { u.Enabled = false; return nil })
 	for i, u := range cfg.Users {
@@ -144,7 +153,7 @@ func New(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*BMC, error) 
 	}
 
 	s := &BMC{Config: cfg, IPMI: b, SEL: NewSEL(512), log: log, metrics: m, chassis: ch,
-		replies: lan.NewReplyCache(cfg.Name, m)}
+		replies: lan.NewReplyCache(cfg.Name, m), console: console}
 	r := handlers.NewRegistry()
 	// Outermost: a retransmit answered from the cache runs no handler and
 	// counts as a retransmit, not as a request.

@@ -26,6 +26,8 @@ type Options struct {
 	Users []config.User
 	// NoKCS leaves out the system interface.
 	NoKCS bool
+	// NoSerial leaves out the serial port (SOL).
+	NoSerial bool
 	// State is the queue journal folder; "" keeps queues in memory.
 	State string
 	// Queue1Capacity and Queue2Capacity in records (0: the default).
@@ -80,6 +82,9 @@ func New(o Options) (*BMC, error) {
 	}
 	if !o.NoKCS {
 		cfg.KCS = "127.0.0.1:0"
+	}
+	if !o.NoSerial {
+		cfg.Serial = "127.0.0.1:0"
 	}
 	if len(cfg.Users) == 0 {
 		pw := make([]byte, 8)

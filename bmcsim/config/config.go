@@ -50,6 +50,16 @@ type Config struct {
 	// with it chassis power on works (system_reset + cont) and the power
 	// state is read from QEMU. Without it power follows the KCS connection.
 	QMP string `toml:"qmp"`
+	// Serial is the TCP address QEMU's serial chardev (ttyS0) connects to,
+	// carried as Serial-over-LAN (bmcsim/sol); empty means no SOL.
+	Serial string `toml:"serial"`
+	// SOLPrivilege is the least privilege that may activate SOL ("user"
+	// unless set; SOL configuration parameter 2).
+	SOLPrivilege string `toml:"sol_privilege"`
+	// SOLIdleTimeout deactivates a SOL session after this long without a
+	// byte either way (default 30m). A console that goes silent loses its
+	// SOL sooner, with its RMCP+ session (session_timeout).
+	SOLIdleTimeout Duration `toml:"sol_idle_timeout"`
 	// State is a folder for the queue journal; empty keeps queues in memory.
 	State string `toml:"state"`
 	// IANA is the enterprise number of the OEM queue commands.
@@ -108,6 +118,7 @@ func (d *Duration) UnmarshalText(b []byte) error {
 const (
 	DefaultSessionLimit    = 32
 	DefaultSessionTimeout  = 60 * time.Second
+	DefaultSOLIdleTimeout  = 30 * time.Minute
 	DefaultLockoutAttempts = 5
 	DefaultLockoutDuration = 60 * time.Second
 	DefaultQueueCapacity   = 1024
@@ -183,6 +194,23 @@ func (c *Config) Normalize() error {
 		if _, _, err := net.SplitHostPort(c.KCS); err != nil {
 			return fmt.Errorf("bmc %s: kcs address %q: %w", c.Name, c.KCS, err)
 		}
+	}
+	if c.Serial != "" {
+		if _, _, err := net.SplitHostPort(c.Serial); err != nil {
+			return fmt.Errorf("bmc %s: serial address %q: %w", c.Name, c.Serial, err)
+		}
+	}
+	if c.SOLPrivilege == "" {
+		c.SOLPrivilege = "user"
+	}
+	if _, err := ParsePrivilege(c.SOLPrivilege); err != nil {
+		return fmt.Errorf("bmc %s: sol_privilege: %w", c.Name, err)
+	}
+	if c.SOLIdleTimeout.Duration == 0 {
+		c.SOLIdleTimeout.Duration = DefaultSOLIdleTimeout
+	}
+	if c.SOLIdleTimeout.Duration < 0 {
+		return fmt.Errorf("bmc %s: sol_idle_timeout %v is negative", c.Name, c.SOLIdleTimeout.Duration)
 	}
 	if c.IANA == 0 {
 		c.IANA = DefaultIANA

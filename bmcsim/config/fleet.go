@@ -41,6 +41,9 @@ func Fleet(base Config, n int) ([]Config, error) {
 	if name == "" {
 		name = "bmc"
 	}
+	if base.Serial != "" {
+		return nil, fmt.Errorf("--fleet %d: --serial names one port; give each BMC its serial port in --config", n)
+	}
 	out := make([]Config, n)
 	for i := range out {
 		c := base

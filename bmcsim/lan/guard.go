@@ -227,3 +227,12 @@ func (g *Guard) Sweep() {
 	}
 	g.replies.Sweep(g.b.Sessions)
 }
+
+// LocalAddr is the socket's address: go-ipmi's server reads it to report
+// the SOL payload's port in Activate Payload (v2.0 Table 24-2).
+func (g *Guard) LocalAddr() net.Addr {
+	if la, ok := g.PacketConn.(interface{ LocalAddr() net.Addr }); ok {
+		return la.LocalAddr()
+	}
+	return nil
+}

@@ -45,7 +45,7 @@ func (e *env) up() *cobra.Command {
 	c.Flags().StringVar(&o.Accel, "accel", "", "kvm or tcg (default: probe KVM, fall back to TCG)")
 	c.Flags().BoolVar(&o.Force, "rebuild", false, "rebuild the guest image even if cached")
 	c.Flags().StringVar(&o.BinDir, "bin", "", "folder with bmcsim and hvagent (default: beside lab)")
-	c.Flags().IntVar(&o.BasePort, "base-port", 6230, "first BMC LAN port; KCS +100, VMM-I +2000, metrics +3000")
+	c.Flags().IntVar(&o.BasePort, "base-port", 6230, "first BMC LAN port; KCS +100, serial (SOL) +200, VMM-I +2000, metrics +3000")
 	c.Flags().BoolVar(&noProbe, "no-probe", false, "ready when the agent starts, without asking it over both channels")
 	c.Flags().BoolVar(&sim, "sim", false, "simulated hosts without QEMU (bmcsim --fleet + hvagent's code on libvirt test:///default; inventory in DIR/sim), stopped by lab down")
 	return c

@@ -15,6 +15,7 @@
 //	principals/NAME.key   principal NAME's Ed25519 key (signs requests, TLS), 0600
 //	principals/NAME.pem   its VMM-I client certificate (CN = NAME)
 //	hN/bmc-admin.password BMC password of host N, 0600
+//	hN/console-root.password root password of host N's ttyS0 login (SOL, bin/lab console), 0600
 //	hN/host.key           host N's enrolled TOTP key (otpauth URI), 0600
 //	hN/policy.toml        host N's authorization list
 //	hN/bmc-state/         bmcsim queue journal
@@ -65,14 +66,16 @@ type Proc struct {
 
 // HostState is one hypervisor host of the lab.
 type HostState struct {
-	Name     string   `json:"name"`
-	BMCLAN   string   `json:"bmc_lan"`
-	BMCKCS   string   `json:"bmc_kcs"`
-	VMMI     string   `json:"vmmi"`
-	QEMU     Proc     `json:"qemu"`
-	RunDir   string   `json:"run_dir"`
-	VMs      []string `json:"vms"`
-	VMMILink bool     `json:"vmmi_link"`
+	Name   string `json:"name"`
+	BMCLAN string `json:"bmc_lan"`
+	BMCKCS string `json:"bmc_kcs"`
+	// BMCSerial is the BMC's serial port QEMU's ttyS0 dials (SOL).
+	BMCSerial string   `json:"bmc_serial,omitempty"`
+	VMMI      string   `json:"vmmi"`
+	QEMU      Proc     `json:"qemu"`
+	RunDir    string   `json:"run_dir"`
+	VMs       []string `json:"vms"`
+	VMMILink  bool     `json:"vmmi_link"`
 }
 
 // StageTiming is how long one stage of `lab up` took.

@@ -28,7 +28,7 @@ type Options struct {
 	Dir      string // state folder
 	Hosts    int    // number of hypervisor hosts (default 1)
 	BinDir   string // where bmcsim and hvagent are (default: beside this executable)
-	BasePort int    // first BMC LAN port (default 6230); KCS = +100, VMM-I = +2000
+	BasePort int    // first BMC LAN port (default 6230); KCS = +100, serial (SOL) = +200, VMM-I = +2000
 	Accel    string // "", "kvm" or "tcg"
 	Force    bool   // rebuild the guest image
 	Out      io.Writer
@@ -167,6 +167,11 @@ func (u *upRun) writeConfig(ctx context.Context) error {
 		if err := writeSecretOnce(filepath.Join(hdir, "bmc-admin.password"), randomPassword); err != nil {
 			return err
 		}
+		// root's password for the login prompt on the host's serial
+		// console (bin/lab console, SOL); set by ooblab-init.
+		if err := writeSecretOnce(filepath.Join(hdir, "console-root.password"), randomPassword); err != nil {
+			return err
+		}
 		if err := writeSecretOnce(filepath.Join(hdir, "host.key"), enrollKey(name)); err != nil {
 			return err
 		}
@@ -174,12 +179,13 @@ func (u *upRun) writeConfig(ctx context.Context) error {
 			return err
 		}
 		hs := HostState{
-			Name:   name,
-			BMCLAN: fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+i-1),
-			BMCKCS: fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+100+i-1),
-			VMMI:   fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+2000+i-1),
-			RunDir: filepath.Join(hdir, "qemu"),
-			VMs:    NestedVMs,
+			Name:      name,
+			BMCLAN:    fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+i-1),
+			BMCKCS:    fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+100+i-1),
+			BMCSerial: fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+200+i-1),
+			VMMI:      fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+2000+i-1),
+			RunDir:    filepath.Join(hdir, "qemu"),
+			VMs:       NestedVMs,
 		}
 		for _, a := range []string{hs.BMCLAN, hs.VMMI} {
 			if err := portFree(a, a == hs.BMCLAN); err != nil {
@@ -192,13 +198,14 @@ func (u *upRun) writeConfig(ctx context.Context) error {
 name = %q
 lan = %q
 kcs = %q
+serial = %q
 state = %q
 qmp = %q
 [[bmc.user]]
 name = "admin"
 password_file = %q
 privilege = "administrator"
-`, name, hs.BMCLAN, hs.BMCKCS, filepath.Join(hdir, "bmc-state"), filepath.Join(hs.RunDir, "qmp-bmc.sock"),
+`, name, hs.BMCLAN, hs.BMCKCS, hs.BMCSerial, filepath.Join(hdir, "bmc-state"), filepath.Join(hs.RunDir, "qmp-bmc.sock"),
 			filepath.Join(hdir, "bmc-admin.password"))
 		inv.Hosts = append(inv.Hosts, inventory.Host{
 			Name: name, HostID: name, SecretFile: filepath.Join(name, "host.key"),
@@ -293,6 +300,10 @@ func (u *upRun) startGuests(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		rootPW, err := os.ReadFile(filepath.Join(hdir, "console-root.password"))
+		if err != nil {
+			return err
+		}
 		cfg := image.Config{
 			Hostname: h.Name,
 			HVAgentArgs: []string{
@@ -308,6 +319,7 @@ func (u *upRun) startGuests(ctx context.Context) error {
 			Files: map[string][]byte{
 				"host.key": hostKey, "operator.key": opKey, "policy.toml": []byte(u.policy),
 				"tls.pem": certPEM, "tls.key": keyPEM, "client-ca.pem": caPEM,
+				"console.password": rootPW,
 			},
 		}
 		disk := filepath.Join(hdir, "config.img")
@@ -320,7 +332,7 @@ func (u *upRun) startGuests(ctx context.Context) error {
 		m, err := qemu.Start(ctx, qemu.Config{
 			Name: h.Name, Dir: h.RunDir, Accel: accel, MemoryMiB: 1024, CPUs: 2, Machine: labMachine(),
 			Kernel: u.art.Kernel, Initrd: u.art.Initrd, Append: u.art.Append,
-			BaseImage: u.art.RootQCOW2, ConfigDisk: disk, BMCAddr: h.BMCKCS,
+			BaseImage: u.art.RootQCOW2, ConfigDisk: disk, BMCAddr: h.BMCKCS, SerialAddr: h.BMCSerial,
 			VMMI: []qemu.Forward{{HostPort: hp, GuestPort: 8443}},
 			// A BMC power off leaves QEMU waiting (-no-shutdown) for the
 			// BMC's power on (QMP system_reset + cont); resets reboot.

@@ -63,6 +63,12 @@ type Config struct {
 	// BMCAddr is the BMC's chardev server, "127.0.0.1:port"; empty means no
 	// IPMI devices at all.
 	BMCAddr string
+	// SerialAddr is the BMC's serial port server (bmcsim --serial),
+	// "127.0.0.1:port": ttyS0 goes there (Serial-over-LAN) through a socket
+	// chardev whose logfile is still console.log; QEMU writes the log
+	// whether or not the BMC is connected (QEMU ≥ 6.0 drops, not fails,
+	// writes to an unconnected socket). Empty: ttyS0 goes to console.log only.
+	SerialAddr string
 	// VMMI are the VMM-I port forwards (none: the NIC is still there).
 	VMMI []Forward
 
@@ -188,10 +194,17 @@ func (c Config) Args() []string {
 	for _, f := range c.VMMI {
 		nd += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", f.HostPort, f.GuestPort)
 	}
+	if c.SerialAddr != "" {
+		host, port, _ := net.SplitHostPort(c.SerialAddr)
+		a = append(a,
+			"-chardev", fmt.Sprintf("socket,id=serial0,host=%s,port=%s,reconnect=1,logfile=%s", host, port, filepath.Join(d, "console.log")),
+			"-serial", "chardev:serial0")
+	} else {
+		a = append(a, "-serial", "file:"+filepath.Join(d, "console.log"))
+	}
 	a = append(a,
 		"-netdev", nd, "-device", "virtio-net-pci,netdev=vmmi,id=vmmi-nic",
 		"-qmp", "unix:"+filepath.Join(d, "qmp.sock")+",server=on,wait=off",
-		"-serial", "file:"+filepath.Join(d, "console.log"),
 		"-pidfile", filepath.Join(d, "qemu.pid"))
 	if c.Shell {
 		// The second -serial is ttyS1.

@@ -31,6 +31,12 @@ func TestArgs(t *testing.T) {
 			t.Errorf("args lack %q\nargs: %s", want, got)
 		}
 	}
+	c.SerialAddr = "127.0.0.1:9003"
+	if got := strings.Join(c.Args(), " "); !strings.Contains(got,
+		"-chardev socket,id=serial0,host=127.0.0.1,port=9003,reconnect=1,logfile=/run/h1/console.log -serial chardev:serial0") ||
+		strings.Contains(got, "-serial file:") {
+		t.Errorf("with a BMC serial port, ttyS0 is not its socket chardev logging to console.log: %s", got)
+	}
 	c.BMCAddr = ""
 	if slices.Contains(c.Args(), "isa-ipmi-kcs,bmc=bmc0") {
 		t.Error("IPMI devices without a BMC address")

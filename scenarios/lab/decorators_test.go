@@ -16,6 +16,9 @@ var (
 	// VMSSide specs check what an operator sees from the VMS: VM figures,
 	// the output schema, the host's BMC from vmsctl (issue 12).
 	VMSSide = Label("vms-side")
+	// SOL specs use the host's serial console through its BMC
+	// (Serial-over-LAN): ipmitool, FreeIPMI ipmiconsole, vmsctl host console.
+	SOL = Label("sol")
 	// Security specs walk the trust model end to end (an operator's app
 	// code answers a challenge once).
 	Security = Label("security")

@@ -175,7 +175,7 @@ var _ = AfterSuite(func(ctx SpecContext) {
 }, NodeTimeout(2*time.Minute))
 
 // freeBasePort finds a base port B for hosts lab hosts whose ports (lab/ctl:
-// LAN B.., KCS B+100.., VMM-I B+2000.., metrics B+3000) are all free now.
+// LAN B.., KCS B+100.., serial B+200.., VMM-I B+2000.., metrics B+3000) are all free now.
 func freeBasePort(hosts int) (int, error) {
 	for try := 0; try < 200; try++ {
 		// Below the kernel's ephemeral range (32768+), so an outgoing
@@ -188,7 +188,7 @@ func freeBasePort(hosts int) (int, error) {
 			if ok = err == nil; ok {
 				held = append(held, u)
 			}
-			for _, off := range []int{100, 2000} {
+			for _, off := range []int{100, 200, 2000} {
 				l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", b+off+n))
 				if err != nil {
 					ok = false

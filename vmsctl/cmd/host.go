@@ -59,7 +59,7 @@ func (a *App) hostCmd() *cobra.Command {
 			})
 		},
 	})
-	h.AddCommand(a.hostPowerCmd(), a.hostSELCmd())
+	h.AddCommand(a.hostPowerCmd(), a.hostSELCmd(), a.hostConsoleCmd())
 	return h
 }
 
