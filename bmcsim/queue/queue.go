@@ -103,7 +103,7 @@ type entry struct {
 type reader struct {
 	cursor   uint64     // alert log: highest seq acknowledged
 	at       record.Key // the record at cursor (journalled, as seqs restart)
-	follower bool   // has asked for the alert log
+	follower bool       // has asked for the alert log
 	seen     time.Time
 }
 
