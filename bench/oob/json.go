@@ -86,3 +86,29 @@ func oobSection(rows []row, journal string) *results.Section {
 	}
 	return sec
 }
+
+// rateRow is one request-rate measurement: per-round rates of one and of
+// many requesters, with the host taking work per request.
+type rateRow struct {
+	work       time.Duration
+	one, multi []float64
+	many       int
+}
+
+// rateTable is the request-rate table of the -json output.
+func rateTable(rr []rateRow) results.Table {
+	t := results.Table{ID: "rate", Title: "OOB-I request rate: 1 vs several requesters sharing one channel (pipelined OOB-I)",
+		Columns: []results.Column{
+			{Name: "host work", Unit: "ms"}, {Name: "requesters"},
+			{Name: "rate", Unit: "req/s", Better: "higher"}, {Name: "ratio to 1"},
+		},
+		Notes: []string{"small sealed pings through vmsctl/client's OOB-I channel (one RMCP+ session, window 8) and hvagent's loop " +
+			"(window 8); host work: time the host takes per request, standing for the hypervisor call. Median of interleaved rounds. Goal: ratio ≥3 at 8 requesters."}}
+	for _, r := range rr {
+		one, multi := median(r.one), median(r.multi)
+		ms := float64(r.work) / float64(time.Millisecond)
+		t.AddRow(fmt.Sprintf("work %v, 1 requester", r.work), results.V(ms), results.V(1), results.V(one), results.V(1))
+		t.AddRow(fmt.Sprintf("work %v, %d requesters", r.work, r.many), results.V(ms), results.V(float64(r.many)), results.V(multi), results.V(multi/one))
+	}
+	return t
+}

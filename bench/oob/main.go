@@ -80,8 +80,19 @@ func main() {
 		minMsgs = flag.Int("min", 6, "at least this many messages per kind and size, even past -time")
 		state   = flag.Bool("state", false, "journal the queues on disk (bmcsim --state: one fsync per record put and remove)")
 		jsonF   = flag.String("json", "", "also write the figures to FILE (bench/results format)")
+		workF   = flag.String("rate-work", "0s,2ms", "host time per request for the request-rate rows (a libvirt call), comma-separated")
 	)
+	flag.IntVar(&rateMany, "rate-requesters", 8, "concurrent requesters of the request-rate row (against 1)")
+	flag.IntVar(&rateRounds, "rate-rounds", 3, "interleaved rounds of the request-rate rows")
+	flag.DurationVar(&rateDur, "rate-time", time.Second, "measured time per request-rate round and requester count")
 	flag.Parse()
+	for _, w := range strings.Split(*workF, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(w))
+		if err != nil || d < 0 {
+			fatalf("-rate-work: bad duration %q", w)
+		}
+		rateWork = append(rateWork, d)
+	}
 	var sizes []int
 	for _, s := range strings.Split(*sizesF, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -96,6 +107,14 @@ func main() {
 		fatalf("%v", err)
 	}
 }
+
+// The request-rate rows (flags).
+var (
+	rateWork   []time.Duration
+	rateMany   int
+	rateRounds int
+	rateDur    time.Duration
+)
 
 func fatalf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench/oob: "+format+"\n", args...)
@@ -120,6 +139,7 @@ type host struct {
 	reply   atomic.Bool // answer a Reply (round-trip rows)
 	opener  *seal.Opener
 	sealer  *seal.Sealer
+	work    time.Duration // time each request takes on the host (rate rows)
 	got     chan delivery
 	openErr atomic.Int64
 }
@@ -148,6 +168,9 @@ func (h *host) HandleEnvelope(_ context.Context, env []byte, _ string) ([][]byte
 	req, err := vmsg.DecodeRequest(body)
 	if err != nil || hdr.Kind != vmsg.KindRequest {
 		return nil, fmt.Errorf("not a request: %v", err)
+	}
+	if h.work > 0 {
+		time.Sleep(h.work) // stands for the hypervisor call
 	}
 	_, rb, err := vmsg.Encode(&vmsg.Reply{RequestID: req.ID, OK: true})
 	if err != nil {
@@ -397,6 +420,105 @@ func (l *lab) roundTrip(ctx context.Context, size int, d time.Duration, minN int
 	return s, nil
 }
 
+// rate is the OOB-I request rate (requests/s) with workers goroutines
+// sharing one vmsctl/client OOB-I channel (one RMCP+ session, the window),
+// each sending small pings one after another for about d.
+func (l *lab) rate(ctx context.Context, och *client.OOB, tg *client.Target, workers int, d time.Duration) (float64, error) {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for time.Since(start) < d {
+				req := &vmsg.Request{ID: randU64(), Principal: "bench", Command: vmsg.CmdPing, IssuedMs: time.Now().UnixMilli()}
+				ans, err := och.Exchange(ctx, tg, req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if r, ok := ans.Msg.(*vmsg.Reply); !ok || r.RequestID != req.ID {
+					errs <- fmt.Errorf("rate: answer %+v for request %d", ans.Msg, req.ID)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	close(errs)
+	for err := range errs {
+		return 0, err
+	}
+	return float64(n.Load()) / el.Seconds(), nil
+}
+
+// rates measures 1 and many requesters, interleaved round by round, and
+// returns the per-round rates of each.
+func (l *lab) rates(ctx context.Context, many, rounds int, d time.Duration, work time.Duration, dir string) (one, multi []float64, err error) {
+	l.h.sealed.Store(true)
+	l.h.reply.Store(true)
+	l.h.work = work
+	defer func() { l.h.reply.Store(false); l.h.work = 0 }()
+	drain, stopDrain := context.WithCancel(ctx)
+	defer stopDrain()
+	go func() {
+		for {
+			select {
+			case <-l.h.got:
+			case <-drain.Done():
+				return
+			}
+		}
+	}()
+	och, tg := l.channel(dir)
+	defer och.Close()
+	if _, err := och.Exchange(ctx, tg, &vmsg.Request{ID: randU64(), Principal: "bench", Command: vmsg.CmdPing}); err != nil {
+		return nil, nil, err
+	}
+	for i := range rounds {
+		order := []int{1, many}
+		if i%2 == 1 {
+			order = []int{many, 1}
+		}
+		for _, w := range order {
+			r, err := l.rate(ctx, och, tg, w, d)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%d requesters: %w", w, err)
+			}
+			if w == 1 {
+				one = append(one, r)
+			} else {
+				multi = append(multi, r)
+			}
+		}
+	}
+	return one, multi, nil
+}
+
+// channel is a vmsctl/client OOB-I channel and target for the lab's BMC.
+func (l *lab) channel(dir string) (*client.OOB, *client.Target) {
+	write := func(name, s string) string {
+		_ = os.WriteFile(filepath.Join(dir, name), []byte(s), 0o600)
+		return name
+	}
+	inv := &inventory.Inventory{Principal: "bench", Dir: dir, Hosts: []inventory.Host{{
+		Name: "h", HostID: l.key.HostID(), SecretFile: write("key", l.key.URI()+"\n"),
+		BMC: inventory.BMC{Addr: l.lanAdr, User: vmsUser, PasswordFile: write("pw", vmsPass+"\n"), CipherSuite: 17},
+	}}}
+	return client.NewOOB(client.OOBOptions{}, nil), client.NewTarget(inv, inv.Hosts[0], nil)
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
 func run(ctx context.Context, sizes []int, dur, rtDur time.Duration, minN int, state bool, jsonPath string) error {
 	tmp, err := os.MkdirTemp("", "ooblab-bench-oob")
 	if err != nil {
@@ -453,6 +575,17 @@ func run(ctx context.Context, sizes []int, dur, rtDur time.Duration, minN int, s
 		rows = append(rows, r)
 	}
 
+	// Request rate, 1 vs 8 requesters sharing one channel; the host takes
+	// -rate-work per request (a libvirt call's time), served concurrently.
+	var rr []rateRow
+	for _, work := range rateWork {
+		one, multi, err := l.rates(ctx, rateMany, rateRounds, rateDur, work, tmp)
+		if err != nil {
+			return fmt.Errorf("request rate: %w", err)
+		}
+		rr = append(rr, rateRow{work: work, one: one, multi: multi, many: rateMany})
+	}
+
 	q1, q2 := l.qs.Status()
 	journal := "in memory (no --state)"
 	if state {
@@ -477,9 +610,24 @@ func run(ctx context.Context, sizes []int, dur, rtDur time.Duration, minN int, s
 	fmt.Printf("\nrecords per message: the sealed envelope is the body + %d bytes of header and tag; %d payload bytes fit a record.\n", rows[0].envLen-rows[0].size, record.MaxPayload)
 	fmt.Println("seal+open alone: HKDF key derivation + AES-256-GCM seal and open of the same body, no I/O (CPU only).")
 	fmt.Println("round trip: vmsctl/client OOB-I Exchange, the bytes as request metadata, a small sealed Reply back via Queue 2 (polled).")
+	fmt.Printf("\nOOB-I request rate (small pings), 1 vs %d requesters sharing one vmsctl/client channel (one RMCP+ session, window %d), %d rounds of %v, interleaved:\n",
+		rateMany, 8, rateRounds, rateDur)
+	tw = tabwriter.NewWriter(os.Stdout, 2, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "host work per request	|	1 requester req/s	"+strconv.Itoa(rateMany)+" requesters req/s	ratio	goal ≥3×	")
+	for _, r := range rr {
+		ratio := median(r.multi) / median(r.one)
+		met := "missed"
+		if ratio >= 3 {
+			met = "met"
+		}
+		fmt.Fprintf(tw, "%v	|	%.0f	%.0f	%.2f×	%s	\n", r.work, median(r.one), median(r.multi), ratio, met)
+	}
+	tw.Flush()
 	fmt.Printf("host loop %+v; open errors %d; queues at end: q1 %d q2 %d\n", l.loop.Stats(), l.h.openErr.Load(), q1.Depth, q2.Depth)
 	if jsonPath != "" {
-		return oobSection(rows, journal).WriteFile(jsonPath)
+		sec := oobSection(rows, journal)
+		sec.Tables = append(sec.Tables, rateTable(rr))
+		return sec.WriteFile(jsonPath)
 	}
 	return nil
 }

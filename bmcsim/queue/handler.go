@@ -54,7 +54,7 @@ func allowed(cmd oem.Cmd, s side) bool {
 	switch cmd {
 	case oem.CmdWriteQueue1, oem.CmdReadQueue2, oem.CmdReadQueue2For:
 		return s == sideLAN
-	case oem.CmdReadQueue1, oem.CmdWriteQueue2:
+	case oem.CmdReadQueue1, oem.CmdReadQueue1Win, oem.CmdWriteQueue2:
 		return s == sideSys
 	case oem.CmdGetQueueStatus:
 		return s == sideLAN || s == sideSys
@@ -70,9 +70,10 @@ var Commands = map[oem.Cmd]types.Command{
 	oem.CmdReadQueue2:     {ID: uint8(oem.CmdReadQueue2), NetFn: types.NetFn(oem.NetFnOEMGroupRequest), Name: "READ_BMC_BUFF_QUEUE2"},
 	oem.CmdGetQueueStatus: {ID: uint8(oem.CmdGetQueueStatus), NetFn: types.NetFn(oem.NetFnOEMGroupRequest), Name: "GET_QUEUE_STATUS"},
 	oem.CmdReadQueue2For:  {ID: uint8(oem.CmdReadQueue2For), NetFn: types.NetFn(oem.NetFnOEMGroupRequest), Name: "READ_BMC_BUFF_QUEUE2_FOR"},
+	oem.CmdReadQueue1Win:  {ID: uint8(oem.CmdReadQueue1Win), NetFn: types.NetFn(oem.NetFnOEMGroupRequest), Name: "READ_BMC_BUFF_QUEUE1_WINDOW"},
 }
 
-// Register installs the six OEM commands (NetFn 0x2E, cmds 0x01-0x06) for
+// Register installs the seven OEM commands (NetFn 0x2E, cmds 0x01-0x07) for
 // enterprise number iana into reg.
 //
 // Completion codes: 0xD4 when the request has no side (pre-session LAN, no
@@ -146,6 +147,14 @@ func (qs *Queues) handle(cmd oem.Cmd, iana oem.IANA, hctx *handlers.HandlerConte
 			q = qs.q2
 		}
 		rec, ok, err := q.Read(req.Ack)
+		return qs.readResponse(cmd, iana, rec, ok, err)
+
+	case oem.CmdReadQueue1Win:
+		var req oem.ReadQueue1WindowRequest
+		if err := req.Unpack(data); err != nil {
+			return nil, decodeCC(err), nil
+		}
+		rec, ok, err := qs.q1.ReadWindow(req.Flags&oem.WindowRewind != 0, req.Ack)
 		return qs.readResponse(cmd, iana, rec, ok, err)
 
 	case oem.CmdReadQueue2For:

@@ -118,6 +118,10 @@ type Queue struct {
 	// the host sleeps until woken).
 	idle  bool
 	multi bool // Queue 2: readers by id, alert log
+	// cursor: the seq of the last Queue 1 record handed out by a window
+	// read (ReadWindow) since its last rewind; not journalled (a restart
+	// is a rewind).
+	cursor uint64
 
 	readerTTL, alertTTL  time.Duration
 	opened               time.Time // readers could not read before
@@ -243,6 +247,52 @@ func (q *Queue) read(ack *oem.Ack) (record.Record, bool, int, bool, error) {
 		return record.Record{}, false, 0, changed, nil
 	}
 	return q.items[0].rec, true, len(q.items), changed, nil
+}
+
+// ReadWindow is the host's windowed read of Queue 1 (OEM 0x07): it
+// acknowledges ack wherever that record is in the queue, then returns the
+// oldest record not yet handed out since the last rewind (rewind: start
+// again at the oldest record), or ok=false when there is none. Records
+// stay queued until acknowledged, so several messages can be in flight and
+// be acknowledged in any order, and a reader that restarts rewinds and sees
+// every record it had not acknowledged again.
+func (q *Queue) ReadWindow(rewind bool, ack *oem.Ack) (rec record.Record, ok bool, err error) {
+	rec, ok, depth, changed, err := q.readWindow(rewind, ack)
+	if changed && q.onChange != nil {
+		q.onChange(depth)
+	}
+	return rec, ok, err
+}
+
+func (q *Queue) readWindow(rewind bool, ack *oem.Ack) (record.Record, bool, int, bool, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.m.reads.Inc()
+	changed := false
+	if ack != nil {
+		k := record.Key{MsgID: ack.MsgID, Index: ack.Index}
+		for i := range q.items {
+			if q.items[i].rec.Key() == k {
+				if err := q.removeAt(i); err != nil {
+					return record.Record{}, false, len(q.items), false, err
+				}
+				q.m.acks.Inc()
+				changed = true
+				break
+			}
+		}
+	}
+	if rewind {
+		q.cursor = 0
+	}
+	for _, e := range q.items {
+		if e.seq > q.cursor {
+			q.cursor = e.seq
+			return e.rec, true, len(q.items), changed, nil
+		}
+	}
+	q.idle = true // nothing new for the reader: the next write wakes it
+	return record.Record{}, false, len(q.items), changed, nil
 }
 
 // ReadFor is one read of Queue 2 by reader id: it acknowledges ack if it

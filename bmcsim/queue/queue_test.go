@@ -602,3 +602,67 @@ func TestQueue1WakeEdge(t *testing.T) {
 		}
 	}
 }
+
+// TestReadWindow: Queue 1 read with a window hands out each record once
+// until a rewind, acknowledges by key anywhere, and wakes the idle reader.
+func TestReadWindow(t *testing.T) {
+	var wakes atomic.Int32
+	b := newBench(t, Options{OnQueue1Wake: func() { wakes.Add(1) }})
+	q := b.qs.Queue1()
+	r1, r2, r3 := rec(1, 0, 1, "a"), rec(2, 0, 1, "b"), rec(3, 0, 1, "c")
+	for _, r := range []record.Record{r1, r2, r3} {
+		if err := q.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []uint64{1, 2, 3} {
+		got, ok, err := q.ReadWindow(false, nil)
+		if err != nil || !ok || got.MsgID != want {
+			t.Fatalf("read: %v %v %v, want msg %d", got, ok, err, want)
+		}
+	}
+	if _, ok, _ := q.ReadWindow(false, nil); ok {
+		t.Fatal("window read past the last record")
+	}
+	// Acknowledge the middle one: out of order.
+	if _, ok, _ := q.ReadWindow(false, ackOf(r2)); ok || q.Len() != 2 {
+		t.Fatalf("ack by key: ok %v len %d", ok, q.Len())
+	}
+	// A rewind shows the unacknowledged ones again, in order.
+	got, ok, _ := q.ReadWindow(true, nil)
+	if !ok || got.MsgID != 1 {
+		t.Fatalf("rewind: %v %v", got, ok)
+	}
+	got, ok, _ = q.ReadWindow(false, ackOf(r1))
+	if !ok || got.MsgID != 3 {
+		t.Fatalf("after rewind: %v %v", got, ok)
+	}
+	// The reader found nothing new: the next write wakes it.
+	w := wakes.Load()
+	if _, ok, _ := q.ReadWindow(false, ackOf(r3)); ok || q.Len() != 0 {
+		t.Fatalf("drained: ok %v len %d", ok, q.Len())
+	}
+	if err := q.Write(rec(4, 0, 1, "d")); err != nil {
+		t.Fatal(err)
+	}
+	if wakes.Load() != w+1 {
+		t.Fatalf("wakes %d, want %d", wakes.Load(), w+1)
+	}
+	// A late retransmit of an acknowledged write is not queued again.
+	if err := q.Write(r2); err != nil || q.Len() != 1 {
+		t.Fatalf("retransmit: %v len %d", err, q.Len())
+	}
+	// On the wire: system interface only, flags checked.
+	data, _ := (&oem.ReadQueue1WindowRequest{IANA: oem.DefaultIANA}).Pack()
+	if _, cc := b.do(lan(bmc.PrivilegeLevelAdministrator), oem.CmdReadQueue1Win, data); cc != oem.CCNotSupportedInState {
+		t.Fatalf("lan window read cc %#02x", uint8(cc))
+	}
+	resp, cc := b.do(sys(), oem.CmdReadQueue1Win, data)
+	var rr oem.ReadQueueResponse
+	if cc != 0 || rr.Unpack(resp) != nil || rr.Empty || rr.Record.MsgID != 4 {
+		t.Fatalf("sys window read cc %#02x % x", uint8(cc), resp)
+	}
+	if _, cc := b.do(sys(), oem.CmdReadQueue1Win, testutil.Unhex(t, "d9 7e 00 80")); cc != oem.CCInvalidDataField {
+		t.Fatalf("reserved flag cc %#02x", uint8(cc))
+	}
+}

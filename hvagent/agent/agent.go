@@ -164,9 +164,13 @@ type Config struct {
 	// 32); beyond, an alert is dropped, counted and logged, so slow outlets
 	// (a full Queue 2) never stall requests.
 	MaxAlertsInFlight int
-	Opener            seal.OpenerOptions
-	Now               func() time.Time
-	Logger            *slog.Logger
+	// MaxConcurrent bounds the requests served at once (default 8); the
+	// requests for one VM are served one after another, in arrival order
+	// (see Prepare).
+	MaxConcurrent int
+	Opener        seal.OpenerOptions
+	Now           func() time.Time
+	Logger        *slog.Logger
 }
 
 // Agent serves sealed requests. It is safe for concurrent use.
@@ -183,6 +187,12 @@ type Agent struct {
 	executions atomic.Uint64
 	alertSlots chan struct{}
 	dropped    atomic.Uint64
+
+	// The concurrency gate (gate.go).
+	slots chan struct{}
+	gmu   sync.Mutex
+	byID  map[uint64]*Job          // the first job of each request id in the gate
+	lanes map[string]chan struct{} // per VM: done of the last job in line
 
 	mu        sync.Mutex
 	envWindow time.Time
@@ -239,6 +249,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxAlertsInFlight <= 0 {
 		cfg.MaxAlertsInFlight = 32
 	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = 8
+	}
 	if cfg.Host.HostID == "" {
 		cfg.Host.HostID = cfg.Key.HostID()
 	}
@@ -250,6 +263,9 @@ func New(cfg Config) (*Agent, error) {
 		log:        cfg.Logger,
 		alertSlots: make(chan struct{}, cfg.MaxAlertsInFlight),
 		throttle:   map[string]*window{},
+		slots:      make(chan struct{}, cfg.MaxConcurrent),
+		byID:       map[uint64]*Job{},
+		lanes:      map[string]chan struct{}{},
 	}
 	a.pol.Store(cfg.Policy)
 	a.chal = cfg.Challenger
@@ -316,26 +332,10 @@ func randID() uint64 {
 // HandleEnvelope serves one sealed envelope that arrived on via and returns
 // the sealed answers to send back, in order (a Reply or a Challenge, then
 // possibly an Alert). An envelope that cannot be opened or is not a request
-// gets no answer: out is nil and err says why (already logged).
+// gets no answer: out is nil and err says why (already logged). It goes
+// through the concurrency gate (gate.go): Prepare, then Run.
 func (a *Agent) HandleEnvelope(ctx context.Context, env []byte, via string) (out [][]byte, err error) {
-	now := a.cfg.Now()
-	hdr, body, err := a.opener.Open(env, now)
-	if err != nil {
-		a.badEnvelope(ctx, env, via, err)
-		return nil, err
-	}
-	if hdr.Kind != vmsg.KindRequest {
-		a.log.Warn("sealed message of the wrong kind ignored; only requests come to the host", "via", via, "kind", hdr.Kind, "msg_id", hdr.MsgID)
-		return nil, fmt.Errorf("agent: %v message, want %v", hdr.Kind, vmsg.KindRequest)
-	}
-	req, err := vmsg.DecodeRequest(body)
-	if err != nil {
-		// Authentic but malformed: the VMS has a bug. There is no request id
-		// to answer to.
-		a.log.Error("authentic request does not decode; the VMS sent a malformed body", "via", via, "msg_id", hdr.MsgID, "err", err)
-		return nil, err
-	}
-	return a.handle(ctx, req, via, now)
+	return a.Prepare(ctx, env, via).Run(ctx)
 }
 
 func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now time.Time) ([][]byte, error) {

@@ -13,9 +13,20 @@
 // journal answers a request id that already ran from its recorded result.
 // A stray or garbled record is logged and acknowledged (skipped).
 //
+// With a BMC that has OEM 0x07 (ReadQueue1Window) the loop serves up to
+// Config.Window messages at once: it reads on past a message being served
+// (the BMC hands out each record once and takes acknowledgements by key),
+// acknowledges fragments at once and each completing record once its
+// answers are in Queue 2, and stops reading while the window is full. Each
+// message is put in line in arrival order (Preparer: the agent keeps one
+// VM's requests in order) before it runs in its own goroutine. Version 1
+// requests, and every request on a BMC without 0x07 (0xC1), are served one
+// at a time as described above.
+//
 // The loop wakes on Notify (the BMC raised attention because Queue 1 is not
-// empty) and otherwise polls every PollInterval; after a record it reads
-// again at once until the queue answers "empty".
+// empty) or when a message finishes, and otherwise polls every
+// PollInterval; after a record it reads again at once until the queue
+// answers "empty".
 //
 // Answers are addressed: their records carry the requester id that came
 // with the request's records (record version 2), so the BMC hands them to
@@ -30,8 +41,9 @@
 // retries after a transport error cannot duplicate it. A full queue
 // never stalls the loop: each answer gets AnswerTimeout, then it is dropped,
 // counted (Stats.AnswersDropped) and logged (the VMS asks again with the same
-// request id and the journal answers it); waiting for the writer's turn
-// honours the context too, so an alert sink's deadline holds.
+// request id and the journal answers it). Answers written at once interleave
+// their records in Queue 2 (the VMS reassembles by message id); each write
+// honours its context, so an alert sink's deadline holds.
 //
 // SEL alert entry (Add SEL Entry, NetFn 0x0A cmd 0x44), 16 bytes:
 //
@@ -53,6 +65,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,7 +83,23 @@ type Handler interface {
 	HandleEnvelope(ctx context.Context, env []byte, via string) ([][]byte, error)
 }
 
-var _ Handler = (*agent.Agent)(nil)
+// Preparer is a Handler that puts an envelope in line before it runs and
+// returns what serves it (agent.Agent's Prepare(…).Run: requests for one VM
+// run in arrival order). The loop prepares in arrival order. With a plain
+// Handler the loop runs the messages of its window in any order.
+type Preparer interface {
+	Prepare(ctx context.Context, env []byte, via string) func(context.Context) ([][]byte, error)
+}
+
+// jobPreparer is agent.Agent's Prepare, used as a Preparer.
+type jobPreparer interface {
+	Prepare(ctx context.Context, env []byte, via string) *agent.Job
+}
+
+var (
+	_ Handler     = (*agent.Agent)(nil)
+	_ jobPreparer = (*agent.Agent)(nil)
+)
 
 // Config configures a Loop. Conn and Handler are required.
 type Config struct {
@@ -88,9 +117,15 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the retry delay after 0xC4 or a
 	// transport error (defaults 50 ms, 2 s).
 	MinBackoff, MaxBackoff time.Duration
-	Reassembler            record.ReassemblerConfig
-	Now                    func() time.Time
-	Logger                 *slog.Logger
+	// Window is how many complete messages are served at once (default 8):
+	// the loop goes on reading Queue 1 (OEM 0x07, see internal/oem) while
+	// up to Window requests run, and acknowledges each one's completing
+	// record once its answers are in Queue 2. 1 serves one at a time. A
+	// BMC without 0x07 (0xC1) is read one message at a time with 0x02.
+	Window      int
+	Reassembler record.ReassemblerConfig
+	Now         func() time.Time
+	Logger      *slog.Logger
 }
 
 // Stats counts what a Loop did.
@@ -100,6 +135,8 @@ type Stats struct {
 	RecordsWritten, FullRetries    uint64
 	ReadErrors, WriteErrors, Wakes uint64
 	AnswersDropped                 uint64
+	// PeakInFlight is the most messages served at once.
+	PeakInFlight int
 }
 
 // Loop is the OOB-I channel over one system interface connection.
@@ -107,7 +144,16 @@ type Loop struct {
 	cfg Config
 	log *slog.Logger
 	ra  *record.Reassembler
-	wmu chan struct{} // one message at a time into Queue 2 (a lock that honours ctx)
+
+	// The window (loop goroutine only, but finished).
+	serial   bool                    // the BMC has no 0x07: one message at a time
+	rewind   bool                    // the next window read starts at the oldest record
+	acks     []oem.Ack               // owed to the BMC, carried one per read
+	held     map[record.Key]struct{} // completing records of messages being served
+	finished chan record.Key         // a served message's completing record
+	running  sync.WaitGroup
+	peak     atomic.Int64 // most messages served at once
+	inFlight atomic.Int64
 
 	recordsRead, recordsBad, messages, answers atomic.Uint64
 	recordsWritten, fullRetries                atomic.Uint64
@@ -142,7 +188,11 @@ func New(cfg Config) *Loop {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Loop{cfg: cfg, log: cfg.Logger, ra: record.NewReassembler(cfg.Reassembler), wmu: make(chan struct{}, 1)}
+	if cfg.Window <= 0 {
+		cfg.Window = 8
+	}
+	return &Loop{cfg: cfg, log: cfg.Logger, ra: record.NewReassembler(cfg.Reassembler),
+		held: map[record.Key]struct{}{}, finished: make(chan record.Key, cfg.Window), rewind: true}
 }
 
 // Stats returns the counters.
@@ -151,7 +201,7 @@ func (l *Loop) Stats() Stats {
 		Messages: l.messages.Load(), Answers: l.answers.Load(),
 		RecordsWritten: l.recordsWritten.Load(), FullRetries: l.fullRetries.Load(),
 		ReadErrors: l.readErrors.Load(), WriteErrors: l.writeErrors.Load(), Wakes: l.wakes.Load(),
-		AnswersDropped: l.answersDropped.Load()}
+		AnswersDropped: l.answersDropped.Load(), PeakInFlight: int(l.peak.Load())}
 }
 
 // Probe reads the queue status once (to report the channel at start-up).
@@ -190,6 +240,7 @@ func (l *Loop) Run(ctx context.Context) error {
 	notify := l.cfg.Conn.Notify() // nil: poll only
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	defer l.running.Wait() // messages being served end with ctx; their records stay unacknowledged
 	var ack *oem.Ack
 	backoff := l.cfg.MinBackoff
 	for {
@@ -198,12 +249,18 @@ func (l *Loop) Run(ctx context.Context) error {
 			return nil
 		case <-notify:
 			l.wakes.Add(1)
+		case k := <-l.finished:
+			l.acks = append(l.acks, oem.Ack{MsgID: k.MsgID, Index: k.Index})
 		case <-timer.C:
 		}
 		l.ra.Expire(l.cfg.Now())
 		wait := l.cfg.PollInterval
 		var err error
-		ack, err = l.drain(ctx, ack)
+		if l.serial {
+			ack, err = l.drain(ctx, ack)
+		} else {
+			err = l.drainWindow(ctx)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -228,6 +285,135 @@ func (l *Loop) Run(ctx context.Context) error {
 		}
 		timer.Reset(wait)
 	}
+}
+
+// drainWindow reads Queue 1 with OEM 0x07 until nothing new is there (or
+// the window is full), handing each complete message to a goroutine and
+// carrying the acknowledgements owed, one per read: a fragment's at once,
+// a message's completing record once its answers are in Queue 2 (so a
+// request whose agent dies before answering is read again after the
+// restart). A BMC that does not know 0x07 switches the loop to drain.
+func (l *Loop) drainWindow(ctx context.Context) error {
+	for {
+	collect: // what finished meanwhile
+		for {
+			select {
+			case k := <-l.finished:
+				l.acks = append(l.acks, oem.Ack{MsgID: k.MsgID, Index: k.Index})
+			default:
+				break collect
+			}
+		}
+		var ack *oem.Ack
+		if len(l.acks) > 0 {
+			ack = &l.acks[0]
+		} else if int(l.inFlight.Load()) >= l.cfg.Window {
+			return nil // full: Run waits for a message to finish
+		}
+		req := oem.ReadQueue1WindowRequest{IANA: l.cfg.IANA, Ack: ack}
+		if l.rewind {
+			req.Flags = oem.WindowRewind
+		}
+		data, err := req.Pack()
+		if err != nil {
+			return err
+		}
+		resp, err := l.call(ctx, oem.CmdReadQueue1Win, data)
+		if err != nil {
+			var oe *oem.Error
+			if errors.As(err, &oe) && oe.Code == oem.CCInvalidCommand {
+				l.log.Info("the BMC has no windowed Queue 1 read (OEM 0x07); serving one message at a time")
+				l.serial = true
+				return nil
+			}
+			l.rewind = true // the answer may be lost with its record: read again from the oldest
+			return err
+		}
+		l.rewind = false
+		if ack != nil {
+			delete(l.held, record.Key{MsgID: ack.MsgID, Index: ack.Index})
+			l.acks = l.acks[1:]
+		}
+		var r oem.ReadQueueResponse
+		if err := r.Unpack(resp); err != nil {
+			l.recordsBad.Add(1)
+			l.rewind = true
+			return fmt.Errorf("unreadable Queue 1 response (% x): %w", head(resp), err)
+		}
+		if r.Empty {
+			if len(l.acks) > 0 {
+				continue
+			}
+			return nil
+		}
+		rec := r.Record
+		k := rec.Key()
+		if _, ok := l.held[k]; ok {
+			continue // read again after a rewind while its message is served
+		}
+		l.recordsRead.Add(1)
+		msg, done, err := l.ra.Add(rec, l.cfg.Now())
+		if err != nil {
+			l.recordsBad.Add(1)
+			l.log.Warn("stray or garbled record in Queue 1 skipped", "record", rec.String(), "err", err)
+		}
+		if !done {
+			l.acks = append(l.acks, oem.Ack{MsgID: k.MsgID, Index: k.Index})
+			continue
+		}
+		l.messages.Add(1)
+		if rec.Requester == 0 {
+			// A version 1 request: an older VMS, one request at a time,
+			// reading its answers from the shared alert log in order. Serve
+			// it here, as before the window existed.
+			l.answer(ctx, l.runner(ctx, msg), len(msg), 0)
+			if err := ctx.Err(); err != nil {
+				return err // shutting down mid-message: read again after the restart
+			}
+			l.acks = append(l.acks, oem.Ack{MsgID: k.MsgID, Index: k.Index})
+			continue
+		}
+		l.held[k] = struct{}{}
+		l.serve(ctx, msg, rec.Requester, k)
+	}
+}
+
+// runner puts env in line (when the handler can prepare) and returns what
+// serves it.
+func (l *Loop) runner(ctx context.Context, env []byte) func(context.Context) ([][]byte, error) {
+	switch p := l.cfg.Handler.(type) {
+	case Preparer:
+		return p.Prepare(ctx, env, agent.ViaOOB)
+	case jobPreparer:
+		return p.Prepare(ctx, env, agent.ViaOOB).Run
+	}
+	return func(ctx context.Context) ([][]byte, error) {
+		return l.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaOOB)
+	}
+}
+
+// serve hands one complete message to the handler in a goroutine; the
+// message takes its place in line (per VM, arrival order) here, before the
+// goroutine starts, when the handler can prepare (agent.Agent).
+func (l *Loop) serve(ctx context.Context, env []byte, requester uint32, k record.Key) {
+	run := l.runner(ctx, env)
+	n := l.inFlight.Add(1)
+	for {
+		old := l.peak.Load()
+		if n <= old || l.peak.CompareAndSwap(old, n) {
+			break
+		}
+	}
+	l.running.Add(1)
+	go func() {
+		defer l.running.Done()
+		defer l.inFlight.Add(-1)
+		l.answer(ctx, run, len(env), requester)
+		if ctx.Err() != nil {
+			return // shutting down: leave it unacknowledged, read again after the restart
+		}
+		l.finished <- k // never blocks: at most Window messages are served
+	}()
 }
 
 // drain reads Queue 1 until it is empty, acknowledging as it goes, and
@@ -278,9 +464,16 @@ func (l *Loop) drain(ctx context.Context, ack *oem.Ack) (*oem.Ack, error) {
 // then the answers go to the alert log, which every reader may read, as
 // before requester ids existed).
 func (l *Loop) handle(ctx context.Context, env []byte, requester uint32) {
-	out, err := l.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaOOB)
+	l.answer(ctx, func(ctx context.Context) ([][]byte, error) {
+		return l.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaOOB)
+	}, len(env), requester)
+}
+
+// answer runs one message and writes its answers to Queue 2.
+func (l *Loop) answer(ctx context.Context, run func(context.Context) ([][]byte, error), size int, requester uint32) {
+	out, err := run(ctx)
 	if err != nil {
-		l.log.Debug("envelope from Queue 1 not answered", "len", len(env), "err", err)
+		l.log.Debug("envelope from Queue 1 not answered", "len", size, "err", err)
 	}
 	for _, a := range out {
 		sctx, cancel := context.WithTimeout(ctx, l.cfg.AnswerTimeout)
@@ -318,12 +511,6 @@ func (l *Loop) sendTo(ctx context.Context, requester uint32, env []byte) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case l.wmu <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("message %#x: waiting for Queue 2: %w", id, ctx.Err())
-	}
-	defer func() { <-l.wmu }()
 	for _, r := range recs {
 		if err := l.write(ctx, r); err != nil {
 			return fmt.Errorf("record %d/%d of message %#x: %w", r.Index+1, r.Count, id, err)

@@ -575,7 +575,10 @@ func (l *lazyConn) Close() error { return nil }
 // startAtBoot starts vm as the agent's own action (so the lifecycle watcher
 // knows it), logging the outcome; the lab's console shows it.
 func startAtBoot(ctx context.Context, hv *virt.Libvirt, vm string, log *slog.Logger) {
-	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	// Like any action, it runs to its end (a stop waits for it): cut short
+	// by a SIGTERM, libvirtd would finish the start with no agent knowing
+	// it as its own, and the next agent would alert it as a local change.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	if st, err := virt.Do(sctx, hv, virt.ActionStart, vm); err != nil {
 		log.Warn("boot-time start failed", "vm", vm, "err", err)

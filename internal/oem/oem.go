@@ -25,6 +25,15 @@
 //	            other bits reserved, sent 0, refused with 0xCC when set
 //	  response: as 0x04: the reader's oldest record, or "empty"
 //
+//	0x07 ReadQueue1Window (system interface): Queue 1 with several messages
+//	  in flight (a window); acknowledgement by key, anywhere in the queue
+//	  request:  IANA[3] | flags u8                                read on
+//	        or  IANA[3] | flags u8 | msgid u64 | frag u16         ack that record, read on
+//	  flags:    bit 0 set: rewind (read again from the oldest record);
+//	            other bits reserved, sent 0, refused with 0xCC when set
+//	  response: as 0x02: the oldest record not yet handed out since the
+//	            last rewind (the BMC keeps that cursor), or "empty"
+//
 //	0x05 GetQueueStatus (both sides)
 //	  request:  IANA[3]
 //	  response: cc | IANA[3] | queue 1 status[8] | queue 2 status[8]
@@ -85,6 +94,7 @@ const (
 	CmdReadQueue2     Cmd = 0x04 // READ_BMC_BUFF_QUEUE2
 	CmdGetQueueStatus Cmd = 0x05 // GET_QUEUE_STATUS
 	CmdReadQueue2For  Cmd = 0x06 // READ_BMC_BUFF_QUEUE2_FOR (one requester's records)
+	CmdReadQueue1Win  Cmd = 0x07 // READ_BMC_BUFF_QUEUE1_WINDOW (several records in flight)
 
 	// CmdQueue1Notify is pushed by the BMC into the host's receive message
 	// queue (raising SMS_ATN) when Queue 1 gains records, so an agent
@@ -134,6 +144,8 @@ func (c Cmd) String() string {
 		return "GetQueueStatus"
 	case CmdReadQueue2For:
 		return "ReadQueue2For"
+	case CmdReadQueue1Win:
+		return "ReadQueue1Window"
 	case CmdQueue1Notify:
 		return "Queue1Notify"
 	}
@@ -396,6 +408,55 @@ func (r *ReadQueue2ForRequest) Unpack(data []byte) error {
 		return fmt.Errorf("%w: reader %d flags %#02x", ErrReader, n.Reader, uint8(n.Flags))
 	}
 	if rest = rest[5:]; len(rest) == AckLen {
+		n.Ack = &Ack{MsgID: binary.LittleEndian.Uint64(rest), Index: binary.LittleEndian.Uint16(rest[8:])}
+	}
+	*r = n
+	return nil
+}
+
+// WindowFlags are the flags of a ReadQueue1Window request.
+type WindowFlags uint8
+
+const (
+	// WindowRewind starts the read again at the oldest record of Queue 1
+	// (after a restart of the reader, or a read whose answer was lost).
+	WindowRewind     WindowFlags = 0x01
+	windowFlagsKnown             = WindowRewind
+)
+
+// ReadQueue1WindowRequest is the request of CmdReadQueue1Win.
+type ReadQueue1WindowRequest struct {
+	IANA  IANA
+	Flags WindowFlags
+	Ack   *Ack // nil: acknowledge nothing
+}
+
+func (r *ReadQueue1WindowRequest) Pack() ([]byte, error) {
+	if r.Flags&^windowFlagsKnown != 0 {
+		return nil, fmt.Errorf("%w: window flags %#02x", ErrReader, uint8(r.Flags))
+	}
+	b := r.IANA.append(make([]byte, 0, 4+AckLen))
+	b = append(b, byte(r.Flags))
+	if r.Ack != nil {
+		b = binary.LittleEndian.AppendUint64(b, r.Ack.MsgID)
+		b = binary.LittleEndian.AppendUint16(b, r.Ack.Index)
+	}
+	return b, nil
+}
+
+func (r *ReadQueue1WindowRequest) Unpack(data []byte) error {
+	i, rest, err := readIANA(data)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 && len(rest) != 1+AckLen {
+		return fmt.Errorf("%w: window read with %d bytes after IANA, want 1 or %d", ErrLength, len(rest), 1+AckLen)
+	}
+	n := ReadQueue1WindowRequest{IANA: i, Flags: WindowFlags(rest[0])}
+	if n.Flags&^windowFlagsKnown != 0 {
+		return fmt.Errorf("%w: window flags %#02x", ErrReader, uint8(n.Flags))
+	}
+	if rest = rest[1:]; len(rest) == AckLen {
 		n.Ack = &Ack{MsgID: binary.LittleEndian.Uint64(rest), Index: binary.LittleEndian.Uint16(rest[8:])}
 	}
 	*r = n

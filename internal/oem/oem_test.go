@@ -43,6 +43,10 @@ var codecTests = []struct {
 		func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00 00 01 08 07 06 05 04 03 02 01 03 00"},
 	{"read response addressed record", &ReadQueueResponse{IANA: DefaultIANA, Record: record.Record{Requester: 5, MsgID: 9, Count: 1, Payload: []byte{1}}},
 		func() packer { return &ReadQueueResponse{} }, "d9 7e 00 00 02 00 05 00 00 00 09 00 00 00 00 00 00 00 00 00 01 00 01"},
+	{"window read", &ReadQueue1WindowRequest{IANA: DefaultIANA},
+		func() packer { return &ReadQueue1WindowRequest{} }, "d9 7e 00 00"},
+	{"window read rewind ack", &ReadQueue1WindowRequest{IANA: DefaultIANA, Flags: WindowRewind, Ack: &Ack{MsgID: 0x0102030405060708, Index: 2}},
+		func() packer { return &ReadQueue1WindowRequest{} }, "d9 7e 00 01 08 07 06 05 04 03 02 01 02 00"},
 	{"status request", &GetQueueStatusRequest{IANA: DefaultIANA}, func() packer { return &GetQueueStatusRequest{} }, "d9 7e 00"},
 	{"status response", &GetQueueStatusResponse{IANA: DefaultIANA,
 		Queue1: QueueStatus{Depth: 3, Capacity: 256, OldestAge: 1500 * time.Millisecond},
@@ -88,6 +92,9 @@ var badTests = []struct {
 	{"read-for reader 0", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 00 00 00 00 01", ErrReader},
 	{"read-for reserved flag", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00 00 02", ErrReader},
 	{"read-for ack short", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00 00 00 01 02", ErrLength},
+	{"window no flags", func() packer { return &ReadQueue1WindowRequest{} }, "d9 7e 00", ErrLength},
+	{"window reserved flag", func() packer { return &ReadQueue1WindowRequest{} }, "d9 7e 00 02", ErrReader},
+	{"window ack short", func() packer { return &ReadQueue1WindowRequest{} }, "d9 7e 00 00 01 02 03", ErrLength},
 	{"status resp short", func() packer { return &GetQueueStatusResponse{} }, "d9 7e 00 03 00", ErrLength},
 	{"status req trailing", func() packer { return &GetQueueStatusRequest{} }, "d9 7e 00 00", ErrLength},
 }
@@ -111,7 +118,7 @@ func TestErrorAs(t *testing.T) {
 	if Check(CmdReadQueue2, CCOK) != nil {
 		t.Fatal("CCOK is an error")
 	}
-	for _, s := range []fmt.Stringer{NetFnOEMGroupRequest, NetFnOEMGroupResponse, NetFn(0x30), CmdGetQueueStatus, CmdReadQueue2For, Cmd(9), CCNotSupportedInState, CompletionCode(0x85)} {
+	for _, s := range []fmt.Stringer{NetFnOEMGroupRequest, NetFnOEMGroupResponse, NetFn(0x30), CmdGetQueueStatus, CmdReadQueue2For, CmdReadQueue1Win, Cmd(9), CCNotSupportedInState, CompletionCode(0x85)} {
 		if s.String() == "" {
 			t.Fatal("empty String")
 		}
@@ -139,7 +146,7 @@ func FuzzUnpack(f *testing.F) {
 		f.Add(testutil.Unhex(f, tt.raw))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, p := range []packer{&WriteQueueRequest{}, &WriteQueueResponse{}, &ReadQueueRequest{}, &ReadQueue2ForRequest{}, &ReadQueueResponse{}, &GetQueueStatusRequest{}} {
+		for _, p := range []packer{&WriteQueueRequest{}, &WriteQueueResponse{}, &ReadQueueRequest{}, &ReadQueue2ForRequest{}, &ReadQueue1WindowRequest{}, &ReadQueueResponse{}, &GetQueueStatusRequest{}} {
 			if p.Unpack(b) != nil {
 				continue
 			}

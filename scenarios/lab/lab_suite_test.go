@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -32,6 +33,31 @@ import (
 func TestLab(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "ooblab lab scenarios")
+}
+
+// labSelected says whether the run's label filter can select a spec
+// labelled "lab" (every lab spec carries "lab" and at most its own labels):
+// then the lab comes up in BeforeSuite, outside every spec's SpecTimeout.
+// (A cold image build and a TCG boot on a loaded machine take minutes; in
+// the first lab spec's BeforeEach they counted against that spec's
+// deadline, and a spec with a short one timed out while the lab came up.)
+// It errs towards yes; the labels of specs that need no lab are left out.
+func labSelected(filter string) bool {
+	if filter == "" {
+		return true
+	}
+	sets := []Labels{{"lab"}}
+	for _, w := range regexp.MustCompile(`[A-Za-z0-9_.-]+`).FindAllString(filter, -1) {
+		if !slices.Contains(slices.Concat(KCSGuest, Loss), w) { // specs that need no lab
+			sets = append(sets, Labels{"lab", w})
+		}
+	}
+	for _, l := range sets {
+		if l.MatchesLabelFilter(filter) {
+			return true
+		}
+	}
+	return false
 }
 
 var (
@@ -58,19 +84,28 @@ func missing(root string) string {
 	return ""
 }
 
-var _ = BeforeSuite(func() {
+var _ = BeforeSuite(func(ctx SpecContext) {
 	wd, err := os.Getwd()
 	Expect(err).NotTo(HaveOccurred())
 	root = filepath.Dir(filepath.Dir(wd))
-})
+	// A failed lab up fails the lab specs (BeforeEach), not the suite: the
+	// specs that need no lab still run.
+	if labSelected(GinkgoLabelFilter()) && !testing.Short() && missing(root) == "" {
+		labTried, labErr = true, upLab(ctx)
+	}
+}, NodeTimeout(20*time.Minute))
 
 // labErr keeps a failed lab up, so the next lab spec fails at once instead
-// of trying again.
-var labErr error
+// of trying again; labTried says lab up was tried.
+var (
+	labErr   error
+	labTried bool
+)
 
-// The lab comes up before the first spec labelled "lab" (once for the
-// suite; the suite runs on one process); specs that need none (kcs-guest)
-// run without it.
+// The lab comes up once for the suite (which runs on one process): in
+// BeforeSuite when the filters select a lab spec, else (should the preview
+// have missed one) before the first spec labelled "lab". Specs that need
+// none (kcs-guest) run without it.
 var _ = BeforeEach(func(ctx SpecContext) {
 	if !slices.Contains(CurrentSpecReport().Labels(), "lab") || labDir != "" {
 		return
@@ -85,6 +120,10 @@ var _ = BeforeEach(func(ctx SpecContext) {
 		Skip(why)
 	}
 	Expect(labErr).NotTo(HaveOccurred(), "lab up failed before")
+	Expect(labTried).To(BeFalse(), "lab up was tried and left no lab")
+	// Marked before the attempt: a spec that times out here leaks the
+	// attempt, and the next spec must not start a second lab beside it.
+	labTried = true
 	labErr = upLab(ctx)
 	Expect(labErr).NotTo(HaveOccurred())
 }, NodeTimeout(20*time.Minute))
@@ -188,4 +227,15 @@ func saveLabLogs(root, dir string) {
 		}
 		return nil
 	})
+}
+
+func TestLabSelected(t *testing.T) {
+	for filter, want := range map[string]bool{
+		"": true, "lab": true, "vms-side": true, "failover && !power": true, "!kcs-guest": true,
+		"kcs-guest": false, "loss": false, "kcs-guest || loss": false, "!lab": false, "vms-side || security": true,
+	} {
+		if got := labSelected(filter); got != want {
+			t.Errorf("labSelected(%q) = %v, want %v", filter, got, want)
+		}
+	}
 }

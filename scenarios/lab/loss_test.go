@@ -334,12 +334,12 @@ func freePorts(t FullGinkgoTInterface) (udp, tcp string) {
 // Counting wrappers on the host side
 
 // calls records which hypervisor methods ran for which request id. The OOB
-// loop hands one envelope at a time to its handler, so the request id being
-// handled (cur) names every hypervisor call made meanwhile.
+// loop serves several envelopes at once; the request id being handled
+// travels in the context (reqKey), which the agent hands on to the
+// hypervisor (actions run under context.WithoutCancel, which keeps values).
 type calls struct {
-	cur      atomic.Uint64
 	inflight atomic.Int32
-	overlap  atomic.Int32 // handler calls that overlapped (must stay 0)
+	overlap  atomic.Int32 // handler calls that overlapped (several in flight)
 
 	mu       sync.Mutex
 	byID     map[uint64][]string
@@ -353,8 +353,12 @@ func newCalls() *calls {
 	return &calls{byID: map[uint64][]string{}, arrivals: map[uint64]int{}, msgReq: map[uint64]uint64{}}
 }
 
-func (c *calls) add(method string) {
-	id := c.cur.Load()
+type reqKey struct{}
+
+func reqOf(ctx context.Context) uint64 { id, _ := ctx.Value(reqKey{}).(uint64); return id }
+
+func (c *calls) add(ctx context.Context, method string) {
+	id := reqOf(ctx)
 	c.mu.Lock()
 	c.byID[id] = append(c.byID[id], method)
 	c.mu.Unlock()
@@ -369,35 +373,35 @@ type countingHV struct {
 var _ virt.Hypervisor = countingHV{}
 
 func (x countingHV) List(ctx context.Context) ([]virt.Domain, error) {
-	x.c.add("List")
+	x.c.add(ctx, "List")
 	return x.h.List(ctx)
 }
 func (x countingHV) Status(ctx context.Context, vm string) (virt.Status, error) {
-	x.c.add("Status")
+	x.c.add(ctx, "Status")
 	return x.h.Status(ctx, vm)
 }
 func (x countingHV) Start(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add("Start")
+	x.c.add(ctx, "Start")
 	return x.h.Start(ctx, vm)
 }
 func (x countingHV) Shutdown(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add("Shutdown")
+	x.c.add(ctx, "Shutdown")
 	return x.h.Shutdown(ctx, vm)
 }
 func (x countingHV) Destroy(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add("Destroy")
+	x.c.add(ctx, "Destroy")
 	return x.h.Destroy(ctx, vm)
 }
 func (x countingHV) Reboot(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add("Reboot")
+	x.c.add(ctx, "Reboot")
 	return x.h.Reboot(ctx, vm)
 }
 func (x countingHV) Suspend(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add("Suspend")
+	x.c.add(ctx, "Suspend")
 	return x.h.Suspend(ctx, vm)
 }
 func (x countingHV) Resume(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add("Resume")
+	x.c.add(ctx, "Resume")
 	return x.h.Resume(ctx, vm)
 }
 
@@ -412,10 +416,13 @@ type peekHandler struct {
 }
 
 func (p *peekHandler) HandleEnvelope(ctx context.Context, env []byte, via string) ([][]byte, error) {
-	if p.c.inflight.Add(1) != 1 {
-		p.c.overlap.Add(1)
-	}
-	defer p.c.inflight.Add(-1)
+	return p.Prepare(ctx, env, via)(ctx)
+}
+
+// Prepare records the envelope, puts it in the agent's line (the loop calls
+// it in arrival order) and returns what serves it: before, then the agent,
+// with the request id in the context.
+func (p *peekHandler) Prepare(ctx context.Context, env []byte, via string) func(context.Context) ([][]byte, error) {
 	var id uint64
 	hdr, body, err := p.op.Open(env, time.Now())
 	p.c.mu.Lock()
@@ -438,11 +445,17 @@ func (p *peekHandler) HandleEnvelope(ctx context.Context, env []byte, via string
 		p.c.other++
 	}
 	p.c.mu.Unlock()
-	p.c.cur.Store(id)
-	if p.before != nil && id != 0 {
-		p.before(id)
+	job := p.a.Prepare(ctx, env, via)
+	return func(ctx context.Context) ([][]byte, error) {
+		if p.c.inflight.Add(1) != 1 {
+			p.c.overlap.Add(1)
+		}
+		defer p.c.inflight.Add(-1)
+		if p.before != nil && id != 0 {
+			p.before(id)
+		}
+		return job.Run(context.WithValue(ctx, reqKey{}, id))
 	}
-	return p.a.HandleEnvelope(ctx, env, via)
 }
 
 // ---------------------------------------------------------------------------
@@ -644,7 +657,7 @@ vms = ["*"]
 	// Stage 0: on handing the envelope over; stage 1: inside the hypervisor.
 	ph := &peekHandler{op: seal.NewOpener(key, seal.OpenerOptions{MaxSeen: 1 << 16}), c: cs,
 		before: func(id uint64) { maybeKill(id, 0) }}
-	hv := countingHVKill{countingHV{lv, cs}, func() { maybeKill(cs.cur.Load(), 1) }}
+	hv := countingHVKill{countingHV{lv, cs}, func(ctx context.Context) { maybeKill(reqOf(ctx), 1) }}
 	ag, err := agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: jr,
 		Alerts: alerts, Host: vmsg.HostInfo{Hostname: "hv1.loss", Hypervisor: "test:///default"}, Logger: log})
 	if err != nil {
@@ -1048,9 +1061,7 @@ vms = ["*"]
 	if stray != 0 {
 		t.Errorf("%d hypervisor calls outside any request", stray)
 	}
-	if cs.overlap.Load() != 0 {
-		t.Errorf("the OOB loop handled %d envelopes concurrently; per-request counting assumes one at a time", cs.overlap.Load())
-	}
+	report("the OOB loop served %d envelopes while another was being served (counted per request id through the context)", cs.overlap.Load())
 	if int(restarts.Load()) != len(killAt) {
 		t.Errorf("bmcsim restarted %d times, want %d", restarts.Load(), len(killAt))
 	}
@@ -1076,16 +1087,16 @@ vms = ["*"]
 // before the hypervisor is called.
 type countingHVKill struct {
 	countingHV
-	hook func()
+	hook func(ctx context.Context)
 }
 
 func (x countingHVKill) Suspend(ctx context.Context, vm string) (virt.State, error) {
-	x.hook()
+	x.hook(ctx)
 	return x.countingHV.Suspend(ctx, vm)
 }
 
 func (x countingHVKill) Resume(ctx context.Context, vm string) (virt.State, error) {
-	x.hook()
+	x.hook(ctx)
 	return x.countingHV.Resume(ctx, vm)
 }
 

@@ -44,9 +44,17 @@ type OOBOptions struct {
 	// carry it in their records; the host addresses its answers to it and
 	// the BMC hands them to this reader only.
 	Requester uint32
+	// Window is how many requests to one host may be in flight at once
+	// (default 8): their records interleave in queue 1, the host serves
+	// them concurrently, and one reader of queue 2 at a time hands each
+	// answer to the request that waits for it.
+	Window int
 }
 
 func (o *OOBOptions) defaults() {
+	if o.Window <= 0 {
+		o.Window = 8
+	}
 	if o.UDPTimeout <= 0 {
 		o.UDPTimeout = 250 * time.Millisecond
 	}
@@ -87,7 +95,11 @@ func (o *OOBOptions) defaults() {
 // to an abandoned attempt) are kept for their Exchange. Alerts reads the
 // alert log (0x06 with the alert-log flag) from this reader's own cursor.
 //
-// Requests to one host are serialized: one session, one reader of queue 2.
+// Requests to one host share one session (one RMCP+ exchange at a time) and
+// up to Window of them are in flight: each writes its records, then waits
+// for its answer; one of the waiting requests at a time reads queue 2 and
+// hands every answer it meets to the request that waits for it (by request
+// id), so answers reach only the request that asked.
 type OOB struct {
 	opt   OOBOptions
 	log   *slog.Logger
@@ -138,14 +150,20 @@ func (o *OOB) count(f func(*OOBStats)) {
 }
 
 type oobHost struct {
-	mu      sync.Mutex // one operation at a time
-	c       *client.Client
-	iana    oem.IANA
-	ack     *oem.Ack // last record read, not yet acknowledged
-	ra      *record.Reassembler
-	pending map[uint64]vmsg.Message // answers for other request ids
-	sent    map[uint64]struct{}     // request ids sent, to spot foreign answers
-	fails   int                     // consecutive transport failures
+	io    sync.Mutex // the session: one RMCP+ exchange at a time
+	c     *client.Client
+	fails int // consecutive transport failures
+	iana  oem.IANA
+
+	window chan struct{} // requests in flight
+	reader chan struct{} // held by the one goroutine reading queue 2
+	ack    *oem.Ack      // last record read, not yet acknowledged (reader)
+	ra     *record.Reassembler
+
+	mu      sync.Mutex                   // what follows
+	pending map[uint64]vmsg.Message      // answers for request ids nobody waits for
+	waiters map[uint64]chan vmsg.Message // requests in flight, by id
+	sent    map[uint64]struct{}          // request ids sent, to spot foreign answers
 	alerts  alertBuffer
 }
 
@@ -158,7 +176,8 @@ func (o *OOB) host(t *Target) *oobHost {
 		if iana == 0 {
 			iana = oem.DefaultIANA
 		}
-		h = &oobHost{iana: iana, ra: record.NewReassembler(record.ReassemblerConfig{}), pending: map[uint64]vmsg.Message{}, sent: map[uint64]struct{}{}}
+		h = &oobHost{iana: iana, ra: record.NewReassembler(record.ReassemblerConfig{}), pending: map[uint64]vmsg.Message{}, sent: map[uint64]struct{}{},
+			waiters: map[uint64]chan vmsg.Message{}, window: make(chan struct{}, o.opt.Window), reader: make(chan struct{}, 1)}
 		o.hosts[t.Name()] = h
 	}
 	return h
@@ -254,6 +273,8 @@ func (o *OOB) drop(h *oobHost) {
 // raw sends one OEM command and returns its data or an error; a non-zero
 // completion code is an *oem.Error.
 func (o *OOB) raw(ctx context.Context, t *Target, h *oobHost, cmd oem.Cmd, data []byte) ([]byte, error) {
+	h.io.Lock()
+	defer h.io.Unlock()
 	c, err := o.session(ctx, t, h)
 	if err != nil {
 		return nil, err
@@ -299,20 +320,36 @@ func sleep(ctx context.Context, d time.Duration) error {
 func (o *OOB) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answer, error) {
 	start := time.Now()
 	h := o.host(t)
+	select {
+	case h.window <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("oob-i: waiting for a place in the window to host %s: %w", t.Name(), ctx.Err())
+	}
+	defer func() { <-h.window }()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if m, ok := h.pending[req.ID]; ok && req.Answer == nil {
 		delete(h.pending, req.ID)
+		h.mu.Unlock()
 		return &Answer{Msg: m, Via: ViaOOB, Latency: time.Since(start)}, nil
-	}
-	msgID, env, err := t.Seal(req)
-	if err != nil {
-		return nil, err
 	}
 	if len(h.sent) >= 4096 {
 		clear(h.sent)
 	}
 	h.sent[req.ID] = struct{}{}
+	ch := make(chan vmsg.Message, 1)
+	h.waiters[req.ID] = ch
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		if h.waiters[req.ID] == ch {
+			delete(h.waiters, req.ID)
+		}
+		h.mu.Unlock()
+	}()
+	msgID, env, err := t.Seal(req)
+	if err != nil {
+		return nil, err
+	}
 	recs, err := record.FragmentFor(o.opt.Requester, msgID, env)
 	if err != nil {
 		return nil, err
@@ -322,11 +359,25 @@ func (o *OOB) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answ
 			return nil, err
 		}
 	}
-	m, err := o.poll(ctx, t, h, req.ID)
+	m, err := o.await(ctx, t, h, req.ID, ch)
 	if err != nil {
 		return nil, err
 	}
 	return &Answer{Msg: m, Via: ViaOOB, Latency: time.Since(start)}, nil
+}
+
+// await waits for the answer to want: handed over by the request reading
+// queue 2, or read by this one when it becomes the reader.
+func (o *OOB) await(ctx context.Context, t *Target, h *oobHost, want uint64, ch chan vmsg.Message) (vmsg.Message, error) {
+	select {
+	case m := <-ch:
+		return m, nil
+	case h.reader <- struct{}{}:
+		defer func() { <-h.reader }()
+		return o.poll(ctx, t, h, want, ch)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("oob-i: no answer from host %s through BMC %s: %w", t.Name(), t.Host.BMC.Addr, ctx.Err())
+	}
 }
 
 // write puts one record in queue 1, retrying until ctx ends.
@@ -412,7 +463,8 @@ func (o *OOB) read(ctx context.Context, t *Target, h *oobHost, alerts bool) (*re
 }
 
 // take adds a record; a completed message is returned when it answers want,
-// else stored (alert, or answer to another request).
+// handed to the request waiting for it, or else stored (alert, or answer to
+// a request nobody waits for now).
 func (o *OOB) take(t *Target, h *oobHost, r *record.Record, want uint64) vmsg.Message {
 	env, done, err := h.ra.Add(*r, time.Now())
 	if err != nil {
@@ -427,6 +479,8 @@ func (o *OOB) take(t *Target, h *oobHost, r *record.Record, want uint64) vmsg.Me
 		o.log.Warn("oob-i: dropped a message from queue 2 that does not open", "host", t.Name(), "msg", r.MsgID, "err", err)
 		return nil
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if a, ok := m.(*vmsg.Alert); ok {
 		h.alerts.add(t.Name(), a)
 		return nil
@@ -440,6 +494,14 @@ func (o *OOB) take(t *Target, h *oobHost, r *record.Record, want uint64) vmsg.Me
 		o.log.Warn("oob-i: queue 2 handed this reader an answer to a request it did not send; dropped", "host", t.Name(), "request", id, "reader", o.opt.Requester)
 		return nil
 	}
+	if w, ok := h.waiters[id]; ok {
+		select {
+		case w <- m:
+			delete(h.waiters, id)
+			return nil
+		default: // it has one already (a duplicate answer): keep it for a retry
+		}
+	}
 	if len(h.pending) >= 64 {
 		clear(h.pending)
 	}
@@ -448,12 +510,18 @@ func (o *OOB) take(t *Target, h *oobHost, r *record.Record, want uint64) vmsg.Me
 }
 
 // poll reads queue 2 until the answer for want (0: the alert log, until
-// empty).
-func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64) (vmsg.Message, error) {
+// empty), or until another reader handed it over on ch. The caller holds
+// h.reader.
+func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64, ch chan vmsg.Message) (vmsg.Message, error) {
 	wait := o.opt.PollMin
 	start := time.Now()
 	alerts := want == 0
 	for {
+		select {
+		case m := <-ch:
+			return m, nil
+		default:
+		}
 		r, err := o.read(ctx, t, h, alerts)
 		if err != nil {
 			if errors.Is(err, ErrUnauthorized) || ctx.Err() != nil {
@@ -495,17 +563,21 @@ func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64) (vms
 // Alerts drains queue 2 and returns the alerts found since the last call.
 func (o *OOB) Alerts(ctx context.Context, t *Target) ([]*vmsg.Alert, error) {
 	h := o.host(t)
+	select {
+	case h.reader <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	_, err := o.poll(ctx, t, h, 0, nil)
+	<-h.reader
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, err := o.poll(ctx, t, h, 0)
 	return h.alerts.take(t.Name()), err
 }
 
 // QueueStatus asks the BMC for both queues' depth.
 func (o *OOB) QueueStatus(ctx context.Context, t *Target) (q1, q2 oem.QueueStatus, err error) {
 	h := o.host(t)
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	data, _ := (&oem.GetQueueStatusRequest{IANA: h.iana}).Pack()
 	resp, err := o.raw(ctx, t, h, oem.CmdGetQueueStatus, data)
 	if err != nil {
@@ -527,10 +599,10 @@ func (o *OOB) Close() error {
 	o.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, h := range hs {
-		h.mu.Lock()
+		h.io.Lock()
 		c := h.c
 		h.c = nil
-		h.mu.Unlock()
+		h.io.Unlock()
 		if c == nil {
 			continue
 		}

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"net"
 	"os"
@@ -318,4 +319,51 @@ func TestOOBWrongPasswordIsUnauthorized(t *testing.T) {
 	if !errors.Is(err, client.ErrUnauthorized) {
 		t.Fatalf("err %v, want ErrUnauthorized", err)
 	}
+}
+
+// TestOOBConcurrentRequests: several goroutines share one OOB-I channel to
+// one host: one RMCP+ session, requests in flight together (the window),
+// and each answer reaches the request that asked, never another.
+func TestOOBConcurrentRequests(t *testing.T) {
+	ob := newOOBBench(t, bmcsimtest.Options{})
+	oob := client.NewOOB(client.OOBOptions{Window: 4}, nil)
+	c, err := client.New(ob.inv, client.Options{Via: "oob", OOB: oob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const workers, each = 8, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				blob := strings.Repeat("b", w*50+i) // each answer names its request's size
+				res, err := c.Send(ctx, "h1", &vmsg.Request{Command: vmsg.CmdPing, Metadata: map[string]string{"blob": blob}})
+				switch {
+				case err != nil:
+					errs <- err
+				case res.Reply.RequestID != res.RequestID || res.Reply.Host == nil || res.Reply.Host.Hypervisor != "md:"+strconv.Itoa(len(blob)):
+					errs <- fmt.Errorf("worker %d request %d got %+v", w, i, res.Reply)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	st := oob.Stats()
+	if st.Reconnects != 1 || st.Foreign != 0 {
+		t.Fatalf("stats %+v: want one session, no foreign answers", st)
+	}
+	ob.seen.Range(func(k, v any) bool {
+		if n := v.(*atomic.Int32).Load(); n != 1 {
+			t.Errorf("request %v reached the host %d times", k, n)
+		}
+		return true
+	})
 }
