@@ -151,7 +151,9 @@ func TestQEMUGuest(t *testing.T) {
 		}
 	}()
 
-	deadline := time.After(40 * time.Second)
+	// A TCG boot takes ~12 s of guest time to init; a CI machine with a
+	// second busy process (or a cold page cache) can triple that.
+	deadline := time.After(120 * time.Second)
 	waitReq := func(what string, match func(reqEvent) bool) time.Duration {
 		t.Helper()
 		for {
