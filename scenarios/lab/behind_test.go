@@ -58,6 +58,12 @@ func AlertsSince(ctx context.Context, host string, since time.Time) func() ([]al
 				newer = append(newer, a)
 			}
 		}
+		if len(newer) == 0 && len(all) > 0 {
+			// Say what was there, so a miss can be told from a clock
+			// skew between the guest and the VMS.
+			GinkgoWriter.Printf("vmsctl alerts: %d alert(s), none since %s; newest %s (%s %s)\n",
+				len(all), since.Format(time.RFC3339Nano), all[len(all)-1].Time.Format(time.RFC3339Nano), all[len(all)-1].Action, all[len(all)-1].VM)
+		}
 		return newer, nil
 	}
 }
