@@ -41,10 +41,13 @@ type alertOut struct {
 }
 
 // AlertsSince returns a getter of host's alerts newer than since, as the
-// vmsctl binary reports them.
+// vmsctl binary reports them. Reading alerts is a follower's read of the
+// BMC's alert log: an alert read once may be gone for the next new
+// follower, so the getter keeps every alert it has seen across calls.
 func AlertsSince(ctx context.Context, host string, since time.Time) func() ([]alertOut, error) {
+	var seen []alertOut
 	return func() ([]alertOut, error) {
-		out, code := Vmsctl(ctx, "-o", "json", "alerts", host)
+		out, code := VmsctlStdout(ctx, "-o", "json", "alerts", host)
 		if code != 0 {
 			return nil, fmt.Errorf("vmsctl alerts: exit %d: %s", code, out)
 		}
@@ -52,17 +55,19 @@ func AlertsSince(ctx context.Context, host string, since time.Time) func() ([]al
 		if err := json.Unmarshal([]byte(out), &all); err != nil {
 			return nil, fmt.Errorf("%w: %s", err, out)
 		}
+		seen = append(seen, all...)
 		var newer []alertOut
-		for _, a := range all {
+		for _, a := range seen {
 			if !a.Time.Before(since) {
 				newer = append(newer, a)
 			}
 		}
-		if len(newer) == 0 && len(all) > 0 {
+		if len(newer) == 0 && len(seen) > 0 {
 			// Say what was there, so a miss can be told from a clock
 			// skew between the guest and the VMS.
-			GinkgoWriter.Printf("vmsctl alerts: %d alert(s), none since %s; newest %s (%s %s)\n",
-				len(all), since.Format(time.RFC3339Nano), all[len(all)-1].Time.Format(time.RFC3339Nano), all[len(all)-1].Action, all[len(all)-1].VM)
+			last := seen[len(seen)-1]
+			GinkgoWriter.Printf("vmsctl alerts: %d alert(s) seen, none since %s; newest %s (%s %s)\n",
+				len(seen), since.Format(time.RFC3339Nano), last.Time.Format(time.RFC3339Nano), last.Action, last.VM)
 		}
 		return newer, nil
 	}
@@ -122,8 +127,9 @@ var _ = Describe("Changes behind the agent's back, and the host's power, from th
 		Expect(VM(ctx, client.ViaVMMI, host, "web1")()).To(BeInState("shut off"))
 
 		var got alertOut
+		alerts := AlertsSince(ctx, host, since)
 		Eventually(func(g Gomega) {
-			al, err := AlertsSince(ctx, host, since)()
+			al, err := alerts()
 			g.Expect(err).NotTo(HaveOccurred())
 			found := false
 			for _, a := range al {

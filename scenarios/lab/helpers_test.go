@@ -109,6 +109,22 @@ func Vmsctl(ctx context.Context, args ...string) (string, int) {
 	return string(out), code
 }
 
+// VmsctlStdout runs vmsctl like Vmsctl but returns its standard output
+// alone, for output that is parsed (JSON); its standard error (warnings
+// such as a BMC session reopened under load) goes to GinkgoWriter.
+func VmsctlStdout(ctx context.Context, args ...string) (string, int) {
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "bin", "vmsctl"), append([]string{"--inventory", filepath.Join(labDir, "inventory.json")}, args...)...)
+	cmd.Stderr = GinkgoWriter
+	out, err := cmd.Output()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		code = -1
+	}
+	return string(out), code
+}
+
 // Ipmitool runs ipmitool against host's BMC with the lab's credentials.
 func Ipmitool(ctx context.Context, host string, args ...string) (string, error) {
 	h, err := inv.Host(host)
