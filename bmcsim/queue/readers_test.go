@@ -355,3 +355,52 @@ func TestRestartKeepsCursors(t *testing.T) {
 	}
 	b.qs.Close()
 }
+
+// A one-shot follower (`vmsctl alerts`) that reads the first fragment of an
+// alert the host is still writing, acknowledges it and stops at the empty
+// read, is the only follower: its ack must not take that fragment from the
+// next follower, which would then see the rest of the alert alone, never a
+// whole message.
+func TestHalfWrittenAlertStaysWhole(t *testing.T) {
+	b := newBench(t, Options{})
+	q := b.qs.Queue2()
+	frag := func(i uint16) record.Record {
+		return record.Record{MsgID: 9, Index: i, Count: 2, Payload: []byte(fmt.Sprintf("part %d", i))}
+	}
+	if err := q.Write(frag(0)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, q, 0xA, true); len(got) != 1 {
+		t.Fatalf("first follower read %v", got)
+	}
+	if err := q.Write(frag(1)); err != nil {
+		t.Fatal(err)
+	}
+	var idx []uint16
+	var ack *oem.Ack
+	for {
+		r, ok, err := q.ReadFor(0xB, true, ack)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		idx = append(idx, r.Index)
+		ack = ackOf(r)
+	}
+	if fmt.Sprint(idx) != "[0 1]" {
+		t.Fatalf("the next follower read fragments %v of the alert, want [0 1]", idx)
+	}
+	// The first follower comes back for the rest; then every follower has
+	// passed the whole message and it leaves the log.
+	if r, ok, _ := q.ReadFor(0xA, true, &oem.Ack{MsgID: 9, Index: 0}); !ok || r.Index != 1 {
+		t.Fatalf("first follower's next read: %v %v", r, ok)
+	}
+	if _, ok, _ := q.ReadFor(0xA, true, &oem.Ack{MsgID: 9, Index: 1}); ok {
+		t.Fatal("first follower: more after the whole alert")
+	}
+	if q.Len() != 0 {
+		t.Fatalf("the alert stayed after every follower passed it: len %d", q.Len())
+	}
+}
