@@ -98,31 +98,32 @@ func RunLab(ctx context.Context, args ...string) (string, error) {
 // Vmsctl runs the vmsctl binary as an operator would and returns its output
 // and exit code (-1 when it could not run).
 func Vmsctl(ctx context.Context, args ...string) (string, int) {
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "bin", "vmsctl"), append([]string{"--inventory", filepath.Join(labDir, "inventory.json")}, args...)...)
-	out, err := cmd.CombinedOutput()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		code = -1
-	}
-	return string(out), code
+	out, err := vmsctlCmd(ctx, args).CombinedOutput()
+	return string(out), exitCode(err)
 }
 
 // VmsctlStdout runs vmsctl like Vmsctl but returns its standard output
 // alone, for output that is parsed (JSON); its standard error (warnings
 // such as a BMC session reopened under load) goes to GinkgoWriter.
 func VmsctlStdout(ctx context.Context, args ...string) (string, int) {
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "bin", "vmsctl"), append([]string{"--inventory", filepath.Join(labDir, "inventory.json")}, args...)...)
+	cmd := vmsctlCmd(ctx, args)
 	cmd.Stderr = GinkgoWriter
 	out, err := cmd.Output()
-	code := 0
+	return string(out), exitCode(err)
+}
+
+func vmsctlCmd(ctx context.Context, args []string) *exec.Cmd {
+	return exec.CommandContext(ctx, filepath.Join(root, "bin", "vmsctl"), append([]string{"--inventory", filepath.Join(labDir, "inventory.json")}, args...)...)
+}
+
+// exitCode is a finished command's exit status, -1 when it did not run.
+func exitCode(err error) int {
 	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
+		return ee.ExitCode()
 	} else if err != nil {
-		code = -1
+		return -1
 	}
-	return string(out), code
+	return 0
 }
 
 // Ipmitool runs ipmitool against host's BMC with the lab's credentials.
