@@ -412,9 +412,8 @@ func (q *Queue) sweep(now time.Time) {
 	}
 }
 
-// trimAlerts removes the alert log messages every follower has
-// acknowledged, whole (every fragment of the message in the log and
-// passed). With no follower nothing is removed. Caller holds q.mu.
+// trimAlerts removes the alert log records every follower has
+// acknowledged. With no follower nothing is removed. Caller holds q.mu.
 func (q *Queue) trimAlerts() error {
 	var low uint64
 	first := true
@@ -429,20 +428,8 @@ func (q *Queue) trimAlerts() error {
 	if first {
 		return nil
 	}
-	// A message is trimmed whole: while some of its fragments are not in
-	// the log yet (the host writes them one by one), or not passed by every
-	// follower, its passed fragments stay. Otherwise a follower that read
-	// the first fragments and stopped at the empty read before the rest was
-	// written (a one-shot `vmsctl alerts`) would take them from every later
-	// follower, which would see the rest alone and never a whole alert.
-	passed := map[uint64]int{}
-	for _, e := range q.items {
-		if e.rec.Requester == 0 && e.seq <= low {
-			passed[e.rec.MsgID]++
-		}
-	}
 	for i := 0; i < len(q.items); {
-		if e := q.items[i]; e.rec.Requester == 0 && e.seq <= low && passed[e.rec.MsgID] >= max(1, int(e.rec.Count)) {
+		if e := q.items[i]; e.rec.Requester == 0 && e.seq <= low {
 			if err := q.removeAt(i); err != nil {
 				return err
 			}
