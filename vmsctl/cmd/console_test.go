@@ -4,16 +4,12 @@ import (
 	"context"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
 	"github.com/ooblab/ooblab/bmcsim/config"
-	"github.com/ooblab/ooblab/internal/fileio"
-	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/testutil"
 )
 
@@ -51,17 +47,7 @@ func TestHostConsole(t *testing.T) {
 	b := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true, Logger: testutil.Logger(t),
 		Users: []config.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}}})
 	r := newRig(t)
-	if err := os.WriteFile(filepath.Join(r.dir, "h1.pw"), []byte("op-secret-1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	inv, err := fileio.LoadInventory(r.inv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv.Hosts[0].BMC = inventory.BMC{Addr: b.LAN, User: "op", PasswordFile: "h1.pw"}
-	if err := fileio.SaveInventory(inv, r.inv); err != nil {
-		t.Fatal(err)
-	}
+	r.useBMC(t, b.LAN)
 	qemu, err := net.Dial("tcp", b.SerialAddr())
 	if err != nil {
 		t.Fatal(err)

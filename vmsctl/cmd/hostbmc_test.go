@@ -48,6 +48,14 @@ func bmcRig(t *testing.T) (*rig, *bmcsimtest.BMC, *power) {
 	pw := &power{on: true}
 	b.BMC.SetPowerDriver(pw)
 	r := newRig(t)
+	r.useBMC(t, b.LAN)
+	return r, b, pw
+}
+
+// useBMC points h1's inventory entry at the BMC on lan, as user op with
+// its password in a file beside the inventory.
+func (r *rig) useBMC(t *testing.T, lan string) {
+	t.Helper()
 	if err := os.WriteFile(filepath.Join(r.dir, "h1.pw"), []byte("op-secret-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -55,11 +63,10 @@ func bmcRig(t *testing.T) (*rig, *bmcsimtest.BMC, *power) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inv.Hosts[0].BMC = inventory.BMC{Addr: b.LAN, User: "op", PasswordFile: "h1.pw"}
+	inv.Hosts[0].BMC = inventory.BMC{Addr: lan, User: "op", PasswordFile: "h1.pw"}
 	if err := fileio.SaveInventory(inv, r.inv); err != nil {
 		t.Fatal(err)
 	}
-	return r, b, pw
 }
 
 var (
