@@ -116,7 +116,22 @@ type failoverRun struct {
 	err        string
 }
 
-func measureFailover(ctx context.Context, c *config) ([]failoverRun, error) {
+// errBudgetTooTight: before any unplug, the auto client with this budget
+// already left the VMM-I (its answers take longer than the budget on this
+// machine now), so there is no failover to time.
+var errBudgetTooTight = errors.New("auto client does not use VMM-I before the unplug")
+
+// measureFailover times table 3. A budget the VMM-I cannot meet even with
+// the link plugged is skipped with a note, not a failed section.
+func measureFailover(ctx context.Context, c *config) (runs []failoverRun, notes []string, err error) {
+	runs, err = measureFailoverRuns(ctx, c, func(b time.Duration, last error) {
+		notes = append(notes, fmt.Sprintf("failover budget %v not measured: with the VMM-I plugged the auto client "+
+			"did not answer over it within the budget in 20 tries (last: %v); load %s", b, last, loadavg()))
+	})
+	return runs, notes, err
+}
+
+func measureFailoverRuns(ctx context.Context, c *config, skipped func(time.Duration, error)) ([]failoverRun, error) {
 	var runs []failoverRun
 	// A VMM-I-only client tells when the link is back.
 	vc, err := newClient(c, client.Options{Via: client.ViaVMMI})
@@ -159,6 +174,10 @@ func measureFailover(ctx context.Context, c *config) ([]failoverRun, error) {
 	for _, b := range c.budgets {
 		for range c.reps {
 			f, err := failoverOnce(ctx, c, b, plug)
+			if errors.Is(err, errBudgetTooTight) {
+				skipped(b, errors.Unwrap(err))
+				break
+			}
 			if err != nil {
 				return runs, err
 			}
@@ -192,7 +211,7 @@ func failoverOnce(ctx context.Context, c *config, budget time.Duration, plug fun
 			break
 		}
 		if i == 20 {
-			return f, fmt.Errorf("auto client does not use VMM-I before the unplug (last: %v)", err)
+			return f, fmt.Errorf("%w: %w", errBudgetTooTight, err)
 		}
 	}
 	t0 := time.Now()
