@@ -392,17 +392,8 @@ func (l *lab) roundTrip(ctx context.Context, size int, d time.Duration, minN int
 	l.h.reply.Store(true)
 	defer l.h.reply.Store(false)
 	defer l.drainDeliveries(ctx)()
-	write := func(name, s string) string {
-		_ = os.WriteFile(filepath.Join(dir, name), []byte(s), 0o600)
-		return name
-	}
-	inv := &inventory.Inventory{Principal: "bench", Dir: dir, Hosts: []inventory.Host{{
-		Name: "h", HostID: l.key.HostID(), SecretFile: write("key", l.key.URI()+"\n"),
-		BMC: inventory.BMC{Addr: l.lanAdr, User: vmsUser, PasswordFile: write("pw", vmsPass+"\n"), CipherSuite: 17},
-	}}}
-	och := client.NewOOB(client.OOBOptions{}, nil)
+	och, tg := l.channel(dir)
 	defer och.Close()
-	tg := client.NewTarget(inv, inv.Hosts[0], nil)
 	// The metadata value is text; its CBOR encoding adds a few bytes.
 	blob := strings.Repeat("x", size)
 	s := &series{}
