@@ -372,6 +372,12 @@ type countingHV struct {
 
 var _ virt.Hypervisor = countingHV{}
 
+// change counts one state-changing call and makes it.
+func (x countingHV) change(ctx context.Context, method string, call func(context.Context, string) (virt.State, error), vm string) (virt.State, error) {
+	x.c.add(ctx, method)
+	return call(ctx, vm)
+}
+
 func (x countingHV) List(ctx context.Context) ([]virt.Domain, error) {
 	x.c.add(ctx, "List")
 	return x.h.List(ctx)
@@ -381,28 +387,22 @@ func (x countingHV) Status(ctx context.Context, vm string) (virt.Status, error) 
 	return x.h.Status(ctx, vm)
 }
 func (x countingHV) Start(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add(ctx, "Start")
-	return x.h.Start(ctx, vm)
+	return x.change(ctx, "Start", x.h.Start, vm)
 }
 func (x countingHV) Shutdown(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add(ctx, "Shutdown")
-	return x.h.Shutdown(ctx, vm)
+	return x.change(ctx, "Shutdown", x.h.Shutdown, vm)
 }
 func (x countingHV) Destroy(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add(ctx, "Destroy")
-	return x.h.Destroy(ctx, vm)
+	return x.change(ctx, "Destroy", x.h.Destroy, vm)
 }
 func (x countingHV) Reboot(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add(ctx, "Reboot")
-	return x.h.Reboot(ctx, vm)
+	return x.change(ctx, "Reboot", x.h.Reboot, vm)
 }
 func (x countingHV) Suspend(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add(ctx, "Suspend")
-	return x.h.Suspend(ctx, vm)
+	return x.change(ctx, "Suspend", x.h.Suspend, vm)
 }
 func (x countingHV) Resume(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add(ctx, "Resume")
-	return x.h.Resume(ctx, vm)
+	return x.change(ctx, "Resume", x.h.Resume, vm)
 }
 
 // peekHandler opens each envelope with its own opener (to learn the request
