@@ -119,3 +119,29 @@ func FuzzParseCA(f *testing.F) {
 		}
 	})
 }
+
+// TestNewCA: the CA's certificate carries the key usage asked for and the
+// name, its PEM reads back through ParseCA, and a CA that could not sign
+// certificates is refused.
+func TestNewCA(t *testing.T) {
+	for _, usage := range []x509.KeyUsage{x509.KeyUsageCertSign, x509.KeyUsageCertSign | x509.KeyUsageCRLSign} {
+		ca, err := NewCA("ooblab lab CA", time.Hour, usage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ca.Cert.KeyUsage != usage || ca.Cert.Subject.CommonName != "ooblab lab CA" || !ca.Cert.IsCA {
+			t.Fatalf("usage %v: CA certificate usage %v, name %q, CA %v", usage, ca.Cert.KeyUsage, ca.Cert.Subject.CommonName, ca.Cert.IsCA)
+		}
+		cpem, kpem, err := ca.PEM()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParseCA(cpem, kpem)
+		if err != nil || !back.Cert.Equal(ca.Cert) {
+			t.Fatalf("PEM round trip: %v", err)
+		}
+	}
+	if _, err := NewCA("no signer", time.Hour, x509.KeyUsageDigitalSignature); err == nil {
+		t.Fatal("CA without certificate signing accepted")
+	}
+}
