@@ -203,3 +203,20 @@ func Context(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// Serve runs serve in a goroutine for the rest of the test. At cleanup it
+// cancels serve's context, waits for serve to return and fails the test if
+// it returned an error ("what: err"). It returns serve's context.
+func Serve(t testing.TB, what string, serve func(context.Context) error) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	})
+	return ctx
+}
