@@ -368,15 +368,11 @@ func sealOpen(key *seal.Key, size int, d time.Duration) (time.Duration, error) {
 	return per[len(per)/2], nil
 }
 
-// roundTrip runs vmsctl/client's OOB-I Exchange with a request carrying
-// size bytes of metadata, for about d.
-func (l *lab) roundTrip(ctx context.Context, size int, d time.Duration, minN int, dir string) (*series, error) {
-	l.h.sealed.Store(true)
-	l.h.reply.Store(true)
-	defer l.h.reply.Store(false)
-	// The handler answers through Queue 2; deliveries are not reported.
-	drain, stopDrain := context.WithCancel(ctx)
-	defer stopDrain()
+// drainDeliveries discards the host's delivery reports until the returned
+// stop is called or ctx ends: the handler answers through Queue 2, and a
+// measurement that waits on the answer does not read l.h.got.
+func (l *lab) drainDeliveries(ctx context.Context) (stop func()) {
+	drain, stop := context.WithCancel(ctx)
 	go func() {
 		for {
 			select {
@@ -386,17 +382,18 @@ func (l *lab) roundTrip(ctx context.Context, size int, d time.Duration, minN int
 			}
 		}
 	}()
-	write := func(name, s string) string {
-		_ = os.WriteFile(filepath.Join(dir, name), []byte(s), 0o600)
-		return name
-	}
-	inv := &inventory.Inventory{Principal: "bench", Dir: dir, Hosts: []inventory.Host{{
-		Name: "h", HostID: l.key.HostID(), SecretFile: write("key", l.key.URI()+"\n"),
-		BMC: inventory.BMC{Addr: l.lanAdr, User: vmsUser, PasswordFile: write("pw", vmsPass+"\n"), CipherSuite: 17},
-	}}}
-	och := client.NewOOB(client.OOBOptions{}, nil)
+	return stop
+}
+
+// roundTrip runs vmsctl/client's OOB-I Exchange with a request carrying
+// size bytes of metadata, for about d.
+func (l *lab) roundTrip(ctx context.Context, size int, d time.Duration, minN int, dir string) (*series, error) {
+	l.h.sealed.Store(true)
+	l.h.reply.Store(true)
+	defer l.h.reply.Store(false)
+	defer l.drainDeliveries(ctx)()
+	och, tg := l.channel(dir)
 	defer och.Close()
-	tg := client.NewTarget(inv, inv.Hosts[0], nil)
 	// The metadata value is text; its CBOR encoding adds a few bytes.
 	blob := strings.Repeat("x", size)
 	s := &series{}
@@ -461,17 +458,7 @@ func (l *lab) rates(ctx context.Context, many, rounds int, d time.Duration, work
 	l.h.reply.Store(true)
 	l.h.work = work
 	defer func() { l.h.reply.Store(false); l.h.work = 0 }()
-	drain, stopDrain := context.WithCancel(ctx)
-	defer stopDrain()
-	go func() {
-		for {
-			select {
-			case <-l.h.got:
-			case <-drain.Done():
-				return
-			}
-		}
-	}()
+	defer l.drainDeliveries(ctx)()
 	och, tg := l.channel(dir)
 	defer och.Close()
 	if _, err := och.Exchange(ctx, tg, &vmsg.Request{ID: randU64(), Principal: "bench", Command: vmsg.CmdPing}); err != nil {

@@ -49,14 +49,8 @@ func TestProcessQueueNotifyAndPower(t *testing.T) {
 		State: t.TempDir(),
 		Users: []config.User{{Name: "admin", Password: "pw-0123456", Privilege: "administrator"}},
 	}}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, f, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+	ctx := testutil.Serve(t, "Run", func(ctx context.Context) error {
+		return Run(ctx, f, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	})
 
 	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)

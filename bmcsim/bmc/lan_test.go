@@ -48,15 +48,7 @@ func startLAN(t *testing.T, cfg config.Config) *lanBMC {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.ServeLAN(ctx, conn) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeLAN: %v", err)
-		}
-	})
+	testutil.Serve(t, "ServeLAN", func(ctx context.Context) error { return b.ServeLAN(ctx, conn) })
 	port := conn.LocalAddr().(*net.UDPAddr).Port
 	return &lanBMC{BMC: b, port: port, logs: logs}
 }

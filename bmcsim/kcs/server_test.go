@@ -27,15 +27,7 @@ func startServer(t *testing.T, opts ...Option) (*Server, string) {
 		t.Fatal(err)
 	}
 	s := New(newBMC(), nil, testutil.Logger(t), opts...)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	testutil.Serve(t, "Serve", func(ctx context.Context) error { return s.Serve(ctx, ln) })
 	return s, ln.Addr().String()
 }
 

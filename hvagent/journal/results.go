@@ -14,18 +14,7 @@ type Result struct {
 func (j *Journal) Results() []Result {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	cut := j.opt.Now().Add(-j.opt.TTL)
-	seen := make(map[uint64]bool, len(j.entries))
-	var out []Result
-	for _, id := range j.order {
-		e, ok := j.entries[id]
-		if !ok || seen[id] || e.kind != kindResult || e.at.Before(cut) {
-			continue
-		}
-		seen[id] = true
-		out = append(out, Result{ID: id, At: e.at, Data: append([]byte(nil), e.data...)})
-	}
-	return out
+	return j.collect(func(_ uint64, e *entry) bool { return e.kind == kindResult })
 }
 
 // Interrupted returns the ids begun before this journal was opened and
@@ -34,12 +23,22 @@ func (j *Journal) Results() []Result {
 func (j *Journal) Interrupted() []Result {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	return j.collect(func(id uint64, e *entry) bool {
+		_, busy := j.inflight[id]
+		return e.kind == kindBegun && !busy
+	})
+}
+
+// collect walks the entries in first-record order and returns a copy of
+// each one still within the TTL that keep accepts, once per id. The caller
+// holds j.mu.
+func (j *Journal) collect(keep func(id uint64, e *entry) bool) []Result {
 	cut := j.opt.Now().Add(-j.opt.TTL)
 	seen := make(map[uint64]bool, len(j.entries))
 	var out []Result
 	for _, id := range j.order {
 		e, ok := j.entries[id]
-		if _, busy := j.inflight[id]; !ok || busy || seen[id] || e.kind != kindBegun || e.at.Before(cut) {
+		if !ok || seen[id] || e.at.Before(cut) || !keep(id, e) {
 			continue
 		}
 		seen[id] = true

@@ -50,7 +50,7 @@ func GenerateCert(dir string, hosts []string) (CertFiles, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return CertFiles{}, err
 	}
-	ca, err := pki.NewCA("ooblab lab CA", 10*365*24*time.Hour)
+	ca, err := pki.NewCA("ooblab lab CA", 10*365*24*time.Hour, x509.KeyUsageCertSign|x509.KeyUsageCRLSign)
 	if err != nil {
 		return CertFiles{}, err
 	}

@@ -26,7 +26,8 @@ func ReadSecret(path string) ([]byte, error) {
 
 // WriteFile replaces path with b atomically: a temporary file beside it
 // gets mode (also when path existed with a looser one), b and an fsync,
-// then is renamed over path. A crash leaves the old file or the new one.
+// then is renamed over path, and the folder is fsynced so the rename
+// lasts. A crash leaves the old file or the new one.
 func WriteFile(path string, b []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
@@ -48,7 +49,15 @@ func WriteFile(path string, b []byte, mode os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // LoadInventory reads an inventory file.

@@ -31,8 +31,13 @@ type CA struct {
 }
 
 // NewCA makes a self-signed CA named name (ECDSA P-256), valid for
-// validity, that signs certificates only (no intermediate CAs).
-func NewCA(name string, validity time.Duration) (*CA, error) {
+// validity, that signs end-entity certificates only (no intermediate CAs).
+// usage is its certificate's key usage; it must include
+// x509.KeyUsageCertSign.
+func NewCA(name string, validity time.Duration, usage x509.KeyUsage) (*CA, error) {
+	if usage&x509.KeyUsageCertSign == 0 {
+		return nil, errors.New("pki: a CA's key usage must include certificate signing")
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
@@ -47,7 +52,7 @@ func NewCA(name string, validity time.Duration) (*CA, error) {
 		Subject:               pkix.Name{Organization: []string{"ooblab"}, CommonName: name},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(validity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		KeyUsage:              usage,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,

@@ -3,33 +3,27 @@ package pki
 import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
-	"math/big"
 	"testing"
 	"time"
 )
 
+// newCA is a CA read back through ParseCA from a key in keyType's format.
 func newCA(t testing.TB, keyType string) *CA {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	made, err := NewCA("test CA", time.Hour, x509.KeyUsageCertSign)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var kb []byte
 	if keyType == "EC PRIVATE KEY" {
-		kb, _ = x509.MarshalECPrivateKey(key)
+		kb, _ = x509.MarshalECPrivateKey(made.Key.(*ecdsa.PrivateKey))
 	} else {
-		kb, _ = x509.MarshalPKCS8PrivateKey(key)
+		kb, _ = x509.MarshalPKCS8PrivateKey(made.Key)
 	}
-	ca, err := ParseCA(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: keyType, Bytes: kb}))
+	ca, err := ParseCA(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: made.Cert.Raw}), pem.EncodeToMemory(&pem.Block{Type: keyType, Bytes: kb}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,4 +112,30 @@ func FuzzParseCA(f *testing.F) {
 			t.Fatal("CA without certificate, key or CA flag")
 		}
 	})
+}
+
+// TestNewCA: the CA's certificate carries the key usage asked for and the
+// name, its PEM reads back through ParseCA, and a CA that could not sign
+// certificates is refused.
+func TestNewCA(t *testing.T) {
+	for _, usage := range []x509.KeyUsage{x509.KeyUsageCertSign, x509.KeyUsageCertSign | x509.KeyUsageCRLSign} {
+		ca, err := NewCA("ooblab lab CA", time.Hour, usage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ca.Cert.KeyUsage != usage || ca.Cert.Subject.CommonName != "ooblab lab CA" || !ca.Cert.IsCA {
+			t.Fatalf("usage %v: CA certificate usage %v, name %q, CA %v", usage, ca.Cert.KeyUsage, ca.Cert.Subject.CommonName, ca.Cert.IsCA)
+		}
+		cpem, kpem, err := ca.PEM()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParseCA(cpem, kpem)
+		if err != nil || !back.Cert.Equal(ca.Cert) {
+			t.Fatalf("PEM round trip: %v", err)
+		}
+	}
+	if _, err := NewCA("no signer", time.Hour, x509.KeyUsageDigitalSignature); err == nil {
+		t.Fatal("CA without certificate signing accepted")
+	}
 }

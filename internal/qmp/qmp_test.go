@@ -45,19 +45,13 @@ func dial(t *testing.T, sock string) *Monitor {
 	return m
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestCommands(t *testing.T) {
 	_, sock := startQEMU(t)
 	m := dial(t, sock)
 	if m.Version() == "" || m.Version() == "0.0.0" {
 		t.Errorf("version = %q", m.Version())
 	}
-	st, err := m.QueryStatus(ctxT(t, 5*time.Second))
+	st, err := m.QueryStatus(testutil.Context(t, 5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,17 +60,17 @@ func TestCommands(t *testing.T) {
 		t.Errorf("empty status")
 	}
 	for _, up := range []bool{false, true} {
-		if err := m.SetLink(ctxT(t, 5*time.Second), "vmmi", up); err != nil {
+		if err := m.SetLink(testutil.Context(t, 5*time.Second), "vmmi", up); err != nil {
 			t.Fatalf("set_link vmmi %v: %v", up, err)
 		}
 	}
-	err = m.SetLink(ctxT(t, 5*time.Second), "nosuch", false)
+	err = m.SetLink(testutil.Context(t, 5*time.Second), "nosuch", false)
 	var ce *CommandError
 	if !errors.As(err, &ce) || ce.Command != "set_link" {
 		t.Fatalf("set_link nosuch: err = %v, want CommandError", err)
 	}
 	// The monitor stays usable after a command error.
-	if _, err := m.QueryStatus(ctxT(t, 5*time.Second)); err != nil {
+	if _, err := m.QueryStatus(testutil.Context(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -84,12 +78,12 @@ func TestCommands(t *testing.T) {
 func TestAnswerTooLarge(t *testing.T) {
 	_, sock := startQEMU(t)
 	m := dial(t, sock)
-	_, err := m.Run(ctxT(t, 10*time.Second), []byte(`{"execute":"query-qmp-schema"}`))
+	_, err := m.Run(testutil.Context(t, 10*time.Second), []byte(`{"execute":"query-qmp-schema"}`))
 	if !errors.Is(err, ErrAnswerTooLarge) {
 		t.Fatalf("query-qmp-schema: err = %v, want ErrAnswerTooLarge", err)
 	}
 	// The next command reconnects and works.
-	if _, err := m.QueryStatus(ctxT(t, 10*time.Second)); err != nil {
+	if _, err := m.QueryStatus(testutil.Context(t, 10*time.Second)); err != nil {
 		t.Fatalf("after oversized answer: %v", err)
 	}
 }
@@ -101,7 +95,7 @@ func TestDeadlineWhenQEMUHangs(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, err := m.QueryStatus(ctxT(t, 300*time.Millisecond))
+	_, err := m.QueryStatus(testutil.Context(t, 300*time.Millisecond))
 	took := time.Since(start)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("stopped QEMU: err = %v, want DeadlineExceeded", err)
@@ -111,7 +105,7 @@ func TestDeadlineWhenQEMUHangs(t *testing.T) {
 	}
 	// Reconnecting to a stopped QEMU also honours the deadline.
 	start = time.Now()
-	if _, err := m.QueryStatus(ctxT(t, 300*time.Millisecond)); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := m.QueryStatus(testutil.Context(t, 300*time.Millisecond)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("reconnect to stopped QEMU: err = %v", err)
 	}
 	if took := time.Since(start); took > 5*time.Second {
@@ -120,7 +114,7 @@ func TestDeadlineWhenQEMUHangs(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	st, err := m.QueryStatus(ctxT(t, 10*time.Second))
+	st, err := m.QueryStatus(testutil.Context(t, 10*time.Second))
 	if err != nil {
 		t.Fatalf("after SIGCONT: %v", err)
 	}
@@ -130,7 +124,7 @@ func TestDeadlineWhenQEMUHangs(t *testing.T) {
 func TestQuit(t *testing.T) {
 	cmd, sock := startQEMU(t)
 	m := dial(t, sock)
-	if err := m.Quit(ctxT(t, 5*time.Second)); err != nil {
+	if err := m.Quit(testutil.Context(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -140,7 +134,7 @@ func TestQuit(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("QEMU still running 10s after quit")
 	}
-	if _, err := m.QueryStatus(ctxT(t, 500*time.Millisecond)); err == nil {
+	if _, err := m.QueryStatus(testutil.Context(t, 500*time.Millisecond)); err == nil {
 		t.Fatal("query-status after quit succeeded")
 	}
 }
@@ -148,7 +142,7 @@ func TestQuit(t *testing.T) {
 func TestDialWaitsForSocket(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "none.sock")
 	start := time.Now()
-	_, err := Dial(ctxT(t, 200*time.Millisecond), "unix", sock, nil)
+	_, err := Dial(testutil.Context(t, 200*time.Millisecond), "unix", sock, nil)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want DeadlineExceeded", err)
 	}

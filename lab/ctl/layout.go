@@ -31,6 +31,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/ooblab/ooblab/internal/fileio"
 )
 
 // Dir returns the lab state folder.
@@ -107,11 +109,7 @@ func saveState(dir string, st *State) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, "lab.json.tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, "lab.json"))
+	return fileio.WriteFile(filepath.Join(dir, "lab.json"), append(b, '\n'), 0o600)
 }
 
 func (st *State) host(name string) (*HostState, error) {

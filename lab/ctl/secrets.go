@@ -6,11 +6,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"time"
@@ -52,67 +50,44 @@ func enrollKey(id string) func() ([]byte, error) {
 	}
 }
 
-// labCA returns the lab CA (creating it once) for signing hvagent certs.
-func labCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+// labCA returns the lab CA (creating it once) for signing hvagent certs:
+// tls/ca.pem (0644) and tls/ca.key (0600), issued by internal/pki.
+func labCA(dir string) (*pki.CA, error) {
 	certPath, keyPath := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
-	if cb, err := os.ReadFile(certPath); err == nil {
-		kb, err := os.ReadFile(keyPath)
+	if _, err := os.Stat(certPath); err == nil {
+		ca, err := pki.LoadCA(certPath, keyPath)
 		if err != nil {
-			return nil, nil, err
+			return nil, fmt.Errorf("lab CA in %s is damaged; remove the folder: %w", dir, err)
 		}
-		cblk, _ := pem.Decode(cb)
-		kblk, _ := pem.Decode(kb)
-		if cblk == nil || kblk == nil {
-			return nil, nil, fmt.Errorf("lab CA in %s is damaged; remove the folder", dir)
-		}
-		cert, err := x509.ParseCertificate(cblk.Bytes)
-		if err != nil {
-			return nil, nil, err
-		}
-		key, err := x509.ParseECPrivateKey(kblk.Bytes)
-		return cert, key, err
+		return ca, nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := pki.NewCA("ooblab lab CA", 5*365*24*time.Hour, x509.KeyUsageCertSign)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "ooblab lab CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(5 * 365 * 24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	certPEM, keyPEM, err := ca.PEM()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, err
+	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+		return nil, err
 	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		return nil, nil, err
+	if err := os.WriteFile(certPath, certPEM, 0o644); err != nil {
+		return nil, err
 	}
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return nil, nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	return cert, key, err
+	return ca, nil
 }
 
 // serverCert issues hvagent's certificate for host name: it names that
 // host only (internal/pki), so one host's certificate does not pass for
 // another's. vmsctl dials 127.0.0.1 (the VMM-I port forward) and checks the
 // name from the inventory's vmmi.server_name.
-func serverCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string) (certPEM, keyPEM []byte, err error) {
+func serverCert(ca *pki.CA, name string) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
-	certPEM, err = (&pki.CA{Cert: ca, Key: caKey}).ServerCert(name, &key.PublicKey)
+	certPEM, err = ca.ServerCert(name, &key.PublicKey)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -131,7 +106,7 @@ var labPrincipals = []string{"vms", "intern"}
 // (principals/NAME.key, 0600) and issues its VMM-I client certificate from
 // the lab CA (principals/NAME.pem) on every up. It returns the inventory
 // credentials and each principal's public key line for the policy.
-func principalCreds(dir string, ca *x509.Certificate, caKey *ecdsa.PrivateKey) ([]inventory.Credential, map[string]string, error) {
+func principalCreds(dir string, ca *pki.CA) ([]inventory.Credential, map[string]string, error) {
 	pdir := filepath.Join(dir, "principals")
 	if err := os.MkdirAll(pdir, 0o700); err != nil {
 		return nil, nil, err
@@ -153,7 +128,7 @@ func principalCreds(dir string, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (
 		if err != nil {
 			return nil, nil, err
 		}
-		cert, err := (&pki.CA{Cert: ca, Key: caKey}).ClientCert(name, k.Public())
+		cert, err := ca.ClientCert(name, k.Public())
 		if err != nil {
 			return nil, nil, err
 		}

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
@@ -16,11 +17,32 @@ import (
 // certificates and policy fit together as hvagent and vmsctl check them.
 func TestLabSecrets(t *testing.T) {
 	dir := t.TempDir()
-	ca, caKey, err := labCA(dir)
+	ca, err := labCA(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, pubs, err := principalCreds(dir, ca, caKey)
+	if ca.Cert.Subject.CommonName != "ooblab lab CA" || ca.Cert.KeyUsage != x509.KeyUsageCertSign {
+		t.Fatalf("lab CA %q, key usage %v", ca.Cert.Subject.CommonName, ca.Cert.KeyUsage)
+	}
+	for name, mode := range map[string]os.FileMode{"ca.pem": 0o644, "ca.key": 0o600} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != mode {
+			t.Fatalf("%s: %v %v, want mode %v", name, fi, err, mode)
+		}
+	}
+	// A second up loads the same CA, also from a lab made before the CA
+	// key was written as PKCS #8 (SEC 1 "EC PRIVATE KEY").
+	if again, err := labCA(dir); err != nil || !again.Cert.Equal(ca.Cert) {
+		t.Fatalf("lab CA not kept across ups: %v", err)
+	}
+	sec1, err := x509.MarshalECPrivateKey(ca.Key.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "ca.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}), 0o600)
+	if again, err := labCA(dir); err != nil || !again.Cert.Equal(ca.Cert) {
+		t.Fatalf("lab CA with a SEC 1 key: %v", err)
+	}
+	creds, pubs, err := principalCreds(dir, ca)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +52,7 @@ func TestLabSecrets(t *testing.T) {
 		t.Fatalf("lab policy: %v", err)
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(ca)
+	roots.AddCert(ca.Cert)
 	for _, c := range creds {
 		k, err := ident.LoadPrivateKey(filepath.Join(dir, c.KeyFile))
 		if err != nil {
@@ -53,12 +75,12 @@ func TestLabSecrets(t *testing.T) {
 		}
 	}
 	// A second up keeps the keys.
-	_, pubs2, err := principalCreds(dir, ca, caKey)
+	_, pubs2, err := principalCreds(dir, ca)
 	if err != nil || pubs2["vms"] != pubs["vms"] {
 		t.Fatalf("keys changed across ups: %v", err)
 	}
 	// Host certificates name their host only.
-	h1, _, err := serverCert(ca, caKey, "h1")
+	h1, _, err := serverCert(ca, "h1")
 	if err != nil {
 		t.Fatal(err)
 	}

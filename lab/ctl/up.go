@@ -2,8 +2,6 @@ package ctl
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/pki"
 	"github.com/ooblab/ooblab/lab/image"
 	"github.com/ooblab/ooblab/lab/qemu"
 )
@@ -130,10 +129,9 @@ type upRun struct {
 	st  *State
 	clk *stageClock
 
-	ca       *x509.Certificate // the lab CA, signing hvagent's and the VMS's certificates
-	caKey    *ecdsa.PrivateKey
-	policy   string // every host's authorization list
-	bmcConf  string // bmcsim.toml
+	ca       *pki.CA // the lab CA, signing hvagent's and the VMS's certificates
+	policy   string  // every host's authorization list
+	bmcConf  string  // bmcsim.toml
 	art      image.Artifacts
 	machines []*qemu.Machine
 }
@@ -143,12 +141,12 @@ func (u *upRun) writeConfig(ctx context.Context) error {
 	if err := writeSecretOnce(filepath.Join(u.o.Dir, "operator.key"), enrollKey("ops")); err != nil {
 		return fmt.Errorf("operator key: %w", err)
 	}
-	ca, caKey, err := labCA(filepath.Join(u.o.Dir, "tls"))
+	ca, err := labCA(filepath.Join(u.o.Dir, "tls"))
 	if err != nil {
 		return fmt.Errorf("lab CA: %w", err)
 	}
-	u.ca, u.caKey = ca, caKey
-	creds, pubs, err := principalCreds(u.o.Dir, ca, caKey)
+	u.ca = ca
+	creds, pubs, err := principalCreds(u.o.Dir, ca)
 	if err != nil {
 		return fmt.Errorf("principal keys: %w", err)
 	}
@@ -288,7 +286,7 @@ func (u *upRun) startGuests(ctx context.Context) error {
 	for i := range u.st.Hosts {
 		h := &u.st.Hosts[i]
 		hdir := filepath.Join(u.o.Dir, h.Name)
-		certPEM, keyPEM, err := serverCert(u.ca, u.caKey, h.Name)
+		certPEM, keyPEM, err := serverCert(u.ca, h.Name)
 		if err != nil {
 			return err
 		}

@@ -50,6 +50,21 @@ func KVMUsable(ctx context.Context, kernel string, log *slog.Logger) bool {
 	return ok
 }
 
+// hostKernel is the build host's readable /boot/vmlinuz-* that sorts last
+// (the newest, by name), or "" if there is none (Debian makes them
+// root-only).
+func hostKernel() string {
+	m, _ := filepath.Glob("/boot/vmlinuz-*")
+	sort.Sort(sort.Reverse(sort.StringSlice(m)))
+	for _, k := range m {
+		if f, err := os.Open(k); err == nil {
+			f.Close()
+			return k
+		}
+	}
+	return ""
+}
+
 // ProbeKVM boots kernel with no root disk under -accel kvm and waits for
 // its "VFS: Unable to mount root" panic on the serial port: that proves
 // vCPUs run a Linux kernel through its whole init (timers, SMP). /dev/kvm
@@ -63,16 +78,7 @@ func ProbeKVM(ctx context.Context, kernel string) (bool, string) {
 	}
 	f.Close()
 	if kernel == "" {
-		m, _ := filepath.Glob("/boot/vmlinuz-*")
-		sort.Sort(sort.Reverse(sort.StringSlice(m)))
-		for _, k := range m {
-			if f, err := os.Open(k); err == nil {
-				f.Close()
-				kernel = k
-				break
-			}
-		}
-		if kernel == "" {
+		if kernel = hostKernel(); kernel == "" {
 			return false, "no readable /boot/vmlinuz-* to probe KVM with"
 		}
 	}

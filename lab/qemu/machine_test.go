@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -19,16 +18,7 @@ import (
 func kernelOnly(t *testing.T) Config {
 	t.Helper()
 	testutil.Integration(t, "qemu-system-x86_64", "qemu-img")
-	m, _ := filepath.Glob("/boot/vmlinuz-*")
-	sort.Sort(sort.Reverse(sort.StringSlice(m)))
-	kernel := ""
-	for _, k := range m {
-		if f, err := os.Open(k); err == nil {
-			f.Close()
-			kernel = k
-			break
-		}
-	}
+	kernel := hostKernel()
 	if kernel == "" {
 		t.Skip("no readable /boot/vmlinuz-* (install linux-image-amd64; Debian makes it root-only)")
 	}

@@ -83,6 +83,17 @@ func Via(ctx context.Context, via, host string, cmd vmsg.Command, vm string) fun
 	}
 }
 
+// AlertsJSON returns a getter of host's alert log as `vmsctl alerts -o
+// json` prints it, for
+// Eventually(AlertsJSON(ctx, host)).Should(ContainSubstring("intern")).
+func AlertsJSON(ctx context.Context, host string) func(Gomega) string {
+	return func(g Gomega) string {
+		out, code := Vmsctl(ctx, "alerts", host, "-o", "json")
+		g.Expect(code).To(Equal(0), out)
+		return out
+	}
+}
+
 // BeInState matches a VM state word ("running", "shut off", "paused").
 func BeInState(s string) types.GomegaMatcher { return Equal(s) }
 

@@ -372,6 +372,12 @@ type countingHV struct {
 
 var _ virt.Hypervisor = countingHV{}
 
+// change counts one state-changing call and makes it.
+func (x countingHV) change(ctx context.Context, method string, call func(context.Context, string) (virt.State, error), vm string) (virt.State, error) {
+	x.c.add(ctx, method)
+	return call(ctx, vm)
+}
+
 func (x countingHV) List(ctx context.Context) ([]virt.Domain, error) {
 	x.c.add(ctx, "List")
 	return x.h.List(ctx)
@@ -381,28 +387,22 @@ func (x countingHV) Status(ctx context.Context, vm string) (virt.Status, error) 
 	return x.h.Status(ctx, vm)
 }
 func (x countingHV) Start(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add(ctx, "Start")
-	return x.h.Start(ctx, vm)
+	return x.change(ctx, "Start", x.h.Start, vm)
 }
 func (x countingHV) Shutdown(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add(ctx, "Shutdown")
-	return x.h.Shutdown(ctx, vm)
+	return x.change(ctx, "Shutdown", x.h.Shutdown, vm)
 }
 func (x countingHV) Destroy(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add(ctx, "Destroy")
-	return x.h.Destroy(ctx, vm)
+	return x.change(ctx, "Destroy", x.h.Destroy, vm)
 }
 func (x countingHV) Reboot(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add(ctx, "Reboot")
-	return x.h.Reboot(ctx, vm)
+	return x.change(ctx, "Reboot", x.h.Reboot, vm)
 }
 func (x countingHV) Suspend(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add(ctx, "Suspend")
-	return x.h.Suspend(ctx, vm)
+	return x.change(ctx, "Suspend", x.h.Suspend, vm)
 }
 func (x countingHV) Resume(ctx context.Context, vm string) (virt.State, error) {
-	x.c.add(ctx, "Resume")
-	return x.h.Resume(ctx, vm)
+	return x.change(ctx, "Resume", x.h.Resume, vm)
 }
 
 // peekHandler opens each envelope with its own opener (to learn the request
@@ -943,32 +943,14 @@ vms = ["*"]
 
 	// Every request id ran exactly once on the hypervisor.
 	cs.mu.Lock()
-	var executions, dupRuns, missing, nbad int
-	var bad []string
+	var first runTally
 	for i, id := range ids {
-		want := plan[i%len(plan)].calls
-		got := cs.byID[id]
-		switch {
-		case len(got) == 0:
-			missing++
-		case slices.Equal(got, want):
-			executions++
-		case len(got)%len(want) == 0 && slices.Equal(got[:len(want)], want):
-			executions++
-			dupRuns += len(got)/len(want) - 1
-		}
-		if !slices.Equal(got, want) {
-			nbad++
-		}
-		if !slices.Equal(got, want) && len(bad) < 5 {
-			bad = append(bad, fmt.Sprintf("request %d (%v): hypervisor calls %v, want %v", i, plan[i%len(plan)].cmd, got, want))
-		}
+		first.add(cs.byID[id], plan[i%len(plan)].calls, fmt.Sprintf("request %d (%v)", i, plan[i%len(plan)].cmd))
 	}
 	// The second VMS's requests: each read ran once, each refused destroy
 	// never.
-	var exec2, dup2, missing2 int
+	var second runTally
 	for i, id := range ids2 {
-		got := cs.byID[id]
 		var want []string
 		switch {
 		case i%5 == 4:
@@ -977,19 +959,9 @@ vms = ["*"]
 		default:
 			want = []string{"Status"}
 		}
-		switch {
-		case slices.Equal(got, want):
-			exec2++
-		case len(want) > 0 && len(got) == 0:
-			missing2++
-		case len(want) > 0 && len(got)%len(want) == 0:
-			dup2 += len(got)/len(want) - 1
-		default:
-			if len(bad) < 5 {
-				bad = append(bad, fmt.Sprintf("second VMS request %d: hypervisor calls %v, want %v", i, got, want))
-			}
-		}
+		second.add(cs.byID[id], want, fmt.Sprintf("second VMS request %d", i))
 	}
+	bad := slices.Concat(first.bad, second.bad)
 	stray := len(cs.byID[0])
 	var arrivals, suppressed, maxArr int
 	for _, id := range ids {
@@ -1026,7 +998,7 @@ vms = ["*"]
 		px.up.fwd.Load(), px.up.dropped.Load(), px.down.fwd.Load(), px.down.dropped.Load())
 	report("bmcsim: %d SIGKILL+restarts from --state (down %v)", restarts.Load(), dts)
 	report("hypervisor: %d of %d request ids executed, %d duplicate executions, %d never executed, %d with unexpected calls",
-		executions, n, dupRuns, missing, nbad)
+		first.ran, n, first.extra, first.never, first.off)
 	report("agent: %d envelopes for %d request ids (max %d per id), %d duplicates answered from the journal, %d envelopes re-read after a restart (refused as replays), %d other, %d alerts",
 		arrivals, n, maxArr, suppressed, replays, other, len(alerts.Alerts()))
 	report("client OOB-I (%d VMS instances): %+v; host loop: %+v; queues at end: q1 %d, q2 %d", len(stats), cst, lst, q1d, q2d)
@@ -1038,9 +1010,9 @@ vms = ["*"]
 	}
 	report("several readers: second VMS %d of %d answered (%d ran once, %d ran twice, %d never ran, %d refused as expected); "+
 		"follower saw %d of %d alerts (%d lost); answers delivered to the wrong VMS: %d",
-		side2Ans.Load(), n2, exec2, dup2, missing2, len(denied), len(seenAlerts), len(denied), lostAlerts, cst.Foreign)
-	if int(side2Ans.Load()) != n2 || dup2 != 0 || missing2 != 0 || exec2 != n2 {
-		t.Errorf("second VMS: answered %d, ran once %d, twice %d, never %d (want %d, %d, 0, 0)", side2Ans.Load(), exec2, dup2, missing2, n2, n2)
+		side2Ans.Load(), n2, second.once, second.extra, second.never, len(denied), len(seenAlerts), len(denied), lostAlerts, cst.Foreign)
+	if int(side2Ans.Load()) != n2 || second.extra != 0 || second.never != 0 || second.once != n2 {
+		t.Errorf("second VMS: answered %d, ran once %d, twice %d, never %d (want %d, %d, 0, 0)", side2Ans.Load(), second.once, second.extra, second.never, n2, n2)
 	}
 	if lostAlerts != 0 {
 		t.Errorf("the follower missed %d of %d alerts", lostAlerts, len(denied))
@@ -1055,8 +1027,8 @@ vms = ["*"]
 	if len(bad) > 0 {
 		t.Errorf("hypervisor runs per request id differ:\n%s", strings.Join(bad, "\n"))
 	}
-	if missing != 0 || dupRuns != 0 || executions != n {
-		t.Errorf("executions %d, duplicate runs %d, missing %d (want %d, 0, 0)", executions, dupRuns, missing, n)
+	if first.never != 0 || first.extra != 0 || first.ran != n {
+		t.Errorf("executions %d, duplicate runs %d, missing %d (want %d, 0, 0)", first.ran, first.extra, first.never, n)
 	}
 	if stray != 0 {
 		t.Errorf("%d hypervisor calls outside any request", stray)
@@ -1080,6 +1052,37 @@ vms = ["*"]
 		if !strings.HasPrefix(a.Reason, agent.ReasonReplay) {
 			t.Errorf("unexpected alert: %+v", a)
 		}
+	}
+}
+
+// runTally counts, over the request ids of one VMS, how each id's
+// hypervisor calls compare with the calls one run makes (want).
+type runTally struct {
+	once  int      // ids whose calls are want, exactly
+	ran   int      // ids that ran whole: once, or k times (k·len(want) calls, want first)
+	extra int      // the k-1 runs beyond the first, summed
+	never int      // ids that should have run and made no call
+	off   int      // ids whose calls are not want
+	bad   []string // the first five that are not want, for the error
+}
+
+// add counts one request id; what names it in bad.
+func (r *runTally) add(got, want []string, what string) {
+	if slices.Equal(got, want) {
+		r.once++
+		r.ran++
+		return
+	}
+	r.off++
+	switch {
+	case len(want) > 0 && len(got) == 0:
+		r.never++
+	case len(want) > 0 && len(got)%len(want) == 0 && slices.Equal(got[:len(want)], want):
+		r.ran++
+		r.extra += len(got)/len(want) - 1
+	}
+	if len(r.bad) < 5 {
+		r.bad = append(r.bad, fmt.Sprintf("%s: hypervisor calls %v, want %v", what, got, want))
 	}
 }
 

@@ -54,10 +54,6 @@ var _ = Describe("Security", Lab, Security, Serial, Ordered, func() {
 		Expect(code).NotTo(Equal(0), out)
 		Expect(out).To(ContainSubstring("already used"))
 		Expect(VM(ctx, client.ViaVMMI, host, "db1")()).To(BeInState("running"))
-		Eventually(func(g Gomega) string {
-			out, code := Vmsctl(ctx, "alerts", host, "-o", "json")
-			g.Expect(code).To(Equal(0), out)
-			return out
-		}).WithTimeout(30 * time.Second).Should(ContainSubstring("already used"))
+		Eventually(AlertsJSON(ctx, host)).WithTimeout(30 * time.Second).Should(ContainSubstring("already used"))
 	}, SpecTimeout(4*time.Minute))
 })

@@ -90,11 +90,7 @@ var _ = Describe("VM commands", Lab, Ordered, func() {
 		Expect(VM(ctx, client.ViaVMMI, host, "web1")()).To(BeInState("running"))
 		Eventually(func() (string, error) { return Ipmitool(ctx, host, "sel", "list") }).WithTimeout(30 * time.Second).
 			Should(ContainSubstring("OEM"))
-		Eventually(func(g Gomega) string {
-			out, code := Vmsctl(ctx, "alerts", host, "-o", "json")
-			g.Expect(code).To(Equal(0), out)
-			return out
-		}).WithTimeout(30 * time.Second).Should(ContainSubstring("intern"))
+		Eventually(AlertsJSON(ctx, host)).WithTimeout(30 * time.Second).Should(ContainSubstring("intern"))
 	}, SpecTimeout(4*time.Minute))
 })
 

@@ -217,14 +217,22 @@ func (ob *oobBench) host(ctx context.Context, t *testing.T) {
 	}
 }
 
-func TestOOBRoundTripThroughBMCSim(t *testing.T) {
-	ob := newOOBBench(t, bmcsimtest.Options{})
-	oob := client.NewOOB(client.OOBOptions{}, nil)
+// oobClient is a client of the bench's inventory over an OOB-I channel of
+// its own (opts), closed when the test ends.
+func (ob *oobBench) oobClient(t *testing.T, opts client.OOBOptions) (*client.Client, *client.OOB) {
+	t.Helper()
+	oob := client.NewOOB(opts, nil)
 	c, err := client.New(ob.inv, client.Options{Via: "oob", OOB: oob})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c, oob
+}
+
+func TestOOBRoundTripThroughBMCSim(t *testing.T) {
+	ob := newOOBBench(t, bmcsimtest.Options{})
+	c, oob := ob.oobClient(t, client.OOBOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -277,12 +285,7 @@ func TestOOBRetriesLostPackets(t *testing.T) {
 		return n%5 == 0
 	})
 	ob.inv.Hosts[0].BMC.Addr = p.addr()
-	oob := client.NewOOB(client.OOBOptions{UDPTimeout: 50 * time.Millisecond, UDPRetries: 1}, nil)
-	c, err := client.New(ob.inv, client.Options{Via: "oob", OOB: oob})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, oob := ob.oobClient(t, client.OOBOptions{UDPTimeout: 50 * time.Millisecond, UDPRetries: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := c.Do(ctx, "h1", vmsg.CmdPing, ""); err != nil {
@@ -326,12 +329,7 @@ func TestOOBWrongPasswordIsUnauthorized(t *testing.T) {
 // and each answer reaches the request that asked, never another.
 func TestOOBConcurrentRequests(t *testing.T) {
 	ob := newOOBBench(t, bmcsimtest.Options{})
-	oob := client.NewOOB(client.OOBOptions{Window: 4}, nil)
-	c, err := client.New(ob.inv, client.Options{Via: "oob", OOB: oob})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, oob := ob.oobClient(t, client.OOBOptions{Window: 4})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const workers, each = 8, 10

@@ -29,12 +29,7 @@ func TestOOBSeveralReaders(t *testing.T) {
 	// writes, a data race when sessions are set up concurrently (not this
 	// test's subject).
 	newClient := func() (*client.Client, *client.OOB) {
-		oob := client.NewOOB(client.OOBOptions{}, nil)
-		c, err := client.New(ob.inv, client.Options{Via: "oob", OOB: oob})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
+		c, oob := ob.oobClient(t, client.OOBOptions{})
 		t1, err := c.Target("h1")
 		if err != nil {
 			t.Fatal(err)

@@ -8,10 +8,8 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,6 +21,7 @@ import (
 	"github.com/ooblab/ooblab/internal/frame"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
+	"github.com/ooblab/ooblab/internal/pki"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
@@ -46,24 +45,19 @@ type vmmiAgent struct {
 func newVMMIAgent(t *testing.T) *vmmiAgent {
 	t.Helper()
 	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lab CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	// The lab's certificates, from internal/pki as the lab issues them: the
+	// agent's names hv1.vmmi only.
+	ca, err := pki.NewCA("lab CA", time.Hour, x509.KeyUsageCertSign)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
 	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2),
-		Subject: pkix.Name{CommonName: "hv1"}, DNSNames: []string{"hv1.vmmi"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, &leafKey.PublicKey, caKey)
+	leafPEM, err := ca.ServerCert("hv1.vmmi", &leafKey.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644)
+	leaf, _ := pem.Decode(leafPEM)
+	os.WriteFile(filepath.Join(dir, "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o644)
 	key, _ := seal.Enroll("hv1")
 	os.WriteFile(filepath.Join(dir, "h1.key"), []byte(key.URI()), 0o600)
 
@@ -72,17 +66,14 @@ func newVMMIAgent(t *testing.T) *vmmiAgent {
 	if err := ident.WritePrivateKey(filepath.Join(dir, "ops.key"), opsKey, false); err != nil {
 		t.Fatal(err)
 	}
-	opsDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(3),
-		Subject:   pkix.Name{CommonName: "ops"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ca, opsKey.Public(), caKey)
+	opsPEM, err := ca.ClientCert("ops", opsKey.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "ops.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: opsDER}), 0o644)
+	os.WriteFile(filepath.Join(dir, "ops.pem"), opsPEM, 0o644)
 
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.RequestClientCert,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}})
+		Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.Bytes}, PrivateKey: leafKey}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -332,7 +332,7 @@ func TestFindInventory(t *testing.T) {
 
 func writeTestCA(t *testing.T, dir string) (certFile, keyFile string) {
 	t.Helper()
-	ca, err := pki.NewCA("site CA", time.Hour)
+	ca, err := pki.NewCA("site CA", time.Hour, x509.KeyUsageCertSign|x509.KeyUsageCRLSign)
 	if err != nil {
 		t.Fatal(err)
 	}

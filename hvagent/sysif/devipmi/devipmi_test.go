@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ooblab/ooblab/hvagent/sysif"
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
 // Kernel values from include/uapi/linux/ipmi.h on amd64.
@@ -186,12 +187,6 @@ func openFake(t *testing.T, k *fakeKernel, opts ...Option) *Conn {
 	return c
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestDo(t *testing.T) {
 	for _, tt := range []struct {
 		name     string
@@ -231,7 +226,7 @@ func TestDo(t *testing.T) {
 			k := newFake()
 			tt.setup(k)
 			c := openFake(t, k)
-			resp, cc, err := c.Do(ctxT(t, 200*time.Millisecond), 0x2e, 0x02, []byte{0xd9, 0x7e, 0x00})
+			resp, cc, err := c.Do(testutil.Context(t, 200*time.Millisecond), 0x2e, 0x02, []byte{0xd9, 0x7e, 0x00})
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)
@@ -260,7 +255,7 @@ func TestDo(t *testing.T) {
 func TestLateResponseDropped(t *testing.T) {
 	k := newFake()
 	c := openFake(t, k)
-	if _, _, err := c.Do(ctxT(t, 50*time.Millisecond), 6, 1, nil); !errors.Is(err, context.DeadlineExceeded) {
+	if _, _, err := c.Do(testutil.Context(t, 50*time.Millisecond), 6, 1, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
 	}
 	k.mu.Lock()
@@ -268,7 +263,7 @@ func TestLateResponseDropped(t *testing.T) {
 	k.onSend = answerAll(0x42)
 	k.deliverLocked(msg{typ: recvResponse, addr: late.addr, msgid: late.msgid, netfn: 7, cmd: 1, data: []byte{0, 0xde, 0xad}})
 	k.mu.Unlock()
-	resp, _, err := c.Do(ctxT(t, time.Second), 6, 1, nil)
+	resp, _, err := c.Do(testutil.Context(t, time.Second), 6, 1, nil)
 	if err != nil || !bytes.Equal(resp, []byte{0x42}) {
 		t.Fatalf("resp % x err %v, want 42", resp, err)
 	}
@@ -294,7 +289,7 @@ func TestConcurrentDo(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, _, err := c.Do(ctxT(t, 2*time.Second), 0x2e, 3, []byte{byte(i)})
+			resp, _, err := c.Do(testutil.Context(t, 2*time.Second), 0x2e, 3, []byte{byte(i)})
 			if err != nil || len(resp) != 1 || resp[0] != byte(i) {
 				t.Errorf("Do %d: resp % x err %v", i, resp, err)
 			}
@@ -327,7 +322,7 @@ func TestPushedCommand(t *testing.T) {
 	k.mu.Lock()
 	k.onSend = answerAll()
 	k.mu.Unlock()
-	if _, _, err := c.Do(ctxT(t, time.Second), 6, 1, nil); err != nil {
+	if _, _, err := c.Do(testutil.Context(t, time.Second), 6, 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -374,10 +369,10 @@ func TestReceiveErrorFailsWaiters(t *testing.T) {
 	k.errs[ioctlReceiveMsgTrunc] = []error{unix.EFAULT}
 	k.onSend = answerAll()
 	c := openFake(t, k)
-	if _, _, err := c.Do(ctxT(t, time.Second), 6, 1, nil); !errors.Is(err, unix.EFAULT) {
+	if _, _, err := c.Do(testutil.Context(t, time.Second), 6, 1, nil); !errors.Is(err, unix.EFAULT) {
 		t.Fatalf("err = %v, want EFAULT", err)
 	}
-	if _, _, err := c.Do(ctxT(t, time.Second), 6, 1, nil); !errors.Is(err, unix.EFAULT) {
+	if _, _, err := c.Do(testutil.Context(t, time.Second), 6, 1, nil); !errors.Is(err, unix.EFAULT) {
 		t.Fatalf("after the loop died: err = %v, want EFAULT", err)
 	}
 }
