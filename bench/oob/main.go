@@ -26,6 +26,16 @@
 // Throughput is message bytes delivered divided by the time the messages of
 // that kind took (one in flight), so it is 1/latency scaled by the size.
 //
+// Then the request-rate rows: small sealed pings through one vmsctl/client
+// OOB-I channel, 1 requester against -rate-requesters (8) sharing it,
+// interleaved round by round (-rate-rounds of -rate-time), for each
+// -rate-work (host time per request). They print the median rates, their
+// ratio and the median of per-round ratios, per-request latency, and how
+// many exchanges were asked again (same request id) after 5 s without an
+// answer. -rate-sessions sets the channel's RMCP+ session pool,
+// -rate-cpuprofile writes a CPU profile of these rows (BMC, VMS and host
+// share the process).
+//
 //	go run ./bench/oob -sizes 200,4096,65536 -time 4s
 package main
 
