@@ -90,9 +90,10 @@ func oobSection(rows []row, journal string) *results.Section {
 // rateRow is one request-rate measurement: per-round rates of one and of
 // many requesters, with the host taking work per request.
 type rateRow struct {
-	work       time.Duration
-	one, multi []float64
-	many       int
+	work             time.Duration
+	one, multi       []float64
+	many             int
+	oneLat, multiLat *series // per-request latency
 }
 
 // rateTable is the request-rate table of the -json output.

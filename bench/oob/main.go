@@ -26,6 +26,16 @@
 // Throughput is message bytes delivered divided by the time the messages of
 // that kind took (one in flight), so it is 1/latency scaled by the size.
 //
+// Then the request-rate rows: small sealed pings through one vmsctl/client
+// OOB-I channel, 1 requester against -rate-requesters (8) sharing it,
+// interleaved round by round (-rate-rounds of -rate-time), for each
+// -rate-work (host time per request). They print the median rates, their
+// ratio and the median of per-round ratios, per-request latency, and how
+// many exchanges were asked again (same request id) after 5 s without an
+// answer. -rate-sessions sets the channel's RMCP+ session pool,
+// -rate-cpuprofile writes a CPU profile of these rows (BMC, VMS and host
+// share the process).
+//
 //	go run ./bench/oob -sizes 200,4096,65536 -time 4s
 package main
 
@@ -42,6 +52,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -85,6 +96,8 @@ func main() {
 	flag.IntVar(&rateMany, "rate-requesters", 8, "concurrent requesters of the request-rate row (against 1)")
 	flag.IntVar(&rateRounds, "rate-rounds", 3, "interleaved rounds of the request-rate rows")
 	flag.DurationVar(&rateDur, "rate-time", time.Second, "measured time per request-rate round and requester count")
+	flag.StringVar(&rateProfile, "rate-cpuprofile", "", "write a CPU profile of the request-rate rows (BMC, client and host alike: one process) to FILE")
+	flag.IntVar(&rateSessions, "rate-sessions", 0, "RMCP+ sessions the request-rate channel may use (vmsctl/client OOBOptions.Sessions; 0: its default)")
 	flag.Parse()
 	for _, w := range strings.Split(*workF, ",") {
 		d, err := time.ParseDuration(strings.TrimSpace(w))
@@ -114,6 +127,13 @@ var (
 	rateMany   int
 	rateRounds int
 	rateDur    time.Duration
+	// rateProfile is a CPU profile file for the rate rows; rateSessions
+	// the channel's session pool.
+	rateProfile  string
+	rateSessions int
+	// rateLost counts exchanges of the rate rows asked again after 5 s
+	// without an answer.
+	rateLost atomic.Int64
 )
 
 func fatalf(format string, args ...any) {
@@ -420,8 +440,9 @@ func (l *lab) roundTrip(ctx context.Context, size int, d time.Duration, minN int
 // rate is the OOB-I request rate (requests/s) with workers goroutines
 // sharing one vmsctl/client OOB-I channel (one RMCP+ session, the window),
 // each sending small pings one after another for about d.
-func (l *lab) rate(ctx context.Context, och *client.OOB, tg *client.Target, workers int, d time.Duration) (float64, error) {
+func (l *lab) rate(ctx context.Context, och *client.OOB, tg *client.Target, workers int, d time.Duration, lat *series) (float64, error) {
 	var n atomic.Int64
+	var lmu sync.Mutex
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	start := time.Now()
@@ -429,7 +450,22 @@ func (l *lab) rate(ctx context.Context, och *client.OOB, tg *client.Target, work
 		wg.Go(func() {
 			for time.Since(start) < d {
 				req := &vmsg.Request{ID: randU64(), Principal: "bench", Command: vmsg.CmdPing, IssuedMs: time.Now().UnixMilli()}
-				ans, err := och.Exchange(ctx, tg, req)
+				t0 := time.Now()
+				var ans *client.Answer
+				var err error
+				for try := 0; ; try++ {
+					// A lost answer would hang the row: ask again with the
+					// same request id after 5 s (as vmsctl's fallback does),
+					// and count it.
+					ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					ans, err = och.Exchange(ectx, tg, req)
+					cancel()
+					if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) || try == 3 {
+						break
+					}
+					rateLost.Add(1)
+				}
+				el := time.Since(t0)
 				if err != nil {
 					errs <- err
 					return
@@ -439,6 +475,9 @@ func (l *lab) rate(ctx context.Context, och *client.OOB, tg *client.Target, work
 					return
 				}
 				n.Add(1)
+				lmu.Lock()
+				lat.add(el, 0)
+				lmu.Unlock()
 			}
 		})
 	}
@@ -453,7 +492,8 @@ func (l *lab) rate(ctx context.Context, och *client.OOB, tg *client.Target, work
 
 // rates measures 1 and many requesters, interleaved round by round, and
 // returns the per-round rates of each.
-func (l *lab) rates(ctx context.Context, many, rounds int, d time.Duration, work time.Duration, dir string) (one, multi []float64, err error) {
+func (l *lab) rates(ctx context.Context, many, rounds int, d time.Duration, work time.Duration, dir string) (one, multi []float64, oneLat, multiLat *series, err error) {
+	oneLat, multiLat = &series{}, &series{}
 	l.h.sealed.Store(true)
 	l.h.reply.Store(true)
 	l.h.work = work
@@ -462,7 +502,7 @@ func (l *lab) rates(ctx context.Context, many, rounds int, d time.Duration, work
 	och, tg := l.channel(dir)
 	defer och.Close()
 	if _, err := och.Exchange(ctx, tg, &vmsg.Request{ID: randU64(), Principal: "bench", Command: vmsg.CmdPing}); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	for i := range rounds {
 		order := []int{1, many}
@@ -470,9 +510,13 @@ func (l *lab) rates(ctx context.Context, many, rounds int, d time.Duration, work
 			order = []int{many, 1}
 		}
 		for _, w := range order {
-			r, err := l.rate(ctx, och, tg, w, d)
+			lat := multiLat
+			if w == 1 {
+				lat = oneLat
+			}
+			r, err := l.rate(ctx, och, tg, w, d, lat)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%d requesters: %w", w, err)
+				return nil, nil, nil, nil, fmt.Errorf("%d requesters: %w", w, err)
 			}
 			if w == 1 {
 				one = append(one, r)
@@ -481,7 +525,8 @@ func (l *lab) rates(ctx context.Context, many, rounds int, d time.Duration, work
 			}
 		}
 	}
-	return one, multi, nil
+	fmt.Fprintf(os.Stderr, "rate rows, host work %v: channel %+v\n", work, och.Stats())
+	return one, multi, oneLat, multiLat, nil
 }
 
 // channel is a vmsctl/client OOB-I channel and target for the lab's BMC.
@@ -494,7 +539,7 @@ func (l *lab) channel(dir string) (*client.OOB, *client.Target) {
 		Name: "h", HostID: l.key.HostID(), SecretFile: write("key", l.key.URI()+"\n"),
 		BMC: inventory.BMC{Addr: l.lanAdr, User: vmsUser, PasswordFile: write("pw", vmsPass+"\n"), CipherSuite: 17},
 	}}}
-	return client.NewOOB(client.OOBOptions{}, nil), client.NewTarget(inv, inv.Hosts[0], nil)
+	return client.NewOOB(client.OOBOptions{Sessions: rateSessions}, nil), client.NewTarget(inv, inv.Hosts[0], nil)
 }
 
 func median(xs []float64) float64 {
@@ -565,12 +610,25 @@ func run(ctx context.Context, sizes []int, dur, rtDur time.Duration, minN int, s
 	// Request rate, 1 vs 8 requesters sharing one channel; the host takes
 	// -rate-work per request (a libvirt call's time), served concurrently.
 	var rr []rateRow
+	if rateProfile != "" {
+		f, err := os.Create(rateProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	for _, work := range rateWork {
-		one, multi, err := l.rates(ctx, rateMany, rateRounds, rateDur, work, tmp)
+		one, multi, oneLat, multiLat, err := l.rates(ctx, rateMany, rateRounds, rateDur, work, tmp)
 		if err != nil {
 			return fmt.Errorf("request rate: %w", err)
 		}
-		rr = append(rr, rateRow{work: work, one: one, multi: multi, many: rateMany})
+		rr = append(rr, rateRow{work: work, one: one, multi: multi, many: rateMany, oneLat: oneLat, multiLat: multiLat})
+	}
+	if rateProfile != "" {
+		pprof.StopCPUProfile()
 	}
 
 	q1, q2 := l.qs.Status()
@@ -597,19 +655,29 @@ func run(ctx context.Context, sizes []int, dur, rtDur time.Duration, minN int, s
 	fmt.Printf("\nrecords per message: the sealed envelope is the body + %d bytes of header and tag; %d payload bytes fit a record.\n", rows[0].envLen-rows[0].size, record.MaxPayload)
 	fmt.Println("seal+open alone: HKDF key derivation + AES-256-GCM seal and open of the same body, no I/O (CPU only).")
 	fmt.Println("round trip: vmsctl/client OOB-I Exchange, the bytes as request metadata, a small sealed Reply back via Queue 2 (polled).")
-	fmt.Printf("\nOOB-I request rate (small pings), 1 vs %d requesters sharing one vmsctl/client channel (one RMCP+ session, window %d), %d rounds of %v, interleaved:\n",
-		rateMany, 8, rateRounds, rateDur)
+	sessions := "default"
+	if rateSessions > 0 {
+		sessions = strconv.Itoa(rateSessions)
+	}
+	fmt.Printf("\nOOB-I request rate (small pings), 1 vs %d requesters sharing one vmsctl/client channel (RMCP+ sessions: %s, window %d), %d rounds of %v, interleaved:\n",
+		rateMany, sessions, 8, rateRounds, rateDur)
 	tw = tabwriter.NewWriter(os.Stdout, 2, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "host work per request	|	1 requester req/s	"+strconv.Itoa(rateMany)+" requesters req/s	ratio	goal ≥3×	")
+	fmt.Fprintln(tw, "host work per request	|	1 requester req/s	"+strconv.Itoa(rateMany)+" requesters req/s	ratio	goal ≥3×	|	median of per-round ratios	|	1 req latency median	p90	"+strconv.Itoa(rateMany)+" req latency median	p90	|	rounds 1 / many req/s	")
 	for _, r := range rr {
 		ratio := median(r.multi) / median(r.one)
 		met := "missed"
 		if ratio >= 3 {
 			met = "met"
 		}
-		fmt.Fprintf(tw, "%v	|	%.0f	%.0f	%.2f×	%s	\n", r.work, median(r.one), median(r.multi), ratio, met)
+		var pr []float64 // ratio within each round
+		for i := range min(len(r.one), len(r.multi)) {
+			pr = append(pr, r.multi[i]/r.one[i])
+		}
+		fmt.Fprintf(tw, "%v	|	%.0f	%.0f	%.2f×	%s	|	%.2f×	|	%s	%s	%s	%s	|	%s / %s	\n", r.work, median(r.one), median(r.multi), ratio, met, median(pr),
+			us(r.oneLat.q(0.5)), us(r.oneLat.q(0.9)), us(r.multiLat.q(0.5)), us(r.multiLat.q(0.9)), rounds(r.one), rounds(r.multi))
 	}
 	tw.Flush()
+	fmt.Printf("rate rows: %d exchanges asked again after 5 s without an answer\n", rateLost.Load())
 	fmt.Printf("host loop %+v; open errors %d; queues at end: q1 %d q2 %d\n", l.loop.Stats(), l.h.openErr.Load(), q1.Depth, q2.Depth)
 	if jsonPath != "" {
 		sec := oobSection(rows, journal)
@@ -617,6 +685,17 @@ func run(ctx context.Context, sizes []int, dur, rtDur time.Duration, minN int, s
 		return sec.WriteFile(jsonPath)
 	}
 	return nil
+}
+
+func rounds(xs []float64) string {
+	var b strings.Builder
+	for i, x := range xs {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%.0f", x)
+	}
+	return b.String()
 }
 
 func us(d time.Duration) string {

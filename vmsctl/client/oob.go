@@ -49,12 +49,24 @@ type OOBOptions struct {
 	// them concurrently, and one reader of queue 2 at a time hands each
 	// answer to the request that waits for it.
 	Window int
+	// Sessions is how many RMCP+ sessions to one host the window may use
+	// at once (default 3, at most Window). Each OEM command is one round
+	// trip on its session; with several, one request's writes do not wait
+	// behind another's, nor behind the queue 2 reader. A session beyond
+	// the first is opened only when the others are all busy, so one request
+	// at a time keeps to one session. The BMC's session limit (bmcsim
+	// default 32) is shared by every user; keep this small.
+	Sessions int
 }
 
 func (o *OOBOptions) defaults() {
 	if o.Window <= 0 {
 		o.Window = 8
 	}
+	if o.Sessions <= 0 {
+		o.Sessions = 3
+	}
+	o.Sessions = min(o.Sessions, o.Window)
 	if o.UDPTimeout <= 0 {
 		o.UDPTimeout = 250 * time.Millisecond
 	}
@@ -95,11 +107,13 @@ func (o *OOBOptions) defaults() {
 // to an abandoned attempt) are kept for their Exchange. Alerts reads the
 // alert log (0x06 with the alert-log flag) from this reader's own cursor.
 //
-// Requests to one host share one session (one RMCP+ exchange at a time) and
-// up to Window of them are in flight: each writes its records, then waits
-// for its answer; one of the waiting requests at a time reads queue 2 and
-// hands every answer it meets to the request that waits for it (by request
-// id), so answers reach only the request that asked.
+// Requests to one host share a small pool of sessions (Sessions, one RMCP+
+// exchange at a time on each) and up to Window of them are in flight: each
+// writes its records, then waits for its answer; one of the waiting requests
+// at a time reads queue 2 and hands every answer it meets to the request
+// that waits for it (by request id), so answers reach only the request that
+// asked. The reader's reads may go over any session of the pool: the BMC
+// keys a reader by its requester id, not by its session.
 type OOB struct {
 	opt   OOBOptions
 	log   *slog.Logger
@@ -150,10 +164,8 @@ func (o *OOB) count(f func(*OOBStats)) {
 }
 
 type oobHost struct {
-	io    sync.Mutex // the session: one RMCP+ exchange at a time
-	c     *client.Client
-	fails int // consecutive transport failures
-	iana  oem.IANA
+	iana oem.IANA
+	pool sessionPool
 
 	window chan struct{} // requests in flight
 	reader chan struct{} // held by the one goroutine reading queue 2
@@ -176,24 +188,112 @@ func (o *OOB) host(t *Target) *oobHost {
 		if iana == 0 {
 			iana = oem.DefaultIANA
 		}
-		h = &oobHost{iana: iana, ra: record.NewReassembler(record.ReassemblerConfig{}), pending: map[uint64]vmsg.Message{}, sent: map[uint64]struct{}{},
+		h = &oobHost{iana: iana, pool: newSessionPool(o.opt.Sessions), ra: record.NewReassembler(record.ReassemblerConfig{}), pending: map[uint64]vmsg.Message{}, sent: map[uint64]struct{}{},
 			waiters: map[uint64]chan vmsg.Message{}, window: make(chan struct{}, o.opt.Window), reader: make(chan struct{}, 1)}
 		o.hosts[t.Name()] = h
 	}
 	return h
 }
 
-// session returns the host's RMCP+ session, opening one if needed.
-func (o *OOB) session(ctx context.Context, t *Target, h *oobHost) (*client.Client, error) {
-	if h.c != nil {
-		return h.c, nil
+// oobSession is one RMCP+ session of a host's pool; whoever took it from
+// the pool owns it until it gives it back.
+type oobSession struct {
+	c     *client.Client
+	fails int       // consecutive transport failures
+	used  time.Time // last given back
+}
+
+// spareIdle is how long a spare session (open, idle, not the most recently
+// used) is kept: a burst's extra sessions are closed soon after it, before
+// the BMC's inactivity timeout (60 s by default) would end them under us,
+// and they hold none of the BMC's session slots for long.
+const spareIdle = 20 * time.Second
+
+// sessionPool hands out a host's sessions, one user at a time each: an
+// open idle session first (the most recently used), a new one only when
+// every open one is busy.
+type sessionPool struct {
+	slots  chan struct{} // one per session in use
+	mu     sync.Mutex    // what follows
+	idle   []*oobSession // open and not in use
+	closed bool
+}
+
+func newSessionPool(n int) sessionPool {
+	return sessionPool{slots: make(chan struct{}, n)}
+}
+
+// get takes a session (nil c: not open yet) when one is free.
+func (p *sessionPool) get(ctx context.Context) (*oobSession, error) {
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	p.mu.Lock()
+	var stale []*oobSession
+	for len(p.idle) > 1 && time.Since(p.idle[0].used) > spareIdle {
+		stale = append(stale, p.idle[0])
+		p.idle = p.idle[1:]
+	}
+	s := &oobSession{}
+	if n := len(p.idle); n > 0 {
+		s = p.idle[n-1]
+		p.idle = p.idle[:n-1]
+	}
+	p.mu.Unlock()
+	for _, st := range stale {
+		go closeSession(st.c)
+	}
+	return s, nil
+}
+
+// put gives s back; an open session is kept for the next get (or closed,
+// if the pool was closed meanwhile).
+func (p *sessionPool) put(s *oobSession) {
+	p.mu.Lock()
+	closed := p.closed
+	if s.c != nil && !closed {
+		s.used = time.Now()
+		p.idle = append(p.idle, s)
+	}
+	p.mu.Unlock()
+	<-p.slots
+	if closed && s.c != nil {
+		closeSession(s.c)
+	}
+}
+
+// close closes the idle sessions now and the busy ones when they are put.
+func (p *sessionPool) close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range idle {
+		wg.Go(func() { closeSession(s.c) })
+	}
+	wg.Wait()
+}
+
+func closeSession(c *client.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = c.Close(ctx)
+}
+
+// open makes sure s has an RMCP+ session, opening one if needed.
+func (o *OOB) open(ctx context.Context, t *Target, s *oobSession) (*client.Client, error) {
+	if s.c != nil {
+		return s.c, nil
 	}
 	c, err := dialBMC(ctx, t, o.opt)
 	if err != nil {
 		return nil, err
 	}
 	o.count(func(s *OOBStats) { s.Reconnects++ })
-	h.c = c
+	s.c = c
 	return c, nil
 }
 
@@ -257,25 +357,24 @@ func isAuthFailure(err error) bool {
 }
 
 // drop forgets the session after a transport failure.
-func (o *OOB) drop(h *oobHost) {
-	if h.c == nil {
+func (o *OOB) drop(s *oobSession) {
+	if s.c == nil {
 		return
 	}
-	c := h.c
-	h.c, h.fails = nil, 0
-	go func() { // do not hold the host on a dead BMC's CloseSession
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = c.Close(ctx)
-	}()
+	c := s.c
+	s.c, s.fails = nil, 0
+	go closeSession(c) // do not hold the host on a dead BMC's CloseSession
 }
 
 // raw sends one OEM command and returns its data or an error; a non-zero
 // completion code is an *oem.Error.
 func (o *OOB) raw(ctx context.Context, t *Target, h *oobHost, cmd oem.Cmd, data []byte) ([]byte, error) {
-	h.io.Lock()
-	defer h.io.Unlock()
-	c, err := o.session(ctx, t, h)
+	s, err := h.pool.get(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("oob-i %s to BMC %s: waiting for a session: %w", cmd, t.Host.BMC.Addr, err)
+	}
+	defer h.pool.put(s)
+	c, err := o.open(ctx, t, s)
 	if err != nil {
 		return nil, err
 	}
@@ -287,13 +386,13 @@ func (o *OOB) raw(ctx context.Context, t *Target, h *oobHost, cmd oem.Cmd, data 
 		// go-ipmi already resent the packet; after a few such failures in a
 		// row the session itself is suspect (BMC restarted, session timed
 		// out): open a new one.
-		if h.fails++; h.fails >= maxFails {
+		if s.fails++; s.fails >= maxFails {
 			o.log.Warn("oob-i: BMC stopped answering in this session; opening a new one", "host", t.Name(), "err", err)
-			o.drop(h)
+			o.drop(s)
 		}
 		return nil, fmt.Errorf("oob-i %s to BMC %s: %w", cmd, t.Host.BMC.Addr, err)
 	}
-	h.fails = 0
+	s.fails = 0
 	return res.Response, nil
 }
 
@@ -333,7 +432,12 @@ func (o *OOB) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answ
 		return &Answer{Msg: m, Via: ViaOOB, Latency: time.Since(start)}, nil
 	}
 	if len(h.sent) >= 4096 {
+		// Forget old ids, never those still in flight: their answers
+		// would be dropped as foreign and the request would hang.
 		clear(h.sent)
+		for id := range h.waiters {
+			h.sent[id] = struct{}{}
+		}
 	}
 	h.sent[req.ID] = struct{}{}
 	ch := make(chan vmsg.Message, 1)
@@ -509,6 +613,13 @@ func (o *OOB) take(t *Target, h *oobHost, r *record.Record, want uint64) vmsg.Me
 	return nil
 }
 
+// busy reports whether more than one request waits for an answer.
+func (h *oobHost) busy() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.waiters) > 1
+}
+
 // poll reads queue 2 until the answer for want (0: the alert log, until
 // empty), or until another reader handed it over on ch. The caller holds
 // h.reader.
@@ -540,7 +651,13 @@ func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64, ch c
 			if want == 0 {
 				return nil, nil
 			}
-			if err := sleep(ctx, wait); err != nil {
+			w := wait
+			if h.busy() && w == o.opt.PollMin {
+				// Other requests wait too: answers come more often than
+				// one per PollMin, and each empty read is one round trip.
+				w = max(w/4, 100*time.Microsecond)
+			}
+			if err := sleep(ctx, w); err != nil {
 				return nil, fmt.Errorf("oob-i: no answer from host %s through BMC %s: %w", t.Name(), t.Host.BMC.Addr, err)
 			}
 			if time.Since(start) > o.opt.PollFast {
@@ -599,18 +716,7 @@ func (o *OOB) Close() error {
 	o.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, h := range hs {
-		h.io.Lock()
-		c := h.c
-		h.c = nil
-		h.io.Unlock()
-		if c == nil {
-			continue
-		}
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			_ = c.Close(ctx)
-		})
+		wg.Go(h.pool.close)
 	}
 	wg.Wait()
 	return nil
