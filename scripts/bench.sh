@@ -96,6 +96,20 @@ EOF
   return "$rc"
 }
 
+# bench_kcs: the raw KCS path from inside one TCG guest (lab/kcsguest) with
+# three BMCs side by side, requests interleaved across them: bmcsim and
+# OpenIPMI's ipmi_sim behind QEMU's ipmi-bmc-extern chardev, and QEMU's own
+# in-process ipmi-bmc-sim (no socket hop). See bench/kcs's package doc.
+# Bounded: one guest boot (~20 s) + 3 × 5 × N round trips (~10 s), ~40 s.
+#   BENCH_KCS_N  round trips per BMC and measurement (300)
+bench_kcs() {
+  local dir=$TMP/kcs
+  mkdir -p "$dir"
+  go build -trimpath -o "$dir/kcs" ./bench/kcs
+  echo "CPUs $(nproc), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  timeout -k 10 400 "$dir/kcs" -n "${BENCH_KCS_N:-300}" -timeout 6m -json "$RESULTS/kcs.json"
+}
+
 # bench_lab: a whole lab (bmcsim + QEMU hypervisor host + hvagent + vmsctl
 # client) measured by bench/lab, four tables with the goals beside:
 # lab up per stage (cold with the guest image rebuilt, warm, warm 3 hosts),
@@ -171,6 +185,7 @@ scripts/deps.sh
 section "build (scripts/build.sh)"
 scripts/build.sh
 run_section lan "LAN: bmcsim vs OpenIPMI ipmi_sim, in-session RMCP+ requests"
+run_section kcs "KCS: raw system interface from a TCG guest, bmcsim vs ipmi_sim vs QEMU's ipmi-bmc-sim"
 run_section lab "lab: lab up, vm status VMM-I vs OOB-I, failover, sealed payload vs raw KCS"
 run_section oob "OOB-I: sealed vs unsealed messages VMS → system interface, seal+open alone"
 run_section fleet "fleet: bmcsim --fleet RSS and vmsctl host status at 10/100/1000 hosts"
