@@ -29,12 +29,16 @@ section() { printf '\n=== %s ===\n' "$*"; }
 # bench_lan: in-session RMCP+ latency and throughput of bin/bmcsim against
 # OpenIPMI's ipmi_sim, both on loopback UDP, cipher suite 3 (ipmi_sim has no
 # suite 17; bmcsim's suite 17 is an extra row). The load generator is
-# bench/lan (a lean RMCP+ client; see its package doc). Bounded: 3 targets ×
-# N concurrencies × (warm-up + measured time), ~50 s with the defaults.
+# bench/lan (a lean RMCP+ client; see its package doc). Then ipmitool
+# driving BENCH_LAN_EXEC in-session Get Device ID requests with its exec
+# command (one lanplus session, -C 3) against each server, runs interleaved.
+# Bounded: 3 targets × N concurrencies × (warm-up + measured time) + 2 × 5
+# ipmitool runs of ~1 s, ~60 s with the defaults.
 #   BENCH_LAN_SESSIONS  concurrent sessions per row, comma-separated (1,4,16)
 #   BENCH_LAN_TIME      measured time per row (4s); warm-up is 1 s
+#   BENCH_LAN_EXEC      requests per ipmitool exec run (3000; 0: no ipmitool row)
 bench_lan() {
-  local sessions=${BENCH_LAN_SESSIONS:-1,4,16} dur=${BENCH_LAN_TIME:-4s}
+  local sessions=${BENCH_LAN_SESSIONS:-1,4,16} dur=${BENCH_LAN_TIME:-4s} execn=${BENCH_LAN_EXEC:-3000}
   local dir=$TMP/lan
   mkdir -p "$dir/ipmi_sim-state"
   go build -trimpath -o "$dir/lan" ./bench/lan
@@ -83,7 +87,7 @@ EOF
     "ipmi_sim (openipmi $(dpkg-query -W -f='${Version}' openipmi 2>/dev/null || echo '?')) pid $sim_pid" \
     "on 127.0.0.1:$sim_port (single-threaded); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   local rc=0
-  timeout 110 "$dir/lan" -c "$sessions" -d "$dur" -warmup 1s -procs 1 \
+  timeout 170 "$dir/lan" -c "$sessions" -d "$dur" -warmup 1s -procs 1 -ipmitool-exec "$execn" -exec-runs 5 \
     -target "bmcsim,127.0.0.1:$bmc_port,3,$bmc_pid" \
     -target "ipmi_sim,127.0.0.1:$sim_port,3,$sim_pid" \
     -target "bmcsim,127.0.0.1:$bmc_port,17,$bmc_pid" \

@@ -19,6 +19,9 @@
 // and two packet decodes each). pkg/client pulls in modules that go.mod does
 // not list yet (kylelemons/godebug, x/term), hence the build tag.
 //
+// -ipmitool-exec N adds a row per suite-3 target: ipmitool driving N
+// in-session Get Device ID requests with its exec command (exec.go).
+//
 // -wait HOST:PORT[,HOST:PORT…] only waits for RMCP presence pongs (readiness);
 // -free-ports N only prints N free UDP ports.
 package main
@@ -109,6 +112,8 @@ func main() {
 		waitTime = flag.Duration("wait-timeout", 15*time.Second, "deadline for -wait")
 		free     = flag.Int("free-ports", 0, "only print this many free UDP ports on 127.0.0.1, then exit")
 		jsonOut  = flag.String("json", "", "also write the figures to FILE (bench/results format)")
+		execN    = flag.Int("ipmitool-exec", 0, "also time `ipmitool -I lanplus -C 3 exec` of this many Get Device ID lines against each suite-3 target (0: no)")
+		execRuns = flag.Int("exec-runs", 5, "ipmitool exec runs per target, interleaved")
 	)
 	flag.Var(&targets, "target", "LABEL,HOST:PORT,SUITE[,PID] (repeatable)")
 	flag.Parse()
@@ -198,6 +203,16 @@ func main() {
 		}
 	}
 	tw.Flush()
+	if *execN > 0 {
+		rs, err := runExec(targets, *execN, max(1, *execRuns), *user, *pass)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "lan: ipmitool exec:", err)
+			failed = true
+		} else if len(rs) > 0 {
+			printExec(rs, *execN, *ratio)
+			rep.addExec(rs, *execN, *ratio)
+		}
+	}
 	if *jsonOut != "" {
 		if err := rep.write(*jsonOut); err != nil {
 			fmt.Fprintln(os.Stderr, "lan: -json:", err)
