@@ -46,7 +46,8 @@ func writeJSON(path string, rs []*bmcRow, n int, started time.Time, load string,
 			{Name: "throughput", Unit: "×", Better: "higher"},
 			{Name: "at median", Unit: "×", Better: "higher"},
 			{Name: "median", Unit: "×", Better: "lower"},
-		}}
+		},
+		Notes: []string{"Behind ipmi-bmc-extern every answer waits for QEMU's main loop to wake on the chardev socket and read the frame one byte per iteration, then for the halted vCPU to be kicked; ipmi-bmc-sim answers inside the vCPU's own I/O exit. bmcsim and ipmi_sim (a C server) share that hop, so their ratio shows what the BMC adds and the ipmi-bmc-sim ratio mostly what the hop costs."}}
 	for _, peer := range rs[1:] {
 		for _, m := range measurements {
 			a, b := rs[0].rows[m], peer.rows[m]

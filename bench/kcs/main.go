@@ -19,6 +19,13 @@
 //     to back: request bytes per second, the raw ceiling that sealed OOB-I
 //     throughput is compared to.
 //
+// Behind ipmi-bmc-extern every answer waits for QEMU's main loop to wake on
+// the socket and read the frame one byte per iteration (the chardev's
+// can_receive is 1), and for the halted vCPU to be kicked; ipmi-bmc-sim
+// answers inside the vCPU's own I/O exit. bmcsim and ipmi_sim share that
+// hop: their ratio shows what the BMC adds, the ipmi-bmc-sim one mostly what
+// the hop costs on this host.
+//
 // ipmi_sim and ipmi-bmc-sim have no ooblab OEM commands: they answer them
 // with a completion code (shown), which still measures the same KCS
 // transfer of the same request bytes (the KCS state machine moves every
