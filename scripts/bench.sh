@@ -29,12 +29,16 @@ section() { printf '\n=== %s ===\n' "$*"; }
 # bench_lan: in-session RMCP+ latency and throughput of bin/bmcsim against
 # OpenIPMI's ipmi_sim, both on loopback UDP, cipher suite 3 (ipmi_sim has no
 # suite 17; bmcsim's suite 17 is an extra row). The load generator is
-# bench/lan (a lean RMCP+ client; see its package doc). Bounded: 3 targets ×
-# N concurrencies × (warm-up + measured time), ~50 s with the defaults.
+# bench/lan (a lean RMCP+ client; see its package doc). Then ipmitool
+# driving BENCH_LAN_EXEC in-session Get Device ID requests with its exec
+# command (one lanplus session, -C 3) against each server, runs interleaved.
+# Bounded: 3 targets × N concurrencies × (warm-up + measured time) + 2 × 5
+# ipmitool runs of ~1 s, ~60 s with the defaults.
 #   BENCH_LAN_SESSIONS  concurrent sessions per row, comma-separated (1,4,16)
 #   BENCH_LAN_TIME      measured time per row (4s); warm-up is 1 s
+#   BENCH_LAN_EXEC      requests per ipmitool exec run (3000; 0: no ipmitool row)
 bench_lan() {
-  local sessions=${BENCH_LAN_SESSIONS:-1,4,16} dur=${BENCH_LAN_TIME:-4s}
+  local sessions=${BENCH_LAN_SESSIONS:-1,4,16} dur=${BENCH_LAN_TIME:-4s} execn=${BENCH_LAN_EXEC:-3000}
   local dir=$TMP/lan
   mkdir -p "$dir/ipmi_sim-state"
   go build -trimpath -o "$dir/lan" ./bench/lan
@@ -83,7 +87,7 @@ EOF
     "ipmi_sim (openipmi $(dpkg-query -W -f='${Version}' openipmi 2>/dev/null || echo '?')) pid $sim_pid" \
     "on 127.0.0.1:$sim_port (single-threaded); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   local rc=0
-  timeout 110 "$dir/lan" -c "$sessions" -d "$dur" -warmup 1s -procs 1 \
+  timeout 170 "$dir/lan" -c "$sessions" -d "$dur" -warmup 1s -procs 1 -ipmitool-exec "$execn" -exec-runs 5 \
     -target "bmcsim,127.0.0.1:$bmc_port,3,$bmc_pid" \
     -target "ipmi_sim,127.0.0.1:$sim_port,3,$sim_pid" \
     -target "bmcsim,127.0.0.1:$bmc_port,17,$bmc_pid" \
@@ -94,6 +98,20 @@ EOF
   fi
   kill "$bmc_pid" "$sim_pid" 2>/dev/null || true
   return "$rc"
+}
+
+# bench_kcs: the raw KCS path from inside one TCG guest (lab/kcsguest) with
+# three BMCs side by side, requests interleaved across them: bmcsim and
+# OpenIPMI's ipmi_sim behind QEMU's ipmi-bmc-extern chardev, and QEMU's own
+# in-process ipmi-bmc-sim (no socket hop). See bench/kcs's package doc.
+# Bounded: one guest boot (~20 s) + 3 × 5 × N round trips (~10 s), ~40 s.
+#   BENCH_KCS_N  round trips per BMC and measurement (300)
+bench_kcs() {
+  local dir=$TMP/kcs
+  mkdir -p "$dir"
+  go build -trimpath -o "$dir/kcs" ./bench/kcs
+  echo "CPUs $(nproc), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  timeout -k 10 400 "$dir/kcs" -n "${BENCH_KCS_N:-300}" -timeout 6m -json "$RESULTS/kcs.json"
 }
 
 # bench_lab: a whole lab (bmcsim + QEMU hypervisor host + hvagent + vmsctl
@@ -171,6 +189,7 @@ scripts/deps.sh
 section "build (scripts/build.sh)"
 scripts/build.sh
 run_section lan "LAN: bmcsim vs OpenIPMI ipmi_sim, in-session RMCP+ requests"
+run_section kcs "KCS: raw system interface from a TCG guest, bmcsim vs ipmi_sim vs QEMU's ipmi-bmc-sim"
 run_section lab "lab: lab up, vm status VMM-I vs OOB-I, failover, sealed payload vs raw KCS"
 run_section oob "OOB-I: sealed vs unsealed messages VMS → system interface, seal+open alone"
 run_section fleet "fleet: bmcsim --fleet RSS and vmsctl host status at 10/100/1000 hosts"

@@ -1,24 +1,37 @@
 // Command kcs measures the raw KCS path from inside a TCG guest: a static
-// program on /dev/ipmi0 (hvagent/sysif/devipmi, the ipmi_si driver, QEMU's
-// isa-ipmi-kcs and ipmi-bmc-extern) to a BMC on the chardev socket. It boots
-// the lab/kcsguest guest once per BMC and prints one table:
+// program on /dev/ipmiK (hvagent/sysif/devipmi, the ipmi_si driver, QEMU's
+// isa-ipmi-kcs) to a BMC. One guest (lab/kcsguest) is booted with one KCS
+// interface per BMC, and its program sends every request to each BMC in
+// turn, so all BMCs are measured in the same guest under the same host load:
 //
-//   - Get Device ID round trip (median, p99), through devipmi and, as a
-//     baseline, through raw ioctl/poll(2) in one goroutine (getdeviceid-raw),
+//   - bmcsim in this process (sim + queue + kcs) behind ipmi-bmc-extern,
+//     a chardev socket on loopback (the path the lab uses),
+//   - OpenIPMI's ipmi_sim ("serial kcs ADDR PORT codec VM") behind
+//     ipmi-bmc-extern, when installed,
+//   - QEMU's own in-process BMC (-device ipmi-bmc-sim): no socket hop, the
+//     BMC answers inside QEMU's vCPU thread — the ceiling of this guest.
+//
+// Measurements, each through devipmi and (-raw) through raw ioctl/poll(2):
+//
+//   - Get Device ID round trip (median, p99),
 //   - OEM READ_BMC_BUFF_QUEUE1 of an empty Queue 1 round trip,
-//   - 240-byte OEM requests (WRITE_BMC_BUFF_QUEUE2 with a full record)
-//     back to back: request bytes per second, the raw ceiling that sealed
-//     OOB-I throughput is compared to (the -raw row without devipmi).
+//   - 240-byte OEM requests (WRITE_BMC_BUFF_QUEUE2 with a full record) back
+//     to back: request bytes per second, the raw ceiling that sealed OOB-I
+//     throughput is compared to.
 //
-// The guest interleaves the measurements request by request, so a change
-// of host load during a run falls on all rows alike.
+// Behind ipmi-bmc-extern every answer waits for QEMU's main loop to wake on
+// the socket and read the frame one byte per iteration (the chardev's
+// can_receive is 1), and for the halted vCPU to be kicked; ipmi-bmc-sim
+// answers inside the vCPU's own I/O exit. bmcsim and ipmi_sim share that
+// hop: their ratio shows what the BMC adds, the ipmi-bmc-sim one mostly what
+// the hop costs on this host.
 //
-// BMCs: bmcsim in process (sim + queue + kcs), and OpenIPMI's ipmi_sim
-// ("serial kcs ADDR PORT codec VM") when installed. ipmi_sim has no ooblab
-// OEM commands: it answers them with a completion code (shown), which still
-// measures the same KCS transfer of the same request bytes.
+// ipmi_sim and ipmi-bmc-sim have no ooblab OEM commands: they answer them
+// with a completion code (shown), which still measures the same KCS
+// transfer of the same request bytes (the KCS state machine moves every
+// byte before the BMC sees the request).
 //
-//	go run ./bench/kcs [-n 300] [-ipmisim=false] [-keep DIR]
+//	go run ./bench/kcs [-n 300] [-ipmisim=false] [-qemusim=false] [-json FILE] [-keep DIR]
 package main
 
 import (
@@ -31,6 +44,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -40,24 +54,38 @@ import (
 )
 
 func main() {
-	n := flag.Int("n", 300, "requests per measurement")
+	n := flag.Int("n", 300, "requests per measurement and BMC")
 	useSim := flag.Bool("ipmisim", true, "also measure OpenIPMI ipmi_sim (skipped when not installed)")
-	keep := flag.String("keep", "", "keep artifacts (initramfs, consoles) in this folder")
+	useQEMU := flag.Bool("qemusim", true, "also measure QEMU's in-process BMC (ipmi-bmc-sim)")
+	keep := flag.String("keep", "", "keep artifacts (initramfs, console) in this folder")
+	jsonOut := flag.String("json", "", "also write the figures to FILE (bench/results format)")
+	timeout := flag.Duration("timeout", 6*time.Minute, "deadline for the whole run (build, boot, measure)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if err := run(*n, *useSim, *keep, log); err != nil {
+	if err := run(*n, *useSim, *useQEMU, *keep, *jsonOut, *timeout, log); err != nil {
 		fmt.Fprintln(os.Stderr, "kcs bench:", err)
 		os.Exit(1)
 	}
 }
 
-type result struct {
-	bmc   string
-	devid string
+// bmcRow is one BMC of the guest.
+type bmcRow struct {
+	name  string
+	dev   kcsguest.Device
+	mfr   uint32                       // manufacturer id its Get Device ID reports: how the guest's /dev/ipmiK is matched
+	devid string                       // Get Device ID as the guest saw it
 	rows  map[string]map[string]string // measurement name → fields
 }
 
-func run(n int, useSim bool, keep string, log *slog.Logger) error {
+// QEMU's ipmi-bmc-sim is given this manufacturer id (its default, 0), to
+// tell it apart from bmcsim (its IANA number) and ipmi_sim (0x1291, from the
+// mc_add line below).
+const (
+	qemuMfg    = 0
+	ipmiSimMfg = 0x1291
+)
+
+func run(n int, useSim, useQEMU bool, keep, jsonOut string, timeout time.Duration, log *slog.Logger) error {
 	env, err := kcsguest.FindEnv()
 	if err != nil {
 		return err
@@ -68,119 +96,152 @@ func run(n int, useSim bool, keep string, log *slog.Logger) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	initrd, err := kcsguest.BuildInitrd(ctx, dir, env, "-mode", "bench", "-n", strconv.Itoa(n))
-	if err != nil {
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	var results []result
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	started := time.Now()
+	load := loadavg()
 
-	// bmcsim, in process.
-	{
-		d := filepath.Join(dir, "bmcsim")
-		os.MkdirAll(d, 0o755)
-		bctx, bcancel := context.WithCancel(ctx)
-		b, err := kcsguest.StartBMC(bctx, log)
-		if err != nil {
-			bcancel()
-			return err
-		}
-		r, err := measure(ctx, env, d, initrd, b.Port, "bmcsim")
+	// bmcsim, in process, first: ipmi_si gives up on a BMC that does not
+	// answer, so every BMC listens before QEMU starts.
+	bctx, bcancel := context.WithCancel(ctx)
+	b, err := kcsguest.StartBMC(bctx, log)
+	if err != nil {
 		bcancel()
-		b.Wait()
-		if err != nil {
-			return err
-		}
-		results = append(results, r)
+		return err
 	}
+	defer func() { bcancel(); b.Wait() }()
+	bmcs := []*bmcRow{{name: "bmcsim", dev: kcsguest.Extern(b.Port), mfr: b.Sim.Config.IANA}}
 
-	// OpenIPMI ipmi_sim over the same chardev protocol.
 	if useSim {
 		if p, err := exec.LookPath("ipmi_sim"); err != nil {
-			fmt.Fprintln(os.Stderr, "ipmi_sim not installed (apt-get install openipmi): measuring bmcsim only")
+			fmt.Fprintln(os.Stderr, "ipmi_sim not installed (apt-get install openipmi): no ipmi_sim row")
 		} else {
-			d := filepath.Join(dir, "ipmi_sim")
-			os.MkdirAll(d, 0o755)
-			r, err := withIPMISim(ctx, p, d, func(port int) (result, error) {
-				return measure(ctx, env, d, initrd, port, "ipmi_sim")
-			})
+			port, stop, err := startIPMISim(ctx, p, filepath.Join(dir, "ipmi_sim"))
 			if err != nil {
 				return fmt.Errorf("ipmi_sim: %w", err)
 			}
-			results = append(results, r)
+			defer stop()
+			bmcs = append(bmcs, &bmcRow{name: "ipmi_sim", dev: kcsguest.Extern(port), mfr: ipmiSimMfg})
 		}
 	}
-	print(results, n)
+	if useQEMU {
+		bmcs = append(bmcs, &bmcRow{name: "ipmi-bmc-sim", dev: kcsguest.InQEMU(qemuMfg), mfr: qemuMfg})
+	}
+
+	initrd, err := kcsguest.BuildInitrd(ctx, dir, env, "-mode", "bench", "-n", strconv.Itoa(n), "-devs", strconv.Itoa(len(bmcs)))
+	if err != nil {
+		return err
+	}
+	devs := make([]kcsguest.Device, len(bmcs))
+	for i, r := range bmcs {
+		devs[i] = r.dev
+	}
+	bootAt := time.Now()
+	g, err := kcsguest.BootWith(ctx, env, dir, initrd, devs...)
+	if err != nil {
+		return err
+	}
+	defer g.Stop()
+	boot, err := measure(ctx, g, bmcs)
+	if err != nil {
+		return fmt.Errorf("%w (console: %s)", err, filepath.Join(dir, "console.log"))
+	}
+	measured := time.Since(bootAt) - boot
+	print(bmcs, n, boot, measured)
+	if jsonOut != "" {
+		return writeJSON(jsonOut, bmcs, n, started, load, boot, measured)
+	}
 	return nil
 }
 
 var measurements = []string{"getdeviceid", "getdeviceid-raw", "oemread-empty", "oemwrite-240", "oemwrite-240-raw"}
 
-func measure(ctx context.Context, env kcsguest.Env, dir, initrd string, port int, name string) (result, error) {
-	r := result{bmc: name, rows: map[string]map[string]string{}}
-	g, err := kcsguest.Boot(ctx, env, dir, initrd, port)
-	if err != nil {
-		return r, err
-	}
-	defer g.Stop()
+// measure reads the guest's report: one DEVID line per device (matched to
+// a BMC by manufacturer id), then every device's measurements. It returns
+// the time from QEMU's start to the last DEVID line (boot).
+func measure(ctx context.Context, g *kcsguest.Guest, bmcs []*bmcRow) (time.Duration, error) {
 	expect := func(prefix string, d time.Duration) (string, error) {
 		c, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
 		return g.Expect(c, prefix)
 	}
-	l, err := expect("KCSGUEST-DEVID", 60*time.Second)
-	if err != nil {
-		return r, err
-	}
-	r.devid = strings.TrimPrefix(l, "KCSGUEST-DEVID ")
-	for range measurements {
-		l, err := expect("KCSGUEST-BENCH", 120*time.Second)
+	byDev := map[string]*bmcRow{}
+	for range bmcs {
+		l, err := expect("KCSGUEST-DEVID", 3*time.Minute) // TCG boot on a loaded 2-core machine
 		if err != nil {
-			return r, err
+			return 0, err
 		}
 		f := kcsguest.ParseFields(l)
+		mfr, _ := strconv.ParseUint(f["mfr"], 10, 32)
+		var r *bmcRow
+		for _, c := range bmcs {
+			if c.mfr == uint32(mfr) && c.devid == "" {
+				r = c
+			}
+		}
+		if r == nil {
+			return 0, fmt.Errorf("guest's %s reports manufacturer %s: no BMC of this bench, or two alike (%s)", f["dev"], f["mfr"], l)
+		}
+		r.devid = strings.TrimPrefix(l, "KCSGUEST-DEVID ")
+		r.rows = map[string]map[string]string{}
+		byDev[f["dev"]] = r
+	}
+	boot := time.Since(g.Started)
+	for range len(bmcs) * len(measurements) {
+		l, err := expect("KCSGUEST-BENCH", 5*time.Minute)
+		if err != nil {
+			return 0, err
+		}
+		f := kcsguest.ParseFields(l)
+		r := byDev[f["dev"]]
+		if r == nil {
+			return 0, fmt.Errorf("guest reports figures of unknown device %q", f["dev"])
+		}
 		r.rows[f["name"]] = f
 	}
 	if _, err := expect("KCSGUEST-DONE", 10*time.Second); err != nil {
-		return r, err
+		return 0, err
 	}
-	return r, nil
+	return boot, nil
 }
 
-// withIPMISim runs ipmi_sim with one BMC (MC 0x20) whose system interface
-// is a KCS served over the VM codec on a loopback port.
-func withIPMISim(ctx context.Context, bin, dir string, fn func(port int) (result, error)) (result, error) {
-	port, err := freePort()
-	if err != nil {
-		return result{}, err
+// startIPMISim runs ipmi_sim with one BMC (MC 0x20) whose system interface
+// is a KCS served over the VM codec on a loopback port, and waits until it
+// listens.
+func startIPMISim(ctx context.Context, bin, dir string) (port int, stop func(), err error) {
+	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o755); err != nil {
+		return 0, nil, err
+	}
+	if port, err = freePort(); err != nil {
+		return 0, nil, err
 	}
 	conf := fmt.Sprintf("name \"kcsbench\"\nset_working_mc 0x20\n  serial kcs 127.0.0.1 %d codec VM\n", port)
-	cmds := "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n"
-	state := filepath.Join(dir, "state")
-	os.MkdirAll(state, 0o755)
+	cmds := fmt.Sprintf("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f %#x 0xf02 persist_sdr\nmc_enable 0x20\n", ipmiSimMfg)
 	if err := os.WriteFile(filepath.Join(dir, "lan.conf"), []byte(conf), 0o644); err != nil {
-		return result{}, err
+		return 0, nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "sim.emu"), []byte(cmds), 0o644); err != nil {
-		return result{}, err
+		return 0, nil, err
 	}
 	out, err := os.Create(filepath.Join(dir, "ipmi_sim.log"))
 	if err != nil {
-		return result{}, err
+		return 0, nil, err
 	}
-	defer out.Close()
-	cmd := exec.CommandContext(ctx, bin, "-n", "-c", filepath.Join(dir, "lan.conf"), "-f", filepath.Join(dir, "sim.emu"), "-s", state)
+	cmd := exec.CommandContext(ctx, bin, "-n", "-c", filepath.Join(dir, "lan.conf"), "-f", filepath.Join(dir, "sim.emu"), "-s", filepath.Join(dir, "state"))
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		return result{}, err
+		out.Close()
+		return 0, nil, err
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	stop = func() { cmd.Process.Kill(); cmd.Wait(); out.Close() }
 	if err := waitListen(ctx, port, 10*time.Second); err != nil {
-		return result{}, fmt.Errorf("%w (see %s)", err, out.Name())
+		stop()
+		return 0, nil, fmt.Errorf("%w (see %s)", err, out.Name())
 	}
-	return fn(port)
+	return port, stop, nil
 }
 
 func freePort() (int, error) {
@@ -223,34 +284,64 @@ func waitListen(ctx context.Context, port int, within time.Duration) error {
 	}
 }
 
-func print(rs []result, n int) {
+func print(rs []*bmcRow, n int, boot, measured time.Duration) {
+	fmt.Printf("raw KCS from one TCG guest (%d BMCs, requests interleaved across them), n=%d per row, %d CPUs; boot %.1f s, measurements %.1f s\n",
+		len(rs), n, runtime.NumCPU(), boot.Seconds(), measured.Seconds())
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "BMC\tmeasurement\treq bytes\tmedian µs\tp99 µs\tmin µs\tmax µs\treq bytes/s\tcompletion codes\t\n")
+	fmt.Fprintf(w, "BMC\tmeasurement\treq bytes\tmedian µs\tp99 µs\tmin µs\tmax µs\treq KB/s\tKB/s at median\tcompletion codes\t\n")
 	for _, r := range rs {
 		for _, m := range measurements {
 			f := r.rows[m]
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.bmc, m, f["reqbytes"], f["median_us"], f["p99_us"],
-				f["min_us"], f["max_us"], f["bytes_per_s"], strings.TrimSuffix(f["cc"], ","))
+			kbs, atMed := "-", "-"
+			if f["reqbytes"] != "0" {
+				kbs, atMed = fmt.Sprintf("%.1f", num(f["bytes_per_s"])/1000), fmt.Sprintf("%.1f", medianKBs(f))
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.name, m, f["reqbytes"], f["median_us"], f["p99_us"],
+				f["min_us"], f["max_us"], kbs, atMed, strings.TrimSuffix(f["cc"], ","))
 		}
 	}
 	w.Flush()
 	for _, r := range rs {
-		fmt.Printf("%s Get Device ID as the guest saw it: %s\n", r.bmc, r.devid)
+		fmt.Printf("%s Get Device ID as the guest saw it: %s\n", r.name, r.devid)
 	}
-	if len(rs) == 2 {
-		fmt.Printf("ratio %s/%s (median latency; throughput), n=%d each, TCG guest:\n", rs[0].bmc, rs[1].bmc, n)
+	for _, peer := range rs[1:] {
+		a, b := rs[0], peer
+		fmt.Printf("ratio %s/%s (throughput; median latency), same guest, interleaved:\n", a.name, b.name)
 		for _, m := range measurements {
-			a, b := rs[0].rows[m], rs[1].rows[m]
-			fmt.Printf("  %-17s latency %.2f×  throughput %.2f×\n", m, ratio(a["median_us"], b["median_us"]), ratio(a["bytes_per_s"], b["bytes_per_s"]))
+			x, y := a.rows[m], b.rows[m]
+			thr := ""
+			if x["reqbytes"] != "0" {
+				thr = fmt.Sprintf("throughput ×%.2f (at median ×%.2f)", ratio(x["bytes_per_s"], y["bytes_per_s"]), medianKBs(x)/medianKBs(y))
+			}
+			fmt.Printf("  %-17s %-36s latency ×%.2f\n", m, thr, ratio(x["median_us"], y["median_us"]))
 		}
 	}
 }
 
+func num(s string) float64 {
+	x, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0
+	}
+	return x
+}
+
 func ratio(a, b string) float64 {
-	x, _ := strconv.ParseFloat(a, 64)
-	y, _ := strconv.ParseFloat(b, 64)
+	x, y := num(a), num(b)
 	if y == 0 {
 		return 0
 	}
 	return x / y
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }

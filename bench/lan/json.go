@@ -15,6 +15,7 @@ import (
 type report struct {
 	sec   results.Section
 	table results.Table
+	extra []results.Table          // the ipmitool exec table
 	dists map[int][]results.Series // by concurrency
 	concs []int
 }
@@ -84,7 +85,7 @@ func quantiles(sorted []time.Duration, n int) []float64 {
 }
 
 func (p *report) write(path string) error {
-	p.sec.Tables = []results.Table{p.table}
+	p.sec.Tables = append([]results.Table{p.table}, p.extra...)
 	for _, c := range p.concs {
 		p.sec.Plots = append(p.sec.Plots, results.Plot{ID: "latency-c" + strconv.Itoa(c), Kind: "box", YLabel: "µs (log)", LogY: true,
 			Title: fmt.Sprintf("Get Device ID latency, %d session(s)", c), Series: p.dists[c]})

@@ -7,6 +7,9 @@
 //	go run ./bench/lan -target bmcsim,127.0.0.1:6230,3,PID -target ipmi_sim,127.0.0.1:6231,3,PID \
 //	    -ratio bmcsim/ipmi_sim -c 1,4,16
 //
+// The targets of a row are measured interleaved: sessions to all of them
+// stay open, and the measured time is cut into -slice long turns.
+//
 // A target is LABEL,HOST:PORT,SUITE[,PID]; with a PID the table also shows
 // the server's CPU (from /proc/PID/stat) over the measured window. The client
 // shares the machine with the servers: its own CPU is shown too, so a row
@@ -18,6 +21,9 @@
 // which spends more CPU per request (a goroutine, a channel, a 4 KiB buffer
 // and two packet decodes each). pkg/client pulls in modules that go.mod does
 // not list yet (kylelemons/godebug, x/term), hence the build tag.
+//
+// -ipmitool-exec N adds a row per suite-3 target: ipmitool driving N
+// in-session Get Device ID requests with its exec command (exec.go).
 //
 // -wait HOST:PORT[,HOST:PORT…] only waits for RMCP presence pongs (readiness);
 // -free-ports N only prints N free UDP ports.
@@ -100,7 +106,8 @@ func main() {
 		pass     = flag.String("password", "password", "password")
 		concs    = flag.String("c", "1,4,16", "comma-separated numbers of concurrent sessions")
 		dur      = flag.Duration("d", 4*time.Second, "measured time per row")
-		warm     = flag.Duration("warmup", time.Second, "unmeasured time per row, after the sessions are open")
+		warm     = flag.Duration("warmup", time.Second, "unmeasured time per row and target, after the sessions are open")
+		slice    = flag.Duration("slice", 500*time.Millisecond, "the measured time goes to the targets in turn, this long each")
 		timeout  = flag.Duration("timeout", time.Second, "per-request timeout (a timeout counts as an error)")
 		mode     = flag.String("client", "lean", "lean, or goipmi when built with -tags goipmi")
 		ratio    = flag.String("ratio", "", "A/B: add a row per concurrency with A's figures over B's (a label's first target)")
@@ -109,6 +116,8 @@ func main() {
 		waitTime = flag.Duration("wait-timeout", 15*time.Second, "deadline for -wait")
 		free     = flag.Int("free-ports", 0, "only print this many free UDP ports on 127.0.0.1, then exit")
 		jsonOut  = flag.String("json", "", "also write the figures to FILE (bench/results format)")
+		execN    = flag.Int("ipmitool-exec", 0, "also time `ipmitool -I lanplus -C 3 exec` of this many Get Device ID lines against each suite-3 target (0: no)")
+		execRuns = flag.Int("exec-runs", 5, "ipmitool exec runs per target, interleaved")
 	)
 	flag.Var(&targets, "target", "LABEL,HOST:PORT,SUITE[,PID] (repeatable)")
 	flag.Parse()
@@ -154,15 +163,16 @@ func main() {
 
 	fmt.Printf("LAN in-session Get Device ID over loopback UDP: %s client (GOMAXPROCS=%d), %d CPUs shared by client and servers,\n",
 		*mode, runtime.GOMAXPROCS(0), runtime.NumCPU())
-	fmt.Printf("one request outstanding per session, %v warm-up + %v measured per row.\n\n", *warm, *dur)
+	fmt.Printf("one request outstanding per session, %v warm-up + %v measured per row and target, in slices of %v interleaved across the targets.\n\n", *warm, *dur, *slice)
 	tw := tabwriter.NewWriter(os.Stdout, 2, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "target\tsuite\tsessions\trequests\treq/s\tmedian\tp99\terrors\tclient CPU\tserver CPU\tserver µs/req\t")
 	failed := false
 	rep := newReport(*mode, *warm, *dur)
 	for _, c := range cs {
 		byLabel := map[string]*result{}
-		for _, t := range targets {
-			r, err := run(t, c, *mode, *user, *pass, *warm, *dur, *timeout)
+		rs, errs := runRow(targets, c, *mode, *user, *pass, *warm, *dur, *slice, *timeout)
+		for i, t := range targets {
+			r, err := rs[i], errs[i]
 			if err != nil {
 				fmt.Fprintf(tw, "%s\t%d\t%d\tfailed\t\n", t.label, t.suite, c)
 				fmt.Fprintf(os.Stderr, "lan: %s (suite %d), %d sessions: %s\n", t.label, t.suite, c,
@@ -198,6 +208,16 @@ func main() {
 		}
 	}
 	tw.Flush()
+	if *execN > 0 {
+		rs, err := runExec(targets, *execN, max(1, *execRuns), *user, *pass)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "lan: ipmitool exec:", err)
+			failed = true
+		} else if len(rs) > 0 {
+			printExec(rs, *execN, *ratio)
+			rep.addExec(rs, *execN, *ratio)
+		}
+	}
 	if *jsonOut != "" {
 		if err := rep.write(*jsonOut); err != nil {
 			fmt.Fprintln(os.Stderr, "lan: -json:", err)
@@ -260,38 +280,52 @@ var dialers = map[string]func(ctx context.Context, t target, user, pass string, 
 	},
 }
 
-// run opens conc sessions to t, loops Get Device ID on each for warm+dur,
-// and records the requests that complete inside the measured window.
-func run(t target, conc int, mode, user, pass string, warm, dur, timeout time.Duration) (*result, error) {
+// rig is conc open sessions to one target and what they measured so far.
+type rig struct {
+	t     target
+	sess  []requester
+	lats  [][]time.Duration
+	nerr  []int
+	first []error
+	r     *result
+}
+
+// openRig opens conc sessions to t.
+func openRig(t target, conc int, mode, user, pass string, timeout time.Duration) (*rig, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sess := make([]requester, conc)
+	g := &rig{t: t, sess: make([]requester, conc), lats: make([][]time.Duration, conc), nerr: make([]int, conc),
+		first: make([]error, conc), r: &result{t: t, conc: conc, serverCPU: 0}}
 	var wg sync.WaitGroup
 	errs := make([]error, conc)
-	for i := range sess {
-		wg.Go(func() { sess[i], errs[i] = dialers[mode](ctx, t, user, pass, timeout) })
+	for i := range g.sess {
+		wg.Go(func() { g.sess[i], errs[i] = dialers[mode](ctx, t, user, pass, timeout) })
 	}
 	wg.Wait()
-	defer func() {
-		for _, s := range sess {
-			if s != nil {
-				wg.Go(func() { _ = s.close(context.Background()) })
-			}
-		}
-		wg.Wait()
-	}()
 	if err := errors.Join(errs...); err != nil {
+		g.close()
 		return nil, fmt.Errorf("open sessions: %w", err)
 	}
+	return g, nil
+}
 
-	// phase: 0 warm-up, 1 measured, 2 stop.
-	var phase atomic.Int32
-	lats := make([][]time.Duration, conc)
-	nerr := make([]int, conc)
-	first := make([]error, conc)
+func (g *rig) close() {
+	var wg sync.WaitGroup
+	for _, s := range g.sess {
+		if s != nil {
+			wg.Go(func() { _ = s.close(context.Background()) })
+		}
+	}
+	wg.Wait()
+}
+
+// slice loops Get Device ID on every session for warm+dur and keeps the
+// requests that complete inside the measured dur (measure false: none).
+func (g *rig) slice(warm, dur time.Duration, measure bool) {
+	var phase atomic.Int32 // 0 warm-up, 1 measured, 2 stop
+	var wg sync.WaitGroup
 	rctx := context.Background()
-	for i, s := range sess {
-		lats[i] = make([]time.Duration, 0, 1<<16)
+	for i, s := range g.sess {
 		wg.Go(func() {
 			for {
 				ph := phase.Load()
@@ -301,44 +335,94 @@ func run(t target, conc int, mode, user, pass string, warm, dur, timeout time.Du
 				t0 := time.Now()
 				err := s.getDeviceID(rctx)
 				d := time.Since(t0)
-				if phase.Load() != 1 || ph != 1 {
+				if !measure || phase.Load() != 1 || ph != 1 {
 					continue // started or ended outside the window
 				}
 				if err != nil {
-					nerr[i]++
-					if first[i] == nil {
-						first[i] = err
+					g.nerr[i]++
+					if g.first[i] == nil {
+						g.first[i] = err
 					}
 					continue
 				}
-				lats[i] = append(lats[i], d)
+				g.lats[i] = append(g.lats[i], d)
 			}
 		})
 	}
 	time.Sleep(warm) // the warm-up is a measured duration, not a wait for readiness
-	cpu0, srv0 := selfCPU(), procCPU(t.pid)
+	cpu0, srv0 := selfCPU(), procCPU(g.t.pid)
 	start := time.Now()
 	phase.Store(1)
 	time.Sleep(dur)
 	phase.Store(2)
 	window := time.Since(start)
-	cpu1, srv1 := selfCPU(), procCPU(t.pid)
+	cpu1, srv1 := selfCPU(), procCPU(g.t.pid)
 	wg.Wait()
-
-	r := &result{t: t, conc: conc, window: window, clientCPU: cpu1 - cpu0, serverCPU: -1}
-	if srv0 >= 0 && srv1 >= 0 {
-		r.serverCPU = srv1 - srv0
+	if !measure {
+		return
 	}
-	for i := range lats {
-		r.lat = append(r.lat, lats[i]...)
-		r.errs += nerr[i]
+	g.r.window += window
+	g.r.clientCPU += cpu1 - cpu0
+	if srv0 >= 0 && srv1 >= 0 && g.r.serverCPU >= 0 {
+		g.r.serverCPU += srv1 - srv0
+	} else {
+		g.r.serverCPU = -1
+	}
+}
+
+func (g *rig) result() *result {
+	r := g.r
+	r.lat, r.errs, r.firstError = nil, 0, nil
+	for i := range g.lats {
+		r.lat = append(r.lat, g.lats[i]...)
+		r.errs += g.nerr[i]
 		if r.firstError == nil {
-			r.firstError = first[i]
+			r.firstError = g.first[i]
 		}
 	}
 	slices.Sort(r.lat)
 	r.n = len(r.lat)
-	return r, nil
+	return r
+}
+
+// runRow measures every target at conc sessions, interleaved: sessions to
+// all targets are opened first, then each target in turn gets a warm-up,
+// and the measured time is cut into slices that go to the targets in turn,
+// so a change of host load (the machine is shared) falls on all of them.
+func runRow(targets []target, conc int, mode, user, pass string, warm, dur, slice, timeout time.Duration) ([]*result, []error) {
+	rigs := make([]*rig, len(targets))
+	errs := make([]error, len(targets))
+	for i, t := range targets {
+		rigs[i], errs[i] = openRig(t, conc, mode, user, pass, timeout)
+	}
+	defer func() {
+		for _, g := range rigs {
+			if g != nil {
+				g.close()
+			}
+		}
+	}()
+	for _, g := range rigs {
+		if g != nil {
+			g.slice(warm, 0, false)
+		}
+	}
+	turns := max(1, int((dur+slice/2)/slice))
+	per := dur / time.Duration(turns)
+	for range turns {
+		for _, g := range rigs {
+			if g != nil {
+				g.slice(50*time.Millisecond, per, true) // a short warm-up: the other target's load drains
+			}
+		}
+	}
+	out := make([]*result, len(targets))
+	for i, g := range rigs {
+		if g != nil {
+			out[i] = g.result()
+		}
+	}
+	return out, errs
 }
 
 func selfCPU() time.Duration {

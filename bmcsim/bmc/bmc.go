@@ -204,9 +204,12 @@ func (s *BMC) LockedFrom(user, ip string) bool {
 	return s.guard != nil && s.guard.LockedFrom(user, ip)
 }
 
-// ListenLAN opens the LAN channel's UDP socket.
+// ListenLAN opens the LAN channel's UDP socket. Its reads have no
+// deadline: go-ipmi's default re-arms a 30 s one before every packet (a
+// runtime timer update per request, for nothing: ServeLAN ends the server
+// by closing the socket).
 func (s *BMC) ListenLAN() (*udp.Conn, error) {
-	conn, err := udp.Listen(s.Config.LAN)
+	conn, err := udp.Listen(s.Config.LAN, udp.WithReadTimeout(0))
 	if err != nil {
 		return nil, fmt.Errorf("bmc %s: listen on %s: %w", s.Config.Name, s.Config.LAN, err)
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/protocol"
 	"github.com/bougou/go-ipmi/pkg/transport"
-	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/bmcsim/metrics"
@@ -39,6 +38,7 @@ type Guard struct {
 
 	logins  *loginBook
 	replies *ReplyCache
+	keys    keyCache
 }
 
 func NewGuard(conn transport.PacketConn, b *bmc.BMC, cfg *config.Config, m *metrics.Metrics, replies *ReplyCache, log *slog.Logger) *Guard {
@@ -149,19 +149,19 @@ func (g *Guard) onRAKP3(p []byte, addr net.Addr) bool {
 // onRequest notes an in-session IPMI request for the reply cache.
 func (g *Guard) onRequest(pkt []byte, addr net.Addr, sid, seq uint32, flags uint8, payload []byte) {
 	sess, err := g.b.Sessions.Get(sid)
-	if err != nil || !verifyIntegrity(pkt, sess, flags&types.PayloadFlagAuthenticated != 0) {
+	if err != nil {
 		return // the server drops it
 	}
-	plain, ok := payloadPlain(sess, flags, payload)
-	if !ok {
-		return
+	var req request
+	ok := false
+	g.keys.request(pkt, sess, flags, payload, func(plain []byte) { // false: the server drops it
+		var data []byte
+		req.netFn, req.cmd, data, req.rqSeq, ok = protocol.ParseIPMIRequest(plain)
+		req.sessSeq, req.sum = seq, checksum(data)
+	})
+	if ok {
+		g.replies.arrived(replyKey{bmcID: sid, addr: addr.String()}, req)
 	}
-	netFn, cmd, data, rqSeq, ok := protocol.ParseIPMIRequest(plain)
-	if !ok {
-		return
-	}
-	g.replies.arrived(replyKey{bmcID: sid, addr: addr.String()},
-		request{sessSeq: seq, rqSeq: rqSeq, netFn: netFn, cmd: cmd, sum: checksum(data)})
 }
 
 // observe looks at an outgoing packet.

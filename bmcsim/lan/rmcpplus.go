@@ -1,17 +1,13 @@
 package lan
 
-// RMCP+ (IPMI v2.0 §13) packet reading for the LAN guard: the header, the
-// handshake messages it accounts for, and the in-session integrity check and
-// decryption it repeats to recognise a request. Everything here is a pure
-// function of its arguments; nothing is sent.
+// RMCP+ (IPMI v2.0 §13) packet reading for the LAN guard: the header and
+// the handshake messages it accounts for (the in-session integrity check and
+// decryption it repeats to recognise a request are in keys.go). Everything
+// here is a pure function of its arguments; nothing is sent.
 
 import (
 	"encoding/binary"
 	"hash/fnv"
-
-	"github.com/bougou/go-ipmi/pkg/bmc"
-	"github.com/bougou/go-ipmi/pkg/crypto"
-	"github.com/bougou/go-ipmi/pkg/types"
 )
 
 // RMCP+ payload types (v2.0 Table 13-16).
@@ -95,49 +91,6 @@ func parseRAKPReply(p []byte) (rakpReply, bool) {
 		return rakpReply{}, false
 	}
 	return rakpReply{status: p[1], consoleID: binary.LittleEndian.Uint32(p[4:8])}, true
-}
-
-// payloadPlain returns an in-session payload's plaintext, decrypting it with
-// K2 when the encrypted flag is set (v2.0 §13.29).
-func payloadPlain(sess *bmc.Session, flags uint8, payload []byte) ([]byte, bool) {
-	if flags&types.PayloadFlagEncrypted == 0 {
-		return payload, true
-	}
-	if len(sess.K2) < 16 {
-		return nil, false
-	}
-	p, err := crypto.DecryptAESPayload(payload, sess.K2)
-	return p, err == nil
-}
-
-// verifyIntegrity checks the AuthCode trailer of an in-session packet
-// (v2.0 Table 13-8).
-func verifyIntegrity(pkt []byte, sess *bmc.Session, authenticated bool) bool {
-	n, ok := crypto.IntegrityAuthCodeLen(sess.IntegrityAlg)
-	if !ok {
-		return false
-	}
-	if n == 0 {
-		return true
-	}
-	if !authenticated || len(sess.K1) == 0 || len(pkt) < PayloadOffset {
-		return false
-	}
-	plen := int(binary.LittleEndian.Uint16(pkt[14:16]))
-	end := PayloadOffset + plen
-	if len(pkt) < end {
-		return false
-	}
-	pad := types.IntegrityPadLen(SessionHeaderLen, plen)
-	codeAt := end + pad + 2
-	if len(pkt) != codeAt+n {
-		return false
-	}
-	want, err := crypto.SessionIntegrityAuthCode(sess.IntegrityAlg, pkt[RMCPHeaderLen:codeAt], sess.K1, "")
-	if err != nil {
-		return false
-	}
-	return crypto.Equal(want, pkt[codeAt:])
 }
 
 func checksum(b []byte) uint64 {

@@ -285,9 +285,65 @@ func (s *syncBuf) Write(p []byte) (int, error) {
 
 func (s *syncBuf) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
+// Device is one BMC behind one of the guest's KCS interfaces: a BMC on a
+// chardev socket (QEMU's ipmi-bmc-extern: bmcsim, ipmi_sim) or QEMU's own
+// in-process BMC (ipmi-bmc-sim, no socket hop).
+type Device struct {
+	Port   int    // chardev TCP port on 127.0.0.1 of an external BMC
+	InQEMU bool   // QEMU's ipmi-bmc-sim instead of a socket
+	MfgID  uint32 // InQEMU: the manufacturer id its Get Device ID reports
+}
+
+// Extern is a BMC serving the chardev at 127.0.0.1:port.
+func Extern(port int) Device { return Device{Port: port} }
+
+// InQEMU is QEMU's ipmi-bmc-sim reporting manufacturer id mfg.
+func InQEMU(mfg uint32) Device { return Device{InQEMU: true, MfgID: mfg} }
+
+// kcsIRQs are free ISA IRQs of QEMU's pc machine with -nodefaults (4 is
+// the serial console's), one per KCS interface.
+var kcsIRQs = []int{5, 10, 11, 7}
+
+// MaxDevices is how many BMCs BootWith can wire into one guest.
+const MaxDevices = 4
+
+// deviceArgs wires devs to KCS interfaces K = 0, 1, …: I/O port 0xca2+8K
+// (0xca2 is the spec's default), its own IRQ. Linux's ipmi_si finds them
+// through QEMU's ACPI tables.
+func deviceArgs(devs []Device) ([]string, error) {
+	if len(devs) == 0 || len(devs) > MaxDevices {
+		return nil, fmt.Errorf("kcsguest: %d BMCs (want 1 to %d)", len(devs), MaxDevices)
+	}
+	var args []string
+	for k, d := range devs {
+		bmc := fmt.Sprintf("bmc%d", k)
+		if d.InQEMU {
+			args = append(args, "-device", fmt.Sprintf("ipmi-bmc-sim,id=%s,mfg_id=%d", bmc, d.MfgID))
+		} else {
+			chr := fmt.Sprintf("ipmi%d", k)
+			args = append(args,
+				"-chardev", fmt.Sprintf("socket,id=%s,host=127.0.0.1,port=%d,reconnect=1", chr, d.Port),
+				"-device", fmt.Sprintf("ipmi-bmc-extern,id=%s,chardev=%s", bmc, chr))
+		}
+		args = append(args, "-device", fmt.Sprintf("isa-ipmi-kcs,bmc=%s,ioport=%#x,irq=%d", bmc, 0xca2+8*k, kcsIRQs[k]))
+	}
+	return args, nil
+}
+
 // Boot starts QEMU (TCG) with the KCS device wired to the chardev at
 // 127.0.0.1:port. The console is copied to dir/console.log.
 func Boot(ctx context.Context, env Env, dir, initrd string, port int) (*Guest, error) {
+	return BootWith(ctx, env, dir, initrd, Extern(port))
+}
+
+// BootWith starts QEMU (TCG) with one KCS interface per BMC in devs, in
+// that order (the guest's /dev/ipmiK need not follow it: tell the BMCs
+// apart by their Get Device ID). The console is copied to dir/console.log.
+func BootWith(ctx context.Context, env Env, dir, initrd string, devs ...Device) (*Guest, error) {
+	devArgs, err := deviceArgs(devs)
+	if err != nil {
+		return nil, err
+	}
 	fifoPath := filepath.Join(dir, "console.fifo")
 	os.Remove(fifoPath) // a kept artifact folder from an earlier run
 	if err := syscall.Mkfifo(fifoPath, 0o600); err != nil {
@@ -316,16 +372,14 @@ func Boot(ctx context.Context, env Env, dir, initrd string, port int) (*Guest, e
 			}
 		}
 	}()
-	g.cmd = exec.Command(env.QEMU,
+	args := []string{
 		"-machine", "pc", "-accel", "tcg", "-m", "256", "-smp", "1",
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-		"-serial", "file:"+fifoPath,
+		"-serial", "file:" + fifoPath,
 		"-kernel", env.Kernel, "-initrd", initrd,
 		"-append", "console=ttyS0 quiet loglevel=1 panic=-1",
-		"-chardev", fmt.Sprintf("socket,id=ipmi0,host=127.0.0.1,port=%d,reconnect=1", port),
-		"-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0",
-		"-device", "isa-ipmi-kcs,bmc=bmc0",
-	)
+	}
+	g.cmd = exec.Command(env.QEMU, append(args, devArgs...)...)
 	g.cmd.Stdout, g.cmd.Stderr = g.out, g.out
 	g.Started = time.Now()
 	if err := g.cmd.Start(); err != nil {

@@ -8,8 +8,15 @@
 //	             message id StopID ends the loop.
 //	-mode bench  Get Device ID; then N round trips each of Get Device ID, an
 //	             OEM read of (empty) Queue 1, and a 240-byte OEM write
-//	             (Queue 2 on bmcsim; any BMC must at least answer it); last,
-//	             Get Device ID with raw syscalls and no devipmi (baseline).
+//	             (Queue 2 on bmcsim; any BMC must at least answer it), each
+//	             through devipmi and, as a baseline, with raw syscalls.
+//	             With -devs K the guest has K BMCs (/dev/ipmi0 … K-1, one
+//	             KCS each) and every round goes to each BMC in turn, so all
+//	             BMCs share the same guest and the same host load.
+//
+// Lines: "KCSGUEST-DEVID dev=ipmiK mfr=… ipmi=… product=…" per device, then
+// in bench mode "KCSGUEST-BENCH dev=ipmiK name=… …" per device and
+// measurement, then "KCSGUEST-DONE".
 //
 // It must build with CGO_ENABLED=0: the guest has no libc.
 package main
@@ -38,39 +45,91 @@ func main() {
 	mode := flag.String("mode", "echo", "echo or bench")
 	n := flag.Int("n", 300, "bench: requests per measurement")
 	poll := flag.Duration("poll", 3*time.Second, "echo: fallback poll interval when no Notify comes")
+	devs := flag.Int("devs", 1, "bench: number of IPMI devices (/dev/ipmi0 … devs-1) to measure side by side")
 	flag.Parse()
-	if err := run(*mode, *n, *poll); err != nil {
+	if err := run(*mode, *n, *devs, *poll); err != nil {
 		fmt.Printf("KCSGUEST-ERROR %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(mode string, n int, poll time.Duration) error {
-	c, err := devipmi.Open("")
-	if err != nil {
-		return err
+func run(mode string, n, ndev int, poll time.Duration) error {
+	if mode == "echo" {
+		ndev = 1
 	}
-	defer c.Close()
-	if err := c.RegisterForCmd(uint8(oem.NetFnOEMGroupRequest), NotifyCmd); err != nil {
-		return err
+	if mode != "echo" && mode != "bench" {
+		return fmt.Errorf("unknown mode %q", mode)
 	}
 	ctx := context.Background()
+	var devs []*device
+	defer func() {
+		for _, d := range devs {
+			d.close()
+		}
+	}()
+	for i := range ndev {
+		d, err := openDevice(ctx, i)
+		if err != nil {
+			return err
+		}
+		devs = append(devs, d)
+	}
+	if mode == "echo" {
+		return echo(ctx, devs[0].c, poll)
+	}
+	return bench(ctx, devs, n)
+}
+
+// device is one BMC as the guest sees it: /dev/ipmiK through devipmi and
+// through raw syscalls.
+type device struct {
+	name string // ipmiK
+	c    *devipmi.Conn
+	raw  *rawConn
+}
+
+// openDevice waits for /dev/ipmiK (init waits for ipmi0 only; ipmi_si
+// registers further interfaces one by one), opens it and reports its Get
+// Device ID.
+func openDevice(ctx context.Context, k int) (*device, error) {
+	path := fmt.Sprintf("/dev/ipmi%d", k)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // the guest has no udev to wait on
+	}
+	c, err := devipmi.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	d := &device{name: fmt.Sprintf("ipmi%d", k), c: c}
+	if k == 0 { // echo mode's notification; the kernel allows one holder per netfn/cmd
+		if err := c.RegisterForCmd(uint8(oem.NetFnOEMGroupRequest), NotifyCmd); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	resp, err := call(ctx, c, 0x06, 0x01, nil)
 	if err != nil {
-		return fmt.Errorf("get device id: %w", err)
+		c.Close()
+		return nil, fmt.Errorf("%s: get device id: %w", path, err)
 	}
 	if len(resp) < 11 {
-		return fmt.Errorf("get device id: %d bytes", len(resp))
+		c.Close()
+		return nil, fmt.Errorf("%s: get device id: %d bytes", path, len(resp))
 	}
 	mfr := uint32(resp[6]) | uint32(resp[7])<<8 | uint32(resp[8]&0x0F)<<16
-	fmt.Printf("KCSGUEST-DEVID mfr=%d ipmi=%#02x product=%#04x\n", mfr, resp[4], binary.LittleEndian.Uint16(resp[9:]))
-	switch mode {
-	case "echo":
-		return echo(ctx, c, poll)
-	case "bench":
-		return bench(ctx, c, n)
+	fmt.Printf("KCSGUEST-DEVID dev=%s mfr=%d ipmi=%#02x product=%#04x\n", d.name, mfr, resp[4], binary.LittleEndian.Uint16(resp[9:]))
+	return d, nil
+}
+
+func (d *device) close() {
+	d.c.Close()
+	if d.raw != nil {
+		d.raw.close()
 	}
-	return fmt.Errorf("unknown mode %q", mode)
 }
 
 func call(ctx context.Context, c *devipmi.Conn, netfn, cmd uint8, data []byte) ([]byte, error) {
@@ -147,20 +206,16 @@ func echo(ctx context.Context, c *devipmi.Conn, poll time.Duration) error {
 	}
 }
 
-// bench interleaves the measurements (one request of each in turn) so
-// that a change in host load during the run falls on all of them alike.
-func bench(ctx context.Context, c *devipmi.Conn, n int) error {
-	raw, err := openRaw()
-	if err != nil {
-		return err
-	}
-	defer raw.close()
+// bench interleaves the measurements (one request of each in turn, on
+// each device in turn) so that a change in host load during the run falls
+// on all of them alike.
+func bench(ctx context.Context, devs []*device, n int) error {
 	oemFn := uint8(oem.NetFnOEMGroupRequest)
 	empty, _ := (&oem.ReadQueueRequest{IANA: iana}).Pack()
 	bigFrom := func(base uint64) func(i int) []byte {
 		return func(i int) []byte { return bigWrite(base + uint64(i)) }
 	}
-	viaDevipmi := func(netfn, cmd uint8) func([]byte) (uint8, error) {
+	viaDevipmi := func(c *devipmi.Conn, netfn, cmd uint8) func([]byte) (uint8, error) {
 		return func(d []byte) (uint8, error) {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
@@ -169,6 +224,7 @@ func bench(ctx context.Context, c *devipmi.Conn, n int) error {
 		}
 	}
 	type meas struct {
+		dev  string
 		name string
 		data func(i int) []byte
 		do   func([]byte) (uint8, error)
@@ -176,12 +232,23 @@ func bench(ctx context.Context, c *devipmi.Conn, n int) error {
 		ccs  map[uint8]int
 		sent int
 	}
-	ms := []*meas{
-		{name: "getdeviceid", data: func(int) []byte { return nil }, do: viaDevipmi(0x06, 0x01)},
-		{name: "getdeviceid-raw", data: func(int) []byte { return nil }, do: func(d []byte) (uint8, error) { return raw.do(0x06, 0x01, d) }},
-		{name: "oemread-empty", data: func(int) []byte { return empty }, do: viaDevipmi(oemFn, uint8(oem.CmdReadQueue1))},
-		{name: "oemwrite-240", data: bigFrom(1_000_000), do: viaDevipmi(oemFn, uint8(oem.CmdWriteQueue2))},
-		{name: "oemwrite-240-raw", data: bigFrom(2_000_000), do: func(d []byte) (uint8, error) { return raw.do(oemFn, uint8(oem.CmdWriteQueue2), d) }},
+	var ms []*meas
+	for _, dv := range devs {
+		raw, err := openRaw("/dev/" + dv.name)
+		if err != nil {
+			return err
+		}
+		dv.raw = raw
+		ms = append(ms,
+			&meas{name: "getdeviceid", data: func(int) []byte { return nil }, do: viaDevipmi(dv.c, 0x06, 0x01)},
+			&meas{name: "getdeviceid-raw", data: func(int) []byte { return nil }, do: func(d []byte) (uint8, error) { return raw.do(0x06, 0x01, d) }},
+			&meas{name: "oemread-empty", data: func(int) []byte { return empty }, do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1))},
+			&meas{name: "oemwrite-240", data: bigFrom(1_000_000), do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdWriteQueue2))},
+			&meas{name: "oemwrite-240-raw", data: bigFrom(2_000_000), do: func(d []byte) (uint8, error) { return raw.do(oemFn, uint8(oem.CmdWriteQueue2), d) }},
+		)
+		for _, m := range ms[len(ms)-5:] {
+			m.dev = dv.name
+		}
 	}
 	for i := range n {
 		for _, m := range ms {
@@ -189,7 +256,7 @@ func bench(ctx context.Context, c *devipmi.Conn, n int) error {
 			t0 := time.Now()
 			cc, err := m.do(d)
 			if err != nil {
-				return fmt.Errorf("%s #%d: %w", m.name, i, err)
+				return fmt.Errorf("%s %s #%d: %w", m.dev, m.name, i, err)
 			}
 			m.lat = append(m.lat, time.Since(t0))
 			if m.ccs == nil {
@@ -212,8 +279,8 @@ func bench(ctx context.Context, c *devipmi.Conn, n int) error {
 		}
 		// bytes_per_s: request bytes over the time spent in this
 		// measurement's requests (back to back, one outstanding).
-		fmt.Printf("KCSGUEST-BENCH name=%s n=%d reqbytes=%d min_us=%d median_us=%d p99_us=%d max_us=%d total_us=%d bytes_per_s=%.0f cc=%s\n",
-			m.name, n, len(m.data(0)), lat[0].Microseconds(), lat[n/2].Microseconds(), lat[n*99/100].Microseconds(),
+		fmt.Printf("KCSGUEST-BENCH dev=%s name=%s n=%d reqbytes=%d min_us=%d median_us=%d p99_us=%d max_us=%d total_us=%d bytes_per_s=%.0f cc=%s\n",
+			m.dev, m.name, n, len(m.data(0)), lat[0].Microseconds(), lat[n/2].Microseconds(), lat[n*99/100].Microseconds(),
 			lat[n-1].Microseconds(), total.Microseconds(), float64(m.sent)/total.Seconds(), cc)
 	}
 	fmt.Println("KCSGUEST-DONE")

@@ -48,8 +48,8 @@ const (
 	rawReceiveMsg  = 0xc030690b
 )
 
-func openRaw() (*rawConn, error) {
-	fd, err := unix.Open("/dev/ipmi0", unix.O_RDWR|unix.O_CLOEXEC, 0)
+func openRaw(path string) (*rawConn, error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
