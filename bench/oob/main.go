@@ -438,7 +438,7 @@ func (l *lab) roundTrip(ctx context.Context, size int, d time.Duration, minN int
 }
 
 // rate is the OOB-I request rate (requests/s) with workers goroutines
-// sharing one vmsctl/client OOB-I channel (one RMCP+ session, the window),
+// sharing one vmsctl/client OOB-I channel (its RMCP+ session pool, the window),
 // each sending small pings one after another for about d.
 func (l *lab) rate(ctx context.Context, och *client.OOB, tg *client.Target, workers int, d time.Duration, lat *series) (float64, error) {
 	var n atomic.Int64

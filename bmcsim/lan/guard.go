@@ -226,6 +226,7 @@ func (g *Guard) Sweep() {
 		g.report(&outs[i])
 	}
 	g.replies.Sweep(g.b.Sessions)
+	g.keys.sweep(g.b.Sessions)
 }
 
 // LocalAddr is the socket's address: go-ipmi's server reads it to report

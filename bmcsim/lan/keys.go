@@ -71,6 +71,32 @@ func (c *keyCache) state(sess *bmc.Session) *keyState {
 	return st
 }
 
+// sweep forgets the key state of sessions the store no longer holds, so
+// copies of an ended session's K1 and K2 do not outlive it in memory.
+func (c *keyCache) sweep(sessions *bmc.SessionStore) {
+	c.mu.Lock()
+	ids := make([]uint32, 0, len(c.m))
+	for id := range c.m {
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	// The session store has its own lock; it is not taken under c.mu.
+	var gone []uint32
+	for _, id := range ids {
+		if _, err := sessions.Get(id); err != nil {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	c.mu.Lock()
+	for _, id := range gone {
+		delete(c.m, id)
+	}
+	c.mu.Unlock()
+}
+
 // request checks an in-session packet's AuthCode (v2.0 Table 13-8) and
 // returns its payload's plaintext (v2.0 §13.29), as go-ipmi's server will
 // judge them. The plaintext is valid until the next call.

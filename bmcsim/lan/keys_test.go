@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
+	"github.com/bougou/go-ipmi/pkg/clock"
 	"github.com/bougou/go-ipmi/pkg/crypto"
 	"github.com/bougou/go-ipmi/pkg/types"
 )
@@ -148,4 +149,31 @@ func FuzzKeyCache(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestKeyCacheSweep: an ended session's key state is dropped by the sweep;
+// a live session's stays.
+func TestKeyCacheSweep(t *testing.T) {
+	store := bmc.NewSessionStore(clock.Real)
+	live, err := store.Allocate(0x01020304, types.AuthAlg_HMAC_SHA1, types.IntegrityAlg_HMAC_SHA1_96, types.CryptAlg_AES_CBC_128, bmc.PrivilegeLevelAdministrator, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live.K1, live.K2 = bytes.Repeat([]byte{1}, 20), bytes.Repeat([]byte{2}, 20)
+	ended := testSession(types.IntegrityAlg_HMAC_SHA1_96, 0x10) // never in the store
+	var c keyCache
+	for _, s := range []*bmc.Session{live, ended} {
+		c.mu.Lock()
+		c.state(s)
+		c.mu.Unlock()
+	}
+	c.sweep(store)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[ended.BMCID]; ok {
+		t.Error("the ended session's keys are still cached after a sweep")
+	}
+	if _, ok := c.m[live.BMCID]; !ok {
+		t.Error("the live session's keys were swept")
+	}
 }

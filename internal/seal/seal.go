@@ -173,8 +173,12 @@ type Opener struct {
 	max  int
 	mu   sync.Mutex
 	seen map[uint64]uint64 // msg id → step
-	// pruned is the step at the last prune: ids age out only when the
-	// step moves, so one prune per step is enough (not one per Open).
+	// pruned is the highest step pruned at: ids age out only when the
+	// step moves, so one prune per step is enough (not one per Open). It
+	// never goes back: an Open whose clock reads an earlier step (a caller
+	// that read time.Now before another took mu, or a wall clock stepped
+	// back) is judged against it, so an id forgotten by a prune cannot be
+	// replayed.
 	pruned uint64
 }
 
@@ -228,6 +232,9 @@ func (o *Opener) Open(env []byte, now time.Time) (Header, []byte, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.prune(cur)
+	if h.Step+1 < o.pruned { // its id may have been forgotten already
+		return Header{}, nil, fmt.Errorf("%w: step %d, window at %d", ErrStale, h.Step, o.pruned)
+	}
 	if _, ok := o.seen[h.MsgID]; ok {
 		return Header{}, nil, fmt.Errorf("%w: msg %#x", ErrReplay, h.MsgID)
 	}
@@ -240,7 +247,7 @@ func (o *Opener) Open(env []byte, now time.Time) (Header, []byte, error) {
 
 // prune forgets ids whose step can no longer be accepted at step cur.
 func (o *Opener) prune(cur uint64) {
-	if cur == o.pruned {
+	if cur <= o.pruned {
 		return
 	}
 	o.pruned = cur

@@ -286,3 +286,28 @@ func TestWriteCorpus(t *testing.T) {
 	}
 	testutil.WriteCorpus(t, "FuzzOpen", testutil.Seeds(append(seeds, []byte("OB\x01\x01\xff")))...)
 }
+
+// TestReplayClockBack: an id the window forgot at a later step must not
+// open when a later Open's clock reads an earlier step (a caller that read
+// time.Now before another took the lock, or a wall clock stepped back).
+func TestReplayClockBack(t *testing.T) {
+	k := testKey(t, "hv1")
+	s, o := NewSealer(k), NewOpener(k, OpenerOptions{})
+	env1, _ := s.Seal(vmsg.KindRequest, 1, nil, testNow)
+	if _, _, err := o.Open(env1, testNow); err != nil {
+		t.Fatal(err)
+	}
+	later := testNow.Add(60 * time.Second) // two steps: id 1 is pruned
+	env2, _ := s.Seal(vmsg.KindRequest, 2, nil, later)
+	if _, _, err := o.Open(env2, later); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := o.Open(env1, testNow.Add(30*time.Second)); !errors.Is(err, ErrStale) {
+		t.Fatalf("replay with the clock one step back: %v, want ErrStale", err)
+	}
+	// A fresh id of that step still opens.
+	env3, _ := s.Seal(vmsg.KindRequest, 3, nil, later.Add(-30*time.Second))
+	if _, _, err := o.Open(env3, later.Add(-30*time.Second)); err != nil {
+		t.Fatalf("fresh id one step back: %v", err)
+	}
+}

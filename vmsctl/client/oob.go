@@ -126,7 +126,12 @@ type OOB struct {
 
 // OOBStats count OOB-I events.
 type OOBStats struct {
-	Writes, WriteRetries, FullWaits, Reads, Reconnects int
+	Writes, WriteRetries, FullWaits, Reads int
+	// Reconnects counts RMCP+ sessions opened (the first one too, and each
+	// further session of the pool); Dropped counts sessions given up after
+	// transport failures. Reconnects − Dropped is how many are open or were
+	// closed as idle spares.
+	Reconnects, Dropped int
 	// Foreign counts answers read from queue 2 to request ids this channel
 	// never sent: another reader's answers, which the BMC should never hand
 	// out. Always 0 with a BMC that honours requester ids.
@@ -204,9 +209,10 @@ type oobSession struct {
 }
 
 // spareIdle is how long a spare session (open, idle, not the most recently
-// used) is kept: a burst's extra sessions are closed soon after it, before
-// the BMC's inactivity timeout (60 s by default) would end them under us,
-// and they hold none of the BMC's session slots for long.
+// used) is kept: at the pool's next use after that, a burst's extra
+// sessions are closed, before the BMC's inactivity timeout (60 s by
+// default) would end them under us. A pool that is not used again keeps
+// them until the BMC's timeout ends them or the channel is closed.
 const spareIdle = 20 * time.Second
 
 // sessionPool hands out a host's sessions, one user at a time each: an
@@ -363,6 +369,7 @@ func (o *OOB) drop(s *oobSession) {
 	}
 	c := s.c
 	s.c, s.fails = nil, 0
+	o.count(func(s *OOBStats) { s.Dropped++ })
 	go closeSession(c) // do not hold the host on a dead BMC's CloseSession
 }
 
