@@ -17,7 +17,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/virt"
 )
 
-// Libvirt is a [Hypervisor] over one libvirt connection. The connection is
+// Libvirt is a [virt.Hypervisor] over one libvirt connection. The connection is
 // thread-safe in libvirt; Libvirt additionally serializes the actions on
 // one VM so that "read state, decide, act" is atomic as far as this agent
 // is concerned.
@@ -398,7 +398,7 @@ func (l *Libvirt) Start(ctx context.Context, vm string) (virt.State, error) {
 
 // Shutdown asks the guest to power off (ACPI with qemu; libvirt's default
 // method, which uses the guest agent only when one is configured). It does
-// not wait: see [WaitState].
+// not wait: see [virt.WaitState].
 func (l *Libvirt) Shutdown(ctx context.Context, vm string) (virt.State, error) {
 	return l.act(ctx, vm, virt.ActionShutdown, (*libvirt.Domain).Shutdown)
 }
