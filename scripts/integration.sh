@@ -3,7 +3,9 @@
 # ipmitool and FreeIPMI against bmcsim, QEMU guests with the Linux ipmi_si
 # driver, libvirtd. Needs what `make deps` installs and root for libvirtd
 # (scripts/services.sh starts it). The OOB-I loss test is a spec of the
-# Ginkgo suite (label loss), run by `make e2e`.
+# Ginkgo suite (label loss), run by `make e2e`. It runs every package's
+# tests, so also the ones `make unit` leaves out (the packages that link
+# libvirt: their test:///default tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh

@@ -5,7 +5,8 @@
 #   unit         make unit: go test -short, no outside parts
 #   integration  make integration: real ipmitool/FreeIPMI, QEMU guests with
 #                ipmi_si, libvirtd
-#   race         the unit tier under the race detector
+#   race         go test -race -short over every package (the unit tier's
+#                and the libvirt-linking ones it leaves out)
 #   e2e          make e2e: the Ginkgo suite, lab scenarios and the OOB-I loss
 #                spec (once; JUnit in artifacts/)
 #   fuzz         every fuzz target, 1000 inputs each (a count, not a time:

@@ -20,30 +20,14 @@ import (
 	"github.com/ooblab/ooblab/hvagent/journal"
 	"github.com/ooblab/ooblab/hvagent/policy"
 	"github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/hvagent/virt/virttest"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
-const aliceB32 = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
-
-var testPolicy = `
-read_only_default = true
-protected = ["db-*"]
-[users.alice]
-totp_uri = "otpauth://totp/ooblab:alice?secret=` + aliceB32 + `&issuer=ooblab"
-alerts = true
-[principals.vms1]
-user = "alice"
-` + agenttest.KeysLine("vms1") + `
-[[principals.vms1.rules]]
-actions = ["*"]
-vms = ["*"]
-[principals.monitor]
-` + agenttest.KeysLine("monitor")
-
-const domXML = `<domain type='test'><name>%s</name><memory unit='KiB'>65536</memory><vcpu>2</vcpu><os><type>hvm</type></os></domain>`
+const aliceB32 = agenttest.AliceB32
 
 // countingHV counts state changes so a test can prove one ran once.
 // With gate set, Start signals entered and then holds until gate is closed
@@ -109,24 +93,9 @@ func newBenchWith(t testing.TB, tune func(*Config)) *bench {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol, err := policy.Parse([]byte(testPolicy), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := virt.Open(context.Background(), "test:///default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	for _, n := range []string{"web1", "db-1"} {
-		d, err := l.Conn().DomainDefineXML(fmt.Sprintf(domXML, n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.Free()
-	}
+	pol, hv := agenttest.Host(t, virttest.VM{Name: "web1", VCPUs: 2, MemoryKiB: 65536}, virttest.VM{Name: "db-1", VCPUs: 2, MemoryKiB: 65536})
 	dir := t.TempDir()
-	b := &bench{t: t, key: key, clk: testutil.NewClock(time.Now()), hv: &countingHV{Hypervisor: l},
+	b := &bench{t: t, key: key, clk: testutil.NewClock(time.Now()), hv: &countingHV{Hypervisor: hv},
 		jpath: filepath.Join(dir, "journal"), sel: &agenttest.Sink{}, q2: &agenttest.Sink{}, logs: &syncBuf{},
 		hookOut: filepath.Join(dir, "hook.json"), dir: dir, tune: tune}
 	b.vms = agenttest.NewVMS(key, b.clk.Now)

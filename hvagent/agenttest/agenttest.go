@@ -1,6 +1,7 @@
 // Package agenttest has fakes and a VMS-side helper for tests of hvagent's
-// channels: a recording alert sink, and a VMS that seals requests and opens
-// answers with a host key.
+// channels: a recording alert sink, a VMS that seals requests and opens
+// answers with a host key, and the host an agent under test stands on
+// ([Host]: the shared authorization list and a fake hypervisor).
 package agenttest
 
 import (
@@ -11,9 +12,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/ooblab/ooblab/hvagent/alert"
+	"github.com/ooblab/ooblab/hvagent/policy"
+	"github.com/ooblab/ooblab/hvagent/virt/virttest"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -81,6 +85,40 @@ func Key(principal string) ed25519.PrivateKey {
 // keys = ["ed25519:…"].
 func KeysLine(principal string) string {
 	return fmt.Sprintf("keys = [%q]\n", ident.FormatPublicKey(Key(principal).Public().(ed25519.PublicKey)))
+}
+
+// AliceB32 is user alice's TOTP secret (base32) in [PolicyText].
+const AliceB32 = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+// PolicyText is the authorization list the channel tests share: read-only
+// by default, "db-*" protected, user alice (TOTP [AliceB32], alerts on),
+// principal vms1 of alice allowed every action on every VM, and principal
+// monitor with no rules (read-only).
+var PolicyText = `
+read_only_default = true
+protected = ["db-*"]
+[users.alice]
+totp_uri = "otpauth://totp/ooblab:alice?secret=` + AliceB32 + `&issuer=ooblab"
+alerts = true
+[principals.vms1]
+user = "alice"
+` + KeysLine("vms1") + `
+[[principals.vms1.rules]]
+actions = ["*"]
+vms = ["*"]
+[principals.monitor]
+` + KeysLine("monitor")
+
+// Host is what an agent under test stands on: [PolicyText] parsed (its
+// state in a temporary folder) and a fake hypervisor holding
+// test:///default's running "test" plus vms, shut off.
+func Host(t testing.TB, vms ...virttest.VM) (*policy.Policy, *virttest.Hypervisor) {
+	t.Helper()
+	pol, err := policy.Parse([]byte(PolicyText), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol, virttest.New(vms...)
 }
 
 // VMS is the management server's side of the sealed protocol for one host.

@@ -22,9 +22,8 @@ import (
 	"github.com/ooblab/ooblab/hvagent/agenttest"
 	"github.com/ooblab/ooblab/hvagent/alert"
 	"github.com/ooblab/ooblab/hvagent/journal"
-	"github.com/ooblab/ooblab/hvagent/policy"
 	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
-	"github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/hvagent/virt/virttest"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
 	"github.com/ooblab/ooblab/internal/seal"
@@ -386,10 +385,8 @@ func (f handlerFunc) HandleEnvelope(ctx context.Context, env []byte, _ string) (
 	return f(ctx, env)
 }
 
-const aliceB32 = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
-
 // TestAgentOverOOB: sealed requests from the VMS over RMCP+, served by the
-// real agent on test:///default; a refusal raises a SEL entry on the BMC and
+// real agent on a fake hypervisor (virttest, test:///default's rules); a refusal raises a SEL entry on the BMC and
 // an Alert on Queue 2; a stray reader of Queue 1 sees only ciphertext.
 func TestAgentOverOOB(t *testing.T) {
 	lab := newBMC(t, bmcsimtest.Options{})
@@ -398,32 +395,7 @@ func TestAgentOverOOB(t *testing.T) {
 	defer cancel()
 
 	key := mustKey(t)
-	pol, err := policy.Parse([]byte(`
-read_only_default = true
-protected = ["db-*"]
-[users.alice]
-totp_uri = "otpauth://totp/ooblab:alice?secret=`+aliceB32+`&issuer=ooblab"
-alerts = true
-[principals.vms1]
-user = "alice"
-`+agenttest.KeysLine("vms1")+`
-[[principals.vms1.rules]]
-actions = ["*"]
-vms = ["*"]
-`), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	hv, err := virt.Open(ctx, "test:///default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hv.Close()
-	d, err := hv.Conn().DomainDefineXML(`<domain type='test'><name>secret-vm-name</name><memory unit='KiB'>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Free()
+	pol, hv := agenttest.Host(t, virttest.VM{Name: "secret-vm-name"})
 	j, err := journal.Open(filepath.Join(t.TempDir(), "j"))
 	if err != nil {
 		t.Fatal(err)

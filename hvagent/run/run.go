@@ -28,6 +28,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
 	"github.com/ooblab/ooblab/hvagent/sysif/devipmi"
 	"github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/hvagent/virt/lvirt"
 	"github.com/ooblab/ooblab/hvagent/vmmi"
 	"github.com/ooblab/ooblab/hvagent/watch"
 	"github.com/ooblab/ooblab/internal/oem"
@@ -249,8 +250,8 @@ func openJournal(o Options, log *slog.Logger) (*journal.Journal, error) {
 }
 
 // openHypervisor connects to libvirt and describes the host for pongs.
-func openHypervisor(ctx context.Context, o Options, hostID string) (*virt.Libvirt, vmsg.HostInfo, error) {
-	hv, err := virt.Open(ctx, o.LibvirtURI)
+func openHypervisor(ctx context.Context, o Options, hostID string) (*lvirt.Libvirt, vmsg.HostInfo, error) {
+	hv, err := lvirt.Open(ctx, o.LibvirtURI)
 	if err != nil {
 		return nil, vmsg.HostInfo{}, fmt.Errorf("--libvirt %s: %w", o.LibvirtURI, err)
 	}
@@ -353,7 +354,7 @@ const adoptWindow = 2 * time.Minute
 // adoptInterrupted: the state changes a killed agent began may still be
 // under way in libvirtd; the events of their completion are this agent's
 // doing, not changes behind its back (which would raise false alerts).
-func adoptInterrupted(j *journal.Journal, hv *virt.Libvirt, log *slog.Logger) {
+func adoptInterrupted(j *journal.Journal, hv *lvirt.Libvirt, log *slog.Logger) {
 	now := time.Now()
 	for _, in := range agent.InterruptedActions(j) {
 		if now.Sub(in.At) > adoptWindow {
@@ -369,7 +370,7 @@ func adoptInterrupted(j *journal.Journal, hv *virt.Libvirt, log *slog.Logger) {
 // returns once it watches (or could not start, or ctx ended): changes made
 // behind the agent's back (virsh on the host, the guest, a crash) go to
 // every outlet, Queue 2 included.
-func watchLibvirt(ctx context.Context, wg *sync.WaitGroup, hv *virt.Libvirt, out *outlets, hostID string,
+func watchLibvirt(ctx context.Context, wg *sync.WaitGroup, hv *lvirt.Libvirt, out *outlets, hostID string,
 	pol *atomic.Pointer[policy.Policy], log *slog.Logger) {
 	watching := make(chan struct{})
 	wg.Go(func() {
@@ -574,7 +575,7 @@ func (l *lazyConn) Close() error { return nil }
 
 // startAtBoot starts vm as the agent's own action (so the lifecycle watcher
 // knows it), logging the outcome; the lab's console shows it.
-func startAtBoot(ctx context.Context, hv *virt.Libvirt, vm string, log *slog.Logger) {
+func startAtBoot(ctx context.Context, hv *lvirt.Libvirt, vm string, log *slog.Logger) {
 	// Like any action, it runs to its end (a stop waits for it): cut short
 	// by a SIGTERM, libvirtd would finish the start with no agent knowing
 	// it as its own, and the next agent would alert it as a local change.

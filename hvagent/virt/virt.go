@@ -1,10 +1,14 @@
 // Package virt executes VM actions on the hypervisor host.
 //
 // The seam is [Hypervisor]: the few calls hvagent needs (list, status and
-// the six state changes). [Libvirt] implements it over libvirt.org/go/libvirt
-// for any URI: qemu:///system inside the lab guest, test:///default in unit
-// tests. test:///default keeps its state per connection, so an agent holds
-// exactly one [Libvirt] for its lifetime.
+// the six state changes). This package is pure Go (no cgo): the types, the
+// action rules ([Plan]) and the helpers over the interface. Two packages
+// implement it: hvagent/virt/lvirt over libvirt.org/go/libvirt for any URI
+// (qemu:///system inside the lab guest, test:///default in integration
+// tests; test:///default keeps its state per connection, so an agent holds
+// exactly one lvirt.Libvirt for its lifetime), and hvagent/virt/virttest,
+// an in-memory fake with the same rules, for unit tests that must not
+// build libvirt.
 //
 // Every action is idempotent with respect to its goal and returns the state
 // read back after the action:
@@ -159,6 +163,51 @@ func Do(ctx context.Context, h Hypervisor, a Action, vm string) (State, error) {
 		return h.Resume(ctx, vm)
 	}
 	return "", fmt.Errorf("%w: %q", ErrUnknownAction, a)
+}
+
+// Plan applies the table above to action a on a VM in state s: run says
+// the action must be carried out, ok false that it is refused
+// (ErrInvalidState); run false with ok true is "already there". Every
+// [Hypervisor] decides with it, so the real one and the fake agree.
+func Plan(a Action, s State) (run, ok bool) {
+	switch a {
+	case ActionStart:
+		switch s {
+		case StateRunning, StateIdle:
+			return false, true
+		case StateShutOff, StateCrashed:
+			return true, true
+		}
+	case ActionShutdown:
+		switch s {
+		case StateShutOff, StateInShutdown:
+			return false, true
+		case StateRunning, StateIdle:
+			return true, true
+		}
+	case ActionDestroy:
+		return s != StateShutOff, true
+	case ActionReboot:
+		switch s {
+		case StateRunning, StateIdle:
+			return true, true
+		}
+	case ActionSuspend:
+		switch s {
+		case StatePaused:
+			return false, true
+		case StateRunning, StateIdle:
+			return true, true
+		}
+	case ActionResume:
+		switch s {
+		case StateRunning, StateIdle:
+			return false, true
+		case StatePaused:
+			return true, true
+		}
+	}
+	return false, false
 }
 
 // ErrUnknownAction: [Do] was given an action it does not know.

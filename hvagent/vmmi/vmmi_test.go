@@ -17,8 +17,6 @@ import (
 	"github.com/ooblab/ooblab/hvagent/agent"
 	"github.com/ooblab/ooblab/hvagent/agenttest"
 	"github.com/ooblab/ooblab/hvagent/journal"
-	"github.com/ooblab/ooblab/hvagent/policy"
-	"github.com/ooblab/ooblab/hvagent/virt"
 	"github.com/ooblab/ooblab/internal/frame"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/testutil"
@@ -202,27 +200,11 @@ func TestShutdownClosesConnections(t *testing.T) {
 	}
 }
 
-// TestAgentOverTLS: sealed requests through the real agent on
-// test:///default, answered over TLS.
+// TestAgentOverTLS: sealed requests through the real agent on a fake
+// hypervisor (virttest, test:///default's rules), answered over TLS.
 func TestAgentOverTLS(t *testing.T) {
-	ctx := context.Background()
 	key, _ := seal.Enroll("hv1")
-	pol, err := policy.Parse([]byte(`
-read_only_default = true
-[principals.vms1]
-`+agenttest.KeysLine("vms1")+`
-[[principals.vms1.rules]]
-actions = ["*"]
-vms = ["*"]
-`), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	hv, err := virt.Open(ctx, "test:///default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hv.Close()
+	pol, hv := agenttest.Host(t)
 	j, err := journal.Open(filepath.Join(t.TempDir(), "j"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,7 @@
 // Package watch reports VM state changes that hvagent did not make: a
 // local "virsh destroy", a guest that shut itself down, a crash. It
-// listens to libvirt's domain lifecycle events (virt.Libvirt's
-// WatchLifecycle), drops those caused by the agent's own actions (virt
+// listens to libvirt's domain lifecycle events (lvirt.Libvirt's
+// WatchLifecycle), drops those caused by the agent's own actions (lvirt
 // marks each action in flight per VM, with a grace period after it), and
 // sends every other state change as an alert to the agent's outlets:
 // queue 2 (a sealed Alert message), the BMC's SEL, the log and the hook.
@@ -44,12 +44,10 @@ import (
 	"github.com/ooblab/ooblab/hvagent/virt"
 )
 
-// Source delivers lifecycle events (*virt.Libvirt).
+// Source delivers lifecycle events (*lvirt.Libvirt).
 type Source interface {
 	WatchLifecycle(ctx context.Context, fn func(virt.Event)) error
 }
-
-var _ Source = (*virt.Libvirt)(nil)
 
 // Config is a watcher's wiring.
 type Config struct {

@@ -46,6 +46,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/policy"
 	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
 	"github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/hvagent/virt/lvirt"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/seal"
@@ -583,7 +584,7 @@ vms = ["*"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	lv, err := virt.Open(ctx, "test:///default")
+	lv, err := lvirt.Open(ctx, "test:///default")
 	if err != nil {
 		need(fmt.Errorf("libvirt test:///default: %w", err))
 	}

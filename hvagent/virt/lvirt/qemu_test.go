@@ -1,4 +1,4 @@
-package virt_test
+package lvirt_test
 
 import (
 	"context"
@@ -7,16 +7,16 @@ import (
 	"time"
 
 	. "github.com/ooblab/ooblab/hvagent/virt"
-	"github.com/ooblab/ooblab/hvagent/virt/virttest"
+	"github.com/ooblab/ooblab/hvagent/virt/lvirt/lvirttest"
 )
 
 // TestQEMUSystem runs the actions against a real libvirtd
-// (virttest.QEMUSystem: OOBLAB_LIBVIRT_URI, default qemu:///system).
+// (lvirttest.QEMUSystem: OOBLAB_LIBVIRT_URI, default qemu:///system).
 func TestQEMUSystem(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l := virttest.QEMUSystem(t, ctx)
-	name, _ := virttest.TinyDomain(t, l, "ooblab-virt-test")
+	l := lvirttest.QEMUSystem(t, ctx)
+	name, _ := lvirttest.TinyDomain(t, l, "ooblab-virt-test")
 
 	steps := []struct {
 		a    Action

@@ -1,4 +1,4 @@
-package virt
+package lvirt
 
 import "libvirt.org/go/libvirt"
 

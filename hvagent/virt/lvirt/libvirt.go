@@ -1,4 +1,9 @@
-package virt
+// Package lvirt is hvagent's [virt.Hypervisor] over libvirt
+// (libvirt.org/go/libvirt, cgo): [Open] a URI, act on its domains with the
+// rules of [virt.Plan], and watch their lifecycle events
+// ([Libvirt.WatchLifecycle]). It is the only package of hvagent that links
+// libvirt; tests that need no real libvirt use hvagent/virt/virttest.
+package lvirt
 
 import (
 	"context"
@@ -8,9 +13,11 @@ import (
 	"time"
 
 	"libvirt.org/go/libvirt"
+
+	"github.com/ooblab/ooblab/hvagent/virt"
 )
 
-// Libvirt is a [Hypervisor] over one libvirt connection. The connection is
+// Libvirt is a [virt.Hypervisor] over one libvirt connection. The connection is
 // thread-safe in libvirt; Libvirt additionally serializes the actions on
 // one VM so that "read state, decide, act" is atomic as far as this agent
 // is concerned.
@@ -39,10 +46,10 @@ type Libvirt struct {
 
 type startRec struct {
 	at  time.Time
-	src UptimeSource
+	src virt.UptimeSource
 }
 
-var _ Hypervisor = (*Libvirt)(nil)
+var _ virt.Hypervisor = (*Libvirt)(nil)
 
 // Open connects to libvirt at uri ("qemu:///system", "test:///default").
 // The dial is a blocking cgo call; if ctx ends first Open returns ctx's
@@ -153,7 +160,7 @@ func (l *Libvirt) lockVM(name string) func() {
 }
 
 // observe updates the agent's start-time record from a state read.
-func (l *Libvirt) observe(name string, s State) startRec {
+func (l *Libvirt) observe(name string, s virt.State) startRec {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !active(s) {
@@ -162,7 +169,7 @@ func (l *Libvirt) observe(name string, s State) startRec {
 	}
 	r, ok := l.started[name]
 	if !ok {
-		r = startRec{at: l.now(), src: UptimeAgentObserved}
+		r = startRec{at: l.now(), src: virt.UptimeAgentObserved}
 		l.started[name] = r
 	}
 	return r
@@ -170,40 +177,40 @@ func (l *Libvirt) observe(name string, s State) startRec {
 
 func (l *Libvirt) markStarted(name string) {
 	l.mu.Lock()
-	l.started[name] = startRec{at: l.now(), src: UptimeAgentStart}
+	l.started[name] = startRec{at: l.now(), src: virt.UptimeAgentStart}
 	l.mu.Unlock()
 }
 
-func active(s State) bool {
+func active(s virt.State) bool {
 	switch s {
-	case StateRunning, StateIdle, StatePaused, StateInShutdown, StatePMSuspended:
+	case virt.StateRunning, virt.StateIdle, virt.StatePaused, virt.StateInShutdown, virt.StatePMSuspended:
 		return true
 	}
 	return false
 }
 
-func stateOf(s libvirt.DomainState) State {
+func stateOf(s libvirt.DomainState) virt.State {
 	switch s {
 	case libvirt.DOMAIN_RUNNING:
-		return StateRunning
+		return virt.StateRunning
 	case libvirt.DOMAIN_BLOCKED:
-		return StateIdle
+		return virt.StateIdle
 	case libvirt.DOMAIN_PAUSED:
-		return StatePaused
+		return virt.StatePaused
 	case libvirt.DOMAIN_SHUTDOWN:
-		return StateInShutdown
+		return virt.StateInShutdown
 	case libvirt.DOMAIN_SHUTOFF:
-		return StateShutOff
+		return virt.StateShutOff
 	case libvirt.DOMAIN_CRASHED:
-		return StateCrashed
+		return virt.StateCrashed
 	case libvirt.DOMAIN_PMSUSPENDED:
-		return StatePMSuspended
+		return virt.StatePMSuspended
 	}
-	return StateNoState
+	return virt.StateNoState
 }
 
 // mapErr turns libvirt's errors into the package's sentinels.
-func mapErr(vm string, a Action, cur State, err error) error {
+func mapErr(vm string, a virt.Action, cur virt.State, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -211,16 +218,16 @@ func mapErr(vm string, a Action, cur State, err error) error {
 	if errors.As(err, &le) {
 		switch le.Code {
 		case libvirt.ERR_NO_DOMAIN:
-			return fmt.Errorf("%w: %q", ErrNoSuchVM, vm)
+			return fmt.Errorf("%w: %q", virt.ErrNoSuchVM, vm)
 		case libvirt.ERR_OPERATION_INVALID:
-			return &StateError{VM: vm, Action: a, State: cur, Detail: le.Message}
+			return &virt.StateError{VM: vm, Action: a, State: cur, Detail: le.Message}
 		}
 		return fmt.Errorf("virt: %s %q: %s", a, vm, le.Message)
 	}
 	return fmt.Errorf("virt: %s %q: %w", a, vm, err)
 }
 
-func domState(d *libvirt.Domain) (State, error) {
+func domState(d *libvirt.Domain) (virt.State, error) {
 	s, _, err := d.GetState()
 	if err != nil {
 		return "", err
@@ -232,7 +239,7 @@ func domState(d *libvirt.Domain) (State, error) {
 // libvirt starts a domain paused (reason "starting up") and lets it run a
 // moment later, and an action then must see "running", not a pause nobody
 // asked for. It waits at most settleLimit.
-func settledState(d *libvirt.Domain) (State, error) {
+func settledState(d *libvirt.Domain) (virt.State, error) {
 	deadline := time.Now().Add(settleLimit)
 	for {
 		s, reason, err := d.GetState()
@@ -250,19 +257,19 @@ func settledState(d *libvirt.Domain) (State, error) {
 const settleLimit = 15 * time.Second
 
 // List returns every defined domain, active or not, with its state.
-func (l *Libvirt) List(ctx context.Context) ([]Domain, error) {
-	return call(ctx, func() ([]Domain, error) {
+func (l *Libvirt) List(ctx context.Context) ([]virt.Domain, error) {
+	return call(ctx, func() ([]virt.Domain, error) {
 		doms, err := l.conn.ListAllDomains(0)
 		if err != nil {
 			return nil, fmt.Errorf("virt: list domains: %w", err)
 		}
-		out := make([]Domain, 0, len(doms))
+		out := make([]virt.Domain, 0, len(doms))
 		var firstErr error
 		for i := range doms {
 			d := &doms[i]
 			name, err := d.GetName()
 			if err == nil {
-				var st Status
+				var st virt.Status
 				if st, err = l.statusOf(d, name); err == nil {
 					out = append(out, st)
 				}
@@ -282,16 +289,16 @@ func (l *Libvirt) List(ctx context.Context) ([]Domain, error) {
 }
 
 // Status reports one domain.
-func (l *Libvirt) Status(ctx context.Context, vm string) (Status, error) {
-	return call(ctx, func() (Status, error) {
+func (l *Libvirt) Status(ctx context.Context, vm string) (virt.Status, error) {
+	return call(ctx, func() (virt.Status, error) {
 		d, err := l.conn.LookupDomainByName(vm)
 		if err != nil {
-			return Status{}, mapErr(vm, "status", "", err)
+			return virt.Status{}, mapErr(vm, "status", "", err)
 		}
 		defer d.Free()
 		st, err := l.statusOf(d, vm)
 		if err != nil {
-			return Status{}, mapErr(vm, "status", "", err)
+			return virt.Status{}, mapErr(vm, "status", "", err)
 		}
 		return st, nil
 	})
@@ -299,16 +306,16 @@ func (l *Libvirt) Status(ctx context.Context, vm string) (Status, error) {
 
 // statusOf reads d's figures: state and reason, vCPUs, memory, CPU time,
 // autostart, persistence, and the uptime as well as the agent can tell.
-func (l *Libvirt) statusOf(d *libvirt.Domain, name string) (Status, error) {
+func (l *Libvirt) statusOf(d *libvirt.Domain, name string) (virt.Status, error) {
 	info, err := d.GetInfo()
 	if err != nil {
-		return Status{}, err
+		return virt.Status{}, err
 	}
 	s, reason, err := d.GetState()
 	if err != nil {
-		return Status{}, err
+		return virt.Status{}, err
 	}
-	st := Status{
+	st := virt.Status{
 		Name:      name,
 		State:     stateOf(s),
 		Reason:    reasonText(s, reason),
@@ -324,7 +331,7 @@ func (l *Libvirt) statusOf(d *libvirt.Domain, name string) (Status, error) {
 		st.Uptime, st.UptimeSource = l.now().Sub(r.at), r.src
 		if l.procStart != nil {
 			if t, ok := l.procStart(name); ok {
-				st.Uptime, st.UptimeSource = l.now().Sub(t), UptimeProcess
+				st.Uptime, st.UptimeSource = l.now().Sub(t), virt.UptimeProcess
 			}
 		}
 	}
@@ -332,10 +339,10 @@ func (l *Libvirt) statusOf(d *libvirt.Domain, name string) (Status, error) {
 }
 
 // act is the common shape of every action: under the VM's lock, read the
-// state, let decide say whether it is already reached (skip), allowed
+// state, let virt.Plan say whether it is already reached (skip), allowed
 // (run op) or refused, then read the state back.
-func (l *Libvirt) act(ctx context.Context, vm string, a Action, decide func(State) (run bool, ok bool), op func(*libvirt.Domain) error) (State, error) {
-	return call(ctx, func() (State, error) {
+func (l *Libvirt) act(ctx context.Context, vm string, a virt.Action, op func(*libvirt.Domain) error) (virt.State, error) {
+	return call(ctx, func() (virt.State, error) {
 		unlock := l.lockVM(vm)
 		defer unlock()
 		d, err := l.conn.LookupDomainByName(vm)
@@ -348,9 +355,9 @@ func (l *Libvirt) act(ctx context.Context, vm string, a Action, decide func(Stat
 			return "", mapErr(vm, a, "", err)
 		}
 		l.observe(vm, cur)
-		run, ok := decide(cur)
+		run, ok := virt.Plan(a, cur)
 		if !ok {
-			return cur, &StateError{VM: vm, Action: a, State: cur}
+			return cur, &virt.StateError{VM: vm, Action: a, State: cur}
 		}
 		if !run {
 			return cur, nil
@@ -370,7 +377,7 @@ func (l *Libvirt) act(ctx context.Context, vm string, a Action, decide func(Stat
 		if err != nil {
 			return "", mapErr(vm, a, cur, err)
 		}
-		if a == ActionStart {
+		if a == virt.ActionStart {
 			l.markStarted(vm)
 		}
 		l.observe(vm, after)
@@ -382,76 +389,36 @@ func (l *Libvirt) act(ctx context.Context, vm string, a Action, decide func(Stat
 // an action a previous agent process began (its request journalled as
 // interrupted) that libvirt may still be carrying out, so a restarted agent
 // does not report its completion as a change behind its back.
-func (l *Libvirt) Adopt(vm string, a Action, until time.Time) { l.inflight.adopt(vm, a, until) }
+func (l *Libvirt) Adopt(vm string, a virt.Action, until time.Time) { l.inflight.adopt(vm, a, until) }
 
 // Start boots a shut-off (or crashed) domain; running is already done.
-func (l *Libvirt) Start(ctx context.Context, vm string) (State, error) {
-	return l.act(ctx, vm, ActionStart, func(s State) (bool, bool) {
-		switch s {
-		case StateRunning, StateIdle:
-			return false, true
-		case StateShutOff, StateCrashed:
-			return true, true
-		}
-		return false, false
-	}, (*libvirt.Domain).Create)
+func (l *Libvirt) Start(ctx context.Context, vm string) (virt.State, error) {
+	return l.act(ctx, vm, virt.ActionStart, (*libvirt.Domain).Create)
 }
 
 // Shutdown asks the guest to power off (ACPI with qemu; libvirt's default
 // method, which uses the guest agent only when one is configured). It does
-// not wait: see [WaitState].
-func (l *Libvirt) Shutdown(ctx context.Context, vm string) (State, error) {
-	return l.act(ctx, vm, ActionShutdown, func(s State) (bool, bool) {
-		switch s {
-		case StateShutOff, StateInShutdown:
-			return false, true
-		case StateRunning, StateIdle:
-			return true, true
-		}
-		return false, false
-	}, (*libvirt.Domain).Shutdown)
+// not wait: see [virt.WaitState].
+func (l *Libvirt) Shutdown(ctx context.Context, vm string) (virt.State, error) {
+	return l.act(ctx, vm, virt.ActionShutdown, (*libvirt.Domain).Shutdown)
 }
 
 // Destroy forces the domain off, from any active state.
-func (l *Libvirt) Destroy(ctx context.Context, vm string) (State, error) {
-	return l.act(ctx, vm, ActionDestroy, func(s State) (bool, bool) {
-		return s != StateShutOff, true
-	}, (*libvirt.Domain).Destroy)
+func (l *Libvirt) Destroy(ctx context.Context, vm string) (virt.State, error) {
+	return l.act(ctx, vm, virt.ActionDestroy, (*libvirt.Domain).Destroy)
 }
 
 // Reboot asks a running guest to reboot (libvirt's default method).
-func (l *Libvirt) Reboot(ctx context.Context, vm string) (State, error) {
-	return l.act(ctx, vm, ActionReboot, func(s State) (bool, bool) {
-		switch s {
-		case StateRunning, StateIdle:
-			return true, true
-		}
-		return false, false
-	}, func(d *libvirt.Domain) error { return d.Reboot(libvirt.DOMAIN_REBOOT_DEFAULT) })
+func (l *Libvirt) Reboot(ctx context.Context, vm string) (virt.State, error) {
+	return l.act(ctx, vm, virt.ActionReboot, func(d *libvirt.Domain) error { return d.Reboot(libvirt.DOMAIN_REBOOT_DEFAULT) })
 }
 
 // Suspend pauses a running domain's vCPUs; paused is already done.
-func (l *Libvirt) Suspend(ctx context.Context, vm string) (State, error) {
-	return l.act(ctx, vm, ActionSuspend, func(s State) (bool, bool) {
-		switch s {
-		case StatePaused:
-			return false, true
-		case StateRunning, StateIdle:
-			return true, true
-		}
-		return false, false
-	}, (*libvirt.Domain).Suspend)
+func (l *Libvirt) Suspend(ctx context.Context, vm string) (virt.State, error) {
+	return l.act(ctx, vm, virt.ActionSuspend, (*libvirt.Domain).Suspend)
 }
 
 // Resume continues a paused domain; running is already done.
-func (l *Libvirt) Resume(ctx context.Context, vm string) (State, error) {
-	return l.act(ctx, vm, ActionResume, func(s State) (bool, bool) {
-		switch s {
-		case StateRunning, StateIdle:
-			return false, true
-		case StatePaused:
-			return true, true
-		}
-		return false, false
-	}, (*libvirt.Domain).Resume)
+func (l *Libvirt) Resume(ctx context.Context, vm string) (virt.State, error) {
+	return l.act(ctx, vm, virt.ActionResume, (*libvirt.Domain).Resume)
 }

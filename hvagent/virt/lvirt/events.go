@@ -1,4 +1,4 @@
-package virt
+package lvirt
 
 import (
 	"context"
@@ -8,62 +8,31 @@ import (
 	"time"
 
 	"libvirt.org/go/libvirt"
-)
 
-// Event is one libvirt domain lifecycle event, as [Libvirt.WatchLifecycle]
-// hands it out.
-type Event struct {
-	Time time.Time
-	VM   string
-	// Type and Detail are libvirt's event and detail, spelled as
-	// "virsh event --event lifecycle" prints them ("Stopped",
-	// "Destroyed").
-	Type   EventType
-	Detail string
-	// Own is true when this agent's own action on the VM was in flight
-	// (or had just ended) when libvirt reported the event.
-	Own bool
-	// Action is that own action, when Own.
-	Action Action
-}
-
-// EventType is a lifecycle event type.
-type EventType string
-
-// Lifecycle event types (virsh's spelling).
-const (
-	EventDefined     EventType = "Defined"
-	EventUndefined   EventType = "Undefined"
-	EventStarted     EventType = "Started"
-	EventSuspended   EventType = "Suspended"
-	EventResumed     EventType = "Resumed"
-	EventStopped     EventType = "Stopped"
-	EventShutdown    EventType = "Shutdown"
-	EventPMSuspended EventType = "PMSuspended"
-	EventCrashed     EventType = "Crashed"
+	"github.com/ooblab/ooblab/hvagent/virt"
 )
 
 // Event details, per type, indexed by libvirt's detail number (virsh's
 // spelling, tools/virsh-domain-event.c).
 var eventNames = []struct {
-	t       EventType
+	t       virt.EventType
 	details []string
 }{
-	libvirt.DOMAIN_EVENT_DEFINED:     {EventDefined, []string{"Added", "Updated", "Renamed", "Snapshot"}},
-	libvirt.DOMAIN_EVENT_UNDEFINED:   {EventUndefined, []string{"Removed", "Renamed"}},
-	libvirt.DOMAIN_EVENT_STARTED:     {EventStarted, []string{"Booted", "Migrated", "Restored", "Snapshot", "Event wakeup", "Recreated"}},
-	libvirt.DOMAIN_EVENT_SUSPENDED:   {EventSuspended, []string{"Paused", "Migrated", "I/O Error", "Watchdog", "Restored", "Snapshot", "API error", "Post-copy", "Post-copy Error"}},
-	libvirt.DOMAIN_EVENT_RESUMED:     {EventResumed, []string{"Unpaused", "Migrated", "Snapshot", "Post-copy", "Post-copy Error"}},
-	libvirt.DOMAIN_EVENT_STOPPED:     {EventStopped, []string{"Shutdown", "Destroyed", "Crashed", "Migrated", "Saved", "Failed", "Snapshot", "Recreated"}},
-	libvirt.DOMAIN_EVENT_SHUTDOWN:    {EventShutdown, []string{"Finished", "Finished after guest request", "Finished after host request"}},
-	libvirt.DOMAIN_EVENT_PMSUSPENDED: {EventPMSuspended, []string{"Memory", "Disk"}},
-	libvirt.DOMAIN_EVENT_CRASHED:     {EventCrashed, []string{"Panicked", "Crashloaded"}},
+	libvirt.DOMAIN_EVENT_DEFINED:     {virt.EventDefined, []string{"Added", "Updated", "Renamed", "Snapshot"}},
+	libvirt.DOMAIN_EVENT_UNDEFINED:   {virt.EventUndefined, []string{"Removed", "Renamed"}},
+	libvirt.DOMAIN_EVENT_STARTED:     {virt.EventStarted, []string{"Booted", "Migrated", "Restored", "Snapshot", "Event wakeup", "Recreated"}},
+	libvirt.DOMAIN_EVENT_SUSPENDED:   {virt.EventSuspended, []string{"Paused", "Migrated", "I/O Error", "Watchdog", "Restored", "Snapshot", "API error", "Post-copy", "Post-copy Error"}},
+	libvirt.DOMAIN_EVENT_RESUMED:     {virt.EventResumed, []string{"Unpaused", "Migrated", "Snapshot", "Post-copy", "Post-copy Error"}},
+	libvirt.DOMAIN_EVENT_STOPPED:     {virt.EventStopped, []string{"Shutdown", "Destroyed", "Crashed", "Migrated", "Saved", "Failed", "Snapshot", "Recreated"}},
+	libvirt.DOMAIN_EVENT_SHUTDOWN:    {virt.EventShutdown, []string{"Finished", "Finished after guest request", "Finished after host request"}},
+	libvirt.DOMAIN_EVENT_PMSUSPENDED: {virt.EventPMSuspended, []string{"Memory", "Disk"}},
+	libvirt.DOMAIN_EVENT_CRASHED:     {virt.EventCrashed, []string{"Panicked", "Crashloaded"}},
 }
 
 // eventName spells a libvirt event and detail.
-func eventName(e libvirt.DomainEventType, detail int) (EventType, string) {
+func eventName(e libvirt.DomainEventType, detail int) (virt.EventType, string) {
 	if int(e) < 0 || int(e) >= len(eventNames) {
-		return EventType(fmt.Sprintf("event %d", e)), fmt.Sprintf("detail %d", detail)
+		return virt.EventType(fmt.Sprintf("event %d", e)), fmt.Sprintf("detail %d", detail)
 	}
 	n := eventNames[e]
 	if detail < 0 || detail >= len(n.details) {
@@ -72,25 +41,16 @@ func eventName(e libvirt.DomainEventType, detail int) (EventType, string) {
 	return n.t, n.details[detail]
 }
 
-// Grace periods after an own action during which the events it causes
-// are counted as its own: libvirt delivers them through the event loop a
-// moment after the call returns, and a graceful shutdown completes when
-// the guest is done.
-const (
-	OwnGrace         = 3 * time.Second
-	OwnShutdownGrace = 5 * time.Minute
-)
-
 // ownEvents are the event types each action causes; only these are taken
 // for the action's own while it is in flight or in its grace period, so a
 // local "virsh destroy" right after the agent started the VM is still seen.
-var ownEvents = map[Action][]EventType{
-	ActionStart:    {EventStarted, EventResumed},
-	ActionShutdown: {EventShutdown, EventStopped},
-	ActionDestroy:  {EventStopped},
-	ActionReboot:   {EventShutdown, EventStarted, EventResumed, EventSuspended},
-	ActionSuspend:  {EventSuspended},
-	ActionResume:   {EventResumed},
+var ownEvents = map[virt.Action][]virt.EventType{
+	virt.ActionStart:    {virt.EventStarted, virt.EventResumed},
+	virt.ActionShutdown: {virt.EventShutdown, virt.EventStopped},
+	virt.ActionDestroy:  {virt.EventStopped},
+	virt.ActionReboot:   {virt.EventShutdown, virt.EventStarted, virt.EventResumed, virt.EventSuspended},
+	virt.ActionSuspend:  {virt.EventSuspended},
+	virt.ActionResume:   {virt.EventResumed},
 }
 
 // inflight records this agent's actions per VM, so the lifecycle events
@@ -101,12 +61,12 @@ type inflight struct {
 }
 
 type mark struct {
-	action Action
+	action virt.Action
 	active bool
 	until  time.Time // once ended
 }
 
-func (f *inflight) begin(vm string, a Action) *mark {
+func (f *inflight) begin(vm string, a virt.Action) *mark {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m == nil {
@@ -120,7 +80,7 @@ func (f *inflight) begin(vm string, a Action) *mark {
 // adopt marks an action this agent may still have under way on vm until
 // until (begun by the agent before it restarted): the events it causes
 // until then are the agent's own.
-func (f *inflight) adopt(vm string, a Action, until time.Time) {
+func (f *inflight) adopt(vm string, a virt.Action, until time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m == nil {
@@ -132,9 +92,9 @@ func (f *inflight) adopt(vm string, a Action, until time.Time) {
 func (f *inflight) end(m *mark, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	grace := OwnGrace
-	if m.action == ActionShutdown {
-		grace = OwnShutdownGrace
+	grace := virt.OwnGrace
+	if m.action == virt.ActionShutdown {
+		grace = virt.OwnShutdownGrace
 	}
 	m.active, m.until = false, now.Add(grace)
 }
@@ -142,7 +102,7 @@ func (f *inflight) end(m *mark, now time.Time) {
 // own says whether an event of type t for vm at now is one of this
 // agent's actions' doing, and which. A Stopped event ends a shutdown's
 // long grace: a later Stopped is not the shutdown's.
-func (f *inflight) own(vm string, t EventType, now time.Time) (Action, bool) {
+func (f *inflight) own(vm string, t virt.EventType, now time.Time) (virt.Action, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	marks := f.m[vm][:0]
@@ -168,8 +128,8 @@ func (f *inflight) own(vm string, t EventType, now time.Time) (Action, bool) {
 	if found == nil {
 		return "", false
 	}
-	if t == EventStopped && found.action == ActionShutdown && !found.active {
-		found.until = now.Add(OwnGrace)
+	if t == virt.EventStopped && found.action == virt.ActionShutdown && !found.active {
+		found.until = now.Add(virt.OwnGrace)
 	}
 	return found.action, true
 }
@@ -202,7 +162,7 @@ func startEventLoop() error {
 // connection until ctx ends or the connection is closed. fn runs on
 // libvirt's event loop goroutine: it must not block (hand the event to a
 // channel or goroutine).
-func (l *Libvirt) WatchLifecycle(ctx context.Context, fn func(Event)) error {
+func (l *Libvirt) WatchLifecycle(ctx context.Context, fn func(virt.Event)) error {
 	if l.eventsErr != nil {
 		return fmt.Errorf("virt: libvirt event loop: %w", l.eventsErr)
 	}
@@ -218,7 +178,7 @@ func (l *Libvirt) WatchLifecycle(ctx context.Context, fn func(Event)) error {
 		}
 		t, detail := eventName(ev.Event, ev.Detail)
 		now := l.now()
-		e := Event{Time: now, VM: name, Type: t, Detail: detail}
+		e := virt.Event{Time: now, VM: name, Type: t, Detail: detail}
 		e.Action, e.Own = l.inflight.own(name, t, now)
 		fn(e)
 	})

@@ -1,4 +1,4 @@
-package virt
+package lvirt
 
 import (
 	"context"
@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"libvirt.org/go/libvirt"
+
+	"github.com/ooblab/ooblab/hvagent/virt"
+	"github.com/ooblab/ooblab/hvagent/virt/virttest"
 )
 
 const testDomXML = `<domain type='test'>
@@ -49,91 +52,20 @@ func newTest(t *testing.T) *Libvirt {
 	return l
 }
 
+// TestActionsTable runs the action scripts the fake hypervisor
+// (virttest) is checked with against test:///default, so both agree.
 func TestActionsTable(t *testing.T) {
-	type step struct {
-		action  Action
-		want    State
-		wantErr error
-	}
-	tests := []struct {
-		name  string
-		steps []step
-	}{
-		{"start from shut off, then idempotent", []step{
-			{ActionStart, StateRunning, nil},
-			{ActionStart, StateRunning, nil},
-		}},
-		{"shutdown (test driver completes at once), then idempotent", []step{
-			{ActionStart, StateRunning, nil},
-			{ActionShutdown, StateShutOff, nil},
-			{ActionShutdown, StateShutOff, nil},
-		}},
-		{"destroy, then idempotent", []step{
-			{ActionStart, StateRunning, nil},
-			{ActionDestroy, StateShutOff, nil},
-			{ActionDestroy, StateShutOff, nil},
-		}},
-		{"destroy a paused VM", []step{
-			{ActionStart, StateRunning, nil},
-			{ActionSuspend, StatePaused, nil},
-			{ActionDestroy, StateShutOff, nil},
-		}},
-		{"suspend and resume, each idempotent", []step{
-			{ActionStart, StateRunning, nil},
-			{ActionSuspend, StatePaused, nil},
-			{ActionSuspend, StatePaused, nil},
-			{ActionResume, StateRunning, nil},
-			{ActionResume, StateRunning, nil},
-		}},
-		{"reboot a running VM", []step{
-			{ActionStart, StateRunning, nil},
-			{ActionReboot, StateRunning, nil},
-		}},
-		{"invalid from shut off", []step{
-			{ActionSuspend, StateShutOff, ErrInvalidState},
-			{ActionResume, StateShutOff, ErrInvalidState},
-			{ActionReboot, StateShutOff, ErrInvalidState},
-		}},
-		{"invalid from paused", []step{
-			{ActionStart, StateRunning, nil},
-			{ActionSuspend, StatePaused, nil},
-			{ActionStart, StatePaused, ErrInvalidState},
-			{ActionShutdown, StatePaused, ErrInvalidState},
-			{ActionReboot, StatePaused, ErrInvalidState},
-		}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			l := newTest(t)
-			ctx := context.Background()
-			for i, s := range tt.steps {
-				got, err := Do(ctx, l, s.action, "vm1")
-				if !errors.Is(err, s.wantErr) || (err != nil && s.wantErr == nil) {
-					t.Fatalf("step %d %s: err = %v, want %v", i, s.action, err, s.wantErr)
-				}
-				if got != s.want {
-					t.Fatalf("step %d %s: state = %q, want %q", i, s.action, got, s.want)
-				}
-				st, err := l.Status(ctx, "vm1")
-				if err != nil {
-					t.Fatalf("step %d Status: %v", i, err)
-				}
-				if st.State != s.want {
-					t.Fatalf("step %d: Status says %q, action said %q", i, st.State, s.want)
-				}
-			}
-		})
-	}
+	virttest.RunScripts(t, func(t *testing.T) (virt.Hypervisor, string) { return newTest(t), "vm1" })
 }
 
 func TestStateErrorNamesActionAndState(t *testing.T) {
 	l := newTest(t)
 	_, err := l.Suspend(context.Background(), "vm1")
-	var se *StateError
+	var se *virt.StateError
 	if !errors.As(err, &se) {
 		t.Fatalf("err = %v, want *StateError", err)
 	}
-	if se.Action != ActionSuspend || se.State != StateShutOff || se.VM != "vm1" {
+	if se.Action != virt.ActionSuspend || se.State != virt.StateShutOff || se.VM != "vm1" {
 		t.Fatalf("StateError = %+v", se)
 	}
 	if want := `virt: cannot suspend VM "vm1" while shut off`; se.Error() != want {
@@ -144,15 +76,15 @@ func TestStateErrorNamesActionAndState(t *testing.T) {
 func TestUnknownVM(t *testing.T) {
 	l := newTest(t)
 	ctx := context.Background()
-	if _, err := l.Status(ctx, "nope"); !errors.Is(err, ErrNoSuchVM) {
+	if _, err := l.Status(ctx, "nope"); !errors.Is(err, virt.ErrNoSuchVM) {
 		t.Errorf("Status: err = %v, want ErrNoSuchVM", err)
 	}
-	for _, a := range []Action{ActionStart, ActionShutdown, ActionDestroy, ActionReboot, ActionSuspend, ActionResume} {
-		if _, err := Do(ctx, l, a, "nope"); !errors.Is(err, ErrNoSuchVM) {
+	for _, a := range []virt.Action{virt.ActionStart, virt.ActionShutdown, virt.ActionDestroy, virt.ActionReboot, virt.ActionSuspend, virt.ActionResume} {
+		if _, err := virt.Do(ctx, l, a, "nope"); !errors.Is(err, virt.ErrNoSuchVM) {
 			t.Errorf("%s: err = %v, want ErrNoSuchVM", a, err)
 		}
 	}
-	if _, err := Do(ctx, l, "explode", "vm1"); !errors.Is(err, ErrUnknownAction) {
+	if _, err := virt.Do(ctx, l, "explode", "vm1"); !errors.Is(err, virt.ErrUnknownAction) {
 		t.Errorf("Do(explode): err = %v, want ErrUnknownAction", err)
 	}
 }
@@ -166,12 +98,12 @@ func TestListAndStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]State{}
+	got := map[string]virt.State{}
 	for _, d := range doms {
 		got[d.Name] = d.State
 	}
 	// "test" is the test driver's own running domain.
-	if got["test"] != StateRunning || got["vm1"] != StateShutOff || len(got) != 2 {
+	if got["test"] != virt.StateRunning || got["vm1"] != virt.StateShutOff || len(got) != 2 {
 		t.Fatalf("List = %v", doms)
 	}
 
@@ -190,7 +122,7 @@ func TestListAndStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Uptime != 90*time.Second || st.UptimeSource != UptimeAgentStart || st.MemoryKiB == 0 {
+	if st.Uptime != 90*time.Second || st.UptimeSource != virt.UptimeAgentStart || st.MemoryKiB == 0 {
 		t.Fatalf("Status(running) = %+v, want uptime 90s from the agent's start", st)
 	}
 	// "test" was running before the agent saw it: uptime is a lower bound.
@@ -198,7 +130,7 @@ func TestListAndStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.UptimeSource != UptimeAgentObserved || st.Uptime != 90*time.Second {
+	if st.UptimeSource != virt.UptimeAgentObserved || st.Uptime != 90*time.Second {
 		t.Fatalf("Status(test) = %+v, want uptime observed since List", st)
 	}
 }
@@ -211,7 +143,7 @@ func TestContextHonoured(t *testing.T) {
 		t.Fatalf("Start(cancelled): err = %v", err)
 	}
 	st, _ := l.Status(context.Background(), "vm1")
-	if st.State != StateShutOff {
+	if st.State != virt.StateShutOff {
 		t.Fatalf("a cancelled Start ran: state %q", st.State)
 	}
 	if _, err := Open(ctx, "test:///default"); !errors.Is(err, context.Canceled) {
@@ -230,13 +162,13 @@ func TestWaitState(t *testing.T) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if s, err := WaitState(wctx, l, "vm1", StateShutOff, 10*time.Millisecond); err != nil || s != StateShutOff {
+	if s, err := virt.WaitState(wctx, l, "vm1", virt.StateShutOff, 10*time.Millisecond); err != nil || s != virt.StateShutOff {
 		t.Fatalf("WaitState = %q, %v", s, err)
 	}
 	// Waiting for a state that never comes ends with the deadline.
 	wctx2, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel2()
-	if _, err := WaitState(wctx2, l, "vm1", StateRunning, 10*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := virt.WaitState(wctx2, l, "vm1", virt.StateRunning, 10*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("WaitState(never) err = %v", err)
 	}
 }
@@ -250,7 +182,7 @@ func TestConcurrentActions(t *testing.T) {
 	if _, err := l.Start(ctx, "vm1"); err != nil {
 		t.Fatal(err)
 	}
-	acts := []Action{ActionSuspend, ActionResume, ActionStart, ActionReboot}
+	acts := []virt.Action{virt.ActionSuspend, virt.ActionResume, virt.ActionStart, virt.ActionReboot}
 	var wg sync.WaitGroup
 	errc := make(chan error, 64)
 	for g := 0; g < 8; g++ {
@@ -259,7 +191,7 @@ func TestConcurrentActions(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 20; i++ {
 				a := acts[(g+i)%len(acts)]
-				if _, err := Do(ctx, l, a, "vm1"); err != nil && !errors.Is(err, ErrInvalidState) {
+				if _, err := virt.Do(ctx, l, a, "vm1"); err != nil && !errors.Is(err, virt.ErrInvalidState) {
 					errc <- fmt.Errorf("%s: %w", a, err)
 					return
 				}
@@ -300,7 +232,7 @@ func TestFigures(t *testing.T) {
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
-	var listed *Domain
+	var listed *virt.Domain
 	for i := range doms {
 		if doms[i].Name == "vm1" {
 			listed = &doms[i]
@@ -309,9 +241,9 @@ func TestFigures(t *testing.T) {
 	if listed == nil {
 		t.Fatalf("List has no vm1: %+v", doms)
 	}
-	for name, got := range map[string]Status{"Status": st, "List": *listed} {
-		if got.State != StateRunning || got.Reason != "booted" || got.VCPUs != 2 || got.MemoryKiB != 65536 ||
-			!got.Autostart || !got.Persistent || got.UptimeSource != UptimeAgentStart {
+	for name, got := range map[string]virt.Status{"Status": st, "List": *listed} {
+		if got.State != virt.StateRunning || got.Reason != "booted" || got.VCPUs != 2 || got.MemoryKiB != 65536 ||
+			!got.Autostart || !got.Persistent || got.UptimeSource != virt.UptimeAgentStart {
 			t.Errorf("%s = %+v, want running (booted), 2 vCPUs, 65536 KiB, autostart, persistent, uptime from agent-start", name, got)
 		}
 	}
@@ -322,7 +254,7 @@ func TestFigures(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Status: %v", err)
 	}
-	if st.State != StateShutOff || st.Reason != "destroyed" || st.Uptime != 0 {
+	if st.State != virt.StateShutOff || st.Reason != "destroyed" || st.Uptime != 0 {
 		t.Errorf("after destroy: %+v, want shut off (destroyed), no uptime", st)
 	}
 }
@@ -350,45 +282,45 @@ func TestReasonText(t *testing.T) {
 func TestInflightOwnEvents(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	var f inflight
-	m := f.begin("vm1", ActionStart)
-	if a, ok := f.own("vm1", EventStarted, t0); !ok || a != ActionStart {
+	m := f.begin("vm1", virt.ActionStart)
+	if a, ok := f.own("vm1", virt.EventStarted, t0); !ok || a != virt.ActionStart {
 		t.Fatalf("Started during start: %v %v", a, ok)
 	}
 	f.end(m, t0)
-	if _, ok := f.own("vm1", EventStopped, t0.Add(time.Second)); ok {
+	if _, ok := f.own("vm1", virt.EventStopped, t0.Add(time.Second)); ok {
 		t.Fatal("a Stopped right after a start counted as the start's")
 	}
-	if _, ok := f.own("vm2", EventStarted, t0); ok {
+	if _, ok := f.own("vm2", virt.EventStarted, t0); ok {
 		t.Fatal("another VM's event counted")
 	}
-	if _, ok := f.own("vm1", EventResumed, t0.Add(OwnGrace-time.Millisecond)); !ok {
+	if _, ok := f.own("vm1", virt.EventResumed, t0.Add(virt.OwnGrace-time.Millisecond)); !ok {
 		t.Fatal("Resumed within the grace not counted")
 	}
-	if _, ok := f.own("vm1", EventStarted, t0.Add(OwnGrace+time.Millisecond)); ok {
+	if _, ok := f.own("vm1", virt.EventStarted, t0.Add(virt.OwnGrace+time.Millisecond)); ok {
 		t.Fatal("Started after the grace counted")
 	}
 	// A shutdown waits for its Stopped; once seen, a second Stopped is not its.
-	m = f.begin("vm1", ActionShutdown)
+	m = f.begin("vm1", virt.ActionShutdown)
 	f.end(m, t0)
 	at := t0.Add(time.Minute)
-	if a, ok := f.own("vm1", EventStopped, at); !ok || a != ActionShutdown {
+	if a, ok := f.own("vm1", virt.EventStopped, at); !ok || a != virt.ActionShutdown {
 		t.Fatalf("Stopped a minute after a shutdown: %v %v", a, ok)
 	}
-	if _, ok := f.own("vm1", EventStopped, at.Add(OwnGrace+time.Millisecond)); ok {
+	if _, ok := f.own("vm1", virt.EventStopped, at.Add(virt.OwnGrace+time.Millisecond)); ok {
 		t.Fatal("a later Stopped counted as the shutdown's")
 	}
 	// A start a killed agent began, adopted by its successor: libvirt
 	// finishing it is the agent's doing, until the window closes.
-	f.adopt("vm3", ActionStart, t0.Add(time.Minute))
-	for _, e := range []EventType{EventResumed, EventStarted} {
-		if a, ok := f.own("vm3", e, t0.Add(20*time.Second)); !ok || a != ActionStart {
+	f.adopt("vm3", virt.ActionStart, t0.Add(time.Minute))
+	for _, e := range []virt.EventType{virt.EventResumed, virt.EventStarted} {
+		if a, ok := f.own("vm3", e, t0.Add(20*time.Second)); !ok || a != virt.ActionStart {
 			t.Fatalf("%s of an adopted start: %v %v", e, a, ok)
 		}
 	}
-	if _, ok := f.own("vm3", EventStopped, t0.Add(20*time.Second)); ok {
+	if _, ok := f.own("vm3", virt.EventStopped, t0.Add(20*time.Second)); ok {
 		t.Fatal("a Stopped counted as an adopted start's")
 	}
-	if _, ok := f.own("vm3", EventStarted, t0.Add(time.Minute+time.Millisecond)); ok {
+	if _, ok := f.own("vm3", virt.EventStarted, t0.Add(time.Minute+time.Millisecond)); ok {
 		t.Fatal("Started after the adopted window counted")
 	}
 }
