@@ -226,7 +226,7 @@ func section(ms []*measure, o options) *results.Section {
 	sec := &results.Section{Section: "fleet", Title: "Fleet: bmcsim --fleet N, N hosts, vmsctl host status over the OOB-I",
 		Started: time.Now(), Env: map[string]string{
 			"cpus": strconv.Itoa(runtime.NumCPU()), "runs": strconv.Itoa(o.runs), "parallel": strconv.Itoa(par),
-			"load_before": loadavg(),
+			"load_before": results.LoadAvg(),
 		}}
 	t := results.Table{ID: "scale", Title: "bmcsim RSS, vmsctl host status and vm list (OOB-I, every host) by fleet size",
 		Goal: "bmcsim RSS at 1000 BMCs ≤ 500 MiB; host status over 1000 hosts ≤ 3 s; OOB-I vm list over 1000 hosts ≤ 10 s",
@@ -277,15 +277,6 @@ func seconds(ds []time.Duration) []float64 {
 		out[i] = d.Seconds()
 	}
 	return out
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // printTable prints the section's tables as text (the bench log).

@@ -50,6 +50,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ooblab/ooblab/bench/results"
 	"github.com/ooblab/ooblab/lab/kcsguest"
 )
 
@@ -102,7 +103,7 @@ func run(n int, useSim, useQEMU bool, keep, jsonOut string, timeout time.Duratio
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	started := time.Now()
-	load := loadavg()
+	load := results.LoadAvg()
 
 	// bmcsim, in process, first: ipmi_si gives up on a BMC that does not
 	// answer, so every BMC listens before QEMU starts.
@@ -332,16 +333,4 @@ func ratio(a, b string) float64 {
 		return 0
 	}
 	return x / y
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

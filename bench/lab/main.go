@@ -44,6 +44,7 @@ import (
 	"syscall"
 	"time"
 
+	br "github.com/ooblab/ooblab/bench/results"
 	"github.com/ooblab/ooblab/lab/ctl"
 )
 
@@ -239,7 +240,7 @@ type upRun struct {
 }
 
 func labUp(ctx context.Context, c *config, label string, hosts int, rebuild bool) (upRun, error) {
-	u := upRun{label: label, hosts: hosts, load: loadavg()}
+	u := upRun{label: label, hosts: hosts, load: br.LoadAvg()}
 	fmt.Fprintf(c.progress, "lab bench: %s lab up, %d host(s), load %s\n", label, hosts, u.load)
 	t0 := time.Now()
 	st, err := ctl.Up(ctx, ctl.Options{
@@ -267,18 +268,6 @@ func labDown(c *config) error {
 		return nil
 	}
 	return err
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func copyFile(src, dst string) error {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	br "github.com/ooblab/ooblab/bench/results"
 	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/record"
@@ -61,7 +62,7 @@ type rttResult struct {
 // host load falls on both alike. The time is the caller's: Client.Do from
 // call to return (sealing, the exchange, opening).
 func measureRTT(ctx context.Context, c *config) (*rttResult, error) {
-	r := &rttResult{load: loadavg()}
+	r := &rttResult{load: br.LoadAvg()}
 	vc, err := newClient(c, client.Options{Via: client.ViaVMMI})
 	if err != nil {
 		return nil, err
@@ -126,7 +127,7 @@ var errBudgetTooTight = errors.New("auto client does not use VMM-I before the un
 func measureFailover(ctx context.Context, c *config) (runs []failoverRun, notes []string, err error) {
 	runs, err = measureFailoverRuns(ctx, c, func(b time.Duration, last error) {
 		notes = append(notes, fmt.Sprintf("failover budget %v not measured: with the VMM-I plugged the auto client "+
-			"did not answer over it within the budget in 20 tries (last: %v); load %s", b, last, loadavg()))
+			"did not answer over it within the budget in 20 tries (last: %v); load %s", b, last, br.LoadAvg()))
 	})
 	return runs, notes, err
 }
@@ -250,7 +251,7 @@ type payloadResult struct {
 }
 
 func measurePayload(ctx context.Context, c *config, rtt *rttResult) (*payloadResult, error) {
-	r := &payloadResult{load: loadavg()}
+	r := &payloadResult{load: br.LoadAvg()}
 	oc, err := newClient(c, client.Options{Via: client.ViaOOB})
 	if err != nil {
 		return nil, err
@@ -318,7 +319,7 @@ type kcsResult struct {
 }
 
 func measureKCS(ctx context.Context, c *config) (*kcsResult, error) {
-	r := &kcsResult{rows: map[string]map[string]string{}, load: loadavg()}
+	r := &kcsResult{rows: map[string]map[string]string{}, load: br.LoadAvg()}
 	env, err := kcsguest.FindEnv()
 	if err != nil {
 		return nil, err

@@ -26,7 +26,7 @@ func usOf(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
 // the latency distribution of each kind per size.
 func oobSection(rows []row, journal string) *results.Section {
 	sec := &results.Section{Section: "oob", Title: "OOB-I: sealed vs unsealed messages VMS → BMC → system interface (in-process)",
-		Started: time.Now(), Env: map[string]string{"cpus": strconv.Itoa(runtime.NumCPU()), "queues": journal, "load": loadavg()}}
+		Started: time.Now(), Env: map[string]string{"cpus": strconv.Itoa(runtime.NumCPU()), "queues": journal, "load": results.LoadAvg()}}
 	t := results.Table{ID: "messages", Title: "One message in flight, sealed and unsealed interleaved",
 		Columns: []results.Column{
 			{Name: "size", Unit: "B"}, {Name: "n"}, {Name: "records"},

@@ -40,7 +40,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -65,6 +64,7 @@ import (
 	ipmiclient "github.com/bougou/go-ipmi/pkg/client"
 	"github.com/bougou/go-ipmi/pkg/types"
 
+	"github.com/ooblab/ooblab/bench/results"
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
 	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/bmcsim/queue"
@@ -638,7 +638,7 @@ func run(ctx context.Context, sizes []int, dur, rtDur time.Duration, minN int, s
 	}
 	fmt.Printf("OOB-I VMS → BMC → system interface on loopback: in-process bmcsim (queues %s), RMCP+ suite 17 (go-ipmi),\n", journal)
 	fmt.Printf("host = hvagent/oob loop over the chardev client (attention wake-up); one message in flight; GOMAXPROCS=%d, %d CPUs;\n", runtime.GOMAXPROCS(0), runtime.NumCPU())
-	fmt.Printf("sealed and unsealed messages interleaved one by one; load average %s\n\n", loadavg())
+	fmt.Printf("sealed and unsealed messages interleaved one by one; load average %s\n\n", results.LoadAvg())
 	tw := tabwriter.NewWriter(os.Stdout, 2, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "size\t|\tsealed n\trecords\tmedian\tp99\tKB/s\t|\tunsealed n\trecords\tmedian\tp99\tKB/s\t|\tseal+open alone\tshare of sealed median\tsealed−unsealed median\t|\tround trip n\tmedian\tp99\tKB/s\t")
 	for _, r := range rows {
@@ -716,16 +716,4 @@ func usSigned(d time.Duration) string {
 		return "−" + us(-d)
 	}
 	return "+" + us(d)
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := bytes.Fields(b)
-	if len(f) < 3 {
-		return "?"
-	}
-	return string(bytes.Join(f[:3], []byte(" ")))
 }
