@@ -7,12 +7,17 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "ooblab: not root; libvirtd tests use whatever libvirtd is running" >&2
   exit 0
 fi
-if ! pgrep -x virtlogd >/dev/null; then
-  virtlogd -d
-fi
-if ! pgrep -x libvirtd >/dev/null; then
-  libvirtd -d
-fi
+# Two `make test` at once on a machine where they are not running yet both
+# saw no daemon and both started one; the second failed on the daemon's
+# pidfile. One lock; and a start that fails because another won is fine.
+exec 9>/run/ooblab-services.lock
+flock -w 60 9
+start() { # name: start the daemon unless it runs (or is started meanwhile)
+  pgrep -x "$1" >/dev/null && return 0
+  "$1" -d 9>&- || pgrep -x "$1" >/dev/null # 9>&-: the daemon must not hold the lock
+}
+start virtlogd
+start libvirtd
 # Wait (bounded) until libvirtd answers.
 for _ in $(seq 100); do
   if virsh -c qemu:///system version >/dev/null 2>&1; then exit 0; fi
