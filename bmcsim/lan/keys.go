@@ -80,13 +80,7 @@ func (c *keyCache) sweep(sessions *bmc.SessionStore) {
 		ids = append(ids, id)
 	}
 	c.mu.Unlock()
-	// The session store has its own lock; it is not taken under c.mu.
-	var gone []uint32
-	for _, id := range ids {
-		if _, err := sessions.Get(id); err != nil {
-			gone = append(gone, id)
-		}
-	}
+	gone := ended(sessions, ids, func(id uint32) uint32 { return id })
 	if len(gone) == 0 {
 		return
 	}

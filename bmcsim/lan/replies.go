@@ -199,12 +199,7 @@ func (rc *ReplyCache) Sweep(sessions *bmc.SessionStore) {
 	}
 	rc.mu.Unlock()
 	// The session store has its own lock; it is not taken under rc.mu.
-	var gone []replyKey
-	for _, k := range keys {
-		if _, err := sessions.Get(k.bmcID); err != nil {
-			gone = append(gone, k)
-		}
-	}
+	gone := ended(sessions, keys, func(k replyKey) uint32 { return k.bmcID })
 	if len(gone) == 0 {
 		return
 	}
@@ -213,4 +208,17 @@ func (rc *ReplyCache) Sweep(sessions *bmc.SessionStore) {
 		delete(rc.sessions, k)
 	}
 	rc.mu.Unlock()
+}
+
+// ended returns the keys whose session (id(k)) the store no longer holds.
+// Callers gather keys under their own lock and call it without: the
+// store takes its own.
+func ended[K any](sessions *bmc.SessionStore, keys []K, id func(K) uint32) []K {
+	var gone []K
+	for _, k := range keys {
+		if _, err := sessions.Get(id(k)); err != nil {
+			gone = append(gone, k)
+		}
+	}
+	return gone
 }
