@@ -203,6 +203,20 @@ func (b *bench) reply(req *vmsg.Request) *vmsg.Reply {
 
 var nextID atomic.Uint64
 
+// seal stamps r with the bench clock's time (unless it has one) and seals
+// it as the VMS does.
+func (b *bench) seal(r *vmsg.Request) []byte {
+	b.t.Helper()
+	if r.IssuedMs == 0 {
+		r.IssuedMs = b.clk.Now().UnixMilli()
+	}
+	env, err := b.vms.Seal(r)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return env
+}
+
 func req(p string, c vmsg.Command, vm string) *vmsg.Request {
 	return &vmsg.Request{ID: nextID.Add(1) + 1000, Principal: p, Command: c, VM: vm}
 }
@@ -336,14 +350,7 @@ func TestForgedPrincipal(t *testing.T) {
 		// A minute apart: refusal alerts are capped per minute and
 		// principal, and every one of these must reach every outlet.
 		b.clk.Add(time.Minute + time.Second)
-		if r.IssuedMs == 0 {
-			r.IssuedMs = b.clk.Now().UnixMilli()
-		}
-		env, err := b.vms.Seal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := b.a.HandleEnvelope(ctx, env, via)
+		out, err := b.a.HandleEnvelope(ctx, b.seal(r), via)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -547,11 +554,7 @@ func TestInterruptedRequest(t *testing.T) {
 func TestInterruptedActionsNamed(t *testing.T) {
 	b := newBench(t)
 	r := req("vms1", vmsg.CmdStart, "web1")
-	r.IssuedMs = b.clk.Now().UnixMilli()
-	env, err := b.vms.Seal(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := b.seal(r)
 	release := b.hv.hold()
 	defer release()
 	go b.a.HandleEnvelope(context.Background(), env, ViaVMMI)

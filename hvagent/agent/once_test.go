@@ -120,11 +120,7 @@ func TestDuplicateInProgress(t *testing.T) {
 func TestRequesterGoneMidAction(t *testing.T) {
 	b := newBench(t)
 	r := req("vms1", vmsg.CmdStart, "web1")
-	r.IssuedMs = b.clk.Now().UnixMilli()
-	env, err := b.vms.Seal(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := b.seal(r)
 	release := b.hv.hold()
 	defer release()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -160,11 +156,7 @@ func TestWaitLetsActionsFinish(t *testing.T) {
 	r := req("vms1", vmsg.CmdStart, "web1")
 	release := b.hv.hold()
 	ctx, cancel := context.WithCancel(context.Background())
-	r.IssuedMs = b.clk.Now().UnixMilli()
-	env, err := b.vms.Seal(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := b.seal(r)
 	go b.a.HandleEnvelope(ctx, env, ViaOOB)
 	b.waitEntered()
 	cancel() // SIGTERM: the channels stop
