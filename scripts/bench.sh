@@ -121,7 +121,7 @@ bench_kcs() {
 # and sealed OOB-I payload throughput vs the raw KCS ceiling (bench/kcs's
 # guest, measured in the same run). Its own state folder, guest image cache
 # and ports (never the lab in .lab); every lab it starts it stops. Bounded
-# by timeout: ~4-6 min.
+# by timeout: ~5-8 min (a cold image build is 2-3 min of it on a loaded machine).
 #   BENCH_LAB_BASE_PORT  first BMC LAN port (36230; KCS +100, VMM-I +2000, metrics +3000)
 #   BENCH_LAB_N          vm status round trips per channel (200)
 #   BENCH_LAB_COLD       0 skips the cold `lab up` (image rebuild)
@@ -132,8 +132,8 @@ bench_lab() {
   go build -trimpath -o "$dir/benchlab" ./bench/lab
   echo "CPUs $(nproc), load average before: $(cut -d' ' -f1-3 /proc/loadavg); base port $port"
   local rc=0
-  timeout -k 30 450 "$dir/benchlab" -dir "$dir/work" -bin bin -base-port "$port" \
-    -n "${BENCH_LAB_N:-200}" -cold="$cold" -timeout 7m -json "$RESULTS/lab.json" || rc=$?
+  timeout -k 30 660 "$dir/benchlab" -dir "$dir/work" -bin bin -base-port "$port" \
+    -n "${BENCH_LAB_N:-200}" -cold="$cold" -timeout 10m -json "$RESULTS/lab.json" || rc=$?
   # Safety net: the bench stops its labs itself, also on SIGTERM.
   bin/lab --dir "$dir/work/lab" down >/dev/null 2>&1 || true
   [ "$rc" -ne 0 ] && echo "bench_lab: failed (exit $rc); lab logs were in $dir/work/lab" >&2
