@@ -37,11 +37,16 @@ type Libvirt struct {
 	inflight  inflight
 	eventsErr error // the event loop could not be registered
 
-	// evMu guards the event callbacks against Close.
+	// evMu guards the event callbacks and the background calls against
+	// Close.
 	evMu      sync.Mutex
 	callbacks map[int]bool
 	closed    bool
 	closing   chan struct{}
+	// calls counts libvirt calls still running in the background (see
+	// call): Close waits for them before it closes the connection under
+	// them.
+	calls sync.WaitGroup
 }
 
 type startRec struct {
@@ -118,24 +123,45 @@ func (l *Libvirt) Close() error {
 		close(l.closing)
 	}
 	l.evMu.Unlock()
+	done := make(chan struct{})
+	go func() { l.calls.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+		// Closing the connection under a running call is a use after
+		// free in the binding; a process that is stopping loses nothing
+		// by leaving it open.
+		return fmt.Errorf("virt: libvirt calls still running after %v; connection %s left open", closeWait, l.uri)
+	}
 	_, err := l.conn.Close()
 	return err
 }
 
+// closeWait bounds how long Close waits for abandoned background calls.
+const closeWait = 10 * time.Second
+
 // call runs fn (blocking cgo) in its own goroutine and returns when it ends
 // or ctx ends, whichever is first. fn keeps running after a cancellation and
-// releases whatever it holds itself.
-func call[T any](ctx context.Context, fn func() (T, error)) (T, error) {
+// releases whatever it holds itself; l.Close waits for it.
+func call[T any](ctx context.Context, l *Libvirt, fn func() (T, error)) (T, error) {
 	var zero T
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
+	l.evMu.Lock()
+	if l.closed {
+		l.evMu.Unlock()
+		return zero, fmt.Errorf("virt: connection %s is closed", l.uri)
+	}
+	l.calls.Add(1)
+	l.evMu.Unlock()
 	type res struct {
 		v   T
 		err error
 	}
 	ch := make(chan res, 1)
 	go func() {
+		defer l.calls.Done()
 		v, err := fn()
 		ch <- res{v, err}
 	}()
@@ -258,7 +284,7 @@ const settleLimit = 15 * time.Second
 
 // List returns every defined domain, active or not, with its state.
 func (l *Libvirt) List(ctx context.Context) ([]virt.Domain, error) {
-	return call(ctx, func() ([]virt.Domain, error) {
+	return call(ctx, l, func() ([]virt.Domain, error) {
 		doms, err := l.conn.ListAllDomains(0)
 		if err != nil {
 			return nil, fmt.Errorf("virt: list domains: %w", err)
@@ -290,7 +316,7 @@ func (l *Libvirt) List(ctx context.Context) ([]virt.Domain, error) {
 
 // Status reports one domain.
 func (l *Libvirt) Status(ctx context.Context, vm string) (virt.Status, error) {
-	return call(ctx, func() (virt.Status, error) {
+	return call(ctx, l, func() (virt.Status, error) {
 		d, err := l.conn.LookupDomainByName(vm)
 		if err != nil {
 			return virt.Status{}, mapErr(vm, "status", "", err)
@@ -342,7 +368,7 @@ func (l *Libvirt) statusOf(d *libvirt.Domain, name string) (virt.Status, error) 
 // state, let virt.Plan say whether it is already reached (skip), allowed
 // (run op) or refused, then read the state back.
 func (l *Libvirt) act(ctx context.Context, vm string, a virt.Action, op func(*libvirt.Domain) error) (virt.State, error) {
-	return call(ctx, func() (virt.State, error) {
+	return call(ctx, l, func() (virt.State, error) {
 		unlock := l.lockVM(vm)
 		defer unlock()
 		d, err := l.conn.LookupDomainByName(vm)

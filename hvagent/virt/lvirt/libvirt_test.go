@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -322,5 +323,46 @@ func TestInflightOwnEvents(t *testing.T) {
 	}
 	if _, ok := f.own("vm3", virt.EventStarted, t0.Add(time.Minute+time.Millisecond)); ok {
 		t.Fatal("Started after the adopted window counted")
+	}
+}
+
+// A call abandoned by its context keeps running in the background; Close
+// waits for it instead of closing the connection under it (the race
+// detector saw Close free the connection while an abandoned Status, from
+// WaitState's deadline, still used it).
+func TestCloseWaitsForAbandonedCalls(t *testing.T) {
+	l, err := Open(context.Background(), "test:///default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var finished atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	entered := make(chan struct{})
+	go func() {
+		<-entered
+		cancel()
+	}()
+	_, err = call(ctx, l, func() (string, error) {
+		close(entered)
+		<-release
+		uri, err := l.conn.GetURI() // uses the connection after the caller left
+		finished.Store(true)
+		return uri, err
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("call = %v, want context.Canceled", err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	close(release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if !finished.Load() {
+		t.Fatal("Close returned before the abandoned call finished")
+	}
+	if _, err := call(context.Background(), l, func() (int, error) { return 0, nil }); err == nil {
+		t.Fatal("a call after Close ran")
 	}
 }
