@@ -116,7 +116,35 @@ func (p *hostPower) PowerOff(ctx context.Context) error {
 		return err
 	}
 	p.log.Info("chassis power off", "via", "kcs")
-	return nil
+	return p.waitOff(ctx)
+}
+
+// waitOff waits (bounded) until QEMU has acted on the POWEROFF it was sent:
+// QEMU takes it in its main loop, so a power cycle's power on could reach
+// the monitor first, reset and continue a machine that then stopped for
+// good (seen in a fresh-clone e2e run: the host never came back).
+func (p *hostPower) waitOff(ctx context.Context) error {
+	if p.qmp == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, powerOpTimeout)
+	defer cancel()
+	m, err := p.monitor(ctx)
+	if err != nil {
+		return nil // QEMU exited: off
+	}
+	defer m.Close()
+	for {
+		st, err := m.QueryStatus(ctx)
+		if err != nil || !st.Running {
+			return nil // gone, or stopped
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("power off: the machine still runs: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (p *hostPower) Reset(ctx context.Context) error {

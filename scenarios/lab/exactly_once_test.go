@@ -243,6 +243,7 @@ var _ = Describe("Exactly once", Lab, ExactlyOnce, Failover, Serial, Ordered, fu
 		// answer came over the VMM-I), the attempt is run again.
 		var res VMResult
 		var all []string
+		var readLog func() (string, error) // the last attempt's console since its start
 		for attempt := 1; ; attempt++ {
 			Expect(attempt).To(BeNumerically("<=", 3), "the VMM-I cut never landed while the reboot ran")
 			MustLab(ctx, "plug", host, "vmmi")
@@ -252,6 +253,7 @@ var _ = Describe("Exactly once", Lab, ExactlyOnce, Failover, Serial, Ordered, fu
 			sel := SELEntries(ctx, host)
 			since, err := ConsoleSince(host)
 			Expect(err).NotTo(HaveOccurred())
+			readLog = since
 
 			started := make(chan error, 1)
 			go func() {
@@ -293,7 +295,16 @@ var _ = Describe("Exactly once", Lab, ExactlyOnce, Failover, Serial, Ordered, fu
 		// over the OOB-I, from the journal of the run the VMM-I carried.
 		Expect(res.SentVia).To(Equal([]string{client.ViaVMMI, client.ViaOOB}))
 		Expect(res.ExecutedVia).To(Equal(client.ViaVMMI))
-		Expect(CountLines(all, "answered from the journal")+CountLines(all, "duplicate")).To(BeNumerically(">=", 1), strings.Join(all, "\n"))
+		// The agent logs that line before it answers, but the log reaches
+		// the spec over the guest's serial console, which can lag behind
+		// the answer over the KCS: read it again until it shows (bounded).
+		Eventually(func(g Gomega) {
+			log, err := readLog()
+			g.Expect(err).NotTo(HaveOccurred())
+			all = AgentLines(log, res.RequestID)
+			g.Expect(CountLines(all, "answered from the journal")+CountLines(all, "duplicate")).To(BeNumerically(">=", 1), strings.Join(all, "\n"))
+		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
+		Expect(Executions(all)).To(Equal(1), "executions:\n%s", strings.Join(all, "\n"))
 
 		// The journal's account (vmsctl history) agrees: one run, via the VMM-I.
 		out, code := Vmsctl(ctx, "history", host, "--via", "oob", "-o", "json")
