@@ -135,13 +135,18 @@ func (p *hostPower) waitOff(ctx context.Context) error {
 	}
 	defer m.Close()
 	for {
+		// "shutdown" only: an answer that merely says not running (seen
+		// with an empty status right after the POWEROFF) came before QEMU
+		// acted on it.
 		st, err := m.QueryStatus(ctx)
-		if err != nil || !st.Running {
-			return nil // gone, or stopped
+		if err != nil || st.Status == "shutdown" {
+			return nil // gone, or stopped by the POWEROFF
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("power off: the machine still runs: %w", ctx.Err())
+			// Power on (of a cycle) still resets and continues it.
+			p.log.Warn("power off: QEMU did not report the machine shut down", "status", st.Status, "waited", powerOpTimeout)
+			return nil
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
