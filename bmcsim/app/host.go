@@ -203,7 +203,7 @@ func (h *Host) listenKCS(n *notifier) error {
 			}
 		}))...)
 	n.set(srv)
-	b.SetPowerDriver(&hostPower{kcs: srv, qmp: b.Config.QMP, log: log})
+	b.SetPowerDriver(newHostPower(srv, b.Config.QMP, log))
 	log.Info("system interface listening", "addr", ln.Addr().String())
 	h.KCS, h.kcsLn = srv, ln
 	return nil

@@ -71,16 +71,24 @@ type Monitor struct {
 // capabilities handshake. While the socket does not exist yet or refuses
 // (QEMU still starting) it retries until ctx ends.
 func Dial(ctx context.Context, network, addr string, log *slog.Logger) (*Monitor, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	m := &Monitor{network: network, addr: addr, log: log, sem: make(chan struct{}, 1)}
+	m := New(network, addr, log)
 	m.sem <- struct{}{}
 	defer func() { <-m.sem }()
 	if err := m.connect(ctx); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// New returns a Monitor that is not connected yet: its first command dials
+// (and waits while the socket does not exist or refuses, until that
+// command's ctx ends), as every command does after the connection was
+// dropped. For a long-lived client of a QEMU that may come and go.
+func New(network, addr string, log *slog.Logger) *Monitor {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Monitor{network: network, addr: addr, log: log, sem: make(chan struct{}, 1)}
 }
 
 // Version is the QEMU version reported at the last handshake.
@@ -103,7 +111,9 @@ func (m *Monitor) connect(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("qmp: connect %s: %w (last error: %v)", m.addr, ctx.Err(), err)
+			// Both wrapped: a caller can tell "QEMU is not there" (ENOENT,
+			// ECONNREFUSED) from a slow handshake.
+			return fmt.Errorf("qmp: connect %s: %w (last error: %w)", m.addr, ctx.Err(), err)
 		case <-t.C:
 		}
 		backoff = min(backoff*2, 100*time.Millisecond)

@@ -143,8 +143,8 @@ func TestDialWaitsForSocket(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "none.sock")
 	start := time.Now()
 	_, err := Dial(testutil.Context(t, 200*time.Millisecond), "unix", sock, nil)
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want DeadlineExceeded", err)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("err = %v, want DeadlineExceeded wrapping the last dial error (ENOENT)", err)
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Fatal("Dial overran its deadline")
