@@ -335,6 +335,9 @@ func dialBMC(ctx context.Context, t *Target, opt OOBOptions) (*client.Client, er
 	if suite == 0 {
 		suite = 17
 	}
+	// Answers reach go-ipmi only through udpGuard (udpguard.go): checked
+	// against the session's keys, so no forged datagram can crash us.
+	c.WithUDPProxy(guardDialer{password: pass, dropped: &refusedDatagrams})
 	c.WithCipherSuiteID(types.CipherSuiteID(suite)).
 		WithTimeout(opt.UDPTimeout).
 		WithRetry(opt.UDPRetries).

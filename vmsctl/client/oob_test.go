@@ -31,9 +31,12 @@ import (
 // lossyProxy forwards UDP between one client and the BMC and drops the
 // packets drop says to drop (n counts packets in that direction from 1).
 type lossyProxy struct {
-	conn    *net.UDPConn
-	bmc     *net.UDPAddr
-	drop    func(toBMC bool, n int64) bool
+	conn *net.UDPConn
+	bmc  *net.UDPAddr
+	drop func(toBMC bool, n int64) bool
+	// forge, when set, gives datagrams to send the client (from the BMC's
+	// address, as far as it can tell) before each real answer.
+	forge   func(answer []byte) [][]byte
 	on      atomic.Bool
 	dropped atomic.Int64
 	up, dn  atomic.Int64
@@ -81,6 +84,11 @@ func startProxy(t *testing.T, bmcAddr *net.UDPAddr, drop func(bool, int64) bool)
 				continue
 			}
 			if to := client.Load(); to != nil {
+				if p.on.Load() && p.forge != nil {
+					for _, f := range p.forge(buf[:n]) {
+						conn.WriteToUDP(f, to)
+					}
+				}
 				conn.WriteToUDP(buf[:n], to)
 			}
 		}
