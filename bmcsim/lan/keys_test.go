@@ -9,28 +9,12 @@ import (
 	"github.com/bougou/go-ipmi/pkg/clock"
 	"github.com/bougou/go-ipmi/pkg/crypto"
 	"github.com/bougou/go-ipmi/pkg/types"
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
-// sessionPacket builds an in-session IPMI packet as a console sends it:
-// encrypted (IV ‖ AES-CBC) and authenticated with go-ipmi's own crypto.
+// sessionPacket builds an in-session IPMI packet as a console sends it.
 func sessionPacket(t testing.TB, sess *bmc.Session, plain, iv []byte) []byte {
-	payload, err := crypto.EncryptAESPayload(plain, sess.K2, iv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkt := []byte{0x06, 0x00, 0xff, 0x07, 0x06, 0xc0}
-	pkt = binary.LittleEndian.AppendUint32(pkt, sess.BMCID)
-	pkt = binary.LittleEndian.AppendUint32(pkt, 5)
-	pkt = binary.LittleEndian.AppendUint16(pkt, uint16(len(payload)))
-	pkt = append(pkt, payload...)
-	pad := types.IntegrityPadLen(SessionHeaderLen, len(payload))
-	pkt = append(pkt, bytes.Repeat([]byte{0xff}, pad)...)
-	pkt = append(pkt, byte(pad), 0x07)
-	code, err := crypto.SessionIntegrityAuthCode(sess.IntegrityAlg, pkt[RMCPHeaderLen:], sess.K1, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append(pkt, code...)
+	return testutil.RMCPPlusPacket(t, sess.BMCID, sess.IntegrityAlg, sess.K1, sess.K2, plain, iv)
 }
 
 func testSession(alg types.IntegrityAlg, k byte) *bmc.Session {

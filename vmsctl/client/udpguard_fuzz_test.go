@@ -2,11 +2,11 @@ package client
 
 import (
 	"bytes"
-	"encoding/binary"
 	"testing"
 
 	"github.com/bougou/go-ipmi/pkg/crypto"
 	"github.com/bougou/go-ipmi/pkg/types"
+	"github.com/ooblab/ooblab/internal/testutil"
 )
 
 // guardedSession is a guard state after a suite-17 set-up, with fixed keys.
@@ -16,27 +16,9 @@ func guardedSession() *guardState {
 		k1: bytes.Repeat([]byte{1}, 32), k2: bytes.Repeat([]byte{2}, 32)}
 }
 
-// sealedAnswer builds an in-session datagram from the BMC to s's session:
-// payload encrypted with K2 behind iv, AuthCode with K1.
+// sealedAnswer builds an in-session datagram from the BMC to s's session.
 func sealedAnswer(tb testing.TB, s *guardState, plain, iv []byte) []byte {
-	ct, err := crypto.EncryptAESPayload(plain, s.k2[:16], iv)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pkt := []byte{0x06, 0x00, 0xff, 0x07, 0x06, 0xc0}
-	pkt = binary.LittleEndian.AppendUint32(pkt, s.consoleID)
-	pkt = binary.LittleEndian.AppendUint32(pkt, 7)
-	pkt = binary.LittleEndian.AppendUint16(pkt, uint16(len(ct)))
-	pkt = append(pkt, ct...)
-	pad := types.IntegrityPadLen(sessionHeaderLen, len(ct))
-	pkt = append(pkt, bytes.Repeat([]byte{0xff}, pad)...)
-	pkt = append(pkt, byte(pad), 0x07)
-	code, err := crypto.SessionIntegrityAuthCode(s.integAlg, pkt[rmcpHeaderLen:], s.k1, s.password)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	n, _ := crypto.IntegrityAuthCodeLen(s.integAlg)
-	return append(pkt, code[:n]...)
+	return testutil.RMCPPlusPacket(tb, s.consoleID, s.integAlg, s.k1, s.k2, plain, iv)
 }
 
 // goIPMIRead is what go-ipmi v0.9.1's client does with a datagram it is
