@@ -2,12 +2,10 @@ package app
 
 import (
 	"context"
-	"os/exec"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/qmp/qmptest"
 	"github.com/ooblab/ooblab/internal/testutil"
 )
 
@@ -16,23 +14,8 @@ import (
 // QEMU does: running, stopped (SIGSTOP: "can't tell", the BMC answers from
 // its record) or gone (off). An IPMI client waits 3 × 250 ms.
 func TestStateAnswersInTime(t *testing.T) {
-	testutil.Integration(t, "qemu-system-x86_64")
-	bin, _ := exec.LookPath("qemu-system-x86_64")
-	sock := filepath.Join(t.TempDir(), "qmp-bmc.sock")
-	cmd := exec.Command(bin, "-nodefaults", "-no-user-config", "-machine", "none", "-display", "none",
-		"-qmp", "unix:"+sock+",server=on,wait=off")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGCONT)
-		cmd.Process.Kill()
-		<-exited
-	})
-	p := newHostPower(nil, sock, testutil.Logger(t))
+	q := qmptest.Start(t)
+	p := newHostPower(nil, q.Sock, testutil.Logger(t))
 
 	// QEMU creates the socket a moment after it starts: wait for it.
 	testutil.WaitFor(t, 10*time.Second, "QEMU's QMP socket answers 'running'", func() bool {
@@ -55,18 +38,14 @@ func TestStateAnswersInTime(t *testing.T) {
 			t.Fatalf("running QEMU, query %d: State = on %v ok %v", i, on, ok)
 		}
 	}
-	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	q.Stop(t)
 	if _, ok := state("stopped QEMU"); ok {
 		t.Fatal("stopped QEMU: State answered as if it knew; want ok=false (the BMC's record)")
 	}
 	if _, ok := state("stopped QEMU, reconnecting"); ok {
 		t.Fatal("stopped QEMU (reconnect): State answered as if it knew")
 	}
-	cmd.Process.Signal(syscall.SIGCONT)
-	cmd.Process.Kill()
-	<-exited
+	q.Kill()
 	if on, ok := state("QEMU gone"); on || !ok {
 		t.Fatalf("QEMU gone: State = on %v ok %v, want off", on, ok)
 	}

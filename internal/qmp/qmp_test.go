@@ -3,35 +3,14 @@ package qmp
 import (
 	"context"
 	"errors"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/qmp/qmptest"
 	"github.com/ooblab/ooblab/internal/testutil"
 )
-
-// startQEMU runs a CPU-less QEMU (-machine none) with a user netdev "vmmi"
-// and QMP on a unix socket in a temp folder.
-func startQEMU(t *testing.T) (*exec.Cmd, string) {
-	t.Helper()
-	testutil.Integration(t, "qemu-system-x86_64")
-	bin, _ := exec.LookPath("qemu-system-x86_64")
-	sock := filepath.Join(t.TempDir(), "qmp.sock")
-	cmd := exec.Command(bin, "-nodefaults", "-no-user-config", "-machine", "none", "-display", "none",
-		"-netdev", "user,id=vmmi", "-qmp", "unix:"+sock+",server=on,wait=off")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGCONT)
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	return cmd, sock
-}
 
 func dial(t *testing.T, sock string) *Monitor {
 	t.Helper()
@@ -46,8 +25,7 @@ func dial(t *testing.T, sock string) *Monitor {
 }
 
 func TestCommands(t *testing.T) {
-	_, sock := startQEMU(t)
-	m := dial(t, sock)
+	m := dial(t, qmptest.Start(t).Sock)
 	if m.Version() == "" || m.Version() == "0.0.0" {
 		t.Errorf("version = %q", m.Version())
 	}
@@ -76,8 +54,7 @@ func TestCommands(t *testing.T) {
 }
 
 func TestAnswerTooLarge(t *testing.T) {
-	_, sock := startQEMU(t)
-	m := dial(t, sock)
+	m := dial(t, qmptest.Start(t).Sock)
 	_, err := m.Run(testutil.Context(t, 10*time.Second), []byte(`{"execute":"query-qmp-schema"}`))
 	if !errors.Is(err, ErrAnswerTooLarge) {
 		t.Fatalf("query-qmp-schema: err = %v, want ErrAnswerTooLarge", err)
@@ -89,11 +66,9 @@ func TestAnswerTooLarge(t *testing.T) {
 }
 
 func TestDeadlineWhenQEMUHangs(t *testing.T) {
-	cmd, sock := startQEMU(t)
-	m := dial(t, sock)
-	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	q := qmptest.Start(t)
+	m := dial(t, q.Sock)
+	q.Stop(t)
 	start := time.Now()
 	_, err := m.QueryStatus(testutil.Context(t, 300*time.Millisecond))
 	took := time.Since(start)
@@ -111,9 +86,7 @@ func TestDeadlineWhenQEMUHangs(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("reconnect returned after %v", took)
 	}
-	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
+	q.Cont(t)
 	st, err := m.QueryStatus(testutil.Context(t, 10*time.Second))
 	if err != nil {
 		t.Fatalf("after SIGCONT: %v", err)
@@ -122,15 +95,13 @@ func TestDeadlineWhenQEMUHangs(t *testing.T) {
 }
 
 func TestQuit(t *testing.T) {
-	cmd, sock := startQEMU(t)
-	m := dial(t, sock)
+	q := qmptest.Start(t)
+	m := dial(t, q.Sock)
 	if err := m.Quit(testutil.Context(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	select {
-	case <-done:
+	case <-q.Exited():
 	case <-time.After(10 * time.Second):
 		t.Fatal("QEMU still running 10s after quit")
 	}
