@@ -9,6 +9,7 @@ PKGS=(
   libvirt-dev pkg-config gcc                  # cgo build of libvirt.org/go/libvirt
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   linux-image-amd64 busybox-static cpio zstd  # guest kernel and initramfs
+  xz-utils                                    # the kernel unpacked for a PVH boot (lab/image/pvh.go)
   mmdebstrap debootstrap e2fsprogs            # guest root filesystem (mkfs.ext4 -d, debugfs)
   iproute2 procps
 )

@@ -5,6 +5,8 @@
 // ~/.cache):
 //
 //	vmlinuz      the build host's Debian kernel (/boot/vmlinuz-<ver>)
+//	vmlinux      the same kernel unpacked, booted PVH (no decompression
+//	             under TCG; pvh.go) when it has the PVH entry point
 //	initrd.img   stage-1 initramfs: busybox-static, the modules below, /init
 //	root.qcow2   Debian root filesystem (ext4 in qcow2), with libvirt and QEMU
 //	recipe.json  what the key was computed from
@@ -74,7 +76,7 @@ var files embed.FS
 
 // recipeVersion changes whenever Build's own steps change in a way the
 // recipe fields do not show.
-const recipeVersion = 2 // 2: zstd-compressed qcow2 (zlib took 10 s, zstd 1.7 s)
+const recipeVersion = 3 // 2: zstd-compressed qcow2 (zlib took 10 s, zstd 1.7 s); 3: vmlinux for a PVH boot
 
 // Recipe says what goes into the guest. Every field, and the embedded guest
 // scripts, are part of the cache key.
@@ -259,6 +261,16 @@ func Key(r Recipe) (string, []byte, error) {
 
 func kernelPath(ver string) string { return "/boot/vmlinuz-" + ver }
 
+// bootKernel is the kernel a guest of the cache entry dir boots: the
+// unpacked vmlinux (PVH boot, pvh.go) when the build made one, else the
+// bzImage.
+func bootKernel(dir string) string {
+	if _, err := os.Stat(filepath.Join(dir, "vmlinux")); err == nil {
+		return filepath.Join(dir, "vmlinux")
+	}
+	return filepath.Join(dir, "vmlinuz")
+}
+
 func fileHash(p string) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
@@ -314,6 +326,7 @@ func Build(ctx context.Context, r Recipe, opt Options, log *slog.Logger) (Artifa
 		if _, err := os.Stat(filepath.Join(dir, "recipe.json")); err == nil {
 			log.Info("guest image cached", "dir", dir)
 			a.Cached = true
+			a.Kernel = bootKernel(dir)
 			return a, nil
 		}
 	}
@@ -367,7 +380,11 @@ func Build(ctx context.Context, r Recipe, opt Options, log *slog.Logger) (Artifa
 		return nil
 	}
 	if err := step("kernel", func() error {
-		return copyFile(kernelPath(r.KernelVersion), filepath.Join(out, "vmlinuz"), 0o644)
+		if err := copyFile(kernelPath(r.KernelVersion), filepath.Join(out, "vmlinuz"), 0o644); err != nil {
+			return err
+		}
+		_, err := unpackPVH(ctx, filepath.Join(out, "vmlinuz"), filepath.Join(out, "vmlinux"), log)
+		return err
 	}); err != nil {
 		return Artifacts{}, err
 	}
@@ -391,7 +408,7 @@ func Build(ctx context.Context, r Recipe, opt Options, log *slog.Logger) (Artifa
 	}
 	if r.WarmCaps {
 		if err := step("warm libvirt capability cache", func() error {
-			return warm(ctx, filepath.Join(work, "warm"), filepath.Join(out, "vmlinuz"), filepath.Join(out, "initrd.img"), raw, log)
+			return warm(ctx, filepath.Join(work, "warm"), bootKernel(out), filepath.Join(out, "initrd.img"), raw, log)
 		}); err != nil {
 			return Artifacts{}, err
 		}
@@ -408,6 +425,7 @@ func Build(ctx context.Context, r Recipe, opt Options, log *slog.Logger) (Artifa
 	if err := os.Rename(out, dir); err != nil {
 		return Artifacts{}, fmt.Errorf("image: %w", err)
 	}
+	a.Kernel = bootKernel(dir)
 	st, _ := os.Stat(a.RootQCOW2)
 	var size int64
 	if st != nil {
