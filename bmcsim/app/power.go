@@ -87,6 +87,7 @@ func (p *hostPower) PowerOn(ctx context.Context) error {
 }
 
 func (p *hostPower) powerOn(ctx context.Context) error {
+	t0 := time.Now()
 	m, err := p.monitor()
 	if err != nil {
 		if p.kcs.Connected() {
@@ -129,7 +130,7 @@ func (p *hostPower) powerOn(ctx context.Context) error {
 	if err := m.Execute(ctx, "cont", nil, nil); err != nil {
 		return fmt.Errorf("power on: cont: %w", err)
 	}
-	p.log.Info("chassis power on", "via", "qmp", "from", from)
+	p.log.Info("chassis power on", "via", "qmp", "from", from, "took", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 
@@ -140,8 +141,10 @@ func (p *hostPower) PowerOff(ctx context.Context) error {
 		}
 		return err
 	}
-	p.log.Info("chassis power off", "via", "kcs")
-	return p.waitOff(ctx)
+	t0 := time.Now()
+	err := p.waitOff(ctx)
+	p.log.Info("chassis power off", "via", "kcs", "took", time.Since(t0).Round(time.Millisecond))
+	return err
 }
 
 // waitOff waits (bounded) until QEMU has acted on the POWEROFF it was sent:

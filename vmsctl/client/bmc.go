@@ -111,6 +111,12 @@ func (c *Client) HostPower(ctx context.Context, host string) (*PowerStatus, erro
 	return st, err
 }
 
+// controlTimeout and controlRetries bound one Chassis Control exchange.
+const (
+	controlTimeout = time.Second
+	controlRetries = 4
+)
+
 // HostPowerControl sends a chassis control to host's BMC. The BMC answers
 // when it has passed the control on; the host reaches the new state later
 // (a soft shutdown only when its OS acts on the power button).
@@ -120,6 +126,12 @@ func (c *Client) HostPowerControl(ctx context.Context, host string, a PowerActio
 		return err
 	}
 	return c.withBMC(ctx, host, func(s *client.Client) error {
+		// A BMC may take a second or more to act on a chassis control
+		// before it answers (bmcsim resets the QEMU guest first: ~1 s for
+		// a PVH kernel under TCG), longer than the OOB-I's 3 × 250 ms;
+		// wait as ipmitool does (lanplus: 1 s, 4 retries). The BMC's
+		// reply cache answers a retransmission from the first run.
+		s.WithTimeout(controlTimeout).WithRetry(controlRetries)
 		if _, err := s.ChassisControl(ctx, ctl); err != nil {
 			return fmt.Errorf("host %s: power %s: %w", host, a, err)
 		}

@@ -22,6 +22,7 @@ type fakePower struct {
 	mu    sync.Mutex
 	on    bool
 	calls []string
+	slow  time.Duration // PowerOn takes this long (a BMC resetting its host)
 }
 
 var _ bmc.PowerDriver = (*fakePower)(nil)
@@ -40,7 +41,13 @@ func (f *fakePower) set(call string, on bool) error {
 	return nil
 }
 
-func (f *fakePower) PowerOn(context.Context) error          { return f.set("on", true) }
+func (f *fakePower) PowerOn(context.Context) error {
+	f.mu.Lock()
+	d := f.slow
+	f.mu.Unlock()
+	time.Sleep(d) // the BMC's handler at work: what the client must wait out
+	return f.set("on", true)
+}
 func (f *fakePower) PowerOff(context.Context) error         { return f.set("off", false) }
 func (f *fakePower) Reset(context.Context) error            { return f.set("reset", true) }
 func (f *fakePower) GracefulShutdown(context.Context) error { return f.set("graceful", false) }
@@ -107,6 +114,23 @@ func TestHostPowerThroughBMCSim(t *testing.T) {
 	}
 	if err := c.HostPowerControl(ctx, "h1", "sideways"); err == nil {
 		t.Fatal("unknown action accepted")
+	}
+}
+
+// TestHostPowerSlowBMC: a chassis control the BMC takes 1.5 s to act on
+// (bmcsim resetting a PVH guest takes ~1 s) is answered, and run once.
+func TestHostPowerSlowBMC(t *testing.T) {
+	c, _, fp := bmcClient(t, "op-secret-1")
+	fp.mu.Lock()
+	fp.on, fp.slow = false, 1500*time.Millisecond
+	fp.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.HostPowerControl(ctx, "h1", PowerOn); err != nil {
+		t.Fatalf("power on a slow BMC: %v", err)
+	}
+	if got := fp.took(); len(got) != 1 || got[0] != "on" {
+		t.Fatalf("the managed system got %v, want one power on", got)
 	}
 }
 
