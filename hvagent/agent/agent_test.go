@@ -163,14 +163,7 @@ func (b *bench) do(req *vmsg.Request, via string) []vmsg.Message {
 
 func (b *bench) doCtx(ctx context.Context, req *vmsg.Request, via string) []vmsg.Message {
 	b.t.Helper()
-	if req.IssuedMs == 0 {
-		req.IssuedMs = b.clk.Now().UnixMilli()
-	}
-	env, err := b.vms.Seal(req)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	out, err := b.a.HandleEnvelope(ctx, env, via)
+	out, err := b.a.HandleEnvelope(ctx, b.seal(req), via)
 	if err != nil {
 		b.t.Fatalf("HandleEnvelope: %v", err)
 	}

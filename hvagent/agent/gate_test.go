@@ -11,14 +11,7 @@ import (
 // prepare seals req and puts it in the agent's line.
 func (b *bench) prepare(req *vmsg.Request, via string) *Job {
 	b.t.Helper()
-	if req.IssuedMs == 0 {
-		req.IssuedMs = b.clk.Now().UnixMilli()
-	}
-	env, err := b.vms.Seal(req)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return b.a.Prepare(context.Background(), env, via)
+	return b.a.Prepare(context.Background(), b.seal(req), via)
 }
 
 // runAsync runs j in a goroutine and delivers its opened reply.
