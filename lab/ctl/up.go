@@ -479,14 +479,20 @@ func processAlive(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil {
 		return false
 	}
-	// A zombie counts as gone.
+	// A zombie counts as gone, once it is alone: a multi-threaded process's
+	// leader shows Z while its other threads are still exiting (one in an
+	// fsync, say) and still hold its files — sockets included. A bmcsim
+	// restarted then found its port in use (fresh-clone c11: "bind:
+	// address already in use" right after a SIGKILL). A thread that has
+	// left /proc/PID/task has closed what it held.
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false
 	}
 	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i > 0 && i+2 < len(s) {
-		return s[i+2] != 'Z'
+	if i := strings.LastIndexByte(s, ')'); i > 0 && i+2 < len(s) && s[i+2] == 'Z' {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		return err == nil && len(tasks) > 1
 	}
 	return true
 }
