@@ -150,15 +150,20 @@ func failoverTable(runs []failoverRun) br.Table {
 }
 
 // payloadTable: the raw KCS rows, the sealed request and its share of the
+// ceiling of its own path (oemread-240: BMC to guest) and of the write
 // ceiling (oemwrite-240), and a bar chart of the same.
 func payloadTable(p *payloadResult, k *kcsResult) (br.Table, br.Plot, bool) {
 	if p == nil && k == nil {
 		return br.Table{}, br.Plot{}, false
 	}
+	ceil := k.ceilings()
 	t := br.Table{ID: "payload", Title: "sealed payload over OOB-I (VMS → queue 1 → guest KCS → hvagent) vs raw KCS ceiling",
-		Goal: fmt.Sprintf("sealed ≥ %.0f%% of the raw ceiling (oemwrite-240)", goalShare*100),
+		Goal: fmt.Sprintf("sealed ≥ %.0f%% of the raw ceiling of the same path (%s)", goalShare*100, ceil.sameName),
 		Columns: []br.Column{{Name: "median", Unit: "µs", Better: "lower"}, {Name: "p99", Unit: "µs", Better: "lower"},
-			{Name: "throughput", Unit: "B/s", Better: "higher"}, {Name: "share of ceiling", Unit: "%", Better: "higher"}}}
+			{Name: "throughput", Unit: "B/s", Better: "higher"}, {Name: "share of ceiling", Unit: "%", Better: "higher"},
+			{Name: "share of oemwrite-240", Unit: "%", Better: "higher"}},
+		Notes: []string{"The ceiling of the same path is oemread-240: the guest reading full Queue 1 records, the way a VMS's request reaches hvagent. " +
+			"It is lower than oemwrite-240 (the guest writing, the way answers go) because QEMU's ipmi-bmc-extern reads the BMC's answer from the chardev a byte per main-loop iteration."}}
 	pl := br.Plot{ID: "payload", Title: "payload throughput vs the raw KCS ceiling", Kind: "bars", YLabel: "KB/s"}
 	num := func(s string) *float64 {
 		v, err := strconv.ParseFloat(s, 64)
@@ -167,42 +172,65 @@ func payloadTable(p *payloadResult, k *kcsResult) (br.Table, br.Plot, bool) {
 		}
 		return br.V(v)
 	}
-	var raw float64
 	if k != nil {
-		for _, m := range []string{"getdeviceid", "oemread-empty", "oemwrite-240", "oemwrite-240-raw"} {
+		for _, m := range kcsRows {
 			f := k.rows[m]
 			if f == nil {
 				continue
 			}
 			bps := num(f["bytes_per_s"])
-			t.AddRow("raw KCS "+m, num(f["median_us"]), num(f["p99_us"]), bps, nil)
-			if bps != nil && (m == "oemwrite-240" || m == "oemwrite-240-raw") {
+			t.AddRow("raw KCS "+m, num(f["median_us"]), num(f["p99_us"]), bps, nil, nil)
+			if bps != nil && (m == "oemwrite-240" || m == "oemread-240") {
 				pl.Series = append(pl.Series, br.Series{Name: m, Y: []float64{*bps / 1000}})
-				if m == "oemwrite-240" {
-					raw = *bps
-				}
 			}
 		}
 	}
+	share := func(rate, of float64) *float64 {
+		if of <= 0 {
+			return nil
+		}
+		return br.V(100 * rate / of)
+	}
 	if p != nil && p.lat.median > 0 {
 		sealedRate := float64(p.sealedBytes) / p.lat.median.Seconds()
-		var share *float64
-		if raw > 0 {
-			share = br.V(100 * sealedRate / raw)
-		}
 		t.AddRow(fmt.Sprintf("sealed, %d B metadata (n=%d)", p.metaBytes, p.lat.n), br.V(float64(p.lat.median)/1e3),
-			br.V(float64(p.lat.p99)/1e3), br.V(sealedRate), share)
+			br.V(float64(p.lat.p99)/1e3), br.V(sealedRate), share(sealedRate, ceil.same), share(sealedRate, ceil.write))
 		pl.Series = append(pl.Series, br.Series{Name: "sealed OOB-I", Y: []float64{sealedRate / 1000}})
 		if p.small > 0 && p.lat.median > p.small {
 			marginal := float64(p.sealedBytes-p.smallSealed) / (p.lat.median - p.small).Seconds()
-			var mshare *float64
-			if raw > 0 {
-				mshare = br.V(100 * marginal / raw)
-			}
-			t.AddRow("sealed, marginal (minus a small status)", br.V(float64(p.lat.median-p.small)/1e3), nil, br.V(marginal), mshare)
+			t.AddRow("sealed, marginal (minus a small status)", br.V(float64(p.lat.median-p.small)/1e3), nil, br.V(marginal),
+				share(marginal, ceil.same), share(marginal, ceil.write))
 			pl.Series = append(pl.Series, br.Series{Name: "sealed marginal", Y: []float64{marginal / 1000}})
 		}
 		t.Notes = append(t.Notes, fmt.Sprintf("write retries %d, queue-1-full waits %d; load average before %s.", p.writeRetries, p.fullWaits, p.load))
 	}
 	return t, pl, len(t.Rows) > 0
+}
+
+// kcsRows are the raw KCS rows the lab bench shows.
+var kcsRows = []string{"getdeviceid", "oemread-empty", "oemwrite-240", "oemwrite-240-raw", "oemread-240", "oemread-240-raw"}
+
+// ceilings are the raw KCS ceilings in bytes per second: same is the one
+// of the sealed request's path (oemread-240; oemwrite-240 when the guest
+// reported no read row), write the guest-to-BMC one (oemwrite-240). Zero:
+// not measured.
+type ceilings struct {
+	same, write float64
+	sameName    string
+}
+
+func (k *kcsResult) ceilings() ceilings {
+	c := ceilings{sameName: "oemread-240"}
+	if k == nil {
+		return c
+	}
+	rate := func(m string) float64 {
+		v, _ := strconv.ParseFloat(k.rows[m]["bytes_per_s"], 64)
+		return v
+	}
+	c.write, c.same = rate("oemwrite-240"), rate("oemread-240")
+	if c.same == 0 {
+		c.same, c.sameName = c.write, "oemwrite-240 (no read row)"
+	}
+	return c
 }

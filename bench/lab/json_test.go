@@ -22,7 +22,8 @@ func TestLabSection(t *testing.T) {
 			vmmiLat: []time.Duration{15e6, 16e6, 20e6}, oobLat: []time.Duration{22e6, 23e6, 40e6}},
 		failover: []failoverRun{{budget: 0, total: 369 * time.Millisecond}, {budget: 0, total: 372 * time.Millisecond}},
 		kcs: &kcsResult{rows: map[string]map[string]string{
-			"oemwrite-240": {"median_us": "590", "p99_us": "900", "bytes_per_s": "400000"}}},
+			"oemwrite-240": {"median_us": "590", "p99_us": "900", "bytes_per_s": "400000"},
+			"oemread-240":  {"median_us": "1600", "p99_us": "3000", "bytes_per_s": "150000", "dir": "resp"}}},
 		payload: &payloadResult{metaBytes: 16384, sealedBytes: 16500, records: 75, lat: stats{n: 10, median: 100 * time.Millisecond, p99: 120 * time.Millisecond}},
 		notes:   []string{"a note"},
 	}
@@ -40,16 +41,18 @@ func TestLabSection(t *testing.T) {
 		cells[c.Key.String()] = c.Value
 	}
 	for key, want := range map[string]float64{
-		"lab/up/guest boot/warm 1 host":                                8,
-		"lab/up/total/warm 3 hosts":                                    21,
-		"lab/up/total/3 hosts / 1 host":                                2.1,
-		"lab/up/wall (ctl.Up call)/warm 1 host":                        11,
-		"lab/rtt/oob-i − vmm-i/median":                                 7,
-		"lab/rtt/vmm-i/n":                                              3,
-		"lab/failover/budget default/max":                              372,
-		"lab/payload/raw KCS oemwrite-240/throughput":                  400000,
-		"lab/payload/sealed, 16384 B metadata (n=10)/throughput":       165000,
-		"lab/payload/sealed, 16384 B metadata (n=10)/share of ceiling": 41.25,
+		"lab/up/guest boot/warm 1 host":                                     8,
+		"lab/up/total/warm 3 hosts":                                         21,
+		"lab/up/total/3 hosts / 1 host":                                     2.1,
+		"lab/up/wall (ctl.Up call)/warm 1 host":                             11,
+		"lab/rtt/oob-i − vmm-i/median":                                      7,
+		"lab/rtt/vmm-i/n":                                                   3,
+		"lab/failover/budget default/max":                                   372,
+		"lab/payload/raw KCS oemwrite-240/throughput":                       400000,
+		"lab/payload/sealed, 16384 B metadata (n=10)/throughput":            165000,
+		"lab/payload/raw KCS oemread-240/throughput":                        150000,
+		"lab/payload/sealed, 16384 B metadata (n=10)/share of ceiling":      110,
+		"lab/payload/sealed, 16384 B metadata (n=10)/share of oemwrite-240": 41.25,
 	} {
 		if v, ok := cells[key]; !ok || v < want-1e-9 || v > want+1e-9 {
 			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	br "github.com/ooblab/ooblab/bench/results"
@@ -339,6 +340,9 @@ func measureKCS(ctx context.Context, c *config) (*kcsResult, error) {
 		return nil, err
 	}
 	defer func() { bcancel(); b.Wait() }()
+	if err := b.PutReadRecord(ctx); err != nil {
+		return nil, fmt.Errorf("the oemread-240 record: %w", err)
+	}
 	g, err := kcsguest.Boot(ctx, env, dir, initrd, b.Port)
 	if err != nil {
 		return nil, err
@@ -352,19 +356,24 @@ func measureKCS(ctx context.Context, c *config) (*kcsResult, error) {
 	if _, err := expect("KCSGUEST-DEVID", 60*time.Second); err != nil {
 		return nil, err
 	}
-	for range 5 { // bench/kcs's five measurements
-		l, err := expect("KCSGUEST-BENCH", 120*time.Second)
+	for { // the guest's rows, then DONE
+		l, err := expect("KCSGUEST-", 120*time.Second)
 		if err != nil {
 			return nil, err
+		}
+		if strings.HasPrefix(l, "KCSGUEST-DONE") {
+			break
+		}
+		if !strings.HasPrefix(l, "KCSGUEST-BENCH") {
+			return nil, fmt.Errorf("guest: %s", l)
 		}
 		f := kcsguest.ParseFields(l)
 		r.rows[f["name"]] = f
 	}
-	if _, err := expect("KCSGUEST-DONE", 10*time.Second); err != nil {
-		return nil, err
-	}
-	if r.rows["oemwrite-240"] == nil {
-		return nil, errors.New("the guest reported no oemwrite-240 row")
+	for _, m := range []string{"oemwrite-240", "oemread-240"} {
+		if r.rows[m] == nil {
+			return nil, fmt.Errorf("the guest reported no %s row", m)
+		}
 	}
 	return r, nil
 }

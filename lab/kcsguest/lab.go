@@ -47,10 +47,12 @@ import (
 // NotifyCmd is the OEM command (NetFn 0x2E) the BMC pushes into its
 // receive message queue when Queue 1 gains a record (oem.CmdQueue1Notify,
 // as bmcsim does); guestprog registers for it. StopID ends guestprog's echo
-// mode. Keep in step with guestprog.
+// mode. ReadID is the full record PutReadRecord leaves in Queue 1 for
+// bench mode's oemread-240 rows. Keep in step with guestprog.
 const (
 	NotifyCmd = uint8(oem.CmdQueue1Notify)
 	StopID    = 0xFFFF_FFFF_FFFF_FF00
+	ReadID    = 0xFFFF_FFFF_FFFF_FE00
 )
 
 // Env is what booting needs from the host.
@@ -245,6 +247,18 @@ func (b *BMC) WriteQueue1(ctx context.Context, rec record.Record) error {
 		return err
 	}
 	return oem.Check(oem.CmdWriteQueue1, oem.CompletionCode(cc))
+}
+
+// PutReadRecord writes one record with a full payload (message id ReadID)
+// to Queue 1, as a VMS would, for guestprog's bench mode: its oemread-240
+// rows read it again and again (windowed read with rewind, never
+// acknowledged), the path a VMS's request takes to the host.
+func (b *BMC) PutReadRecord(ctx context.Context) error {
+	rec := record.Record{MsgID: ReadID, Index: 0, Count: 1, Payload: make([]byte, record.MaxPayload)}
+	for i := range rec.Payload {
+		rec.Payload[i] = byte(i)
+	}
+	return b.WriteQueue1(ctx, rec)
 }
 
 // ReadQueue2 reads Queue 2 as the VMS would, acknowledging ack.

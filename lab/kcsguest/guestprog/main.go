@@ -10,6 +10,11 @@
 //	             OEM read of (empty) Queue 1, and a 240-byte OEM write
 //	             (Queue 2 on bmcsim; any BMC must at least answer it), each
 //	             through devipmi and, as a baseline, with raw syscalls.
+//	             On bmcsim (its manufacturer id) also a windowed read of a full
+//	             Queue 1 record (rewind, no acknowledgement: the same record
+//	             every time), the direction a VMS's request takes: the BMC's
+//	             answer crosses the chardev, which QEMU reads a byte per
+//	             main-loop iteration, so a read costs more than a write.
 //	             With -devs K the guest has K BMCs (/dev/ipmi0 … K-1, one
 //	             KCS each) and every round goes to each BMC in turn, so all
 //	             BMCs share the same guest and the same host load.
@@ -39,6 +44,10 @@ import (
 const (
 	NotifyCmd = uint8(oem.CmdQueue1Notify) // OEM cmd bmcsim pushes when Queue 1 gains a record
 	StopID    = 0xFFFF_FFFF_FFFF_FF00      // message id that ends echo mode
+	// ReadID is the message id of the full record the host side puts in
+	// bmcsim's Queue 1 for bench mode's oemread-240 rows (lab/kcsguest
+	// BMC.PutReadRecord): read again and again, never acknowledged.
+	ReadID = 0xFFFF_FFFF_FFFF_FE00
 )
 
 func main() {
@@ -84,6 +93,7 @@ func run(mode string, n, ndev int, poll time.Duration) error {
 // through raw syscalls.
 type device struct {
 	name string // ipmiK
+	mfr  uint32 // manufacturer id from Get Device ID
 	c    *devipmi.Conn
 	raw  *rawConn
 }
@@ -121,6 +131,7 @@ func openDevice(ctx context.Context, k int) (*device, error) {
 		return nil, fmt.Errorf("%s: get device id: %d bytes", path, len(resp))
 	}
 	mfr := uint32(resp[6]) | uint32(resp[7])<<8 | uint32(resp[8]&0x0F)<<16
+	d.mfr = mfr
 	fmt.Printf("KCSGUEST-DEVID dev=%s mfr=%d ipmi=%#02x product=%#04x\n", d.name, mfr, resp[4], binary.LittleEndian.Uint16(resp[9:]))
 	return d, nil
 }
@@ -212,25 +223,35 @@ func echo(ctx context.Context, c *devipmi.Conn, poll time.Duration) error {
 func bench(ctx context.Context, devs []*device, n int) error {
 	oemFn := uint8(oem.NetFnOEMGroupRequest)
 	empty, _ := (&oem.ReadQueueRequest{IANA: iana}).Pack()
+	window, _ := (&oem.ReadQueue1WindowRequest{IANA: iana, Flags: oem.WindowRewind}).Pack()
+	onward, _ := (&oem.ReadQueue1WindowRequest{IANA: iana}).Pack()
 	bigFrom := func(base uint64) func(i int) []byte {
 		return func(i int) []byte { return bigWrite(base + uint64(i)) }
 	}
-	viaDevipmi := func(c *devipmi.Conn, netfn, cmd uint8) func([]byte) (uint8, error) {
-		return func(d []byte) (uint8, error) {
+	same := func(b []byte) func(int) []byte { return func(int) []byte { return b } }
+	viaDevipmi := func(c *devipmi.Conn, netfn, cmd uint8) func([]byte) (uint8, int, error) {
+		return func(d []byte) (uint8, int, error) {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			_, cc, err := c.Do(cctx, netfn, cmd, d)
-			return cc, err
+			resp, cc, err := c.Do(cctx, netfn, cmd, d)
+			return cc, 1 + len(resp), err
 		}
+	}
+	viaRaw := func(raw *rawConn, netfn, cmd uint8) func([]byte) (uint8, int, error) {
+		return func(d []byte) (uint8, int, error) { return raw.do(netfn, cmd, d) }
 	}
 	type meas struct {
 		dev  string
 		name string
 		data func(i int) []byte
-		do   func([]byte) (uint8, error)
-		lat  []time.Duration
-		ccs  map[uint8]int
-		sent int
+		do   func([]byte) (cc uint8, respLen int, err error)
+		// read: the row moves the answer's bytes (BMC to guest), not the
+		// request's; bytes_per_s counts those.
+		read  bool
+		lat   []time.Duration
+		ccs   map[uint8]int
+		moved int
+		resp  int
 	}
 	var ms []*meas
 	for _, dv := range devs {
@@ -239,14 +260,28 @@ func bench(ctx context.Context, devs []*device, n int) error {
 			return err
 		}
 		dv.raw = raw
+		first := len(ms)
 		ms = append(ms,
-			&meas{name: "getdeviceid", data: func(int) []byte { return nil }, do: viaDevipmi(dv.c, 0x06, 0x01)},
-			&meas{name: "getdeviceid-raw", data: func(int) []byte { return nil }, do: func(d []byte) (uint8, error) { return raw.do(0x06, 0x01, d) }},
-			&meas{name: "oemread-empty", data: func(int) []byte { return empty }, do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1))},
+			&meas{name: "getdeviceid", data: same(nil), do: viaDevipmi(dv.c, 0x06, 0x01)},
+			&meas{name: "getdeviceid-raw", data: same(nil), do: viaRaw(raw, 0x06, 0x01)},
+			&meas{name: "oemread-empty", data: same(empty), do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1))},
 			&meas{name: "oemwrite-240", data: bigFrom(1_000_000), do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdWriteQueue2))},
-			&meas{name: "oemwrite-240-raw", data: bigFrom(2_000_000), do: func(d []byte) (uint8, error) { return raw.do(oemFn, uint8(oem.CmdWriteQueue2), d) }},
+			&meas{name: "oemwrite-240-raw", data: bigFrom(2_000_000), do: viaRaw(raw, oemFn, uint8(oem.CmdWriteQueue2))},
 		)
-		for _, m := range ms[len(ms)-5:] {
+		if dv.mfr == uint32(iana) { // bmcsim: Queue 1 holds the host side's ReadID record
+			// Its empty read reads on past that record (the window's
+			// cursor, which every oemread-240 puts back on it): an
+			// answer without a record, as on an empty queue.
+			if _, _, err := viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1Win))(window); err != nil {
+				return err
+			}
+			ms[first+2] = &meas{name: "oemread-empty", data: same(onward), do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1Win))}
+			ms = append(ms,
+				&meas{name: "oemread-240", data: same(window), do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1Win)), read: true},
+				&meas{name: "oemread-240-raw", data: same(window), do: viaRaw(raw, oemFn, uint8(oem.CmdReadQueue1Win)), read: true},
+			)
+		}
+		for _, m := range ms[first:] {
 			m.dev = dv.name
 		}
 	}
@@ -254,7 +289,7 @@ func bench(ctx context.Context, devs []*device, n int) error {
 		for _, m := range ms {
 			d := m.data(i)
 			t0 := time.Now()
-			cc, err := m.do(d)
+			cc, rl, err := m.do(d)
 			if err != nil {
 				return fmt.Errorf("%s %s #%d: %w", m.dev, m.name, i, err)
 			}
@@ -263,7 +298,15 @@ func bench(ctx context.Context, devs []*device, n int) error {
 				m.ccs = map[uint8]int{}
 			}
 			m.ccs[cc]++
-			m.sent += len(d)
+			m.resp = rl
+			if m.read {
+				if cc == 0 && rl < record.MaxPayload {
+					return fmt.Errorf("%s %s #%d: a %d-byte answer: Queue 1 does not hold the bench's full record", m.dev, m.name, i, rl)
+				}
+				m.moved += rl
+			} else {
+				m.moved += len(d)
+			}
 		}
 	}
 	for _, m := range ms {
@@ -277,11 +320,16 @@ func bench(ctx context.Context, devs []*device, n int) error {
 		for k, v := range m.ccs {
 			cc += fmt.Sprintf("%02x:%d,", k, v)
 		}
-		// bytes_per_s: request bytes over the time spent in this
+		dir := "req"
+		if m.read {
+			dir = "resp"
+		}
+		// bytes_per_s: the bytes the row moves (request bytes; answer
+		// bytes for a read row, dir=resp) over the time spent in this
 		// measurement's requests (back to back, one outstanding).
-		fmt.Printf("KCSGUEST-BENCH dev=%s name=%s n=%d reqbytes=%d min_us=%d median_us=%d p99_us=%d max_us=%d total_us=%d bytes_per_s=%.0f cc=%s\n",
-			m.dev, m.name, n, len(m.data(0)), lat[0].Microseconds(), lat[n/2].Microseconds(), lat[n*99/100].Microseconds(),
-			lat[n-1].Microseconds(), total.Microseconds(), float64(m.sent)/total.Seconds(), cc)
+		fmt.Printf("KCSGUEST-BENCH dev=%s name=%s n=%d reqbytes=%d respbytes=%d dir=%s min_us=%d median_us=%d p99_us=%d max_us=%d total_us=%d bytes_per_s=%.0f cc=%s\n",
+			m.dev, m.name, n, len(m.data(0)), m.resp, dir, lat[0].Microseconds(), lat[n/2].Microseconds(), lat[n*99/100].Microseconds(),
+			lat[n-1].Microseconds(), total.Microseconds(), float64(m.moved)/total.Seconds(), cc)
 	}
 	fmt.Println("KCSGUEST-DONE")
 	return nil

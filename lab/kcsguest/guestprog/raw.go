@@ -67,8 +67,9 @@ func (r *rawConn) ioctl(req uintptr, p unsafe.Pointer) unix.Errno {
 	}
 }
 
-// do sends netfn/cmd/data to the BMC and waits for the answer's cc.
-func (r *rawConn) do(netfn, cmd uint8, data []byte) (uint8, error) {
+// do sends netfn/cmd/data to the BMC and waits for the answer: its cc and
+// its length (completion code included).
+func (r *rawConn) do(netfn, cmd uint8, data []byte) (uint8, int, error) {
 	si := []byte{0x0c, 0, 0, 0, 0x0f, 0, 0, 0}
 	r.msgid++
 	rq := rawReq{addr: &si[0], addrLen: uint32(len(si)), msgid: r.msgid, msg: rawMsg{netfn: netfn, cmd: cmd, dataLen: uint16(len(data))}}
@@ -80,14 +81,14 @@ func (r *rawConn) do(netfn, cmd uint8, data []byte) (uint8, error) {
 	runtime.KeepAlive(si)
 	runtime.KeepAlive(data)
 	if e != 0 {
-		return 0, fmt.Errorf("raw send: %w", e)
+		return 0, 0, fmt.Errorf("raw send: %w", e)
 	}
 	var addr [40]byte
 	var buf [300]byte
 	for {
 		fds := []unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLIN}}
 		if _, err := unix.Poll(fds, 10_000); err != nil && err != unix.EINTR {
-			return 0, fmt.Errorf("raw poll: %w", err)
+			return 0, 0, fmt.Errorf("raw poll: %w", err)
 		}
 		rv := rawRecv{addr: &addr[0], addrLen: uint32(len(addr)), msg: rawMsg{dataLen: uint16(len(buf)), data: &buf[0]}}
 		e := r.ioctl(rawReceiveMsg, unsafe.Pointer(&rv))
@@ -96,10 +97,10 @@ func (r *rawConn) do(netfn, cmd uint8, data []byte) (uint8, error) {
 			continue
 		}
 		if e != 0 {
-			return 0, fmt.Errorf("raw receive: %w", e)
+			return 0, 0, fmt.Errorf("raw receive: %w", e)
 		}
 		if rv.recvType == 1 && rv.msgid == r.msgid && rv.msg.dataLen > 0 {
-			return buf[0], nil
+			return buf[0], int(rv.msg.dataLen), nil
 		}
 	}
 }
