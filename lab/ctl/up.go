@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -69,11 +71,14 @@ type stageClock struct {
 	out   io.Writer
 }
 
-func (c *stageClock) done(stage string) {
-	d := time.Since(c.start)
+func (c *stageClock) done(stage string) { c.doneAt(stage, time.Now()) }
+
+// doneAt ends stage at the time at (≥ the previous stage's end).
+func (c *stageClock) doneAt(stage string, at time.Time) {
+	d := at.Sub(c.start)
 	c.st.Stages = append(c.st.Stages, StageTiming{Stage: stage, Elapsed: d})
 	fmt.Fprintf(c.out, "  %-28s %6.1fs\n", stage, d.Seconds())
-	c.start = time.Now()
+	c.start = at
 }
 
 // Up brings a lab up and returns when every host's agent answers. On
@@ -328,7 +333,7 @@ func (u *upRun) startGuests(ctx context.Context) error {
 		hp, _ := strconv.Atoi(vport)
 		_ = os.RemoveAll(h.RunDir)
 		m, err := qemu.Start(ctx, qemu.Config{
-			Name: h.Name, Dir: h.RunDir, Accel: accel, MemoryMiB: 1024, CPUs: 2, Machine: labMachine(),
+			Name: h.Name, Dir: h.RunDir, Accel: accel, MemoryMiB: 1024, CPUs: guestCPUs(len(u.st.Hosts), runtime.NumCPU()), Machine: labMachine(),
 			Kernel: u.art.Kernel, Initrd: u.art.Initrd, Append: u.art.Append,
 			BaseImage: u.art.RootQCOW2, ConfigDisk: disk, BMCAddr: h.BMCKCS, SerialAddr: h.BMCSerial,
 			VMMI: []qemu.Forward{{HostPort: hp, GuestPort: 8443}},
@@ -361,35 +366,99 @@ func (u *upRun) startGuests(ctx context.Context) error {
 }
 
 // waitAgents: readiness by events, the guests' console markers, then (with
-// a Probe) an answer over both channels.
+// a Probe) an answer over both channels. Each host is probed as soon as its
+// own agent started, all hosts at once: a host that booted first answers
+// while the others still boot. The stages end when the last host got there.
 func (u *upRun) waitAgents(ctx context.Context) error {
-	for i, m := range u.machines {
-		h := u.st.Hosts[i]
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		_, err := m.WaitConsole(wctx, "ooblab: hvagent started")
-		cancel()
-		if err != nil {
-			return fmt.Errorf("%s did not start its agent (console %s): %w", h.Name, filepath.Join(h.RunDir, "console.log"), err)
-		}
-	}
-	u.clk.done("guests booted (agent up)")
+	var inv *inventory.Inventory
 	if u.o.Probe != nil {
-		inv, err := fileio.LoadInventory(filepath.Join(u.o.Dir, "inventory.json"))
-		if err != nil {
+		var err error
+		if inv, err = fileio.LoadInventory(filepath.Join(u.o.Dir, "inventory.json")); err != nil {
 			return err
 		}
-		for _, h := range u.st.Hosts {
-			pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			v, b, err := probeUntil(pctx, u.o.Probe, inv, h.Name)
-			cancel()
+	}
+	type hostReady struct {
+		booted, answered time.Time
+		vmmi, oob        time.Duration
+		err              error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ready := make([]hostReady, len(u.machines))
+	var wg sync.WaitGroup
+	for i, m := range u.machines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h, r := u.st.Hosts[i], &ready[i]
+			wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)
+			_, err := m.WaitConsole(wctx, "ooblab: hvagent started")
+			wcancel()
 			if err != nil {
-				return fmt.Errorf("%s: agent does not answer: %w", h.Name, err)
+				r.err = fmt.Errorf("%s did not start its agent (console %s): %w", h.Name, filepath.Join(h.RunDir, "console.log"), err)
+				cancel()
+				return
 			}
-			fmt.Fprintf(u.o.Out, "  %s answers: vmm-i %v, oob-i %v\n", h.Name, v.Round(time.Millisecond), b.Round(time.Millisecond))
+			r.booted = time.Now()
+			if u.o.Probe == nil {
+				return
+			}
+			pctx, pcancel := context.WithTimeout(ctx, 2*time.Minute)
+			r.vmmi, r.oob, err = probeUntil(pctx, u.o.Probe, inv, h.Name)
+			pcancel()
+			if err != nil {
+				r.err = fmt.Errorf("%s: agent does not answer: %w", h.Name, err)
+				cancel()
+				return
+			}
+			r.answered = time.Now()
+		}()
+	}
+	wg.Wait()
+	var booted, answered time.Time
+	var errs []error
+	for _, r := range ready {
+		if r.err != nil && !errors.Is(r.err, context.Canceled) {
+			errs = append(errs, r.err)
 		}
-		u.clk.done("both channels answer")
+		if r.booted.After(booted) {
+			booted = r.booted
+		}
+		if r.answered.After(answered) {
+			answered = r.answered
+		}
+	}
+	if len(errs) == 0 && ctx.Err() != nil {
+		for _, r := range ready {
+			if r.err != nil {
+				errs = append(errs, r.err)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	u.clk.doneAt("guests booted (agent up)", booted)
+	if u.o.Probe != nil {
+		for i, h := range u.st.Hosts {
+			fmt.Fprintf(u.o.Out, "  %s answers: vmm-i %v, oob-i %v\n", h.Name, ready[i].vmmi.Round(time.Millisecond), ready[i].oob.Round(time.Millisecond))
+		}
+		if answered.Before(booted) {
+			answered = booted
+		}
+		u.clk.doneAt("both channels answer", answered)
 	}
 	return nil
+}
+
+// guestCPUs is each host's vCPU count: 2, or fewer when the hosts would
+// have more vCPUs than the machine has cores (at least 1). TCG runs a vCPU
+// per thread, and more busy vCPUs than cores makes every guest slower than
+// its share: a vCPU preempted while it holds a guest lock leaves the
+// other spinning (three 2-vCPU hosts on 2 cores took 2.8× one host to
+// ready, three 1-vCPU hosts 2.2×).
+func guestCPUs(hosts, cores int) int {
+	return min(2, max(1, cores/max(hosts, 1)))
 }
 
 func probeUntil(ctx context.Context, p func(context.Context, *inventory.Inventory, string) (time.Duration, time.Duration, error), inv *inventory.Inventory, host string) (time.Duration, time.Duration, error) {
