@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -69,5 +70,28 @@ func TestLabSection(t *testing.T) {
 	// (empty) section.
 	if err := labSection(&config{}, &results{}).Validate(); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestCPUTicks(t *testing.T) {
+	a, err := cpuTicks([]int{os.Getpid()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for { // burn CPU until the kernel counted a tick more
+		b, err := cpuTicks([]int{os.Getpid()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b > a {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("utime+stime stayed at %d ticks", a)
+		}
+	}
+	if _, err := cpuTicks([]int{1 << 30}); err == nil {
+		t.Error("a pid that does not exist gave no error")
 	}
 }
