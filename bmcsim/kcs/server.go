@@ -27,12 +27,13 @@ const (
 	cmdGetMessageFlags     = vmcodec.CmdGetMessageFlags
 	cmdGetMessage          = vmcodec.CmdGetMessage
 	cmdSendMessage         = vmcodec.CmdSendMessage
+	cmdReadEventMsgBuffer  = 0x35
 
 	enableRcvMsgIntr  = 0x01 // receive message queue interrupt
 	enableEvtMsgIntr  = 0x02 // event message buffer full interrupt
 	supportedEnables  = 0x0F // bits 0..3; OEM bits 5..7 are not kept
 	flagRcvMsgAvail   = 0x01
-	ccQueueEmpty      = 0x80 // Get Message: data not available
+	ccQueueEmpty      = 0x80 // Get Message, Read Event Message Buffer: data not available
 	ccSendNAK         = 0x83 // Send Message: NAK on write (no such IPMB device)
 	systemIfChannel   = 0x0F
 	defaultQueueLimit = 64
@@ -338,7 +339,7 @@ func owned(netfn, cmd uint8) bool {
 	}
 	switch cmd {
 	case cmdSetBMCGlobalEnables, cmdGetBMCGlobalEnables, cmdClearMessageFlags,
-		cmdGetMessageFlags, cmdGetMessage, cmdSendMessage:
+		cmdGetMessageFlags, cmdGetMessage, cmdSendMessage, cmdReadEventMsgBuffer:
 		return true
 	}
 	return false
@@ -423,6 +424,12 @@ func (s *Server) handleApp(c *conn, cmd uint8, data []byte) ([]byte, uint8) {
 		return s.getMessageBody(m), 0
 	case cmdSendMessage:
 		return nil, s.sendMessage(data)
+	case cmdReadEventMsgBuffer:
+		// This BMC puts no events in the event message buffer (Get Message
+		// Flags never reports it full): always empty, as the spec answers
+		// an empty buffer (§22.8). Linux's ipmi_si reads it once as it
+		// starts; 0xC1 made the BMC log a failed handler per guest boot.
+		return nil, ccQueueEmpty
 	}
 	return nil, uint8(types.CodeInvalidCommand)
 }

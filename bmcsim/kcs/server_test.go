@@ -139,6 +139,11 @@ func TestServerWire(t *testing.T) {
 	if f = q.next(); f.Data()[0] != 0x80 {
 		t.Fatalf("empty queue answered %s", testutil.Hex(f.Raw))
 	}
+	// Read Event Message Buffer: this BMC has no events for the host.
+	q.send(testutil.Hex(vmcodec.AppendMessage(nil, 6, 0x06<<2, 0x35, nil)))
+	if f = q.next(); f.Cmd() != 0x35 || f.NetFn() != 0x07 || len(f.Data()) != 1 || f.Data()[0] != 0x80 {
+		t.Fatalf("Read Event Message Buffer answered %s, want cc 0x80 (empty)", testutil.Hex(f.Raw))
+	}
 
 	// The host's reply, as Linux formats it: Send Message, channel 0, rsSA 81,
 	// netfn 2f, sum1, rqSA 20, seq 1, cmd 10, cc 00, data 01 02, sum2.
