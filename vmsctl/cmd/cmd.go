@@ -102,6 +102,7 @@ type App struct {
 	invPath, via, output, otp, otpFile string
 	principal                          string
 	timeout, budget                    time.Duration
+	oobSessions, oobWindow             int
 	debug                              bool
 	meta                               []string
 	fan                                fanOut // --parallel, --progress (fanout.go)
@@ -176,6 +177,12 @@ restarted mid-action: outcome unknown, the VM's state now is shown).`,
 			default:
 				return usagef("--via %q: want auto, vmmi or oob", a.via)
 			}
+			if a.oobWindow < 1 || a.oobWindow > maxOOBWindow {
+				return usagef("--oob-window %d: want 1 to %d", a.oobWindow, maxOOBWindow)
+			}
+			if a.oobSessions < 1 || a.oobSessions > a.oobWindow {
+				return usagef("--oob-sessions %d: want 1 to --oob-window (%d)", a.oobSessions, a.oobWindow)
+			}
 			return nil
 		},
 	}
@@ -188,12 +195,18 @@ restarted mid-action: outcome unknown, the VM's state now is shown).`,
 	f.StringVar(&a.otpFile, "otp-secret-file", "", "automation mode: the operator's TOTP key file (otpauth:// URI or base32); vmsctl answers challenges itself")
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline for the whole command, challenge prompt included")
 	f.DurationVar(&a.budget, "vmmi-budget", 300*time.Millisecond, "auto: how long VMM-I may take before OOB-I is used")
+	f.IntVar(&a.oobWindow, "oob-window", 8, "OOB-I: requests to one host in flight at once")
+	f.IntVar(&a.oobSessions, "oob-sessions", 3, "OOB-I: RMCP+ sessions to one BMC at most (a BMC's session slots are shared by every user: keep it small; 1 to --oob-window)")
 	f.BoolVar(&a.debug, "debug", false, "log channel decisions to stderr")
 	f.StringVar(&a.principal, "principal", "", "speak as this principal (its key and certificate from the inventory's credentials; default: the inventory's principal)")
 	f.StringArrayVar(&a.meta, "meta", nil, "key=value metadata sent with each request, journaled by the agent (repeatable)")
 	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.principalCmd(), a.historyCmd())
 	return root
 }
+
+// maxOOBWindow bounds --oob-window: the host serves a window at once and
+// the BMC's queues hold its records (bmcsim's default capacity is 1024).
+const maxOOBWindow = 64
 
 // exactArgs is cobra.ExactArgs with a usage error.
 func exactArgs(n int) cobra.PositionalArgs {
@@ -265,7 +278,8 @@ func (a *App) client() (*client.Client, error) {
 		return nil, err
 	}
 	o := client.Options{Via: a.via, Principal: a.principal, Challenge: a.answer, Logger: a.log, Now: a.Now,
-		Auto: client.AutoOptions{Budget: a.budget}, Metadata: meta}
+		Auto: client.AutoOptions{Budget: a.budget}, Metadata: meta,
+		OOBOptions: client.OOBOptions{Window: a.oobWindow, Sessions: a.oobSessions}}
 	if a.Options != nil {
 		a.Options(&o)
 	}

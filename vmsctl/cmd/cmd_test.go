@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,6 +147,10 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"vm", "start", "h1", "app1"}, ExitInterrupted},
 		{[]string{"--timeout", "200ms", "host", "status"}, ExitUnreachable}, // dead host
 		{[]string{"host", "status", "h1"}, ExitOK},
+		{[]string{"--oob-sessions", "0", "vm", "list", "h1"}, ExitUsage},
+		{[]string{"--oob-window", "4", "--oob-sessions", "5", "vm", "list", "h1"}, ExitUsage},
+		{[]string{"--oob-window", "65", "vm", "list", "h1"}, ExitUsage},
+		{[]string{"--oob-window", "1", "--oob-sessions", "1", "vm", "list", "h1"}, ExitOK},
 	} {
 		if got, out, errs := r.run(t, tt.args...); got != tt.want {
 			t.Errorf("%v: exit %d, want %d\nstdout: %s\nstderr: %s", tt.args, got, tt.want, out, errs)
@@ -153,6 +158,34 @@ func TestExitCodes(t *testing.T) {
 	}
 	if ExitCode(nil) != 0 || ExitCode(errors.New("x")) != 1 {
 		t.Fatal("ExitCode basics")
+	}
+}
+
+// --oob-window and --oob-sessions reach the OOB-I channel's options.
+func TestOOBFlags(t *testing.T) {
+	r := newRig(t)
+	for _, tt := range []struct {
+		args             []string
+		window, sessions int
+	}{
+		{nil, 8, 3},
+		{[]string{"--oob-sessions", "1"}, 8, 1},
+		{[]string{"--oob-window", "2", "--oob-sessions", "2"}, 2, 2},
+	} {
+		var got client.OOBOptions
+		a := &App{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard, Now: r.now,
+			Getenv: func(string) string { return "" },
+			Options: func(o *client.Options) {
+				got = o.OOBOptions
+				o.VMMI, o.OOB = r.vmmi, r.oob
+			}}
+		args := append(append([]string{"--inventory", r.inv}, tt.args...), "vm", "list", "h1")
+		if code := a.Run(context.Background(), args); code != ExitOK {
+			t.Fatalf("%v: exit %d", tt.args, code)
+		}
+		if got.Window != tt.window || got.Sessions != tt.sessions {
+			t.Errorf("%v: window %d sessions %d, want %d %d", tt.args, got.Window, got.Sessions, tt.window, tt.sessions)
+		}
 	}
 }
 
