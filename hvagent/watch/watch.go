@@ -19,6 +19,9 @@
 //	  API error
 //	Suspended/* (other)                     unauthorized local change    suspend
 //	Resumed/*                               unauthorized local change    resume
+//	  (Resumed/Unpaused within StartWindow of a Started of the same VM, either
+//	  order, is that start's: QEMU domains start paused and libvirt reports
+//	  the unpause too, so one "virsh start" is one alert)
 //	Stopped/Migrated, Saved, Snapshot…      unauthorized local change    stop
 //	Defined/*, Undefined/*                  unauthorized local change    define, undefine
 //	Shutdown/*                              (remembered, not alerted: the Stopped event follows)
@@ -62,7 +65,11 @@ type Config struct {
 	Users func() []string
 	// Timeout bounds the delivery of one alert (default 15 s).
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// StartWindow is how long a Resumed/Unpaused waits for the Started of
+	// the same VM that makes it part of a start (default 2 s): a resume
+	// alert comes that much later.
+	StartWindow time.Duration
+	Logger      *slog.Logger
 	// Ready, when set, is called once the watcher is registered: changes
 	// from then on are seen.
 	Ready func()
@@ -190,28 +197,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
-	var c classifier
-	for {
-		var e virt.Event
-		select {
-		case <-ctx.Done():
-			return nil
-		case e = <-events:
-		}
-		mu.Lock()
-		if dropped > 0 {
-			log.Error("lifecycle events lost: alerts were slower than libvirt; check the alert outlets", "lost", dropped)
-			dropped = 0
-		}
-		mu.Unlock()
-		ch, ok := c.classify(e)
-		if e.Own {
-			log.Debug("lifecycle event from the agent's own action", "vm", e.VM, "event", e.Type, "detail", e.Detail, "action", e.Action)
-			continue
-		}
-		if !ok {
-			continue
-		}
+	if cfg.StartWindow <= 0 {
+		cfg.StartWindow = 2 * time.Second
+	}
+	deliver := func(e virt.Event, ch Change) {
 		var users []string
 		if cfg.Users != nil {
 			users = cfg.Users()
@@ -222,5 +211,92 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error("alert for a change behind the agent's back not delivered to every outlet", "vm", e.VM, "reason", al.Reason, "err", err)
 		}
 		cancel()
+	}
+	var c classifier
+	// An unpause held back for the start it may belong to, per VM, and
+	// when each VM last started (locally or by the agent).
+	type heldResume struct {
+		e     virt.Event
+		ch    Change
+		until time.Time
+	}
+	held := map[string]heldResume{}
+	started := map[string]time.Time{}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	rearm := func() {
+		timer.Stop()
+		var next time.Time
+		for _, h := range held {
+			if next.IsZero() || h.until.Before(next) {
+				next = h.until
+			}
+		}
+		if !next.IsZero() {
+			timer.Reset(max(time.Until(next), 0))
+		}
+	}
+	flush := func(vm string) { // a held unpause that no start claimed
+		if h, ok := held[vm]; ok {
+			delete(held, vm)
+			deliver(h.e, h.ch)
+		}
+	}
+	for {
+		var e virt.Event
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+			now := time.Now()
+			for vm, h := range held {
+				if !h.until.After(now) {
+					flush(vm)
+				}
+			}
+			rearm()
+			continue
+		case e = <-events:
+		}
+		mu.Lock()
+		if dropped > 0 {
+			log.Error("lifecycle events lost: alerts were slower than libvirt; check the alert outlets", "lost", dropped)
+			dropped = 0
+		}
+		mu.Unlock()
+		ch, ok := c.classify(e)
+		now := time.Now()
+		unpause := e.Type == virt.EventResumed && e.Detail == "Unpaused"
+		if e.Type == virt.EventStarted {
+			started[e.VM] = now
+			if _, ok := held[e.VM]; ok {
+				delete(held, e.VM) // the unpause was this start's
+				log.Debug("an unpause counted as part of the start after it", "vm", e.VM)
+				rearm()
+			}
+		}
+		if e.Own {
+			log.Debug("lifecycle event from the agent's own action", "vm", e.VM, "event", e.Type, "detail", e.Detail, "action", e.Action)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if unpause {
+			if t, ok := started[e.VM]; ok && now.Sub(t) < cfg.StartWindow {
+				log.Debug("an unpause counted as part of the start before it", "vm", e.VM)
+				continue
+			}
+			flush(e.VM)
+			held[e.VM] = heldResume{e: e, ch: ch, until: now.Add(cfg.StartWindow)}
+			rearm()
+			continue
+		}
+		if e.Type != virt.EventStarted {
+			flush(e.VM) // alerts of one VM keep their order
+			rearm()
+		}
+		deliver(e, ch)
 	}
 }

@@ -1,11 +1,14 @@
 package watch
 
 import (
+	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ooblab/ooblab/hvagent/agent"
+	"github.com/ooblab/ooblab/hvagent/alert"
 	"github.com/ooblab/ooblab/hvagent/virt"
 )
 
@@ -58,5 +61,77 @@ func TestAlertClassOnSEL(t *testing.T) {
 		if al.VM != "web1" || al.Host != "hv1" || !strings.Contains(al.Reason, "Stopped/Destroyed") || al.Users[0] != "alice" {
 			t.Errorf("%s: alert %+v", class, al)
 		}
+	}
+}
+
+// fakeSource hands the watcher's callback to the test.
+type fakeSource struct{ fn chan func(virt.Event) }
+
+func (f *fakeSource) WatchLifecycle(_ context.Context, fn func(virt.Event)) error {
+	f.fn <- fn
+	return nil
+}
+
+// A start of a QEMU domain is Resumed/Unpaused and Started/Booted (libvirt
+// reports the unpause of the CPUs it started paused): one "start" alert,
+// in either order; an unpause with no start near it is a "resume" alert,
+// StartWindow later; other events of the VM flush a held unpause first.
+func TestUnpauseOfAStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	src := &fakeSource{fn: make(chan func(virt.Event), 1)}
+	alerts := make(chan alert.Alert, 16)
+	const window = 150 * time.Millisecond
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Source: src, Host: "hv1", StartWindow: window, Logger: slog.New(slog.DiscardHandler),
+			Sink: alert.SinkFunc(func(_ context.Context, a alert.Alert) error { alerts <- a; return nil })})
+	}()
+	emit := <-src.fn
+	ev := func(vm string, typ virt.EventType, detail string) {
+		emit(virt.Event{Time: time.Now(), VM: vm, Type: typ, Detail: detail})
+	}
+	next := func(step string) alert.Alert {
+		t.Helper()
+		select {
+		case a := <-alerts:
+			return a
+		case <-ctx.Done():
+			t.Fatalf("%s: no alert", step)
+		}
+		return alert.Alert{}
+	}
+	none := func(step string) {
+		t.Helper()
+		select {
+		case a := <-alerts:
+			t.Fatalf("%s: unexpected alert %s %s: %s", step, a.VM, a.Action, a.Reason)
+		case <-time.After(2 * window):
+		}
+	}
+	for _, order := range [][2]virt.EventType{{virt.EventResumed, virt.EventStarted}, {virt.EventStarted, virt.EventResumed}} {
+		details := map[virt.EventType]string{virt.EventResumed: "Unpaused", virt.EventStarted: "Booted"}
+		ev("web1", order[0], details[order[0]])
+		ev("web1", order[1], details[order[1]])
+		if a := next("virsh start"); a.Action != "start" || a.VM != "web1" {
+			t.Fatalf("virsh start (%s first): alert %s %s", order[0], a.Action, a.Reason)
+		}
+		none("after the start")
+	}
+	t0 := time.Now()
+	ev("db1", virt.EventResumed, "Unpaused")
+	if a := next("virsh resume"); a.Action != "resume" || a.VM != "db1" {
+		t.Fatalf("virsh resume: alert %s %s", a.Action, a.Reason)
+	} else if d := time.Since(t0); d < window {
+		t.Fatalf("the resume alert came after %v, before the start window (%v) passed", d, window)
+	}
+	ev("db1", virt.EventResumed, "Unpaused")
+	ev("db1", virt.EventStopped, "Destroyed")
+	if a, b := next("resume, destroy"), next("destroy"); a.Action != "resume" || b.Action != "destroy" {
+		t.Fatalf("resume then destroy came as %s, %s", a.Action, b.Action)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -161,3 +161,53 @@ func TestQEMUSystemVirshDestroy(t *testing.T) {
 		t.Fatal("no alert for virsh destroy")
 	}
 }
+
+// TestQEMUSystemVirshStart: with a real libvirtd, a "virsh start" behind
+// the agent's back is one alert (an unauthorized local start), though
+// libvirt reports both the start and the unpause of the CPUs QEMU starts
+// paused (watch counts the unpause as the start's). Skips as
+// TestQEMUSystemVirshDestroy does.
+func TestQEMUSystemVirshStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l := lvirttest.QEMUSystem(t, ctx, "virsh")
+	virsh, _ := exec.LookPath("virsh")
+	name, _ := lvirttest.TinyDomain(t, l, "ooblab-watch-start")
+
+	alerts := make(chan alert.Alert, 16)
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	wctx, wcancel := context.WithCancel(ctx)
+	defer func() { wcancel(); <-done }()
+	go func() {
+		done <- watch.Run(wctx, watch.Config{Source: l, Host: "hv1", Ready: func() { close(ready) },
+			Sink: alert.SinkFunc(func(_ context.Context, a alert.Alert) error {
+				if a.VM == name {
+					alerts <- a
+				}
+				return nil
+			})})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("watcher: %v", err)
+	}
+	if out, err := exec.CommandContext(ctx, virsh, "-c", l.URI(), "start", name).CombinedOutput(); err != nil {
+		t.Fatalf("virsh start: %v\n%s", err, out)
+	}
+	select {
+	case a := <-alerts:
+		if a.Action != "start" || !strings.HasPrefix(a.Reason, string(watch.Local)+":") {
+			t.Fatalf("alert %+v, want an unauthorized local start", a)
+		}
+		t.Logf("alert: %s", a.Reason)
+	case <-ctx.Done():
+		t.Fatal("no alert for virsh start")
+	}
+	select {
+	case a := <-alerts:
+		t.Fatalf("a second alert for one virsh start: %s", a.Reason)
+	case <-time.After(3 * time.Second): // past watch's StartWindow (2 s)
+	}
+}
