@@ -19,9 +19,10 @@
 //	  API error
 //	Suspended/* (other)                     unauthorized local change    suspend
 //	Resumed/*                               unauthorized local change    resume
-//	  (Resumed/Unpaused within StartWindow of a Started of the same VM, either
-//	  order, is that start's: QEMU domains start paused and libvirt reports
-//	  the unpause too, so one "virsh start" is one alert)
+//	  (Resumed/Unpaused next to a Started of the same VM, within StartWindow
+//	  and with no other event of the VM between, either order, is that
+//	  start's: QEMU domains start paused and libvirt reports the unpause
+//	  too, so one "virsh start" is one alert)
 //	Stopped/Migrated, Saved, Snapshot…      unauthorized local change    stop
 //	Defined/*, Undefined/*                  unauthorized local change    define, undefine
 //	Shutdown/*                              (remembered, not alerted: the Stopped event follows)
@@ -268,13 +269,21 @@ func Run(ctx context.Context, cfg Config) error {
 		ch, ok := c.classify(e)
 		now := time.Now()
 		unpause := e.Type == virt.EventResumed && e.Detail == "Unpaused"
-		if e.Type == virt.EventStarted {
+		switch {
+		case e.Type == virt.EventStarted:
 			started[e.VM] = now
 			if _, ok := held[e.VM]; ok {
 				delete(held, e.VM) // the unpause was this start's
+				delete(started, e.VM)
 				log.Debug("an unpause counted as part of the start after it", "vm", e.VM)
 				rearm()
 			}
+		case !unpause:
+			// Anything else between a start and an unpause (an agent's
+			// suspend…) makes the unpause a resume of its own.
+			delete(started, e.VM)
+			flush(e.VM) // alerts of one VM keep their order
+			rearm()
 		}
 		if e.Own {
 			log.Debug("lifecycle event from the agent's own action", "vm", e.VM, "event", e.Type, "detail", e.Detail, "action", e.Action)
@@ -285,6 +294,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		if unpause {
 			if t, ok := started[e.VM]; ok && now.Sub(t) < cfg.StartWindow {
+				delete(started, e.VM)
 				log.Debug("an unpause counted as part of the start before it", "vm", e.VM)
 				continue
 			}
@@ -292,10 +302,6 @@ func Run(ctx context.Context, cfg Config) error {
 			held[e.VM] = heldResume{e: e, ch: ch, until: now.Add(cfg.StartWindow)}
 			rearm()
 			continue
-		}
-		if e.Type != virt.EventStarted {
-			flush(e.VM) // alerts of one VM keep their order
-			rearm()
 		}
 		deliver(e, ch)
 	}

@@ -118,6 +118,14 @@ func TestUnpauseOfAStart(t *testing.T) {
 		}
 		none("after the start")
 	}
+	// A start, an (agent's) suspend, then an unpause: a resume of its own.
+	ev("app1", virt.EventStarted, "Booted")
+	next("app1 start")
+	emit(virt.Event{Time: time.Now(), VM: "app1", Type: virt.EventSuspended, Detail: "Paused", Own: true})
+	ev("app1", virt.EventResumed, "Unpaused")
+	if a := next("resume after an own suspend"); a.Action != "resume" || a.VM != "app1" {
+		t.Fatalf("resume after a start and a suspend: alert %s %s", a.Action, a.Reason)
+	}
 	t0 := time.Now()
 	ev("db1", virt.EventResumed, "Unpaused")
 	if a := next("virsh resume"); a.Action != "resume" || a.VM != "db1" {
