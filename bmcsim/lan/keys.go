@@ -8,13 +8,13 @@ import (
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
-	"encoding/binary"
 	"hash"
 	"sync"
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/crypto"
 	"github.com/bougou/go-ipmi/pkg/types"
+	"github.com/ooblab/ooblab/internal/rmcpp"
 )
 
 // keyCache keeps each session's HMAC (K1) and AES (K2) state across its
@@ -116,27 +116,21 @@ func (st *keyState) verify(pkt []byte, sess *bmc.Session, authenticated bool) bo
 	if n == 0 {
 		return true
 	}
-	if !authenticated || len(st.k1) == 0 || len(pkt) < PayloadOffset {
+	if !authenticated || len(st.k1) == 0 {
 		return false
 	}
-	plen := int(binary.LittleEndian.Uint16(pkt[14:16]))
-	end := PayloadOffset + plen
-	if len(pkt) < end {
-		return false
-	}
-	pad := types.IntegrityPadLen(SessionHeaderLen, plen)
-	codeAt := end + pad + 2
-	if len(pkt) != codeAt+n {
+	signed, code, ok := rmcpp.AuthCode(pkt, n)
+	if !ok {
 		return false
 	}
 	if st.mac == nil { // MD5-128 (no HMAC): go-ipmi's own code
-		want, err := crypto.SessionIntegrityAuthCode(st.alg, pkt[RMCPHeaderLen:codeAt], st.k1, "")
-		return err == nil && crypto.Equal(want, pkt[codeAt:])
+		want, err := crypto.SessionIntegrityAuthCode(st.alg, signed, st.k1, "")
+		return err == nil && crypto.Equal(want, code)
 	}
 	st.mac.Reset()
-	st.mac.Write(pkt[RMCPHeaderLen:codeAt])
+	st.mac.Write(signed)
 	st.sum = st.mac.Sum(st.sum[:0])
-	return len(st.sum) >= n && hmac.Equal(st.sum[:n], pkt[codeAt:])
+	return len(st.sum) >= n && hmac.Equal(st.sum[:n], code)
 }
 
 // decrypt is go-ipmi's DecryptAESPayload with the session's expanded key:

@@ -8,6 +8,8 @@ package lan
 import (
 	"encoding/binary"
 	"hash/fnv"
+
+	"github.com/ooblab/ooblab/internal/rmcpp"
 )
 
 // RMCP+ payload types (v2.0 Table 13-16).
@@ -19,11 +21,11 @@ const (
 	PayloadRAKP4 = 0x15
 )
 
-// Offsets of the RMCP+ session packet (v2.0 §13.6).
+// Offsets of the RMCP+ session packet (v2.0 §13.6; internal/rmcpp).
 const (
-	RMCPHeaderLen    = 4
-	SessionHeaderLen = 12
-	PayloadOffset    = RMCPHeaderLen + SessionHeaderLen
+	RMCPHeaderLen    = rmcpp.RMCPHeaderLen
+	SessionHeaderLen = rmcpp.SessionHeaderLen
+	PayloadOffset    = rmcpp.PayloadOffset
 )
 
 // RMCP+ status codes the guard sends (v2.0 Table 13-15).

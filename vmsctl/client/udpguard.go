@@ -8,7 +8,9 @@ import (
 	"sync/atomic"
 
 	"github.com/bougou/go-ipmi/pkg/crypto"
+	"github.com/bougou/go-ipmi/pkg/protocol"
 	"github.com/bougou/go-ipmi/pkg/types"
+	"github.com/ooblab/ooblab/internal/rmcpp"
 	"golang.org/x/net/proxy"
 )
 
@@ -94,9 +96,7 @@ func (g *udpGuard) Read(b []byte) (int, error) {
 // RMCP+ layout (IPMI v2.0 Table 13-8), for the payload types used here (no
 // OEM explicit payloads).
 const (
-	rmcpHeaderLen    = 4
-	sessionHeaderLen = 12 // auth type, payload type, session ID, sequence, length
-	payloadOffset    = rmcpHeaderLen + sessionHeaderLen
+	rmcpHeaderLen = rmcpp.RMCPHeaderLen
 
 	payloadOpenSessionRequest  = 0x10
 	payloadOpenSessionResponse = 0x11
@@ -141,20 +141,11 @@ func isSession20(pkt []byte) bool {
 // header this client never asks for) or a payload length that does not
 // fit.
 func rmcpPlus(pkt []byte) (ptype, flags uint8, sid uint32, payload []byte, ok bool) {
-	if len(pkt) < payloadOffset {
+	sid, _, ptype, flags, payload, ok = protocol.ParseRMCPPlusHeader(pkt)
+	if !ok || ptype == 0x02 { // OEM explicit: a longer header
 		return 0, 0, 0, nil, false
 	}
-	flags = pkt[5] & 0xC0
-	ptype = pkt[5] & 0x3F
-	if ptype == 0x02 {
-		return 0, 0, 0, nil, false
-	}
-	sid = binary.LittleEndian.Uint32(pkt[6:10])
-	n := int(binary.LittleEndian.Uint16(pkt[14:16]))
-	if len(pkt) < payloadOffset+n {
-		return 0, 0, 0, nil, false
-	}
-	return ptype, flags, sid, pkt[payloadOffset : payloadOffset+n], true
+	return ptype, flags & 0xC0, sid, payload, true
 }
 
 // sent watches the client's session set-up.
@@ -246,12 +237,12 @@ func (s *guardState) authentic(pkt []byte, flags uint8, payload []byte) bool {
 		if flags&flagAuthenticated == 0 {
 			return false
 		}
-		codeAt := payloadOffset + len(payload) + types.IntegrityPadLen(sessionHeaderLen, len(payload)) + 2
-		if len(pkt) != codeAt+n {
+		signed, code, ok := rmcpp.AuthCode(pkt, n)
+		if !ok {
 			return false
 		}
-		want, err := crypto.SessionIntegrityAuthCode(s.integAlg, pkt[rmcpHeaderLen:codeAt], s.k1, s.password)
-		if err != nil || len(want) < n || !crypto.Equal(want[:n], pkt[codeAt:]) {
+		want, err := crypto.SessionIntegrityAuthCode(s.integAlg, signed, s.k1, s.password)
+		if err != nil || len(want) < n || !crypto.Equal(want[:n], code) {
 			return false
 		}
 	}

@@ -119,46 +119,14 @@ func TestLibvirtEvents(t *testing.T) {
 // OOBLAB_LIBVIRT_URI, default qemu:///system; skips when libvirtd, QEMU or
 // virsh is missing.
 func TestQEMUSystemVirshDestroy(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	l := lvirttest.QEMUSystem(t, ctx, "virsh")
-	virsh, _ := exec.LookPath("virsh")
-	// Unique per process: other worktrees run tests on the same libvirtd.
-	name, _ := lvirttest.TinyDomain(t, l, "ooblab-watch-test")
-
-	alerts := make(chan alert.Alert, 16)
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	wctx, wcancel := context.WithCancel(ctx)
-	defer wcancel()
-	go func() {
-		done <- watch.Run(wctx, watch.Config{Source: l, Host: "hv1", Ready: func() { close(ready) },
-			Sink: alert.SinkFunc(func(_ context.Context, a alert.Alert) error {
-				if a.VM == name {
-					alerts <- a
-				}
-				return nil
-			})})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("watcher: %v", err)
-	}
+	ctx, l, name, alerts := watchTiny(t, "ooblab-watch-test")
 	if _, err := l.Start(ctx, name); err != nil {
 		t.Fatalf("agent start: %v", err)
 	}
-	if out, err := exec.CommandContext(ctx, virsh, "-c", l.URI(), "destroy", name).CombinedOutput(); err != nil {
-		t.Fatalf("virsh destroy: %v\n%s", err, out)
-	}
-	select {
-	case a := <-alerts:
-		if a.Action != "destroy" || !strings.HasPrefix(a.Reason, string(watch.Local)+":") || a.Principal != "local" {
-			t.Fatalf("alert %+v, want an unauthorized local destroy (and none for the agent's start)", a)
-		}
-		t.Logf("alert: %s", a.Reason)
-	case <-ctx.Done():
-		t.Fatal("no alert for virsh destroy")
+	virsh(t, ctx, l, "destroy", name)
+	a := nextAlert(t, ctx, alerts, "virsh destroy")
+	if a.Action != "destroy" || !strings.HasPrefix(a.Reason, string(watch.Local)+":") || a.Principal != "local" {
+		t.Fatalf("alert %+v, want an unauthorized local destroy (and none for the agent's start)", a)
 	}
 }
 
@@ -168,17 +136,32 @@ func TestQEMUSystemVirshDestroy(t *testing.T) {
 // paused (watch counts the unpause as the start's). Skips as
 // TestQEMUSystemVirshDestroy does.
 func TestQEMUSystemVirshStart(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	l := lvirttest.QEMUSystem(t, ctx, "virsh")
-	virsh, _ := exec.LookPath("virsh")
-	name, _ := lvirttest.TinyDomain(t, l, "ooblab-watch-start")
+	ctx, l, name, alerts := watchTiny(t, "ooblab-watch-start")
+	virsh(t, ctx, l, "start", name)
+	a := nextAlert(t, ctx, alerts, "virsh start")
+	if a.Action != "start" || !strings.HasPrefix(a.Reason, string(watch.Local)+":") {
+		t.Fatalf("alert %+v, want an unauthorized local start", a)
+	}
+	select {
+	case a := <-alerts:
+		t.Fatalf("a second alert for one virsh start: %s", a.Reason)
+	case <-time.After(3 * time.Second): // past watch's StartWindow (2 s)
+	}
+}
 
+// watchTiny defines a tiny QEMU domain (a name unique per process: other
+// worktrees run tests on the same libvirtd) on a real libvirtd and runs
+// the watcher until the test ends; alerts carries the domain's alerts.
+func watchTiny(t *testing.T, prefix string) (context.Context, *lvirt.Libvirt, string, <-chan alert.Alert) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	l := lvirttest.QEMUSystem(t, ctx, "virsh")
+	name, _ := lvirttest.TinyDomain(t, l, prefix)
 	alerts := make(chan alert.Alert, 16)
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	wctx, wcancel := context.WithCancel(ctx)
-	defer func() { wcancel(); <-done }()
 	go func() {
 		done <- watch.Run(wctx, watch.Config{Source: l, Host: "hv1", Ready: func() { close(ready) },
 			Sink: alert.SinkFunc(func(_ context.Context, a alert.Alert) error {
@@ -188,26 +171,31 @@ func TestQEMUSystemVirshStart(t *testing.T) {
 				return nil
 			})})
 	}()
+	t.Cleanup(func() { wcancel(); <-done }) // before TinyDomain's cleanup removes the domain
 	select {
 	case <-ready:
 	case err := <-done:
 		t.Fatalf("watcher: %v", err)
 	}
-	if out, err := exec.CommandContext(ctx, virsh, "-c", l.URI(), "start", name).CombinedOutput(); err != nil {
-		t.Fatalf("virsh start: %v\n%s", err, out)
+	return ctx, l, name, alerts
+}
+
+func virsh(t *testing.T, ctx context.Context, l *lvirt.Libvirt, args ...string) {
+	t.Helper()
+	bin, _ := exec.LookPath("virsh")
+	if out, err := exec.CommandContext(ctx, bin, append([]string{"-c", l.URI()}, args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("virsh %v: %v\n%s", args, err, out)
 	}
+}
+
+func nextAlert(t *testing.T, ctx context.Context, alerts <-chan alert.Alert, what string) alert.Alert {
+	t.Helper()
 	select {
 	case a := <-alerts:
-		if a.Action != "start" || !strings.HasPrefix(a.Reason, string(watch.Local)+":") {
-			t.Fatalf("alert %+v, want an unauthorized local start", a)
-		}
 		t.Logf("alert: %s", a.Reason)
+		return a
 	case <-ctx.Done():
-		t.Fatal("no alert for virsh start")
+		t.Fatalf("no alert for %s", what)
 	}
-	select {
-	case a := <-alerts:
-		t.Fatalf("a second alert for one virsh start: %s", a.Reason)
-	case <-time.After(3 * time.Second): // past watch's StartWindow (2 s)
-	}
+	return alert.Alert{}
 }
