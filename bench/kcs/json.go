@@ -29,7 +29,7 @@ func writeJSON(path string, rs []*bmcRow, n int, started time.Time, load string,
 		},
 		Notes: []string{"ipmi_sim and ipmi-bmc-sim answer ooblab's OEM commands with a completion code (cc ≠ 0 counts them): the KCS transfer of the request bytes is the same.",
 			"oemread-240 (bmcsim only: the peers have no ooblab queues): a windowed read of a full Queue 1 record, the direction a VMS's request takes; it moves the answer's bytes (bytes moved), and costs more than a write because QEMU reads the chardev a byte per main-loop iteration.",
-			"Throughput: bytes moved over the time spent in that row's requests (KB = 1000 bytes); at median: request bytes over the median round trip, which a few stalls of a loaded host move less."}}
+			"Throughput: bytes moved over the time spent in that row's requests (KB = 1000 bytes); at median: bytes moved over the median round trip, which a few stalls of a loaded host move less."}}
 	for _, r := range rs {
 		for _, m := range measurements {
 			f := r.rows[m]

@@ -307,7 +307,7 @@ func print(rs []*bmcRow, n int, boot, measured time.Duration) {
 	fmt.Printf("raw KCS from one TCG guest (%d BMCs, requests interleaved across them), n=%d per row, %d CPUs; boot %.1f s, measurements %.1f s\n",
 		len(rs), n, runtime.NumCPU(), boot.Seconds(), measured.Seconds())
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "BMC\tmeasurement\tbytes moved\tmedian µs\tp99 µs\tmin µs\tmax µs\treq KB/s\tKB/s at median\tcompletion codes\t\n")
+	fmt.Fprintf(w, "BMC\tmeasurement\tbytes moved\tmedian µs\tp99 µs\tmin µs\tmax µs\tKB/s\tKB/s at median\tcompletion codes\t\n")
 	for _, r := range rs {
 		for _, m := range measurements {
 			f := r.rows[m]

@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/ooblab/ooblab/internal/pki"
 	"github.com/ooblab/ooblab/lab/image"
 	"github.com/ooblab/ooblab/lab/qemu"
+	"golang.org/x/sync/errgroup"
 )
 
 // Options steer `lab up`.
@@ -380,71 +380,48 @@ func (u *upRun) waitAgents(ctx context.Context) error {
 	type hostReady struct {
 		booted, answered time.Time
 		vmmi, oob        time.Duration
-		err              error
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	ready := make([]hostReady, len(u.machines))
-	var wg sync.WaitGroup
+	g, gctx := errgroup.WithContext(ctx) // the first host that fails stops the wait for the others
 	for i, m := range u.machines {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			h, r := u.st.Hosts[i], &ready[i]
-			wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)
+			wctx, wcancel := context.WithTimeout(gctx, 5*time.Minute)
 			_, err := m.WaitConsole(wctx, "ooblab: hvagent started")
 			wcancel()
 			if err != nil {
-				r.err = fmt.Errorf("%s did not start its agent (console %s): %w", h.Name, filepath.Join(h.RunDir, "console.log"), err)
-				cancel()
-				return
+				return fmt.Errorf("%s did not start its agent (console %s): %w", h.Name, filepath.Join(h.RunDir, "console.log"), err)
 			}
 			r.booted = time.Now()
 			if u.o.Probe == nil {
-				return
+				return nil
 			}
-			pctx, pcancel := context.WithTimeout(ctx, 2*time.Minute)
+			pctx, pcancel := context.WithTimeout(gctx, 2*time.Minute)
 			r.vmmi, r.oob, err = probeUntil(pctx, u.o.Probe, inv, h.Name)
 			pcancel()
 			if err != nil {
-				r.err = fmt.Errorf("%s: agent does not answer: %w", h.Name, err)
-				cancel()
-				return
+				return fmt.Errorf("%s: agent does not answer: %w", h.Name, err)
 			}
 			r.answered = time.Now()
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	var booted, answered time.Time
-	var errs []error
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	var booted, answered time.Time // the last host's
 	for _, r := range ready {
-		if r.err != nil && !errors.Is(r.err, context.Canceled) {
-			errs = append(errs, r.err)
-		}
 		if r.booted.After(booted) {
 			booted = r.booted
 		}
 		if r.answered.After(answered) {
-			answered = r.answered
+			answered = r.answered // each host answers after it booted: ≥ booted
 		}
-	}
-	if len(errs) == 0 && ctx.Err() != nil {
-		for _, r := range ready {
-			if r.err != nil {
-				errs = append(errs, r.err)
-			}
-		}
-	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
 	}
 	u.clk.doneAt("guests booted (agent up)", booted)
 	if u.o.Probe != nil {
 		for i, h := range u.st.Hosts {
 			fmt.Fprintf(u.o.Out, "  %s answers: vmm-i %v, oob-i %v\n", h.Name, ready[i].vmmi.Round(time.Millisecond), ready[i].oob.Round(time.Millisecond))
-		}
-		if answered.Before(booted) {
-			answered = booted
 		}
 		u.clk.doneAt("both channels answer", answered)
 	}

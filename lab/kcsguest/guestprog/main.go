@@ -260,22 +260,28 @@ func bench(ctx context.Context, devs []*device, n int) error {
 			return err
 		}
 		dv.raw = raw
+		// bmcsim's Queue 1 holds the host side's ReadID record: its empty
+		// read reads on past that record (the window's cursor, which every
+		// oemread-240 puts back on it), an answer without a record as on an
+		// empty queue. Other BMCs have no queues: they answer 0x02 with a
+		// completion code.
+		bmcsim := dv.mfr == uint32(iana)
+		emptyRead := &meas{name: "oemread-empty", data: same(empty), do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1))}
+		if bmcsim {
+			if _, _, err := viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1Win))(window); err != nil {
+				return err
+			}
+			emptyRead = &meas{name: "oemread-empty", data: same(onward), do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1Win))}
+		}
 		first := len(ms)
 		ms = append(ms,
 			&meas{name: "getdeviceid", data: same(nil), do: viaDevipmi(dv.c, 0x06, 0x01)},
 			&meas{name: "getdeviceid-raw", data: same(nil), do: viaRaw(raw, 0x06, 0x01)},
-			&meas{name: "oemread-empty", data: same(empty), do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1))},
+			emptyRead,
 			&meas{name: "oemwrite-240", data: bigFrom(1_000_000), do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdWriteQueue2))},
 			&meas{name: "oemwrite-240-raw", data: bigFrom(2_000_000), do: viaRaw(raw, oemFn, uint8(oem.CmdWriteQueue2))},
 		)
-		if dv.mfr == uint32(iana) { // bmcsim: Queue 1 holds the host side's ReadID record
-			// Its empty read reads on past that record (the window's
-			// cursor, which every oemread-240 puts back on it): an
-			// answer without a record, as on an empty queue.
-			if _, _, err := viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1Win))(window); err != nil {
-				return err
-			}
-			ms[first+2] = &meas{name: "oemread-empty", data: same(onward), do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1Win))}
+		if bmcsim {
 			ms = append(ms,
 				&meas{name: "oemread-240", data: same(window), do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1Win)), read: true},
 				&meas{name: "oemread-240-raw", data: same(window), do: viaRaw(raw, oemFn, uint8(oem.CmdReadQueue1Win)), read: true},
