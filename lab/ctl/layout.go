@@ -120,3 +120,21 @@ func (st *State) host(name string) (*HostState, error) {
 	}
 	return nil, fmt.Errorf("no host %q in this lab", name)
 }
+
+// ErrLabUp is Up's answer when the state folder's lab still runs.
+var ErrLabUp = errors.New("a lab is already up")
+
+// alivePids are the processes of st that still run: bmcsim's and every
+// host's QEMU.
+func (st *State) alivePids() []int {
+	var pids []int
+	if processAlive(st.BMCSim.Pid) {
+		pids = append(pids, st.BMCSim.Pid)
+	}
+	for _, h := range st.Hosts {
+		if processAlive(h.QEMU.Pid) {
+			pids = append(pids, h.QEMU.Pid)
+		}
+	}
+	return pids
+}

@@ -20,6 +20,13 @@ func Down(ctx context.Context, dir string, out io.Writer, log *slog.Logger) erro
 	if err != nil {
 		return err
 	}
+	return stopState(ctx, dir, st, out, log)
+}
+
+// stopState stops the processes st names and removes the lab's state files.
+// Up's failure path calls it with its own run's state, so that a failed
+// `lab up` stops only what that run started.
+func stopState(ctx context.Context, dir string, st *State, out io.Writer, log *slog.Logger) error {
 	var errs []error
 	for _, h := range st.Hosts {
 		if !processAlive(h.QEMU.Pid) {

@@ -89,28 +89,33 @@ func Up(ctx context.Context, o Options, log *slog.Logger) (st *State, err error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	defer func() {
-		if err != nil && o.Dir != "" {
-			if _, lerr := loadState(o.Dir); lerr == nil {
-				fmt.Fprintf(o.Out, "lab up failed; stopping what it started (logs stay in %s)\n", o.Dir)
-				_ = Down(context.Background(), o.Dir, o.Out, log)
-			}
-		}
-	}()
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
 	closeInheritedOnExec()
-	if st, err := loadState(o.Dir); err == nil && processAlive(st.BMCSim.Pid) {
-		return nil, fmt.Errorf("a lab is already up in %s (bmcsim pid %d): `lab down` first", o.Dir, st.BMCSim.Pid)
+	if old, err := loadState(o.Dir); err == nil {
+		if pids := old.alivePids(); len(pids) > 0 {
+			// Left running, untouched: this run started nothing.
+			return nil, fmt.Errorf("%w in %s (pids %v); it is left running: `lab down` first, or use it as it is",
+				ErrLabUp, o.Dir, pids)
+		}
 	}
+	var u *upRun
+	defer func() {
+		// A failed run stops what it started — its own processes, never
+		// a lab that was already up or a stale state file's pids.
+		if err != nil && u != nil {
+			fmt.Fprintf(o.Out, "lab up failed; stopping what it started (logs stay in %s)\n", o.Dir)
+			_ = stopState(context.Background(), o.Dir, u.st, o.Out, log)
+		}
+	}()
 	for _, d := range []string{o.Dir, filepath.Join(o.Dir, "tls")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
 	}
 	total := time.Now()
-	u := &upRun{o: o, log: log, st: &State{Started: time.Now()}}
+	u = &upRun{o: o, log: log, st: &State{Started: time.Now()}}
 	u.clk = &stageClock{st: u.st, start: time.Now(), out: o.Out}
 	fmt.Fprintf(o.Out, "lab up: %d host(s) in %s\n", o.Hosts, o.Dir)
 	for _, stage := range []func(context.Context) error{
