@@ -12,22 +12,26 @@ import (
 	"github.com/ooblab/ooblab/lab/ctl"
 )
 
-// labSignal parses TERM/KILL (with or without SIG).
+// labSignal parses TERM/KILL/STOP/CONT (with or without SIG).
 func labSignal(s string) (syscall.Signal, error) {
 	switch strings.TrimPrefix(strings.ToUpper(s), "SIG") {
 	case "TERM":
 		return syscall.SIGTERM, nil
 	case "KILL":
 		return syscall.SIGKILL, nil
+	case "STOP":
+		return syscall.SIGSTOP, nil
+	case "CONT":
+		return syscall.SIGCONT, nil
 	}
-	return 0, fmt.Errorf("signal %q: want TERM or KILL", s)
+	return 0, fmt.Errorf("signal %q: want TERM, KILL, STOP or CONT", s)
 }
 
-// signal is `signal HOST hvagent TERM|KILL`.
+// signal is `signal HOST hvagent TERM|KILL|STOP|CONT`.
 func (e *env) signal() *cobra.Command {
 	return &cobra.Command{
-		Use:   "signal HOST hvagent TERM|KILL",
-		Short: "signal the hvagent in a host's guest (through the lab shell on the guest's ttyS1); the guest's init restarts it",
+		Use:   "signal HOST hvagent TERM|KILL|STOP|CONT",
+		Short: "signal the hvagent in a host's guest (through the lab shell on the guest's ttyS1); the guest's init restarts it after TERM/KILL, STOP pauses it until CONT",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[1] != "hvagent" {

@@ -17,9 +17,10 @@ import (
 // ooblab-init restarts the agent a second after it exits (the console shows
 // "ooblab: hvagent exited rc=N" then "ooblab: hvagent started").
 func SignalAgent(ctx context.Context, dir, host string, sig syscall.Signal) (int, error) {
-	name := map[syscall.Signal]string{syscall.SIGTERM: "TERM", syscall.SIGKILL: "KILL"}[sig]
+	name := map[syscall.Signal]string{syscall.SIGTERM: "TERM", syscall.SIGKILL: "KILL",
+		syscall.SIGSTOP: "STOP", syscall.SIGCONT: "CONT"}[sig]
 	if name == "" {
-		return 0, fmt.Errorf("signal %v: the lab sends hvagent TERM or KILL only", sig)
+		return 0, fmt.Errorf("signal %v: the lab sends hvagent TERM, KILL, STOP or CONT only", sig)
 	}
 	var out strings.Builder
 	script := `pid=$(cat /run/hvagent.pid 2>/dev/null) && [ -n "$pid" ] && kill -s ` + name + ` "$pid" && echo "pid=$pid"`
