@@ -347,6 +347,10 @@ type calls struct {
 	arrivals map[uint64]int    // authentic envelopes seen per request id
 	msgReq   map[uint64]uint64 // envelope message id → request id
 	replays  int               // envelopes handed over a second time
+	// replaysUnseen are replays of a message id this loop never read: a
+	// BMC restart cannot explain them (every re-read is of a record the
+	// loop had read and whose acknowledgement the kill lost).
+	replaysUnseen int
 	other    int               // envelopes that were not requests
 }
 
@@ -441,7 +445,11 @@ func (p *peekHandler) Prepare(ctx context.Context, env []byte, via string) func(
 		// (journaled) after the loop had read it but before the loop's
 		// acknowledgement reached it.
 		p.c.replays++
-		id = p.c.msgReq[hdr.MsgID]
+		var seen bool
+		id, seen = p.c.msgReq[hdr.MsgID]
+		if !seen {
+			p.c.replaysUnseen++
+		}
 	default:
 		p.c.other++
 	}
@@ -973,7 +981,7 @@ vms = ["*"]
 		}
 		maxArr = max(maxArr, a)
 	}
-	replays, other := cs.replays, cs.other
+	replays, replaysUnseen, other := cs.replays, cs.replaysUnseen, cs.other
 	cs.mu.Unlock()
 
 	slices.Sort(lat)
@@ -1046,13 +1054,30 @@ vms = ["*"]
 	if q1d != 0 || q2d != 0 {
 		t.Errorf("queues not empty at the end: q1 %d q2 %d", q1d, q2d)
 	}
+	// A "replayed envelope" alert is true only where the loop really read
+	// an envelope a second time, and that happens only when a bmcsim kill
+	// lost the loop's acknowledgement of a record it had read: each such
+	// alert must be one of those re-reads, of a message id read before,
+	// and without a restart there are none.
+	replayAlerts := 0
 	for _, a := range alerts.Alerts() {
 		if a.Principal == "mallory" && strings.HasPrefix(a.Reason, agent.ReasonDenied) {
 			continue // the second VMS's refused destroys
 		}
 		if !strings.HasPrefix(a.Reason, agent.ReasonReplay) {
 			t.Errorf("unexpected alert: %+v", a)
+			continue
 		}
+		replayAlerts++
+	}
+	if replayAlerts > replays {
+		t.Errorf("%d replay alerts but only %d envelopes were re-read", replayAlerts, replays)
+	}
+	if replaysUnseen != 0 {
+		t.Errorf("%d replays of message ids the loop never read: not explained by a BMC restart", replaysUnseen)
+	}
+	if restarts.Load() == 0 && replays != 0 {
+		t.Errorf("%d envelopes re-read without a BMC restart", replays)
 	}
 }
 
