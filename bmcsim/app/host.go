@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/bougou/go-ipmi/pkg/transport/udp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,13 +70,14 @@ func NewHost(cfg config.Config, o HostOptions) (*Host, error) {
 	n := &notifier{iana: oem.IANA(b.Config.IANA), log: h.log}
 	h.notify = n
 	h.Queues, err = queue.Open(queue.Options{
-		Capacity1:    b.Config.Queue1Capacity,
-		Capacity2:    b.Config.Queue2Capacity,
-		ReaderTTL:    b.Config.ReaderTTL.Duration,
-		StateDir:     b.Config.State,
-		Registerer:   reg,
-		Logger:       h.log,
-		OnQueue1Wake: n.queue1Wake,
+		Capacity1:        b.Config.Queue1Capacity,
+		Capacity2:        b.Config.Queue2Capacity,
+		ReaderTTL:        b.Config.ReaderTTL.Duration,
+		StateDir:         b.Config.State,
+		Registerer:       reg,
+		Logger:           h.log,
+		OnQueue1Wake:     n.queue1Wake,
+		AfterQueue1Write: faultHook(b.Config, h.log),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bmc %s: queues: %w", b.Config.Name, err)
@@ -227,4 +229,25 @@ func (h *Host) listenSerial() error {
 		"sol_privilege", b.Config.SOLPrivilege, "sol_idle_timeout", b.Config.SOLIdleTimeout.String())
 	h.serLn = ln
 	return nil
+}
+
+// FaultKillInQueue1Write is the file (in a BMC's state folder) that arms
+// the fault hook: the next Write Queue 1 kills bmcsim after the record is
+// journalled and before it is answered.
+const FaultKillInQueue1Write = "fault-kill-in-queue1-write"
+
+// faultHook is the AfterQueue1Write of a BMC with fault_hooks, else nil.
+func faultHook(c config.Config, log *slog.Logger) func() {
+	if !c.FaultHooks {
+		return nil
+	}
+	armed := filepath.Join(c.State, FaultKillInQueue1Write)
+	return func() {
+		if err := os.Remove(armed); err != nil {
+			return // not armed
+		}
+		log.Warn("fault hook: SIGKILL inside a Write Queue 1 (journalled, not answered)")
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // the signal is on its way; answer nothing
+	}
 }

@@ -62,6 +62,12 @@ type Config struct {
 	SOLIdleTimeout Duration `toml:"sol_idle_timeout"`
 	// State is a folder for the queue journal; empty keeps queues in memory.
 	State string `toml:"state"`
+	// FaultHooks (tests only; needs state) lets a test kill this BMC at a
+	// chosen point: while the file <state>/fault-kill-in-queue1-write
+	// exists, the next Write Queue 1 removes it, lands in the journal and
+	// SIGKILLs bmcsim before it is answered (`lab restart bmcsim --in
+	// queue1-write`). Off by default.
+	FaultHooks bool `toml:"fault_hooks"`
 	// IANA is the enterprise number of the OEM queue commands.
 	IANA uint32 `toml:"iana"`
 
@@ -208,6 +214,9 @@ func (c *Config) Normalize() error {
 	}
 	if c.SOLIdleTimeout.Duration == 0 {
 		c.SOLIdleTimeout.Duration = DefaultSOLIdleTimeout
+	}
+	if c.FaultHooks && c.State == "" {
+		return fmt.Errorf("bmc %s: fault_hooks needs state (the hook's file lives there)", c.Name)
 	}
 	if c.SOLIdleTimeout.Duration < 0 {
 		return fmt.Errorf("bmc %s: sol_idle_timeout %v is negative", c.Name, c.SOLIdleTimeout.Duration)

@@ -134,6 +134,9 @@ func (qs *Queues) handle(cmd oem.Cmd, iana oem.IANA, hctx *handlers.HandlerConte
 			qs.log.Error("queue write failed; answering 0xFF", "cmd", cmd, "err", err)
 			return nil, oem.CCUnspecified, fmt.Errorf("%s: %w", cmd, err)
 		}
+		if cmd == oem.CmdWriteQueue1 && qs.afterWrite != nil {
+			qs.afterWrite()
+		}
 		resp, _ := (&oem.WriteQueueResponse{IANA: iana}).Pack()
 		return resp, oem.CCOK, nil
 

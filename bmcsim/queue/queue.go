@@ -90,7 +90,11 @@ type Options struct {
 	// edge is decided under the queue's lock, so no wake is lost however
 	// concurrent calls are ordered; the BMC pushes its Queue1Notify on it.
 	OnQueue1Wake func()
-	Logger       *slog.Logger
+	// AfterQueue1Write, when set, is called after a VMS's Write Queue 1
+	// landed (journalled) and before it is answered: a test's fault hook
+	// (the lab's fault_hooks) kills the BMC there.
+	AfterQueue1Write func()
+	Logger           *slog.Logger
 }
 
 type entry struct {
@@ -504,8 +508,9 @@ func (q *Queue) Readers() int {
 
 // Queues is the BMC's pair of queues.
 type Queues struct {
-	q1, q2 *Queue
-	log    *slog.Logger
+	q1, q2     *Queue
+	log        *slog.Logger
+	afterWrite func()
 }
 
 // Open creates the queues, replaying journals from o.StateDir if set.
@@ -537,7 +542,7 @@ func Open(o Options) (*Queues, error) {
 	if o.MaxReaders <= 0 {
 		o.MaxReaders = DefaultMaxReaders
 	}
-	qs := &Queues{log: o.Logger}
+	qs := &Queues{log: o.Logger, afterWrite: o.AfterQueue1Write}
 	m1, m2 := newMetrics("1"), newMetrics("2")
 	qs.q1 = newQueue("queue 1", caps[0], &o, m1)
 	qs.q2 = newQueue("queue 2", caps[1], &o, m2)

@@ -55,10 +55,10 @@ func (e *env) signal() *cobra.Command {
 
 // restart is `restart bmcsim [--signal KILL|TERM]`.
 func (e *env) restart() *cobra.Command {
-	var sigName string
+	var sigName, in string
 	c := &cobra.Command{
 		Use:   "restart bmcsim",
-		Short: "stop bmcsim (--signal KILL: a crash) and start it again with the same state (queue journals kept)",
+		Short: "stop bmcsim (--signal KILL: a crash; --in queue1-write: it kills itself inside the next VMS write) and start it again with the same state (queue journals kept)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] != "bmcsim" {
@@ -70,7 +70,10 @@ func (e *env) restart() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
 			defer cancel()
-			pid, err := ctl.RestartBMCSim(ctx, e.dir, sig)
+			if in != "" && in != "queue1-write" {
+				return fmt.Errorf("--in %q: want queue1-write", in)
+			}
+			pid, err := ctl.RestartBMCSim(ctx, e.dir, sig, in != "")
 			if err != nil {
 				return err
 			}
@@ -79,5 +82,6 @@ func (e *env) restart() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&sigName, "signal", "TERM", "how to stop it: TERM or KILL")
+	c.Flags().StringVar(&in, "in", "", "queue1-write: arm bmcsim's fault hook and wait until it kills itself inside the next VMS's Write Queue 1 (journalled, not answered)")
 	return c
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -44,7 +45,12 @@ func SignalAgent(ctx context.Context, dir, host string, sig syscall.Signal) (int
 // up` did, with the same state folders (its queue journals survive) and its
 // log appended to. It returns once every BMC's chardev port listens again;
 // QEMU reconnects to it by itself (within a second).
-func RestartBMCSim(ctx context.Context, dir string, sig syscall.Signal) (pid int, err error) {
+//
+// With inQueue1Write, it does not signal bmcsim: it arms every BMC's fault
+// hook (fault_hooks, bmcsim/app.FaultKillInQueue1Write) and waits until
+// bmcsim killed itself inside the next VMS's Write Queue 1 — after the
+// record was journalled, before the VMS got its answer — then starts it.
+func RestartBMCSim(ctx context.Context, dir string, sig syscall.Signal, inQueue1Write bool) (pid int, err error) {
 	st, err := loadState(dir)
 	if err != nil {
 		return 0, err
@@ -52,7 +58,11 @@ func RestartBMCSim(ctx context.Context, dir string, sig syscall.Signal) (pid int
 	if len(st.BMCSim.Argv) == 0 {
 		return 0, errors.New("lab.json does not say how bmcsim was started (a lab from an older bin/lab): lab down and up")
 	}
-	if processAlive(st.BMCSim.Pid) {
+	if inQueue1Write {
+		if err := armQueue1WriteKill(ctx, dir, st); err != nil {
+			return 0, err
+		}
+	} else if processAlive(st.BMCSim.Pid) {
 		if err := syscall.Kill(st.BMCSim.Pid, sig); err != nil {
 			return 0, fmt.Errorf("bmcsim pid %d: %w", st.BMCSim.Pid, err)
 		}
@@ -76,3 +86,36 @@ func RestartBMCSim(ctx context.Context, dir string, sig syscall.Signal) (pid int
 	}
 	return pid, nil
 }
+
+// armQueue1WriteKill arms each BMC's fault hook and waits until bmcsim is
+// gone; the files are removed again if it never fires.
+func armQueue1WriteKill(ctx context.Context, dir string, st *State) error {
+	var armed []string
+	for _, h := range st.Hosts {
+		f := filepath.Join(dir, h.Name, "bmc-state", faultKillInQueue1Write)
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			return fmt.Errorf("arm the fault hook: %w", err)
+		}
+		armed = append(armed, f)
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for processAlive(st.BMCSim.Pid) {
+		select {
+		case <-ctx.Done():
+			for _, f := range armed {
+				_ = os.Remove(f)
+			}
+			return fmt.Errorf("bmcsim pid %d did not die inside a Write Queue 1 (is fault_hooks set? was a VMS writing?): %w", st.BMCSim.Pid, ctx.Err())
+		case <-t.C:
+		}
+	}
+	for _, f := range armed { // the other BMCs' hooks did not fire
+		_ = os.Remove(f)
+	}
+	return nil
+}
+
+// faultKillInQueue1Write is bmcsim/app.FaultKillInQueue1Write (the lab
+// does not link bmcsim).
+const faultKillInQueue1Write = "fault-kill-in-queue1-write"

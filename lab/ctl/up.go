@@ -209,6 +209,7 @@ kcs = %q
 serial = %q
 state = %q
 qmp = %q
+fault_hooks = true
 [[bmc.user]]
 name = "admin"
 password_file = %q
