@@ -22,6 +22,13 @@ var (
 	// Security specs walk the trust model end to end (an operator's app
 	// code answers a challenge once).
 	Security = Label("security")
+	// Hostile specs attack the lab's BMC and VMM-I as a stranger on the
+	// management LAN would (no password; spoofed sources) while the VMS
+	// goes on (issue 20).
+	Hostile = Label("hostile")
+	// Truth specs pause or break a part mid-request and check that what
+	// vmsctl says is what happened (issue 21).
+	Truth = Label("truth")
 	// KCSGuest specs boot a minimal guest against an in-process bmcsim to
 	// prove the KCS path (ipmi_si, /dev/ipmi0, pushed notifications); they
 	// need no lab.
