@@ -79,6 +79,9 @@ func printSummary(w io.Writer, dir string, st *ctl.State) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.BMCLAN, h.BMCKCS, h.VMMI, strings.Join(h.VMs, ", "))
 	}
 	tw.Flush()
+	if st.UIURL != "" {
+		fmt.Fprintf(w, "\nweb page (the token is in the URL): %s\n", st.UIURL)
+	}
 	fmt.Fprintf(w, "\ninventory (vmsctl reads it): %s/inventory.json\nsecrets (0600): %s/h*/bmc-admin.password, %s/h*/host.key, %s/operator.key\n", dir, dir, dir, dir)
 	h := st.Hosts[0]
 	fmt.Fprintf(w, `

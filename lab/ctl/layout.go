@@ -49,9 +49,12 @@ func Dir() string {
 
 // State is lab.json: what a running lab consists of.
 type State struct {
-	Started  time.Time      `json:"started"`
-	Accel    string         `json:"accel"`
-	BMCSim   Proc           `json:"bmcsim"`
+	Started time.Time `json:"started"`
+	Accel   string    `json:"accel"`
+	BMCSim  Proc      `json:"bmcsim"`
+	// UI is `lab ui`, the lab's web page, at UIURL (token included).
+	UI       Proc           `json:"ui,omitzero"`
+	UIURL    string         `json:"ui_url,omitempty"`
 	Hosts    []HostState    `json:"hosts"`
 	Stages   []StageTiming  `json:"stages"`
 	ImageKey string         `json:"image_key"`

@@ -44,6 +44,13 @@ func stopState(ctx context.Context, dir string, st *State, out io.Writer, log *s
 			fmt.Fprintf(out, "stopped %s (qemu pid %d)\n", h.Name, h.QEMU.Pid)
 		}
 	}
+	if processAlive(st.UI.Pid) {
+		if err := stopPid(ctx, st.UI.Pid, 5*time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("lab ui: %w", err))
+		} else {
+			fmt.Fprintf(out, "stopped lab ui (pid %d)\n", st.UI.Pid)
+		}
+	}
 	if processAlive(st.BMCSim.Pid) {
 		if err := stopPid(ctx, st.BMCSim.Pid, 10*time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("bmcsim: %w", err))

@@ -119,7 +119,7 @@ func Up(ctx context.Context, o Options, log *slog.Logger) (st *State, err error)
 	u.clk = &stageClock{st: u.st, start: time.Now(), out: o.Out}
 	fmt.Fprintf(o.Out, "lab up: %d host(s) in %s\n", o.Hosts, o.Dir)
 	for _, stage := range []func(context.Context) error{
-		u.writeConfig, u.buildImage, u.startBMCSim, u.startGuests, u.waitAgents,
+		u.writeConfig, u.buildImage, u.startBMCSim, u.startGuests, u.waitAgents, u.startUI,
 	} {
 		if err := stage(ctx); err != nil {
 			return nil, err
