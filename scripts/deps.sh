@@ -12,6 +12,7 @@ PKGS=(
   xz-utils                                    # the kernel unpacked for a PVH boot (lab/image/pvh.go)
   mmdebstrap debootstrap e2fsprogs            # guest root filesystem (mkfs.ext4 -d, debugfs)
   iproute2 procps
+  chromium                                    # the lab page's browser spec (headless, driven by chromedp)
 )
 
 missing=()

@@ -29,6 +29,8 @@ var (
 	// Truth specs pause or break a part mid-request and check that what
 	// vmsctl says is what happened (issue 21).
 	Truth = Label("truth")
+	// UI specs drive the lab's web page in headless Chromium (issue 24).
+	UI = Label("ui")
 	// KCSGuest specs boot a minimal guest against an in-process bmcsim to
 	// prove the KCS path (ipmi_si, /dev/ipmi0, pushed notifications); they
 	// need no lab.

@@ -175,7 +175,7 @@ var _ = AfterSuite(func(ctx SpecContext) {
 }, NodeTimeout(2*time.Minute))
 
 // freeBasePort finds a base port B for hosts lab hosts whose ports (lab/ctl:
-// LAN B.., KCS B+100.., serial B+200.., VMM-I B+2000.., metrics B+3000) are all free now.
+// LAN B.., KCS B+100.., serial B+200.., VMM-I B+2000.., metrics B+3000, page B+3001) are all free now.
 func freeBasePort(hosts int) (int, error) {
 	for try := 0; try < 200; try++ {
 		// Below the kernel's ephemeral range (32768+), so an outgoing
@@ -197,10 +197,12 @@ func freeBasePort(hosts int) (int, error) {
 				held = append(held, l)
 			}
 		}
-		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", b+3000)); err == nil {
-			held = append(held, l)
-		} else {
-			ok = false
+		for _, off := range []int{3000, 3001} { // metrics, the lab page
+			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", b+off)); err == nil {
+				held = append(held, l)
+			} else {
+				ok = false
+			}
 		}
 		for _, c := range held {
 			c.Close()
