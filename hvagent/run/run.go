@@ -227,7 +227,7 @@ func loadIdentity(o Options) (identity, error) {
 	if o.HostID != "" && o.HostID != key.HostID() {
 		return identity{}, fmt.Errorf("--host-id %q but the key in %s is for %q", o.HostID, o.KeyFile, key.HostID())
 	}
-	pol, err := policy.Load(o.PolicyFile)
+	pol, err := policy.LoadFor(o.PolicyFile, key.HostID()) // this host's group's secrets only
 	if err != nil {
 		return identity{}, fmt.Errorf("--policy: %w", err)
 	}
@@ -430,7 +430,7 @@ func reloadOnHangup(ctx context.Context, file string, a *agent.Agent, cur *atomi
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if p, err := policy.Load(file); err != nil {
+			if p, err := policy.LoadFor(file, a.HostID()); err != nil {
 				log.Error("policy reload failed; keeping the old list", "file", file, "err", err)
 			} else {
 				a.SetPolicy(p)
