@@ -144,6 +144,18 @@ func LoadFile(path string) (*File, error) {
 	if und := md.Undecoded(); len(und) > 0 {
 		return nil, fmt.Errorf("config %s: unknown keys %v", path, und)
 	}
+	for _, b := range f.BMCs {
+		for _, u := range b.Users {
+			if u.Password == "" {
+				continue
+			}
+			// A password in the file makes the file a secret.
+			if _, err := fileio.ReadSecret(path); err != nil {
+				return nil, fmt.Errorf("config %s holds user %s's password: %w (or move it to a password_file)", path, u.Name, err)
+			}
+			return &f, nil
+		}
+	}
 	return &f, nil
 }
 

@@ -42,3 +42,16 @@ func TestPasswordFileMode(t *testing.T) {
 		t.Fatalf("0644 password file: %v", err)
 	}
 }
+
+// A config file that holds a password itself must be 0600 too.
+func TestConfigWithPasswordMode(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bmcsim.toml")
+	os.WriteFile(p, []byte("[[bmc]]\nname = \"h\"\nlan = \"127.0.0.1:0\"\n[[bmc.user]]\nname = \"a\"\npassword = \"pw\"\n"), 0o644)
+	if _, err := LoadFile(p); !errors.Is(err, fileio.ErrLooseMode) {
+		t.Fatalf("0644 config with a password: %v", err)
+	}
+	os.Chmod(p, 0o600)
+	if _, err := LoadFile(p); err != nil {
+		t.Fatal(err)
+	}
+}
