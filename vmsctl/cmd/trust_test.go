@@ -122,7 +122,7 @@ func TestQRWriteNoFollow(t *testing.T) {
 		t.Fatalf("enroll: %d %s %s", code, out, errs)
 	}
 	if b, _ := os.ReadFile(target); string(b) != "keep me" {
-		t.Fatalf("the QR write followed the link: %q", b)
+		t.Fatalf("the QR write followed the link: the target now holds %d bytes", len(b))
 	}
 	st, err := os.Lstat(link)
 	if err != nil || !st.Mode().IsRegular() || st.Mode().Perm() != 0o600 {
@@ -144,7 +144,7 @@ func TestQRWriteNoFollow(t *testing.T) {
 		t.Fatalf("enroll --force: %d %s", code, errs)
 	}
 	if b, _ := os.ReadFile(target); string(b) != "keep me" {
-		t.Fatalf("the key write followed the link: %q", b)
+		t.Fatalf("the key write followed the link: the target now holds %d bytes", len(b))
 	}
 }
 
