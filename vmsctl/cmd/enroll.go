@@ -264,7 +264,7 @@ and challenges are answered with 'vmsctl approve' tokens.`,
 		Use:   "code NAME[@GROUP] [NONCE]",
 		Short: "Print NAME's authenticator-app code now, or the automation code for a challenge nonce (hex)",
 		Long: `code prints, from the operator's key, what the operator's authenticator app shows
-now (RFC 6238, 6 digits, 30 s): the answer to give with --otp or at the prompt. With
+now (RFC 6238, 6 digits, 30 s): the answer to give at the prompt (or in $VMSCTL_OTP, --otp-file). With
 NONCE it prints the automation code bound to that challenge nonce instead (HMAC-SHA1
 of the time step followed by the nonce; what --otp-secret-file computes). Run it where
 the operator's key lives; the key is NAME's secret_file in the inventory (NAME@GROUP's
