@@ -95,3 +95,16 @@ func FuzzVerifyApproval(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkVerifyApproval: what a host spends on one approval answer.
+func BenchmarkVerifyApproval(b *testing.B) {
+	priv := fixedKey()
+	keys := []ed25519.PublicKey{priv.Public().(ed25519.PublicKey)}
+	a := testApproval()
+	tok, _ := SignApproval(priv, a)
+	for b.Loop() {
+		if _, err := VerifyApproval(keys, a, tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
