@@ -47,7 +47,7 @@ func main() {
 	flag.StringVar(&c.SOLPrivilege, "sol-privilege", "user", "least privilege that may activate SOL (user, operator or administrator)")
 	flag.DurationVar(&c.SOLIdleTimeout.Duration, "sol-idle-timeout", config.DefaultSOLIdleTimeout, "deactivate a SOL session after this long without a byte either way")
 	flag.StringVar(&c.State, "state", "", "folder journaling the OOB-I queues across restarts")
-	flag.Var(&users, "user", "NAME:PASSWORD[:administrator|operator|user] (repeatable; PASSWORD may be @FILE)")
+	flag.Var(&users, "user", "NAME:@PASSWORD_FILE[:administrator|operator|user] (repeatable; the file mode 0600; a password in the flag itself is refused)")
 	flag.IntVar(&c.SessionLimit, "session-limit", config.DefaultSessionLimit, "concurrent RMCP+ sessions")
 	flag.DurationVar(&c.SessionTimeout.Duration, "session-timeout", config.DefaultSessionTimeout, "idle session expiry")
 	flag.IntVar(&c.LockoutAttempts, "lockout-attempts", config.DefaultLockoutAttempts, "failed logins before a user is locked out")

@@ -72,7 +72,8 @@ EOF
   local sim_pid=$!
   PIDS+=("$sim_pid")
 
-  bin/bmcsim --lan "127.0.0.1:$bmc_port" --user admin:password:administrator \
+  (umask 077 && printf 'password\n' >"$dir/bmc.pw") # bmcsim reads passwords from 0600 files only
+  bin/bmcsim --lan "127.0.0.1:$bmc_port" --user "admin:@$dir/bmc.pw:administrator" \
     --session-limit 32 --log-level warn >"$dir/bmcsim.log" 2>&1 &
   local bmc_pid=$!
   PIDS+=("$bmc_pid")

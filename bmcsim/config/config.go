@@ -7,12 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/bougou/go-ipmi/pkg/bmc"
+
+	"github.com/ooblab/ooblab/internal/fileio"
 )
 
 // DefaultIANA is the enterprise number IANA reserves for documentation
@@ -143,15 +144,28 @@ func LoadFile(path string) (*File, error) {
 	if und := md.Undecoded(); len(und) > 0 {
 		return nil, fmt.Errorf("config %s: unknown keys %v", path, und)
 	}
+	for _, b := range f.BMCs {
+		for _, u := range b.Users {
+			if u.Password == "" {
+				continue
+			}
+			// A password in the file makes the file a secret.
+			if _, err := fileio.ReadSecret(path); err != nil {
+				return nil, fmt.Errorf("config %s holds user %s's password: %w (or move it to a password_file)", path, u.Name, err)
+			}
+			return &f, nil
+		}
+	}
 	return &f, nil
 }
 
-// ParseUserFlag parses --user NAME:PASSWORD[:PRIVILEGE]. A password of the
-// form @FILE is read from FILE, so it need not appear in the process list.
+// ParseUserFlag parses --user NAME:@FILE[:PRIVILEGE]: the password is read
+// from FILE (mode 0600), so it never appears in the process list. A
+// password given in the flag itself is refused.
 func ParseUserFlag(s string) (User, error) {
 	name, rest, ok := strings.Cut(s, ":")
 	if !ok {
-		return User{}, fmt.Errorf("--user %q: want NAME:PASSWORD[:administrator|operator|user]", name)
+		return User{}, fmt.Errorf("--user %q: want NAME:@PASSWORD_FILE[:administrator|operator|user]", name)
 	}
 	u := User{Name: name, Privilege: "administrator"}
 	if i := strings.LastIndex(rest, ":"); i >= 0 {
@@ -160,11 +174,12 @@ func ParseUserFlag(s string) (User, error) {
 			rest = rest[:i]
 		}
 	}
-	if strings.HasPrefix(rest, "@") {
-		u.PasswordFile = rest[1:]
-	} else {
-		u.Password = rest
+	file, ok := strings.CutPrefix(rest, "@")
+	if !ok || file == "" {
+		// Say nothing of rest: it may be the password.
+		return User{}, fmt.Errorf("--user %s:…: a password in the command line shows in the process list; write it to a file (mode 0600) and give --user %s:@FILE", name, name)
 	}
+	u.PasswordFile = file
 	return u, nil
 }
 
@@ -183,7 +198,7 @@ func ParsePrivilege(s string) (bmc.PrivilegeLevel, error) {
 
 // ErrNoUsers is returned when a BMC has no account: bmcsim has no default
 // credentials.
-var ErrNoUsers = errors.New("no BMC user configured: give --user NAME:PASSWORD[:PRIVILEGE] or users in --config (bmcsim has no default credentials)")
+var ErrNoUsers = errors.New("no BMC user configured: give --user NAME:@PASSWORD_FILE[:PRIVILEGE] or users in --config (bmcsim has no default credentials)")
 
 // Normalize fills defaults and validates c. It reads password files.
 func (c *Config) Normalize() error {
@@ -288,7 +303,7 @@ func (c *Config) Normalize() error {
 		}
 		seen[u.Name] = true
 		if u.PasswordFile != "" {
-			b, err := os.ReadFile(u.PasswordFile)
+			b, err := fileio.ReadSecret(u.PasswordFile) // refuses a file others may read
 			if err != nil {
 				return fmt.Errorf("bmc %s: user %s: password file: %w", c.Name, u.Name, err)
 			}

@@ -270,7 +270,7 @@ func New(cfg Config) (*Agent, error) {
 	a.pol.Store(cfg.Policy)
 	a.chal = cfg.Challenger
 	if a.chal == nil {
-		c, err := challenge.Open(challenge.Config{Keys: a.userKey, Verifier: seal.ChallengeVerifier{},
+		c, err := challenge.Open(challenge.Config{Keys: a.userKey, HostID: a.hostID, Verifier: seal.ChallengeVerifier{},
 			StateFile: cfg.ChallengeState, Logger: cfg.Logger})
 		if err != nil {
 			return nil, err
@@ -289,12 +289,14 @@ func (a *Agent) SetPolicy(p *policy.Policy) {
 
 func (a *Agent) policy() *policy.Policy { return a.pol.Load() }
 
-func (a *Agent) userKey(principal string) (string, []byte, bool) {
+// userKey is who answers principal's challenges on this host: a TOTP key
+// of this host's group, or approval keys.
+func (a *Agent) userKey(principal string) (challenge.Answerer, bool) {
 	u, ok := a.policy().UserOf(principal)
-	if !ok || len(u.Secret) == 0 {
-		return "", nil, false
+	if !ok || !u.CanAnswer() {
+		return challenge.Answerer{}, false
 	}
-	return u.Name, u.Secret, true
+	return challenge.Answerer{User: u.Name, Secret: u.Secret, ApprovalKeys: u.ApprovalKeys}, true
 }
 
 // KnownPrincipal reports whether the authorization list names principal

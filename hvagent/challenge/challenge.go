@@ -12,15 +12,26 @@
 //   - it has not expired (ErrExpired);
 //   - neither the operator nor the principal is locked out by the failure
 //     budget (ErrLocked);
-//   - the code is right (else ErrBadCode), as one of
+//   - the code is right (else ErrBadCode). An operator in TOTP mode answers
+//     with one of
 //     1. the operator's RFC 6238 code, what any authenticator app shows for
-//     the enrolled otpauth:// key (HMAC-SHA1, 6 digits, 30 s steps, T-1..T+1
-//     accepted). A time step is usable once per operator (ErrCodeReused):
-//     a code seen once, on any request, is spent;
+//     the enrolled otpauth:// key of this host's group (HMAC-SHA1, 6
+//     digits, 30 s steps, T-1..T+1 accepted). A time step is usable once
+//     per operator on this host (ErrCodeReused): a code seen once, on any
+//     request, is spent here. It is not spent on the other hosts of the
+//     group, which do not see it: there it answers one challenge each
+//     until its window ends, about 90 s after its step began (the price of
+//     codes an app shows; a host of another group holds another key and
+//     refuses it);
 //     2. the automation code ([Verifier], default [NonceTOTP]): the same
 //     key's code bound to the nonce, computed by a VMS that holds the
 //     operator's key (vmsctl --otp-secret-file). It cannot be replayed:
 //     the nonce is spent with its challenge.
+//     An operator in approval mode answers with an approval token
+//     (internal/ident.SignApproval): the operator's Ed25519 signature over
+//     this host's id (Config.HostID), the principal, action, VM, request
+//     id and nonce. The host holds the public key only; the token is good
+//     for this one challenge.
 //
 // Guessing is bounded: a challenge takes one answer, right or wrong (the
 // agent records the refusal as the request's outcome); Budget wrong codes within BudgetWindow, counted per operator and
@@ -44,6 +55,7 @@
 package challenge
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base32"
@@ -59,6 +71,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/ooblab/ooblab/internal/fileio"
+	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/seal"
 )
 
@@ -90,13 +103,25 @@ type Verifier interface {
 	Verify(secret, nonce []byte, code string, now time.Time) (step int64, ok bool)
 }
 
-// KeyFunc gives the registered user answering for principal and the
-// user's TOTP secret. ok is false when principal has no registered user.
-type KeyFunc func(principal string) (user string, secret []byte, ok bool)
+// Answerer is the registered user who answers a principal's challenges on
+// this host, and how: with TOTP codes of Secret, or with approvals signed
+// by one of ApprovalKeys.
+type Answerer struct {
+	User         string
+	Secret       []byte
+	ApprovalKeys []ed25519.PublicKey
+}
+
+// KeyFunc gives the registered user answering for principal. ok is false
+// when principal has no registered user who can answer on this host.
+type KeyFunc func(principal string) (a Answerer, ok bool)
 
 // Config configures a Challenger. Keys is required.
 type Config struct {
-	Keys     KeyFunc
+	Keys KeyFunc
+	// HostID is this host's id, which approvals name; without it no
+	// approval is accepted.
+	HostID   string
 	Verifier Verifier // automation codes; default NonceTOTP{}
 	// StateFile, when set, keeps the state across restarts (see the
 	// package doc). Mode 0600.
@@ -342,8 +367,8 @@ func (c *Challenger) gc(now time.Time) {
 // Caller holds mu.
 func (c *Challenger) lockedLocked(principal string, now time.Time) error {
 	keys := []string{"principal:" + principal}
-	if user, _, ok := c.cfg.Keys(principal); ok {
-		keys = append(keys, "user:"+user)
+	if an, ok := c.cfg.Keys(principal); ok {
+		keys = append(keys, "user:"+an.User)
 	}
 	for _, k := range keys {
 		if b, ok := c.budgets[k]; ok && now.Before(b.LockedUntil) {
@@ -387,9 +412,13 @@ func (c *Challenger) verify(requestID uint64, principal, action, vm string, nonc
 	if err := c.lockedLocked(principal, now); err != nil {
 		return err
 	}
-	user, secret, ok := c.cfg.Keys(principal)
+	an, ok := c.cfg.Keys(principal)
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrNoUser, principal)
+	}
+	user, secret := an.User, an.Secret
+	if len(an.ApprovalKeys) > 0 {
+		return c.verifyApproval(p, an, nonce, code, now)
 	}
 	if step, ok := AppCodeStep(secret, code, now); ok {
 		k := spentKey{User: user, Step: step}
@@ -409,6 +438,26 @@ func (c *Challenger) verify(requestID uint64, principal, action, vm string, nonc
 		return fmt.Errorf("%w; %w: %s", ErrBadCode, ErrLockout, lock)
 	}
 	return fmt.Errorf("%w (the challenge is spent; send the command again for a new one)", ErrBadCode)
+}
+
+// verifyApproval checks an approval-mode answer. Caller holds mu.
+func (c *Challenger) verifyApproval(p *pending, an Answerer, nonce [NonceSize]byte, token string, now time.Time) error {
+	delete(c.pending, p.RequestID) // one answer per challenge
+	if c.cfg.HostID == "" {
+		return fmt.Errorf("%w: this agent has no host id to check approvals against", ErrBadCode)
+	}
+	a := ident.Approval{HostID: c.cfg.HostID, Principal: p.Principal, Action: p.Action, VM: p.VM, RequestID: p.RequestID, Nonce: nonce[:]}
+	if _, err := ident.VerifyApproval(an.ApprovalKeys, a, token); err == nil {
+		return nil
+	}
+	what := "not an approval for this challenge"
+	if !ident.IsApprovalToken(token) {
+		what = fmt.Sprintf("user %q answers with approvals (vmsctl approve), not codes", an.User)
+	}
+	if lock := c.fail(now, "user:"+an.User, "principal:"+p.Principal); lock != "" {
+		return fmt.Errorf("%w: %s; %w: %s", ErrBadCode, what, ErrLockout, lock)
+	}
+	return fmt.Errorf("%w: %s (the challenge is spent; send the command again for a new one)", ErrBadCode, what)
 }
 
 // fail counts one wrong code against every key; when one reaches the

@@ -10,11 +10,11 @@ import (
 
 var secret = []byte("12345678901234567890") // RFC 6238 appendix B SHA-1 key
 
-func keys(principal string) (string, []byte, bool) {
+func keys(principal string) (Answerer, bool) {
 	if principal == "vms1" {
-		return "alice", secret, true
+		return Answerer{User: "alice", Secret: secret}, true
 	}
-	return "", nil, false
+	return Answerer{}, false
 }
 
 func TestCodeVectors(t *testing.T) {

@@ -8,10 +8,20 @@
 //	read_only_default = true        # list/status/ping/history allowed for every known principal
 //	protected = ["db-*", "prod-*"]  # path.Match globs
 //
-//	[users.alice]                   # a registered user
+//	[groups]                        # host groups (optional): name = host-id globs
+//	prod = ["db-h*"]                # a host is in the one group matching its
+//	lab = ["h*"]                    # --host-id; in no group: "default"
+//
+//	[users.alice]                   # a registered user who answers with TOTP codes
 //	totp_secret_file = "alice.totp" # base32 secret or otpauth:// URI; relative to the policy file
 //	# totp_uri = "otpauth://totp/ooblab:alice?secret=...&issuer=ooblab"
 //	alerts = true                   # gets alerts
+//
+//	[users.bob]                     # one TOTP key per host group: a host reads
+//	totp_group_files = { prod = "bob@prod.totp", lab = "bob@lab.totp" } # its own group's only
+//
+//	[users.carol]                   # answers with signed approvals (vmsctl approve):
+//	approval_keys = ["ed25519:<base64>"] # the host holds her public key only
 //
 //	[principals.vms1]
 //	user = "alice"                  # who answers challenges for this principal
@@ -25,6 +35,12 @@
 // Decisions are deny by default: an unknown principal, an unknown action, or
 // no matching rule is a Deny with the reason. A principal without keys can
 // sign nothing, so the agent refuses every request that names it.
+//
+// A user answers challenges in one way: TOTP (totp_secret_file, totp_uri:
+// one key for every host; totp_group_files: one key per host group) or
+// approval (approval_keys). Every secret file is read with a mode check
+// (internal/fileio.ReadSecret: no group or other bits), and so is the
+// policy file itself when it holds a totp_uri.
 package policy
 
 import (
@@ -32,6 +48,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -39,6 +56,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/pquerna/otp"
 )
@@ -101,12 +119,25 @@ func (d Decision) String() string {
 	return s
 }
 
-// User is a registered user.
+// DefaultGroup is the group of a host no [groups] entry names.
+const DefaultGroup = "default"
+
+// User is a registered user, as the host the policy was loaded for sees
+// it.
 type User struct {
-	Name   string
-	Secret []byte // raw TOTP key (decoded from base32)
-	Alerts bool
+	Name string
+	// Secret is the raw TOTP key (decoded from base32) of this host's
+	// group; nil for an approval user, and for a TOTP user with no key
+	// for this host's group (who then cannot answer here).
+	Secret []byte
+	// ApprovalKeys are the public keys whose approvals answer for the
+	// user (approval mode; two during a rotation).
+	ApprovalKeys []ed25519.PublicKey
+	Alerts       bool
 }
+
+// CanAnswer reports whether u can answer a challenge on this host.
+func (u User) CanAnswer() bool { return len(u.Secret) > 0 || len(u.ApprovalKeys) > 0 }
 
 // Rule allows Actions on VMs matching any of VMs.
 type Rule struct {
@@ -121,14 +152,17 @@ type principal struct {
 }
 
 type userFile struct {
-	SecretFile string `toml:"totp_secret_file"`
-	URI        string `toml:"totp_uri"`
-	Alerts     bool   `toml:"alerts"`
+	SecretFile   string            `toml:"totp_secret_file"`
+	URI          string            `toml:"totp_uri"`
+	GroupFiles   map[string]string `toml:"totp_group_files"`
+	ApprovalKeys []string          `toml:"approval_keys"`
+	Alerts       bool              `toml:"alerts"`
 }
 
 type file struct {
 	ReadOnlyDefault bool                 `toml:"read_only_default"`
 	Protected       []string             `toml:"protected"`
+	Groups          map[string][]string  `toml:"groups"`
 	Users           map[string]userFile  `toml:"users"`
 	Principals      map[string]principal `toml:"principals"`
 }
@@ -136,6 +170,7 @@ type file struct {
 // Policy is a loaded authorization list. It is immutable and safe for
 // concurrent use; reload by loading a new one.
 type Policy struct {
+	group           string // this host's group
 	readOnlyDefault bool
 	protected       []string
 	users           map[string]User
@@ -143,34 +178,106 @@ type Policy struct {
 	keys            map[string][]ed25519.PublicKey
 }
 
-// Load reads and checks the TOML file at p, and reads the users' TOTP
-// secrets (relative secret paths are taken from p's directory).
-func Load(p string) (*Policy, error) {
-	b, err := os.ReadFile(p)
+// Load reads and checks the TOML file at p for a host outside every group
+// (LoadFor with no host id).
+func Load(p string) (*Policy, error) { return LoadFor(p, "") }
+
+// LoadFor reads and checks the TOML file at p for the host hostID: it
+// reads the users' TOTP secrets of that host's group only (relative secret
+// paths are taken from p's directory). The file must not be group or
+// world readable when it holds a secret itself (totp_uri).
+func LoadFor(p, hostID string) (*Policy, error) {
+	f, err := os.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	pol, err := parse(b, filepath.Dir(p))
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxPolicy+1))
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if len(b) > maxPolicy {
+		return nil, fmt.Errorf("policy %s: larger than %d bytes", p, maxPolicy)
+	}
+	pol, inline, err := parse(b, filepath.Dir(p), hostID)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", p, err)
+	}
+	if perm := st.Mode().Perm(); inline && perm&0o077 != 0 {
+		return nil, fmt.Errorf("policy %s: %w: it holds a totp_uri (a secret) and has mode %04o, want 0600 (chmod 600 %s, or move the secret to a totp_secret_file)",
+			p, fileio.ErrLooseMode, perm, p)
 	}
 	return pol, nil
 }
 
-// Parse reads a policy from TOML text; relative secret files are taken
-// from dir.
-func Parse(text []byte, dir string) (*Policy, error) { return parse(text, dir) }
+const maxPolicy = 4 << 20
 
-func parse(text []byte, dir string) (*Policy, error) {
+// Parse reads a policy from TOML text for a host outside every group;
+// relative secret files are taken from dir.
+func Parse(text []byte, dir string) (*Policy, error) { return ParseFor(text, dir, "") }
+
+// ParseFor reads a policy from TOML text for the host hostID (see LoadFor).
+func ParseFor(text []byte, dir, hostID string) (*Policy, error) {
+	p, _, err := parse(text, dir, hostID)
+	return p, err
+}
+
+// hostGroup returns the group whose globs match hostID: DefaultGroup when
+// none does (or hostID is empty), an error when two do.
+func hostGroup(groups map[string][]string, hostID string) (string, error) {
+	var in []string
+	for name, globs := range groups {
+		if err := fileio.CheckName("host group", name); err != nil {
+			return "", err
+		}
+		for _, g := range globs {
+			if err := checkGlob(g); err != nil {
+				return "", fmt.Errorf("group %q: %w", name, err)
+			}
+		}
+		if hostID != "" && matchAny(globs, hostID) {
+			in = append(in, name)
+		}
+	}
+	slices.Sort(in)
+	switch len(in) {
+	case 0:
+		return DefaultGroup, nil
+	case 1:
+		return in[0], nil
+	}
+	return "", fmt.Errorf("host %q is in groups %v: one group per host", hostID, in)
+}
+
+// parse also says whether the text holds a secret itself (totp_uri).
+func parse(text []byte, dir, hostID string) (*Policy, bool, error) {
 	var f file
 	md, err := toml.Decode(string(text), &f)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if und := md.Undecoded(); len(und) > 0 {
-		return nil, fmt.Errorf("unknown keys %v", und)
+		return nil, false, fmt.Errorf("unknown keys %v", und)
+	}
+	inline := false
+	for _, u := range f.Users {
+		inline = inline || u.URI != ""
+	}
+	pol, err := build(f, dir, hostID)
+	return pol, inline, err
+}
+
+func build(f file, dir, hostID string) (*Policy, error) {
+	group, err := hostGroup(f.Groups, hostID)
+	if err != nil {
+		return nil, err
 	}
 	pol := &Policy{
+		group:           group,
 		readOnlyDefault: f.ReadOnlyDefault,
 		protected:       f.Protected,
 		users:           map[string]User{},
@@ -187,11 +294,11 @@ func parse(text []byte, dir string) (*Policy, error) {
 		}
 	}
 	for name, u := range f.Users {
-		sec, err := loadSecret(u, dir)
+		usr, err := loadUser(name, u, dir, group, f.Groups)
 		if err != nil {
 			return nil, fmt.Errorf("user %q: %w", name, err)
 		}
-		pol.users[name] = User{Name: name, Secret: sec, Alerts: u.Alerts}
+		pol.users[name] = usr
 	}
 	for name, pr := range f.Principals {
 		if pr.User != "" {
@@ -240,8 +347,55 @@ func checkGlob(g string) error {
 	return nil
 }
 
+// loadUser reads how user name answers on a host of group.
+func loadUser(name string, u userFile, dir, group string, groups map[string][]string) (User, error) {
+	usr := User{Name: name, Alerts: u.Alerts}
+	totp := u.URI != "" || u.SecretFile != "" || len(u.GroupFiles) > 0
+	switch {
+	case totp && len(u.ApprovalKeys) > 0:
+		return User{}, errors.New("a user answers with TOTP codes or with approvals, not both: give totp_* or approval_keys")
+	case len(u.ApprovalKeys) > MaxKeys:
+		return User{}, fmt.Errorf("%d approval keys, at most %d", len(u.ApprovalKeys), MaxKeys)
+	case len(u.ApprovalKeys) > 0:
+		for i, ks := range u.ApprovalKeys {
+			k, err := ident.ParsePublicKey(ks)
+			if err != nil {
+				return User{}, fmt.Errorf("approval key %d: %w", i+1, err)
+			}
+			usr.ApprovalKeys = append(usr.ApprovalKeys, k)
+		}
+		return usr, nil
+	case len(u.GroupFiles) > 0:
+		if u.URI != "" || u.SecretFile != "" {
+			return User{}, errors.New("give totp_group_files or one key for every host (totp_uri, totp_secret_file), not both")
+		}
+		for g := range u.GroupFiles {
+			if _, ok := groups[g]; !ok && g != DefaultGroup {
+				return User{}, fmt.Errorf("totp_group_files: no host group %q in [groups]", g)
+			}
+		}
+		file, ok := u.GroupFiles[group]
+		if !ok {
+			return usr, nil // no key for this host's group: cannot answer here
+		}
+		sec, err := loadSecret(userFile{SecretFile: file}, dir)
+		if err != nil {
+			return User{}, fmt.Errorf("group %s: %w", group, err)
+		}
+		usr.Secret = sec
+		return usr, nil
+	}
+	sec, err := loadSecret(u, dir)
+	if err != nil {
+		return User{}, err
+	}
+	usr.Secret = sec
+	return usr, nil
+}
+
 // loadSecret reads a TOTP key given as a base32 secret or an otpauth URI,
-// inline (totp_uri) or in a file (totp_secret_file).
+// inline (totp_uri) or in a file (totp_secret_file, read with a mode
+// check).
 func loadSecret(u userFile, dir string) ([]byte, error) {
 	var s string
 	switch {
@@ -254,13 +408,13 @@ func loadSecret(u userFile, dir string) ([]byte, error) {
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(dir, p)
 		}
-		b, err := os.ReadFile(p)
+		b, err := fileio.ReadSecret(p)
 		if err != nil {
 			return nil, err
 		}
 		s = strings.TrimSpace(string(b))
 	default:
-		return nil, errors.New("no totp_uri or totp_secret_file")
+		return nil, errors.New("no totp_uri, totp_secret_file, totp_group_files or approval_keys")
 	}
 	if strings.HasPrefix(s, "otpauth://") {
 		k, err := otp.NewKeyFromURL(s)
@@ -306,6 +460,9 @@ func (p *Policy) Decide(principal, action, vm string) Decision {
 	if pr.User == "" {
 		return Decision{Effect: Deny, Reason: fmt.Sprintf("VM %q is protected and principal %q has no registered user to answer a challenge", vm, principal)}
 	}
+	if u := p.users[pr.User]; !u.CanAnswer() {
+		return Decision{Effect: Deny, Reason: fmt.Sprintf("VM %q is protected and user %q has no TOTP key for host group %q on this host", vm, pr.User, p.group)}
+	}
 	return Decision{Effect: NeedChallenge, User: pr.User,
 		Reason: fmt.Sprintf("VM %q is protected: %s needs user %q's code", vm, action, pr.User)}
 }
@@ -330,6 +487,9 @@ func matchAny(globs []string, name string) bool {
 	}
 	return false
 }
+
+// Group is the host group the policy was loaded for.
+func (p *Policy) Group() string { return p.group }
 
 // Protected reports whether vm matches a protected pattern.
 func (p *Policy) Protected(vm string) bool { return matchAny(p.protected, vm) }

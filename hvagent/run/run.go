@@ -31,6 +31,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/virt/lvirt"
 	"github.com/ooblab/ooblab/hvagent/vmmi"
 	"github.com/ooblab/ooblab/hvagent/watch"
+	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -86,14 +87,7 @@ func ReadKey(path string) (*seal.Key, error) {
 
 // ReadKeyRing is ReadKey with every key of the file.
 func ReadKeyRing(path string) ([]*seal.Key, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("--key: %w", err)
-	}
-	if p := fi.Mode().Perm(); p&0o077 != 0 {
-		return nil, fmt.Errorf("--key %s has mode %#o: it holds the host secret, make it 0600 (chmod 600 %s)", path, p, path)
-	}
-	b, err := os.ReadFile(path)
+	b, err := fileio.ReadSecret(path) // it holds the host secret: 0600, checked on the opened file
 	if err != nil {
 		return nil, fmt.Errorf("--key: %w", err)
 	}
@@ -227,7 +221,7 @@ func loadIdentity(o Options) (identity, error) {
 	if o.HostID != "" && o.HostID != key.HostID() {
 		return identity{}, fmt.Errorf("--host-id %q but the key in %s is for %q", o.HostID, o.KeyFile, key.HostID())
 	}
-	pol, err := policy.Load(o.PolicyFile)
+	pol, err := policy.LoadFor(o.PolicyFile, key.HostID()) // this host's group's secrets only
 	if err != nil {
 		return identity{}, fmt.Errorf("--policy: %w", err)
 	}
@@ -430,7 +424,7 @@ func reloadOnHangup(ctx context.Context, file string, a *agent.Agent, cur *atomi
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if p, err := policy.Load(file); err != nil {
+			if p, err := policy.LoadFor(file, a.HostID()); err != nil {
 				log.Error("policy reload failed; keeping the old list", "file", file, "err", err)
 			} else {
 				a.SetPolicy(p)

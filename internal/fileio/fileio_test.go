@@ -1,6 +1,7 @@
 package fileio
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,5 +52,53 @@ func TestInventoryRoundTrip(t *testing.T) {
 	}
 	if out.Dir != filepath.Dir(p) || out.Hosts[0].BMC.CipherSuite != 17 || out.Path("pw") != filepath.Join(out.Dir, "pw") {
 		t.Fatalf("loaded %+v", out)
+	}
+}
+
+// WriteFile replaces a symbolic link at path; the file it points to is
+// left alone.
+func TestWriteFileDoesNotFollowLinks(t *testing.T) {
+	dir := t.TempDir()
+	target, link := filepath.Join(dir, "target"), filepath.Join(dir, "link")
+	os.WriteFile(target, []byte("keep"), 0o644)
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(link, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		t.Fatalf("target written: %q", b)
+	}
+	if st, err := os.Lstat(link); err != nil || !st.Mode().IsRegular() || st.Mode().Perm() != 0o600 {
+		t.Fatalf("link not replaced by a 0600 file: %v %v", st.Mode(), err)
+	}
+}
+
+// ReadSecret refuses what is not a regular file, and names the fix for a
+// loose mode.
+func TestReadSecretRefuses(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := ReadSecret(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("a folder: %v", err)
+	}
+	p := filepath.Join(dir, "s")
+	os.WriteFile(p, []byte("x"), 0o640)
+	os.Chmod(p, 0o640)
+	if _, err := ReadSecret(p); !errors.Is(err, ErrLooseMode) || !strings.Contains(err.Error(), "chmod 600 "+p) {
+		t.Fatalf("0640: %v", err)
+	}
+}
+
+func TestCheckName(t *testing.T) {
+	for _, ok := range []string{"vms", "ops", "h1", "db-h1.prod", "A_b"} {
+		if err := CheckName("x", ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "..", "../x", "a/b", `a\b`, ".hidden", "-flag", "a b", "a@b", "é", strings.Repeat("a", 65), "a\x00"} {
+		if err := CheckName("x", bad); !errors.Is(err, ErrBadName) {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }

@@ -124,14 +124,7 @@ func ParsePrivateKey(b []byte) (ed25519.PrivateKey, error) {
 
 // LoadPrivateKey reads a key file, refusing one that others can read.
 func LoadPrivateKey(path string) (ed25519.PrivateKey, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("key file %s has mode %o; want 0600", path, st.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
+	b, err := fileio.ReadSecret(path)
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/ooblab/ooblab/internal/fileio"
 )
 
 // Validity of issued certificates.
@@ -86,7 +88,7 @@ func LoadCA(certFile, keyFile string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: CA: %w", err)
 	}
-	kb, err := os.ReadFile(keyFile)
+	kb, err := fileio.ReadSecret(keyFile) // refuses a key others may read
 	if err != nil {
 		return nil, fmt.Errorf("pki: CA key: %w", err)
 	}

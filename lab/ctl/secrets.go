@@ -19,16 +19,27 @@ import (
 	"github.com/ooblab/ooblab/internal/seal"
 )
 
-// writeSecret writes a file readable by its owner only, unless it exists.
+// writeSecretOnce writes a file readable by its owner only, unless it
+// exists (a symbolic link there counts as existing and is not followed:
+// O_EXCL).
 func writeSecretOnce(path string, gen func() ([]byte, error)) error {
-	if _, err := os.Stat(path); err == nil {
+	if _, err := os.Lstat(path); err == nil {
 		return nil
 	}
 	b, err := gen()
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, b, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(path) // a torn secret would be kept by the next up
+		return err
+	}
+	return f.Close()
 }
 
 func randomPassword() ([]byte, error) {

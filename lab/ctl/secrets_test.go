@@ -47,9 +47,14 @@ func TestLabSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "operator.key"), []byte("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n"), 0o600)
-	pol, err := policy.Parse([]byte(labPolicy(pubs)), dir)
+	pol, err := policy.ParseFor([]byte(labPolicy(pubs)), dir, "h1")
 	if err != nil {
 		t.Fatalf("lab policy: %v", err)
+	}
+	// One host group (default): every lab host takes the one operator
+	// key, whose code 'vmsctl user code ops' prints.
+	if ops, ok := pol.User("ops"); pol.Group() != policy.DefaultGroup || !ok || string(ops.Secret) != "Hello!\xde\xad\xbe\xefHello!\xde\xad\xbe\xef" {
+		t.Fatalf("lab policy: group %q, ops %+v", pol.Group(), ops)
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)

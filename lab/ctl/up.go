@@ -301,15 +301,15 @@ func (u *upRun) startGuests(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		hostKey, err := os.ReadFile(filepath.Join(hdir, "host.key"))
+		hostKey, err := fileio.ReadSecret(filepath.Join(hdir, "host.key"))
 		if err != nil {
 			return err
 		}
-		opKey, err := os.ReadFile(filepath.Join(u.o.Dir, "operator.key"))
+		opKey, err := fileio.ReadSecret(filepath.Join(u.o.Dir, "operator.key"))
 		if err != nil {
 			return err
 		}
-		rootPW, err := os.ReadFile(filepath.Join(hdir, "console-root.password"))
+		rootPW, err := fileio.ReadSecret(filepath.Join(hdir, "console-root.password"))
 		if err != nil {
 			return err
 		}

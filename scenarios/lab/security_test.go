@@ -44,13 +44,16 @@ var _ = Describe("Security", Lab, Security, Serial, Ordered, func() {
 			Should(BeNumerically(">", step))
 		appCode, err := totp.GenerateCode(k.Secret(), time.Now())
 		Expect(err).NotTo(HaveOccurred())
-		out, code = Vmsctl(ctx, "vm", "start", host, "db1", "--via", "vmmi", "--otp", appCode)
+		// Never in argv (the process list): from a 0600 file.
+		codeFile := filepath.Join(GinkgoT().TempDir(), "code")
+		Expect(os.WriteFile(codeFile, []byte(appCode+"\n"), 0o600)).To(Succeed())
+		out, code = Vmsctl(ctx, "vm", "start", host, "db1", "--via", "vmmi", "--otp-file", codeFile)
 		Expect(code).To(Equal(0), "app code %s: %s", appCode, out)
 		Eventually(VM(ctx, client.ViaOOB, host, "db1")).WithTimeout(time.Minute).Should(BeInState("running"))
 
 		// The same code again (its time step is spent): refused, and the
 		// refusal reaches the operator as an alert.
-		out, code = Vmsctl(ctx, "vm", "shutdown", host, "db1", "--via", "oob", "--otp", appCode)
+		out, code = Vmsctl(ctx, "vm", "shutdown", host, "db1", "--via", "oob", "--otp-file", codeFile)
 		Expect(code).NotTo(Equal(0), out)
 		Expect(out).To(ContainSubstring("already used"))
 		Expect(VM(ctx, client.ViaVMMI, host, "db1")()).To(BeInState("running"))

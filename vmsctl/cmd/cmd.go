@@ -3,7 +3,6 @@
 package cmd
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/inventory"
-	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
 )
@@ -99,13 +97,14 @@ type App struct {
 	Now     func() time.Time
 
 	// flags
-	invPath, via, output, otp, otpFile string
-	principal                          string
-	timeout, budget                    time.Duration
-	oobSessions, oobWindow             int
-	debug                              bool
-	meta                               []string
-	fan                                fanOut // --parallel, --progress (fanout.go)
+	invPath, via, output, otpFile  string
+	codeFile, approvalKey, otpArgv string
+	principal                      string
+	timeout, budget                time.Duration
+	oobSessions, oobWindow         int
+	debug                          bool
+	meta                           []string
+	fan                            fanOut // --parallel, --progress (fanout.go)
 
 	inv     *inventory.Inventory
 	invFile string
@@ -177,6 +176,9 @@ restarted mid-action: outcome unknown, the VM's state now is shown).`,
 			default:
 				return usagef("--via %q: want auto, vmmi or oob", a.via)
 			}
+			if cmd.Flags().Changed("otp") {
+				return usagef("--otp CODE would show the code in the process list: set VMSCTL_OTP, give --otp-file FILE, or answer the prompt")
+			}
 			if a.oobWindow < 1 || a.oobWindow > maxOOBWindow {
 				return usagef("--oob-window %d: want 1 to %d", a.oobWindow, maxOOBWindow)
 			}
@@ -191,8 +193,13 @@ restarted mid-action: outcome unknown, the VM's state now is shown).`,
 	f.StringVar(&a.invPath, "inventory", "", "inventory file (default: $OOBLAB_INVENTORY, else .lab/inventory.json in the current or a parent folder, else ~/.local/state/ooblab/lab/inventory.json)")
 	f.StringVar(&a.via, "via", "auto", "channel: auto (VMM-I, then OOB-I), vmmi or oob")
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
-	f.StringVar(&a.otp, "otp", "", "challenge answer: the 6-digit code of the operator's authenticator app")
+	f.StringVar(&a.codeFile, "otp-file", "", "challenge answer from a file (mode 0600): the operator's app code or an approval token; also $VMSCTL_OTP, else the prompt")
 	f.StringVar(&a.otpFile, "otp-secret-file", "", "automation mode: the operator's TOTP key file (otpauth:// URI or base32); vmsctl answers challenges itself")
+	f.StringVar(&a.approvalKey, "approval-key", "", "approval mode: the operator's Ed25519 key file; vmsctl signs each challenge's approval itself (see 'vmsctl approve')")
+	// --otp CODE put the code in the process list: refused with the ways
+	// that do not (answer.go).
+	f.StringVar(&a.otpArgv, "otp", "", "")
+	f.MarkHidden("otp")
 	f.DurationVar(&a.timeout, "timeout", 30*time.Second, "deadline for the whole command, challenge prompt included")
 	f.DurationVar(&a.budget, "vmmi-budget", 300*time.Millisecond, "auto: how long VMM-I may take before OOB-I is used")
 	f.IntVar(&a.oobWindow, "oob-window", 8, "OOB-I: requests to one host in flight at once")
@@ -200,7 +207,7 @@ restarted mid-action: outcome unknown, the VM's state now is shown).`,
 	f.BoolVar(&a.debug, "debug", false, "log channel decisions to stderr")
 	f.StringVar(&a.principal, "principal", "", "speak as this principal (its key and certificate from the inventory's credentials; default: the inventory's principal)")
 	f.StringArrayVar(&a.meta, "meta", nil, "key=value metadata sent with each request, journaled by the agent (repeatable)")
-	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.principalCmd(), a.historyCmd())
+	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.principalCmd(), a.historyCmd(), a.approveCmd())
 	return root
 }
 
@@ -288,57 +295,6 @@ func (a *App) client() (*client.Client, error) {
 
 func (a *App) ctx(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(cmd.Context(), a.timeout)
-}
-
-// answer is the client's ChallengeFunc: --otp, then --otp-secret-file, then
-// a prompt on a terminal.
-func (a *App) answer(ctx context.Context, host string, ch *vmsg.Challenge) (string, error) {
-	switch {
-	case a.otp != "":
-		return a.otp, nil
-	case a.otpFile != "":
-		secret, err := readUserSecret(a.otpFile)
-		if err != nil {
-			return "", err
-		}
-		return seal.ChallengeCode(secret, ch.Nonce, a.Now()), nil
-	case a.Terminal():
-		fmt.Fprintf(a.Err, "%s: %s %s is protected (challenge expires %s).\n"+
-			"Code from your authenticator app: ",
-			host, ch.Command, ch.VM, ch.Expires().Format(time.TimeOnly))
-		line := make(chan string, 1)
-		go func() {
-			s, _ := bufio.NewReader(a.In).ReadString('\n')
-			line <- strings.TrimSpace(s)
-		}()
-		select {
-		case s := <-line:
-			if s == "" {
-				return "", errors.New("no code entered")
-			}
-			return s, nil
-		case <-ctx.Done():
-			return "", ctx.Err()
-		}
-	}
-	return "", fmt.Errorf("%s %s is protected: give --otp, --otp-secret-file or run on a terminal", ch.Command, ch.VM)
-}
-
-// readUserSecret reads an operator key: an otpauth:// URI or a bare base32 secret.
-func readUserSecret(path string) ([]byte, error) {
-	b, err := fileio.ReadSecret(path)
-	if err != nil {
-		return nil, err
-	}
-	s := strings.TrimSpace(string(b))
-	if strings.HasPrefix(s, "otpauth://") {
-		k, err := seal.ParseKey(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		return k.Secret(), nil
-	}
-	return seal.DecodeSecret(s)
 }
 
 // emit writes v as JSON or YAML, or calls table for the table format.

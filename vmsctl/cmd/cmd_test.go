@@ -87,6 +87,7 @@ type rig struct {
 	opSecret []byte
 	opFile   string
 	now      func() time.Time // nil: the clock
+	env      map[string]string
 }
 
 func newRig(t *testing.T) *rig {
@@ -116,7 +117,7 @@ func (r *rig) run(t *testing.T, args ...string) (code int, stdout, stderr string
 	t.Helper()
 	var out, errb bytes.Buffer
 	a := &App{In: strings.NewReader(""), Out: &out, Err: &errb, Now: r.now,
-		Getenv: func(string) string { return "" },
+		Getenv: func(k string) string { return r.env[k] },
 		Options: func(o *client.Options) {
 			o.VMMI, o.OOB = r.vmmi, r.oob
 			o.Auto.Budget = 20 * time.Millisecond
@@ -140,7 +141,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"vm", "list", "nosuchhost"}, ExitUsage},
 		{[]string{"vm", "start", "h1", "secret"}, ExitRefused},
 		{[]string{"vm", "destroy", "h1", "db1"}, ExitChallenge}, // no code source, stdin not a terminal
-		{[]string{"--otp", "000000", "vm", "destroy", "h1", "db1"}, ExitChallenge},
+		{[]string{"--otp", "000000", "vm", "destroy", "h1", "db1"}, ExitUsage}, // never in argv (answer.go)
 		{[]string{"--otp-secret-file", r.opFile, "vm", "destroy", "h1", "db1"}, ExitOK},
 		{[]string{"--timeout", "200ms", "vm", "list", "dead"}, ExitUnreachable},
 		{[]string{"vm", "status", "h1", "nope"}, ExitNoVM},
@@ -174,7 +175,7 @@ func TestOOBFlags(t *testing.T) {
 	} {
 		var got client.OOBOptions
 		a := &App{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard, Now: r.now,
-			Getenv: func(string) string { return "" },
+			Getenv: func(k string) string { return r.env[k] },
 			Options: func(o *client.Options) {
 				got = o.OOBOptions
 				o.VMMI, o.OOB = r.vmmi, r.oob

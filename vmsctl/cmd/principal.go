@@ -85,8 +85,10 @@ type enrollPrincipalOpts struct {
 // its client certificate, and records the credential in the inventory.
 // With onlyIfMissing an existing key is kept and reported.
 func (a *App) enrollPrincipal(name string, o enrollPrincipalOpts) (principalResult, error) {
-	if name == "" {
-		return principalResult{}, usagef("no principal name")
+	// The name becomes a file name (principal-NAME.key): no separators,
+	// no "..", nothing outside the inventory's folder.
+	if err := fileio.CheckName("principal", name); err != nil {
+		return principalResult{}, usageError{err}
 	}
 	cr := a.credential(name)
 	keyPath, certPath := a.inv.Path(cr.KeyFile), ""
@@ -133,7 +135,7 @@ func (a *App) enrollPrincipal(name string, o enrollPrincipalOpts) (principalResu
 		if err != nil {
 			return principalResult{}, err
 		}
-		if err := os.WriteFile(certPath, pemCert, 0o644); err != nil {
+		if err := fileio.WriteFile(certPath, pemCert, 0o644); err != nil {
 			return principalResult{}, err
 		}
 	} else {
@@ -195,6 +197,9 @@ from the policies.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := a.loadInventory(); err != nil {
 				return err
+			}
+			if err := fileio.CheckName("principal", args[0]); err != nil {
+				return usageError{err}
 			}
 			cr, ok := a.inv.Credential(args[0])
 			if !ok {
