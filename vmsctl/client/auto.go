@@ -13,11 +13,11 @@ import (
 
 // AutoOptions tune the auto channel. Zero values take defaults.
 type AutoOptions struct {
-	// Budget bounds reaching the agent over VMM-I, not the action: a
-	// request not answered within it is followed by a ping on the same
-	// connection, which must be answered within the budget too; if it is
-	// not, or VMM-I cannot connect or send, or the connection dies, the
-	// request goes to the OOB-I with the same request id (default 300 ms).
+	// Budget bounds reaching the agent over VMM-I, not the action: a ping
+	// sent beside the request on the same connection must be answered
+	// within it; if it is not, or VMM-I cannot connect or send, or the
+	// connection dies, the request goes to the OOB-I with the same request
+	// id (default 300 ms).
 	Budget time.Duration
 	// Liveness is how often, while the agent runs an accepted request
 	// whose answer has not come, VMM-I is pinged to check it still
@@ -154,15 +154,19 @@ func (a *Auto) usePrimary(host string) bool {
 // Exchange implements Channel.
 //
 // VMM-I first, with the caller's deadline, not the budget: an action may take
-// seconds and must not be sent twice because it is slow. While its answer
-// has not come, the agent's reachability is checked instead: a ping on the
-// same connection (requests run concurrently there, so a slow action does
-// not hold it up), first after the budget, then every Liveness, each
-// answered within the budget. A VMM-I that cannot connect or send, a
-// connection that dies, or a ping unanswered in time sends the request to
-// the OOB-I with the same request id: if the agent got it over VMM-I, it
-// answers from its journal (or waits for the running action) instead of
-// running it again.
+// seconds and must not be sent twice because it is slow. Beside the request,
+// not after it, a ping on the same connection asks whether VMM-I reaches
+// the agent (requests run concurrently there, so a slow action does not
+// hold it up); answered within the budget, the request is waited for, with
+// a ping again every Liveness. A VMM-I that cannot connect or send, a
+// connection that dies, or a ping unanswered within the budget sends the
+// request to the OOB-I with the same request id: one budget after the
+// start at most. If the agent got it over VMM-I, it answers from its
+// journal (or when the running action ends) instead of running it again.
+//
+// A failure that may have left the request with the host (either channel
+// delivered it, or cannot tell) wraps ErrNoAnswer, never ErrNotDelivered;
+// ErrUnreachable with ErrNotDelivered only when neither delivered it.
 func (a *Auto) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answer, error) {
 	var perr error
 	sent := []string{}
@@ -174,7 +178,10 @@ func (a *Auto) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 			return ans, nil
 		}
 		if ctx.Err() != nil {
-			return nil, err
+			if delivered {
+				return nil, fmt.Errorf("%w: %s: %v", ErrNoAnswer, a.Primary.Name(), err)
+			}
+			return nil, fmt.Errorf("%w: %w: %s: %v", ErrUnreachable, ErrNotDelivered, a.Primary.Name(), err)
 		}
 		a.fail(t.Name(), err)
 		perr = err
@@ -189,10 +196,21 @@ func (a *Auto) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 		if perr == nil {
 			perr = errors.New("skipped after recent failure")
 		}
-		if errors.Is(err, ErrUnauthorized) {
-			return nil, fmt.Errorf("%s: %w; %s: %v", a.Fallback.Name(), err, a.Primary.Name(), perr)
+		p, f := a.Primary.Name(), a.Fallback.Name()
+		switch {
+		case len(sent) > 0 && (errors.Is(perr, ErrNoAnswer) || errors.Is(err, ErrNoAnswer)):
+			// VMM-I carried it (or the OOB-I did): the host has it.
+			return nil, fmt.Errorf("%w: %s: %v; %s: %v", ErrNoAnswer, p, perr, f, err)
+		case len(sent) > 0:
+			return nil, fmt.Errorf("%s: %v; %s: %v", p, perr, f, err) // may have been delivered
+		case errors.Is(err, ErrNotDelivered) && errors.Is(err, ErrUnauthorized):
+			return nil, fmt.Errorf("%s: %w; %s: %v", f, err, p, perr)
+		case errors.Is(err, ErrNotDelivered):
+			return nil, fmt.Errorf("%w: %w: %s: %v; %s: %v", ErrUnreachable, ErrNotDelivered, p, perr, f, err)
+		case errors.Is(err, ErrNoAnswer):
+			return nil, fmt.Errorf("%w: %s: %v; %s: %v", ErrNoAnswer, f, err, p, perr)
 		}
-		return nil, fmt.Errorf("%w: %s: %v; %s: %w", ErrUnreachable, a.Primary.Name(), perr, a.Fallback.Name(), err)
+		return nil, fmt.Errorf("%s: %w; %s: %v", f, err, p, perr) // may have been delivered
 	}
 	if len(sent) == 0 { // VMM-I never had it: the OOB-I carried it
 		ans.Executed = a.Fallback.Name()
@@ -216,41 +234,50 @@ func (a *Auto) primary(ctx context.Context, t *Target, req *vmsg.Request) (ans *
 		ans, err := a.Primary.Exchange(pctx, t, req)
 		done <- result{ans, err}
 	}()
-	wait := a.opt.Budget
-	for {
-		tm := time.NewTimer(wait)
+	// settle gives up on the request and learns whether it was sent: a
+	// dial or TLS handshake still hanging on a cut link returns
+	// ErrNotDelivered once cancelled, and then the OOB-I alone carries the
+	// request (the answer must not claim "sent over both").
+	settle := func(why error) (*Answer, error, bool) {
+		cancel()
+		tm := time.NewTimer(a.opt.Budget)
+		defer tm.Stop()
 		select {
 		case r := <-done:
-			tm.Stop()
+			if r.err == nil { // it answered meanwhile after all
+				return r.ans, nil, true
+			}
+			if errors.Is(r.err, ErrNotDelivered) {
+				return nil, fmt.Errorf("%v: %w", why, r.err), false
+			}
+			return nil, fmt.Errorf("%w (%v)", r.err, why), true
+		case <-tm.C: // still stuck: it may have been sent
+		}
+		return nil, why, true
+	}
+	pings := make(chan error, 1)
+	ping := func() {
+		go func() { pings <- a.ping(pctx, t) }()
+	}
+	ping() // beside the request, not after it
+	var again <-chan time.Time
+	for {
+		select {
+		case r := <-done:
 			return r.ans, r.err, r.err == nil || !errors.Is(r.err, ErrNotDelivered)
 		case <-ctx.Done():
-			tm.Stop()
-			return nil, ctx.Err(), true
-		case <-tm.C:
-		}
-		// No answer yet: does VMM-I still reach the agent?
-		if err := a.ping(ctx, t); err != nil {
-			// Give up on it, and learn whether it ever sent the request: a
-			// dial or TLS handshake still hanging on a cut link returns
-			// ErrNotDelivered once cancelled, and then the OOB-I alone
-			// carries the request (the answer must not claim "sent over
-			// both").
-			cancel()
-			tm := time.NewTimer(a.opt.Budget)
-			defer tm.Stop()
-			select {
-			case r := <-done:
-				if r.err == nil { // it answered meanwhile after all
-					return r.ans, nil, true
-				}
-				if errors.Is(r.err, ErrNotDelivered) {
-					return nil, fmt.Errorf("not delivered within %v, and the agent does not answer a ping: %w", a.opt.Budget, r.err), false
-				}
-			case <-tm.C: // still stuck: it may have been sent
+			return settle(ctx.Err())
+		case err := <-pings:
+			if err != nil {
+				return settle(fmt.Errorf("the agent does not answer a ping within %v: %w", a.opt.Budget, err))
 			}
-			return nil, fmt.Errorf("no answer within %v and the agent does not answer a ping: %w", a.opt.Budget, err), true
+			tm := time.NewTimer(a.opt.Liveness) // reachable: wait, asking again later
+			defer tm.Stop()
+			again = tm.C
+		case <-again:
+			again = nil
+			ping()
 		}
-		wait = a.opt.Liveness
 	}
 }
 

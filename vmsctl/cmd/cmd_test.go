@@ -35,7 +35,7 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 	nonce := []byte("nonce-0123456789")
 	return func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
 		if host == "dead" {
-			return clienttest.Timeout(ctx, host, req)
+			return clienttest.Unreachable(ctx, host, req)
 		}
 		rep := &vmsg.Reply{RequestID: req.ID, OK: true}
 		switch {
