@@ -112,6 +112,14 @@ type ReplyError struct {
 func (e *ReplyError) Error() string {
 	head := replyHead(e.Code)
 	text := trimSaid(e.Text, head, e.Code.String())
+	if e.Code == vmsg.ErrInterrupted {
+		// hvagent's text says the head again ("… its outcome is unknown;
+		// it was not run again"); keep only why the state is missing.
+		text = ""
+		if i := strings.Index(e.Text, "(state unavailable"); i >= 0 {
+			text = e.Text[i:]
+		}
+	}
 	if text == "" {
 		return head
 	}
@@ -130,7 +138,7 @@ func replyHead(c vmsg.ErrorCode) string {
 	case vmsg.ErrHypervisor, vmsg.ErrInternal:
 		return "failed on the host"
 	case vmsg.ErrInterrupted:
-		return "outcome unknown: interrupted"
+		return "outcome unknown: interrupted by an agent restart, not run again"
 	case vmsg.ErrInProgress:
 		return "still running"
 	case vmsg.ErrStale:

@@ -591,7 +591,10 @@ func (o *OOB) write(ctx context.Context, t *Target, h *oobHost, r record.Record)
 			}
 			maybe = maybe || !errors.Is(err, ErrNotDelivered) // it went out; its answer did not come
 			if ctx.Err() != nil {
-				return maybe, fmt.Errorf("oob-i write to BMC %s: %w (last: %v)", t.Host.BMC.Addr, ctx.Err(), err)
+				if maybe { // an earlier attempt may have reached it: not "not delivered"
+					return maybe, fmt.Errorf("oob-i write to BMC %s: %w (last: %v)", t.Host.BMC.Addr, ctx.Err(), err)
+				}
+				return maybe, fmt.Errorf("oob-i write to BMC %s: %w (last: %w)", t.Host.BMC.Addr, ctx.Err(), err)
 			}
 			o.log.Debug("oob-i write failed; retrying the record", "host", t.Name(), "record", r.String(), "err", err)
 			if err := sleep(ctx, 10*time.Millisecond); err != nil {

@@ -212,7 +212,7 @@ vmsctl result HOST REQUEST-ID before running the command again).`,
 	f.BoolVar(&a.debug, "debug", false, "log channel decisions to stderr")
 	f.StringVar(&a.principal, "principal", "", "speak as this principal (its key and certificate from the inventory's credentials; default: the inventory's principal)")
 	f.StringArrayVar(&a.meta, "meta", nil, "key=value metadata sent with each request, journaled by the agent (repeatable)")
-	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.principalCmd(), a.historyCmd())
+	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.principalCmd(), a.historyCmd(), a.resultCmd())
 	return root
 }
 

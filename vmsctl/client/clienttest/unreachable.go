@@ -13,7 +13,7 @@ import (
 // request was not delivered.
 func Unreachable(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
 	<-ctx.Done()
-	return nil, fmt.Errorf("%w: %s: %w", client.ErrNotDelivered, host, ctx.Err())
+	return nil, fmt.Errorf("%w: clienttest: host not reached: %w", client.ErrNotDelivered, ctx.Err())
 }
 
 // Lost is a Handle for a request that reached the host (the BMC accepted
@@ -21,5 +21,5 @@ func Unreachable(ctx context.Context, host string, req *vmsg.Request) (vmsg.Mess
 // ctx to end.
 func Lost(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
 	<-ctx.Done()
-	return nil, fmt.Errorf("%w: %s: %w", client.ErrNoAnswer, host, ctx.Err())
+	return nil, fmt.Errorf("%w: clienttest: answer lost: %w", client.ErrNoAnswer, ctx.Err())
 }
