@@ -117,7 +117,7 @@ type oobBench struct {
 
 var sysCh = &bmc.Channel{Number: 0x0f, Medium: bmc.ChannelMediumSystemIF}
 
-func newOOBBench(t *testing.T, qo bmcsimtest.Options) *oobBench {
+func newOOBBench(t testing.TB, qo bmcsimtest.Options) *oobBench {
 	t.Helper()
 	bs := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true,
 		Users:          []config.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}},
@@ -154,7 +154,7 @@ func newOOBBench(t *testing.T, qo bmcsimtest.Options) *oobBench {
 // OEM 0x02 handler, opens each request and writes a sealed reply addressed
 // to the request's requester id (preceded by an alert to every reader when
 // ob.alert is set) through the OEM 0x03 handler.
-func (ob *oobBench) host(ctx context.Context, t *testing.T) {
+func (ob *oobBench) host(ctx context.Context, t testing.TB) {
 	iana := oem.IANA(config.DefaultIANA)
 	rd := ob.qs.Handler(oem.CmdReadQueue1, iana)
 	wr := ob.qs.Handler(oem.CmdWriteQueue2, iana)
