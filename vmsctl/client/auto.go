@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,9 +180,9 @@ func (a *Auto) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 		}
 		if ctx.Err() != nil {
 			if delivered {
-				return nil, fmt.Errorf("%w: %s: %v", ErrNoAnswer, a.Primary.Name(), err)
+				return nil, err // ErrNoAnswer, or may have been delivered
 			}
-			return nil, fmt.Errorf("%w: %w: %s: %v", ErrUnreachable, ErrNotDelivered, a.Primary.Name(), err)
+			return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 		}
 		a.fail(t.Name(), err)
 		perr = err
@@ -196,21 +197,18 @@ func (a *Auto) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 		if perr == nil {
 			perr = errors.New("skipped after recent failure")
 		}
-		p, f := a.Primary.Name(), a.Fallback.Name()
+		both := label(a.Primary.Name(), perr) + "; " + label(a.Fallback.Name(), err)
 		switch {
-		case len(sent) > 0 && (errors.Is(perr, ErrNoAnswer) || errors.Is(err, ErrNoAnswer)):
-			// VMM-I carried it (or the OOB-I did): the host has it.
-			return nil, fmt.Errorf("%w: %s: %v; %s: %v", ErrNoAnswer, p, perr, f, err)
-		case len(sent) > 0:
-			return nil, fmt.Errorf("%s: %v; %s: %v", p, perr, f, err) // may have been delivered
-		case errors.Is(err, ErrNotDelivered) && errors.Is(err, ErrUnauthorized):
-			return nil, fmt.Errorf("%s: %w; %s: %v", f, err, p, perr)
-		case errors.Is(err, ErrNotDelivered):
-			return nil, fmt.Errorf("%w: %w: %s: %v; %s: %v", ErrUnreachable, ErrNotDelivered, p, perr, f, err)
-		case errors.Is(err, ErrNoAnswer):
-			return nil, fmt.Errorf("%w: %s: %v; %s: %v", ErrNoAnswer, f, err, p, perr)
+		case len(sent) > 0 && (errors.Is(perr, ErrNoAnswer) || errors.Is(err, ErrNoAnswer)),
+			len(sent) == 0 && errors.Is(err, ErrNoAnswer):
+			// A channel carried it: the host has it.
+			return nil, fmt.Errorf("%w: %s", ErrNoAnswer, both)
+		case len(sent) > 0, !errors.Is(err, ErrNotDelivered):
+			return nil, errors.New(both) // may have been delivered
+		case errors.Is(err, ErrUnauthorized):
+			return nil, fmt.Errorf("%w: %w: %s", ErrNotDelivered, ErrUnauthorized, both)
 		}
-		return nil, fmt.Errorf("%s: %w; %s: %v", f, err, p, perr) // may have been delivered
+		return nil, fmt.Errorf("%w: %w: %s", ErrUnreachable, ErrNotDelivered, both)
 	}
 	if len(sent) == 0 { // VMM-I never had it: the OOB-I carried it
 		ans.Executed = a.Fallback.Name()
@@ -238,6 +236,9 @@ func (a *Auto) primary(ctx context.Context, t *Target, req *vmsg.Request) (ans *
 	// dial or TLS handshake still hanging on a cut link returns
 	// ErrNotDelivered once cancelled, and then the OOB-I alone carries the
 	// request (the answer must not claim "sent over both").
+	// why is the reason it was given up, nil for the caller's deadline
+	// (which the request's own error says).
+	giveUp := fmt.Sprintf("ping unanswered within %v", a.opt.Budget)
 	settle := func(why error) (*Answer, error, bool) {
 		cancel()
 		tm := time.NewTimer(a.opt.Budget)
@@ -247,38 +248,71 @@ func (a *Auto) primary(ctx context.Context, t *Target, req *vmsg.Request) (ans *
 			if r.err == nil { // it answered meanwhile after all
 				return r.ans, nil, true
 			}
-			if errors.Is(r.err, ErrNotDelivered) {
-				return nil, fmt.Errorf("%v: %w", why, r.err), false
+			switch {
+			case why == nil:
+				return nil, r.err, !errors.Is(r.err, ErrNotDelivered)
+			case errors.Is(r.err, ErrNotDelivered):
+				return nil, fmt.Errorf("%w (given up: %s)", r.err, giveUp), false
 			}
-			return nil, fmt.Errorf("%w (%v)", r.err, why), true
+			return nil, fmt.Errorf("%w (given up: %v)", r.err, why), true
 		case <-tm.C: // still stuck: it may have been sent
+		}
+		if why == nil {
+			why = ctx.Err()
 		}
 		return nil, why, true
 	}
 	pings := make(chan error, 1)
+	pinging := false
 	ping := func() {
+		pinging = true
 		go func() { pings <- a.ping(pctx, t) }()
 	}
+	defer func() { // no ping outlives the exchange
+		cancel()
+		if pinging {
+			<-pings
+		}
+	}()
 	ping() // beside the request, not after it
-	var again <-chan time.Time
+	again := time.NewTimer(a.opt.Liveness)
+	again.Stop()
+	defer again.Stop()
 	for {
 		select {
 		case r := <-done:
 			return r.ans, r.err, r.err == nil || !errors.Is(r.err, ErrNotDelivered)
 		case <-ctx.Done():
-			return settle(ctx.Err())
+			return settle(nil)
 		case err := <-pings:
+			pinging = false
 			if err != nil {
-				return settle(fmt.Errorf("the agent does not answer a ping within %v: %w", a.opt.Budget, err))
+				return settle(fmt.Errorf("%s: %s", giveUp, bare(err)))
 			}
-			tm := time.NewTimer(a.opt.Liveness) // reachable: wait, asking again later
-			defer tm.Stop()
-			again = tm.C
-		case <-again:
-			again = nil
+			again.Reset(a.opt.Liveness) // reachable: wait, asking again later
+		case <-again.C:
 			ping()
 		}
 	}
+}
+
+// label is a channel's error for a line about both: named by the channel
+// once, without the delivery words the line's head says.
+func label(name string, err error) string {
+	msg := bare(err)
+	if strings.HasPrefix(msg, name) {
+		return msg
+	}
+	return name + ": " + msg
+}
+
+// bare is err's text without a leading delivery sentinel's.
+func bare(err error) string {
+	msg := err.Error()
+	for _, w := range []error{ErrNotDelivered, ErrNoAnswer} {
+		msg = strings.TrimPrefix(msg, w.Error()+": ")
+	}
+	return msg
 }
 
 // ping asks the agent over the primary, within the budget.
