@@ -18,6 +18,11 @@
 // agent's opener refuses a replayed envelope); the request id inside stays the
 // same, so the agent, which deduplicates by request id, never runs a command
 // twice when a fallback or a retry sends it again.
+//
+// A failed command is a *RequestError naming host and request id; what it
+// says about the request is ErrUnreachable (delivered on no channel: safe
+// to run again) or ErrOutcomeUnknown (delivered, or maybe, and no final
+// answer: look the outcome up with Client.Lookup, errors.go).
 package client
 
 import (
