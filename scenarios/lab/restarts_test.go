@@ -77,7 +77,7 @@ var _ = Describe("Exactly once across restarts", Lab, ExactlyOnce, Serial, Order
 				// Killed mid-action: the outcome is unknown to the agent;
 				// it says so, with the VM's state, and never runs it again.
 				Expect(r.Code).To(Equal(7), "vmsctl exit 7 (interrupted): %s\n%s", r.Stdout, r.Stderr)
-				m := regexp.MustCompile(`start on h1 was interrupted by an agent restart; app1 is now ([a-z ()]+)\n`).FindStringSubmatch(r.Stderr)
+				m := regexp.MustCompile(`h1: request [0-9a-f]{16}: start was interrupted by an agent restart; app1 is now ([a-z ()]+)\n`).FindStringSubmatch(r.Stderr)
 				Expect(m).NotTo(BeNil(), r.Stderr)
 				Expect(log).To(ContainSubstring("ooblab: hvagent exited rc=137"))
 				Expect(log).To(ContainSubstring("not run again, answered interrupted"))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,11 +14,11 @@ import (
 
 // AutoOptions tune the auto channel. Zero values take defaults.
 type AutoOptions struct {
-	// Budget bounds reaching the agent over VMM-I, not the action: a
-	// request not answered within it is followed by a ping on the same
-	// connection, which must be answered within the budget too; if it is
-	// not, or VMM-I cannot connect or send, or the connection dies, the
-	// request goes to the OOB-I with the same request id (default 300 ms).
+	// Budget bounds reaching the agent over VMM-I, not the action: a ping
+	// sent beside the request on the same connection must be answered
+	// within it; if it is not, or VMM-I cannot connect or send, or the
+	// connection dies, the request goes to the OOB-I with the same request
+	// id (default 300 ms).
 	Budget time.Duration
 	// Liveness is how often, while the agent runs an accepted request
 	// whose answer has not come, VMM-I is pinged to check it still
@@ -154,15 +155,19 @@ func (a *Auto) usePrimary(host string) bool {
 // Exchange implements Channel.
 //
 // VMM-I first, with the caller's deadline, not the budget: an action may take
-// seconds and must not be sent twice because it is slow. While its answer
-// has not come, the agent's reachability is checked instead: a ping on the
-// same connection (requests run concurrently there, so a slow action does
-// not hold it up), first after the budget, then every Liveness, each
-// answered within the budget. A VMM-I that cannot connect or send, a
-// connection that dies, or a ping unanswered in time sends the request to
-// the OOB-I with the same request id: if the agent got it over VMM-I, it
-// answers from its journal (or waits for the running action) instead of
-// running it again.
+// seconds and must not be sent twice because it is slow. Beside the request,
+// not after it, a ping on the same connection asks whether VMM-I reaches
+// the agent (requests run concurrently there, so a slow action does not
+// hold it up); answered within the budget, the request is waited for, with
+// a ping again every Liveness. A VMM-I that cannot connect or send, a
+// connection that dies, or a ping unanswered within the budget sends the
+// request to the OOB-I with the same request id: one budget after the
+// start at most. If the agent got it over VMM-I, it answers from its
+// journal (or when the running action ends) instead of running it again.
+//
+// A failure that may have left the request with the host (either channel
+// delivered it, or cannot tell) wraps ErrNoAnswer, never ErrNotDelivered;
+// ErrUnreachable with ErrNotDelivered only when neither delivered it.
 func (a *Auto) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answer, error) {
 	var perr error
 	sent := []string{}
@@ -174,7 +179,10 @@ func (a *Auto) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 			return ans, nil
 		}
 		if ctx.Err() != nil {
-			return nil, err
+			if delivered {
+				return nil, err // ErrNoAnswer, or may have been delivered
+			}
+			return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 		}
 		a.fail(t.Name(), err)
 		perr = err
@@ -189,10 +197,18 @@ func (a *Auto) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 		if perr == nil {
 			perr = errors.New("skipped after recent failure")
 		}
-		if errors.Is(err, ErrUnauthorized) {
-			return nil, fmt.Errorf("%s: %w; %s: %v", a.Fallback.Name(), err, a.Primary.Name(), perr)
+		both := label(a.Primary.Name(), perr) + "; " + label(a.Fallback.Name(), err)
+		switch {
+		case len(sent) > 0 && (errors.Is(perr, ErrNoAnswer) || errors.Is(err, ErrNoAnswer)),
+			len(sent) == 0 && errors.Is(err, ErrNoAnswer):
+			// A channel carried it: the host has it.
+			return nil, fmt.Errorf("%w: %s", ErrNoAnswer, both)
+		case len(sent) > 0, !errors.Is(err, ErrNotDelivered):
+			return nil, errors.New(both) // may have been delivered
+		case errors.Is(err, ErrUnauthorized):
+			return nil, fmt.Errorf("%w: %w: %s", ErrNotDelivered, ErrUnauthorized, both)
 		}
-		return nil, fmt.Errorf("%w: %s: %v; %s: %w", ErrUnreachable, a.Primary.Name(), perr, a.Fallback.Name(), err)
+		return nil, fmt.Errorf("%w: %w: %s", ErrUnreachable, ErrNotDelivered, both)
 	}
 	if len(sent) == 0 { // VMM-I never had it: the OOB-I carried it
 		ans.Executed = a.Fallback.Name()
@@ -216,42 +232,87 @@ func (a *Auto) primary(ctx context.Context, t *Target, req *vmsg.Request) (ans *
 		ans, err := a.Primary.Exchange(pctx, t, req)
 		done <- result{ans, err}
 	}()
-	wait := a.opt.Budget
-	for {
-		tm := time.NewTimer(wait)
+	// settle gives up on the request and learns whether it was sent: a
+	// dial or TLS handshake still hanging on a cut link returns
+	// ErrNotDelivered once cancelled, and then the OOB-I alone carries the
+	// request (the answer must not claim "sent over both").
+	// why is the reason it was given up, nil for the caller's deadline
+	// (which the request's own error says).
+	giveUp := fmt.Sprintf("ping unanswered within %v", a.opt.Budget)
+	settle := func(why error) (*Answer, error, bool) {
+		cancel()
+		tm := time.NewTimer(a.opt.Budget)
+		defer tm.Stop()
 		select {
 		case r := <-done:
-			tm.Stop()
+			if r.err == nil { // it answered meanwhile after all
+				return r.ans, nil, true
+			}
+			switch {
+			case why == nil:
+				return nil, r.err, !errors.Is(r.err, ErrNotDelivered)
+			case errors.Is(r.err, ErrNotDelivered):
+				return nil, fmt.Errorf("%w (given up: %s)", r.err, giveUp), false
+			}
+			return nil, fmt.Errorf("%w (given up: %v)", r.err, why), true
+		case <-tm.C: // still stuck: it may have been sent
+		}
+		if why == nil {
+			why = ctx.Err()
+		}
+		return nil, why, true
+	}
+	pings := make(chan error, 1)
+	pinging := false
+	ping := func() {
+		pinging = true
+		go func() { pings <- a.ping(pctx, t) }()
+	}
+	defer func() { // no ping outlives the exchange
+		cancel()
+		if pinging {
+			<-pings
+		}
+	}()
+	ping() // beside the request, not after it
+	again := time.NewTimer(a.opt.Liveness)
+	again.Stop()
+	defer again.Stop()
+	for {
+		select {
+		case r := <-done:
 			return r.ans, r.err, r.err == nil || !errors.Is(r.err, ErrNotDelivered)
 		case <-ctx.Done():
-			tm.Stop()
-			return nil, ctx.Err(), true
-		case <-tm.C:
-		}
-		// No answer yet: does VMM-I still reach the agent?
-		if err := a.ping(ctx, t); err != nil {
-			// Give up on it, and learn whether it ever sent the request: a
-			// dial or TLS handshake still hanging on a cut link returns
-			// ErrNotDelivered once cancelled, and then the OOB-I alone
-			// carries the request (the answer must not claim "sent over
-			// both").
-			cancel()
-			tm := time.NewTimer(a.opt.Budget)
-			defer tm.Stop()
-			select {
-			case r := <-done:
-				if r.err == nil { // it answered meanwhile after all
-					return r.ans, nil, true
-				}
-				if errors.Is(r.err, ErrNotDelivered) {
-					return nil, fmt.Errorf("not delivered within %v, and the agent does not answer a ping: %w", a.opt.Budget, r.err), false
-				}
-			case <-tm.C: // still stuck: it may have been sent
+			return settle(nil)
+		case err := <-pings:
+			pinging = false
+			if err != nil {
+				return settle(fmt.Errorf("%s: %s", giveUp, bare(err)))
 			}
-			return nil, fmt.Errorf("no answer within %v and the agent does not answer a ping: %w", a.opt.Budget, err), true
+			again.Reset(a.opt.Liveness) // reachable: wait, asking again later
+		case <-again.C:
+			ping()
 		}
-		wait = a.opt.Liveness
 	}
+}
+
+// label is a channel's error for a line about both: named by the channel
+// once, without the delivery words the line's head says.
+func label(name string, err error) string {
+	msg := bare(err)
+	if strings.HasPrefix(msg, name) {
+		return msg
+	}
+	return name + ": " + msg
+}
+
+// bare is err's text without a leading delivery sentinel's.
+func bare(err error) string {
+	msg := err.Error()
+	for _, w := range []error{ErrNotDelivered, ErrNoAnswer} {
+		msg = strings.TrimPrefix(msg, w.Error()+": ")
+	}
+	return msg
 }
 
 // ping asks the agent over the primary, within the budget.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -73,10 +74,8 @@ func TestAutoFallsBackAndReturns(t *testing.T) {
 	if err != nil || res.Via != client.ViaOOB {
 		t.Fatalf("during backoff: %v via %v", err, res)
 	}
-	for _, call := range vmmi.Calls()[1:] {
-		if call.Req.Command != vmsg.CmdPing {
-			t.Fatalf("VMM-I got %v during backoff; only probes expected", call.Req.Command)
-		}
+	if vr := requests(vmmi.Calls()); len(vr) != 1 {
+		t.Fatalf("VMM-I got %d requests; during backoff only probes expected", len(vr))
 	}
 	// Another host is not affected.
 	if res, err := c.Do(ctx, "h2", vmsg.CmdList, ""); err != nil || res.Via != client.ViaOOB {
@@ -124,8 +123,8 @@ func TestAutoProbeRestoresBeforeBackoffEnds(t *testing.T) {
 }
 
 func TestUnreachableOnEveryChannel(t *testing.T) {
-	vmmi := &clienttest.Fake{Handle: clienttest.Timeout}
-	oob := &clienttest.Fake{ChannelName: client.ViaOOB, Handle: clienttest.Timeout}
+	vmmi := &clienttest.Fake{Handle: clienttest.Unreachable}
+	oob := &clienttest.Fake{ChannelName: client.ViaOOB, Handle: clienttest.Unreachable}
 	c, _ := client.New(fakeInv(), client.Options{VMMI: vmmi, OOB: oob, Auto: client.AutoOptions{Budget: 20 * time.Millisecond}})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -315,5 +314,94 @@ func TestInProgressAskedAgainSameID(t *testing.T) {
 	calls := vmmi.Calls()
 	if len(calls) != 3 || calls[0].Req.ID != calls[2].Req.ID {
 		t.Fatalf("calls %+v", calls)
+	}
+}
+
+// TestAutoPingBesideRequest: the liveness ping goes out beside the request,
+// not after a budget of waiting for its answer: with a budget of an hour
+// and a VMM-I that carried the request but cannot reach the agent (the
+// ping fails at once), the OOB-I is asked (same request id) long before
+// the budget would have ended. On the old order (request, budget, then
+// ping) this waits the hour.
+func TestAutoPingBesideRequest(t *testing.T) {
+	pinged := make(chan struct{})
+	vmmi := &clienttest.Fake{Handle: func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+		if req.Command == vmsg.CmdPing {
+			close(pinged)
+			return nil, errors.New("vmm-i h1: connection reset by peer")
+		}
+		return clienttest.Lost(ctx, host, req) // written on the connection, no answer
+	}}
+	oob := &clienttest.Fake{ChannelName: client.ViaOOB, Handle: func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+		select {
+		case <-pinged: // the ping came before the OOB-I was asked
+		default:
+			t.Error("OOB-I asked before the VMM-I ping")
+		}
+		return &vmsg.Reply{RequestID: req.ID, OK: true}, nil
+	}}
+	c, _ := client.New(fakeInv(), client.Options{VMMI: vmmi, OOB: oob,
+		Auto: client.AutoOptions{Budget: time.Hour, NoProbe: true}})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.Do(ctx, "h1", vmsg.CmdReboot, "web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oc, vc := oob.Calls(), requests(vmmi.Calls())
+	if res.Via != client.ViaOOB || len(res.SentVia) != 2 || res.ExecutedVia != "" ||
+		len(oc) != 1 || len(vc) != 1 || oc[0].Req.ID != vc[0].Req.ID {
+		t.Fatalf("want the same request id once per channel, sent over both; result %+v vmmi %+v oob %+v", res, vc, oc)
+	}
+}
+
+// A request the VMM-I carried and nobody answered is not "unreachable",
+// even when the OOB-I cannot be reached: the host has it (exit 7, look it
+// up), and the OOB-I was asked with the same id, not a new request.
+func TestAutoCarriedIsNeverUnreachable(t *testing.T) {
+	vmmi := &clienttest.Fake{Handle: func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+		if req.Command == vmsg.CmdPing {
+			return clienttest.Unreachable(ctx, host, req)
+		}
+		return clienttest.Lost(ctx, host, req)
+	}}
+	oob := &clienttest.Fake{ChannelName: client.ViaOOB, Handle: clienttest.Unreachable}
+	c, _ := client.New(fakeInv(), client.Options{VMMI: vmmi, OOB: oob,
+		Auto: client.AutoOptions{Budget: 20 * time.Millisecond, NoProbe: true}})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	res, err := c.Do(ctx, "h1", vmsg.CmdReboot, "web1")
+	if !errors.Is(err, client.ErrOutcomeUnknown) || errors.Is(err, client.ErrUnreachable) {
+		t.Fatalf("err %v, want outcome unknown", err)
+	}
+	oc, vc := oob.Calls(), requests(vmmi.Calls())
+	if len(oc) != 1 || len(vc) != 1 || oc[0].Req.ID != res.RequestID || vc[0].Req.ID != res.RequestID {
+		t.Fatalf("want request %016x once per channel; vmmi %+v oob %+v", res.RequestID, vc, oc)
+	}
+	// Both channels unreachable: that is exit 5.
+	vmmi.Handle = clienttest.Unreachable
+	c2, _ := client.New(fakeInv(), client.Options{VMMI: vmmi, OOB: oob, Auto: client.AutoOptions{Budget: 20 * time.Millisecond, NoProbe: true}})
+	defer c2.Close()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	if _, err := c2.Do(ctx2, "h1", vmsg.CmdReboot, "web1"); !errors.Is(err, client.ErrUnreachable) || errors.Is(err, client.ErrOutcomeUnknown) {
+		t.Fatalf("nothing delivered: %v", err)
+	}
+}
+
+// Still running at the deadline is "outcome unknown", saying so.
+func TestInProgressAtDeadlineIsUnknown(t *testing.T) {
+	vmmi := &clienttest.Fake{Handle: func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+		return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInProgress, Error: "still running"}, nil
+	}}
+	c, _ := client.New(fakeInv(), client.Options{Via: "vmmi", VMMI: vmmi, OOB: &clienttest.Fake{}})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	res, err := c.Do(ctx, "h1", vmsg.CmdReboot, "web1")
+	var ue *client.OutcomeUnknownError
+	if !errors.As(err, &ue) || !ue.InProgress || !strings.Contains(err.Error(), fmt.Sprintf("request %016x", res.RequestID)) {
+		t.Fatalf("err %v", err)
 	}
 }

@@ -18,6 +18,11 @@
 // agent's opener refuses a replayed envelope); the request id inside stays the
 // same, so the agent, which deduplicates by request id, never runs a command
 // twice when a fallback or a retry sends it again.
+//
+// A failed command is a *RequestError naming host and request id; what it
+// says about the request is ErrUnreachable (delivered on no channel: safe
+// to run again) or ErrOutcomeUnknown (delivered, or maybe, and no final
+// answer: look the outcome up with Client.Lookup, errors.go).
 package client
 
 import (
@@ -45,59 +50,6 @@ const (
 	ViaOOB  = "oob-i"
 	ViaAuto = "auto"
 )
-
-// Sentinel errors, found with errors.Is.
-var (
-	// ErrUnreachable: no channel carried an answer.
-	ErrUnreachable = errors.New("host unreachable on every channel")
-	// ErrUnauthorized: a channel refused our credentials (BMC user, privilege),
-	// or the agent's authorization list refused the request (ReplyError).
-	ErrUnauthorized = errors.New("unauthorized")
-	// ErrNotDelivered wraps a channel failure that happened before any
-	// byte of the request left (no connection, no session): the agent
-	// cannot have it from this attempt.
-	ErrNotDelivered = errors.New("request not delivered")
-	// ErrChallengeFailed: the ChallengeFunc failed or the agent refused the answer.
-	ErrChallengeFailed = errors.New("challenge failed")
-)
-
-// ReplyError is a Reply whose ok is false; find it with errors.As.
-type ReplyError struct {
-	Code vmsg.ErrorCode
-	Text string
-	// Via and Latency tell which channel carried the refusal.
-	Via     string
-	Latency time.Duration
-}
-
-func (e *ReplyError) Error() string {
-	// Say what happened: a refusal is not a failure on the host, and an
-	// interrupted or still-running request is neither.
-	what := "agent refused"
-	switch e.Code {
-	case vmsg.ErrNoSuchVM, vmsg.ErrHypervisor, vmsg.ErrInternal:
-		what = "failed on the host"
-	case vmsg.ErrInterrupted:
-		what = "outcome unknown"
-	case vmsg.ErrInProgress:
-		what = "not finished"
-	}
-	if e.Text == "" {
-		return fmt.Sprintf("%s: %s", what, e.Code)
-	}
-	return fmt.Sprintf("%s: %s: %s", what, e.Code, e.Text)
-}
-
-// Is makes errors.Is(err, ErrChallengeFailed) true for a refused answer.
-func (e *ReplyError) Is(target error) bool {
-	switch target {
-	case ErrChallengeFailed:
-		return e.Code == vmsg.ErrChallengeNo
-	case ErrUnauthorized:
-		return e.Code == vmsg.ErrDenied // the agent's authorization list refused it
-	}
-	return false
-}
 
 // Answer is what a Channel got back for a request.
 type Answer struct {
@@ -512,16 +464,25 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 		r.Metadata = m
 	}
 	res := &Result{Host: host, RequestID: r.ID}
+	rep, err := c.send(ctx, t, &r, res)
+	if err != nil {
+		return res, &RequestError{Host: host, RequestID: r.ID, Err: err}
+	}
+	res.Reply = rep
+	return res, nil
+}
+
+// send runs the exchanges of one request: the challenge round and the
+// re-asks of a request still running on the host.
+func (c *Client) send(ctx context.Context, t *Target, r *vmsg.Request, res *Result) (*vmsg.Reply, error) {
+	host := t.Name()
 	start := c.now()
 	busyWait := 200 * time.Millisecond
 	for round := 0; ; round++ {
 		r.IssuedMs = c.now().UnixMilli()
-		ans, err := c.ch.Exchange(ctx, t, &r)
+		ans, err := c.ch.Exchange(ctx, t, r)
 		if err != nil {
-			if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrUnreachable) {
-				return nil, fmt.Errorf("%s: %w", host, err)
-			}
-			return nil, fmt.Errorf("%s: %w: %w", host, ErrUnreachable, err)
+			return nil, classify(err)
 		}
 		res.Via, res.Latency = ans.Via, ans.Latency
 		res.ExecutedVia, res.SentVia = ans.Executed, ans.Sent
@@ -531,7 +492,7 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 		ch, rep := asChallenge(ans.Msg)
 		if ch == nil {
 			if rep == nil {
-				return nil, fmt.Errorf("%s: unexpected %T answer", host, ans.Msg)
+				return nil, fmt.Errorf("unexpected %T answer", ans.Msg)
 			}
 			res.Reply = rep
 			if rep.Executed != nil && rep.Executed.Via != "" {
@@ -539,38 +500,50 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 			}
 			if rep.Code == vmsg.ErrInProgress {
 				// Another copy of this request id (sent on the other
-				// channel) is still running: ask again, same id, for its
-				// outcome.
+				// channel, or an earlier attempt) is still running: ask
+				// again, same id, for its outcome.
 				c.log.Debug("request still running on the host; asking again", "host", host, "request", r.ID, "via", ans.Via, "in", busyWait)
-				t := time.NewTimer(busyWait)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return res, &ReplyError{Code: rep.Code, Text: rep.Error, Via: ans.Via, Latency: ans.Latency}
-				case <-t.C:
+				if err := sleep(ctx, busyWait); err != nil {
+					return rep, &OutcomeUnknownError{InProgress: true, Err: err}
 				}
 				busyWait = min(2*busyWait, 2*time.Second)
 				continue
 			}
 			if !rep.OK {
-				return res, &ReplyError{Code: rep.Code, Text: rep.Error, Via: ans.Via, Latency: ans.Latency}
+				return rep, &ReplyError{Code: rep.Code, Text: rep.Error, Via: ans.Via, Latency: ans.Latency}
 			}
 			c.log.Debug("answer", "host", host, "request", r.ID, "via", ans.Via, "latency", ans.Latency, "total", c.now().Sub(start))
-			return res, nil
+			return rep, nil
 		}
 		if round > 0 {
-			return res, fmt.Errorf("%s: %w: agent challenged the answered request again", host, ErrChallengeFailed)
+			return nil, fmt.Errorf("%w: agent challenged the answered request again", ErrChallengeFailed)
 		}
 		if c.challenge == nil {
-			return res, fmt.Errorf("%s: %w: %s %s is protected and no TOTP code source was given", host, ErrChallengeFailed, ch.Command, ch.VM)
+			return nil, fmt.Errorf("%w: %s %s is protected and no TOTP code source was given", ErrChallengeFailed, ch.Command, ch.VM)
 		}
 		code, err := c.challenge(ctx, host, ch)
 		if err != nil {
-			return res, fmt.Errorf("%s: %w: %w", host, ErrChallengeFailed, err)
+			return nil, fmt.Errorf("%w: %w", ErrChallengeFailed, err)
 		}
 		res.Challenged = true
 		r.Answer = &vmsg.ChallengeAnswer{Nonce: ch.Nonce, Code: code}
 	}
+}
+
+// classify turns a channel's failure into what it tells about the
+// request: refused credentials (ErrUnauthorized) or not delivered anywhere
+// (ErrUnreachable) as they are; anything else left the request with the
+// host, or may have: outcome unknown.
+func classify(err error) error {
+	switch {
+	case errors.Is(err, ErrNoAnswer):
+		return &OutcomeUnknownError{Err: err}
+	case errors.Is(err, ErrUnauthorized), errors.Is(err, ErrUnreachable):
+		return err
+	case errors.Is(err, ErrNotDelivered):
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	return &OutcomeUnknownError{Err: fmt.Errorf("may have been delivered: %w", err)}
 }
 
 // asChallenge splits an answer into a challenge (kind 3, or a Reply carrying

@@ -39,6 +39,12 @@ type OOBOptions struct {
 	// FullBackoff is the first wait after a 0xC4 (queue full) answer; it
 	// doubles up to 1 s (default 20 ms).
 	FullBackoff time.Duration
+	// ReAsk is how long a delivered request waits for its answer before it
+	// is sent again, same request id, new envelope (default 2 s, doubling
+	// each time): an answer lost on the way (queue 2 full, the reader
+	// evicted, an answer dropped) is then answered again from the host's
+	// journal, or, if the action still runs, when it ends; never run twice.
+	ReAsk time.Duration
 	// Requester is this channel's requester id on every host (default: a
 	// random non-zero id, so two VMS processes never share one). Requests
 	// carry it in their records; the host addresses its answers to it and
@@ -85,6 +91,9 @@ func (o *OOBOptions) defaults() {
 	if o.FullBackoff <= 0 {
 		o.FullBackoff = 20 * time.Millisecond
 	}
+	if o.ReAsk <= 0 {
+		o.ReAsk = 2 * time.Second
+	}
 	for o.Requester == 0 {
 		var b [4]byte
 		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
@@ -127,6 +136,9 @@ type OOB struct {
 // OOBStats count OOB-I events.
 type OOBStats struct {
 	Writes, WriteRetries, FullWaits, Reads int
+	// ReAsks counts requests sent again for an answer that did not come
+	// within OOBOptions.ReAsk.
+	ReAsks int
 	// Reconnects counts RMCP+ sessions opened (the first one too, and each
 	// further session of the pool); Dropped counts sessions given up after
 	// transport failures. Reconnects − Dropped is how many are open or were
@@ -381,12 +393,12 @@ func (o *OOB) drop(s *oobSession) {
 func (o *OOB) raw(ctx context.Context, t *Target, h *oobHost, cmd oem.Cmd, data []byte) ([]byte, error) {
 	s, err := h.pool.get(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("oob-i %s to BMC %s: waiting for a session: %w", cmd, t.Host.BMC.Addr, err)
+		return nil, fmt.Errorf("%w: oob-i %s to BMC %s: waiting for a session: %w", ErrNotDelivered, cmd, t.Host.BMC.Addr, err)
 	}
 	defer h.pool.put(s)
 	c, err := o.open(ctx, t, s)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrNotDelivered, err)
 	}
 	res, err := c.RawCommand(ctx, types.NetFn(oem.NetFnOEMGroupRequest), uint8(cmd), data, cmd.String())
 	if err != nil {
@@ -396,6 +408,10 @@ func (o *OOB) raw(ctx context.Context, t *Target, h *oobHost, cmd oem.Cmd, data 
 		// go-ipmi already resent the packet; after a few such failures in a
 		// row the session itself is suspect (BMC restarted, session timed
 		// out): open a new one.
+		if ctx.Err() != nil {
+			// Our deadline, not the BMC's silence: the session is not suspect.
+			return nil, fmt.Errorf("oob-i %s to BMC %s: %w", cmd, t.Host.BMC.Addr, err)
+		}
 		if s.fails++; s.fails >= maxFails {
 			o.log.Warn("oob-i: BMC stopped answering in this session; opening a new one", "host", t.Name(), "err", err)
 			o.drop(s)
@@ -432,7 +448,7 @@ func (o *OOB) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answ
 	select {
 	case h.window <- struct{}{}:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("oob-i: waiting for a place in the window to host %s: %w", t.Name(), ctx.Err())
+		return nil, fmt.Errorf("%w: oob-i: waiting for a place in the window to host %s: %w", ErrNotDelivered, t.Name(), ctx.Err())
 	}
 	defer func() { <-h.window }()
 	h.mu.Lock()
@@ -460,24 +476,65 @@ func (o *OOB) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answ
 		}
 		h.mu.Unlock()
 	}()
+	delivered := false
+	for reask := o.opt.ReAsk; ; reask *= 2 {
+		err := o.send(ctx, t, h, req)
+		switch {
+		case err == nil:
+			delivered = true
+		case !delivered:
+			return nil, err
+		case ctx.Err() != nil: // a re-ask cut by the deadline: the first copy was delivered
+			return nil, fmt.Errorf("%w: oob-i: host %s through BMC %s: %w", ErrNoAnswer, t.Name(), t.Host.BMC.Addr, ctx.Err())
+		default:
+			o.log.Debug("oob-i: asking again failed; waiting on", "host", t.Name(), "request", req.ID, "err", err)
+		}
+		actx, cancel := context.WithTimeout(ctx, reask)
+		m, err := o.await(actx, t, h, req.ID, ch)
+		cancel()
+		if err == nil {
+			return &Answer{Msg: m, Via: ViaOOB, Latency: time.Since(start)}, nil
+		}
+		if ctx.Err() != nil || errors.Is(err, ErrUnauthorized) {
+			return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
+		}
+		// No answer within reask: it may have been lost on the way. Ask
+		// again with the same request id; the host answers from its
+		// journal (or when the running action ends), never runs it twice.
+		o.count(func(s *OOBStats) { s.ReAsks++ })
+		o.log.Debug("oob-i: no answer yet; asking again with the same request id", "host", t.Name(), "request", req.ID, "after", reask)
+	}
+}
+
+// send seals req under a new message id and writes its records to queue 1.
+// A failure wraps ErrNotDelivered unless the BMC may have accepted every
+// record (the last record's write got no answer).
+func (o *OOB) send(ctx context.Context, t *Target, h *oobHost, req *vmsg.Request) error {
 	msgID, env, err := t.Seal(req)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("%w: %w", ErrNotDelivered, err)
 	}
 	recs, err := record.FragmentFor(o.opt.Requester, msgID, env)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("%w: %w", ErrNotDelivered, err)
 	}
-	for _, r := range recs {
-		if err := o.write(ctx, t, h, r); err != nil {
-			return nil, err
+	for i, r := range recs {
+		maybe, err := o.write(ctx, t, h, r)
+		if err == nil {
+			continue
 		}
+		if i < len(recs)-1 || !maybe {
+			// The message is incomplete in queue 1 (later records never
+			// written) or its last record was refused: the host cannot
+			// reassemble it.
+			if errors.Is(err, ErrNotDelivered) {
+				return err
+			}
+			return fmt.Errorf("%w: %w", ErrNotDelivered, err)
+		}
+		return err // the last record may be in queue 1: outcome unknown
 	}
-	m, err := o.await(ctx, t, h, req.ID, ch)
-	if err != nil {
-		return nil, err
-	}
-	return &Answer{Msg: m, Via: ViaOOB, Latency: time.Since(start)}, nil
+	return nil
 }
 
 // await waits for the answer to want: handed over by the request reading
@@ -494,11 +551,13 @@ func (o *OOB) await(ctx context.Context, t *Target, h *oobHost, want uint64, ch 
 	}
 }
 
-// write puts one record in queue 1, retrying until ctx ends.
-func (o *OOB) write(ctx context.Context, t *Target, h *oobHost, r record.Record) error {
+// write puts one record in queue 1, retrying until ctx ends. maybe is true
+// when it failed but an attempt went out on a session and got no answer:
+// the BMC may have accepted the record.
+func (o *OOB) write(ctx context.Context, t *Target, h *oobHost, r record.Record) (maybe bool, err error) {
 	data, err := (&oem.WriteQueueRequest{IANA: h.iana, Record: r}).Pack()
 	if err != nil {
-		return err
+		return false, err
 	}
 	full := o.opt.FullBackoff
 	for attempt := 0; ; attempt++ {
@@ -511,31 +570,35 @@ func (o *OOB) write(ctx context.Context, t *Target, h *oobHost, r record.Record)
 		case err == nil:
 			var wr oem.WriteQueueResponse
 			if err := wr.Unpack(resp); err != nil {
-				return fmt.Errorf("oob-i write answer from BMC %s: %w", t.Host.BMC.Addr, err)
+				return true, fmt.Errorf("oob-i write answer from BMC %s: %w", t.Host.BMC.Addr, err)
 			}
-			return oem.CheckIANA(wr.IANA, h.iana)
+			return false, oem.CheckIANA(wr.IANA, h.iana)
 		case isCC(err, oem.CCOutOfSpace):
 			o.count(func(s *OOBStats) { s.FullWaits++ })
 			o.log.Warn("BMC queue 1 full; waiting for the host to drain it", "host", t.Name(), "wait", full)
 			if err := sleep(ctx, full); err != nil {
-				return fmt.Errorf("oob-i BMC %s queue 1 stayed full: %w", t.Host.BMC.Addr, err)
+				return maybe, fmt.Errorf("oob-i BMC %s queue 1 stayed full: %w", t.Host.BMC.Addr, err)
 			}
 			full = min(2*full, time.Second)
 		case isCC(err, oem.CCInsufficientPrivilege):
-			return fmt.Errorf("%w: BMC %s: user %q below operator: %w", ErrUnauthorized, t.Host.BMC.Addr, t.Host.BMC.User, err)
+			return maybe, fmt.Errorf("%w: BMC %s: user %q below operator: %w", ErrUnauthorized, t.Host.BMC.Addr, t.Host.BMC.User, err)
 		case errors.Is(err, ErrUnauthorized):
-			return err
+			return maybe, err
 		default:
 			var oe *oem.Error
 			if errors.As(err, &oe) {
-				return fmt.Errorf("oob-i BMC %s refused a record: %w", t.Host.BMC.Addr, err)
+				return maybe, fmt.Errorf("oob-i BMC %s refused a record: %w", t.Host.BMC.Addr, err)
 			}
+			maybe = maybe || !errors.Is(err, ErrNotDelivered) // it went out; its answer did not come
 			if ctx.Err() != nil {
-				return fmt.Errorf("oob-i write to BMC %s: %w (last: %v)", t.Host.BMC.Addr, ctx.Err(), err)
+				if maybe { // an earlier attempt may have reached it: not "not delivered"
+					return maybe, fmt.Errorf("oob-i write to BMC %s: %w (last: %v)", t.Host.BMC.Addr, ctx.Err(), err)
+				}
+				return maybe, fmt.Errorf("oob-i write to BMC %s: %w (last: %w)", t.Host.BMC.Addr, ctx.Err(), err)
 			}
 			o.log.Debug("oob-i write failed; retrying the record", "host", t.Name(), "record", r.String(), "err", err)
 			if err := sleep(ctx, 10*time.Millisecond); err != nil {
-				return fmt.Errorf("oob-i write to BMC %s: %w", t.Host.BMC.Addr, err)
+				return maybe, fmt.Errorf("oob-i write to BMC %s: %w", t.Host.BMC.Addr, err)
 			}
 		}
 	}

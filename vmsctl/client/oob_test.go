@@ -109,11 +109,15 @@ type oobBench struct {
 	dir   string
 	seen  sync.Map // request id → count of requests received by the host
 	alert atomic.Bool
+	// lose, when set, says which answers the host loses on the way (the
+	// nth copy of a request id it received, from 1): as when queue 2 was
+	// full or the reader was evicted.
+	lose atomic.Pointer[func(req *vmsg.Request, n int32) bool]
 }
 
 var sysCh = &bmc.Channel{Number: 0x0f, Medium: bmc.ChannelMediumSystemIF}
 
-func newOOBBench(t *testing.T, qo bmcsimtest.Options) *oobBench {
+func newOOBBench(t testing.TB, qo bmcsimtest.Options) *oobBench {
 	t.Helper()
 	bs := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true,
 		Users:          []config.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}},
@@ -150,7 +154,7 @@ func newOOBBench(t *testing.T, qo bmcsimtest.Options) *oobBench {
 // OEM 0x02 handler, opens each request and writes a sealed reply addressed
 // to the request's requester id (preceded by an alert to every reader when
 // ob.alert is set) through the OEM 0x03 handler.
-func (ob *oobBench) host(ctx context.Context, t *testing.T) {
+func (ob *oobBench) host(ctx context.Context, t testing.TB) {
 	iana := oem.IANA(config.DefaultIANA)
 	rd := ob.qs.Handler(oem.CmdReadQueue1, iana)
 	wr := ob.qs.Handler(oem.CmdWriteQueue2, iana)
@@ -208,7 +212,10 @@ func (ob *oobBench) host(ctx context.Context, t *testing.T) {
 			continue
 		}
 		n, _ := ob.seen.LoadOrStore(req.ID, new(atomic.Int32))
-		n.(*atomic.Int32).Add(1)
+		copies := n.(*atomic.Int32).Add(1)
+		if lose := ob.lose.Load(); lose != nil && (*lose)(req, copies) {
+			continue
+		}
 		if ob.alert.Load() {
 			send(0, &vmsg.Alert{TimeMs: time.Now().UnixMilli(), Host: "hv1", Principal: "mallory", VM: "db1", Action: "destroy", Reason: "denied"})
 		}

@@ -230,13 +230,13 @@ func (v *VMMI) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 	}
 	_, env, err := t.Seal(req)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrNotDelivered, err)
 	}
 	ch := make(chan vmsg.Message, 1)
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
-		return nil, fmt.Errorf("vmm-i %s: %w", t.Name(), c.err)
+		return nil, fmt.Errorf("%w: vmm-i %s: %w", ErrNotDelivered, t.Name(), c.err)
 	}
 	c.wait[req.ID] = ch
 	c.mu.Unlock()
@@ -255,17 +255,20 @@ func (v *VMMI) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 	err = frame.Write(c.c, env)
 	c.wmu.Unlock()
 	if err != nil {
+		// A frame not written in full is never a request the agent reads
+		// (it reads whole frames; the connection closes now).
 		c.fail(err)
-		return nil, fmt.Errorf("vmm-i send to %s: %w", t.Name(), err)
+		return nil, fmt.Errorf("%w: vmm-i send to %s: %w", ErrNotDelivered, t.Name(), err)
 	}
+	// Delivered: the whole frame is on the established TLS connection.
 	select {
 	case m := <-ch:
 		return &Answer{Msg: m, Via: ViaVMMI, Latency: time.Since(start)}, nil
 	case <-c.done:
-		return nil, fmt.Errorf("vmm-i %s: connection lost: %w", t.Name(), c.err)
+		return nil, fmt.Errorf("%w: vmm-i %s: connection lost: %w", ErrNoAnswer, t.Name(), c.err)
 	case <-ctx.Done():
 		c.fail(ctx.Err())
-		return nil, fmt.Errorf("vmm-i %s: no answer: %w", t.Name(), ctx.Err())
+		return nil, fmt.Errorf("%w: vmm-i %s: %w", ErrNoAnswer, t.Name(), ctx.Err())
 	}
 }
 

@@ -32,10 +32,15 @@ const (
 	ExitChallenge   = 4 // a protected VM's challenge could not be answered or was refused
 	ExitUnreachable = 5 // no channel reached the host
 	ExitNoVM        = 6 // the host has no such VM
-	// ExitInterrupted: the agent restarted while it ran the action, so its
-	// outcome is unknown; the VM's state now is printed. Not a failure:
-	// check the state (or history) before running it again.
-	ExitInterrupted = 7
+	// ExitUnknown: the host has the request, or may have, and its outcome
+	// is not known: delivered with no answer before --timeout, still
+	// running at the deadline, or interrupted by an agent restart (the
+	// VM's state now is printed). The error names the request id: look the
+	// outcome up with vmsctl result HOST REQUEST-ID before running the
+	// command again.
+	ExitUnknown = 7
+	// ExitInterrupted is ExitUnknown's older name.
+	ExitInterrupted = ExitUnknown
 )
 
 // usageError marks errors of the command line itself.
@@ -64,9 +69,11 @@ func ExitCode(err error) int {
 		case vmsg.ErrNoSuchVM:
 			return ExitNoVM
 		case vmsg.ErrInterrupted:
-			return ExitInterrupted
+			return ExitUnknown
 		}
 		return ExitError
+	case errors.Is(err, client.ErrOutcomeUnknown):
+		return ExitUnknown
 	case errors.Is(err, client.ErrChallengeFailed):
 		return ExitChallenge
 	case errors.Is(err, client.ErrUnauthorized):
@@ -156,8 +163,10 @@ host of the inventory, over the host's management network (VMM-I) or through the
 host's BMC (OOB-I, IPMI over LAN), and answers challenges for protected VMs.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 refused/unauthorized, 4 challenge failed,
-5 host unreachable on every channel, 6 no such VM, 7 interrupted (the agent
-restarted mid-action: outcome unknown, the VM's state now is shown).`,
+5 host unreachable (the request was delivered on no channel), 6 no such VM,
+7 outcome unknown (delivered, or maybe, and no final answer: still running,
+answer lost, or the agent restarted mid-action; look it up with
+vmsctl result HOST REQUEST-ID before running the command again).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -178,6 +187,9 @@ restarted mid-action: outcome unknown, the VM's state now is shown).`,
 			}
 			if cmd.Flags().Changed("otp") {
 				return usagef("--otp CODE would show the code in the process list: set VMSCTL_OTP, give --otp-file FILE, or answer the prompt")
+			}
+			if a.timeout <= 0 {
+				return usagef("--timeout %v: want a positive duration (e.g. 30s)", a.timeout)
 			}
 			if a.oobWindow < 1 || a.oobWindow > maxOOBWindow {
 				return usagef("--oob-window %d: want 1 to %d", a.oobWindow, maxOOBWindow)
@@ -207,7 +219,7 @@ restarted mid-action: outcome unknown, the VM's state now is shown).`,
 	f.BoolVar(&a.debug, "debug", false, "log channel decisions to stderr")
 	f.StringVar(&a.principal, "principal", "", "speak as this principal (its key and certificate from the inventory's credentials; default: the inventory's principal)")
 	f.StringArrayVar(&a.meta, "meta", nil, "key=value metadata sent with each request, journaled by the agent (repeatable)")
-	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.principalCmd(), a.historyCmd(), a.approveCmd())
+	root.AddCommand(a.vmCmd(), a.hostCmd(), a.alertsCmd(), a.enrollCmd(), a.userCmd(), a.watchCmd(), a.principalCmd(), a.historyCmd(), a.approveCmd(), a.resultCmd())
 	return root
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,11 +32,18 @@ import (
 )
 
 // agent plays hvagent for the CLI: web1 runs, db1 is protected.
-func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+func agent(opSecret []byte, j *fakeJournal) func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
 	nonce := []byte("nonce-0123456789")
 	return func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
 		if host == "dead" {
-			return clienttest.Timeout(ctx, host, req)
+			return clienttest.Unreachable(ctx, host, req)
+		}
+		if req.VM == "slow1" && req.Command == vmsg.CmdReboot {
+			// The host runs it (once per request id, as hvagent's journal
+			// sees to) and journals it; its answer is lost on every
+			// channel (queue 2 full, the reader evicted, a link cut).
+			j.run(req)
+			return clienttest.Lost(ctx, host, req)
 		}
 		rep := &vmsg.Reply{RequestID: req.ID, OK: true}
 		switch {
@@ -47,6 +55,7 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 			rep.VMs = []vmsg.VMState{{Name: "web1", State: "running", Reason: "booted", VCPUs: 1, MemoryKiB: 131072, MaxMemKiB: 131072,
 				UptimeSec: 61, UptimeSource: "qemu-process", CPUTimeMs: 2340, Persistent: true, Autostart: true}}
 		case req.Command == vmsg.CmdHistory:
+			defer func() { rep.History = append(rep.History, j.items()...) }()
 			rep.History = []vmsg.HistoryItem{
 				{RequestID: 0x1111, OK: true, State: "running", Executed: vmsg.Executed{Principal: "ops", Command: vmsg.CmdStart, VM: "web1",
 					OOBAddr: "10.0.1.1:623", VMMAddr: "10.0.0.1:7443", Metadata: map[string]string{"ticket": "OPS-42"}, Via: "oob-i",
@@ -57,18 +66,18 @@ func agent(opSecret []byte) func(ctx context.Context, host string, req *vmsg.Req
 		case req.Command == vmsg.CmdPing:
 			rep.Host = &vmsg.HostInfo{HostID: host, Hostname: host + ".lab", Hypervisor: "QEMU", Libvirt: "9.0.0"}
 		case req.VM == "nope":
-			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrNoSuchVM, Error: "no domain nope"}, nil
+			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrNoSuchVM, Error: "virt: no such VM"}, nil
 		case req.VM == "app1" && req.Command == vmsg.CmdStart: // the agent restarted while it ran
 			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInterrupted, Error: "the request began before an agent restart and its outcome is unknown",
 				VMs: []vmsg.VMState{{Name: "app1", State: "paused", Reason: "starting up"}}}, nil
 		case req.VM == "secret":
-			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrDenied, Error: "ops may not touch secret"}, nil
+			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrDenied, Error: "denied: no rule allows ops to start secret"}, nil
 		case req.VM == "db1" && req.Command.ChangesState():
 			if req.Answer == nil {
 				return &vmsg.Challenge{RequestID: req.ID, Nonce: nonce, VM: req.VM, Command: req.Command, ExpiresMs: time.Now().Add(time.Minute).UnixMilli()}, nil
 			}
 			if _, ok := seal.VerifyChallengeCode(opSecret, nonce, req.Answer.Code, time.Now()); !ok {
-				return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrChallengeNo, Error: "wrong code"}, nil
+				return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrChallengeNo, Error: "challenge refused: challenge: wrong code"}, nil
 			}
 		}
 		if req.Command.ChangesState() {
@@ -88,6 +97,42 @@ type rig struct {
 	opFile   string
 	now      func() time.Time // nil: the clock
 	env      map[string]string
+	journal  *fakeJournal
+}
+
+// fakeJournal is the host's journal as far as the CLI sees it: each
+// request id runs once, and history lists what ran.
+type fakeJournal struct {
+	mu   sync.Mutex
+	m    map[uint64]vmsg.HistoryItem
+	runs int // actions run
+}
+
+func (j *fakeJournal) run(req *vmsg.Request) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if _, ok := j.m[req.ID]; ok {
+		return // a duplicate: answered from the journal, not run again
+	}
+	j.runs++
+	j.m[req.ID] = vmsg.HistoryItem{RequestID: req.ID, OK: true, State: "running", Executed: vmsg.Executed{Principal: req.Principal,
+		Command: req.Command, VM: req.VM, Via: client.ViaVMMI, TimeMs: time.Date(2026, 11, 29, 13, 30, 0, 0, time.UTC).UnixMilli()}}
+}
+
+func (j *fakeJournal) items() []vmsg.HistoryItem {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []vmsg.HistoryItem
+	for _, it := range j.m {
+		out = append(out, it)
+	}
+	return out
+}
+
+func (j *fakeJournal) count() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.runs
 }
 
 func newRig(t *testing.T) *rig {
@@ -108,8 +153,9 @@ func newRig(t *testing.T) *rig {
 	opFile := filepath.Join(dir, "alice.key")
 	os.WriteFile(opFile, []byte(k.URI()), 0o600)
 	r := &rig{dir: dir, inv: p, opSecret: k.Secret(), opFile: opFile}
-	r.vmmi = &clienttest.Fake{ChannelName: client.ViaVMMI, Latency: 3 * time.Millisecond, Handle: agent(r.opSecret)}
-	r.oob = &clienttest.Fake{ChannelName: client.ViaOOB, Latency: 41 * time.Millisecond, Handle: agent(r.opSecret)}
+	r.journal = &fakeJournal{m: map[uint64]vmsg.HistoryItem{}}
+	r.vmmi = &clienttest.Fake{ChannelName: client.ViaVMMI, Latency: 3 * time.Millisecond, Handle: agent(r.opSecret, r.journal)}
+	r.oob = &clienttest.Fake{ChannelName: client.ViaOOB, Latency: 41 * time.Millisecond, Handle: agent(r.opSecret, r.journal)}
 	return r
 }
 
@@ -144,6 +190,9 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--otp", "000000", "vm", "destroy", "h1", "db1"}, ExitUsage}, // never in argv (answer.go)
 		{[]string{"--otp-secret-file", r.opFile, "vm", "destroy", "h1", "db1"}, ExitOK},
 		{[]string{"--timeout", "200ms", "vm", "list", "dead"}, ExitUnreachable},
+		{[]string{"--timeout", "0s", "vm", "list", "h1"}, ExitUsage},
+		{[]string{"--timeout", "-1s", "vm", "list", "h1"}, ExitUsage},
+		{[]string{"--timeout", "300ms", "vm", "reboot", "h1", "slow1"}, ExitUnknown}, // delivered, answer lost
 		{[]string{"vm", "status", "h1", "nope"}, ExitNoVM},
 		{[]string{"vm", "start", "h1", "app1"}, ExitInterrupted},
 		{[]string{"--timeout", "200ms", "host", "status"}, ExitUnreachable}, // dead host
@@ -198,7 +247,7 @@ func TestInterruptedTellsTheTruth(t *testing.T) {
 	if code != ExitInterrupted {
 		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, ExitInterrupted, out, errs)
 	}
-	for _, want := range []string{"interrupted by an agent restart; app1 is now paused (starting up)", "outcome unknown: interrupted"} {
+	for _, want := range []string{"start was interrupted by an agent restart; app1 is now paused (starting up)", "outcome unknown: interrupted"} {
 		if !strings.Contains(errs, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, errs)
 		}

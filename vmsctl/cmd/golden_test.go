@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -41,6 +42,8 @@ func TestGolden(t *testing.T) {
 		{"alerts.yaml", []string{"-o", "yaml", "alerts", "h1"}},
 		{"watch.json", []string{"-o", "json", "watch", "--once", "h1"}},
 		{"history.json", []string{"-o", "json", "history", "h1"}},
+		{"result.json", []string{"-o", "json", "result", "h1", "0000000000001111"}},
+		{"result.txt", []string{"result", "h1", "0000000000001111"}},
 		{"host-status.txt", []string{"host", "status", "h1"}},
 		{"vm-start-meta.json", []string{"-o", "json", "--meta", "ticket=OPS-42", "--meta", "reason=", "vm", "start", "h1", "web1"}},
 	} {
@@ -115,3 +118,53 @@ func checkKeys(t *testing.T, out string) {
 		}
 	}
 }
+
+// TestErrorLinesGolden pins what a failed command says on stderr: each
+// thing once, the request id on every line about a request, and how to
+// look up an unknown outcome (testdata/errors.txt.golden; -update).
+func TestErrorLinesGolden(t *testing.T) {
+	var b strings.Builder
+	for _, args := range [][]string{
+		{"vm", "start", "h1", "secret"},
+		{"VMSCTL_OTP=000000", "vm", "destroy", "h1", "db1"},
+		{"vm", "status", "h1", "nope"},
+		{"vm", "start", "h1", "app1"},
+		{"--timeout", "100ms", "--via", "oob", "vm", "list", "dead"},
+		{"--timeout", "200ms", "--via", "oob", "vm", "reboot", "h1", "slow1"},
+		{"--timeout", "200ms", "vm", "list", "dead"},
+		{"--timeout", "200ms", "vm", "reboot", "h1", "slow1"},
+		{"--timeout", "0s", "vm", "list", "h1"},
+	} {
+		r := newRig(t)
+		shown := "vmsctl " + strings.Join(args, " ")
+		if k, v, ok := strings.Cut(args[0], "="); ok { // the environment, as a shell line shows it
+			r.env = map[string]string{k: v}
+			args = args[1:]
+			shown = args0(k, v) + " vmsctl " + strings.Join(args, " ")
+		}
+		code, _, errs := r.run(t, args...)
+		errs = errorRequestID.ReplaceAllString(logLine.ReplaceAllString(errs, ""), "REQUEST_ID")
+		fmt.Fprintf(&b, "$ %s\nexit %d\n%s\n", shown, code, errs)
+	}
+	got := b.String()
+	for _, l := range strings.Split(got, "\n") {
+		if strings.HasPrefix(l, "vmsctl: h1: ") && !strings.Contains(l, "request REQUEST_ID") {
+			t.Errorf("error line names no request id: %s", l)
+		}
+		for _, clause := range strings.Split(l, "; ") { // one clause per channel
+			for _, w := range strings.Split(clause, ": ") {
+				if w != "" && strings.Count(clause, ": "+w+": ") > 1 {
+					t.Errorf("line says %q twice: %s", w, l)
+				}
+			}
+		}
+	}
+	checkGolden(t, "errors.txt", got)
+}
+
+var (
+	errorRequestID = regexp.MustCompile(`\b[0-9a-f]{16}\b`)
+	logLine        = regexp.MustCompile(`(?m)^time=.*\n`) // --debug/warning logs, not error lines
+)
+
+func args0(k, v string) string { return k + "=" + v }

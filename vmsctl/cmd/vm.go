@@ -66,7 +66,7 @@ func (a *App) runVM(cmd *cobra.Command, host string, c vmsg.Command, vm string) 
 			if v.Reason != "" && v.Reason != v.State {
 				state += " (" + v.Reason + ")" // "paused (starting up)": libvirt is still at it
 			}
-			fmt.Fprintf(a.Err, "vmsctl: %s on %s was interrupted by an agent restart; %s is now %s\n", c, host, v.Name, state)
+			fmt.Fprintf(a.Err, "vmsctl: %s: request %016x: %s was interrupted by an agent restart; %s is now %s\n", host, res.RequestID, c, v.Name, state)
 		}
 	}
 	if err != nil {
