@@ -240,7 +240,7 @@ vms = ["*"]
 func TestGroups(t *testing.T) {
 	dir := t.TempDir()
 	writeSecret(t, dir, "ops@prod.totp", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n", 0o600) // "1234567890…"
-	writeSecret(t, dir, "ops@lab.totp", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n", 0o600) // "Hello!…"
+	writeSecret(t, dir, "ops@lab.totp", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n", 0o600)  // "Hello!…"
 	for _, tt := range []struct {
 		host, group, secret string
 	}{

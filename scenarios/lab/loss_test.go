@@ -351,7 +351,7 @@ type calls struct {
 	// BMC restart cannot explain them (every re-read is of a record the
 	// loop had read and whose acknowledgement the kill lost).
 	replaysUnseen int
-	other    int               // envelopes that were not requests
+	other         int // envelopes that were not requests
 }
 
 func newCalls() *calls {

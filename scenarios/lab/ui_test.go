@@ -76,7 +76,7 @@ var _ = Describe("Lab page", Lab, UI, Failover, Serial, Ordered, func() {
 		t0 := time.Now()
 		_, err := chromedp.Run(browser, chromedp.Navigate(url))
 		Expect(err).NotTo(HaveOccurred())
-		Eventually(text).WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).Should(
+		Eventually(text).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(
 			And(ContainSubstring("h1"), ContainSubstring("web1"), ContainSubstring("db1"), ContainSubstring("app1")))
 		GinkgoWriter.Printf("page showed h1 and its VMs %v after navigating\n", time.Since(t0).Round(time.Millisecond))
 		Eventually(text).WithTimeout(30 * time.Second).Should(MatchRegexp(`VMM-I UP`))
@@ -93,7 +93,7 @@ var _ = Describe("Lab page", Lab, UI, Failover, Serial, Ordered, func() {
 		MustLab(ctx, "exec", host, "--", "virsh", "start", "web1")
 		Eventually(func() (string, error) {
 			return chromedp.Run(browser, chromedp.Evaluate[string](`document.querySelector('#alerts tbody').innerText`))
-		}).WithTimeout(2*time.Minute).WithPolling(250*time.Millisecond).Should(
+		}).WithTimeout(2 * time.Minute).WithPolling(250 * time.Millisecond).Should(
 			And(ContainSubstring("web1"), ContainSubstring("unauthorized local change")))
 		press("Plug VMM-I h1")
 		Eventually(text).WithTimeout(time.Minute).Should(MatchRegexp(`VMM-I UP`))

@@ -186,7 +186,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"-o", "xml", "vm", "list", "h1"}, ExitUsage},
 		{[]string{"vm", "list", "nosuchhost"}, ExitUsage},
 		{[]string{"vm", "start", "h1", "secret"}, ExitRefused},
-		{[]string{"vm", "destroy", "h1", "db1"}, ExitChallenge}, // no code source, stdin not a terminal
+		{[]string{"vm", "destroy", "h1", "db1"}, ExitChallenge},                // no code source, stdin not a terminal
 		{[]string{"--otp", "000000", "vm", "destroy", "h1", "db1"}, ExitUsage}, // never in argv (answer.go)
 		{[]string{"--otp-secret-file", r.opFile, "vm", "destroy", "h1", "db1"}, ExitOK},
 		{[]string{"--timeout", "200ms", "vm", "list", "dead"}, ExitUnreachable},
