@@ -1,0 +1,242 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/ooblab/ooblab/hvagent/challenge"
+	"github.com/ooblab/ooblab/hvagent/journal"
+	"github.com/ooblab/ooblab/hvagent/policy"
+	"github.com/ooblab/ooblab/internal/ident"
+	"github.com/ooblab/ooblab/internal/vmsg"
+)
+
+// logMetaValue is the longest metadata value a log line carries whole.
+const logMetaValue = 64
+
+// logMetadata is m as request log lines show it: a value longer than
+// logMetaValue bytes is cut to its first bytes and its length. hvagent logs
+// to the guest's serial console, where a whole 16 KB value cost ~0.2 s of a
+// one-vCPU TCG guest per request (and its answer waited for it).
+func logMetadata(m map[string]string) map[string]string {
+	long := false
+	for _, v := range m {
+		long = long || len(v) > logMetaValue
+	}
+	if !long {
+		return m
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if len(v) > logMetaValue {
+			v = fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(v[:logMetaValue/2], ""), len(v))
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now time.Time) ([][]byte, error) {
+	log := a.log.With("via", via, "request_id", req.ID, "principal", req.Principal, "command", req.Command.String(), "vm", req.VM)
+	if len(req.Metadata) > 0 || req.OOBAddr != "" || req.VMMAddr != "" {
+		log = log.With("meta", logMetadata(req.Metadata), "vms_oob_i", req.OOBAddr, "vms_vmm_i", req.VMMAddr)
+	}
+	fp := fingerprint(req)
+
+	// Who sent it, before anything else: a forged principal learns nothing,
+	// not even a journaled reply, and claims no request id.
+	if err := a.checkSigner(ctx, req); err != nil {
+		log.Warn("request refused: its principal is not proven; someone holding the host key (or a stale VMS key) is sending it", "err", err)
+		return a.refuse(ctx, log, req, nil, via, vmsg.ErrDenied, fmt.Sprintf("%s: %v", ReasonDenied, err), err, now)
+	}
+
+	// One request id, one execution and one outcome: claim the id before
+	// any check. A duplicate of a request still being checked or run waits
+	// here (bounded) for its outcome; one that ran before gets the recorded
+	// reply, never a second run nor a second challenge, policy or replay
+	// check.
+	wctx, cancel := context.WithTimeout(ctx, a.cfg.DuplicateWait)
+	rec, claimed, err := a.cfg.Journal.BeginNote(wctx, req.ID, beginNote(req))
+	cancel()
+	switch {
+	case errors.Is(err, journal.ErrInterrupted):
+		return a.interrupted(ctx, log, req)
+	case errors.Is(err, journal.ErrInProgress):
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // the requester went away; nobody to answer
+		}
+		log.Info("duplicate of a request still running; answered in progress", "waited", a.cfg.DuplicateWait)
+		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInProgress,
+			Error: "this request id is still running on the host; ask again with the same id for its outcome"})
+	case err != nil:
+		log.Error("journal unavailable; request not run", "err", err)
+		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal, Error: "journal: " + err.Error()})
+	case !claimed:
+		return a.replay(log, req, fp, rec)
+	}
+
+	// Claimed: every way out below either records an outcome (Put) or
+	// releases the id (Abort) for a later attempt.
+	if req.IssuedMs != 0 {
+		if d := now.Sub(req.Issued()); d > a.cfg.MaxSkew || d < -a.cfg.MaxSkew {
+			log.Warn("request refused: issue time outside the allowed skew; check both clocks", "issued", req.Issued(), "skew", d)
+			a.abort(log, req.ID)
+			return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrStale,
+				Error: fmt.Sprintf("issue time %s is %s away from the host's clock (max %s)", req.Issued().UTC().Format(time.RFC3339), d.Round(time.Second), a.cfg.MaxSkew)})
+		}
+	}
+	action := req.Command.String()
+	vmName := req.VM
+	if req.Command == vmsg.CmdList || req.Command == vmsg.CmdPing || req.Command == vmsg.CmdHistory {
+		vmName = ""
+	} else if vmName == "" {
+		return a.record(log, req, fp, &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: action + " needs a VM name"})
+	}
+	d := a.policy().Decide(req.Principal, action, vmName)
+	switch d.Effect {
+	case policy.Allow:
+	case policy.NeedChallenge:
+		if req.Answer == nil {
+			// Not an outcome: the same id comes back with the answer, so
+			// the claim is released once the challenge exists.
+			ch, err := a.chal.Issue(req.ID, req.Principal, action, vmName, now)
+			a.abort(log, req.ID)
+			if err != nil {
+				reason := fmt.Sprintf("%s: %v", ReasonChallenge, err)
+				log.Warn("request refused: no challenge issued", "err", err)
+				return a.refuse(ctx, log, req, nil, via, vmsg.ErrChallengeNo, reason, err, now)
+			}
+			log.Info("protected VM: challenge sent, waiting for the registered user's code", "user", d.User, "expires", ch.Expiry)
+			return a.answer(&vmsg.Challenge{RequestID: req.ID, Nonce: ch.Nonce[:], ExpiresMs: ch.Expiry.UnixMilli(), VM: vmName, Command: req.Command})
+		}
+		var nonce [challenge.NonceSize]byte
+		copy(nonce[:], req.Answer.Nonce)
+		if err := a.chal.Verify(req.ID, req.Principal, action, vmName, nonce, req.Answer.Code, now); err != nil {
+			reason := fmt.Sprintf("%s: %v", ReasonChallenge, err)
+			log.Warn("request refused: challenge answer not accepted", "err", err)
+			return a.refuse(ctx, log, req, &fp, via, vmsg.ErrChallengeNo, reason, err, now)
+		}
+		log.Info("challenge answered by the registered user", "user", d.User)
+	default:
+		reason := fmt.Sprintf("%s: %s", ReasonDenied, d.Reason)
+		log.Warn("request refused by the authorization list", "reason", d.Reason)
+		return a.refuse(ctx, log, req, &fp, via, vmsg.ErrDenied, reason, nil, now)
+	}
+	if req.Command == vmsg.CmdHistory { // read-only, and not journaled itself
+		a.abort(log, req.ID)
+		return a.answer(a.history(req, via, now))
+	}
+	return a.execute(ctx, log, req, fp, via)
+}
+
+type peerKey struct{}
+
+// WithPeer tells HandleEnvelope that the envelope came over a connection
+// whose client certificate names principal (hvagent/vmmi): a request
+// claiming another principal is refused.
+func WithPeer(ctx context.Context, principal string) context.Context {
+	return context.WithValue(ctx, peerKey{}, principal)
+}
+
+// checkSigner verifies req's signature against the principal's keys in the
+// authorization list, and the connection's principal if there is one.
+func (a *Agent) checkSigner(ctx context.Context, req *vmsg.Request) error {
+	if peer, ok := ctx.Value(peerKey{}).(string); ok && peer != req.Principal {
+		return fmt.Errorf("signature: TLS client certificate is for %q, request claims %q", peer, req.Principal)
+	}
+	if _, err := ident.VerifyRequest(a.policy().Keys(req.Principal), a.hostID, req); err != nil {
+		return fmt.Errorf("signature: %w", err)
+	}
+	return nil
+}
+
+// abort releases a claimed id that got no outcome.
+func (a *Agent) abort(log *slog.Logger, id uint64) {
+	if err := a.cfg.Journal.Abort(id); err != nil {
+		log.Error("journal abort failed", "err", err)
+	}
+}
+
+// record journals rep as the outcome of req and answers it.
+func (a *Agent) record(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rep *vmsg.Reply) ([][]byte, error) {
+	_, body, err := vmsg.Encode(rep)
+	if err != nil {
+		a.abort(log, req.ID)
+		return nil, err
+	}
+	if err := a.cfg.Journal.Put(req.ID, joinRecord(fp, body)); err != nil {
+		log.Error("journal put failed", "err", err)
+		a.abort(log, req.ID)
+	}
+	return a.answer(rep)
+}
+
+// interrupted answers a request begun before a crash: its outcome is
+// unknown, so the VMS gets ErrInterrupted with the VM's state now, never a
+// second run and never "failed". Nothing is recorded: every retry reads the
+// state afresh.
+func (a *Agent) interrupted(ctx context.Context, log *slog.Logger, req *vmsg.Request) ([][]byte, error) {
+	rep := &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInterrupted,
+		Error: "the request began before an agent restart and its outcome is unknown; it was not run again; the VM's state is enclosed"}
+	host := a.cfg.Host
+	host.TimeMs = a.cfg.Now().UnixMilli()
+	rep.Host = &host
+	if req.VM != "" {
+		sctx, cancel := context.WithTimeout(ctx, a.cfg.ActionTimeout)
+		st, err := a.cfg.Hypervisor.Status(sctx, req.VM)
+		cancel()
+		if err == nil {
+			rep.VMs = []vmsg.VMState{vmState(st)}
+		} else {
+			rep.Error += fmt.Sprintf(" (state unavailable: %v)", err)
+		}
+	}
+	log.Warn("request begun before a restart; not run again, answered interrupted with the VM's state", "vms", rep.VMs)
+	return a.answer(rep)
+}
+
+func (a *Agent) replay(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rec []byte) ([][]byte, error) {
+	gotFP, body, ok := splitRecord(rec)
+	if !ok {
+		log.Error("journal record unreadable; answering an internal error", "len", len(rec))
+		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal, Error: "journal record for this request id is unreadable"})
+	}
+	if gotFP != fp {
+		log.Warn("request id reused for a different request; refused")
+		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: "request id already used for a different request"})
+	}
+	log.Info("duplicate request id: answered from the journal, not run again")
+	env, err := a.sealer.Seal(vmsg.KindReply, randID(), body, a.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	return [][]byte{env}, nil
+}
+
+// Journal record: SHA-256 of the request's identity, then the reply body.
+const fpLen = sha256.Size
+
+func fingerprint(r *vmsg.Request) [fpLen]byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d\x00%s\x00%s", r.Command, r.Principal, r.VM)
+	var fp [fpLen]byte
+	h.Sum(fp[:0])
+	return fp
+}
+
+func joinRecord(fp [fpLen]byte, body []byte) []byte {
+	return append(fp[:len(fp):len(fp)], body...)
+}
+
+func splitRecord(rec []byte) (fp [fpLen]byte, body []byte, ok bool) {
+	if len(rec) < fpLen {
+		return fp, nil, false
+	}
+	copy(fp[:], rec)
+	return fp, rec[fpLen:], true
+}
