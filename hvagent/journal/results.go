@@ -33,12 +33,12 @@ func (j *Journal) Interrupted() []Result {
 // each one still within the TTL that keep accepts, once per id. The caller
 // holds j.mu.
 func (j *Journal) collect(keep func(id uint64, e *entry) bool) []Result {
-	cut := j.opt.Now().Add(-j.opt.TTL)
+	now := j.opt.Mono()
 	seen := make(map[uint64]bool, len(j.entries))
 	var out []Result
 	for _, id := range j.order {
 		e, ok := j.entries[id]
-		if !ok || seen[id] || e.at.Before(cut) || !keep(id, e) {
+		if !ok || seen[id] || e.exp <= now || !keep(id, e) {
 			continue
 		}
 		seen[id] = true
