@@ -25,6 +25,8 @@ const (
 	ReasonLocal = "unauthorized local change"
 	ReasonGuest = "guest-initiated"
 	ReasonCrash = "crash"
+	// The request journal cannot write: state changes are refused.
+	ReasonJournal = "journal unwritable"
 )
 
 // Class numbers for the alert classes (first byte of the SEL OEM data).
@@ -37,6 +39,7 @@ const (
 	ClassLocal     byte = 0x05
 	ClassGuest     byte = 0x06
 	ClassCrash     byte = 0x07
+	ClassJournal   byte = 0x08
 )
 
 // Class maps an alert's reason to its class number.
@@ -45,7 +48,7 @@ func Class(a alert.Alert) byte {
 		p string
 		c byte
 	}{{ReasonDenied, ClassDenied}, {ReasonChallenge, ClassChallenge}, {ReasonEnvelope, ClassEnvelope}, {ReasonReplay, ClassReplay},
-		{ReasonLocal, ClassLocal}, {ReasonGuest, ClassGuest}, {ReasonCrash, ClassCrash}} {
+		{ReasonLocal, ClassLocal}, {ReasonGuest, ClassGuest}, {ReasonCrash, ClassCrash}, {ReasonJournal, ClassJournal}} {
 		if len(a.Reason) >= len(c.p) && a.Reason[:len(c.p)] == c.p {
 			return c.c
 		}
@@ -79,13 +82,8 @@ func (a *Agent) refuse(ctx context.Context, log *slog.Logger, req *vmsg.Request,
 	al := alert.Alert{Time: now, Host: a.hostID, Principal: req.Principal, VM: req.VM,
 		Action: req.Command.String(), Reason: reason, RequestID: req.ID, Users: a.policy().AlertUsers()}
 	rep := &vmsg.Reply{RequestID: req.ID, Code: code, Error: reason}
-	if fp != nil {
-		if _, body, err := vmsg.Encode(rep); err != nil {
-			a.abort(log, req.ID)
-		} else if err := a.cfg.Journal.Put(req.ID, joinRecord(*fp, body)); err != nil {
-			log.Error("journal put failed", "err", err)
-			a.abort(log, req.ID)
-		}
+	if fp != nil && req.Command.ChangesState() {
+		a.put(ctx, log, req, *fp, rep)
 	}
 	out, err := a.answer(rep)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ooblab/ooblab/hvagent/journal"
@@ -13,17 +14,24 @@ import (
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
-// execute runs a claimed request. The action runs to its end under its own
-// deadline (ActionTimeout), detached from ctx: a requester that goes away
-// (connection closed, loop cancelled, SIGTERM) does not cut it, and its real
-// outcome is journalled for the retry.
+// execute runs an authorized request. A state change runs detached from
+// ctx, with no deadline of the agent's: libvirt's call ends when libvirt
+// ends it (a requester that goes away, a connection closed or a SIGTERM
+// does not cut it), and the outcome libvirt gives is journalled, however
+// late, for the retry. The requester waits at most ActionTimeout; an
+// action still running then is answered ErrInProgress ("still running"),
+// and a retry waits for (or is told again) the same. A read runs under
+// ActionTimeout and is not journalled.
 func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, via string) ([][]byte, error) {
 	type result struct {
 		env [][]byte
 		err error
 	}
+	state := req.Command.ChangesState()
 	done := make(chan result, 1)
-	if req.Command.ChangesState() {
+	var late atomic.Bool
+	start := time.Now()
+	if state {
 		// The point of no return: from here the action runs to its end
 		// and its outcome is journalled, whatever happens to the requester.
 		log.Info("action begun")
@@ -31,49 +39,86 @@ func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request
 	a.actions.Add(1)
 	go func() {
 		defer a.actions.Done()
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ActionTimeout)
-		defer cancel()
-		rep := a.run(actx, log, req)
+		rep := a.run(context.WithoutCancel(ctx), log, req)
 		a.executions.Add(1)
-		if req.Command.ChangesState() { // what history lists; list/status replies stay small on the OOB-I
+		if state { // what history lists; list/status replies stay small on the OOB-I
 			rep.Executed = executed(req, via, a.cfg.Now())
+			a.put(ctx, log, req, fp, rep)
+			if late.Load() {
+				log.Info("long action ended; its real outcome is journalled for the retry", "ok", rep.OK, "code", rep.Code, "took", time.Since(start))
+			}
 		}
-		kind, body, err := vmsg.Encode(rep)
-		if err != nil {
-			a.abort(log, req.ID)
-			done <- result{err: err}
-			return
-		}
-		if err := a.cfg.Journal.Put(req.ID, joinRecord(fp, body)); err != nil {
-			// The action ran; the VMS gets its answer, but a retry could run
-			// it again. Tell the operator.
-			log.Error("journal put failed after the action ran; a retry of this request id may run it again", "err", err)
-			a.abort(log, req.ID)
-		}
-		env, err := a.sealer.Seal(kind, randID(), body, a.cfg.Now())
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		done <- result{env: [][]byte{env}}
+		env, err := a.answer(rep)
+		done <- result{env, err}
 	}()
+	var slow <-chan time.Time
+	if state {
+		t := time.NewTimer(a.cfg.ActionTimeout)
+		defer t.Stop()
+		slow = t.C
+	}
 	select {
 	case r := <-done:
 		return r.env, r.err
 	case <-ctx.Done():
 		log.Warn("requester went away while the action runs; it runs to its end and its outcome is journalled for a retry of this request id")
 		return nil, ctx.Err()
+	case <-slow:
+		late.Store(true)
+		log.Warn("action still running in libvirt after the action timeout; answered still running; its real outcome is journalled when libvirt gives it", "waited", a.cfg.ActionTimeout)
+		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInProgress,
+			Error: fmt.Sprintf("still running on the host after %s (libvirt has not finished it); ask again with the same request id for its outcome", a.cfg.ActionTimeout)})
 	}
 }
 
-// beginNote is what a claim records about a state change ("start app1"),
-// so an agent restarted after a crash knows what may still be under way
-// (InterruptedActions).
-func beginNote(req *vmsg.Request) []byte {
+// A claim's note says what was begun, so an agent restarted after a crash
+// knows what may still be under way (InterruptedActions) and history can
+// show it: "start app1", then a line with the principal and one with the
+// channel (notes of older agents have the first line only).
+func beginNote(req *vmsg.Request, via string) []byte {
 	if !req.Command.ChangesState() || req.VM == "" {
 		return nil
 	}
-	return []byte(req.Command.String() + " " + req.VM)
+	return []byte(req.Command.String() + " " + req.VM + "\n" + req.Principal + "\n" + via)
+}
+
+// note is a parsed claim note.
+type note struct {
+	cmd                vmsg.Command
+	vm, principal, via string
+	at                 time.Time // when it was begun
+}
+
+func parseNote(b []byte, at time.Time) (note, bool) {
+	lines := strings.Split(string(b), "\n")
+	name, vm, ok := strings.Cut(lines[0], " ")
+	if !ok || vm == "" {
+		return note{}, false
+	}
+	c, err := vmsg.ParseCommand(name)
+	if err != nil || !c.ChangesState() {
+		return note{}, false
+	}
+	n := note{cmd: c, vm: vm, at: at}
+	if len(lines) >= 3 {
+		n.principal, n.via = lines[1], lines[2]
+	}
+	return n, true
+}
+
+// matches says req is the request the note was written for.
+func (n note) matches(req *vmsg.Request) bool {
+	return n.cmd == req.Command && n.vm == req.VM && n.principal == req.Principal
+}
+
+// noteOf is the note of id, begun and not finished.
+func (a *Agent) noteOf(id uint64) (note, bool) {
+	for _, r := range a.cfg.Journal.Interrupted() {
+		if r.ID == id {
+			return parseNote(r.Data, r.At)
+		}
+	}
+	return note{}, false
 }
 
 // Interrupted is a state change a previous agent process began and never
@@ -90,27 +135,27 @@ type Interrupted struct {
 func InterruptedActions(j *journal.Journal) []Interrupted {
 	var out []Interrupted
 	for _, r := range j.Interrupted() {
-		name, vm, ok := strings.Cut(string(r.Data), " ")
-		if !ok || vm == "" {
+		n, ok := parseNote(r.Data, r.At)
+		if !ok {
 			continue
 		}
-		c, err := vmsg.ParseCommand(name)
+		act, err := actionOf(n.cmd)
 		if err != nil {
 			continue
 		}
-		act, err := actionOf(c)
-		if err != nil {
-			continue
-		}
-		out = append(out, Interrupted{RequestID: r.ID, At: r.At, Action: act, VM: vm})
+		out = append(out, Interrupted{RequestID: r.ID, At: r.At, Action: act, VM: n.vm})
 	}
 	return out
 }
 
 // run executes an authorized request on the hypervisor.
+// A read runs under ActionTimeout; a state change until libvirt ends it.
 func (a *Agent) run(ctx context.Context, log *slog.Logger, req *vmsg.Request) *vmsg.Reply {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.ActionTimeout)
-	defer cancel()
+	if !req.Command.ChangesState() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.cfg.ActionTimeout)
+		defer cancel()
+	}
 	host := a.cfg.Host
 	host.TimeMs = a.cfg.Now().UnixMilli()
 	rep := &vmsg.Reply{RequestID: req.ID, Host: &host}

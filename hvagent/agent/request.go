@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ooblab/ooblab/hvagent/alert"
 	"github.com/ooblab/ooblab/hvagent/challenge"
 	"github.com/ooblab/ooblab/hvagent/journal"
 	"github.com/ooblab/ooblab/hvagent/policy"
@@ -55,37 +56,27 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 		return a.refuse(ctx, log, req, nil, via, vmsg.ErrDenied, fmt.Sprintf("%s: %v", ReasonDenied, err), err, now)
 	}
 
-	// One request id, one execution and one outcome: claim the id before
-	// any check. A duplicate of a request still being checked or run waits
-	// here (bounded) for its outcome; one that ran before gets the recorded
-	// reply, never a second run nor a second challenge, policy or replay
-	// check.
-	wctx, cancel := context.WithTimeout(ctx, a.cfg.DuplicateWait)
-	rec, claimed, err := a.cfg.Journal.BeginNote(wctx, req.ID, beginNote(req))
-	cancel()
-	switch {
-	case errors.Is(err, journal.ErrInterrupted):
-		return a.interrupted(ctx, log, req)
-	case errors.Is(err, journal.ErrInProgress):
-		if ctx.Err() != nil {
-			return nil, ctx.Err() // the requester went away; nobody to answer
+	// One request id, one execution and one outcome: a state change claims
+	// its id before any check. A duplicate of a request still being checked
+	// or run waits here (bounded) for its outcome; one that ran before gets
+	// the recorded reply, never a second run nor a second challenge, policy
+	// or replay check. Reads (ping, list, status, history) claim nothing: a
+	// VMS polling them never takes the journal's room or disk; a read
+	// whose id the journal holds is answered from it.
+	if req.Command.ChangesState() {
+		if out, done, err := a.claim(ctx, log, req, fp, via, now); done {
+			return out, err
 		}
-		log.Info("duplicate of a request still running; answered in progress", "waited", a.cfg.DuplicateWait)
-		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInProgress,
-			Error: "this request id is still running on the host; ask again with the same id for its outcome"})
-	case err != nil:
-		log.Error("journal unavailable; request not run", "err", err)
-		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal, Error: "journal: " + err.Error()})
-	case !claimed:
+	} else if rec, ok := a.cfg.Journal.Get(req.ID); ok {
 		return a.replay(log, req, fp, rec)
 	}
 
-	// Claimed: every way out below either records an outcome (Put) or
-	// releases the id (Abort) for a later attempt.
+	// Claimed (a state change): every way out below either records an
+	// outcome (Put) or releases the id (Abort) for a later attempt.
 	if req.IssuedMs != 0 {
 		if d := now.Sub(req.Issued()); d > a.cfg.MaxSkew || d < -a.cfg.MaxSkew {
 			log.Warn("request refused: issue time outside the allowed skew; check both clocks", "issued", req.Issued(), "skew", d)
-			a.abort(log, req.ID)
+			a.abort(log, req)
 			return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrStale,
 				Error: fmt.Sprintf("issue time %s is %s away from the host's clock (max %s)", req.Issued().UTC().Format(time.RFC3339), d.Round(time.Second), a.cfg.MaxSkew)})
 		}
@@ -95,7 +86,7 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 	if req.Command == vmsg.CmdList || req.Command == vmsg.CmdPing || req.Command == vmsg.CmdHistory {
 		vmName = ""
 	} else if vmName == "" {
-		return a.record(log, req, fp, &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: action + " needs a VM name"})
+		return a.record(ctx, log, req, fp, &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: action + " needs a VM name"})
 	}
 	d := a.policy().Decide(req.Principal, action, vmName)
 	switch d.Effect {
@@ -105,7 +96,7 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 			// Not an outcome: the same id comes back with the answer, so
 			// the claim is released once the challenge exists.
 			ch, err := a.chal.Issue(req.ID, req.Principal, action, vmName, now)
-			a.abort(log, req.ID)
+			a.abort(log, req)
 			if err != nil {
 				reason := fmt.Sprintf("%s: %v", ReasonChallenge, err)
 				log.Warn("request refused: no challenge issued", "err", err)
@@ -128,7 +119,6 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 		return a.refuse(ctx, log, req, &fp, via, vmsg.ErrDenied, reason, nil, now)
 	}
 	if req.Command == vmsg.CmdHistory { // read-only, and not journaled itself
-		a.abort(log, req.ID)
 		return a.answer(a.history(req, via, now))
 	}
 	return a.execute(ctx, log, req, fp, via)
@@ -155,34 +145,107 @@ func (a *Agent) checkSigner(ctx context.Context, req *vmsg.Request) error {
 	return nil
 }
 
-// abort releases a claimed id that got no outcome.
-func (a *Agent) abort(log *slog.Logger, id uint64) {
-	if err := a.cfg.Journal.Abort(id); err != nil {
+// claim claims req's id in the journal. done says the request is
+// answered (out, err): done before, still running, interrupted, or the
+// journal cannot take it.
+func (a *Agent) claim(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, via string, now time.Time) (out [][]byte, done bool, err error) {
+	wctx, cancel := context.WithTimeout(ctx, a.cfg.DuplicateWait)
+	rec, claimed, err := a.cfg.Journal.BeginNote(wctx, req.ID, beginNote(req, via))
+	cancel()
+	switch {
+	case errors.Is(err, journal.ErrInterrupted):
+		out, err = a.interrupted(ctx, log, req)
+	case errors.Is(err, journal.ErrInProgress):
+		if ctx.Err() != nil {
+			return nil, true, ctx.Err() // the requester went away; nobody to answer
+		}
+		log.Info("duplicate of a request still running; answered in progress", "waited", a.cfg.DuplicateWait)
+		out, err = a.inProgress(req)
+	case err != nil:
+		out, err = a.journalFailed(ctx, log, req, err, now)
+	case !claimed:
+		out, err = a.replay(log, req, fp, rec)
+	default:
+		return nil, false, nil
+	}
+	return out, true, err
+}
+
+func (a *Agent) inProgress(req *vmsg.Request) ([][]byte, error) {
+	return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInProgress,
+		Error: "this request id is still running on the host; ask again with the same id for its outcome"})
+}
+
+// journalFailed answers a state change the journal cannot take (it cannot
+// write: disk full, I/O error; or it is full): the agent does not run
+// what it could not record, and says so loudly (log, alert, answer).
+func (a *Agent) journalFailed(ctx context.Context, log *slog.Logger, req *vmsg.Request, err error, now time.Time) ([][]byte, error) {
+	log.Error("journal cannot take this request; state changes are refused until it can (free the disk or fix the I/O error; reads are still answered)", "err", err)
+	a.journalAlert(ctx, req, "state changes refused: "+err.Error(), now)
+	return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal,
+		Error: "not run: the host's request journal cannot record it (" + err.Error() + "); state changes are refused until it can"})
+}
+
+// putFailed reports an outcome the journal could not record: the id stays
+// begun, so a retry is answered "interrupted" (outcome unknown) with the
+// VM's state, never run again.
+func (a *Agent) putFailed(ctx context.Context, log *slog.Logger, req *vmsg.Request, err error) {
+	log.Error("journal could not record this outcome; a retry of this request id is answered interrupted (not run again); state changes are refused until the journal can write", "err", err)
+	a.journalAlert(ctx, req, "outcome not recorded: "+err.Error(), a.cfg.Now())
+}
+
+// journalAlert alerts a journal failure, at most RefusalAlertsPerMinute a
+// minute (the repeats are counted in the next one).
+func (a *Agent) journalAlert(ctx context.Context, req *vmsg.Request, what string, now time.Time) {
+	al := alert.Alert{Time: now, Host: a.hostID, Principal: req.Principal, VM: req.VM, Action: req.Command.String(),
+		Reason: ReasonJournal + ": " + what, RequestID: req.ID, Users: a.policy().AlertUsers()}
+	if ok, suppressed := a.admit("journal", now, false); ok {
+		if suppressed > 0 {
+			al.Reason += fmt.Sprintf(" (and %d more not alerted one by one)", suppressed)
+		}
+		a.sendAlert(ctx, al, true)
+	}
+}
+
+// abort releases a claimed id that got no outcome (reads claim none).
+func (a *Agent) abort(log *slog.Logger, req *vmsg.Request) {
+	if !req.Command.ChangesState() {
+		return
+	}
+	if err := a.cfg.Journal.Abort(req.ID); err != nil {
 		log.Error("journal abort failed", "err", err)
 	}
 }
 
-// record journals rep as the outcome of req and answers it.
-func (a *Agent) record(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rep *vmsg.Reply) ([][]byte, error) {
-	_, body, err := vmsg.Encode(rep)
-	if err != nil {
-		a.abort(log, req.ID)
-		return nil, err
-	}
-	if err := a.cfg.Journal.Put(req.ID, joinRecord(fp, body)); err != nil {
-		log.Error("journal put failed", "err", err)
-		a.abort(log, req.ID)
+// record journals rep as the outcome of req (a state change) and answers
+// it.
+func (a *Agent) record(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rep *vmsg.Reply) ([][]byte, error) {
+	if req.Command.ChangesState() {
+		a.put(ctx, log, req, fp, rep)
 	}
 	return a.answer(rep)
 }
 
-// interrupted answers a request begun before a crash: its outcome is
-// unknown, so the VMS gets ErrInterrupted with the VM's state now, never a
-// second run and never "failed". Nothing is recorded: every retry reads the
-// state afresh.
+// put journals rep as the outcome of the claimed req.
+func (a *Agent) put(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rep *vmsg.Reply) {
+	_, body, err := vmsg.Encode(rep)
+	if err != nil { // cannot happen for a Reply we built; record that much
+		log.Error("reply does not encode; journalling an internal error as the outcome", "err", err)
+		_, body, _ = vmsg.Encode(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal, Error: "reply did not encode: " + err.Error()})
+	}
+	if err := a.cfg.Journal.Put(req.ID, joinRecord(fp, body)); err != nil {
+		a.putFailed(ctx, log, req, err)
+	}
+}
+
+// interrupted answers a request whose outcome the journal does not know:
+// begun before a crash, or its outcome could not be written. The VMS gets
+// ErrInterrupted with the VM's state now, never a second run and never
+// "failed"; when the journal holds the original request (its note), that
+// answer is journalled as how it resolved, so history shows it.
 func (a *Agent) interrupted(ctx context.Context, log *slog.Logger, req *vmsg.Request) ([][]byte, error) {
 	rep := &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInterrupted,
-		Error: "the request began before an agent restart and its outcome is unknown; it was not run again; the VM's state is enclosed"}
+		Error: "the request began before an agent restart (or its outcome could not be recorded) and its outcome is unknown; it was not run again; the VM's state is enclosed"}
 	host := a.cfg.Host
 	host.TimeMs = a.cfg.Now().UnixMilli()
 	rep.Host = &host
@@ -196,7 +259,15 @@ func (a *Agent) interrupted(ctx context.Context, log *slog.Logger, req *vmsg.Req
 			rep.Error += fmt.Sprintf(" (state unavailable: %v)", err)
 		}
 	}
-	log.Warn("request begun before a restart; not run again, answered interrupted with the VM's state", "vms", rep.VMs)
+	if n, ok := a.noteOf(req.ID); ok && len(rep.VMs) == 1 && n.matches(req) {
+		rep.Executed = executed(req, n.via, n.at)
+		if _, body, err := vmsg.Encode(rep); err == nil {
+			if err := a.cfg.Journal.Put(req.ID, joinRecord(fingerprint(req), body)); err != nil {
+				log.Error("journal could not record how an interrupted request resolved", "err", err)
+			}
+		}
+	}
+	log.Warn("request's outcome unknown (begun before a restart); not run again, answered interrupted with the VM's state", "vms", rep.VMs)
 	return a.answer(rep)
 }
 

@@ -17,15 +17,27 @@ func (j *Journal) Results() []Result {
 	return j.collect(func(_ uint64, e *entry) bool { return e.kind == kindResult })
 }
 
-// Interrupted returns the ids begun before this journal was opened and
-// never finished (a crash cut them), oldest first, with the note each was
-// begun with and the time it was begun.
+// Interrupted returns the ids begun and never finished whose outcome the
+// journal does not know: begun before this journal was opened (a crash cut
+// them) or whose result could not be written. Oldest first, with the note
+// each was begun with and the time it was begun.
 func (j *Journal) Interrupted() []Result {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.collect(func(id uint64, e *entry) bool {
 		_, busy := j.inflight[id]
 		return e.kind == kindBegun && !busy
+	})
+}
+
+// Running returns the ids claimed in this process and not yet finished
+// (the actions under way), oldest first, with their notes.
+func (j *Journal) Running() []Result {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.collect(func(id uint64, e *entry) bool {
+		_, busy := j.inflight[id]
+		return e.kind == kindBegun && busy
 	})
 }
 
