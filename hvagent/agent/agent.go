@@ -13,13 +13,16 @@
 //	and on the VMM-I the TLS client certificate's principal (WithPeer)
 //	  └─ missing, bad, someone else's → Reply ErrDenied + Alert (nothing
 //	     journalled: a forged request cannot take a request id)
-//	journal.Begin(request id): one request id, one outcome
+//	journal.Begin(request id), state changes only (a read whose id the
+//	journal holds is answered from it; reads claim nothing):
+//	one request id, one outcome
 //	  done before          → the recorded reply, resealed (no check, no run)
 //	  running or checked   → wait (DuplicateWait) for its outcome, then as
 //	  by another copy        above; still running → Reply ErrInProgress
 //	  begun before a crash → Reply ErrInterrupted with the VM's state now
 //	                         (the claim's note, "start app1", tells a
 //	                         restarted agent what may still be under way)
+//	  journal cannot write → Reply ErrInternal + Alert, not run
 //	  new: claimed ↓
 //	issue time outside ±MaxSkew → Reply ErrStale (claim released)
 //	policy.Decide(principal, command, vm)
@@ -30,10 +33,12 @@
 //	                  answer right: run; wrong, reused, expired, unknown or
 //	                  locked out: Reply ErrChallengeNo (journalled) + Alert
 //	  Allow         → run
-//	run: "action begun" (a state change), detached from the requester,
-//	     under ActionTimeout: virt action →
+//	run: "action begun" (a state change), detached from the requester and
+//	     with no deadline of the agent's (libvirt ends it): virt action →
 //	     Reply with the resulting state(s) and host info → journal.Put →
-//	     answer (if the requester is still there; else the retry gets it)
+//	     answer (if the requester is still there; else the retry gets it);
+//	     still running after ActionTimeout → Reply ErrInProgress, and the
+//	     real outcome is journalled when libvirt gives it
 //
 // Every answer is sealed with the host key (kind Reply, Challenge or Alert)
 // under a fresh random message id. The journal stores, per request id, a
@@ -103,8 +108,9 @@ type Config struct {
 	// MaxSkew bounds |now − request issue time| (default 5 min; the
 	// envelope's own T±1 window is ~90 s).
 	MaxSkew time.Duration
-	// ActionTimeout bounds one action, which runs detached from its
-	// requester (default 60 s).
+	// ActionTimeout bounds a read, and how long the requester of a state
+	// change waits before it is answered "still running" (default 60 s);
+	// the state change itself runs, detached, until libvirt ends it.
 	ActionTimeout time.Duration
 	// DuplicateWait bounds how long a duplicate of a request still running
 	// waits for its outcome before it is answered ErrInProgress (default
