@@ -76,7 +76,7 @@ type Config struct {
 	// requests already read (default 30 s); then their handlers' context
 	// ends.
 	DrainTimeout time.Duration
-	Logger            *slog.Logger
+	Logger       *slog.Logger
 }
 
 // Server is the VMM-I listener.
