@@ -72,11 +72,8 @@ type Config struct {
 	HandshakeTimeout  time.Duration // default 10 s
 	IdleTimeout       time.Duration // between frames, default 2 min
 	WriteTimeout      time.Duration // per answer frame, default 30 s
-	// DrainTimeout bounds how long a shutdown waits for the answers to the
-	// requests already read (default 30 s); then their handlers' context
-	// ends.
-	DrainTimeout time.Duration
-	Logger       *slog.Logger
+	DrainTimeout      time.Duration // shutdown: answers to requests already read, default 30 s
+	Logger            *slog.Logger
 }
 
 // Server is the VMM-I listener.
