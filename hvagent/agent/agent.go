@@ -150,6 +150,7 @@ type Agent struct {
 	pol    atomic.Pointer[policy.Policy]
 	log    *slog.Logger
 
+	reads      *readCache     // recent reads' answers (reads.go)
 	actions    sync.WaitGroup // actions and alert deliveries running
 	executions atomic.Uint64
 	alertSlots chan struct{}
@@ -226,6 +227,7 @@ func New(cfg Config) (*Agent, error) {
 		slots:      make(chan struct{}, cfg.MaxConcurrent),
 		byID:       map[uint64]*Job{},
 		lanes:      map[string]chan struct{}{},
+		reads:      newReadCache(readWindowSkews * cfg.MaxSkew),
 	}
 	a.pol.Store(cfg.Policy)
 	a.chal = cfg.Challenger

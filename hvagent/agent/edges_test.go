@@ -230,3 +230,27 @@ func TestBootStartJournalled(t *testing.T) {
 		t.Fatalf("history = %+v", h.History)
 	}
 }
+
+// A retried read (its answer lost) is answered as before from memory:
+// libvirt is asked once per request id, and the journal holds nothing.
+func TestDuplicateReadAnsweredOnce(t *testing.T) {
+	b := newBench(t)
+	r := req("monitor", vmsg.CmdStatus, "web1")
+	if rep := b.reply(r); !rep.OK || rep.VMs[0].State != "shut off" {
+		t.Fatalf("status: %+v", rep)
+	}
+	if _, err := b.hv.Hypervisor.Start(context.Background(), "web1"); err != nil {
+		t.Fatal(err)
+	}
+	if rep := b.reply(r); !rep.OK || rep.VMs[0].State != "shut off" || !strings.Contains(b.logs.String(), "duplicate read") {
+		t.Fatalf("retry of a read: %+v, want the first answer", rep)
+	}
+	other := *r
+	other.Command = vmsg.CmdList
+	if rep := b.reply(&other); rep.Code != vmsg.ErrBadRequest {
+		t.Fatalf("read id reused for another read: %+v", rep)
+	}
+	if n := b.j.Len(); n != 0 {
+		t.Fatalf("journal holds %d ids after reads", n)
+	}
+}

@@ -47,6 +47,8 @@ func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request
 			if late.Load() {
 				log.Info("long action ended; its real outcome is journalled for the retry", "ok", rep.OK, "code", rep.Code, "took", time.Since(start))
 			}
+		} else if _, body, err := vmsg.Encode(rep); err == nil {
+			a.reads.put(req.ID, body)
 		}
 		env, err := a.answer(rep)
 		done <- result{env, err}

@@ -69,6 +69,11 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 		}
 	} else if rec, ok := a.cfg.Journal.Get(req.ID); ok {
 		return a.replay(log, req, fp, rec)
+	} else {
+		if out, done, err := a.claimRead(ctx, log, req, fp); done {
+			return out, err
+		}
+		defer a.reads.release(req.ID) // unless answered (reads.go)
 	}
 
 	// Claimed (a state change): every way out below either records an
@@ -165,6 +170,30 @@ func (a *Agent) claim(ctx context.Context, log *slog.Logger, req *vmsg.Request, 
 		out, err = a.journalFailed(ctx, log, req, err, now)
 	case !claimed:
 		out, err = a.replay(log, req, fp, rec)
+	default:
+		return nil, false, nil
+	}
+	return out, true, err
+}
+
+// claimRead claims a read's id in memory (reads.go). done says the
+// request is answered: as before, still running, or the id is reused.
+func (a *Agent) claimRead(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte) (out [][]byte, done bool, err error) {
+	wctx, cancel := context.WithTimeout(ctx, a.cfg.DuplicateWait)
+	body, claimed, err := a.reads.begin(wctx, req.ID, fp)
+	cancel()
+	switch {
+	case errors.Is(err, errReadReused):
+		log.Warn("request id reused for a different request; refused")
+		out, err = a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: errReadReused.Error()})
+	case err != nil:
+		if ctx.Err() != nil {
+			return nil, true, ctx.Err()
+		}
+		out, err = a.inProgress(req)
+	case !claimed:
+		log.Info("duplicate read: answered as before, libvirt not asked again")
+		out, err = a.reseal(body)
 	default:
 		return nil, false, nil
 	}
@@ -282,6 +311,11 @@ func (a *Agent) replay(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rec 
 		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: "request id already used for a different request"})
 	}
 	log.Info("duplicate request id: answered from the journal, not run again")
+	return a.reseal(body)
+}
+
+// reseal seals a recorded reply body anew (fresh message id and time).
+func (a *Agent) reseal(body []byte) ([][]byte, error) {
 	env, err := a.sealer.Seal(vmsg.KindReply, randID(), body, a.cfg.Now())
 	if err != nil {
 		return nil, err
