@@ -55,7 +55,8 @@
 // Files: agent.go (Config, New, sealing, shutdown), gate.go (the
 // concurrency gate), request.go (the request path above, up to the run),
 // execute.go (the run on the hypervisor and its journalling), alerts.go
-// (refusals, alert classes, caps and delivery), history.go.
+// (refusals, alert classes, caps and delivery), reads.go (recent reads'
+// answers, in memory), boot.go (journalled boot-time starts), history.go.
 package agent
 
 import (

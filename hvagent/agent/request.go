@@ -93,6 +93,19 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 	} else if vmName == "" {
 		return a.record(ctx, log, req, fp, &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: action + " needs a VM name"})
 	}
+	if out, done, err := a.authorize(ctx, log, req, fp, via, action, vmName, now); done {
+		return out, err
+	}
+	if req.Command == vmsg.CmdHistory { // read-only, and not journaled itself
+		return a.answer(a.history(req, via, now))
+	}
+	return a.execute(ctx, log, req, fp, via)
+}
+
+// authorize applies the authorization list (and a protected VM's
+// challenge) to req. done says the request is answered: refused, or a
+// challenge sent; otherwise it may run.
+func (a *Agent) authorize(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, via, action, vmName string, now time.Time) (out [][]byte, done bool, err error) {
 	d := a.policy().Decide(req.Principal, action, vmName)
 	switch d.Effect {
 	case policy.Allow:
@@ -105,28 +118,29 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 			if err != nil {
 				reason := fmt.Sprintf("%s: %v", ReasonChallenge, err)
 				log.Warn("request refused: no challenge issued", "err", err)
-				return a.refuse(ctx, log, req, nil, via, vmsg.ErrChallengeNo, reason, err, now)
+				out, err := a.refuse(ctx, log, req, nil, via, vmsg.ErrChallengeNo, reason, err, now)
+				return out, true, err
 			}
 			log.Info("protected VM: challenge sent, waiting for the registered user's code", "user", d.User, "expires", ch.Expiry)
-			return a.answer(&vmsg.Challenge{RequestID: req.ID, Nonce: ch.Nonce[:], ExpiresMs: ch.Expiry.UnixMilli(), VM: vmName, Command: req.Command})
+			out, err := a.answer(&vmsg.Challenge{RequestID: req.ID, Nonce: ch.Nonce[:], ExpiresMs: ch.Expiry.UnixMilli(), VM: vmName, Command: req.Command})
+			return out, true, err
 		}
 		var nonce [challenge.NonceSize]byte
 		copy(nonce[:], req.Answer.Nonce)
 		if err := a.chal.Verify(req.ID, req.Principal, action, vmName, nonce, req.Answer.Code, now); err != nil {
 			reason := fmt.Sprintf("%s: %v", ReasonChallenge, err)
 			log.Warn("request refused: challenge answer not accepted", "err", err)
-			return a.refuse(ctx, log, req, &fp, via, vmsg.ErrChallengeNo, reason, err, now)
+			out, err := a.refuse(ctx, log, req, &fp, via, vmsg.ErrChallengeNo, reason, err, now)
+			return out, true, err
 		}
 		log.Info("challenge answered by the registered user", "user", d.User)
 	default:
 		reason := fmt.Sprintf("%s: %s", ReasonDenied, d.Reason)
 		log.Warn("request refused by the authorization list", "reason", d.Reason)
-		return a.refuse(ctx, log, req, &fp, via, vmsg.ErrDenied, reason, nil, now)
+		out, err := a.refuse(ctx, log, req, &fp, via, vmsg.ErrDenied, reason, nil, now)
+		return out, true, err
 	}
-	if req.Command == vmsg.CmdHistory { // read-only, and not journaled itself
-		return a.answer(a.history(req, via, now))
-	}
-	return a.execute(ctx, log, req, fp, via)
+	return nil, false, nil
 }
 
 type peerKey struct{}
