@@ -276,3 +276,40 @@ func TestLoadKeepsRecordsAfterATear(t *testing.T) {
 		t.Fatal("Get(3) lost on the second open")
 	}
 }
+
+// An Abort that cannot be written releases the id in this process (it did
+// not run: a retry may claim it) and wakes its waiters; after a restart
+// the claim reads as interrupted, never as free to run twice.
+func TestAbortFails(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	fs := &faultFS{}
+	j := open(t, path, Options{FS: fs})
+	ctx := context.Background()
+	if _, claimed, err := j.Begin(ctx, 5); err != nil || !claimed {
+		t.Fatal(err)
+	}
+	waiter := make(chan error, 1)
+	go func() {
+		_, _, err := j.Begin(ctx, 5)
+		waiter <- err
+	}()
+	fs.set(func(fs *faultFS) { fs.writeErr, fs.tear = syscall.ENOSPC, 3 })
+	if err := j.Abort(5); !errors.Is(err, ErrUnwritable) {
+		t.Fatalf("Abort on a full disk = %v", err)
+	}
+	fs.set(func(fs *faultFS) { fs.writeErr = nil })
+	select {
+	case err := <-waiter: // it claimed the id (or lost the race to nobody): either way it woke
+		if err != nil {
+			t.Fatalf("waiter after a failed Abort: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a failed Abort left its waiter waiting")
+	}
+	j.Close()
+	j = open(t, path, Options{})
+	defer j.Close()
+	if _, _, err := j.Begin(ctx, 5); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("after restart Begin(5) = %v, want ErrInterrupted", err)
+	}
+}
