@@ -60,9 +60,10 @@ func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now t
 	// its id before any check. A duplicate of a request still being checked
 	// or run waits here (bounded) for its outcome; one that ran before gets
 	// the recorded reply, never a second run nor a second challenge, policy
-	// or replay check. Reads (ping, list, status, history) claim nothing: a
-	// VMS polling them never takes the journal's room or disk; a read
-	// whose id the journal holds is answered from it.
+	// or replay check. Reads (ping, list, status, history) claim no journal
+	// id, so a VMS polling them never takes the journal's room or disk:
+	// they are remembered in memory for a while (reads.go); a read whose id
+	// the journal holds is answered from it.
 	if req.Command.ChangesState() {
 		if out, done, err := a.claim(ctx, log, req, fp, via, now); done {
 			return out, err
