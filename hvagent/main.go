@@ -33,6 +33,7 @@ func main() {
 	flag.StringVar(&o.TLSKey, "tls-key", "/etc/ooblab/hvagent-key.pem", "VMM-I private key (PEM, mode 0600)")
 	flag.StringVar(&o.TLSClientCA, "tls-client-ca", "/etc/ooblab/client-ca.pem", "CA certificate(s) that issue the VMS principals' client certificates (PEM)")
 	flag.StringVar(&o.JournalFile, "journal", "/var/lib/ooblab/hvagent.journal", "request-id journal file")
+	flag.DurationVar(&o.JournalRetention, "journal-retention", 24*time.Hour, "how long the journal remembers a request id (at least 10m): the VMS issue-time window plus its longest retry of one id")
 	flag.StringVar(&o.AlertHook, "alert-hook", "", "shell command run for each alert (JSON on stdin, OOBLAB_ALERT_* env)")
 	flag.DurationVar(&o.PollInterval, "poll-interval", time.Second, "Queue 1 poll interval when the BMC raises no attention")
 	iana := flag.Uint("iana", 32473, "IANA enterprise number of the OEM queue commands")

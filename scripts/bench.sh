@@ -173,6 +173,14 @@ bench_fleet() {
     -runs "${BENCH_FLEET_RUNS:-3}" -json "$RESULTS/fleet.json"
 }
 
+# bench_journal: hvagent's request journal at 500 state changes a second
+# for 10 minutes of simulated time (Go benchmark, fsync skipped: sizes, not
+# disk speed): file bytes, records and bytes written per second, ids held.
+# ~5 s.
+bench_journal() {
+  go test -run '^$' -bench StateChanges500PerSecond10Minutes -benchtime 1x -benchmem ./hvagent/journal
+}
+
 # run_section NAME TITLE: runs bench_NAME unless BENCH_SECTIONS leaves it
 # out; a failed section is reported at the end, the others still run.
 FAILED=()
@@ -194,6 +202,7 @@ run_section kcs "KCS: raw system interface from a TCG guest, bmcsim vs ipmi_sim 
 run_section lab "lab: lab up, vm status VMM-I vs OOB-I, failover, sealed payload vs raw KCS"
 run_section oob "OOB-I: sealed vs unsealed messages VMS → system interface, seal+open alone"
 run_section fleet "fleet: bmcsim --fleet RSS and vmsctl host status at 10/100/1000 hosts"
+run_section journal "journal: hvagent's request journal at 500 state changes/s for 10 min (simulated)"
 
 section "report (bench/report): bench/report.md, bench/plots/, bench/results.json"
 if compgen -G "$RESULTS/*.json" >/dev/null; then

@@ -13,13 +13,16 @@
 //	and on the VMM-I the TLS client certificate's principal (WithPeer)
 //	  └─ missing, bad, someone else's → Reply ErrDenied + Alert (nothing
 //	     journalled: a forged request cannot take a request id)
-//	journal.Begin(request id): one request id, one outcome
+//	journal.Begin(request id), state changes only (a read whose id the
+//	journal holds is answered from it; reads claim nothing):
+//	one request id, one outcome
 //	  done before          → the recorded reply, resealed (no check, no run)
 //	  running or checked   → wait (DuplicateWait) for its outcome, then as
 //	  by another copy        above; still running → Reply ErrInProgress
 //	  begun before a crash → Reply ErrInterrupted with the VM's state now
 //	                         (the claim's note, "start app1", tells a
 //	                         restarted agent what may still be under way)
+//	  journal cannot write → Reply ErrInternal + Alert, not run
 //	  new: claimed ↓
 //	issue time outside ±MaxSkew → Reply ErrStale (claim released)
 //	policy.Decide(principal, command, vm)
@@ -30,10 +33,12 @@
 //	                  answer right: run; wrong, reused, expired, unknown or
 //	                  locked out: Reply ErrChallengeNo (journalled) + Alert
 //	  Allow         → run
-//	run: "action begun" (a state change), detached from the requester,
-//	     under ActionTimeout: virt action →
+//	run: "action begun" (a state change), detached from the requester and
+//	     with no deadline of the agent's (libvirt ends it): virt action →
 //	     Reply with the resulting state(s) and host info → journal.Put →
-//	     answer (if the requester is still there; else the retry gets it)
+//	     answer (if the requester is still there; else the retry gets it);
+//	     still running after ActionTimeout → Reply ErrInProgress, and the
+//	     real outcome is journalled when libvirt gives it
 //
 // Every answer is sealed with the host key (kind Reply, Challenge or Alert)
 // under a fresh random message id. The journal stores, per request id, a
@@ -46,17 +51,20 @@
 // beyond that dropped, counted and logged), and refusal alerts are capped
 // per class and principal and in all per minute; the repeats held back are
 // counted in the next alert sent. A lockout is always alerted.
+//
+// Files: agent.go (Config, New, sealing, shutdown), gate.go (the
+// concurrency gate), request.go (the request path above, up to the run),
+// execute.go (the run on the hypervisor and its journalling), alerts.go
+// (refusals, alert classes, caps and delivery), reads.go (recent reads'
+// answers, in memory), boot.go (journalled boot-time starts), history.go.
 package agent
 
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,7 +74,6 @@ import (
 	"github.com/ooblab/ooblab/hvagent/journal"
 	"github.com/ooblab/ooblab/hvagent/policy"
 	"github.com/ooblab/ooblab/hvagent/virt"
-	"github.com/ooblab/ooblab/internal/ident"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
@@ -76,46 +83,6 @@ const (
 	ViaOOB  = "oob-i"
 	ViaVMMI = "vmm-i"
 )
-
-// Alert reasons start with one of these classes, so sinks with little room
-// (the 6 bytes of a SEL entry) can tell them apart; see Class.
-const (
-	ReasonDenied    = "denied"
-	ReasonChallenge = "challenge refused"
-	ReasonEnvelope  = "bad envelope"
-	ReasonReplay    = "replayed envelope"
-	// Changes hvagent did not make, seen in libvirt's lifecycle events
-	// (package watch).
-	ReasonLocal = "unauthorized local change"
-	ReasonGuest = "guest-initiated"
-	ReasonCrash = "crash"
-)
-
-// Class numbers for the alert classes (first byte of the SEL OEM data).
-const (
-	ClassOther     byte = 0x00
-	ClassDenied    byte = 0x01
-	ClassChallenge byte = 0x02
-	ClassEnvelope  byte = 0x03
-	ClassReplay    byte = 0x04
-	ClassLocal     byte = 0x05
-	ClassGuest     byte = 0x06
-	ClassCrash     byte = 0x07
-)
-
-// Class maps an alert's reason to its class number.
-func Class(a alert.Alert) byte {
-	for _, c := range []struct {
-		p string
-		c byte
-	}{{ReasonDenied, ClassDenied}, {ReasonChallenge, ClassChallenge}, {ReasonEnvelope, ClassEnvelope}, {ReasonReplay, ClassReplay},
-		{ReasonLocal, ClassLocal}, {ReasonGuest, ClassGuest}, {ReasonCrash, ClassCrash}} {
-		if len(a.Reason) >= len(c.p) && a.Reason[:len(c.p)] == c.p {
-			return c.c
-		}
-	}
-	return ClassOther
-}
 
 // Config holds an Agent's dependencies. Key, Policy, Hypervisor and Journal
 // are required.
@@ -142,8 +109,9 @@ type Config struct {
 	// MaxSkew bounds |now − request issue time| (default 5 min; the
 	// envelope's own T±1 window is ~90 s).
 	MaxSkew time.Duration
-	// ActionTimeout bounds one action, which runs detached from its
-	// requester (default 60 s).
+	// ActionTimeout bounds a read, and how long the requester of a state
+	// change waits before it is answered "still running" (default 60 s);
+	// the state change itself runs, detached, until libvirt ends it.
 	ActionTimeout time.Duration
 	// DuplicateWait bounds how long a duplicate of a request still running
 	// waits for its outcome before it is answered ErrInProgress (default
@@ -183,6 +151,7 @@ type Agent struct {
 	pol    atomic.Pointer[policy.Policy]
 	log    *slog.Logger
 
+	reads      *readCache     // recent reads' answers (reads.go)
 	actions    sync.WaitGroup // actions and alert deliveries running
 	executions atomic.Uint64
 	alertSlots chan struct{}
@@ -198,13 +167,6 @@ type Agent struct {
 	envWindow time.Time
 	envCount  int
 	throttle  map[string]*window // refusal alerts by class and principal
-}
-
-// window counts alerts in one minute.
-type window struct {
-	start      time.Time
-	sent       int
-	suppressed int
 }
 
 // New checks cfg and returns an Agent.
@@ -266,6 +228,7 @@ func New(cfg Config) (*Agent, error) {
 		slots:      make(chan struct{}, cfg.MaxConcurrent),
 		byID:       map[uint64]*Job{},
 		lanes:      map[string]chan struct{}{},
+		reads:      newReadCache(readWindowSkews * cfg.MaxSkew),
 	}
 	a.pol.Store(cfg.Policy)
 	a.chal = cfg.Challenger
@@ -315,16 +278,6 @@ func (a *Agent) Seal(m vmsg.Message) ([]byte, error) {
 	return a.sealer.Seal(kind, randID(), body, a.cfg.Now())
 }
 
-// SealAlert seals al as an Alert message (for a Queue 2 sink).
-func (a *Agent) SealAlert(al alert.Alert) ([]byte, error) {
-	return a.Seal(toVMsgAlert(al))
-}
-
-func toVMsgAlert(al alert.Alert) *vmsg.Alert {
-	return &vmsg.Alert{TimeMs: al.Time.UnixMilli(), Host: al.Host, Principal: al.Principal,
-		VM: al.VM, Action: al.Action, Reason: al.Reason}
-}
-
 func randID() uint64 {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go ≥1.24)
@@ -338,302 +291,6 @@ func randID() uint64 {
 // through the concurrency gate (gate.go): Prepare, then Run.
 func (a *Agent) HandleEnvelope(ctx context.Context, env []byte, via string) (out [][]byte, err error) {
 	return a.Prepare(ctx, env, via).Run(ctx)
-}
-
-// logMetaValue is the longest metadata value a log line carries whole.
-const logMetaValue = 64
-
-// logMetadata is m as request log lines show it: a value longer than
-// logMetaValue bytes is cut to its first bytes and its length. hvagent logs
-// to the guest's serial console, where a whole 16 KB value cost ~0.2 s of a
-// one-vCPU TCG guest per request (and its answer waited for it).
-func logMetadata(m map[string]string) map[string]string {
-	long := false
-	for _, v := range m {
-		long = long || len(v) > logMetaValue
-	}
-	if !long {
-		return m
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		if len(v) > logMetaValue {
-			v = fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(v[:logMetaValue/2], ""), len(v))
-		}
-		out[k] = v
-	}
-	return out
-}
-
-func (a *Agent) handle(ctx context.Context, req *vmsg.Request, via string, now time.Time) ([][]byte, error) {
-	log := a.log.With("via", via, "request_id", req.ID, "principal", req.Principal, "command", req.Command.String(), "vm", req.VM)
-	if len(req.Metadata) > 0 || req.OOBAddr != "" || req.VMMAddr != "" {
-		log = log.With("meta", logMetadata(req.Metadata), "vms_oob_i", req.OOBAddr, "vms_vmm_i", req.VMMAddr)
-	}
-	fp := fingerprint(req)
-
-	// Who sent it, before anything else: a forged principal learns nothing,
-	// not even a journaled reply, and claims no request id.
-	if err := a.checkSigner(ctx, req); err != nil {
-		log.Warn("request refused: its principal is not proven; someone holding the host key (or a stale VMS key) is sending it", "err", err)
-		return a.refuse(ctx, log, req, nil, via, vmsg.ErrDenied, fmt.Sprintf("%s: %v", ReasonDenied, err), err, now)
-	}
-
-	// One request id, one execution and one outcome: claim the id before
-	// any check. A duplicate of a request still being checked or run waits
-	// here (bounded) for its outcome; one that ran before gets the recorded
-	// reply, never a second run nor a second challenge, policy or replay
-	// check.
-	wctx, cancel := context.WithTimeout(ctx, a.cfg.DuplicateWait)
-	rec, claimed, err := a.cfg.Journal.BeginNote(wctx, req.ID, beginNote(req))
-	cancel()
-	switch {
-	case errors.Is(err, journal.ErrInterrupted):
-		return a.interrupted(ctx, log, req)
-	case errors.Is(err, journal.ErrInProgress):
-		if ctx.Err() != nil {
-			return nil, ctx.Err() // the requester went away; nobody to answer
-		}
-		log.Info("duplicate of a request still running; answered in progress", "waited", a.cfg.DuplicateWait)
-		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInProgress,
-			Error: "this request id is still running on the host; ask again with the same id for its outcome"})
-	case err != nil:
-		log.Error("journal unavailable; request not run", "err", err)
-		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal, Error: "journal: " + err.Error()})
-	case !claimed:
-		return a.replay(log, req, fp, rec)
-	}
-
-	// Claimed: every way out below either records an outcome (Put) or
-	// releases the id (Abort) for a later attempt.
-	if req.IssuedMs != 0 {
-		if d := now.Sub(req.Issued()); d > a.cfg.MaxSkew || d < -a.cfg.MaxSkew {
-			log.Warn("request refused: issue time outside the allowed skew; check both clocks", "issued", req.Issued(), "skew", d)
-			a.abort(log, req.ID)
-			return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrStale,
-				Error: fmt.Sprintf("issue time %s is %s away from the host's clock (max %s)", req.Issued().UTC().Format(time.RFC3339), d.Round(time.Second), a.cfg.MaxSkew)})
-		}
-	}
-	action := req.Command.String()
-	vmName := req.VM
-	if req.Command == vmsg.CmdList || req.Command == vmsg.CmdPing || req.Command == vmsg.CmdHistory {
-		vmName = ""
-	} else if vmName == "" {
-		return a.record(log, req, fp, &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: action + " needs a VM name"})
-	}
-	d := a.policy().Decide(req.Principal, action, vmName)
-	switch d.Effect {
-	case policy.Allow:
-	case policy.NeedChallenge:
-		if req.Answer == nil {
-			// Not an outcome: the same id comes back with the answer, so
-			// the claim is released once the challenge exists.
-			ch, err := a.chal.Issue(req.ID, req.Principal, action, vmName, now)
-			a.abort(log, req.ID)
-			if err != nil {
-				reason := fmt.Sprintf("%s: %v", ReasonChallenge, err)
-				log.Warn("request refused: no challenge issued", "err", err)
-				return a.refuse(ctx, log, req, nil, via, vmsg.ErrChallengeNo, reason, err, now)
-			}
-			log.Info("protected VM: challenge sent, waiting for the registered user's code", "user", d.User, "expires", ch.Expiry)
-			return a.answer(&vmsg.Challenge{RequestID: req.ID, Nonce: ch.Nonce[:], ExpiresMs: ch.Expiry.UnixMilli(), VM: vmName, Command: req.Command})
-		}
-		var nonce [challenge.NonceSize]byte
-		copy(nonce[:], req.Answer.Nonce)
-		if err := a.chal.Verify(req.ID, req.Principal, action, vmName, nonce, req.Answer.Code, now); err != nil {
-			reason := fmt.Sprintf("%s: %v", ReasonChallenge, err)
-			log.Warn("request refused: challenge answer not accepted", "err", err)
-			return a.refuse(ctx, log, req, &fp, via, vmsg.ErrChallengeNo, reason, err, now)
-		}
-		log.Info("challenge answered by the registered user", "user", d.User)
-	default:
-		reason := fmt.Sprintf("%s: %s", ReasonDenied, d.Reason)
-		log.Warn("request refused by the authorization list", "reason", d.Reason)
-		return a.refuse(ctx, log, req, &fp, via, vmsg.ErrDenied, reason, nil, now)
-	}
-	if req.Command == vmsg.CmdHistory { // read-only, and not journaled itself
-		a.abort(log, req.ID)
-		return a.answer(a.history(req, via, now))
-	}
-	return a.execute(ctx, log, req, fp, via)
-}
-
-type peerKey struct{}
-
-// WithPeer tells HandleEnvelope that the envelope came over a connection
-// whose client certificate names principal (hvagent/vmmi): a request
-// claiming another principal is refused.
-func WithPeer(ctx context.Context, principal string) context.Context {
-	return context.WithValue(ctx, peerKey{}, principal)
-}
-
-// checkSigner verifies req's signature against the principal's keys in the
-// authorization list, and the connection's principal if there is one.
-func (a *Agent) checkSigner(ctx context.Context, req *vmsg.Request) error {
-	if peer, ok := ctx.Value(peerKey{}).(string); ok && peer != req.Principal {
-		return fmt.Errorf("signature: TLS client certificate is for %q, request claims %q", peer, req.Principal)
-	}
-	if _, err := ident.VerifyRequest(a.policy().Keys(req.Principal), a.hostID, req); err != nil {
-		return fmt.Errorf("signature: %w", err)
-	}
-	return nil
-}
-
-// abort releases a claimed id that got no outcome.
-func (a *Agent) abort(log *slog.Logger, id uint64) {
-	if err := a.cfg.Journal.Abort(id); err != nil {
-		log.Error("journal abort failed", "err", err)
-	}
-}
-
-// record journals rep as the outcome of req and answers it.
-func (a *Agent) record(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rep *vmsg.Reply) ([][]byte, error) {
-	_, body, err := vmsg.Encode(rep)
-	if err != nil {
-		a.abort(log, req.ID)
-		return nil, err
-	}
-	if err := a.cfg.Journal.Put(req.ID, joinRecord(fp, body)); err != nil {
-		log.Error("journal put failed", "err", err)
-		a.abort(log, req.ID)
-	}
-	return a.answer(rep)
-}
-
-// interrupted answers a request begun before a crash: its outcome is
-// unknown, so the VMS gets ErrInterrupted with the VM's state now, never a
-// second run and never "failed". Nothing is recorded: every retry reads the
-// state afresh.
-func (a *Agent) interrupted(ctx context.Context, log *slog.Logger, req *vmsg.Request) ([][]byte, error) {
-	rep := &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInterrupted,
-		Error: "the request began before an agent restart and its outcome is unknown; it was not run again; the VM's state is enclosed"}
-	host := a.cfg.Host
-	host.TimeMs = a.cfg.Now().UnixMilli()
-	rep.Host = &host
-	if req.VM != "" {
-		sctx, cancel := context.WithTimeout(ctx, a.cfg.ActionTimeout)
-		st, err := a.cfg.Hypervisor.Status(sctx, req.VM)
-		cancel()
-		if err == nil {
-			rep.VMs = []vmsg.VMState{vmState(st)}
-		} else {
-			rep.Error += fmt.Sprintf(" (state unavailable: %v)", err)
-		}
-	}
-	log.Warn("request begun before a restart; not run again, answered interrupted with the VM's state", "vms", rep.VMs)
-	return a.answer(rep)
-}
-
-func (a *Agent) replay(log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, rec []byte) ([][]byte, error) {
-	gotFP, body, ok := splitRecord(rec)
-	if !ok {
-		log.Error("journal record unreadable; answering an internal error", "len", len(rec))
-		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInternal, Error: "journal record for this request id is unreadable"})
-	}
-	if gotFP != fp {
-		log.Warn("request id reused for a different request; refused")
-		return a.answer(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrBadRequest, Error: "request id already used for a different request"})
-	}
-	log.Info("duplicate request id: answered from the journal, not run again")
-	env, err := a.sealer.Seal(vmsg.KindReply, randID(), body, a.cfg.Now())
-	if err != nil {
-		return nil, err
-	}
-	return [][]byte{env}, nil
-}
-
-// execute runs a claimed request. The action runs to its end under its own
-// deadline (ActionTimeout), detached from ctx: a requester that goes away
-// (connection closed, loop cancelled, SIGTERM) does not cut it, and its real
-// outcome is journalled for the retry.
-func (a *Agent) execute(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp [fpLen]byte, via string) ([][]byte, error) {
-	type result struct {
-		env [][]byte
-		err error
-	}
-	done := make(chan result, 1)
-	if req.Command.ChangesState() {
-		// The point of no return: from here the action runs to its end
-		// and its outcome is journalled, whatever happens to the requester.
-		log.Info("action begun")
-	}
-	a.actions.Add(1)
-	go func() {
-		defer a.actions.Done()
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ActionTimeout)
-		defer cancel()
-		rep := a.run(actx, log, req)
-		a.executions.Add(1)
-		if req.Command.ChangesState() { // what history lists; list/status replies stay small on the OOB-I
-			rep.Executed = executed(req, via, a.cfg.Now())
-		}
-		kind, body, err := vmsg.Encode(rep)
-		if err != nil {
-			a.abort(log, req.ID)
-			done <- result{err: err}
-			return
-		}
-		if err := a.cfg.Journal.Put(req.ID, joinRecord(fp, body)); err != nil {
-			// The action ran; the VMS gets its answer, but a retry could run
-			// it again. Tell the operator.
-			log.Error("journal put failed after the action ran; a retry of this request id may run it again", "err", err)
-			a.abort(log, req.ID)
-		}
-		env, err := a.sealer.Seal(kind, randID(), body, a.cfg.Now())
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		done <- result{env: [][]byte{env}}
-	}()
-	select {
-	case r := <-done:
-		return r.env, r.err
-	case <-ctx.Done():
-		log.Warn("requester went away while the action runs; it runs to its end and its outcome is journalled for a retry of this request id")
-		return nil, ctx.Err()
-	}
-}
-
-// beginNote is what a claim records about a state change ("start app1"),
-// so an agent restarted after a crash knows what may still be under way
-// (InterruptedActions).
-func beginNote(req *vmsg.Request) []byte {
-	if !req.Command.ChangesState() || req.VM == "" {
-		return nil
-	}
-	return []byte(req.Command.String() + " " + req.VM)
-}
-
-// Interrupted is a state change a previous agent process began and never
-// finished (it crashed or was killed): libvirt may still be carrying it out.
-type Interrupted struct {
-	RequestID uint64
-	At        time.Time // when it was begun
-	Action    virt.Action
-	VM        string
-}
-
-// InterruptedActions lists the state changes j holds as begun before a
-// crash, from the notes their claims recorded.
-func InterruptedActions(j *journal.Journal) []Interrupted {
-	var out []Interrupted
-	for _, r := range j.Interrupted() {
-		name, vm, ok := strings.Cut(string(r.Data), " ")
-		if !ok || vm == "" {
-			continue
-		}
-		c, err := vmsg.ParseCommand(name)
-		if err != nil {
-			continue
-		}
-		act, err := actionOf(c)
-		if err != nil {
-			continue
-		}
-		out = append(out, Interrupted{RequestID: r.ID, At: r.At, Action: act, VM: vm})
-	}
-	return out
 }
 
 // Executions is how many requests reached the hypervisor (tests and the
@@ -657,276 +314,10 @@ func (a *Agent) Wait(ctx context.Context) error {
 	}
 }
 
-// run executes an authorized request on the hypervisor.
-func (a *Agent) run(ctx context.Context, log *slog.Logger, req *vmsg.Request) *vmsg.Reply {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.ActionTimeout)
-	defer cancel()
-	host := a.cfg.Host
-	host.TimeMs = a.cfg.Now().UnixMilli()
-	rep := &vmsg.Reply{RequestID: req.ID, Host: &host}
-	h := a.cfg.Hypervisor
-	start := time.Now()
-	var err error
-	switch req.Command {
-	case vmsg.CmdPing:
-	case vmsg.CmdList:
-		var doms []virt.Domain
-		doms, err = h.List(ctx)
-		for _, d := range doms {
-			rep.VMs = append(rep.VMs, vmState(d))
-		}
-	case vmsg.CmdStatus:
-		var st virt.Status
-		st, err = h.Status(ctx, req.VM)
-		if err == nil {
-			rep.VMs = []vmsg.VMState{vmState(st)}
-		}
-	default:
-		var act virt.Action
-		act, err = actionOf(req.Command)
-		if err == nil {
-			var state virt.State
-			state, err = virt.Do(ctx, h, act, req.VM)
-			if err == nil {
-				vs := vmsg.VMState{Name: req.VM, State: string(state)}
-				if st, serr := h.Status(ctx, req.VM); serr == nil {
-					vs = vmState(st)
-					vs.State = string(state) // the state the action left, as reported by it
-				}
-				rep.VMs = []vmsg.VMState{vs}
-			}
-		}
-	}
-	if err != nil {
-		rep.Code, rep.Error = errorCode(err), err.Error()
-		log.Warn("request failed on the hypervisor", "err", err, "took", time.Since(start))
-		return rep
-	}
-	rep.OK = true
-	log.Info("request done", "vms", len(rep.VMs), "took", time.Since(start))
-	return rep
-}
-
-func vmState(st virt.Status) vmsg.VMState {
-	return vmsg.VMState{Name: st.Name, State: string(st.State), VCPUs: uint32(st.VCPUs),
-		MemoryKiB: st.MemoryKiB, UptimeSec: uint64(st.Uptime / time.Second),
-		Reason: st.Reason, CPUTimeMs: uint64(st.CPUTime / time.Millisecond), Autostart: st.Autostart,
-		Persistent: st.Persistent, MaxMemKiB: st.MaxMemKiB, UptimeSource: string(st.UptimeSource)}
-}
-
-func actionOf(c vmsg.Command) (virt.Action, error) {
-	switch c {
-	case vmsg.CmdStart:
-		return virt.ActionStart, nil
-	case vmsg.CmdShutdown:
-		return virt.ActionShutdown, nil
-	case vmsg.CmdDestroy:
-		return virt.ActionDestroy, nil
-	case vmsg.CmdReboot:
-		return virt.ActionReboot, nil
-	case vmsg.CmdSuspend:
-		return virt.ActionSuspend, nil
-	case vmsg.CmdResume:
-		return virt.ActionResume, nil
-	}
-	return "", fmt.Errorf("%w: %v", virt.ErrUnknownAction, c)
-}
-
-func errorCode(err error) vmsg.ErrorCode {
-	switch {
-	case errors.Is(err, virt.ErrNoSuchVM):
-		return vmsg.ErrNoSuchVM
-	case errors.Is(err, virt.ErrUnknownAction):
-		return vmsg.ErrBadRequest
-	default:
-		return vmsg.ErrHypervisor
-	}
-}
-
-// refuse answers a refused request with a Reply and an Alert, and sends the
-// alert to every sink. With fp the refusal is journalled as the request's
-// outcome (the claim is released if that fails), so a duplicate gets it
-// again without a second check or alert. A lockout (cause) is always
-// alerted; other refusals within the caps of admit.
-func (a *Agent) refuse(ctx context.Context, log *slog.Logger, req *vmsg.Request, fp *[fpLen]byte, via string, code vmsg.ErrorCode, reason string, cause error, now time.Time) ([][]byte, error) {
-	al := alert.Alert{Time: now, Host: a.hostID, Principal: req.Principal, VM: req.VM,
-		Action: req.Command.String(), Reason: reason, RequestID: req.ID, Users: a.policy().AlertUsers()}
-	rep := &vmsg.Reply{RequestID: req.ID, Code: code, Error: reason}
-	if fp != nil {
-		if _, body, err := vmsg.Encode(rep); err != nil {
-			a.abort(log, req.ID)
-		} else if err := a.cfg.Journal.Put(req.ID, joinRecord(*fp, body)); err != nil {
-			log.Error("journal put failed", "err", err)
-			a.abort(log, req.ID)
-		}
-	}
-	out, err := a.answer(rep)
-	if err != nil {
-		return nil, err
-	}
-	inAnswer := false
-	if env, err := a.SealAlert(al); err != nil {
-		a.log.Error("cannot seal alert", "err", err)
-	} else {
-		out = append(out, env)
-		inAnswer = via == ViaOOB
-	}
-	always := errors.Is(cause, challenge.ErrLockout)
-	if ok, suppressed := a.admit(fmt.Sprintf("%d/%s", Class(al), req.Principal), now, always); ok {
-		if suppressed > 0 {
-			al.Reason += fmt.Sprintf(" (and %d similar refusals not alerted one by one)", suppressed)
-		}
-		a.sendAlert(ctx, al, !inAnswer)
-	} else {
-		log.Info("refusal alert held back: too many alike this minute; it is counted in the next one")
-	}
-	return out, nil
-}
-
-// admit applies the refusal alert caps: per key and in all, per minute.
-// always lets a lockout through. suppressed is how many alerts of key were
-// held back since the last one sent.
-func (a *Agent) admit(key string, now time.Time, always bool) (ok bool, suppressed int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	roll := func(w *window) {
-		if now.Sub(w.start) >= time.Minute || now.Before(w.start) {
-			w.start, w.sent = now, 0
-		}
-	}
-	total := a.throttle[""]
-	if total == nil {
-		total = &window{start: now}
-		a.throttle[""] = total
-	}
-	roll(total)
-	w := a.throttle[key]
-	if w == nil {
-		if len(a.throttle) > 4096 { // forget quiet keys rather than grow
-			for k, v := range a.throttle {
-				if k != "" && now.Sub(v.start) >= time.Minute && v.suppressed == 0 {
-					delete(a.throttle, k)
-				}
-			}
-		}
-		w = &window{start: now}
-		a.throttle[key] = w
-	}
-	roll(w)
-	if !always && (w.sent >= a.cfg.RefusalAlertsPerMinute || total.sent >= a.cfg.RefusalAlertsTotal) {
-		w.suppressed++
-		total.suppressed++
-		return false, 0
-	}
-	w.sent++
-	total.sent++
-	suppressed, w.suppressed = w.suppressed, 0
-	return true, suppressed
-}
-
-// sendAlert delivers al to the sinks, toQueue2 also to the Queue 2 sink,
-// in the background under AlertTimeout: a slow outlet never holds up the
-// answer. When MaxAlertsInFlight deliveries are already running the alert
-// is dropped, counted (AlertsDropped) and logged.
-func (a *Agent) sendAlert(ctx context.Context, al alert.Alert, toQueue2 bool) {
-	select {
-	case a.alertSlots <- struct{}{}:
-	default:
-		n := a.dropped.Add(1)
-		a.log.Error("alert dropped: its outlets are not taking alerts (Queue 2 full or the hook stuck); see the log line above for what it was",
-			"reason", al.Reason, "principal", al.Principal, "request_id", al.RequestID, "dropped_total", n)
-		return
-	}
-	a.actions.Add(1)
-	go func() {
-		defer a.actions.Done()
-		defer func() { <-a.alertSlots }()
-		a.deliver(ctx, al, toQueue2)
-	}()
-}
-
-// AlertsDropped is how many alerts were dropped because their outlets did
-// not take them in time.
-func (a *Agent) AlertsDropped() uint64 { return a.dropped.Load() }
-
-func (a *Agent) deliver(ctx context.Context, al alert.Alert, toQueue2 bool) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.AlertTimeout)
-	defer cancel()
-	var sinks alert.Multi
-	if a.cfg.Alerts != nil {
-		sinks = append(sinks, a.cfg.Alerts)
-	}
-	if toQueue2 && a.cfg.Queue2 != nil {
-		sinks = append(sinks, a.cfg.Queue2)
-	}
-	if err := sinks.Send(ctx, al); err != nil {
-		n := a.dropped.Add(1)
-		a.log.Error("alert not delivered to every outlet", "reason", al.Reason, "err", err, "dropped_total", n)
-	}
-}
-
-func (a *Agent) badEnvelope(ctx context.Context, env []byte, via string, err error) {
-	hdr, _, herr := seal.ParseHeader(env)
-	attrs := []any{"via", via, "len", len(env), "err", err}
-	if herr == nil {
-		attrs = append(attrs, "host", hdr.HostID, "kind", hdr.Kind, "msg_id", hdr.MsgID, "step", hdr.Step)
-	}
-	var reason string
-	switch {
-	case errors.Is(err, seal.ErrAuth):
-		reason = ReasonEnvelope + ": authentication failed (tampered, or sealed with another key)"
-	case errors.Is(err, seal.ErrReplay):
-		reason = ReasonReplay + ": message id already seen"
-	default:
-		a.log.Warn("envelope dropped: cannot open it (wrong host, stale time step or garbage); not answered", attrs...)
-		return
-	}
-	a.log.Warn("envelope dropped and alerted: "+reason, attrs...)
-	now := a.cfg.Now()
-	a.mu.Lock()
-	if now.Sub(a.envWindow) >= time.Minute {
-		a.envWindow, a.envCount = now, 0
-	}
-	a.envCount++
-	over := a.envCount > a.cfg.EnvelopeAlertsPerMinute
-	a.mu.Unlock()
-	if over {
-		return
-	}
-	al := alert.Alert{Time: now, Host: a.hostID, Action: "envelope", Reason: reason + " via " + via, Users: a.policy().AlertUsers()}
-	if herr == nil {
-		al.RequestID = hdr.MsgID
-	}
-	a.sendAlert(ctx, al, true)
-}
-
 func (a *Agent) answer(m vmsg.Message) ([][]byte, error) {
 	env, err := a.Seal(m)
 	if err != nil {
 		return nil, err
 	}
 	return [][]byte{env}, nil
-}
-
-// Journal record: SHA-256 of the request's identity, then the reply body.
-const fpLen = sha256.Size
-
-func fingerprint(r *vmsg.Request) [fpLen]byte {
-	h := sha256.New()
-	fmt.Fprintf(h, "%d\x00%s\x00%s", r.Command, r.Principal, r.VM)
-	var fp [fpLen]byte
-	h.Sum(fp[:0])
-	return fp
-}
-
-func joinRecord(fp [fpLen]byte, body []byte) []byte {
-	return append(fp[:len(fp):len(fp)], body...)
-}
-
-func splitRecord(rec []byte) (fp [fpLen]byte, body []byte, ok bool) {
-	if len(rec) < fpLen {
-		return fp, nil, false
-	}
-	copy(fp[:], rec)
-	return fp, rec[fpLen:], true
 }

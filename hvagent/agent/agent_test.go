@@ -74,6 +74,7 @@ type bench struct {
 	q2seen  int
 	dir     string
 	tune    func(*Config)
+	jopt    journal.Options // the journal's options (its filesystem)
 }
 
 type syncBuf struct {
@@ -106,7 +107,7 @@ func newBenchWith(t testing.TB, tune func(*Config)) *bench {
 // start (re)opens the journal and builds a fresh agent, as a restart would.
 func (b *bench) start(pol *policy.Policy) {
 	b.t.Helper()
-	j, err := journal.Open(b.jpath)
+	j, err := journal.OpenWith(b.jpath, b.jopt)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -563,7 +564,7 @@ func TestInterruptedActionsNamed(t *testing.T) {
 		t.Fatalf("InterruptedActions = %+v", in)
 	}
 	// Reads claim no note, so they are never adopted.
-	if _, _, err := j.BeginNote(context.Background(), 99, beginNote(req("vms1", vmsg.CmdStatus, "web1"))); err != nil {
+	if _, _, err := j.BeginNote(context.Background(), 99, beginNote(req("vms1", vmsg.CmdStatus, "web1"), ViaVMMI)); err != nil {
 		t.Fatal(err)
 	}
 	j.Close()

@@ -41,7 +41,7 @@ func TestRecordFormat(t *testing.T) {
 	if got != want {
 		t.Fatalf("record = %s, want %s", got, want)
 	}
-	if _, err := readRecord(strings.NewReader(string(encode(kindResult, 1, at, []byte("ok"))))); err != nil {
+	if _, err := parseRecord(encode(kindResult, 1, at, []byte("ok"))); err != nil {
 		t.Fatalf("readRecord: %v", err)
 	}
 }
@@ -263,42 +263,82 @@ func TestAbortAndConflict(t *testing.T) {
 	}
 }
 
-func TestBoundsAndCompaction(t *testing.T) {
+// MaxEntries bounds memory by refusing new ids, never by forgetting one
+// inside its retention; the TTL forgets them.
+func TestBoundsAndTTL(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "journal")
 	now := time.Unix(1_700_000_000, 0)
 	opt := Options{MaxEntries: 10, TTL: time.Hour, Now: func() time.Time { return now }}
 	j := open(t, path, opt)
-	for id := uint64(1); id <= 50; id++ {
+	for id := uint64(1); id <= 10; id++ {
 		run(t, j, id, "r")
 	}
-	if n := j.Len(); n != 10 {
-		t.Fatalf("Len = %d, want 10", n)
+	if _, _, err := j.Begin(context.Background(), 11); !errors.Is(err, ErrFull) {
+		t.Fatalf("Begin(11) at MaxEntries = %v, want ErrFull", err)
 	}
-	if _, ok := j.Get(40); ok {
-		t.Fatal("id 40 kept beyond MaxEntries")
-	}
-	if _, ok := j.Get(41); !ok {
-		t.Fatal("id 41 dropped")
-	}
-	st, _ := os.Stat(path)
-	if st.Size() > 2*2*10*int64(recHead+bodyHead+1)+int64(len(header)) {
-		t.Fatalf("file is %d bytes: not compacted", st.Size())
+	if _, ok := j.Get(1); !ok {
+		t.Fatal("id 1 forgotten inside its retention")
 	}
 	j.Close()
 	j = open(t, path, opt)
 	if n := j.Len(); n != 10 {
 		t.Fatalf("Len after reopen = %d", n)
 	}
-	// TTL.
 	now = now.Add(2 * time.Hour)
-	if _, ok := j.Get(50); ok {
-		t.Fatal("id 50 kept beyond TTL")
+	if _, ok := j.Get(10); ok {
+		t.Fatal("id 10 kept beyond TTL")
 	}
-	run(t, j, 51, "r")
+	run(t, j, 11, "r")
 	if n := j.Len(); n != 1 {
 		t.Fatalf("Len after TTL = %d, want 1", n)
 	}
 	j.Close()
+}
+
+// The file is rewritten once it holds twice the live ids (plus slack).
+func TestCompaction(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	now := time.Unix(1_700_000_000, 0)
+	opt := Options{TTL: time.Minute, Now: func() time.Time { return now }, FS: &faultFS{fastSync: true}}
+	j := open(t, path, opt)
+	defer j.Close()
+	for id := uint64(1); id <= 2000; id++ {
+		now = now.Add(100 * time.Millisecond)
+		run(t, j, id, "r")
+	}
+	st := j.Stats()
+	if st.Compaction == 0 {
+		t.Fatalf("no compaction: %+v", st)
+	}
+	fi, _ := os.Stat(path)
+	if fi.Size() != st.FileBytes || st.FileBytes > int64(2*st.IDs+compactSlack+1)*int64(recHead+bodyHead+1)+int64(len(header)) {
+		t.Fatalf("file %d bytes, stats %+v: not compacted", fi.Size(), st)
+	}
+}
+
+// Retention runs on the monotonic clock: a wall clock stepped 24 h forward
+// forgets nothing (and stepping it back keeps nothing longer).
+func TestClockStepDoesNotPrune(t *testing.T) {
+	wall := time.Unix(1_700_000_000, 0)
+	var mono time.Duration
+	opt := Options{Now: func() time.Time { return wall }, Mono: func() time.Duration { return mono }}
+	j := open(t, filepath.Join(t.TempDir(), "journal"), opt)
+	defer j.Close()
+	run(t, j, 1, "reboot web1")
+	wall = wall.Add(24*time.Hour + time.Minute) // NTP steps the clock
+	mono += time.Second
+	run(t, j, 2, "r")
+	if r, ok := j.Get(1); !ok || string(r) != "reboot web1" {
+		t.Fatalf("after a forward clock step Get(1) = %q, %v", r, ok)
+	}
+	if r, claimed, err := j.Begin(context.Background(), 1); err != nil || claimed || string(r) != "reboot web1" {
+		t.Fatalf("retry after a clock step: %q %v %v (would run again)", r, claimed, err)
+	}
+	wall = wall.Add(-48 * time.Hour) // and back
+	mono += 24 * time.Hour
+	if _, ok := j.Get(1); ok {
+		t.Fatal("a clock stepped back kept id 1 past 24 h of monotonic time")
+	}
 }
 
 func TestSecondOpenLocked(t *testing.T) {

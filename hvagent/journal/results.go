@@ -17,9 +17,10 @@ func (j *Journal) Results() []Result {
 	return j.collect(func(_ uint64, e *entry) bool { return e.kind == kindResult })
 }
 
-// Interrupted returns the ids begun before this journal was opened and
-// never finished (a crash cut them), oldest first, with the note each was
-// begun with and the time it was begun.
+// Interrupted returns the ids begun and never finished whose outcome the
+// journal does not know: begun before this journal was opened (a crash cut
+// them) or whose result could not be written. Oldest first, with the note
+// each was begun with and the time it was begun.
 func (j *Journal) Interrupted() []Result {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -29,16 +30,27 @@ func (j *Journal) Interrupted() []Result {
 	})
 }
 
+// Running returns the ids claimed in this process and not yet finished
+// (the actions under way), oldest first, with their notes.
+func (j *Journal) Running() []Result {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.collect(func(id uint64, e *entry) bool {
+		_, busy := j.inflight[id]
+		return e.kind == kindBegun && busy
+	})
+}
+
 // collect walks the entries in first-record order and returns a copy of
 // each one still within the TTL that keep accepts, once per id. The caller
 // holds j.mu.
 func (j *Journal) collect(keep func(id uint64, e *entry) bool) []Result {
-	cut := j.opt.Now().Add(-j.opt.TTL)
+	now := j.opt.Mono()
 	seen := make(map[uint64]bool, len(j.entries))
 	var out []Result
 	for _, id := range j.order {
 		e, ok := j.entries[id]
-		if !ok || seen[id] || e.at.Before(cut) || !keep(id, e) {
+		if !ok || seen[id] || e.exp <= now || !keep(id, e) {
 			continue
 		}
 		seen[id] = true

@@ -27,7 +27,6 @@ import (
 	"github.com/ooblab/ooblab/hvagent/sysif"
 	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
 	"github.com/ooblab/ooblab/hvagent/sysif/devipmi"
-	"github.com/ooblab/ooblab/hvagent/virt"
 	"github.com/ooblab/ooblab/hvagent/virt/lvirt"
 	"github.com/ooblab/ooblab/hvagent/vmmi"
 	"github.com/ooblab/ooblab/hvagent/watch"
@@ -39,19 +38,23 @@ import (
 
 // Options are hvagent's flags.
 type Options struct {
-	HostID       string        // must match the key's account name when set
-	KeyFile      string        // otpauth:// URI, mode 0600
-	PolicyFile   string        // TOML authorization list
-	LibvirtURI   string        // default qemu:///system
-	Sysif        string        // "chardev:HOST:PORT", "dev:/dev/ipmi0" or "" (no OOB-I)
-	VMMIAddr     string        // TLS listen address, "" for none
-	TLSCert      string        // PEM chain
-	TLSKey       string        // PEM key, mode 0600
-	TLSClientCA  string        // PEM CA(s) issuing the VMS principals' client certificates
-	JournalFile  string        // request-id journal
-	AlertHook    string        // shell command run per alert, "" for none
-	PollInterval time.Duration // Queue 1 poll without attention (default 1 s)
-	IANA         uint32        // OEM enterprise number (default 32473)
+	HostID      string // must match the key's account name when set
+	KeyFile     string // otpauth:// URI, mode 0600
+	PolicyFile  string // TOML authorization list
+	LibvirtURI  string // default qemu:///system
+	Sysif       string // "chardev:HOST:PORT", "dev:/dev/ipmi0" or "" (no OOB-I)
+	VMMIAddr    string // TLS listen address, "" for none
+	TLSCert     string // PEM chain
+	TLSKey      string // PEM key, mode 0600
+	TLSClientCA string // PEM CA(s) issuing the VMS principals' client certificates
+	JournalFile string // request-id journal
+	// JournalRetention is how long the journal remembers a request id
+	// (default 24 h, at least MinJournalRetention): the VMS's issue-time
+	// window (±5 min) plus the longest time it retries one id.
+	JournalRetention time.Duration
+	AlertHook        string        // shell command run per alert, "" for none
+	PollInterval     time.Duration // Queue 1 poll without attention (default 1 s)
+	IANA             uint32        // OEM enterprise number (default 32473)
 	// StartVMs are domains the agent starts itself once it watches libvirt
 	// (in the background, not waiting): a boot-time start made by the agent
 	// is its own, where one by a script beside it would be reported as a
@@ -144,7 +147,7 @@ func Run(ctx context.Context, o Options) error {
 	adoptInterrupted(j, hv, log)
 	watchLibvirt(ctx, &wg, hv, out, id.key.HostID(), &curPol, log)
 	for _, vm := range o.StartVMs {
-		wg.Go(func() { startAtBoot(ctx, hv, vm, log) })
+		wg.Go(func() { startAtBoot(ctx, a, vm, log) })
 	}
 	st := Status{HostID: id.key.HostID(), OOB: "off", VMMI: "off"}
 	if srv != nil {
@@ -177,6 +180,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 }
 
+// MinJournalRetention is the shortest journal retention hvagent accepts:
+// twice the agent's issue-time window (a request is accepted up to 5 min
+// either side of the host's clock).
+const MinJournalRetention = 10 * time.Minute
+
 // checkOptions fills in the defaults and refuses options hvagent cannot
 // run with.
 func checkOptions(o *Options) error {
@@ -200,6 +208,12 @@ func checkOptions(o *Options) error {
 	}
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = 90 * time.Second
+	}
+	if o.JournalRetention == 0 {
+		o.JournalRetention = 24 * time.Hour
+	}
+	if o.JournalRetention < MinJournalRetention {
+		return fmt.Errorf("--journal-retention %s is shorter than %s: a VMS retrying a request id inside its issue-time window could run it twice", o.JournalRetention, MinJournalRetention)
 	}
 	return nil
 }
@@ -233,7 +247,7 @@ func openJournal(o Options, log *slog.Logger) (*journal.Journal, error) {
 	if err := os.MkdirAll(filepath.Dir(o.JournalFile), 0o700); err != nil {
 		return nil, fmt.Errorf("--journal: %w", err)
 	}
-	j, err := journal.Open(o.JournalFile)
+	j, err := journal.OpenWith(o.JournalFile, journal.Options{TTL: o.JournalRetention, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("--journal: %w", err)
 	}
@@ -568,14 +582,14 @@ func (l *lazyConn) Notify() <-chan struct{} {
 func (l *lazyConn) Close() error { return nil }
 
 // startAtBoot starts vm as the agent's own action (so the lifecycle watcher
-// knows it), logging the outcome; the lab's console shows it.
-func startAtBoot(ctx context.Context, hv *lvirt.Libvirt, vm string, log *slog.Logger) {
+// knows it), journalled (so an agent killed during it leaves a claim its
+// successor adopts, not a false "unauthorized local change" alert), logging
+// the outcome; the lab's console shows it.
+func startAtBoot(ctx context.Context, a *agent.Agent, vm string, log *slog.Logger) {
 	// Like any action, it runs to its end (a stop waits for it): cut short
 	// by a SIGTERM, libvirtd would finish the start with no agent knowing
 	// it as its own, and the next agent would alert it as a local change.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-	defer cancel()
-	if st, err := virt.Do(sctx, hv, virt.ActionStart, vm); err != nil {
+	if st, err := a.StartAtBoot(ctx, vm); err != nil {
 		log.Warn("boot-time start failed", "vm", vm, "err", err)
 	} else {
 		log.Info("boot-time start done", "vm", vm, "state", st)

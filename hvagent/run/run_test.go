@@ -157,3 +157,16 @@ func TestRunBothChannels(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// The journal's retention defaults to 24 h and cannot be shorter than
+// twice the issue-time window.
+func TestJournalRetentionOption(t *testing.T) {
+	o := Options{VMMIAddr: ":0", JournalFile: "j"}
+	if err := checkOptions(&o); err != nil || o.JournalRetention != 24*time.Hour {
+		t.Fatalf("default: %v, %v", o.JournalRetention, err)
+	}
+	o = Options{VMMIAddr: ":0", JournalFile: "j", JournalRetention: 5 * time.Minute}
+	if err := checkOptions(&o); err == nil || !strings.Contains(err.Error(), "--journal-retention") {
+		t.Fatalf("5m accepted: %v", err)
+	}
+}

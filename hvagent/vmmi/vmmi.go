@@ -20,8 +20,13 @@
 // Limits, so idle or slow peers cannot hold every slot: at most MaxConns
 // connections and MaxConnsPerSource from one source address (more are
 // closed right after accept), a handshake deadline, an idle deadline
-// between frames, a write deadline per answer. Serve returns when ctx ends,
-// after closing every connection.
+// between frames, a write deadline per answer.
+//
+// Shutdown (ctx ends, SIGTERM): the listener closes and no connection
+// reads another request, but the requests already read are answered on
+// their connection (for at most DrainTimeout) before it closes, so a VMS
+// gets its answer now, not over the OOB-I a retry later. Serve returns
+// once every connection is closed.
 package vmmi
 
 import (
@@ -67,6 +72,7 @@ type Config struct {
 	HandshakeTimeout  time.Duration // default 10 s
 	IdleTimeout       time.Duration // between frames, default 2 min
 	WriteTimeout      time.Duration // per answer frame, default 30 s
+	DrainTimeout      time.Duration // shutdown: answers to requests already read, default 30 s
 	Logger            *slog.Logger
 }
 
@@ -112,6 +118,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 30 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -168,17 +177,22 @@ func (s *Server) Served() uint64 { return s.served.Load() }
 func (s *Server) Refused() uint64 { return s.refuse.Load() }
 
 // Serve accepts TLS connections on ln (a plain TCP listener) until ctx
-// ends, then closes ln and every connection and returns nil.
+// ends, then closes ln, lets every connection answer the requests it has
+// read (at most DrainTimeout), closes it, and returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Requests run under hctx: it outlives ctx by DrainTimeout.
+	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer hcancel()
 	stop := context.AfterFunc(ctx, func() {
 		ln.Close()
 		s.mu.Lock()
 		for c := range s.conns {
-			c.Close()
+			c.SetReadDeadline(time.Now()) // read no more; serveConn answers what it has, then closes
 		}
 		s.mu.Unlock()
+		time.AfterFunc(s.cfg.DrainTimeout, hcancel)
 	})
 	defer stop()
 	defer s.wg.Wait()
@@ -227,7 +241,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			defer func() { <-s.sem }()
 			defer s.releaseSource(src)
 			defer s.track(nc, false)
-			s.serveConn(ctx, nc)
+			s.serveConn(ctx, hctx, nc)
 		})
 	}
 }
@@ -271,7 +285,10 @@ func (s *Server) track(c net.Conn, add bool) {
 	}
 }
 
-func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
+// serveConn serves one connection until ctx ends or the peer goes; its
+// requests run under hctx, so those already read are answered after ctx
+// ends.
+func (s *Server) serveConn(ctx, hctx context.Context, nc net.Conn) {
 	peer := nc.RemoteAddr().String()
 	log := s.log.With("peer", peer)
 	tc := tls.Server(nc, s.tls)
@@ -291,7 +308,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	}
 	log = log.With("cert_principal", principal)
 	log.Debug("VMM-I connection up", "tls", tls.VersionName(tc.ConnectionState().Version))
-	ctx = agent.WithPeer(ctx, principal)
+	hctx = agent.WithPeer(hctx, principal)
 	var (
 		wmu      sync.Mutex // one answer's frames at a time
 		inflight sync.WaitGroup
@@ -301,6 +318,9 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	defer inflight.Wait()
 	for {
 		tc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if ctx.Err() != nil { // stopping: Serve's deadline may predate ours
+			return
+		}
 		env, err := frame.Read(tc)
 		if err != nil {
 			var ne net.Error
@@ -330,7 +350,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		busy.Add(1)
 		inflight.Go(func() {
 			defer func() { busy.Add(-1); <-slots }()
-			out, err := s.cfg.Handler.HandleEnvelope(ctx, env, agent.ViaVMMI)
+			out, err := s.cfg.Handler.HandleEnvelope(hctx, env, agent.ViaVMMI)
 			if err != nil {
 				log.Debug("VMM-I envelope not answered", "len", len(env), "err", err)
 			}

@@ -503,3 +503,56 @@ func TestPerSourceCap(t *testing.T) {
 		t.Fatalf("another source refused: %v", err)
 	}
 }
+
+// drainH answers "slow" once released, or gives up (no answer) when its
+// context ends, as the agent does when its requester goes away.
+type drainH struct{ entered, release chan struct{} }
+
+func (d drainH) HandleEnvelope(ctx context.Context, env []byte, _ string) ([][]byte, error) {
+	d.entered <- struct{}{}
+	select {
+	case <-d.release:
+		return [][]byte{env}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// On shutdown (SIGTERM) a request already read is answered on its
+// connection before it closes: the VMS gets its answer now, not over the
+// OOB-I after a retry.
+func TestShutdownFinishesAnswers(t *testing.T) {
+	h := drainH{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	b := start(t, h, nil)
+	c := b.dial(t, "localhost")
+	if err := frame.Write(c, []byte("slow")); err != nil {
+		t.Fatal(err)
+	}
+	<-h.entered
+	b.cancel()
+	// Shutdown is under way once the listener refuses.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		nc, err := net.DialTimeout("tcp", b.addr, time.Second)
+		if err != nil {
+			break
+		}
+		nc.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("listener still open 5 s after shutdown began")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(h.release)
+	if got, err := frame.Read(c); err != nil || string(got) != "slow" {
+		t.Fatalf("answer due at shutdown: %q %v; want it delivered before the connection closes", got, err)
+	}
+	if _, err := frame.Read(c); err == nil {
+		t.Fatal("connection still open after its answers")
+	}
+	select {
+	case err := <-b.done:
+		b.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}

@@ -31,8 +31,10 @@ type VM struct {
 type Hypervisor struct {
 	now func() time.Time
 
-	mu  sync.Mutex
-	vms map[string]*dom
+	mu    sync.Mutex
+	vms   map[string]*dom
+	held  chan struct{} // non-nil: actions wait for it to close (Hold)
+	began chan string   // Hold: each held action's VM when it begins
 }
 
 type dom struct {
@@ -143,9 +145,59 @@ func (h *Hypervisor) Resume(ctx context.Context, vm string) (virt.State, error) 
 	return h.act(ctx, vm, virt.ActionResume)
 }
 
-// act decides with virt.Plan and applies the change as test:///default
-// does; the reasons are virsh's ("domstate --reason").
+// Hold makes the state changes from now on take as long as the test wants,
+// as a slow libvirt call does: each one reports its VM on began when it
+// starts and completes once release is called. Like hvagent/virt/lvirt, a
+// caller whose context ends first gets the context's error while the
+// action still completes, in the background, when released.
+func (h *Hypervisor) Hold() (began <-chan string, release func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ch, b := make(chan struct{}), make(chan string, 64)
+	h.held, h.began = ch, b
+	return b, sync.OnceFunc(func() {
+		h.mu.Lock()
+		if h.held == ch {
+			h.held, h.began = nil, nil
+		}
+		h.mu.Unlock()
+		close(ch)
+	})
+}
+
+// act runs the action, after the hold if there is one.
 func (h *Hypervisor) act(ctx context.Context, vm string, a virt.Action) (virt.State, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	h.mu.Lock()
+	held, began := h.held, h.began
+	h.mu.Unlock()
+	if held == nil {
+		return h.apply(ctx, vm, a)
+	}
+	type result struct {
+		st  virt.State
+		err error
+	}
+	done := make(chan result, 1)
+	began <- vm
+	go func() {
+		<-held
+		st, err := h.apply(context.WithoutCancel(ctx), vm, a)
+		done <- result{st, err}
+	}()
+	select {
+	case r := <-done:
+		return r.st, r.err
+	case <-ctx.Done():
+		return "", fmt.Errorf("virt: %w (the action finishes in the background)", ctx.Err())
+	}
+}
+
+// apply decides with virt.Plan and applies the change as test:///default
+// does; the reasons are virsh's ("domstate --reason").
+func (h *Hypervisor) apply(ctx context.Context, vm string, a virt.Action) (virt.State, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
