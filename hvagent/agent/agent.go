@@ -109,7 +109,7 @@ func Class(a alert.Alert) byte {
 		p string
 		c byte
 	}{{ReasonDenied, ClassDenied}, {ReasonChallenge, ClassChallenge}, {ReasonEnvelope, ClassEnvelope}, {ReasonReplay, ClassReplay},
-		{ReasonLocal, ClassLocal}, {ReasonGuest, ClassGuest}, {ReasonCrash, ClassCrash}} {
+		{ReasonLocal, ClassLocal}, {ReasonGuest, ClassGuest}, {ReasonCrash, ClassCrash}, {ReasonClock, ClassClock}} {
 		if len(a.Reason) >= len(c.p) && a.Reason[:len(c.p)] == c.p {
 			return c.c
 		}
