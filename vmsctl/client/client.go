@@ -82,6 +82,9 @@ func (e *ReplyError) Error() string {
 	case vmsg.ErrInProgress:
 		what = "not finished"
 	}
+	if e.Code == vmsg.ErrClockSkew { // not a refusal of the request: of the clocks
+		return fmt.Sprintf("%s: %s", e.Code, e.Text)
+	}
 	if e.Text == "" {
 		return fmt.Sprintf("%s: %s", what, e.Code)
 	}
@@ -468,6 +471,9 @@ type Result struct {
 	Latency     time.Duration `json:"latency"`
 	// Challenged is true when a challenge was answered on the way.
 	Challenged bool `json:"challenged,omitempty"`
+	// ClockOffset is the host's clock minus this VMS's, measured from the
+	// reply (to within half the round trip); nil when it carried no time.
+	ClockOffset *time.Duration `json:"clock_offset,omitempty"`
 }
 
 // Do runs cmd on vm (empty for list and ping) of host and returns the
@@ -515,7 +521,8 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 	start := c.now()
 	busyWait := 200 * time.Millisecond
 	for round := 0; ; round++ {
-		r.IssuedMs = c.now().UnixMilli()
+		sent := c.now()
+		r.IssuedMs = sent.UnixMilli()
 		ans, err := c.ch.Exchange(ctx, t, &r)
 		if err != nil {
 			if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrUnreachable) {
@@ -534,6 +541,7 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 				return nil, fmt.Errorf("%s: unexpected %T answer", host, ans.Msg)
 			}
 			res.Reply = rep
+			res.ClockOffset = clockOffset(rep.Host, sent, c.now())
 			if rep.Executed != nil && rep.Executed.Via != "" {
 				res.ExecutedVia = rep.Executed.Via // the agent says which channel ran it
 			}
@@ -553,7 +561,11 @@ func (c *Client) Send(ctx context.Context, host string, req *vmsg.Request) (*Res
 				continue
 			}
 			if !rep.OK {
-				return res, &ReplyError{Code: rep.Code, Text: rep.Error, Via: ans.Via, Latency: ans.Latency}
+				text := rep.Error
+				if rep.Code == vmsg.ErrClockSkew {
+					text = clockSkewText(res.ClockOffset, text)
+				}
+				return res, &ReplyError{Code: rep.Code, Text: text, Via: ans.Via, Latency: ans.Latency}
 			}
 			c.log.Debug("answer", "host", host, "request", r.ID, "via", ans.Via, "latency", ans.Latency, "total", c.now().Sub(start))
 			return res, nil

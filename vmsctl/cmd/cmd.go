@@ -36,6 +36,9 @@ const (
 	// outcome is unknown; the VM's state now is printed. Not a failure:
 	// check the state (or history) before running it again.
 	ExitInterrupted = 7
+	// ExitClockSkew: the host's and this VMS's clocks are too far apart
+	// for the host to serve requests (not run); the offset is shown.
+	ExitClockSkew = 8
 )
 
 // usageError marks errors of the command line itself.
@@ -65,6 +68,8 @@ func ExitCode(err error) int {
 			return ExitNoVM
 		case vmsg.ErrInterrupted:
 			return ExitInterrupted
+		case vmsg.ErrClockSkew:
+			return ExitClockSkew
 		}
 		return ExitError
 	case errors.Is(err, client.ErrChallengeFailed):
@@ -157,7 +162,8 @@ host's BMC (OOB-I, IPMI over LAN), and answers challenges for protected VMs.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 refused/unauthorized, 4 challenge failed,
 5 host unreachable on every channel, 6 no such VM, 7 interrupted (the agent
-restarted mid-action: outcome unknown, the VM's state now is shown).`,
+restarted mid-action: outcome unknown, the VM's state now is shown), 8 clock skew
+(the host's and this VMS's clocks are too far apart: not run, the offset is shown).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
