@@ -1,10 +1,12 @@
 package seal
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 	"time"
 
+	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
@@ -52,4 +54,33 @@ func TestOpenSkewed(t *testing.T) {
 	if _, _, err := host.OpenSkewed(ahead, testNow, 20); err != nil {
 		t.Fatalf("sender ahead: %v", err)
 	}
+}
+
+// FuzzOpenSkewed: OpenSkewed opens only genuine envelopes within its range,
+// whose header re-encodes exactly, and never touches the replay window.
+func FuzzOpenSkewed(f *testing.F) {
+	for _, tt := range goldenEnvelopes {
+		f.Add(testutil.Unhex(f, tt.want))
+	}
+	k := testKey(f, "hv1")
+	back, _ := NewSealer(k).Seal(vmsg.KindRequest, 7, []byte("req"), testNow.Add(-312*time.Second))
+	f.Add(back)
+	f.Add([]byte("OB\x01\x01\xff"))
+	o := NewOpener(k, OpenerOptions{})
+	f.Fuzz(func(t *testing.T, env []byte) {
+		h, body, err := o.OpenSkewed(env, testNow, 20)
+		if o.Seen() != 0 {
+			t.Fatal("OpenSkewed took an id into the replay window")
+		}
+		if err != nil {
+			return
+		}
+		hdr := h.append(nil)
+		if !bytes.Equal(hdr, env[:len(hdr)]) || len(env) != len(hdr)+NonceLen+len(body)+TagLen {
+			t.Fatalf("opened inconsistent envelope % x", env)
+		}
+		if cur := k.Step(testNow); h.Step+20 < cur || h.Step > cur+20 {
+			t.Fatalf("opened step %d at %d, beyond ±20", h.Step, cur)
+		}
+	})
 }
