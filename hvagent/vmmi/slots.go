@@ -9,17 +9,24 @@ import (
 // hold the slots of those who authenticate:
 //
 //	accept ──▶ pending (MaxPending, MaxPendingPerSource) ──TLS + client cert──▶ authenticated (MaxConns)
-//	           └─ full: the oldest pending connection of the source holding
-//	              the most pending ones is closed to make room (never one of
-//	              a source holding fewer than the newcomer's would then)
+//	           ├─ its source at MaxPendingPerSource, or at MaxConnsPerSource
+//	           │  with some pending: the source's oldest pending connection
+//	           │  is closed to make room (newest wins within a source)
+//	           └─ all MaxPending taken: the oldest pending connection of the
+//	              source holding the most is closed to make room (never one
+//	              of a source holding no more than the newcomer's would)
 //
 // Every connection, in either stage, counts against MaxConnsPerSource. A
 // pending connection lives at most HandshakeTimeout; an authenticated one
 // IdleTimeout between frames. So a crowd of silent TCP peers, from however
 // many addresses, keeps at most MaxPending connections that each live a
-// few seconds and are displaced by newcomers from quieter sources; a VMS
-// whose handshake takes milliseconds always gets through, and once
-// authenticated its connection is out of their reach.
+// few seconds and are displaced by newcomers from quieter sources and by
+// newer ones from their own; a VMS whose handshake takes milliseconds gets
+// through — also behind a NAT that shows it and the crowd as one address
+// (the lab's QEMU user networking does) — and once authenticated its
+// connection is out of their reach. Only a peer that opens connections
+// from the VMS's own address as fast as the VMS's handshake completes can
+// keep it out.
 type slots struct {
 	maxPending, maxPendingPerSrc, maxAuthed, maxPerSrc int
 
@@ -51,7 +58,6 @@ type admitResult uint8
 const (
 	admitted admitResult = iota
 	refusedSource
-	refusedPendingSource
 	refusedPending
 )
 
@@ -65,17 +71,19 @@ func newSlots(maxPending, maxPendingPerSrc, maxAuthed, maxPerSrc int) *slots {
 func (s *slots) admit(c net.Conn, src string) (sl *slot, evicted net.Conn, why admitResult) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	v := -1
 	switch {
-	case s.bySrc[src] >= s.maxPerSrc:
-		return nil, nil, refusedSource
-	case s.pendBySrc[src] >= s.maxPendingPerSrc:
-		return nil, nil, refusedPendingSource
-	}
-	if len(s.pending) >= s.maxPending {
-		v := s.victim()
+	case s.bySrc[src] >= s.maxPerSrc || s.pendBySrc[src] >= s.maxPendingPerSrc:
+		if v = s.oldestOf(src); v < 0 { // all of them authenticated
+			return nil, nil, refusedSource
+		}
+	case len(s.pending) >= s.maxPending:
+		v = s.victim()
 		if v < 0 || s.pendBySrc[s.pending[v].src] <= s.pendBySrc[src] {
 			return nil, nil, refusedPending
 		}
+	}
+	if v >= 0 {
 		old := s.pending[v]
 		s.dropPending(v)
 		s.bySrc[old.src]--
@@ -88,6 +96,16 @@ func (s *slots) admit(c net.Conn, src string) (sl *slot, evicted net.Conn, why a
 	s.pendBySrc[src]++
 	s.bySrc[src]++
 	return sl, evicted, admitted
+}
+
+// oldestOf is the index of src's oldest pending connection (-1: none).
+func (s *slots) oldestOf(src string) int {
+	for i, p := range s.pending {
+		if p.src == src {
+			return i
+		}
+	}
+	return -1
 }
 
 // victim is the index of the oldest pending connection of the source with

@@ -3,8 +3,10 @@ package vmmi
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -138,37 +140,63 @@ func TestPendingPoolEviction(t *testing.T) {
 		return c
 	}
 	dial("127.0.0.6")
-	waitFor(t, "pool full again", func() bool { p, _ := b.srv.Conns(); return p == 4 })
+	waitFor(t, "pool full again", func() bool { p, _ := b.srv.Conns(); return p == 4 && b.srv.Evicted() == 60 })
 	waitClosed(t, dial("127.0.0.3"), "second peer from a source already pending")
 	if b.srv.Evicted() != 1 {
 		t.Fatalf("evicted %d after a peer from a busy source, want 1", b.srv.Evicted())
 	}
 }
 
-// TestPendingPerSourceCap: one address cannot hold more than
-// MaxPendingPerSource connections in their handshake; another address
-// still gets in.
+// TestPendingPerSourceCap: one address holds at most MaxPendingPerSource
+// connections in their handshake: a newer one from it closes its oldest;
+// another address is not touched and still gets in.
 func TestPendingPerSourceCap(t *testing.T) {
 	b := start(t, echo{}, func(c *Config) { c.MaxPendingPerSource = 2; c.HandshakeTimeout = time.Minute })
-	d := &net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	dial := func(src string) net.Conn {
+		d := &net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", b.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	other := dial("127.0.0.3")
+	waitFor(t, "peer pending", func() bool { p, _ := b.srv.Conns(); return p == 1 })
+	var peers []net.Conn
 	for i := range 2 {
+		peers = append(peers, dial("127.0.0.2"))
+		waitFor(t, "peer pending", func() bool { p, _ := b.srv.Conns(); return p == i+2 })
+	}
+	dial("127.0.0.2")
+	waitClosed(t, peers[0], "oldest silent peer of a source over its cap")
+	if p, _ := b.srv.Conns(); p != 3 || b.srv.Evicted() != 1 || b.srv.Refused() != 0 {
+		t.Fatalf("pending %d, evicted %d, refused %d; want 3, 1, 0", p, b.srv.Evicted(), b.srv.Refused())
+	}
+	other.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := other.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("another source's pending connection was closed: %v", err)
+	}
+	if err := b.exchange(t, "127.0.0.1"); err != nil {
+		t.Fatalf("another source: %v", err)
+	}
+}
+
+// TestSilentPeersBehindTheVMSsAddress: 64 silent peers from the VMS's own
+// address (a NAT, or the lab's QEMU user networking, shows every peer as
+// one), then the VMS: its newer connection displaces theirs and is served.
+func TestSilentPeersBehindTheVMSsAddress(t *testing.T) {
+	b := start(t, echo{}, nil)
+	for range 64 {
+		d := &net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}}
 		c, err := d.Dial("tcp", b.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		waitFor(t, "peer pending", func() bool { p, _ := b.srv.Conns(); return p == i+1 })
 	}
-	third, err := d.Dial("tcp", b.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer third.Close()
-	waitClosed(t, third, "third silent peer from one source")
-	if b.srv.Refused() != 1 {
-		t.Fatalf("refused %d, want 1", b.srv.Refused())
-	}
+	waitFor(t, "silent peers pending", func() bool { p, _ := b.srv.Conns(); return p == 4 && b.srv.Evicted() == 60 })
 	if err := b.exchange(t, "127.0.0.1"); err != nil {
-		t.Fatalf("another source: %v", err)
+		t.Fatalf("the VMS behind its silent neighbours: %v", err)
 	}
 }

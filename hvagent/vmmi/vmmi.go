@@ -21,8 +21,9 @@
 // connection is pending until its TLS handshake is done with a valid client
 // certificate, and then authenticated. At most MaxPending connections are
 // pending (MaxPendingPerSource from one source address), each for at most
-// HandshakeTimeout; when they are all taken, the oldest pending connection
-// of the source holding the most is closed to make room. At most MaxConns
+// HandshakeTimeout; a source over its caps makes room by closing its own
+// oldest pending connection, and when all MaxPending are taken the oldest
+// pending connection of the source holding the most is closed. At most MaxConns
 // are authenticated, each closed after IdleTimeout without a frame, and a
 // write deadline per answer. Every connection counts against
 // MaxConnsPerSource. Serve returns when ctx ends, after closing every
@@ -184,7 +185,8 @@ func (s *Server) Served() uint64 { return s.served.Load() }
 func (s *Server) Refused() uint64 { return s.refuse.Load() }
 
 // Evicted is the number of pending connections closed to make room for a
-// newcomer from a source holding fewer.
+// newcomer: a newer one from their source, or one from a source holding
+// fewer.
 func (s *Server) Evicted() uint64 { return s.evict.Load() }
 
 // Conns reports the connections open now: pending (not yet authenticated)
@@ -230,7 +232,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		sl, evicted, why := s.slots.admit(nc, sourceOf(nc))
 		if evicted != nil {
 			s.evict.Add(1)
-			s.log.Debug("VMM-I pending connection closed to make room for another source's", "peer", evicted.RemoteAddr().String(), "for", nc.RemoteAddr().String())
+			s.log.Debug("VMM-I pending connection closed to make room for a newcomer", "peer", evicted.RemoteAddr().String(), "for", nc.RemoteAddr().String())
 			evicted.Close()
 		}
 		if why != admitted {
@@ -266,9 +268,7 @@ func sourceOf(c net.Conn) string {
 func (w admitResult) String() string {
 	switch w {
 	case refusedSource:
-		return "too many open from this source"
-	case refusedPendingSource:
-		return "too many from this source still in their TLS handshake"
+		return "too many open from this source, all authenticated"
 	case refusedPending:
 		return "too many connections still in their TLS handshake"
 	}
@@ -299,7 +299,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, sl *slot) {
 		return
 	}
 	if ok, evicted := s.slots.promote(sl); evicted {
-		log.Debug("VMM-I connection closed to make room for another source's before it authenticated")
+		log.Debug("VMM-I connection closed to make room for a newcomer before it authenticated")
 		return
 	} else if !ok {
 		s.refuse.Add(1)
