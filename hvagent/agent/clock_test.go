@@ -90,3 +90,28 @@ func TestClockSkewIsLoud(t *testing.T) {
 		t.Fatalf("envelope %v off answered: %+v", ClockReportRange+time.Minute, msgs)
 	}
 }
+
+// TestHostClockWentBack: the host's (and the VMS's) clock stepped back 2 min
+// while the agent ran: the replay window does not move back, so requests
+// in the window are refused until the clock catches up — loudly, saying
+// so, instead of silently.
+func TestHostClockWentBack(t *testing.T) {
+	b := newBench(t)
+	if rep := b.reply(req("vms1", vmsg.CmdPing, "")); !rep.OK {
+		t.Fatalf("ping: %+v", rep)
+	}
+	b.clk.Add(-2 * time.Minute)
+	// A fresh VMS (vmsctl is one process per command): a long-running
+	// one's own replay window stays ahead too.
+	msgs, _, err := b.ask(b.skewedVMS(0), req("vms1", vmsg.CmdPing, ""))
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("after the step back: %d answers, %v", len(msgs), err)
+	}
+	if rep := msgs[0].(*vmsg.Reply); rep.Code != vmsg.ErrClockSkew || !strings.Contains(rep.Error, "this host's clock went back") {
+		t.Fatalf("answer %+v", rep)
+	}
+	b.clk.Add(2*time.Minute + 30*time.Second) // caught up
+	if msgs, _, err := b.ask(b.skewedVMS(0), req("vms1", vmsg.CmdPing, "")); err != nil || !msgs[0].(*vmsg.Reply).OK {
+		t.Fatalf("ping after catching up: %+v %v", msgs, err)
+	}
+}
