@@ -7,7 +7,9 @@
 //
 //	open (seal.Opener: host id, T-1..T+1, replay window)
 //	  └─ fails → logged; tampered (ErrAuth) or replayed (ErrReplay) also
-//	             raise an alert; nothing is answered
+//	             raise an alert; nothing is answered; but a stale one that
+//	             is an authentic, signed request within ±1 h → Reply
+//	             ErrClockSkew in the VMS's time step + Alert, not run (clock.go)
 //	decode vmsg.Request (another kind → logged, nothing answered)
 //	signature (internal/ident) by a key the list names for the principal,
 //	and on the VMM-I the TLS client certificate's principal (WithPeer)

@@ -39,7 +39,7 @@ const (
 	ClassLocal     byte = 0x05
 	ClassGuest     byte = 0x06
 	ClassCrash     byte = 0x07
-	ClassJournal   byte = 0x08
+	ClassJournal   byte = 0x09
 )
 
 // Class maps an alert's reason to its class number.
@@ -48,7 +48,7 @@ func Class(a alert.Alert) byte {
 		p string
 		c byte
 	}{{ReasonDenied, ClassDenied}, {ReasonChallenge, ClassChallenge}, {ReasonEnvelope, ClassEnvelope}, {ReasonReplay, ClassReplay},
-		{ReasonLocal, ClassLocal}, {ReasonGuest, ClassGuest}, {ReasonCrash, ClassCrash}, {ReasonJournal, ClassJournal}} {
+		{ReasonLocal, ClassLocal}, {ReasonGuest, ClassGuest}, {ReasonCrash, ClassCrash}, {ReasonClock, ClassClock}, {ReasonJournal, ClassJournal}} {
 		if len(a.Reason) >= len(c.p) && a.Reason[:len(c.p)] == c.p {
 			return c.c
 		}

@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"testing"
+	"time"
 
+	"github.com/ooblab/ooblab/hvagent/agenttest"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
@@ -16,6 +18,10 @@ func FuzzHandleEnvelope(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("OB\x01\x01\x03hv1"))
 	f.Add(good[:len(good)-1])
+	// Sealed by a VMS clock 312 s back: answered ErrClockSkew (clock.go).
+	skewed, _ := agenttest.NewVMS(b.key, func() time.Time { return b.clk.Now().Add(-312 * time.Second) }).Seal(
+		&vmsg.Request{ID: 2, Principal: "vms1", Command: vmsg.CmdPing, IssuedMs: b.clk.Now().Add(-312 * time.Second).UnixMilli()})
+	f.Add(skewed)
 	f.Fuzz(func(t *testing.T, env []byte) {
 		out, err := b.a.HandleEnvelope(context.Background(), env, ViaOOB)
 		if err != nil && out != nil {

@@ -23,13 +23,16 @@ import (
 
 // Job is one prepared envelope; Run serves it once.
 type Job struct {
-	a    *Agent
-	via  string
-	req  *vmsg.Request
-	err  error // the envelope did not open or decode (already logged)
-	lane string
-	prev <-chan struct{} // closed when the request before it in its lane is done
-	done chan struct{}   // closed when this one is done (its successor may go)
+	a   *Agent
+	via string
+	req *vmsg.Request
+	err error // the envelope did not open or decode (already logged)
+	// early is the answer given without serving the request: a clock
+	// fault (clock.go).
+	early [][]byte
+	lane  string
+	prev  <-chan struct{} // closed when the request before it in its lane is done
+	done  chan struct{}   // closed when this one is done (its successor may go)
 	// first is the job that holds this request id, when this is a duplicate.
 	first   *Job
 	started chan struct{} // closed once this job passed its lane and slot
@@ -39,9 +42,9 @@ type Job struct {
 // arrival order; Run the job (in any goroutine) exactly once.
 func (a *Agent) Prepare(ctx context.Context, env []byte, via string) *Job {
 	j := &Job{a: a, via: via, done: make(chan struct{}), started: make(chan struct{})}
-	req, err := a.open(ctx, env, via)
-	if err != nil {
-		j.err = err
+	req, early, err := a.open(ctx, env, via)
+	if err != nil || early != nil {
+		j.err, j.early = err, early
 		return j
 	}
 	j.req = req
@@ -67,8 +70,8 @@ func (a *Agent) Prepare(ctx context.Context, env []byte, via string) *Job {
 // Run serves the job and returns the sealed answers (see HandleEnvelope).
 func (j *Job) Run(ctx context.Context) ([][]byte, error) {
 	a := j.a
-	if j.err != nil {
-		return nil, j.err
+	if j.err != nil || j.early != nil {
+		return j.early, j.err
 	}
 	if j.first != nil {
 		return j.runDuplicate(ctx)
@@ -141,22 +144,27 @@ func (j *Job) finish() {
 }
 
 // open opens and decodes one envelope (the first half of HandleEnvelope).
-func (a *Agent) open(ctx context.Context, env []byte, via string) (*vmsg.Request, error) {
+// An authentic request sealed by a clock outside the window is not served
+// but answered at once (early, clock.go).
+func (a *Agent) open(ctx context.Context, env []byte, via string) (req *vmsg.Request, early [][]byte, err error) {
 	hdr, body, err := a.opener.Open(env, a.cfg.Now())
 	if err != nil {
+		if out := a.clockFault(ctx, env, via, err); out != nil {
+			return nil, out, nil
+		}
 		a.badEnvelope(ctx, env, via, err)
-		return nil, err
+		return nil, nil, err
 	}
 	if hdr.Kind != vmsg.KindRequest {
 		a.log.Warn("sealed message of the wrong kind ignored; only requests come to the host", "via", via, "kind", hdr.Kind, "msg_id", hdr.MsgID)
-		return nil, fmt.Errorf("agent: %v message, want %v", hdr.Kind, vmsg.KindRequest)
+		return nil, nil, fmt.Errorf("agent: %v message, want %v", hdr.Kind, vmsg.KindRequest)
 	}
-	req, err := vmsg.DecodeRequest(body)
+	req, err = vmsg.DecodeRequest(body)
 	if err != nil {
 		// Authentic but malformed: the VMS has a bug. There is no request id
 		// to answer to.
 		a.log.Error("authentic request does not decode; the VMS sent a malformed body", "via", via, "msg_id", hdr.MsgID, "err", err)
-		return nil, err
+		return nil, nil, err
 	}
-	return req, nil
+	return req, nil, nil
 }

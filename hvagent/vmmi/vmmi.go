@@ -17,10 +17,16 @@
 // that principal's signature (internal/ident), exactly as on the OOB-I,
 // since both channels share Agent.HandleEnvelope.
 //
-// Limits, so idle or slow peers cannot hold every slot: at most MaxConns
-// connections and MaxConnsPerSource from one source address (more are
-// closed right after accept), a handshake deadline, an idle deadline
-// between frames, a write deadline per answer.
+// Limits, so idle or slow peers cannot hold every slot (slots.go): a
+// connection is pending until its TLS handshake is done with a valid client
+// certificate, and then authenticated. At most MaxPending connections are
+// pending (MaxPendingPerSource from one source address), each for at most
+// HandshakeTimeout; a source over its caps makes room by closing its own
+// oldest pending connection, and when all MaxPending are taken the oldest
+// pending connection of the source holding the most is closed. At most MaxConns
+// are authenticated, each closed after IdleTimeout without a frame, and a
+// write deadline per answer. Every connection counts against
+// MaxConnsPerSource.
 //
 // Shutdown (ctx ends, SIGTERM): the listener closes and no connection
 // reads another request, but the requests already read are answered on
@@ -66,14 +72,18 @@ type Config struct {
 	// KnownPrincipal, when set, must accept the client certificate's
 	// common name (agent.Agent.KnownPrincipal: the authorization list).
 	KnownPrincipal    func(principal string) bool
-	MaxConns          int           // default 64
-	MaxConnsPerSource int           // per remote IP address, default 16
-	MaxInFlight       int           // concurrent requests per connection, default 16
-	HandshakeTimeout  time.Duration // default 10 s
-	IdleTimeout       time.Duration // between frames, default 2 min
-	WriteTimeout      time.Duration // per answer frame, default 30 s
-	DrainTimeout      time.Duration // shutdown: answers to requests already read, default 30 s
-	Logger            *slog.Logger
+	MaxConns          int // authenticated connections, default 64
+	MaxConnsPerSource int // per remote IP address, pending or not, default 16
+	// MaxPending bounds the connections not yet past the TLS handshake
+	// with a valid client certificate (default 32), MaxPendingPerSource
+	// those from one remote IP address (default 4).
+	MaxPending, MaxPendingPerSource int
+	MaxInFlight                     int           // concurrent requests per connection, default 16
+	HandshakeTimeout                time.Duration // TCP accept to the end of the TLS handshake, default 3 s
+	IdleTimeout                     time.Duration // between frames, default 2 min
+	WriteTimeout                    time.Duration // per answer frame, default 30 s
+	DrainTimeout                    time.Duration // shutdown: answers to requests already read, default 30 s
+	Logger                          *slog.Logger
 }
 
 // Server is the VMM-I listener.
@@ -81,13 +91,13 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	tls    *tls.Config
-	sem    chan struct{}
+	slots  *slots
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
-	perSrc map[string]int
 	wg     sync.WaitGroup
 	served atomic.Uint64
 	refuse atomic.Uint64
+	evict  atomic.Uint64
 }
 
 // New checks cfg and returns a Server.
@@ -107,11 +117,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConnsPerSource <= 0 {
 		cfg.MaxConnsPerSource = 16
 	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 32
+	}
+	if cfg.MaxPendingPerSource <= 0 {
+		cfg.MaxPendingPerSource = 4
+	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 16
 	}
 	if cfg.HandshakeTimeout <= 0 {
-		cfg.HandshakeTimeout = 10 * time.Second
+		cfg.HandshakeTimeout = 3 * time.Second
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 2 * time.Minute
@@ -140,8 +156,8 @@ func New(cfg Config) (*Server, error) {
 		}
 		return nil
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, tls: t, sem: make(chan struct{}, cfg.MaxConns),
-		conns: map[net.Conn]struct{}{}, perSrc: map[string]int{}}, nil
+	return &Server{cfg: cfg, log: cfg.Logger, tls: t, conns: map[net.Conn]struct{}{},
+		slots: newSlots(cfg.MaxPending, cfg.MaxPendingPerSource, cfg.MaxConns, cfg.MaxConnsPerSource)}, nil
 }
 
 // peerPrincipal is the principal a verified client certificate names: its
@@ -173,8 +189,18 @@ func LoadClientCAs(file string) (*x509.CertPool, error) {
 // Served is the number of frames answered so far.
 func (s *Server) Served() uint64 { return s.served.Load() }
 
-// Refused is the number of connections closed because MaxConns were open.
+// Refused is the number of connections closed for want of a slot: too
+// many from their source, too many pending, or MaxConns authenticated.
 func (s *Server) Refused() uint64 { return s.refuse.Load() }
+
+// Evicted is the number of pending connections closed to make room for a
+// newcomer: a newer one from their source, or one from a source holding
+// fewer.
+func (s *Server) Evicted() uint64 { return s.evict.Load() }
+
+// Conns reports the connections open now: pending (not yet authenticated)
+// and authenticated.
+func (s *Server) Conns() (pending, authenticated int) { return s.slots.counts() }
 
 // Serve accepts TLS connections on ln (a plain TCP listener) until ctx
 // ends, then closes ln, lets every connection answer the requests it has
@@ -217,19 +243,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("vmmi: accept: %w", err)
 		}
 		delay = 0
-		src := sourceOf(nc)
-		if !s.takeSource(src) {
-			s.refuse.Add(1)
-			s.log.Warn("VMM-I connection refused: too many open from this source", "peer", nc.RemoteAddr().String(), "max_per_source", s.cfg.MaxConnsPerSource)
-			nc.Close()
-			continue
+		sl, evicted, why := s.slots.admit(nc, sourceOf(nc))
+		if evicted != nil {
+			s.evict.Add(1)
+			s.log.Debug("VMM-I pending connection closed to make room for a newcomer", "peer", evicted.RemoteAddr().String(), "for", nc.RemoteAddr().String())
+			evicted.Close()
 		}
-		select {
-		case s.sem <- struct{}{}:
-		default:
+		if why != admitted {
 			s.refuse.Add(1)
-			s.releaseSource(src)
-			s.log.Warn("VMM-I connection refused: too many open", "peer", nc.RemoteAddr().String(), "max", s.cfg.MaxConns)
+			s.log.Warn("VMM-I connection refused: "+why.String(), "peer", nc.RemoteAddr().String(),
+				"max_per_source", s.cfg.MaxConnsPerSource, "max_pending", s.cfg.MaxPending, "max_pending_per_source", s.cfg.MaxPendingPerSource)
 			nc.Close()
 			continue
 		}
@@ -238,10 +261,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			// Slot first, close last: a peer that sees the close can
 			// reconnect at once.
 			defer nc.Close()
-			defer func() { <-s.sem }()
-			defer s.releaseSource(src)
+			defer s.slots.release(sl)
 			defer s.track(nc, false)
-			s.serveConn(ctx, hctx, nc)
+			s.serveConn(ctx, hctx, nc, sl)
 		})
 	}
 }
@@ -257,22 +279,14 @@ func sourceOf(c net.Conn) string {
 	return h
 }
 
-func (s *Server) takeSource(src string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.perSrc[src] >= s.cfg.MaxConnsPerSource {
-		return false
+func (w admitResult) String() string {
+	switch w {
+	case refusedSource:
+		return "too many open from this source, all authenticated"
+	case refusedPending:
+		return "too many connections still in their TLS handshake"
 	}
-	s.perSrc[src]++
-	return true
-}
-
-func (s *Server) releaseSource(src string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.perSrc[src]--; s.perSrc[src] <= 0 {
-		delete(s.perSrc, src)
-	}
+	return "admitted"
 }
 
 func (s *Server) track(c net.Conn, add bool) {
@@ -285,10 +299,10 @@ func (s *Server) track(c net.Conn, add bool) {
 	}
 }
 
-// serveConn serves one connection until ctx ends or the peer goes; its
-// requests run under hctx, so those already read are answered after ctx
-// ends.
-func (s *Server) serveConn(ctx, hctx context.Context, nc net.Conn) {
+// serveConn serves one connection (in slot sl) until ctx ends or the peer
+// goes; its requests run under hctx, so those already read are answered
+// after ctx ends.
+func (s *Server) serveConn(ctx, hctx context.Context, nc net.Conn, sl *slot) {
 	peer := nc.RemoteAddr().String()
 	log := s.log.With("peer", peer)
 	tc := tls.Server(nc, s.tls)
@@ -298,7 +312,15 @@ func (s *Server) serveConn(ctx, hctx context.Context, nc net.Conn) {
 	err := tc.HandshakeContext(ctx)
 	nc.SetDeadline(time.Time{})
 	if err != nil {
-		log.Warn("VMM-I TLS handshake failed (no, unknown or expired client certificate, or a slow peer)", "err", err)
+		log.Warn("VMM-I TLS handshake failed (no, unknown or expired client certificate, a slow peer, or closed to make room)", "err", err)
+		return
+	}
+	if ok, evicted := s.slots.promote(sl); evicted {
+		log.Debug("VMM-I connection closed to make room for a newcomer before it authenticated")
+		return
+	} else if !ok {
+		s.refuse.Add(1)
+		log.Warn("VMM-I connection refused after its handshake: too many authenticated connections open", "max", s.cfg.MaxConns)
 		return
 	}
 	principal, err := peerPrincipal(tc.ConnectionState())

@@ -35,10 +35,12 @@ const (
 	AlertLocal     AlertClass = 0x05 // VM changed on the host, not through hvagent
 	AlertGuest     AlertClass = 0x06 // VM changed by its guest
 	AlertCrash     AlertClass = 0x07 // VM crashed
+	AlertClock     AlertClass = 0x08 // a request sealed by a clock too far off
+	AlertJournal   AlertClass = 0x09 // the agent's journal cannot be written: state changes refused
 )
 
 var alertClassNames = [...]string{"other", "denied", "challenge refused", "bad envelope", "replayed envelope",
-	"unauthorized local change", "guest-initiated", "crash"}
+	"unauthorized local change", "guest-initiated", "crash", "clock skew", "journal unwritable"}
 
 func (c AlertClass) String() string {
 	if int(c) < len(alertClassNames) {

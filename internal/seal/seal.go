@@ -18,7 +18,12 @@
 //
 // An Opener accepts T-1..T+1 of its own clock and remembers every message id
 // it accepted until its step has left that window, so a replay is refused
-// (ErrReplay) and anything older is refused as stale (ErrStale). A stray
+// (ErrReplay) and anything older is refused as stale (ErrStale). So clocks
+// that differ by less than one period (30 s) always agree, by 30-59 s
+// sometimes (it depends on where both are in their step), by a whole
+// minute never. OpenSkewed opens an envelope refused as stale from a wider
+// range, to tell a clock fault from junk: what it opens must not be acted
+// on, only answered (SealStep seals the answer in the sender's step). A stray
 // reader of the BMC queues sees only the header. During a host key rotation
 // an Opener also tries the other key of the host's key file
 // (OpenerOptions.Also, ParseKeyRing).
@@ -135,10 +140,16 @@ func NewSealer(key *Key) *Sealer { return &Sealer{key: key, rand: rand.Reader} }
 // Seal returns the envelope of body, of the given kind and message id, for
 // the time step of now. Message ids must not repeat within a few steps.
 func (s *Sealer) Seal(kind vmsg.Kind, msgID uint64, body []byte, now time.Time) ([]byte, error) {
+	return s.SealStep(kind, msgID, body, s.key.Step(now))
+}
+
+// SealStep is Seal in time step step: an answer to a sender whose clock is
+// off (see OpenSkewed) is sealed in the sender's step, so it can open it.
+func (s *Sealer) SealStep(kind vmsg.Kind, msgID uint64, body []byte, step uint64) ([]byte, error) {
 	if !kind.Valid() {
 		return nil, fmt.Errorf("%w: kind %d", ErrHeader, kind)
 	}
-	h := Header{Version: Version, Kind: kind, HostID: s.key.HostID(), Step: s.key.Step(now), MsgID: msgID}
+	h := Header{Version: Version, Kind: kind, HostID: s.key.HostID(), Step: step, MsgID: msgID}
 	aead, err := stepAEAD(s.key, h.Step)
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
@@ -209,25 +220,9 @@ func (o *Opener) Open(env []byte, now time.Time) (Header, []byte, error) {
 	if h.Step+1 < cur || h.Step > cur+1 {
 		return Header{}, nil, fmt.Errorf("%w: step %d, now %d", ErrStale, h.Step, cur)
 	}
-	if len(env) < hl+NonceLen+TagLen {
-		return Header{}, nil, fmt.Errorf("%w: %d bytes", ErrTruncated, len(env))
-	}
-	var (
-		body   []byte
-		opened bool
-	)
-	for _, k := range append([]*Key{o.key}, o.also...) {
-		aead, err := stepAEAD(k, h.Step)
-		if err != nil {
-			return Header{}, nil, fmt.Errorf("seal: %w", err)
-		}
-		if body, err = aead.Open(nil, env[hl:hl+NonceLen], env[hl+NonceLen:], env[:hl]); err == nil {
-			opened = true
-			break
-		}
-	}
-	if !opened {
-		return Header{}, nil, fmt.Errorf("%w: msg %#x", ErrAuth, h.MsgID)
+	body, err := o.decrypt(env, h, hl)
+	if err != nil {
+		return Header{}, nil, err
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -242,6 +237,52 @@ func (o *Opener) Open(env []byte, now time.Time) (Header, []byte, error) {
 		return Header{}, nil, fmt.Errorf("%w: %d ids", ErrWindowFull, len(o.seen))
 	}
 	o.seen[h.MsgID] = h.Step
+	return h, body, nil
+}
+
+// decrypt authenticates and decrypts env (header h of hl bytes) with the
+// key of h.Step, trying every key of the host.
+func (o *Opener) decrypt(env []byte, h Header, hl int) ([]byte, error) {
+	if len(env) < hl+NonceLen+TagLen {
+		return nil, fmt.Errorf("%w: %d bytes", ErrTruncated, len(env))
+	}
+	for _, k := range append([]*Key{o.key}, o.also...) {
+		aead, err := stepAEAD(k, h.Step)
+		if err != nil {
+			return nil, fmt.Errorf("seal: %w", err)
+		}
+		if body, err := aead.Open(nil, env[hl:hl+NonceLen], env[hl+NonceLen:], env[:hl]); err == nil {
+			return body, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: msg %#x", ErrAuth, h.MsgID)
+}
+
+// OpenSkewed authenticates and decrypts an envelope Open refused as stale,
+// if its step is at most maxSteps from now's: one sealed by a sender whose
+// clock is off (or a capture replayed within that range). It takes no
+// message id into the replay window and so proves nothing about
+// freshness: the caller must not act on the body, only answer it (sealed
+// with SealStep in h.Step) and report the clock fault. An envelope in the
+// normal window that Open refused as stale (this opener's clock went back
+// past ids it may have forgotten) opens here too. Its cost for junk is
+// Open's: one key derivation and one AES-GCM open.
+func (o *Opener) OpenSkewed(env []byte, now time.Time, maxSteps uint64) (Header, []byte, error) {
+	h, hl, err := ParseHeader(env)
+	if err != nil {
+		return Header{}, nil, err
+	}
+	if h.HostID != o.key.HostID() {
+		return Header{}, nil, fmt.Errorf("%w: %q, this is %q", ErrHostMismatch, h.HostID, o.key.HostID())
+	}
+	cur := o.key.Step(now)
+	if h.Step+maxSteps < cur || h.Step > cur+maxSteps {
+		return Header{}, nil, fmt.Errorf("%w: step %d, now %d, beyond ±%d", ErrStale, h.Step, cur, maxSteps)
+	}
+	body, err := o.decrypt(env, h, hl)
+	if err != nil {
+		return Header{}, nil, err
+	}
 	return h, body, nil
 }
 

@@ -135,6 +135,9 @@ const (
 	// ErrInterrupted: the request began before the agent crashed and its
 	// outcome is unknown; VMs holds the VM's state now.
 	ErrInterrupted ErrorCode = 10
+	// ErrClockSkew: the request was sealed by a clock too far from the
+	// host's to be served (not run); Host.TimeMs is the host's clock.
+	ErrClockSkew ErrorCode = 11
 )
 
 func (e ErrorCode) String() string {
@@ -161,6 +164,8 @@ func (e ErrorCode) String() string {
 		return "in progress"
 	case ErrInterrupted:
 		return "interrupted"
+	case ErrClockSkew:
+		return "clock skew"
 	}
 	return fmt.Sprintf("ErrorCode(%d)", uint16(e))
 }

@@ -420,6 +420,9 @@ type Result struct {
 	Latency     time.Duration `json:"latency"`
 	// Challenged is true when a challenge was answered on the way.
 	Challenged bool `json:"challenged,omitempty"`
+	// ClockOffset is the host's clock minus this VMS's, measured from the
+	// reply (to within half the round trip); nil when it carried no time.
+	ClockOffset *time.Duration `json:"clock_offset,omitempty"`
 }
 
 // Do runs cmd on vm (empty for list and ping) of host and returns the
@@ -479,7 +482,8 @@ func (c *Client) send(ctx context.Context, t *Target, r *vmsg.Request, res *Resu
 	start := c.now()
 	busyWait := 200 * time.Millisecond
 	for round := 0; ; round++ {
-		r.IssuedMs = c.now().UnixMilli()
+		sent := c.now()
+		r.IssuedMs = sent.UnixMilli()
 		ans, err := c.ch.Exchange(ctx, t, r)
 		if err != nil {
 			return nil, classify(err)
@@ -495,6 +499,7 @@ func (c *Client) send(ctx context.Context, t *Target, r *vmsg.Request, res *Resu
 				return nil, fmt.Errorf("unexpected %T answer", ans.Msg)
 			}
 			res.Reply = rep
+			res.ClockOffset = clockOffset(rep.Host, sent, c.now())
 			if rep.Executed != nil && rep.Executed.Via != "" {
 				res.ExecutedVia = rep.Executed.Via // the agent says which channel ran it
 			}
@@ -510,7 +515,11 @@ func (c *Client) send(ctx context.Context, t *Target, r *vmsg.Request, res *Resu
 				continue
 			}
 			if !rep.OK {
-				return rep, &ReplyError{Code: rep.Code, Text: rep.Error, Via: ans.Via, Latency: ans.Latency}
+				text := rep.Error
+				if rep.Code == vmsg.ErrClockSkew {
+					text = clockSkewText(res.ClockOffset, text)
+				}
+				return rep, &ReplyError{Code: rep.Code, Text: text, Via: ans.Via, Latency: ans.Latency}
 			}
 			c.log.Debug("answer", "host", host, "request", r.ID, "via", ans.Via, "latency", ans.Latency, "total", c.now().Sub(start))
 			return rep, nil

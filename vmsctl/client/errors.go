@@ -145,6 +145,8 @@ func replyHead(c vmsg.ErrorCode) string {
 		return "refused as stale"
 	case vmsg.ErrBadRequest:
 		return "bad request"
+	case vmsg.ErrClockSkew: // not a refusal of the request: of the clocks
+		return "clock skew"
 	}
 	return "agent refused: " + c.String()
 }

@@ -41,6 +41,9 @@ const (
 	ExitUnknown = 7
 	// ExitInterrupted is ExitUnknown's older name.
 	ExitInterrupted = ExitUnknown
+	// ExitClockSkew: the host's and this VMS's clocks are too far apart
+	// for the host to serve requests (not run); the offset is shown.
+	ExitClockSkew = 8
 )
 
 // usageError marks errors of the command line itself.
@@ -70,6 +73,8 @@ func ExitCode(err error) int {
 			return ExitNoVM
 		case vmsg.ErrInterrupted:
 			return ExitUnknown
+		case vmsg.ErrClockSkew:
+			return ExitClockSkew
 		}
 		return ExitError
 	case errors.Is(err, client.ErrOutcomeUnknown):
@@ -166,7 +171,8 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 refused/unauthorized, 4 challenge failed,
 5 host unreachable (the request was delivered on no channel), 6 no such VM,
 7 outcome unknown (delivered, or maybe, and no final answer: still running,
 answer lost, or the agent restarted mid-action; look it up with
-vmsctl result HOST REQUEST-ID before running the command again).`,
+vmsctl result HOST REQUEST-ID before running the command again), 8 clock skew
+(the host's and this VMS's clocks are too far apart: not run, the offset is shown).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {

@@ -64,7 +64,9 @@ func agent(opSecret []byte, j *fakeJournal) func(ctx context.Context, host strin
 					Principal: "ops", Command: vmsg.CmdSuspend, VM: "db1", Via: "vmm-i", TimeMs: time.Date(2026, 11, 29, 13, 5, 0, 0, time.UTC).UnixMilli()}},
 			}
 		case req.Command == vmsg.CmdPing:
-			rep.Host = &vmsg.HostInfo{HostID: host, Hostname: host + ".lab", Hypervisor: "QEMU", Libvirt: "9.0.0"}
+			// The host's clock 1.5 s ahead of the goldens' VMS clock.
+			rep.Host = &vmsg.HostInfo{HostID: host, Hostname: host + ".lab", Hypervisor: "QEMU", Libvirt: "9.0.0",
+				TimeMs: time.Date(2026, 11, 29, 14, 0, 1, 500e6, time.UTC).UnixMilli()}
 		case req.VM == "nope":
 			return &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrNoSuchVM, Error: "virt: no such VM"}, nil
 		case req.VM == "app1" && req.Command == vmsg.CmdStart: // the agent restarted while it ran

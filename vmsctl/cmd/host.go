@@ -43,17 +43,17 @@ func (a *App) hostCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.surveyEmit(cmd, args, vmsg.CmdPing, func(w io.Writer, rows []hostRow) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "HOST\tSTATUS\tCHANNEL\tHOSTNAME\tHYPERVISOR")
+				fmt.Fprintln(tw, "HOST\tSTATUS\tCHANNEL\tCLOCK\tHOSTNAME\tHYPERVISOR")
 				for _, r := range rows {
 					if r.err != nil {
-						fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\n", r.Name, r.Error)
+						fmt.Fprintf(tw, "%s\t%s\t-\t%s\t-\t-\n", r.Name, r.Error, clockText(r.ClockOffsetMs))
 						continue
 					}
 					hn, hv := "-", "-"
 					if r.Info != nil {
 						hn, hv = r.Info.Hostname, strings.TrimSpace(r.Info.Hypervisor+" "+r.Info.Libvirt)
 					}
-					fmt.Fprintf(tw, "%s\tup\t%s\t%s\t%s\n", r.Name, viaText(r.Via, time.Duration(r.LatencyMs*float64(time.Millisecond))), hn, hv)
+					fmt.Fprintf(tw, "%s\tup\t%s\t%s\t%s\t%s\n", r.Name, viaText(r.Via, time.Duration(r.LatencyMs*float64(time.Millisecond))), clockText(r.ClockOffsetMs), hn, hv)
 				}
 				tw.Flush()
 			})
@@ -105,6 +105,10 @@ func (a *App) survey(ctx context.Context, cl *client.Client, names []string, c v
 		res, err := cl.Do(ctx, r.Name, c, "")
 		ok := err == nil
 		r.OK = &ok
+		if res != nil && res.ClockOffset != nil { // also with a clock skew refusal
+			off := ms(*res.ClockOffset)
+			r.ClockOffsetMs = &off
+		}
 		if err != nil {
 			r.err, r.Error = err, err.Error()
 		} else {
@@ -115,6 +119,18 @@ func (a *App) survey(ctx context.Context, cl *client.Client, names []string, c v
 		}
 	})
 	return rows, nil
+}
+
+// clockText is a host's clock offset as host status shows it: "+312s"
+// (the host ahead), "-0.4s", or "-" when unknown.
+func clockText(offMs *float64) string {
+	if offMs == nil {
+		return "-"
+	}
+	if a := *offMs; a >= 10000 || a <= -10000 {
+		return fmt.Sprintf("%+.0fs", a/1000)
+	}
+	return fmt.Sprintf("%+.1fs", *offMs/1000)
 }
 
 // worst returns the error with the most specific exit code among rows.

@@ -124,18 +124,21 @@ type vmResult struct {
 
 // hostRow is one line of host list / host status / watch.
 type hostRow struct {
-	Name      string       `json:"name"`
-	HostID    string       `json:"host_id"`
-	VMMI      string       `json:"vmmi,omitempty"`
-	BMC       string       `json:"bmc,omitempty"`
-	OK        *bool        `json:"ok,omitempty"`
-	Via       string       `json:"via,omitempty"`
-	LatencyMs float64      `json:"latency_ms,omitempty"`
-	Info      *hostInfoOut `json:"info,omitempty"`
-	Error     string       `json:"error,omitempty"`
-	Health    *healthOut   `json:"vmmi_health,omitempty"`
-	VMs       []vmOut      `json:"vms,omitempty"`
-	err       error
+	Name      string  `json:"name"`
+	HostID    string  `json:"host_id"`
+	VMMI      string  `json:"vmmi,omitempty"`
+	BMC       string  `json:"bmc,omitempty"`
+	OK        *bool   `json:"ok,omitempty"`
+	Via       string  `json:"via,omitempty"`
+	LatencyMs float64 `json:"latency_ms,omitempty"`
+	// ClockOffsetMs is the host's clock minus this VMS's (to within half
+	// the latency), when the answer carried the host's time.
+	ClockOffsetMs *float64     `json:"clock_offset_ms,omitempty"`
+	Info          *hostInfoOut `json:"info,omitempty"`
+	Error         string       `json:"error,omitempty"`
+	Health        *healthOut   `json:"vmmi_health,omitempty"`
+	VMs           []vmOut      `json:"vms,omitempty"`
+	err           error
 }
 
 // vmTable prints VMs as vm list / vm status show them.

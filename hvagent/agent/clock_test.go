@@ -1,0 +1,117 @@
+package agent
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ooblab/ooblab/hvagent/agenttest"
+	"github.com/ooblab/ooblab/internal/vmsg"
+)
+
+// skewedVMS is a VMS whose clock is off the bench's by off.
+func (b *bench) skewedVMS(off time.Duration) *agenttest.VMS {
+	return agenttest.NewVMS(b.key, func() time.Time { return b.clk.Now().Add(off) })
+}
+
+// ask seals r with v's clock, hands it to the agent and opens the answers
+// with v (nil, err when the agent answers nothing).
+func (b *bench) ask(v *agenttest.VMS, r *vmsg.Request) ([]vmsg.Message, []byte, error) {
+	b.t.Helper()
+	r.IssuedMs = v.Now().UnixMilli()
+	env, err := v.Seal(r)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	out, err := b.a.HandleEnvelope(context.Background(), env, ViaVMMI)
+	if err != nil {
+		return nil, env, err
+	}
+	var msgs []vmsg.Message
+	for _, e := range out {
+		m, err := v.Open(e)
+		if err != nil {
+			b.t.Fatalf("the VMS cannot open the answer: %v", err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, env, nil
+}
+
+// TestClockSkewIsLoud: a VMS whose clock was stepped back by 312 s gets an
+// answer it can open — ErrClockSkew naming the offset, the host's clock —
+// nothing runs, and the host alerts (class clock skew). On the old code the
+// envelope was dropped unanswered and unalerted. Within the tolerance (20 s
+// off) requests run; beyond ClockReportRange nothing is answered.
+func TestClockSkewIsLoud(t *testing.T) {
+	b := newBench(t)
+	vms := b.skewedVMS(-312 * time.Second)
+	msgs, env, err := b.ask(vms, req("vms1", vmsg.CmdStart, "web1"))
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("stepped-back VMS: %d answers, %v", len(msgs), err)
+	}
+	rep, ok := msgs[0].(*vmsg.Reply)
+	if !ok || rep.Code != vmsg.ErrClockSkew || !strings.Contains(rep.Error, "312 s ahead of the request's issue time") ||
+		rep.Host == nil || rep.Host.TimeMs != b.clk.Now().UnixMilli() {
+		t.Fatalf("answer %+v", msgs[0])
+	}
+	if b.hv.starts.Load() != 0 {
+		t.Fatal("a request from a skewed clock ran")
+	}
+	b.settle()
+	al := b.sel.Alerts()
+	if len(al) != 1 || Class(al[0]) != ClassClock || !strings.Contains(al[0].Reason, "clock 312 s behind this host's") || al[0].Principal != "vms1" {
+		t.Fatalf("alerts %+v", al)
+	}
+	if !strings.Contains(b.logs.String(), "request not run: clock skew") {
+		t.Fatal("no log line for the clock fault")
+	}
+	// Replayed: the same answer, nothing run, the id not taken.
+	out, err := b.a.HandleEnvelope(context.Background(), env, ViaVMMI)
+	if err != nil || len(out) != 1 || b.hv.starts.Load() != 0 {
+		t.Fatalf("replayed skewed envelope: %d answers, %v, %d starts", len(out), err, b.hv.starts.Load())
+	}
+	// A host ahead of the VMS by as much, the other way round.
+	if msgs, _, _ := b.ask(b.skewedVMS(312*time.Second), req("vms1", vmsg.CmdPing, "")); len(msgs) != 1 ||
+		!strings.Contains(msgs[0].(*vmsg.Reply).Error, "312 s behind the request's issue time") {
+		t.Fatalf("VMS ahead: %+v", msgs)
+	}
+	// Within the tolerance: served.
+	for _, off := range []time.Duration{-20 * time.Second, 20 * time.Second} {
+		msgs, _, err := b.ask(b.skewedVMS(off), req("vms1", vmsg.CmdStart, "web1"))
+		if err != nil || len(msgs) != 1 || !msgs[0].(*vmsg.Reply).OK {
+			t.Fatalf("VMS %v off: %+v %v", off, msgs, err)
+		}
+		b.ask(b.skewedVMS(off), req("vms1", vmsg.CmdDestroy, "web1"))
+	}
+	// Beyond the report range: dropped as before.
+	if msgs, _, err := b.ask(b.skewedVMS(-ClockReportRange-time.Minute), req("vms1", vmsg.CmdPing, "")); err == nil {
+		t.Fatalf("envelope %v off answered: %+v", ClockReportRange+time.Minute, msgs)
+	}
+}
+
+// TestHostClockWentBack: the host's (and the VMS's) clock stepped back 2 min
+// while the agent ran: the replay window does not move back, so requests
+// in the window are refused until the clock catches up — loudly, saying
+// so, instead of silently.
+func TestHostClockWentBack(t *testing.T) {
+	b := newBench(t)
+	if rep := b.reply(req("vms1", vmsg.CmdPing, "")); !rep.OK {
+		t.Fatalf("ping: %+v", rep)
+	}
+	b.clk.Add(-2 * time.Minute)
+	// A fresh VMS (vmsctl is one process per command): a long-running
+	// one's own replay window stays ahead too.
+	msgs, _, err := b.ask(b.skewedVMS(0), req("vms1", vmsg.CmdPing, ""))
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("after the step back: %d answers, %v", len(msgs), err)
+	}
+	if rep := msgs[0].(*vmsg.Reply); rep.Code != vmsg.ErrClockSkew || !strings.Contains(rep.Error, "this host's clock went back") {
+		t.Fatalf("answer %+v", rep)
+	}
+	b.clk.Add(2*time.Minute + 30*time.Second) // caught up
+	if msgs, _, err := b.ask(b.skewedVMS(0), req("vms1", vmsg.CmdPing, "")); err != nil || !msgs[0].(*vmsg.Reply).OK {
+		t.Fatalf("ping after catching up: %+v %v", msgs, err)
+	}
+}
