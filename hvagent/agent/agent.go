@@ -43,9 +43,13 @@
 // a different request is refused with ErrBadRequest.
 //
 // Alerts go to the sinks in the background (MaxAlertsInFlight at once,
-// beyond that dropped, counted and logged), and refusal alerts are capped
-// per class and principal and in all per minute; the repeats held back are
-// counted in the next alert sent. A lockout is always alerted.
+// beyond that dropped, counted and logged). Refusal alerts pass an
+// alert.Throttle with two budgets: refusals of proven principals (denied,
+// challenge refused) and junk (envelopes that do not open, requests whose
+// signature does not verify), so junk cannot use up the room of a real
+// refusal. An alert held back is not put in the answer either; it is counted
+// in a summary alert per kind at the end of its minute. A lockout is always
+// alerted.
 package agent
 
 import (
@@ -151,14 +155,15 @@ type Config struct {
 	DuplicateWait time.Duration
 	// AlertTimeout bounds the delivery of one alert to Alerts (default 15 s).
 	AlertTimeout time.Duration
-	// EnvelopeAlertsPerMinute caps alerts for bad envelopes (default 6), so
-	// garbage cannot flood the SEL.
+	// EnvelopeAlertsPerMinute caps the junk budget (default 6 a minute):
+	// alerts for envelopes that do not open and requests whose signature
+	// does not verify, so garbage cannot flood the SEL.
 	EnvelopeAlertsPerMinute int
-	// RefusalAlertsPerMinute caps the alerts sent to the sinks for refused
-	// requests of one class and principal (default 3); the repeats are
-	// counted and reported in the next alert that goes out. A lockout is
-	// always alerted. RefusalAlertsTotal caps all of them together
-	// (default 20 a minute).
+	// RefusalAlertsPerMinute caps the alerts for refused requests of one
+	// class and principal (default 3 a minute); RefusalAlertsTotal caps
+	// the refusals of proven principals together (default 20 a minute).
+	// Alerts held back are counted in a summary alert per kind when their
+	// minute ends. A lockout is always alerted.
 	RefusalAlertsPerMinute, RefusalAlertsTotal int
 	// MaxAlertsInFlight bounds the alerts being delivered at once (default
 	// 32); beyond, an alert is dropped, counted and logged, so slow outlets
@@ -194,17 +199,9 @@ type Agent struct {
 	byID  map[uint64]*Job          // the first job of each request id in the gate
 	lanes map[string]chan struct{} // per VM: done of the last job in line
 
-	mu        sync.Mutex
-	envWindow time.Time
-	envCount  int
-	throttle  map[string]*window // refusal alerts by class and principal
-}
-
-// window counts alerts in one minute.
-type window struct {
-	start      time.Time
-	sent       int
-	suppressed int
+	throttle *alert.Throttle // refusal and junk alerts (throttle.go)
+	flushMu  sync.Mutex
+	flushing *time.Timer // sends the throttle's summaries when its minute ends
 }
 
 // New checks cfg and returns an Agent.
@@ -262,10 +259,11 @@ func New(cfg Config) (*Agent, error) {
 		sealer:     seal.NewSealer(cfg.Key),
 		log:        cfg.Logger,
 		alertSlots: make(chan struct{}, cfg.MaxAlertsInFlight),
-		throttle:   map[string]*window{},
-		slots:      make(chan struct{}, cfg.MaxConcurrent),
-		byID:       map[uint64]*Job{},
-		lanes:      map[string]chan struct{}{},
+		throttle: alert.NewThrottle(alert.ThrottleConfig{PerKey: cfg.RefusalAlertsPerMinute,
+			Principals: cfg.RefusalAlertsTotal, Junk: cfg.EnvelopeAlertsPerMinute}),
+		slots: make(chan struct{}, cfg.MaxConcurrent),
+		byID:  map[uint64]*Job{},
+		lanes: map[string]chan struct{}{},
 	}
 	a.pol.Store(cfg.Policy)
 	a.chal = cfg.Challenger
@@ -469,10 +467,10 @@ func WithPeer(ctx context.Context, principal string) context.Context {
 // authorization list, and the connection's principal if there is one.
 func (a *Agent) checkSigner(ctx context.Context, req *vmsg.Request) error {
 	if peer, ok := ctx.Value(peerKey{}).(string); ok && peer != req.Principal {
-		return fmt.Errorf("signature: TLS client certificate is for %q, request claims %q", peer, req.Principal)
+		return unproven{fmt.Errorf("signature: TLS client certificate is for %q, request claims %q", peer, req.Principal)}
 	}
 	if _, err := ident.VerifyRequest(a.policy().Keys(req.Principal), a.hostID, req); err != nil {
-		return fmt.Errorf("signature: %w", err)
+		return unproven{fmt.Errorf("signature: %w", err)}
 	}
 	return nil
 }
@@ -641,7 +639,10 @@ func (a *Agent) Executions() uint64 { return a.executions.Load() }
 // Wait waits until every action begun has finished and journalled its
 // outcome, or ctx ends (then it returns ctx's error). Call it on shutdown,
 // after the channels stopped taking requests, before closing the journal.
+// It stops the timer of the throttle's summaries: a later refusal arms it
+// again.
 func (a *Agent) Wait(ctx context.Context) error {
+	a.stopFlush()
 	done := make(chan struct{})
 	go func() {
 		a.actions.Wait()
@@ -762,6 +763,10 @@ func (a *Agent) refuse(ctx context.Context, log *slog.Logger, req *vmsg.Request,
 	if err != nil {
 		return nil, err
 	}
+	if !a.admitRefusal(ctx, al, cause, now) {
+		log.Info("refusal alert held back: too many this minute; it is counted in the summary alert at the minute's end")
+		return out, nil
+	}
 	inAnswer := false
 	if env, err := a.SealAlert(al); err != nil {
 		a.log.Error("cannot seal alert", "err", err)
@@ -769,57 +774,8 @@ func (a *Agent) refuse(ctx context.Context, log *slog.Logger, req *vmsg.Request,
 		out = append(out, env)
 		inAnswer = via == ViaOOB
 	}
-	always := errors.Is(cause, challenge.ErrLockout)
-	if ok, suppressed := a.admit(fmt.Sprintf("%d/%s", Class(al), req.Principal), now, always); ok {
-		if suppressed > 0 {
-			al.Reason += fmt.Sprintf(" (and %d similar refusals not alerted one by one)", suppressed)
-		}
-		a.sendAlert(ctx, al, !inAnswer)
-	} else {
-		log.Info("refusal alert held back: too many alike this minute; it is counted in the next one")
-	}
+	a.sendAlert(ctx, al, !inAnswer)
 	return out, nil
-}
-
-// admit applies the refusal alert caps: per key and in all, per minute.
-// always lets a lockout through. suppressed is how many alerts of key were
-// held back since the last one sent.
-func (a *Agent) admit(key string, now time.Time, always bool) (ok bool, suppressed int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	roll := func(w *window) {
-		if now.Sub(w.start) >= time.Minute || now.Before(w.start) {
-			w.start, w.sent = now, 0
-		}
-	}
-	total := a.throttle[""]
-	if total == nil {
-		total = &window{start: now}
-		a.throttle[""] = total
-	}
-	roll(total)
-	w := a.throttle[key]
-	if w == nil {
-		if len(a.throttle) > 4096 { // forget quiet keys rather than grow
-			for k, v := range a.throttle {
-				if k != "" && now.Sub(v.start) >= time.Minute && v.suppressed == 0 {
-					delete(a.throttle, k)
-				}
-			}
-		}
-		w = &window{start: now}
-		a.throttle[key] = w
-	}
-	roll(w)
-	if !always && (w.sent >= a.cfg.RefusalAlertsPerMinute || total.sent >= a.cfg.RefusalAlertsTotal) {
-		w.suppressed++
-		total.suppressed++
-		return false, 0
-	}
-	w.sent++
-	total.sent++
-	suppressed, w.suppressed = w.suppressed, 0
-	return true, suppressed
 }
 
 // sendAlert delivers al to the sinks, toQueue2 also to the Queue 2 sink,
@@ -881,21 +837,13 @@ func (a *Agent) badEnvelope(ctx context.Context, env []byte, via string, err err
 	}
 	a.log.Warn("envelope dropped and alerted: "+reason, attrs...)
 	now := a.cfg.Now()
-	a.mu.Lock()
-	if now.Sub(a.envWindow) >= time.Minute {
-		a.envWindow, a.envCount = now, 0
-	}
-	a.envCount++
-	over := a.envCount > a.cfg.EnvelopeAlertsPerMinute
-	a.mu.Unlock()
-	if over {
-		return
-	}
 	al := alert.Alert{Time: now, Host: a.hostID, Action: "envelope", Reason: reason + " via " + via, Users: a.policy().AlertUsers()}
 	if herr == nil {
 		al.RequestID = hdr.MsgID
 	}
-	a.sendAlert(ctx, al, true)
+	if a.admitEnvelope(ctx, al, now) {
+		a.sendAlert(ctx, al, true)
+	}
 }
 
 func (a *Agent) answer(m vmsg.Message) ([][]byte, error) {
