@@ -259,11 +259,10 @@ func New(cfg Config) (*Agent, error) {
 		sealer:     seal.NewSealer(cfg.Key),
 		log:        cfg.Logger,
 		alertSlots: make(chan struct{}, cfg.MaxAlertsInFlight),
-		throttle: alert.NewThrottle(alert.ThrottleConfig{PerKey: cfg.RefusalAlertsPerMinute,
-			Principals: cfg.RefusalAlertsTotal, Junk: cfg.EnvelopeAlertsPerMinute}),
-		slots: make(chan struct{}, cfg.MaxConcurrent),
-		byID:  map[uint64]*Job{},
-		lanes: map[string]chan struct{}{},
+		throttle:   newThrottle(cfg),
+		slots:      make(chan struct{}, cfg.MaxConcurrent),
+		byID:       map[uint64]*Job{},
+		lanes:      map[string]chan struct{}{},
 	}
 	a.pol.Store(cfg.Policy)
 	a.chal = cfg.Challenger

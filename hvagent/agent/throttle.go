@@ -106,3 +106,8 @@ func (a *Agent) stopFlush() {
 		a.flushing = nil
 	}
 }
+
+func newThrottle(cfg Config) *alert.Throttle {
+	return alert.NewThrottle(alert.ThrottleConfig{PerKey: cfg.RefusalAlertsPerMinute,
+		Principals: cfg.RefusalAlertsTotal, Junk: cfg.EnvelopeAlertsPerMinute})
+}
