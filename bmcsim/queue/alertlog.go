@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
 // The alert log never refuses an alert and never loses one silently: at its
@@ -16,6 +18,30 @@ import (
 // older one, so the log holds at most one. Followers read it like any alert
 // record; vmsctl shows it as "N alerts dropped". A follower whose cursor was
 // among the dropped records is told up to N.
+//
+// The log also carries the answers to version 1 requests (an older VMS
+// reads them there): only sealed Alerts are dropped, told by the clear seal
+// header of their first fragment (kind 4). At a cap held by answers a write
+// is refused (0xC4) as before, and the reader that drains them makes room.
+
+// isAlert reports whether r, written to Queue 2, is a fragment of a sealed
+// Alert message in the alert log: its first fragment's clear seal header
+// says so. Caller holds q.mu (or the queue is not shared yet).
+func (q *Queue) isAlert(r record.Record) bool {
+	if r.Requester != 0 || r.Flags&record.FlagDropped != 0 {
+		return false
+	}
+	if r.Index == 0 {
+		h, _, err := seal.ParseHeader(r.Payload)
+		return err == nil && h.Kind == vmsg.KindAlert
+	}
+	for _, e := range q.items {
+		if e.rec.Requester == 0 && e.rec.MsgID == r.MsgID && e.rec.Index == 0 {
+			return e.alert
+		}
+	}
+	return false
+}
 
 // makeRoom drops the oldest alert messages until the log and the queue have
 // room for one more record and a marker, then puts the marker. It reports
@@ -54,7 +80,7 @@ func (q *Queue) dropOldestAlert() (n uint32, seq uint64, ok bool) {
 	var id uint64
 	found := false
 	for _, e := range q.items {
-		if e.rec.Requester == 0 && e.rec.Flags&record.FlagDropped == 0 {
+		if e.alert {
 			id, found = e.rec.MsgID, true
 			break
 		}
@@ -64,7 +90,7 @@ func (q *Queue) dropOldestAlert() (n uint32, seq uint64, ok bool) {
 	}
 	for i := 0; i < len(q.items); {
 		e := q.items[i]
-		if e.rec.Requester != 0 || e.rec.MsgID != id || e.rec.Flags&record.FlagDropped != 0 {
+		if !e.alert || e.rec.MsgID != id {
 			i++
 			continue
 		}

@@ -1,13 +1,34 @@
 package queue
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
+	"github.com/ooblab/ooblab/internal/seal"
+	"github.com/ooblab/ooblab/internal/vmsg"
 )
+
+// alertRec is a one-record sealed Alert message id for the alert log.
+func alertRec(t *testing.T, id uint64) record.Record {
+	t.Helper()
+	key, err := seal.Enroll("hv1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := seal.NewSealer(key).Seal(vmsg.KindAlert, id, []byte("alert"), time.Unix(1_700_000_000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := record.Fragment(id, env)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("%d records: %v", len(recs), err)
+	}
+	return recs[0]
+}
 
 // readLog reads queue 2 as follower id until empty, acknowledging each
 // record, and returns the message ids read, a marker as "dropped:N".
@@ -44,7 +65,7 @@ func TestAlertLogDropsOldestWithMarker(t *testing.T) {
 	b := newBench(t, Options{Capacity2: 8, AlertLog: 4, AlertTTL: time.Hour})
 	q := b.qs.Queue2()
 	for i := range 10 {
-		if err := q.Write(to(0, uint64(i+1), "alert")); err != nil {
+		if err := q.Write(alertRec(t, uint64(i+1))); err != nil {
 			t.Fatalf("alert %d into a full alert log: %v", i+1, err)
 		}
 	}
@@ -61,7 +82,7 @@ func TestAlertLogDropsOldestWithMarker(t *testing.T) {
 		}
 	}
 	for i := range 3 {
-		if err := q.Write(to(0, uint64(20+i), "alert")); err != nil {
+		if err := q.Write(alertRec(t, uint64(20+i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -71,9 +92,22 @@ func TestAlertLogDropsOldestWithMarker(t *testing.T) {
 	if got := fmt.Sprint(readLog(t, q, 1)); got != "[20 21 22]" {
 		t.Fatalf("follower after reading everything: %s", got)
 	}
+	// Answers to version 1 requests in the log are never dropped: a write
+	// beyond the cap they hold is refused until their reader drains them.
+	for i := range 4 {
+		if err := q.Write(to(0, uint64(40+i), "v1 answer")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Write(to(0, 44, "v1 answer")); !errors.Is(err, ErrFull) {
+		t.Fatalf("a v1 answer beyond the cap: %v", err)
+	}
+	if got := fmt.Sprint(readLog(t, q, 1)); got != "[40 41 42 43]" {
+		t.Fatalf("v1 answers %s", got)
+	}
 	// Alerts that outlive AlertTTL unread are dropped and counted too.
-	q.Write(to(0, 30, "alert"))
-	q.Write(to(0, 31, "alert"))
+	q.Write(alertRec(t, 30))
+	q.Write(alertRec(t, 31))
 	b.clk.Add(2 * time.Hour)
 	q.ReadFor(9, false, nil)
 	if n := counter(t, q.m.evicted.WithLabelValues("alert_expired")); n != 2 {

@@ -112,6 +112,9 @@ type entry struct {
 	rec record.Record
 	enq time.Time
 	seq uint64 // write order, for the alert log cursors
+	// alert: a fragment of a sealed Alert in the alert log, which a full
+	// log may drop (alertlog.go); a version 1 answer there is never dropped.
+	alert bool
 }
 
 // reader is one Queue 2 reader.
@@ -209,7 +212,7 @@ func (q *Queue) write(r record.Record) (depth int, changed, wake bool, sync func
 		return len(q.items), false, false, nil, fmt.Errorf("%w: %s holds %d records", ErrFull, q.name, q.capacity)
 	}
 	q.seq++
-	e := entry{rec: r, enq: now, seq: q.seq}
+	e := entry{rec: r, enq: now, seq: q.seq, alert: q.isAlert(r)}
 	if q.j != nil {
 		s, err := q.j.put(e)
 		if err != nil {
@@ -422,10 +425,12 @@ func (q *Queue) sweep(now time.Time) {
 			}
 		} else if e.rec.Flags&record.FlagDropped == 0 && now.Sub(e.enq) >= q.alertTTL {
 			reason = "alert_expired"
-			if e.rec.Index == 0 { // one per message
-				expired++
+			if e.alert {
+				if e.rec.Index == 0 { // one per message
+					expired++
+				}
+				expiredSeq = max(expiredSeq, e.seq)
 			}
-			expiredSeq = max(expiredSeq, e.seq)
 		}
 		if reason == "" {
 			i++
@@ -436,8 +441,8 @@ func (q *Queue) sweep(now time.Time) {
 		}
 		q.m.evicted.WithLabelValues(reason).Inc()
 	}
-	if expiredSeq > 0 {
-		q.mark(max(expired, 1), expiredSeq, now)
+	if expired > 0 {
+		q.mark(expired, expiredSeq, now)
 	}
 	if err := q.trimAlerts(); err != nil && q.j != nil {
 		q.j.log.Warn("journal write of an alert log trim failed", "queue", q.name, "err", err)
@@ -596,6 +601,7 @@ func Open(o Options) (*Queues, error) {
 			for _, e := range items {
 				q.seq++
 				e.seq = q.seq
+				e.alert = q.multi && q.isAlert(e.rec)
 				q.items = append(q.items, e)
 				q.keys[e.rec.Key()] = struct{}{}
 				if e.rec.Requester == 0 {

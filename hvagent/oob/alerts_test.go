@@ -15,6 +15,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/virt/virttest"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
+	sealpkg "github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/testutil"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
@@ -53,14 +54,18 @@ func TestFullAlertLogDoesNotStall(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			for i := range 4 { // the log at its cap, nobody following
-				recs, _ := record.Fragment(uint64(900+i), randBytes(40))
+			key := mustKey(t)
+			for i := range 4 { // the log at its cap of alerts, nobody following
+				env, err := sealpkg.NewSealer(key).Seal(vmsg.KindAlert, uint64(900+i), randBytes(40), time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				recs, _ := record.Fragment(uint64(900+i), env)
 				data, _ := (&oem.WriteQueueRequest{IANA: oem.DefaultIANA, Record: recs[0]}).Pack()
 				if _, cc, err := lab.host.Do(ctx, uint8(oem.NetFnOEMGroupRequest), uint8(oem.CmdWriteQueue2), data); err != nil || cc != 0 {
 					t.Fatalf("fill the alert log: %v %#x", err, cc)
 				}
 			}
-			key := mustKey(t)
 			pol, hv := agenttest.Host(t, virttest.VM{Name: "web1"})
 			j, err := journal.Open(filepath.Join(t.TempDir(), "j"))
 			if err != nil {
