@@ -64,7 +64,7 @@ type Event struct {
 // the hook pages a human) from being flooded, without ever being silent: an
 // alert held back is counted, and Flush turns the counts of a window that
 // ended into one summary alert per kind ("bad envelope: …: 57 refused in the
-// last 1m0s, not alerted one by one"). Summaries pass no cap; there are at
+// last 1m0s, not alerted one by one", action "summary"). Summaries pass no cap; there are at
 // most as many per window as kinds. Keys of a window that ended are
 // forgotten, and at most MaxKeys are held. Safe for concurrent use.
 type Throttle struct {
@@ -161,7 +161,7 @@ func (t *Throttle) roll(now time.Time) {
 	for _, kind := range t.order {
 		h := t.held[kind]
 		s := h.template
-		s.Time, s.Principal, s.VM, s.RequestID = now, h.principal, "", 0
+		s.Time, s.Principal, s.VM, s.RequestID, s.Action = now, h.principal, "", 0, "summary"
 		if h.principal == "" {
 			s.Principal = "(several)"
 		}
