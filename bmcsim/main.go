@@ -53,6 +53,7 @@ func main() {
 	flag.IntVar(&c.LockoutAttempts, "lockout-attempts", config.DefaultLockoutAttempts, "failed logins before a user is locked out")
 	flag.DurationVar(&c.LockoutDuration.Duration, "lockout-duration", config.DefaultLockoutDuration, "how long a lockout lasts")
 	flag.DurationVar(&c.ReaderTTL.Duration, "reader-ttl", time.Minute, "forget a Queue 2 reader (VMS requester id) idle this long and evict its records")
+	flag.DurationVar(&c.FollowerTTL.Duration, "follower-ttl", 24*time.Hour, "keep the alert log cursor of a follower (vmsctl alerts -f) idle this long")
 	flag.IntVar(&c.SourceHandshakeLimit, "source-handshake-limit", config.DefaultSourceHandshakeLimit,
 		"handshakes abandoned after RAKP 2 or naming unknown users one source IP may make per minute")
 	iana := flag.Uint("iana", config.DefaultIANA, "IANA enterprise number of the OEM queue commands")

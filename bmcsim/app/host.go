@@ -73,6 +73,7 @@ func NewHost(cfg config.Config, o HostOptions) (*Host, error) {
 		Capacity1:        b.Config.Queue1Capacity,
 		Capacity2:        b.Config.Queue2Capacity,
 		ReaderTTL:        b.Config.ReaderTTL.Duration,
+		FollowerTTL:      b.Config.FollowerTTL.Duration,
 		StateDir:         b.Config.State,
 		Registerer:       reg,
 		Logger:           h.log,

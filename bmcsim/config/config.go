@@ -99,6 +99,9 @@ type Config struct {
 	// for this long is forgotten and the records addressed to it evicted
 	// (0: bmcsim/queue's default, 1 min).
 	ReaderTTL Duration `toml:"reader_ttl"`
+	// FollowerTTL: a Queue 2 reader that follows the alert log keeps its
+	// cursor this long without reading (0: bmcsim/queue's default, 24 h).
+	FollowerTTL Duration `toml:"follower_ttl"`
 }
 
 // User is one BMC account.

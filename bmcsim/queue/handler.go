@@ -127,6 +127,9 @@ func (qs *Queues) handle(cmd oem.Cmd, iana oem.IANA, hctx *handlers.HandlerConte
 		if cmd == oem.CmdWriteQueue2 {
 			q = qs.q2
 		}
+		if req.Record.Flags&record.FlagDropped != 0 {
+			return nil, oem.CCInvalidDataField, nil // only the BMC puts "alerts dropped" markers
+		}
 		if err := q.Write(req.Record); err != nil {
 			if errors.Is(err, ErrFull) {
 				return nil, oem.CCOutOfSpace, nil

@@ -24,7 +24,7 @@ func newMetrics(queue string) *metrics {
 		acks:       c("acks_total", "Records removed by an acknowledging read."),
 		evicted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ooblab", Subsystem: "bmc_queue", Name: "evictions_total",
-			Help:        "Queue 2 records or readers dropped without an acknowledgement: reader_gone (its reader stopped reading), alert_expired (no follower read it in time), readers_full (reader forgotten).",
+			Help:        "Queue 2 records or readers dropped without an acknowledgement: reader_gone (its reader stopped reading), alert_expired (an alert no follower read in time), alert_dropped (an alert message dropped from a full alert log), follower_gone (a follower idle for the follower TTL forgotten), readers_full (reader forgotten).",
 			ConstLabels: prometheus.Labels{"queue": queue},
 		}, []string{"reason"}),
 	}

@@ -16,9 +16,12 @@
 //     handed to it alone and removed by its ack; records addressed to 0 form
 //     the alert log, read by every follower from its own cursor and removed
 //     once every follower has acknowledged it. A reader that stops reading
-//     for [Options.ReaderTTL] is forgotten and its records evicted; the
-//     alert log holds at most [Options.AlertLog] records (more are refused
-//     with 0xC4) for at most [Options.AlertTTL]. Every eviction is counted;
+//     for [Options.ReaderTTL] is forgotten and its records evicted; a
+//     follower keeps its cursor for [Options.FollowerTTL]. The alert log
+//     holds at most [Options.AlertLog] records for at most
+//     [Options.AlertTTL]; beyond either the oldest alerts are dropped and a
+//     marker counting them takes their place (alertlog.go), so an alert is
+//     never refused and never lost silently. Every eviction is counted;
 //   - with a state directory every change is journalled and a write is
 //     fsynced before it is answered, outside the queue's lock (see
 //     journal.go), so records survive a restart.
@@ -50,9 +53,10 @@ const RecentKeys = 1024
 
 // Defaults of the Queue 2 bounds.
 const (
-	DefaultReaderTTL  = time.Minute
-	DefaultAlertTTL   = 10 * time.Minute
-	DefaultMaxReaders = 256
+	DefaultReaderTTL   = time.Minute
+	DefaultFollowerTTL = 24 * time.Hour
+	DefaultAlertTTL    = 10 * time.Minute
+	DefaultMaxReaders  = 256
 )
 
 // Options configure Open. Zero values take defaults.
@@ -62,12 +66,19 @@ type Options struct {
 	// forgotten, and records addressed to it that are at least this old are
 	// evicted (default DefaultReaderTTL).
 	ReaderTTL time.Duration
-	// AlertLog caps the records of the alert log (addressed to 0) in Queue 2;
-	// a write beyond it is refused as full (0xC4), so alerts can never crowd
-	// out answers (default a quarter of Capacity2, at least 1).
+	// FollowerTTL: a reader that follows the alert log keeps its cursor
+	// (and the log keeps what it has not read) until it has not read for
+	// this long (default DefaultFollowerTTL), so a paused `vmsctl alerts -f`
+	// resumes where it was; the cursor is journalled.
+	FollowerTTL time.Duration
+	// AlertLog caps the records of the alert log (addressed to 0) in Queue 2,
+	// so alerts can never crowd out answers (default a quarter of Capacity2,
+	// at least 2). A write beyond it drops the oldest alert message and
+	// puts an "alerts dropped" marker in its place; it is never refused.
 	AlertLog int
 	// AlertTTL is how long an alert log record is kept for followers that
-	// have not read it yet (default DefaultAlertTTL).
+	// have not read it yet (default DefaultAlertTTL); then it is dropped
+	// and counted in a marker.
 	AlertTTL time.Duration
 	// MaxReaders caps the Queue 2 readers remembered; one more forgets the
 	// one that read least recently (default DefaultMaxReaders).
@@ -101,6 +112,9 @@ type entry struct {
 	rec record.Record
 	enq time.Time
 	seq uint64 // write order, for the alert log cursors
+	// alert: a fragment of a sealed Alert in the alert log, which a full
+	// log may drop (alertlog.go); a version 1 answer there is never dropped.
+	alert bool
 }
 
 // reader is one Queue 2 reader.
@@ -128,6 +142,8 @@ type Queue struct {
 	cursor uint64
 
 	readerTTL, alertTTL  time.Duration
+	followerTTL          time.Duration
+	logger               *slog.Logger
 	opened               time.Time // readers could not read before
 	alertCap, maxReaders int
 
@@ -148,6 +164,7 @@ func newQueue(name string, capacity int, o *Options, m *metrics) *Queue {
 	return &Queue{
 		name: name, capacity: capacity, now: o.Now, m: m,
 		readerTTL: o.ReaderTTL, alertTTL: o.AlertTTL, opened: o.Now(), alertCap: o.AlertLog, maxReaders: o.MaxReaders,
+		followerTTL: o.FollowerTTL, logger: o.Logger,
 		keys: map[record.Key]struct{}{}, recent: map[record.Key]struct{}{}, readers: map[uint32]*reader{},
 	}
 }
@@ -185,7 +202,7 @@ func (q *Queue) write(r record.Record) (depth int, changed, wake bool, sync func
 	now := q.now()
 	if q.multi {
 		q.sweep(now)
-		if r.Requester == 0 && q.alerts >= q.alertCap {
+		if r.Requester == 0 && (q.alerts >= q.alertCap || len(q.items) >= q.capacity) && !q.makeRoom(now) {
 			q.m.full.Inc()
 			return len(q.items), false, false, nil, fmt.Errorf("%w: the alert log of %s holds %d records", ErrFull, q.name, q.alertCap)
 		}
@@ -195,7 +212,7 @@ func (q *Queue) write(r record.Record) (depth int, changed, wake bool, sync func
 		return len(q.items), false, false, nil, fmt.Errorf("%w: %s holds %d records", ErrFull, q.name, q.capacity)
 	}
 	q.seq++
-	e := entry{rec: r, enq: now, seq: q.seq}
+	e := entry{rec: r, enq: now, seq: q.seq, alert: q.isAlert(r)}
 	if q.j != nil {
 		s, err := q.j.put(e)
 		if err != nil {
@@ -354,10 +371,11 @@ func (q *Queue) reader(id uint32, now time.Time) *reader {
 	rd, ok := q.readers[id]
 	if !ok {
 		if len(q.readers) >= q.maxReaders {
+			// The least recently seen, a command reader before a follower.
 			var oldID uint32
 			var old *reader
 			for rid, r := range q.readers {
-				if old == nil || r.seen.Before(old.seen) {
+				if old == nil || (old.follower && !r.follower) || (old.follower == r.follower && r.seen.Before(old.seen)) {
 					oldID, old = rid, r
 				}
 			}
@@ -378,11 +396,17 @@ func (q *Queue) reader(id uint32, now time.Time) *reader {
 // readers tolerate.
 func (q *Queue) sweep(now time.Time) {
 	for id, rd := range q.readers {
-		if now.Sub(rd.seen) >= q.readerTTL {
+		switch {
+		case rd.follower && now.Sub(rd.seen) >= q.followerTTL:
+			delete(q.readers, id)
+			q.m.evicted.WithLabelValues("follower_gone").Inc()
+		case !rd.follower && now.Sub(rd.seen) >= q.readerTTL:
 			delete(q.readers, id)
 			q.m.evicted.WithLabelValues("reader_gone").Inc()
 		}
 	}
+	var expired uint32
+	var expiredSeq uint64
 	for i := 0; i < len(q.items); {
 		e := q.items[i]
 		var reason string
@@ -399,8 +423,14 @@ func (q *Queue) sweep(now time.Time) {
 			if now.Sub(seen) >= q.readerTTL {
 				reason = "reader_gone"
 			}
-		} else if now.Sub(e.enq) >= q.alertTTL {
+		} else if e.rec.Flags&record.FlagDropped == 0 && now.Sub(e.enq) >= q.alertTTL {
 			reason = "alert_expired"
+			if e.alert {
+				if e.rec.Index == 0 { // one per message
+					expired++
+				}
+				expiredSeq = max(expiredSeq, e.seq)
+			}
 		}
 		if reason == "" {
 			i++
@@ -410,6 +440,9 @@ func (q *Queue) sweep(now time.Time) {
 			q.j.log.Warn("journal write of an eviction failed; the record may return after a restart", "queue", q.name, "err", err)
 		}
 		q.m.evicted.WithLabelValues(reason).Inc()
+	}
+	if expired > 0 {
+		q.mark(expired, expiredSeq, now)
 	}
 	if err := q.trimAlerts(); err != nil && q.j != nil {
 		q.j.log.Warn("journal write of an alert log trim failed", "queue", q.name, "err", err)
@@ -536,8 +569,11 @@ func Open(o Options) (*Queues, error) {
 	if o.AlertTTL <= 0 {
 		o.AlertTTL = DefaultAlertTTL
 	}
+	if o.FollowerTTL <= 0 {
+		o.FollowerTTL = DefaultFollowerTTL
+	}
 	if o.AlertLog <= 0 {
-		o.AlertLog = max(1, caps[1]/4)
+		o.AlertLog = max(2, caps[1]/4)
 	}
 	if o.MaxReaders <= 0 {
 		o.MaxReaders = DefaultMaxReaders
@@ -565,6 +601,7 @@ func Open(o Options) (*Queues, error) {
 			for _, e := range items {
 				q.seq++
 				e.seq = q.seq
+				e.alert = q.multi && q.isAlert(e.rec)
 				q.items = append(q.items, e)
 				q.keys[e.rec.Key()] = struct{}{}
 				if e.rec.Requester == 0 {
@@ -647,7 +684,7 @@ func (q *Queue) cursors() map[uint32]record.Key {
 // is the alert log record it acknowledged last, or, when that record is
 // gone (every follower had passed it, or it expired), before every alert
 // left, which are all newer. They count as seen at the restart, so one
-// that does not come back is forgotten after ReaderTTL. Caller holds q.mu
+// that does not come back is forgotten after FollowerTTL. Caller holds q.mu
 // (or the queue is not shared yet).
 func (q *Queue) restoreCursors(cursors map[uint32]record.Key) {
 	for id, k := range cursors {

@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -104,7 +103,7 @@ func TestAlertLogReachesEveryFollower(t *testing.T) {
 	}
 	// The legacy reader (0x04 is reader 0 with the alert log) still gets
 	// alerts, and its ack removes them when it is the only follower left.
-	b.clk.Add(DefaultReaderTTL) // followers 1, 2, 4 are gone
+	b.clk.Add(DefaultFollowerTTL) // followers 1, 2, 4 are gone
 	q.Write(to(0, 10, "alert 3"))
 	r, ok, _ := q.Read(nil)
 	if !ok || r.MsgID != 10 {
@@ -153,35 +152,6 @@ func TestVanishedReaderEvicted(t *testing.T) {
 		if r, ok, _ := q.ReadFor(0xA, false, nil); !ok || r.MsgID != 52 {
 			t.Fatalf("live reader lost its record: %v %v", r, ok)
 		}
-	}
-}
-
-func TestAlertLogBounded(t *testing.T) {
-	b := newBench(t, Options{Capacity2: 8, AlertLog: 2, AlertTTL: time.Hour})
-	q := b.qs.Queue2()
-	for i := range 2 {
-		if err := q.Write(to(0, uint64(i+1), "alert")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := q.Write(to(0, 3, "alert")); !errors.Is(err, ErrFull) {
-		t.Fatalf("alert beyond the log's cap: %v", err)
-	}
-	if got := fmt.Sprint(readAll(t, q, 1, true)); got != "[1 2]" {
-		t.Fatalf("alert log %s", got)
-	}
-	// Answers are never pushed out by alerts.
-	for i := range 6 {
-		if err := q.Write(to(9, uint64(100+i), "answer")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	q.Write(to(0, 20, "alert"))
-	q.Write(to(0, 21, "alert"))
-	b.clk.Add(2 * time.Hour)
-	q.ReadFor(9, false, nil)
-	if n := counter(t, q.m.evicted.WithLabelValues("alert_expired")); n != 2 {
-		t.Fatalf("alert_expired %v", n)
 	}
 }
 

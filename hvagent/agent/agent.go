@@ -50,14 +50,19 @@
 // a different request is refused with ErrBadRequest.
 //
 // Alerts go to the sinks in the background (MaxAlertsInFlight at once,
-// beyond that dropped, counted and logged), and refusal alerts are capped
-// per class and principal and in all per minute; the repeats held back are
-// counted in the next alert sent. A lockout is always alerted.
+// beyond that dropped, counted and logged). Refusal alerts pass an
+// alert.Throttle with two budgets: refusals of proven principals (denied,
+// challenge refused) and junk (envelopes that do not open, requests whose
+// signature does not verify), so junk cannot use up the room of a real
+// refusal. An alert held back is not put in the answer either; it is counted
+// in a summary alert per kind at the end of its minute. A lockout is always
+// alerted.
 //
 // Files: agent.go (Config, New, sealing, shutdown), gate.go (the
 // concurrency gate), request.go (the request path above, up to the run),
 // execute.go (the run on the hypervisor and its journalling), alerts.go
-// (refusals, alert classes, caps and delivery), reads.go (recent reads'
+// (refusals, alert classes and delivery), throttle.go (the alert budgets and
+// summaries), reads.go (recent reads'
 // answers, in memory), boot.go (journalled boot-time starts), history.go.
 package agent
 
@@ -121,14 +126,15 @@ type Config struct {
 	DuplicateWait time.Duration
 	// AlertTimeout bounds the delivery of one alert to Alerts (default 15 s).
 	AlertTimeout time.Duration
-	// EnvelopeAlertsPerMinute caps alerts for bad envelopes (default 6), so
-	// garbage cannot flood the SEL.
+	// EnvelopeAlertsPerMinute caps the junk budget (default 6 a minute):
+	// alerts for envelopes that do not open and requests whose signature
+	// does not verify, so garbage cannot flood the SEL.
 	EnvelopeAlertsPerMinute int
-	// RefusalAlertsPerMinute caps the alerts sent to the sinks for refused
-	// requests of one class and principal (default 3); the repeats are
-	// counted and reported in the next alert that goes out. A lockout is
-	// always alerted. RefusalAlertsTotal caps all of them together
-	// (default 20 a minute).
+	// RefusalAlertsPerMinute caps the alerts for refused requests of one
+	// class and principal (default 3 a minute); RefusalAlertsTotal caps
+	// the refusals of proven principals together (default 20 a minute).
+	// Alerts held back are counted in a summary alert per kind when their
+	// minute ends. A lockout is always alerted.
 	RefusalAlertsPerMinute, RefusalAlertsTotal int
 	// MaxAlertsInFlight bounds the alerts being delivered at once (default
 	// 32); beyond, an alert is dropped, counted and logged, so slow outlets
@@ -165,10 +171,9 @@ type Agent struct {
 	byID  map[uint64]*Job          // the first job of each request id in the gate
 	lanes map[string]chan struct{} // per VM: done of the last job in line
 
-	mu        sync.Mutex
-	envWindow time.Time
-	envCount  int
-	throttle  map[string]*window // refusal alerts by class and principal
+	throttle *alert.Throttle // refusal and junk alerts (throttle.go)
+	flushMu  sync.Mutex
+	flushing *time.Timer // sends the throttle's summaries when its minute ends
 }
 
 // New checks cfg and returns an Agent.
@@ -226,7 +231,7 @@ func New(cfg Config) (*Agent, error) {
 		sealer:     seal.NewSealer(cfg.Key),
 		log:        cfg.Logger,
 		alertSlots: make(chan struct{}, cfg.MaxAlertsInFlight),
-		throttle:   map[string]*window{},
+		throttle:   newThrottle(cfg),
 		slots:      make(chan struct{}, cfg.MaxConcurrent),
 		byID:       map[uint64]*Job{},
 		lanes:      map[string]chan struct{}{},
@@ -302,7 +307,10 @@ func (a *Agent) Executions() uint64 { return a.executions.Load() }
 // Wait waits until every action begun has finished and journalled its
 // outcome, or ctx ends (then it returns ctx's error). Call it on shutdown,
 // after the channels stopped taking requests, before closing the journal.
+// It stops the timer of the throttle's summaries: a later refusal arms it
+// again.
 func (a *Agent) Wait(ctx context.Context) error {
+	a.stopFlush()
 	done := make(chan struct{})
 	go func() {
 		a.actions.Wait()

@@ -3,12 +3,10 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/ooblab/ooblab/hvagent/alert"
-	"github.com/ooblab/ooblab/hvagent/challenge"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
@@ -56,13 +54,6 @@ func Class(a alert.Alert) byte {
 	return ClassOther
 }
 
-// window counts alerts in one minute.
-type window struct {
-	start      time.Time
-	sent       int
-	suppressed int
-}
-
 // SealAlert seals al as an Alert message (for a Queue 2 sink).
 func (a *Agent) SealAlert(al alert.Alert) ([]byte, error) {
 	return a.Seal(toVMsgAlert(al))
@@ -89,6 +80,10 @@ func (a *Agent) refuse(ctx context.Context, log *slog.Logger, req *vmsg.Request,
 	if err != nil {
 		return nil, err
 	}
+	if !a.admitRefusal(ctx, al, cause, now) {
+		log.Info("refusal alert held back: too many this minute; it is counted in the summary alert at the minute's end")
+		return out, nil
+	}
 	inAnswer := false
 	if env, err := a.SealAlert(al); err != nil {
 		a.log.Error("cannot seal alert", "err", err)
@@ -96,57 +91,8 @@ func (a *Agent) refuse(ctx context.Context, log *slog.Logger, req *vmsg.Request,
 		out = append(out, env)
 		inAnswer = via == ViaOOB
 	}
-	always := errors.Is(cause, challenge.ErrLockout)
-	if ok, suppressed := a.admit(fmt.Sprintf("%d/%s", Class(al), req.Principal), now, always); ok {
-		if suppressed > 0 {
-			al.Reason += fmt.Sprintf(" (and %d similar refusals not alerted one by one)", suppressed)
-		}
-		a.sendAlert(ctx, al, !inAnswer)
-	} else {
-		log.Info("refusal alert held back: too many alike this minute; it is counted in the next one")
-	}
+	a.sendAlert(ctx, al, !inAnswer)
 	return out, nil
-}
-
-// admit applies the refusal alert caps: per key and in all, per minute.
-// always lets a lockout through. suppressed is how many alerts of key were
-// held back since the last one sent.
-func (a *Agent) admit(key string, now time.Time, always bool) (ok bool, suppressed int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	roll := func(w *window) {
-		if now.Sub(w.start) >= time.Minute || now.Before(w.start) {
-			w.start, w.sent = now, 0
-		}
-	}
-	total := a.throttle[""]
-	if total == nil {
-		total = &window{start: now}
-		a.throttle[""] = total
-	}
-	roll(total)
-	w := a.throttle[key]
-	if w == nil {
-		if len(a.throttle) > 4096 { // forget quiet keys rather than grow
-			for k, v := range a.throttle {
-				if k != "" && now.Sub(v.start) >= time.Minute && v.suppressed == 0 {
-					delete(a.throttle, k)
-				}
-			}
-		}
-		w = &window{start: now}
-		a.throttle[key] = w
-	}
-	roll(w)
-	if !always && (w.sent >= a.cfg.RefusalAlertsPerMinute || total.sent >= a.cfg.RefusalAlertsTotal) {
-		w.suppressed++
-		total.suppressed++
-		return false, 0
-	}
-	w.sent++
-	total.sent++
-	suppressed, w.suppressed = w.suppressed, 0
-	return true, suppressed
 }
 
 // sendAlert delivers al to the sinks, toQueue2 also to the Queue 2 sink,
@@ -208,19 +154,11 @@ func (a *Agent) badEnvelope(ctx context.Context, env []byte, via string, err err
 	}
 	a.log.Warn("envelope dropped and alerted: "+reason, attrs...)
 	now := a.cfg.Now()
-	a.mu.Lock()
-	if now.Sub(a.envWindow) >= time.Minute {
-		a.envWindow, a.envCount = now, 0
-	}
-	a.envCount++
-	over := a.envCount > a.cfg.EnvelopeAlertsPerMinute
-	a.mu.Unlock()
-	if over {
-		return
-	}
 	al := alert.Alert{Time: now, Host: a.hostID, Action: "envelope", Reason: reason + " via " + via, Users: a.policy().AlertUsers()}
 	if herr == nil {
 		al.RequestID = hdr.MsgID
 	}
-	a.sendAlert(ctx, al, true)
+	if a.admitEnvelope(ctx, al, now) {
+		a.sendAlert(ctx, al, true)
+	}
 }

@@ -97,10 +97,8 @@ func (a *Agent) clockFault(ctx context.Context, env []byte, via string, openErr 
 	log.Error("request not run: "+reason+"; check NTP on both", "issued", req.Issued(), "step", step, "host_step", cur)
 	al := alert.Alert{Time: now, Host: a.hostID, Principal: req.Principal, VM: req.VM, Action: req.Command.String(),
 		Reason: reason, RequestID: req.ID, Users: a.policy().AlertUsers()}
-	if ok, suppressed := a.admit(fmt.Sprintf("%d/%s", ClassClock, req.Principal), now, false); ok {
-		if suppressed > 0 {
-			al.Reason += fmt.Sprintf(" (and %d similar not alerted one by one)", suppressed)
-		}
+	e := alert.Event{Budget: alert.Principals, Key: fmt.Sprintf("%d/%s", ClassClock, req.Principal), Kind: ReasonClock + ": requests from a clock too far off"}
+	if a.admit(ctx, e, al, now) {
 		a.sendAlert(ctx, al, false) // the VMS has the answer; Queue 2 would seal it in the host's step
 	}
 	return [][]byte{out}

@@ -157,10 +157,10 @@ func WithPeer(ctx context.Context, principal string) context.Context {
 // authorization list, and the connection's principal if there is one.
 func (a *Agent) checkSigner(ctx context.Context, req *vmsg.Request) error {
 	if peer, ok := ctx.Value(peerKey{}).(string); ok && peer != req.Principal {
-		return fmt.Errorf("signature: TLS client certificate is for %q, request claims %q", peer, req.Principal)
+		return unproven{fmt.Errorf("signature: TLS client certificate is for %q, request claims %q", peer, req.Principal)}
 	}
 	if _, err := ident.VerifyRequest(a.policy().Keys(req.Principal), a.hostID, req); err != nil {
-		return fmt.Errorf("signature: %w", err)
+		return unproven{fmt.Errorf("signature: %w", err)}
 	}
 	return nil
 }
@@ -239,14 +239,12 @@ func (a *Agent) putFailed(ctx context.Context, log *slog.Logger, req *vmsg.Reque
 }
 
 // journalAlert alerts a journal failure, at most RefusalAlertsPerMinute a
-// minute (the repeats are counted in the next one).
+// minute (the repeats are counted in the minute's summary).
 func (a *Agent) journalAlert(ctx context.Context, req *vmsg.Request, what string, now time.Time) {
 	al := alert.Alert{Time: now, Host: a.hostID, Principal: req.Principal, VM: req.VM, Action: req.Command.String(),
 		Reason: ReasonJournal + ": " + what, RequestID: req.ID, Users: a.policy().AlertUsers()}
-	if ok, suppressed := a.admit("journal", now, false); ok {
-		if suppressed > 0 {
-			al.Reason += fmt.Sprintf(" (and %d more not alerted one by one)", suppressed)
-		}
+	e := alert.Event{Budget: alert.Principals, Key: "journal", Kind: ReasonJournal + ": outcomes not recorded or state changes refused"}
+	if a.admit(ctx, e, al, now) {
 		a.sendAlert(ctx, al, true)
 	}
 }

@@ -41,7 +41,10 @@
 // retries after a transport error cannot duplicate it. A full queue
 // never stalls the loop: each answer gets AnswerTimeout, then it is dropped,
 // counted (Stats.AnswersDropped) and logged (the VMS asks again with the same
-// request id and the journal answers it). Answers written at once interleave
+// request id and the journal answers it). An Alert in an answer (a refusal's)
+// is written apart, in the background (at most AlertWriters at once, beyond
+// that dropped and counted in Stats.AlertsDropped), so an alert log that
+// takes nothing never holds up an answer nor its window slot. Answers written at once interleave
 // their records in Queue 2 (the VMS reassembles by message id); each write
 // honours its context, so an alert sink's deadline holds.
 //
@@ -135,6 +138,9 @@ type Stats struct {
 	RecordsWritten, FullRetries    uint64
 	ReadErrors, WriteErrors, Wakes uint64
 	AnswersDropped                 uint64
+	// AlertsDropped counts the Alerts of answers not written: AlertWriters
+	// were busy, or the write failed in time.
+	AlertsDropped uint64
 	// PeakInFlight is the most messages served at once.
 	PeakInFlight int
 }
@@ -160,6 +166,9 @@ type Loop struct {
 	readErrors, writeErrors, wakes             atomic.Uint64
 	answersDropped                             atomic.Uint64
 	lastOK                                     atomic.Bool
+
+	alertWriters  chan struct{} // Alerts of answers being written (alerts.go)
+	alertsDropped atomic.Uint64
 }
 
 // New returns a Loop.
@@ -192,7 +201,8 @@ func New(cfg Config) *Loop {
 		cfg.Window = 8
 	}
 	return &Loop{cfg: cfg, log: cfg.Logger, ra: record.NewReassembler(cfg.Reassembler),
-		held: map[record.Key]struct{}{}, finished: make(chan record.Key, cfg.Window), rewind: true}
+		held: map[record.Key]struct{}{}, finished: make(chan record.Key, cfg.Window), rewind: true,
+		alertWriters: make(chan struct{}, AlertWriters)}
 }
 
 // Stats returns the counters.
@@ -201,7 +211,7 @@ func (l *Loop) Stats() Stats {
 		Messages: l.messages.Load(), Answers: l.answers.Load(),
 		RecordsWritten: l.recordsWritten.Load(), FullRetries: l.fullRetries.Load(),
 		ReadErrors: l.readErrors.Load(), WriteErrors: l.writeErrors.Load(), Wakes: l.wakes.Load(),
-		AnswersDropped: l.answersDropped.Load(), PeakInFlight: int(l.peak.Load())}
+		AnswersDropped: l.answersDropped.Load(), AlertsDropped: l.alertsDropped.Load(), PeakInFlight: int(l.peak.Load())}
 }
 
 // Probe reads the queue status once (to report the channel at start-up).
@@ -476,6 +486,10 @@ func (l *Loop) answer(ctx context.Context, run func(context.Context) ([][]byte, 
 		l.log.Debug("envelope from Queue 1 not answered", "len", size, "err", err)
 	}
 	for _, a := range out {
+		if isAlert(a) {
+			l.sendAlert(ctx, a)
+			continue
+		}
 		sctx, cancel := context.WithTimeout(ctx, l.cfg.AnswerTimeout)
 		err := l.sendTo(sctx, requester, a)
 		cancel()

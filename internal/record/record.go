@@ -34,7 +34,11 @@
 // [MaxFragments]×[MaxPayload] bytes (about 13.9 MiB); [Fragment] refuses
 // anything larger with [ErrTooLarge].
 //
-// Flags are reserved: senders write 0, receivers ignore unknown bits.
+// Flags: bit 0 ([FlagDropped]) marks a record the BMC itself put in the
+// Queue 2 alert log: a one-fragment message whose payload is a u32 LE count
+// of alert log messages it dropped before this point (the log was full, or
+// they outlived its retention unread). See [DroppedMarker]. Other bits are
+// reserved: senders write 0, receivers ignore unknown bits.
 package record
 
 import (

@@ -643,6 +643,12 @@ func (o *OOB) read(ctx context.Context, t *Target, h *oobHost, alerts bool) (*re
 // handed to the request waiting for it, or else stored (alert, or answer to
 // a request nobody waits for now).
 func (o *OOB) take(t *Target, h *oobHost, r *record.Record, want uint64) vmsg.Message {
+	if a := droppedAlert(t, r); a != nil {
+		h.mu.Lock()
+		h.alerts.add(t.Name(), a)
+		h.mu.Unlock()
+		return nil
+	}
 	env, done, err := h.ra.Add(*r, time.Now())
 	if err != nil {
 		o.log.Warn("oob-i: dropped a bad record from queue 2", "host", t.Name(), "record", r.String(), "err", err)

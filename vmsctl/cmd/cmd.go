@@ -114,6 +114,7 @@ type App struct {
 	principal                      string
 	timeout, budget                time.Duration
 	oobSessions, oobWindow         int
+	followerID                     uint32 // alerts --follower-id: the OOB-I requester id (0: random)
 	debug                          bool
 	meta                           []string
 	fan                            fanOut // --parallel, --progress (fanout.go)
@@ -304,7 +305,7 @@ func (a *App) client() (*client.Client, error) {
 	}
 	o := client.Options{Via: a.via, Principal: a.principal, Challenge: a.answer, Logger: a.log, Now: a.Now,
 		Auto: client.AutoOptions{Budget: a.budget}, Metadata: meta,
-		OOBOptions: client.OOBOptions{Window: a.oobWindow, Sessions: a.oobSessions}}
+		OOBOptions: client.OOBOptions{Window: a.oobWindow, Sessions: a.oobSessions, Requester: a.followerID}}
 	if a.Options != nil {
 		a.Options(&o)
 	}
