@@ -210,7 +210,7 @@ func TestIpmitoolSOL(t *testing.T) {
 		t.Fatalf("sol info: %v\n%s", err, out)
 	}
 	for _, want := range []string{"Enabled                         : true", "Force Encryption                : true",
-		"Force Authentication            : true", "Privilege Level                 : USER"} {
+		"Force Authentication            : true", "Privilege Level                 : ADMINISTRATOR"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("sol info lacks %q:\n%s", want, out)
 		}
