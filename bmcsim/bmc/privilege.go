@@ -17,8 +17,8 @@ import (
 // management, the OOB-I queues), and could Set Session Privilege up to
 // it. The cap is the lower of the role RAKP 1 asked for (the level the
 // RAKP codes were computed over) and the user's limit on the session's
-// channel (read at each request, so lowering a user's access takes effect
-// at once); the session's maximum and current privilege are lowered to it
+// channel as it was at login (go-ipmi keeps that snapshot with the
+// session); the session's maximum and current privilege are lowered to it
 // before the command's privilege is checked. The server holds the
 // session's ProcMu while it runs a request, as go-ipmi's own Set Session
 // Privilege does when it writes these fields.
