@@ -34,6 +34,9 @@ func clampPrivilege(next handlers.Handler) handlers.Handler {
 // clampSession lowers sess's maximum and current privilege to what its
 // user and RAKP 1 role allow (see clampPrivilege).
 func clampSession(sess *ipmibmc.Session) {
+	if sess.MaxPrivilege == 0 {
+		return // not from a handshake (every Open Session sets it): an in-process caller's
+	}
 	limit := ipmibmc.PrivilegeLevel(sess.Role & 0x0F)
 	if limit == 0 || limit > sess.MaxPrivilege {
 		limit = sess.MaxPrivilege

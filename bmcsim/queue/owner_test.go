@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/handlers"
@@ -142,4 +143,28 @@ func FuzzReplay(f *testing.F) {
 		}
 		_ = fmt.Sprint(len(rp.items), len(rp.recent), len(rp.cursors))
 	})
+}
+
+// TestRebindAfterTTL: once its reader has been idle for the reader TTL,
+// another user may bind the id, but an answer written while the first user
+// held it stays that user's: the newcomer never sees it.
+func TestRebindAfterTTL(t *testing.T) {
+	b := newBench(t, Options{ReaderTTL: time.Minute})
+	q := b.qs.Queue2()
+	vms, mallory := lan(bmc.PrivilegeLevelOperator), lanAs("mallory", bmc.PrivilegeLevelOperator)
+	if _, cc := b.readFor(vms, 5, nil); cc != oem.CCOK {
+		t.Fatalf("vms binds: cc %#02x", uint8(cc))
+	}
+	b.clk.Add(50 * time.Second)
+	q.Write(to(5, 1, "late answer"))
+	if _, cc := b.readFor(mallory, 5, nil); cc != oem.CCInsufficientPrivilege {
+		t.Fatalf("mallory while vms's reader is live: cc %#02x", uint8(cc))
+	}
+	b.clk.Add(15 * time.Second) // vms idle 65 s; the answer is 15 s old
+	if r, cc := b.readFor(mallory, 5, nil); cc != oem.CCOK || !r.Empty {
+		t.Fatalf("mallory after vms's reader was forgotten: cc %#02x %+v", uint8(cc), r)
+	}
+	if q.Len() != 1 {
+		t.Fatalf("the answer is gone (len %d); it should wait out its TTL unread", q.Len())
+	}
 }

@@ -388,19 +388,22 @@ func (q *Queue) ReadAs(owner string, id uint32, alertLog bool, ack *oem.Ack) (re
 func (q *Queue) Bind(owner string, id uint32) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	now := q.now()
-	q.sweep(now)
-	_, err := q.bind(owner, id, now)
+	_, err := q.bind(owner, id, q.now())
 	return err
 }
 
 // bind returns reader id's state for owner, creating it bound to owner
-// (journalled) and marking it seen at now, or ErrNotOwner. Reader 0 is
-// shared. Caller holds q.mu.
+// (journalled) and marking it seen at now, or ErrNotOwner. A reader idle
+// for the reader TTL that no sweep has forgotten yet is forgotten here.
+// Reader 0 is shared. Caller holds q.mu.
 func (q *Queue) bind(owner string, id uint32, now time.Time) (*reader, error) {
 	if rd, ok := q.readers[id]; ok && id != 0 && rd.owner != owner {
-		q.m.refused.Inc()
-		return nil, fmt.Errorf("%w: reader %#x", ErrNotOwner, id)
+		if now.Sub(rd.seen) < q.readerTTL {
+			q.m.refused.Inc()
+			return nil, fmt.Errorf("%w: reader %#x", ErrNotOwner, id)
+		}
+		delete(q.readers, id)
+		q.m.evicted.WithLabelValues("reader_gone").Inc()
 	}
 	rd, created := q.reader(id, now)
 	if created && id != 0 {
