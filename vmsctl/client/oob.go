@@ -529,7 +529,8 @@ func (o *OOB) write(ctx context.Context, t *Target, h *oobHost, r record.Record)
 			}
 			full = min(2*full, time.Second)
 		case isCC(err, oem.CCInsufficientPrivilege):
-			return fmt.Errorf("%w: BMC %s: user %q below operator: %w", ErrUnauthorized, t.Host.BMC.Addr, t.Host.BMC.User, err)
+			return fmt.Errorf("%w: BMC %s: user %q below operator, or requester id %#x bound to another BMC user: %w",
+				ErrUnauthorized, t.Host.BMC.Addr, t.Host.BMC.User, o.opt.Requester, err)
 		case errors.Is(err, ErrUnauthorized):
 			return err
 		default:
@@ -564,7 +565,8 @@ func (o *OOB) read(ctx context.Context, t *Target, h *oobHost, alerts bool) (*re
 	resp, err := o.raw(ctx, t, h, oem.CmdReadQueue2For, data)
 	if err != nil {
 		if isCC(err, oem.CCInsufficientPrivilege) {
-			return nil, fmt.Errorf("%w: BMC %s: %w", ErrUnauthorized, t.Host.BMC.Addr, err)
+			return nil, fmt.Errorf("%w: BMC %s: user %q below operator, or reader id %#x bound to another BMC user: %w",
+				ErrUnauthorized, t.Host.BMC.Addr, t.Host.BMC.User, o.opt.Requester, err)
 		}
 		return nil, err
 	}
