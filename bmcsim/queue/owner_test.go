@@ -168,3 +168,36 @@ func TestRebindAfterTTL(t *testing.T) {
 		t.Fatalf("the answer is gone (len %d); it should wait out its TTL unread", q.Len())
 	}
 }
+
+// BenchmarkRoundTripBound is one request and answer through the handlers
+// with reader binding: the VMS's Queue 1 write (binds), the host's read and
+// ack, its Queue 2 answer, the VMS's read and ack, with 64 other readers
+// bound.
+func BenchmarkRoundTripBound(b *testing.B) {
+	bb := newBench(b, Options{})
+	q2 := bb.qs.Queue2()
+	for i := range 64 {
+		if err := q2.Bind(fmt.Sprintf("user%d", i), uint32(1000+i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	vms := lan(bmc.PrivilegeLevelOperator)
+	const id = 7
+	b.ReportAllocs()
+	for i := range b.N {
+		msg := uint64(2 * (i + 1))
+		if cc := bb.write(vms, oem.CmdWriteQueue1, record.Record{Requester: id, MsgID: msg, Count: 1, Payload: []byte("req")}); cc != oem.CCOK {
+			b.Fatalf("write 1: %#02x", uint8(cc))
+		}
+		r, _ := bb.read(sys(), oem.CmdReadQueue1, nil)
+		bb.read(sys(), oem.CmdReadQueue1, ackOf(r.Record))
+		if cc := bb.write(sys(), oem.CmdWriteQueue2, to(id, msg+1, "answer")); cc != oem.CCOK {
+			b.Fatalf("write 2: %#02x", uint8(cc))
+		}
+		a, cc := bb.readFor(vms, id, nil)
+		if cc != oem.CCOK || a.Empty {
+			b.Fatalf("read 2: %#02x %+v", uint8(cc), a)
+		}
+		bb.readFor(vms, id, ackOf(a.Record))
+	}
+}
