@@ -159,6 +159,7 @@ func New(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*BMC, error) 
 	// counts as a retransmit, not as a request.
 	r.Use(s.replies.Middleware)
 	r.Use(m.Middleware(cfg.Name))
+	r.Use(clampPrivilege) // privilege.go: a session runs at what its login earned
 	std := stdAppRegistry()
 	s.stdChannelInfo = handlers.HandlerFunc(func(ctx context.Context, hctx *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
 		return std.Dispatch(ctx, hctx, uint8(types.NetFnAppRequest), 0x42, req)

@@ -54,13 +54,20 @@ type Config struct {
 	// Serial is the TCP address QEMU's serial chardev (ttyS0) connects to,
 	// carried as Serial-over-LAN (bmcsim/sol); empty means no SOL.
 	Serial string `toml:"serial"`
-	// SOLPrivilege is the least privilege that may activate SOL ("user"
-	// unless set; SOL configuration parameter 2).
+	// SOLPrivilege is the least privilege that may activate SOL
+	// ("administrator" unless set; SOL configuration parameter 2): the
+	// host's serial console is a root login prompt and hvagent's logs.
 	SOLPrivilege string `toml:"sol_privilege"`
 	// SOLIdleTimeout deactivates a SOL session after this long without a
 	// byte either way (default 30m). A console that goes silent loses its
 	// SOL sooner, with its RMCP+ session (session_timeout).
 	SOLIdleTimeout Duration `toml:"sol_idle_timeout"`
+	// SystemInterfaceAdmin lets the system interface (the host's KCS,
+	// /dev/ipmi0) run the commands that change LAN users, channel access,
+	// LAN or SOL configuration, or erase the SEL. Off by default: a host
+	// process cannot lock the VMS out of the BMC nor wipe its alerts
+	// (bmcsim/kcs.AdminCommand lists them; they are answered 0xD4).
+	SystemInterfaceAdmin bool `toml:"system_interface_admin"`
 	// State is a folder for the queue journal; empty keeps queues in memory.
 	State string `toml:"state"`
 	// FaultHooks (tests only; needs state) lets a test kill this BMC at a
@@ -129,6 +136,7 @@ const (
 	DefaultSessionLimit    = 32
 	DefaultSessionTimeout  = 60 * time.Second
 	DefaultSOLIdleTimeout  = 30 * time.Minute
+	DefaultSOLPrivilege    = "administrator"
 	DefaultLockoutAttempts = 5
 	DefaultLockoutDuration = 60 * time.Second
 	DefaultQueueCapacity   = 1024
@@ -225,7 +233,7 @@ func (c *Config) Normalize() error {
 		}
 	}
 	if c.SOLPrivilege == "" {
-		c.SOLPrivilege = "user"
+		c.SOLPrivilege = DefaultSOLPrivilege
 	}
 	if _, err := ParsePrivilege(c.SOLPrivilege); err != nil {
 		return fmt.Errorf("bmc %s: sol_privilege: %w", c.Name, err)

@@ -66,6 +66,7 @@ type Server struct {
 	onConn      func(connected bool)
 	onReset     func()
 	onRequest   func(netfn, cmd uint8, cc uint8)
+	admin       bool // WithAdminCommands: AdminCommand allowed
 
 	mu        sync.Mutex
 	cur       *conn
@@ -307,9 +308,14 @@ func (s *Server) handleFrame(ctx context.Context, c *conn, f vmcodec.Frame) {
 		resp []byte
 		cc   uint8
 	)
-	if owned(netfn, cmd) {
+	switch {
+	case owned(netfn, cmd):
 		resp, cc = s.handleApp(c, cmd, f.Data())
-	} else {
+	case !s.admin && AdminCommand(netfn, cmd):
+		cc = uint8(types.CodeInsufficientPrivilege)
+		s.log.Warn("refused a command from the host's system interface: it changes LAN users, access or the SEL (system_interface_admin is off)",
+			"netfn", fmt.Sprintf("%#02x", netfn), "cmd", fmt.Sprintf("%#02x", cmd))
+	default:
 		sysCh, _ := s.b.Channels.Get(systemIfChannel)
 		hctx := &handlers.HandlerContext{BMC: s.b, Channel: sysCh}
 		var rc types.CompletionCode

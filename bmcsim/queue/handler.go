@@ -22,7 +22,8 @@ const (
 	sideSys       // the host's system interface (KCS), no session
 )
 
-// sideOf classifies hctx. A LAN request needs operator privilege or better;
+// sideOf classifies hctx. A LAN request needs operator privilege or better
+// and a session with a user (the owner of the readers it binds);
 // go-ipmi's registry only demands user privilege for an unknown OEM NetFn,
 // so the check is made here. A session-less request not on the system
 // interface (a pre-session LAN packet) has no side.
@@ -38,7 +39,7 @@ func sideOf(hctx *handlers.HandlerContext) (side, oem.CompletionCode) {
 		case hctx.V15Session.State == bmc.V15SessionStateActive:
 			priv = hctx.V15Session.PrivilegeLevel
 		}
-		if priv < bmc.PrivilegeLevelOperator {
+		if priv < bmc.PrivilegeLevelOperator || userOf(hctx) == "" {
 			return sideLAN, oem.CCInsufficientPrivilege
 		}
 		return sideLAN, oem.CCOK
@@ -47,6 +48,18 @@ func sideOf(hctx *handlers.HandlerContext) (side, oem.CompletionCode) {
 		return sideSys, oem.CCOK
 	}
 	return sideNone, oem.CCInsufficientPrivilege
+}
+
+// userOf names the BMC user of a LAN request's session, the owner of the
+// Queue 2 readers it binds ("" when the session has no user: refused).
+func userOf(hctx *handlers.HandlerContext) string {
+	switch {
+	case hctx.Session != nil && hctx.Session.User != nil:
+		return hctx.Session.User.Name
+	case hctx.V15Session != nil && hctx.V15Session.User != nil:
+		return hctx.V15Session.User.Name
+	}
+	return ""
 }
 
 // allowed lists the side(s) each command may arrive on.
@@ -77,7 +90,10 @@ var Commands = map[oem.Cmd]types.Command{
 // enterprise number iana into reg.
 //
 // Completion codes: 0xD4 when the request has no side (pre-session LAN, no
-// channel) or its session is below operator; 0xD5 when the command is not
+// channel) or its session is below operator, and when a LAN session names
+// a Queue 2 reader id (reading it, or as the requester of a Queue 1 record)
+// that is bound to another BMC user, whatever the session's privilege;
+// 0xD5 when the command is not
 // served on that side (e.g. the host writing Queue 1); 0xC7 when the data is
 // too short or the wrong length; 0xCC for another IANA or a malformed
 // record; 0xC4 when the queue is full.
@@ -126,6 +142,11 @@ func (qs *Queues) handle(cmd oem.Cmd, iana oem.IANA, hctx *handlers.HandlerConte
 		q := qs.q1
 		if cmd == oem.CmdWriteQueue2 {
 			q = qs.q2
+		} else if id := req.Record.Requester; id != 0 {
+			// The answer is this user's: bind the reader first.
+			if cc := qs.bindCC(qs.q2.Bind(userOf(hctx), id), hctx, id); cc != oem.CCOK {
+				return nil, cc, nil
+			}
 		}
 		if req.Record.Flags&record.FlagDropped != 0 {
 			return nil, oem.CCInvalidDataField, nil // only the BMC puts "alerts dropped" markers
@@ -168,7 +189,10 @@ func (qs *Queues) handle(cmd oem.Cmd, iana oem.IANA, hctx *handlers.HandlerConte
 		if err := req.Unpack(data); err != nil {
 			return nil, decodeCC(err), nil
 		}
-		rec, ok, err := qs.q2.ReadFor(req.Reader, req.Flags&oem.ReadAlertLog != 0, req.Ack)
+		rec, ok, err := qs.q2.ReadAs(userOf(hctx), req.Reader, req.Flags&oem.ReadAlertLog != 0, req.Ack)
+		if errors.Is(err, ErrNotOwner) {
+			return nil, qs.bindCC(err, hctx, req.Reader), nil
+		}
 		return qs.readResponse(cmd, iana, rec, ok, err)
 
 	case oem.CmdGetQueueStatus:
@@ -181,6 +205,21 @@ func (qs *Queues) handle(cmd oem.Cmd, iana oem.IANA, hctx *handlers.HandlerConte
 		return resp, oem.CCOK, nil
 	}
 	return nil, oem.CCInvalidCommand, nil
+}
+
+// bindCC answers a binding error: 0xD4 for ErrNotOwner (logged: another
+// user named this reader id), 0xFF for a journal failure.
+func (qs *Queues) bindCC(err error, hctx *handlers.HandlerContext, id uint32) oem.CompletionCode {
+	switch {
+	case err == nil:
+		return oem.CCOK
+	case errors.Is(err, ErrNotOwner):
+		qs.log.Warn("refused a queue 2 reader id bound to another BMC user; answering 0xD4",
+			"user", userOf(hctx), "reader", fmt.Sprintf("%#x", id))
+		return oem.CCInsufficientPrivilege
+	}
+	qs.log.Error("queue 2 reader binding failed; answering 0xFF", "err", err)
+	return oem.CCUnspecified
 }
 
 func (qs *Queues) readResponse(cmd oem.Cmd, iana oem.IANA, rec record.Record, ok bool, err error) ([]byte, oem.CompletionCode, error) {

@@ -33,6 +33,11 @@ import (
 //	type 3 cursor: reader id u32 LE | msg id u64 LE | fragment index u16 LE
 //	               (Queue 2: the alert log record that follower acknowledged
 //	               last; like a remove, fsynced with the next put)
+//	type 4 owner:  reader id u32 LE | BMC user name (0..maxOwner bytes)
+//	               (Queue 2: the reader id was bound to that user; the
+//	               records put after it and addressed to that id are the
+//	               user's. Written when a binding is made, before any answer
+//	               to it, so the answer's fsync carries it)
 //
 // Replay applies the entries in order. A short or corrupt entry (a crash in
 // the middle of a write) ends the journal: it and anything after it are
@@ -47,7 +52,11 @@ const (
 	entryPut    = 1
 	entryRemove = 2
 	entryCursor = 3
+	entryOwner  = 4
 	maxEntry    = 1 + 8 + record.MaxRecordLen
+	// maxOwner bounds a user name in an owner entry: IPMI user names are at
+	// most 16 bytes.
+	maxOwner = 32
 )
 
 type journal struct {
@@ -134,6 +143,19 @@ func (j *journal) cursor(id uint32, k record.Key) error {
 	return j.append(entryCursor, cursorPayload(id, k))
 }
 
+// owner records that reader id was bound to user name. Not fsynced: the
+// put of the first answer to it is, and carries it.
+func (j *journal) owner(id uint32, name string) error {
+	return j.append(entryOwner, ownerPayload(id, name))
+}
+
+func ownerPayload(id uint32, name string) []byte {
+	if len(name) > maxOwner {
+		name = name[:maxOwner]
+	}
+	return append(binary.LittleEndian.AppendUint32(nil, id), name...)
+}
+
 func cursorPayload(id uint32, k record.Key) []byte {
 	p := binary.LittleEndian.AppendUint32(nil, id)
 	p = binary.LittleEndian.AppendUint64(p, k.MsgID)
@@ -167,96 +189,108 @@ func (j *journal) close() error {
 	return serr
 }
 
-// openJournal opens (creating) path and returns the records it holds, the
-// keys of the last RecentKeys removals, oldest first, and the followers'
-// alert log cursors.
-func openJournal(path string, log *slog.Logger) (*journal, []entry, []record.Key, map[uint32]record.Key, error) {
+// replayed is what a journal holds: the records (each addressed one with its
+// owner), the keys of the last RecentKeys removals, oldest first, the
+// followers' alert log cursors and the readers' bindings.
+type replayed struct {
+	items   []entry
+	recent  []record.Key
+	cursors map[uint32]record.Key
+	owners  map[uint32]string
+}
+
+// openJournal opens (creating) path and returns what it holds.
+func openJournal(path string, log *slog.Logger) (*journal, replayed, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("queue: state dir: %w", err)
+		return nil, replayed{}, fmt.Errorf("queue: state dir: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("queue: journal: %w", err)
+		return nil, replayed{}, fmt.Errorf("queue: journal: %w", err)
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
 		f.Close()
-		return nil, nil, nil, nil, fmt.Errorf("queue: journal %s: %w", path, err)
+		return nil, replayed{}, fmt.Errorf("queue: journal %s: %w", path, err)
 	}
-	items, recent, cursors, n, good, perr := replay(data)
+	rp, n, good, perr := replay(data)
 	if perr != nil {
 		log.Warn("journal ends in a torn or corrupt entry (likely a crash mid-write); dropping it and anything after it",
 			"path", path, "offset", good, "dropped_bytes", len(data)-good, "err", perr)
 		if err := f.Truncate(int64(good)); err != nil {
 			f.Close()
-			return nil, nil, nil, nil, fmt.Errorf("queue: journal %s: truncate torn tail: %w", path, err)
+			return nil, replayed{}, fmt.Errorf("queue: journal %s: truncate torn tail: %w", path, err)
 		}
 		if err := f.Sync(); err != nil {
 			f.Close()
-			return nil, nil, nil, nil, fmt.Errorf("queue: journal %s: %w", path, err)
+			return nil, replayed{}, fmt.Errorf("queue: journal %s: %w", path, err)
 		}
 	}
 	if _, err := f.Seek(int64(good), io.SeekStart); err != nil {
 		f.Close()
-		return nil, nil, nil, nil, err
+		return nil, replayed{}, err
 	}
-	return &journal{path: path, f: f, entries: n, size: int64(good), log: log}, items, recent, cursors, nil
+	return &journal{path: path, f: f, entries: n, size: int64(good), log: log}, rp, nil
 }
 
 var errTorn = errors.New("torn or corrupt entry")
 
-// replay applies entries; it returns the queued records, the last
-// RecentKeys removed keys, the followers' last cursors, the number of good
-// entries, the length of the good prefix, and why it stopped early.
-func replay(data []byte) (items []entry, recent []record.Key, cursors map[uint32]record.Key, n, good int, err error) {
+// replay applies entries; it returns what the journal holds, the number of
+// good entries, the length of the good prefix, and why it stopped early.
+func replay(data []byte) (rp replayed, n, good int, err error) {
 	keys := map[record.Key]int{}
-	cursors = map[uint32]record.Key{}
+	rp.cursors = map[uint32]record.Key{}
+	rp.owners = map[uint32]string{}
 	defer func() {
-		if len(recent) > RecentKeys {
-			recent = recent[len(recent)-RecentKeys:]
+		if len(rp.recent) > RecentKeys {
+			rp.recent = rp.recent[len(rp.recent)-RecentKeys:]
 		}
 	}()
 	off := 0
 	for off < len(data) {
 		if len(data)-off < 8 {
-			return items, recent, cursors, n, off, fmt.Errorf("%w: %d-byte header", errTorn, len(data)-off)
+			return rp, n, off, fmt.Errorf("%w: %d-byte header", errTorn, len(data)-off)
 		}
 		l := int(binary.LittleEndian.Uint32(data[off:]))
 		sum := binary.LittleEndian.Uint32(data[off+4:])
 		if l < 1 || l > maxEntry {
-			return items, recent, cursors, n, off, fmt.Errorf("%w: length %d", errTorn, l)
+			return rp, n, off, fmt.Errorf("%w: length %d", errTorn, l)
 		}
 		if len(data)-off-8 < l {
-			return items, recent, cursors, n, off, fmt.Errorf("%w: %d of %d bytes", errTorn, len(data)-off-8, l)
+			return rp, n, off, fmt.Errorf("%w: %d of %d bytes", errTorn, len(data)-off-8, l)
 		}
 		body := data[off+8 : off+8+l]
 		if crc32.ChecksumIEEE(body) != sum {
-			return items, recent, cursors, n, off, fmt.Errorf("%w: CRC mismatch", errTorn)
+			return rp, n, off, fmt.Errorf("%w: CRC mismatch", errTorn)
 		}
 		typ, p := body[0], body[1:]
 		switch typ {
 		case entryPut:
 			if len(p) < 8 {
-				return items, recent, cursors, n, off, fmt.Errorf("%w: short put", errTorn)
+				return rp, n, off, fmt.Errorf("%w: short put", errTorn)
 			}
 			rec, rerr := record.Parse(p[8:])
 			if rerr != nil {
-				return items, recent, cursors, n, off, fmt.Errorf("%w: %w", errTorn, rerr)
+				return rp, n, off, fmt.Errorf("%w: %w", errTorn, rerr)
 			}
 			if _, dup := keys[rec.Key()]; !dup {
-				keys[rec.Key()] = len(items)
-				items = append(items, entry{rec: rec, enq: time.UnixMilli(int64(binary.LittleEndian.Uint64(p)))})
+				keys[rec.Key()] = len(rp.items)
+				e := entry{rec: rec, enq: time.UnixMilli(int64(binary.LittleEndian.Uint64(p)))}
+				if rec.Requester != 0 {
+					e.owner = rp.owners[rec.Requester]
+				}
+				rp.items = append(rp.items, e)
 			}
 		case entryRemove:
 			if len(p) != 10 {
-				return items, recent, cursors, n, off, fmt.Errorf("%w: remove of %d bytes", errTorn, len(p))
+				return rp, n, off, fmt.Errorf("%w: remove of %d bytes", errTorn, len(p))
 			}
 			k := record.Key{MsgID: binary.LittleEndian.Uint64(p), Index: binary.LittleEndian.Uint16(p[8:])}
-			recent = append(recent, k)
+			rp.recent = append(rp.recent, k)
 			if _, ok := keys[k]; ok {
-				for i := range items {
-					if items[i].rec.Key() == k {
-						items = append(items[:i], items[i+1:]...)
+				for i := range rp.items {
+					if rp.items[i].rec.Key() == k {
+						rp.items = append(rp.items[:i], rp.items[i+1:]...)
 						break
 					}
 				}
@@ -264,37 +298,58 @@ func replay(data []byte) (items []entry, recent []record.Key, cursors map[uint32
 			}
 		case entryCursor:
 			if len(p) != 14 {
-				return items, recent, cursors, n, off, fmt.Errorf("%w: cursor of %d bytes", errTorn, len(p))
+				return rp, n, off, fmt.Errorf("%w: cursor of %d bytes", errTorn, len(p))
 			}
-			cursors[binary.LittleEndian.Uint32(p)] = record.Key{MsgID: binary.LittleEndian.Uint64(p[4:]), Index: binary.LittleEndian.Uint16(p[12:])}
+			rp.cursors[binary.LittleEndian.Uint32(p)] = record.Key{MsgID: binary.LittleEndian.Uint64(p[4:]), Index: binary.LittleEndian.Uint16(p[12:])}
+		case entryOwner:
+			if len(p) < 4 || len(p) > 4+maxOwner {
+				return rp, n, off, fmt.Errorf("%w: owner of %d bytes", errTorn, len(p))
+			}
+			rp.owners[binary.LittleEndian.Uint32(p)] = string(p[4:])
 		default:
-			return items, recent, cursors, n, off, fmt.Errorf("%w: type %d", errTorn, typ)
+			return rp, n, off, fmt.Errorf("%w: type %d", errTorn, typ)
 		}
 		off += 8 + l
 		n++
 	}
-	return items, recent, cursors, n, off, nil
+	return rp, n, off, nil
 }
 
 // compact replaces the journal with one remove entry per recently removed
-// key, then one put entry per queued record, then one cursor entry per
+// key, then one put entry per queued record (an addressed one preceded by
+// an owner entry when its owner is not the one written last for its
+// reader), then one owner entry per bound reader and one cursor entry per
 // follower. Caller holds the queue's lock.
-func (j *journal) compact(items []entry, recent []record.Key, cursors map[uint32]record.Key) error {
+func (j *journal) compact(items []entry, recent []record.Key, cursors map[uint32]record.Key, owners map[uint32]string) error {
 	var b []byte
+	n := 0
+	add := func(typ byte, p []byte) { b = appendEntry(b, typ, p); n++ }
 	for _, k := range recent {
 		p := binary.LittleEndian.AppendUint64(nil, k.MsgID)
 		p = binary.LittleEndian.AppendUint16(p, k.Index)
-		b = appendEntry(b, entryRemove, p)
+		add(entryRemove, p)
 	}
+	written := map[uint32]string{}
 	for _, e := range items {
+		if id := e.rec.Requester; id != 0 {
+			if w, ok := written[id]; !ok || w != e.owner {
+				add(entryOwner, ownerPayload(id, e.owner))
+				written[id] = e.owner
+			}
+		}
 		p, err := putPayload(e)
 		if err != nil {
 			return err
 		}
-		b = appendEntry(b, entryPut, p)
+		add(entryPut, p)
+	}
+	for id, o := range owners {
+		if w, ok := written[id]; !ok || w != o {
+			add(entryOwner, ownerPayload(id, o))
+		}
 	}
 	for id, k := range cursors {
-		b = appendEntry(b, entryCursor, cursorPayload(id, k))
+		add(entryCursor, cursorPayload(id, k))
 	}
 	tmp := j.path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -323,7 +378,7 @@ func (j *journal) compact(items []entry, recent []record.Key, cursors map[uint32
 	j.gen.Add(1) // before closing: a syncTo failing on the closed file sees it
 	j.f.Close()
 	j.f = f // positioned at the end of what it wrote
-	j.entries = len(recent) + len(items) + len(cursors)
+	j.entries = n
 	j.size = int64(len(b))
 	return nil
 }

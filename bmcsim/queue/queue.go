@@ -22,6 +22,17 @@
 //     [Options.AlertTTL]; beyond either the oldest alerts are dropped and a
 //     marker counting them takes their place (alertlog.go), so an alert is
 //     never refused and never lost silently. Every eviction is counted;
+//   - a Queue 2 reader id is not a bearer token (it travels in clear in
+//     every Queue 1 record): a reader is bound to the BMC user that first
+//     named it, by a Queue 1 write carrying it ([Queue.Bind]) or a read
+//     ([Queue.ReadAs]), for as long as it is remembered. Another user's
+//     session cannot read, acknowledge, or write requests as it
+//     ([ErrNotOwner], 0xD4), whatever its privilege. A record addressed to
+//     a reader belongs to that reader's user when it is written, and only
+//     that user's reads see it, even if the id is later bound again; one
+//     written while the id had no binding (its reader gone) is seen by no
+//     LAN user and evicted with the others. Reader 0 (the alert log of the
+//     version 1 read) is shared and never bound: alerts are for everyone;
 //   - with a state directory every change is journalled and a write is
 //     fsynced before it is answered, outside the queue's lock (see
 //     journal.go), so records survive a restart.
@@ -43,6 +54,10 @@ import (
 
 // ErrFull is returned by Write when the queue is at capacity (IPMI 0xC4).
 var ErrFull = errors.New("queue: full")
+
+// ErrNotOwner is returned by ReadAs and Bind when the reader id is bound to
+// another BMC user (IPMI 0xD4).
+var ErrNotOwner = errors.New("queue: reader id bound to another BMC user")
 
 // DefaultCapacity is the default number of records per queue.
 const DefaultCapacity = 256
@@ -115,6 +130,9 @@ type entry struct {
 	// alert: a fragment of a sealed Alert in the alert log, which a full
 	// log may drop (alertlog.go); a version 1 answer there is never dropped.
 	alert bool
+	// owner: Queue 2, a record addressed to a reader: the user that reader
+	// was bound to when the record was written ("" when it had none).
+	owner string
 }
 
 // reader is one Queue 2 reader.
@@ -123,6 +141,7 @@ type reader struct {
 	at       record.Key // the record at cursor (journalled, as seqs restart)
 	follower bool       // has asked for the alert log
 	seen     time.Time
+	owner    string // the BMC user it is bound to (see the package doc)
 }
 
 // Queue is one bounded queue of records. It is safe for concurrent use.
@@ -213,6 +232,9 @@ func (q *Queue) write(r record.Record) (depth int, changed, wake bool, sync func
 	}
 	q.seq++
 	e := entry{rec: r, enq: now, seq: q.seq, alert: q.isAlert(r)}
+	if rd, ok := q.readers[r.Requester]; ok && q.multi && r.Requester != 0 {
+		e.owner = rd.owner
+	}
 	if q.j != nil {
 		s, err := q.j.put(e)
 		if err != nil {
@@ -316,18 +338,29 @@ func (q *Queue) readWindow(rewind bool, ack *oem.Ack) (record.Record, bool, int,
 	return record.Record{}, false, len(q.items), changed, nil
 }
 
-// ReadFor is one read of Queue 2 by reader id: it acknowledges ack if it
-// names a record this reader may consume (one addressed to it, or with
-// alertLog the alert log record at its cursor), then returns the oldest
-// record for it, or ok=false when there is none. Another reader's records
-// are neither returned nor removed.
+// ReadFor is ReadAs for the user "": the process's own reads (tests, tools),
+// never a LAN session's.
 func (q *Queue) ReadFor(id uint32, alertLog bool, ack *oem.Ack) (record.Record, bool, error) {
+	return q.ReadAs("", id, alertLog, ack)
+}
+
+// ReadAs is one read of Queue 2 by reader id on behalf of BMC user owner:
+// it acknowledges ack if it names a record this reader may consume (one
+// addressed to it and owned by owner, or with alertLog the alert log
+// record at its cursor), then returns the oldest record for it, or
+// ok=false when there is none. Another reader's records are neither
+// returned nor removed. A reader id bound to another user is refused with
+// ErrNotOwner, its state untouched; an unbound one is bound to owner.
+func (q *Queue) ReadAs(owner string, id uint32, alertLog bool, ack *oem.Ack) (record.Record, bool, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.m.reads.Inc()
 	now := q.now()
 	q.sweep(now)
-	rd := q.reader(id, now)
+	rd, err := q.bind(owner, id, now)
+	if err != nil {
+		return record.Record{}, false, err
+	}
 	rd.follower = rd.follower || alertLog
 	if ack != nil {
 		k := record.Key{MsgID: ack.MsgID, Index: ack.Index}
@@ -348,7 +381,7 @@ func (q *Queue) ReadFor(id uint32, alertLog bool, ack *oem.Ack) (record.Record, 
 				if err := q.trimAlerts(); err != nil {
 					return record.Record{}, false, err
 				}
-			case e.rec.Requester != 0 && e.rec.Requester == id:
+			case e.rec.Requester != 0 && e.rec.Requester == id && e.owner == owner:
 				if err := q.removeAt(i); err != nil {
 					return record.Record{}, false, err
 				}
@@ -358,16 +391,53 @@ func (q *Queue) ReadFor(id uint32, alertLog bool, ack *oem.Ack) (record.Record, 
 		}
 	}
 	for _, e := range q.items {
-		if (id != 0 && e.rec.Requester == id) || (alertLog && e.rec.Requester == 0 && e.seq > rd.cursor) {
+		if (id != 0 && e.rec.Requester == id && e.owner == owner) || (alertLog && e.rec.Requester == 0 && e.seq > rd.cursor) {
 			return e.rec, true, nil
 		}
 	}
 	return record.Record{}, false, nil
 }
 
-// reader returns (creating) reader id's state, marked seen at now. Caller
-// holds q.mu.
-func (q *Queue) reader(id uint32, now time.Time) *reader {
+// Bind binds reader id to BMC user owner, as a Queue 1 write carrying id
+// as its requester does before the record is queued, so the answer is
+// owner's: ErrNotOwner when id is bound to another user. It counts as the
+// reader's activity. Id 0 is never bound.
+func (q *Queue) Bind(owner string, id uint32) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, err := q.bind(owner, id, q.now())
+	return err
+}
+
+// bind returns reader id's state for owner, creating it bound to owner
+// (journalled) and marking it seen at now, or ErrNotOwner. A reader idle
+// for the reader TTL that no sweep has forgotten yet is forgotten here.
+// Reader 0 is shared. Caller holds q.mu.
+func (q *Queue) bind(owner string, id uint32, now time.Time) (*reader, error) {
+	if rd, ok := q.readers[id]; ok && id != 0 && rd.owner != owner {
+		if now.Sub(rd.seen) < q.readerTTL {
+			q.m.refused.Inc()
+			return nil, fmt.Errorf("%w: reader %#x", ErrNotOwner, id)
+		}
+		delete(q.readers, id)
+		q.m.evicted.WithLabelValues("reader_gone").Inc()
+	}
+	rd, created := q.reader(id, now)
+	if created && id != 0 {
+		rd.owner = owner
+		if q.j != nil {
+			if err := q.j.owner(id, owner); err != nil {
+				delete(q.readers, id)
+				return nil, err
+			}
+		}
+	}
+	return rd, nil
+}
+
+// reader returns (creating) reader id's state, marked seen at now, and
+// whether it was created. Caller holds q.mu.
+func (q *Queue) reader(id uint32, now time.Time) (*reader, bool) {
 	rd, ok := q.readers[id]
 	if !ok {
 		if len(q.readers) >= q.maxReaders {
@@ -386,7 +456,7 @@ func (q *Queue) reader(id uint32, now time.Time) *reader {
 		q.readers[id] = rd
 	}
 	rd.seen = now
-	return rd
+	return rd, !ok
 }
 
 // sweep forgets readers idle for readerTTL, evicts records addressed to a
@@ -589,16 +659,16 @@ func Open(o Options) (*Queues, error) {
 	if o.StateDir != "" {
 		for i, q := range []*Queue{qs.q1, qs.q2} {
 			path := filepath.Join(o.StateDir, fmt.Sprintf("queue%d.journal", i+1))
-			j, items, recent, cursors, err := openJournal(path, o.Logger)
+			j, rp, err := openJournal(path, o.Logger)
 			if err != nil {
 				qs.Close()
 				return nil, err
 			}
 			q.j = j
-			for _, k := range recent {
+			for _, k := range rp.recent {
 				q.remember(k)
 			}
-			for _, e := range items {
+			for _, e := range rp.items {
 				q.seq++
 				e.seq = q.seq
 				e.alert = q.multi && q.isAlert(e.rec)
@@ -609,7 +679,7 @@ func Open(o Options) (*Queues, error) {
 				}
 			}
 			if q.multi {
-				q.restoreCursors(cursors)
+				q.restoreReaders(rp.cursors, rp.owners)
 			}
 			if len(q.items) > q.capacity {
 				o.Logger.Warn("journal holds more records than the queue's capacity; keeping them all, writes refused until drained",
@@ -660,7 +730,7 @@ func (q *Queue) maybeCompact() {
 	if q.j.entries < 2*(len(q.items)+len(q.recentQ))+256 {
 		return
 	}
-	if err := q.j.compact(q.items, q.recentQ, q.cursors()); err != nil {
+	if err := q.j.compact(q.items, q.recentQ, q.cursors(), q.owners()); err != nil {
 		q.j.log.Warn("journal compaction failed; continuing with the uncompacted journal", "path", q.j.path, "err", err)
 	}
 }
@@ -680,24 +750,55 @@ func (q *Queue) cursors() map[uint32]record.Key {
 	return m
 }
 
-// restoreCursors brings back the followers of a journal: each one's cursor
-// is the alert log record it acknowledged last, or, when that record is
-// gone (every follower had passed it, or it expired), before every alert
-// left, which are all newer. They count as seen at the restart, so one
-// that does not come back is forgotten after FollowerTTL. Caller holds q.mu
-// (or the queue is not shared yet).
-func (q *Queue) restoreCursors(cursors map[uint32]record.Key) {
-	for id, k := range cursors {
+// owners are the bound readers' users, for the journal. Caller holds q.mu.
+func (q *Queue) owners() map[uint32]string {
+	if !q.multi {
+		return nil
+	}
+	m := map[uint32]string{}
+	for id, rd := range q.readers {
+		if id != 0 {
+			m[id] = rd.owner
+		}
+	}
+	return m
+}
+
+// restoreReaders brings back the readers of a journal: each bound reader
+// with its user, and each follower with its cursor: the alert log record it
+// acknowledged last, or, when that record is gone (every follower had
+// passed it, or it expired), before every alert left, which are all newer.
+// They count as seen at the restart, so one that does not come back is
+// forgotten after ReaderTTL (a follower after FollowerTTL). Caller holds q.mu (or the queue is not shared
+// yet).
+func (q *Queue) restoreReaders(cursors map[uint32]record.Key, owners map[uint32]string) {
+	get := func(id uint32) *reader {
+		if rd, ok := q.readers[id]; ok {
+			return rd
+		}
 		if len(q.readers) >= q.maxReaders {
+			return nil
+		}
+		rd := &reader{seen: q.opened}
+		q.readers[id] = rd
+		return rd
+	}
+	for id, o := range owners {
+		if rd := get(id); rd != nil && id != 0 {
+			rd.owner = o
+		}
+	}
+	for id, k := range cursors {
+		rd := get(id)
+		if rd == nil {
 			break
 		}
-		rd := &reader{follower: true, seen: q.opened}
+		rd.follower = true
 		for _, e := range q.items {
 			if e.rec.Requester == 0 && e.rec.Key() == k {
 				rd.cursor, rd.at = e.seq, k
 				break
 			}
 		}
-		q.readers[id] = rd
 	}
 }

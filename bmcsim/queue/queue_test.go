@@ -29,8 +29,12 @@ var (
 	sysCh = &bmc.Channel{Number: 0x0f, Medium: bmc.ChannelMediumSystemIF}
 )
 
-func lan(p bmc.PrivilegeLevel) *handlers.HandlerContext {
-	return &handlers.HandlerContext{Session: &bmc.Session{PrivilegeLevel: p}, Channel: lanCh}
+// lan is a LAN request in a session of user "vms" at privilege p.
+func lan(p bmc.PrivilegeLevel) *handlers.HandlerContext { return lanAs("vms", p) }
+
+// lanAs is a LAN request in a session of user at privilege p.
+func lanAs(user string, p bmc.PrivilegeLevel) *handlers.HandlerContext {
+	return &handlers.HandlerContext{Session: &bmc.Session{PrivilegeLevel: p, User: &bmc.User{Name: user}}, Channel: lanCh}
 }
 
 func sys() *handlers.HandlerContext { return &handlers.HandlerContext{Channel: sysCh} }
@@ -94,7 +98,7 @@ func (b *bench) read(hctx *handlers.HandlerContext, cmd oem.Cmd, ack *oem.Ack) (
 func ackOf(r record.Record) *oem.Ack { return &oem.Ack{MsgID: r.MsgID, Index: r.Index} }
 
 func TestSides(t *testing.T) {
-	v15 := &handlers.HandlerContext{V15Session: &bmc.V15Session{State: bmc.V15SessionStateActive, PrivilegeLevel: bmc.PrivilegeLevelOperator}, Channel: lanCh}
+	v15 := &handlers.HandlerContext{V15Session: &bmc.V15Session{State: bmc.V15SessionStateActive, PrivilegeLevel: bmc.PrivilegeLevelOperator, User: &bmc.User{Name: "vms"}}, Channel: lanCh}
 	v15pending := &handlers.HandlerContext{V15Session: &bmc.V15Session{State: bmc.V15SessionStatePending, PrivilegeLevel: bmc.PrivilegeLevelAdministrator}, Channel: lanCh}
 	sessionOnSys := &handlers.HandlerContext{Session: &bmc.Session{PrivilegeLevel: bmc.PrivilegeLevelUser}, Channel: sysCh}
 	ctxs := []struct {
@@ -287,8 +291,8 @@ func TestFullAndStatus(t *testing.T) {
 			}
 		}
 	}
-	if n != 16 {
-		t.Fatalf("gathered %d metrics, want 16", n)
+	if n != 18 {
+		t.Fatalf("gathered %d metrics, want 18", n)
 	}
 	want := map[string]float64{
 		"ooblab_bmc_queue_depth/1": 2, "ooblab_bmc_queue_depth/2": 0,

@@ -157,6 +157,9 @@ func TestVanishedReaderEvicted(t *testing.T) {
 
 func TestReadForWire(t *testing.T) {
 	b := newBench(t, Options{})
+	if err := b.qs.Queue2().Bind("vms", 0x01020304); err != nil { // as its Queue 1 write does
+		t.Fatal(err)
+	}
 	b.qs.Queue2().Write(to(0x01020304, 5, "hi"))
 	l := lan(bmc.PrivilegeLevelOperator)
 	resp, cc := b.do(l, oem.CmdReadQueue2For, testutil.Unhex(t, "d9 7e 00 04 03 02 01 00"))
@@ -305,7 +308,7 @@ func TestRestartKeepsCursors(t *testing.T) {
 
 	// Through a compaction too.
 	q.mu.Lock()
-	err := q.j.compact(q.items, q.recentQ, q.cursors())
+	err := q.j.compact(q.items, q.recentQ, q.cursors(), q.owners())
 	q.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)

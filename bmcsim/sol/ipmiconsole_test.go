@@ -38,7 +38,7 @@ func TestIpmiconsoleSOL(t *testing.T) {
 	b := startSOL(t, nil)
 	peer := dialSerial(t, b.BMC)
 
-	term := b.ipmiconsole(t, "vms")
+	term := b.ipmiconsole(t, "admin")
 	expectTerm(t, term, 0, "[SOL established]")
 	waitFor(t, 10*time.Second, "the SOL session attached", b.Serial.Attached)
 	peer.write(t, "\r\nh1 login: ")
@@ -56,13 +56,13 @@ func TestIpmiconsoleSOL(t *testing.T) {
 	waitFor(t, 10*time.Second, "the serial port detached after &.", func() bool { return !b.Serial.Attached() })
 
 	// ipmitool holds the port: --dont-steal is refused, the default steals.
-	held := b.activate(t, "vms")
-	refused := b.ipmiconsole(t, "vms", "--dont-steal")
+	held := b.activate(t, "admin")
+	refused := b.ipmiconsole(t, "admin", "--dont-steal")
 	waitExit(t, refused)
 	if out := refused.Output(); !strings.Contains(strings.ToLower(out), "in use") {
 		t.Errorf("ipmiconsole --dont-steal while ipmitool holds SOL printed %q, want 'in use'", out)
 	}
-	stealer := b.ipmiconsole(t, "vms")
+	stealer := b.ipmiconsole(t, "admin")
 	expectTerm(t, stealer, 0, "[SOL established]")
 	waitExit(t, held)
 	expectTerm(t, held, 0, "SOL session closed by BMC")

@@ -108,6 +108,7 @@ type solBMC struct {
 func startSOL(t *testing.T, edit func(*config.Config)) *solBMC {
 	t.Helper()
 	users := []config.User{
+		{Name: "admin", Password: "pw-admin-0123", Privilege: "administrator"},
 		{Name: "vms", Password: "pw-vms-0123", Privilege: "operator"},
 		{Name: "viewer", Password: "pw-view-0123", Privilege: "user"},
 	}
@@ -204,18 +205,18 @@ func TestIpmitoolSOL(t *testing.T) {
 	b := startSOL(t, nil)
 	peer := dialSerial(t, b.BMC)
 
-	out, err := b.ipmitool(t, "vms", "sol", "info")
+	out, err := b.ipmitool(t, "admin", "sol", "info")
 	if err != nil {
 		t.Fatalf("sol info: %v\n%s", err, out)
 	}
 	for _, want := range []string{"Enabled                         : true", "Force Encryption                : true",
-		"Force Authentication            : true", "Privilege Level                 : USER"} {
+		"Force Authentication            : true", "Privilege Level                 : ADMINISTRATOR"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("sol info lacks %q:\n%s", want, out)
 		}
 	}
 
-	term := b.activate(t, "vms")
+	term := b.activate(t, "admin")
 	peer.write(t, "\r\nDebian GNU/Linux 12 h1 ttyS0\r\n\r\nh1 login: ")
 	at := expectTerm(t, term, 0, "h1 login: ")
 	if err := term.Type("root\r"); err != nil {
@@ -238,13 +239,13 @@ func TestIpmitoolSOL(t *testing.T) {
 	}
 
 	// One SOL session per BMC.
-	out, err = b.ipmitool(t, "vms", "sol", "activate")
+	out, err = b.ipmitool(t, "admin", "sol", "activate")
 	if err == nil || !strings.Contains(out, "already active") {
 		t.Errorf("a second sol activate: err %v, want 'already active':\n%s", err, out)
 	}
 
 	// sol deactivate from another session ends the first.
-	if out, err := b.ipmitool(t, "vms", "sol", "deactivate"); err != nil {
+	if out, err := b.ipmitool(t, "admin", "sol", "deactivate"); err != nil {
 		t.Fatalf("sol deactivate: %v\n%s", err, out)
 	}
 	waitExit(t, term)
@@ -253,30 +254,49 @@ func TestIpmitoolSOL(t *testing.T) {
 
 	// The port is free again; the operator quits with ~. and ipmitool
 	// deactivates its payload on the way out.
-	term = b.activate(t, "vms")
+	term = b.activate(t, "admin")
 	if err := term.Type("\r~."); err != nil {
 		t.Fatal(err)
 	}
 	waitExit(t, term)
 	waitFor(t, 10*time.Second, "the serial port detached after ~.", func() bool { return !b.Serial.Attached() })
-	if _, err := b.ipmitool(t, "vms", "sol", "deactivate"); err == nil {
+	if _, err := b.ipmitool(t, "admin", "sol", "deactivate"); err == nil {
 		t.Errorf("sol deactivate after ~. succeeded: the payload was still active")
 	}
 }
 
-// TestIpmitoolSOLPrivilege: a user below the SOL privilege is refused.
+// TestIpmitoolSOLPrivilege: SOL is the host's root console, so by default
+// only an ADMINISTRATOR session may activate it: ipmitool `sol activate`
+// as a USER or an OPERATOR (the VMS's own user) is refused with
+// "insufficient privilege" (0xD4) and never holds the serial port.
+// sol_privilege stays configurable: at "operator" the operator may.
 func TestIpmitoolSOLPrivilege(t *testing.T) {
 	testutil.Integration(t, "ipmitool")
-	b := startSOL(t, func(c *config.Config) { c.SOLPrivilege = "operator" })
+	b := startSOL(t, nil)
+	dialSerial(t, b.BMC)
+	for _, user := range []string{"viewer", "vms"} {
+		out, err := b.ipmitool(t, user, "sol", "activate")
+		if err == nil || !strings.Contains(strings.ToLower(out), "insufficient privilege") {
+			t.Errorf("sol activate as %s (%s) with the default sol_privilege: err %v, want insufficient privilege:\n%s",
+				user, b.users[user].Privilege, err, out)
+		}
+		if b.Serial.Attached() {
+			t.Errorf("the refused %s session holds the serial port", user)
+		}
+	}
+	term := b.activate(t, "admin") // an administrator may
+	if err := term.Type("\r~."); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, term)
+
+	b = startSOL(t, func(c *config.Config) { c.SOLPrivilege = "operator" })
 	dialSerial(t, b.BMC)
 	out, err := b.ipmitool(t, "viewer", "sol", "activate")
 	if err == nil || !strings.Contains(strings.ToLower(out), "insufficient privilege") {
 		t.Errorf("sol activate as a USER with sol_privilege operator: err %v, want insufficient privilege:\n%s", err, out)
 	}
-	if b.Serial.Attached() {
-		t.Errorf("the refused session holds the serial port")
-	}
-	term := b.activate(t, "vms") // an operator may
+	term = b.activate(t, "vms") // an operator may, when configured
 	if err := term.Type("\r~."); err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +310,7 @@ func TestIpmitoolSOLIdleTimeout(t *testing.T) {
 	b := startSOL(t, func(c *config.Config) { c.SOLIdleTimeout.Duration = 2 * time.Second })
 	dialSerial(t, b.BMC)
 	start := time.Now()
-	term := b.activate(t, "vms")
+	term := b.activate(t, "admin")
 	waitExit(t, term)
 	if d := time.Since(start); d < 2*time.Second {
 		t.Errorf("deactivated after %v, before the 2 s idle timeout", d)

@@ -119,7 +119,7 @@ func TestRunBothChannels(t *testing.T) {
 	expectPong(got, 1)
 
 	// OOB-I: the VMS side through the registry with a LAN operator session.
-	lan := &handlers.HandlerContext{Session: &bmc.Session{PrivilegeLevel: bmc.PrivilegeLevelOperator}, Channel: &bmc.Channel{Number: 1, Medium: bmc.ChannelMediumLAN}}
+	lan := &handlers.HandlerContext{Session: &bmc.Session{PrivilegeLevel: bmc.PrivilegeLevelOperator, User: &bmc.User{Name: "vms"}}, Channel: &bmc.Channel{Number: 1, Medium: bmc.ChannelMediumLAN}}
 	recs, _ := record.Fragment(99, ping(2))
 	for _, r := range recs {
 		data, _ := (&oem.WriteQueueRequest{IANA: oem.DefaultIANA, Record: r}).Pack()

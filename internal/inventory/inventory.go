@@ -74,12 +74,21 @@ type Credential struct {
 }
 
 // BMC is how to reach the host's BMC over IPMI LAN.
+//
+// User is the account of the OOB-I, `host power` and `host sel`: OPERATOR
+// privilege is enough and is the least that works (the queues need it, and
+// its queue 2 readers are bound to it). ConsoleUser, when set, is the
+// account `host console` logs in with, at ADMINISTRATOR privilege: bmcsim's
+// default sol_privilege, as the host's serial console is a root login
+// prompt. Without it, host console asks for ADMINISTRATOR as User.
 type BMC struct {
-	Addr         string `json:"addr"` // host:port (UDP)
-	User         string `json:"user"`
-	PasswordFile string `json:"password_file"`
-	CipherSuite  int    `json:"cipher_suite"` // 17 unless set
-	IANA         uint32 `json:"iana"`         // 32473 unless set
+	Addr                string `json:"addr"` // host:port (UDP)
+	User                string `json:"user"`
+	PasswordFile        string `json:"password_file"`
+	ConsoleUser         string `json:"console_user,omitempty"`
+	ConsolePasswordFile string `json:"console_password_file,omitempty"`
+	CipherSuite         int    `json:"cipher_suite"` // 17 unless set
+	IANA                uint32 `json:"iana"`         // 32473 unless set
 }
 
 // Operator is a registered user with a TOTP key for challenges.

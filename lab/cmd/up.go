@@ -82,7 +82,7 @@ func printSummary(w io.Writer, dir string, st *ctl.State) {
 	if st.UIURL != "" {
 		fmt.Fprintf(w, "\nweb page (the token is in the URL): %s\n", st.UIURL)
 	}
-	fmt.Fprintf(w, "\ninventory (vmsctl reads it): %s/inventory.json\nsecrets (0600): %s/h*/bmc-admin.password, %s/h*/host.key, %s/operator.key\n", dir, dir, dir, dir)
+	fmt.Fprintf(w, "\ninventory (vmsctl reads it): %s/inventory.json\nsecrets (0600): %s/h*/bmc-vms.password (OOB-I, operator), %s/h*/bmc-admin.password (SOL, admin), %s/h*/host.key, %s/operator.key\n", dir, dir, dir, dir, dir)
 	h := st.Hosts[0]
 	fmt.Fprintf(w, `
 next:

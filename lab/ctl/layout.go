@@ -14,7 +14,8 @@
 //	                      that host only) and each principal's client certificate
 //	principals/NAME.key   principal NAME's Ed25519 key (signs requests, TLS), 0600
 //	principals/NAME.pem   its VMM-I client certificate (CN = NAME)
-//	hN/bmc-admin.password BMC password of host N, 0600
+//	hN/bmc-vms.password   BMC password of host N's "vms" (OPERATOR: the OOB-I), 0600
+//	hN/bmc-admin.password BMC password of host N's "admin" (ADMINISTRATOR: SOL), 0600
 //	hN/console-root.password root password of host N's ttyS0 login (SOL, bin/lab console), 0600
 //	hN/host.key           host N's enrolled TOTP key (otpauth URI), 0600
 //	hN/policy.toml        host N's authorization list

@@ -172,8 +172,10 @@ func (u *upRun) writeConfig(ctx context.Context) error {
 		if err := os.MkdirAll(filepath.Join(hdir, "bmc-state"), 0o700); err != nil {
 			return err
 		}
-		if err := writeSecretOnce(filepath.Join(hdir, "bmc-admin.password"), randomPassword); err != nil {
-			return err
+		for _, u := range labBMCUsers {
+			if err := writeSecretOnce(filepath.Join(hdir, u.passwordFile), randomPassword); err != nil {
+				return err
+			}
 		}
 		// root's password for the login prompt on the host's serial
 		// console (bin/lab console, SOL); set by ooblab-init.
@@ -201,26 +203,11 @@ func (u *upRun) writeConfig(ctx context.Context) error {
 			}
 		}
 		u.st.Hosts = append(u.st.Hosts, hs)
-		fmt.Fprintf(&bmcToml, `
-[[bmc]]
-name = %q
-lan = %q
-kcs = %q
-serial = %q
-state = %q
-qmp = %q
-fault_hooks = true
-[[bmc.user]]
-name = "admin"
-password_file = %q
-privilege = "administrator"
-`, name, hs.BMCLAN, hs.BMCKCS, hs.BMCSerial, filepath.Join(hdir, "bmc-state"), filepath.Join(hs.RunDir, "qmp-bmc.sock"),
-			filepath.Join(hdir, "bmc-admin.password"))
+		bmcToml.WriteString(hostBMCConfig(hs, hdir))
 		inv.Hosts = append(inv.Hosts, inventory.Host{
 			Name: name, HostID: name, SecretFile: filepath.Join(name, "host.key"),
 			VMMI: inventory.VMMI{Addr: hs.VMMI, CAFile: filepath.Join("tls", "ca.pem"), ServerName: name},
-			BMC: inventory.BMC{Addr: hs.BMCLAN, User: "admin", PasswordFile: filepath.Join(name, "bmc-admin.password"),
-				CipherSuite: 17, IANA: 32473},
+			BMC:  inventoryBMC(hs),
 		})
 	}
 	u.bmcConf = filepath.Join(u.o.Dir, "bmcsim.toml")

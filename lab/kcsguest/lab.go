@@ -229,10 +229,11 @@ func (b *BMC) observe(reg *handlers.Registry, iana oem.IANA) {
 	}
 }
 
-// lan is a request as it arrives from an operator's RMCP+ session.
+// lan is a request as it arrives from an operator's RMCP+ session (user
+// "op": the queues bind Queue 2 readers to the session's user).
 func (b *BMC) lan() *handlers.HandlerContext {
 	return &handlers.HandlerContext{BMC: b.Sim.IPMI, Channel: b.lanCh,
-		Session: &ipmibmc.Session{PrivilegeLevel: ipmibmc.PrivilegeLevelOperator}}
+		Session: &ipmibmc.Session{PrivilegeLevel: ipmibmc.PrivilegeLevelOperator, User: &ipmibmc.User{Name: "op"}}}
 }
 
 // WriteQueue1 writes rec as the VMS would over the LAN (operator session),

@@ -137,14 +137,17 @@ func exitCode(err error) int {
 	return 0
 }
 
-// Ipmitool runs ipmitool against host's BMC with the lab's credentials.
+// Ipmitool runs ipmitool against host's BMC with the lab's administrator
+// account (the inventory's console user), as the README tour does: ipmitool
+// asks for ADMINISTRATOR unless told otherwise, and the OOB-I's own account
+// is an OPERATOR.
 func Ipmitool(ctx context.Context, host string, args ...string) (string, error) {
 	h, err := inv.Host(host)
 	if err != nil {
 		return "", err
 	}
 	hostPart, port, _ := strings.Cut(h.BMC.Addr, ":")
-	base := []string{"-I", "lanplus", "-C", "17", "-H", hostPart, "-p", port, "-U", h.BMC.User, "-f", inv.Path(h.BMC.PasswordFile)}
+	base := []string{"-I", "lanplus", "-C", "17", "-H", hostPart, "-p", port, "-U", h.BMC.ConsoleUser, "-f", inv.Path(h.BMC.ConsolePasswordFile)}
 	out, err := exec.CommandContext(ctx, "ipmitool", append(base, args...)...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("ipmitool %v: %w\n%s", args, err, out)

@@ -26,7 +26,7 @@ var _ = Describe("The host's serial console over SOL", Lab, SOL, VMSSide, Serial
 		Expect(err).NotTo(HaveOccurred())
 		hostPart, port, _ := strings.Cut(h.BMC.Addr, ":")
 		t := startTerm(exec.Command("ipmitool", "-I", "lanplus", "-C", "17", "-H", hostPart, "-p", port,
-			"-U", h.BMC.User, "-f", inv.Path(h.BMC.PasswordFile), "sol", "activate"))
+			"-U", h.BMC.ConsoleUser, "-f", inv.Path(h.BMC.ConsolePasswordFile), "sol", "activate"))
 		Expect(expect(ctx, t, 0, "SOL Session operational")).To(Succeed())
 		Expect(loginAndEcho(ctx, t, "ipmitool")).To(Succeed())
 		Expect(logout(ctx, t)).To(Succeed())
@@ -37,9 +37,9 @@ var _ = Describe("The host's serial console over SOL", Lab, SOL, VMSSide, Serial
 	It("is FreeIPMI ipmiconsole's too", func(ctx SpecContext) {
 		h, err := inv.Host(host)
 		Expect(err).NotTo(HaveOccurred())
-		pw, err := os.ReadFile(inv.Path(h.BMC.PasswordFile))
+		pw, err := os.ReadFile(inv.Path(h.BMC.ConsolePasswordFile))
 		Expect(err).NotTo(HaveOccurred())
-		t := startTerm(exec.Command("ipmiconsole", "-h", h.BMC.Addr, "-u", h.BMC.User,
+		t := startTerm(exec.Command("ipmiconsole", "-h", h.BMC.Addr, "-u", h.BMC.ConsoleUser,
 			"-p", strings.TrimSpace(string(pw)), "-l", "ADMIN", "-I", "17"))
 		Expect(expect(ctx, t, 0, "[SOL established]")).To(Succeed())
 		Expect(loginAndEcho(ctx, t, "ipmiconsole")).To(Succeed())

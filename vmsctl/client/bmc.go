@@ -62,15 +62,35 @@ type PowerStatus struct {
 // ErrBMCUnreachable: the host's BMC did not answer (wraps ErrUnreachable).
 var ErrBMCUnreachable = fmt.Errorf("BMC: %w", ErrUnreachable)
 
-// withBMC opens a session with host's BMC, runs fn and closes the session.
+// withBMC opens a session with host's BMC as the inventory's user at
+// OPERATOR privilege, runs fn and closes the session.
 func (c *Client) withBMC(ctx context.Context, host string, fn func(*client.Client) error) error {
+	return c.withBMCAs(ctx, host, false, fn)
+}
+
+// withBMCAs is withBMC; with console, as the inventory's console user
+// (bmc.console_user, or bmc.user without one) at ADMINISTRATOR privilege,
+// the least that may activate SOL on a BMC with bmcsim's defaults.
+func (c *Client) withBMCAs(ctx context.Context, host string, console bool, fn func(*client.Client) error) error {
 	t, err := c.Target(host)
 	if err != nil {
 		return err
 	}
 	var opt OOBOptions
 	opt.defaults()
-	s, err := dialBMC(ctx, t, opt)
+	b := t.Host.BMC
+	user, passFile, priv := b.User, b.PasswordFile, types.PrivilegeLevelOperator
+	if console {
+		priv = types.PrivilegeLevelAdministrator
+		if b.ConsoleUser != "" {
+			user, passFile = b.ConsoleUser, b.ConsolePasswordFile
+		}
+	}
+	s, err := dialBMCAs(ctx, t, opt, user, passFile, priv)
+	if err != nil && console && b.ConsoleUser == "" && errors.Is(err, ErrUnauthorized) {
+		return fmt.Errorf("%w (the serial console needs a BMC account at ADMINISTRATOR privilege, bmcsim's default sol_privilege: "+
+			"give host %s's bmc.console_user and bmc.console_password_file in the inventory)", err, host)
+	}
 	if err != nil {
 		if errors.Is(err, ErrUnauthorized) || t.Host.BMC.Addr == "" {
 			return err

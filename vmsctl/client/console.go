@@ -50,7 +50,7 @@ func (c *Client) HostConsole(ctx context.Context, host string, in io.Reader, out
 	if o.PollInterval <= 0 {
 		o.PollInterval = 100 * time.Millisecond
 	}
-	return c.withBMC(ctx, host, func(s *client.Client) error {
+	return c.withBMCAs(ctx, host, true, func(s *client.Client) error {
 		err := activateSOL(ctx, s)
 		if ccIs(err, types.CodeActivatePayloadAlreadyActive) {
 			if !o.Force {

@@ -320,6 +320,13 @@ func (o *OOB) open(ctx context.Context, t *Target, s *oobSession) (*client.Clien
 // operator privilege). A refused user is ErrUnauthorized.
 func dialBMC(ctx context.Context, t *Target, opt OOBOptions) (*client.Client, error) {
 	b := t.Host.BMC
+	return dialBMCAs(ctx, t, opt, b.User, b.PasswordFile, types.PrivilegeLevelOperator)
+}
+
+// dialBMCAs is dialBMC as user (password in passFile, relative to the
+// inventory) at privilege priv.
+func dialBMCAs(ctx context.Context, t *Target, opt OOBOptions, user, passFile string, priv types.PrivilegeLevel) (*client.Client, error) {
+	b := t.Host.BMC
 	if b.Addr == "" {
 		return nil, fmt.Errorf("host %s: no bmc.addr in the inventory", t.Name())
 	}
@@ -332,14 +339,14 @@ func dialBMC(ctx context.Context, t *Target, opt OOBOptions) (*client.Client, er
 		return nil, fmt.Errorf("host %s bmc.addr %q: bad port", t.Name(), b.Addr)
 	}
 	var pass string
-	if b.PasswordFile != "" {
-		p, err := fileio.ReadSecret(t.Path(b.PasswordFile))
+	if passFile != "" {
+		p, err := fileio.ReadSecret(t.Path(passFile))
 		if err != nil {
 			return nil, fmt.Errorf("host %s BMC password: %w", t.Name(), err)
 		}
 		pass = strings.TrimRight(string(p), "\r\n")
 	}
-	c, err := client.NewClient(host, port, b.User, pass)
+	c, err := client.NewClient(host, port, user, pass)
 	if err != nil {
 		return nil, fmt.Errorf("%w: host %s BMC user: %w", ErrUnauthorized, t.Name(), err)
 	}
@@ -353,13 +360,13 @@ func dialBMC(ctx context.Context, t *Target, opt OOBOptions) (*client.Client, er
 	c.WithCipherSuiteID(types.CipherSuiteID(suite)).
 		WithTimeout(opt.UDPTimeout).
 		WithRetry(opt.UDPRetries).
-		WithMaxPrivilegeLevel(types.PrivilegeLevelOperator)
+		WithMaxPrivilegeLevel(priv)
 	if err := c.Connect(ctx); err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 50*time.Millisecond)
 		_ = c.Close(cctx)
 		cancel()
 		if errors.Is(err, client.ErrRAKPAuthentication) || isAuthFailure(err) {
-			return nil, fmt.Errorf("%w: BMC %s refused user %q: %w", ErrUnauthorized, b.Addr, b.User, err)
+			return nil, fmt.Errorf("%w: BMC %s refused user %q at %s privilege: %w", ErrUnauthorized, b.Addr, user, priv, err)
 		}
 		return nil, fmt.Errorf("oob-i session with BMC %s: %w", b.Addr, err)
 	}
@@ -581,7 +588,8 @@ func (o *OOB) write(ctx context.Context, t *Target, h *oobHost, r record.Record)
 			}
 			full = min(2*full, time.Second)
 		case isCC(err, oem.CCInsufficientPrivilege):
-			return maybe, fmt.Errorf("%w: BMC %s: user %q below operator: %w", ErrUnauthorized, t.Host.BMC.Addr, t.Host.BMC.User, err)
+			return maybe, fmt.Errorf("%w: BMC %s: user %q below operator, or requester id %#x bound to another BMC user: %w",
+				ErrUnauthorized, t.Host.BMC.Addr, t.Host.BMC.User, o.opt.Requester, err)
 		case errors.Is(err, ErrUnauthorized):
 			return maybe, err
 		default:
@@ -620,7 +628,8 @@ func (o *OOB) read(ctx context.Context, t *Target, h *oobHost, alerts bool) (*re
 	resp, err := o.raw(ctx, t, h, oem.CmdReadQueue2For, data)
 	if err != nil {
 		if isCC(err, oem.CCInsufficientPrivilege) {
-			return nil, fmt.Errorf("%w: BMC %s: %w", ErrUnauthorized, t.Host.BMC.Addr, err)
+			return nil, fmt.Errorf("%w: BMC %s: user %q below operator, or reader id %#x bound to another BMC user: %w",
+				ErrUnauthorized, t.Host.BMC.Addr, t.Host.BMC.User, o.opt.Requester, err)
 		}
 		return nil, err
 	}

@@ -37,15 +37,18 @@ func TestEscapeReader(t *testing.T) {
 }
 
 // TestHostConsole: vmsctl host console against an in-process bmcsim whose
-// serial port a fake QEMU holds: host output reaches stdout, typed keys the
-// host, ~. quits and frees the port; a second console is refused while one
-// is up, and --force takes it over.
+// serial port a fake QEMU holds: with only the OOB-I's OPERATOR account in
+// the inventory it is refused (SOL needs ADMINISTRATOR) with a message
+// naming bmc.console_user; with the console account, host output reaches
+// stdout, typed keys the host, ~. quits and frees the port; a second
+// console is refused while one is up, and --force takes it over.
 func TestHostConsole(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test (in-process BMC over loopback, seconds): skipped by -short")
 	}
 	b := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true, Logger: testutil.Logger(t),
-		Users: []config.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}}})
+		Users: []config.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"},
+			{Name: "admin", Password: "admin-secret-1", Privilege: "administrator"}}})
 	r := newRig(t)
 	r.useBMC(t, b.LAN)
 	qemu, err := net.Dial("tcp", b.SerialAddr())
@@ -68,6 +71,20 @@ func TestHostConsole(t *testing.T) {
 		}()
 		return pw, out, done
 	}
+	_, _, opOnly := console()
+	select {
+	case code := <-opOnly:
+		if code == 0 {
+			t.Errorf("host console as the OPERATOR account exited 0")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("host console as the OPERATOR account did not give up")
+	}
+	if b.Serial.Attached() {
+		t.Fatal("the OPERATOR account attached the console")
+	}
+	r.useConsole(t, "admin", "admin-secret-1")
+
 	keys, out, done := console()
 	eventually(t, "the console attached", b.Serial.Attached)
 	if _, err := qemu.Write([]byte("\r\nh1 login: ")); err != nil {

@@ -69,6 +69,22 @@ func (r *rig) useBMC(t *testing.T, lan string) {
 	}
 }
 
+// useConsole gives the inventory's host h1 a console account (bmc.console_user).
+func (r *rig) useConsole(t *testing.T, user, pass string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(r.dir, "h1-console.pw"), []byte(pass+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := fileio.LoadInventory(r.inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv.Hosts[0].BMC.ConsoleUser, inv.Hosts[0].BMC.ConsolePasswordFile = user, "h1-console.pw"
+	if err := fileio.SaveInventory(inv, r.inv); err != nil {
+		t.Fatal(err)
+	}
+}
+
 var (
 	bmcAddr   = regexp.MustCompile(`127\.0\.0\.1:\d+`)
 	latencyMs = regexp.MustCompile(`(latency_ms"?): [0-9.e-]+`)
