@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"path/filepath"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
 
 	"github.com/ooblab/ooblab/internal/fileio"
@@ -38,7 +40,28 @@ func (e *env) ui() *cobra.Command {
 				return err
 			}
 			log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-			srv, err := ui.New(ui.Config{Inventory: inv, Token: token, Poll: poll, Logger: log,
+			// The lab knows its hosts' policies: the page marks protected
+			// VMs before anyone is challenged (only the protected globs
+			// are read; the policy's secrets stay where they are).
+			globs := map[string][]string{}
+			for _, h := range inv.Hosts {
+				var p struct {
+					Protected []string `toml:"protected"`
+				}
+				if _, err := toml.DecodeFile(filepath.Join(e.dir, h.Name, "policy.toml"), &p); err != nil {
+					log.Warn("lab ui: no policy for the protected marks", "host", h.Name, "err", err)
+				}
+				globs[h.Name] = p.Protected
+			}
+			protected := func(host, vm string) bool {
+				for _, g := range globs[host] {
+					if ok, _ := path.Match(g, vm); ok {
+						return true
+					}
+				}
+				return false
+			}
+			srv, err := ui.New(ui.Config{Inventory: inv, Token: token, Poll: poll, Logger: log, Protected: protected,
 				SetLink: func(ctx context.Context, host string, up bool) error {
 					return ctl.SetLink(ctx, e.dir, host, "vmmi", up, log)
 				}})

@@ -116,8 +116,9 @@ func (s *Server) pollHost(ctx context.Context, host string, full bool) {
 		}
 		h.VMs = h.VMs[:0]
 		for _, v := range list.Reply.VMs {
+			p := prot[v.Name] || s.cfg.Protected != nil && s.cfg.Protected(host, v.Name)
 			h.VMs = append(h.VMs, VMView{Name: v.Name, State: v.State, VCPUs: v.VCPUs, MemoryMiB: v.MemoryKiB / 1024,
-				UptimeSec: v.UptimeSec, Protected: prot[v.Name]})
+				UptimeSec: v.UptimeSec, Protected: p})
 		}
 		h.VMsVia = list.Via
 	}

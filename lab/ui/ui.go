@@ -50,6 +50,10 @@ type Config struct {
 	Poll time.Duration
 	// Timeout bounds one command from the page (default 60 s).
 	Timeout time.Duration
+	// Protected tells which VMs a host's policy protects (a challenge
+	// wants the operator's app code), for the page's mark; nil: marked once
+	// a challenge meets the page.
+	Protected func(host, vm string) bool
 	// Clients replace the real channels (tests); keyed auto, vmm-i, oob-i.
 	Clients map[string]*client.Client
 	Logger  *slog.Logger
