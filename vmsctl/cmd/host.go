@@ -59,7 +59,7 @@ func (a *App) hostCmd() *cobra.Command {
 			})
 		},
 	})
-	h.AddCommand(a.hostPowerCmd(), a.hostSELCmd(), a.hostConsoleCmd())
+	h.AddCommand(a.hostPowerCmd(), a.hostSELCmd(), a.hostSensorsCmd(), a.hostConsoleCmd())
 	return h
 }
 
