@@ -42,7 +42,7 @@ type BMC struct {
 	metrics *metrics.Metrics
 	chassis *chassis
 	guard   *lan.Guard
-	books   lan.Books // login accounting, session slots, reply cache
+	books   lan.Books    // login accounting, session slots, reply cache
 	console *consoleSlot // nil without a serial port
 
 	stdChannelInfo handlers.Handler
