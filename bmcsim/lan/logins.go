@@ -68,6 +68,12 @@ type Policy struct {
 	AuditEvent bool          // parameter 26's event bit, kept to be read back
 }
 
+// maxPending bounds the handshakes in flight. The guard never reaches it
+// (each needs a session in the store, at most 63), but the book does not
+// rely on its caller for its memory: past it a RAKP 1 is refused like one
+// over its source's budget.
+const maxPending = 256
+
 // srcWindow is the time a source's handshake budget takes to refill.
 const srcWindow = time.Minute
 
@@ -214,6 +220,10 @@ func (lb *Logins) rakp1(bmcID uint32, addr string, consoleID uint32, user string
 		}
 	}
 	ck := consoleKey{addr, consoleID}
+	if _, ok := lb.byConsole[ck]; !ok && len(lb.pending) >= maxPending {
+		res.verdict = rakp1Throttled
+		return res
+	}
 	if oldID, ok := lb.byConsole[ck]; ok {
 		res.close = append(res.close, oldID)
 		if out := lb.settleLocked(oldID, false, "abandoned", now); out != nil {
@@ -257,7 +267,7 @@ func (lb *Logins) waitLocked(src *source, u *userState, now time.Time) time.Dura
 	if src.fails > 0 && u != nil && now.Before(u.slowUntil) {
 		wait = max(wait, u.last.Add(p.BackoffMax).Sub(now))
 	}
-	return min(wait, p.BackoffMax)
+	return max(0, min(wait, p.BackoffMax))
 }
 
 // forgetLocked clears counts older than the reset interval.
