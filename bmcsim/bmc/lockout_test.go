@@ -213,6 +213,9 @@ func TestUserCannotFillSessions(t *testing.T) {
 				t.Fatalf("viewer holds %d sessions", held)
 			}
 			t.Logf("viewer holds %d of 32 sessions", held)
+			if _, low := l.books.Slots.Held("viewer"); low != held || low > 32-l.Config.SessionReserved {
+				t.Fatalf("slot book: %d sessions below operator, %d held, reserve %d", low, held, l.Config.SessionReserved)
+			}
 			if out, err := l.ipmitool(t, 17, "op", "s3cret-op", "-L", "OPERATOR", "mc", "info"); err != nil {
 				t.Fatalf("operator refused with viewer's sessions held:\n%s", out)
 			}

@@ -169,14 +169,14 @@ func (g *Guard) onRAKP1(p []byte, addr net.Addr) bool {
 		}
 		g.logins.release(m.bmcID)
 		g.metrics.AuthFailures.WithLabelValues(g.name, string(why)).Inc()
-		g.log.Info("refused a login: no session slot left for it", "user", m.name, "from", from, "cap", string(why))
+		g.log.Debug("refused a login: no session slot left for it", "user", m.name, "from", from, "cap", string(why))
 		status = StatusInsufficientResources
 	case rakp1Drop:
 		g.log.Debug("dropped a RAKP 1 naming another user or address than its pending handshake", "from", from)
 		return false
 	case rakp1Backoff:
 		g.metrics.AuthFailures.WithLabelValues(g.name, "backoff").Inc()
-		g.log.Info("refused a login during its backoff", "user", m.name, "from", from,
+		g.log.Debug("refused a login during its backoff", "user", m.name, "from", from,
 			"retry_in", res.wait.Round(time.Millisecond).String())
 		status = StatusInsufficientResources
 	case rakp1Throttled:
@@ -236,7 +236,11 @@ func (g *Guard) observe(pkt []byte, addr net.Addr) {
 		}
 	case PayloadRAKP2:
 		if m, ok := parseRAKPReply(payload); ok && m.status != 0 {
-			g.report(g.logins.rakp2Refused(addr.String(), m.consoleID))
+			id, out := g.logins.rakp2Refused(addr.String(), m.consoleID)
+			if id != 0 {
+				g.slots.settled(id, false) // its claim back; the session ends as half-open
+			}
+			g.report(out)
 		}
 	case PayloadRAKP4:
 		if m, ok := parseRAKPReply(payload); ok {

@@ -333,15 +333,16 @@ func (lb *Logins) settleLocked(bmcID uint32, ok bool, reason string, now time.Ti
 
 // rakp2Refused settles a handshake the server refused at RAKP 1 (a role
 // the user may not have, a disabled account): a failure like any other.
-func (lb *Logins) rakp2Refused(addr string, consoleID uint32) *loginOutcome {
+// It returns the handshake's BMC session ID (0 if none).
+func (lb *Logins) rakp2Refused(addr string, consoleID uint32) (uint32, *loginOutcome) {
 	now := lb.now()
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	id, ok := lb.byConsole[consoleKey{addr, consoleID}]
 	if !ok || lb.pending[id].rakp3 {
-		return nil
+		return 0, nil
 	}
-	return lb.settleLocked(id, false, "refused", now)
+	return id, lb.settleLocked(id, false, "refused", now)
 }
 
 // rakp3 reports whether a RAKP 3 goes on to the server, and the failure it
@@ -458,13 +459,4 @@ func (lb *Logins) Slowed(user string) bool {
 	defer lb.mu.Unlock()
 	u := lb.users[user]
 	return u != nil && now.Before(u.slowUntil)
-}
-
-// Throttled reports whether the source IP of addr has spent its budget.
-func (lb *Logins) Throttled(addr string) bool {
-	now := lb.now()
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
-	src := lb.sources.get(sourceIP(addr))
-	return src != nil && lb.budgetLocked(src, now) < 1
 }

@@ -33,7 +33,6 @@ const (
 // RMCP+ status codes the guard sends (v2.0 Table 13-15).
 const (
 	StatusInsufficientResources = 0x01
-	StatusUnauthorizedName      = 0x0D
 )
 
 func IsRMCPPlus(pkt []byte) bool {

@@ -180,7 +180,7 @@ func (s *Slots) claim(bmcID uint32, user string, low bool) slotRefusal {
 	return ""
 }
 
-// established marks session bmcID logged in (RAKP 4 status 0); a failed
+// settled marks session bmcID logged in (RAKP 4 status 0); a failed
 // handshake gives back its claim and stays half-open until it ends.
 func (s *Slots) settled(bmcID uint32, ok bool) {
 	s.mu.Lock()
