@@ -152,7 +152,10 @@ func TestStrangersCannotLockTheOwnerOut(t *testing.T) {
 // right password gets in once the backoff is over.
 func TestWrongPasswordsThenRightRefused(t *testing.T) {
 	need(t, "ipmitool")
-	cfg := testConfig() // defaults: threshold 5, auth_timeout 3 s, backoff bound 4 s
+	cfg := testConfig() // defaults: threshold 5, auth_timeout 3 s
+	// The first backoff is a quarter of the bound: 2.5 s, so that the right
+	// password comes inside it even on a loaded machine.
+	cfg.LoginBackoffMax = config.Duration{Duration: config.MaxLoginBackoff}
 	l := startLAN(t, cfg)
 	for i := 0; i < 6; i++ {
 		if out, err := l.ipmitool(t, 17, "op", "wrong-password", "-L", "OPERATOR", "mc", "info"); err == nil {
@@ -176,7 +179,7 @@ func TestWrongPasswordsThenRightRefused(t *testing.T) {
 		t.Fatalf("op refused from a clean source: %v", err)
 	}
 	// And the guessing source after the bound.
-	deadline := time.Now().Add(config.DefaultLoginBackoffMax + 3*time.Second)
+	deadline := time.Now().Add(config.MaxLoginBackoff + 3*time.Second)
 	for {
 		out, err := l.ipmitool(t, 17, "op", "s3cret-op", "-L", "OPERATOR", "mc", "info")
 		if err == nil {
@@ -264,6 +267,7 @@ func TestBadPasswordThresholdParam(t *testing.T) {
 	need(t, "ipmitool")
 	cfg := testConfig()
 	cfg.AttemptResetInterval = config.Duration{Duration: 2 * time.Minute}
+	cfg.LoginBackoffMax = config.Duration{Duration: config.MaxLoginBackoff} // first backoff 2.5 s
 	l := startLAN(t, cfg)
 	wantAll(t, "lan print", l.mustIpmitool(t, 17, "lan", "print", "1"),
 		"Bad Password Threshold  : 5", "Attempt Count Reset Int.: 120", "User Lockout Interval   : 60")

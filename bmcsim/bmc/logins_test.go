@@ -51,6 +51,7 @@ func TestVerifiedFailedLoginsCountAtOnce(t *testing.T) {
 	cfg := testConfig()
 	cfg.LockoutAttempts = 3
 	cfg.AuthTimeout = config.Duration{Duration: time.Hour} // nothing here is counted by the sweeper
+	cfg.LoginBackoffMax = config.Duration{Duration: config.MaxLoginBackoff} // first backoff 2.5 s
 	l := startLAN(t, cfg)
 
 	// Consoles that find our RAKP 2 does not match their password and say so.
