@@ -1,8 +1,9 @@
 // Package lan is what stands between a BMC's UDP socket and go-ipmi's
 // RMCP+ server: the Guard, which does the login accounting and backoff
-// (logins.go), shares the session slots (slots.go) and notes requests for the response cache that answers
-// retransmits without running a handler again (replies.go). It reads RMCP+
-// packets the way the server does (rmcpplus.go) and never changes them.
+// (logins.go), shares the session slots (slots.go) and notes requests for
+// the response cache that answers retransmits without running a handler
+// again (replies.go). It reads RMCP+ packets the way the server does
+// (rmcpplus.go) and never changes them; LAN parameter 26 is lanparams.go.
 package lan
 
 import (
