@@ -50,7 +50,7 @@ func TestVerifiedFailedLoginsCountAtOnce(t *testing.T) {
 	need(t, "ipmitool")
 	cfg := testConfig()
 	cfg.LockoutAttempts = 3
-	cfg.AuthTimeout = config.Duration{Duration: time.Hour} // nothing here is counted by the sweeper
+	cfg.AuthTimeout = config.Duration{Duration: time.Hour}                  // nothing here is counted by the sweeper
 	cfg.LoginBackoffMax = config.Duration{Duration: config.MaxLoginBackoff} // first backoff 2.5 s
 	l := startLAN(t, cfg)
 
