@@ -298,8 +298,17 @@ func openRig(t target, conc int, mode, user, pass string, timeout time.Duration)
 		first: make([]error, conc), r: &result{t: t, conc: conc, serverCPU: 0}}
 	var wg sync.WaitGroup
 	errs := make([]error, conc)
+	// At most 4 logins in flight from this one address: bmcsim backs off a
+	// source with as many unfinished handshakes as its Bad Password
+	// Threshold (5 by default), as a burst of guesses would be
+	// (docs/bmcsim.md, "LAN login accounting").
+	slots := make(chan struct{}, 4)
 	for i := range g.sess {
-		wg.Go(func() { g.sess[i], errs[i] = dialers[mode](ctx, t, user, pass, timeout) })
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			g.sess[i], errs[i] = dialers[mode](ctx, t, user, pass, timeout)
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	ipmibmc "github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/clock"
@@ -41,7 +42,7 @@ type BMC struct {
 	metrics *metrics.Metrics
 	chassis *chassis
 	guard   *lan.Guard
-	replies *lan.ReplyCache
+	books   lan.Books    // login accounting, session slots, reply cache
 	console *consoleSlot // nil without a serial port
 
 	stdChannelInfo handlers.Handler
@@ -128,7 +129,11 @@ func New(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*BMC, error) 
 	b := ipmibmc.New(info, guid, h, ipmibmc.WithClock(clock.Real), ipmibmc.WithCipherSuites(suites), ipmibmc.WithV15Disabled())
 	b.Sessions = ipmibmc.NewSessionStoreWithOptions(b.Clock(),
 		ipmibmc.WithMaxSessions(cfg.SessionLimit), ipmibmc.WithInactivityTimeout(cfg.SessionTimeout.Duration))
-	b.Sessions.SetOnRemove(b.SOL.DeactivateBySession)
+	books := lan.Books{Logins: lan.NewLogins(&cfg), Slots: lan.NewSlots(&cfg), Replies: lan.NewReplyCache(cfg.Name, m)}
+	b.Sessions.SetOnRemove(func(id uint32) {
+		b.SOL.DeactivateBySession(id)
+		books.Slots.Removed(id)
+	})
 	if err := configureSOL(b, &cfg); err != nil {
 		return nil, err
 	}
@@ -153,11 +158,11 @@ func New(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*BMC, error) 
 	}
 
 	s := &BMC{Config: cfg, IPMI: b, SEL: NewSEL(512), log: log, metrics: m, chassis: ch,
-		replies: lan.NewReplyCache(cfg.Name, m), console: console}
+		books: books, console: console}
 	r := handlers.NewRegistry()
 	// Outermost: a retransmit answered from the cache runs no handler and
 	// counts as a retransmit, not as a request.
-	r.Use(s.replies.Middleware)
+	r.Use(books.Replies.Middleware)
 	r.Use(m.Middleware(cfg.Name))
 	r.Use(clampPrivilege) // privilege.go: a session runs at what its login earned
 	std := stdAppRegistry()
@@ -196,14 +201,13 @@ func (s *BMC) SetPowerState(on bool) { s.chassis.SetPowerState(on) }
 // PowerOn reports the chassis power state.
 func (s *BMC) PowerOn() bool { on, _ := s.chassis.PowerState(context.Background()); return on }
 
-// Locked reports whether a user is locked out on the LAN channel, for every
-// source or for at least one source IP address.
-func (s *BMC) Locked(user string) bool { return s.guard != nil && s.guard.Locked(user) }
+// LoginWait reports how long a LAN login from ip naming user would have to
+// wait now (0: it would pass; never more than login_backoff_max).
+func (s *BMC) LoginWait(user, ip string) time.Duration { return s.books.Logins.Wait(user, ip) }
 
-// LockedFrom reports whether a user is locked out for logins from ip.
-func (s *BMC) LockedFrom(user, ip string) bool {
-	return s.guard != nil && s.guard.LockedFrom(user, ip)
-}
+// Slowed reports whether a user is in its slowdown on the LAN channel
+// (its failures reached the Bad Password Threshold).
+func (s *BMC) Slowed(user string) bool { return s.books.Logins.Slowed(user) }
 
 // ListenLAN opens the LAN channel's UDP socket. Its reads have no
 // deadline: go-ipmi's default re-arms a 30 s one before every packet (a
@@ -214,14 +218,14 @@ func (s *BMC) ListenLAN() (*udp.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bmc %s: listen on %s: %w", s.Config.Name, s.Config.LAN, err)
 	}
-	s.guard = lan.NewGuard(conn, s.IPMI, &s.Config, s.metrics, s.replies, s.log)
+	s.guard = lan.NewGuard(conn, s.IPMI, &s.Config, s.metrics, s.books, s.log)
 	return conn, nil
 }
 
 // ServeLAN serves RMCP+ on conn (from ListenLAN) until ctx ends.
 func (s *BMC) ServeLAN(ctx context.Context, conn *udp.Conn) error {
 	if s.guard == nil || s.guard.PacketConn != conn {
-		s.guard = lan.NewGuard(conn, s.IPMI, &s.Config, s.metrics, s.replies, s.log)
+		s.guard = lan.NewGuard(conn, s.IPMI, &s.Config, s.metrics, s.books, s.log)
 	}
 	srv := server.NewServer(s.IPMI, s.guard, server.WithHandlerRegistry(s.Registry), server.WithV15Disabled())
 	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })

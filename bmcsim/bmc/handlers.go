@@ -12,7 +12,8 @@ import (
 // ipmitool and FreeIPMI users run every day.
 func (b *BMC) registerExtras(r *handlers.Registry) {
 	b.SEL.register(r)
-	b.registerSOL(r) // sol.go
+	b.registerSOL(r)       // sol.go
+	b.registerLANConfig(r) // lanconfig.go
 	app := types.NetFnAppRequest
 	r.RegisterFunc(types.Command{ID: 0x37, NetFn: app, Name: "Get System GUID"}, b.handleSystemGUID)
 	r.RegisterFunc(types.Command{ID: 0x41, NetFn: app, Name: "Get Channel Access"}, handleGetChannelAccess)

@@ -84,18 +84,40 @@ type Config struct {
 	// CipherSuites are the RMCP+ suites offered; only 3 and 17 are allowed.
 	CipherSuites []int `toml:"cipher_suites"`
 
-	SessionLimit    int      `toml:"session_limit"`
-	SessionTimeout  Duration `toml:"session_timeout"`
-	LockoutAttempts int      `toml:"lockout_attempts"`
+	SessionLimit   int      `toml:"session_limit"`
+	SessionTimeout Duration `toml:"session_timeout"`
+	// SessionUserLimit and SessionSourceLimit cap the sessions (and
+	// handshakes past RAKP 1) one user name and one source IP address may
+	// hold (0: half of session_limit). SessionReserved slots are kept for
+	// users whose channel privilege is operator or above (0: a quarter of
+	// session_limit). HandshakeSourceLimit caps the half-open handshakes
+	// (Open Session without a completed RAKP) of one source IP (default 8).
+	SessionUserLimit     int `toml:"session_user_limit"`
+	SessionSourceLimit   int `toml:"session_source_limit"`
+	SessionReserved      int `toml:"session_reserved"`
+	HandshakeSourceLimit int `toml:"handshake_source_limit"`
+	// LockoutAttempts is IPMI's Bad Password Threshold (LAN parameter 26):
+	// failed or unfinished handshakes from one source before its RAKP 1s
+	// wait a backoff, and of one user before its slowdown begins. bmcsim
+	// never locks a user out: see docs/bmcsim.md, "LAN login accounting".
+	LockoutAttempts int `toml:"lockout_attempts"`
+	// LockoutDuration is the User Lockout Interval (parameter 26): how
+	// long a user stays slowed down after its threshold was reached.
 	LockoutDuration Duration `toml:"lockout_duration"`
-	// AuthTimeout is how long a handshake may stay between RAKP 2 and
-	// RAKP 3 before it counts as abandoned (against its source address,
-	// never against its user for every source; docs/bmcsim.md).
+	// AttemptResetInterval is the Attempt Count Reset Interval (parameter
+	// 26): failures are forgotten this long after the last attempt.
+	AttemptResetInterval Duration `toml:"attempt_reset_interval"`
+	// LoginBackoffMax bounds every wait a login can be made to do: the
+	// longest a source's backoff or a user's slowdown refuses one RAKP 1.
+	LoginBackoffMax Duration `toml:"login_backoff_max"`
+	// AuthTimeout is how long a handshake may take: RAKP 1 to RAKP 4
+	// before it counts as abandoned, Open Session to RAKP 4 before its
+	// half-open session is closed (docs/bmcsim.md).
 	AuthTimeout Duration `toml:"auth_timeout"`
-	// SourceHandshakeLimit is how many handshakes abandoned after RAKP 2 or
-	// naming an unknown user one source IP address may make per minute
-	// before its RAKP 1s are refused (RAKP 2 status 01h) until the budget
-	// refills. A working client never makes any.
+	// SourceHandshakeLimit is how many RAKP 1s naming an unknown user or
+	// repeated on a pending handshake one source IP address may send per
+	// minute before its RAKP 1s are refused (RAKP 2 status 01h) until the
+	// budget refills. A working client never sends any.
 	SourceHandshakeLimit int `toml:"source_handshake_limit"`
 	// QueueCapacity is the size of each OOB-I queue in records;
 	// Queue1Capacity and Queue2Capacity override it for one queue.
@@ -139,8 +161,14 @@ const (
 	DefaultSOLPrivilege    = "administrator"
 	DefaultLockoutAttempts = 5
 	DefaultLockoutDuration = 60 * time.Second
-	DefaultQueueCapacity   = 1024
-	DefaultAuthTimeout     = 3 * time.Second
+	DefaultAttemptReset    = 60 * time.Second
+	DefaultLoginBackoffMax = 4 * time.Second
+	// MaxLoginBackoff is the bound of login_backoff_max: a wait longer
+	// than this would be a lockout by another name.
+	MaxLoginBackoff             = 10 * time.Second
+	DefaultHandshakeSourceLimit = 8
+	DefaultQueueCapacity        = 1024
+	DefaultAuthTimeout          = 3 * time.Second
 	// DefaultSourceHandshakeLimit refills one handshake every 3 s.
 	DefaultSourceHandshakeLimit = 20
 )
@@ -270,20 +298,8 @@ func (c *Config) Normalize() error {
 	if c.SessionTimeout.Duration == 0 {
 		c.SessionTimeout.Duration = DefaultSessionTimeout
 	}
-	if c.LockoutAttempts == 0 {
-		c.LockoutAttempts = DefaultLockoutAttempts
-	}
-	if c.LockoutDuration.Duration == 0 {
-		c.LockoutDuration.Duration = DefaultLockoutDuration
-	}
-	if c.AuthTimeout.Duration == 0 {
-		c.AuthTimeout.Duration = DefaultAuthTimeout
-	}
-	if c.SourceHandshakeLimit == 0 {
-		c.SourceHandshakeLimit = DefaultSourceHandshakeLimit
-	}
-	if c.SourceHandshakeLimit < 0 {
-		return fmt.Errorf("bmc %s: source_handshake_limit %d is negative", c.Name, c.SourceHandshakeLimit)
+	if err := c.normalizeLogins(); err != nil {
+		return err
 	}
 	if c.QueueCapacity == 0 {
 		c.QueueCapacity = DefaultQueueCapacity
@@ -331,6 +347,67 @@ func (c *Config) Normalize() error {
 		}
 		if _, err := ParsePrivilege(u.Privilege); err != nil {
 			return fmt.Errorf("bmc %s: user %s: %w", c.Name, u.Name, err)
+		}
+	}
+	return nil
+}
+
+// normalizeLogins fills and checks the LAN login and session-slot knobs.
+func (c *Config) normalizeLogins() error {
+	if c.LockoutAttempts == 0 {
+		c.LockoutAttempts = DefaultLockoutAttempts
+	}
+	if c.LockoutAttempts < 0 || c.LockoutAttempts > 255 {
+		return fmt.Errorf("bmc %s: lockout_attempts %d out of range 1..255", c.Name, c.LockoutAttempts)
+	}
+	def := func(d *Duration, v time.Duration, key string) error {
+		if d.Duration == 0 {
+			d.Duration = v
+		}
+		if d.Duration < 0 {
+			return fmt.Errorf("bmc %s: %s %v is negative", c.Name, key, d.Duration)
+		}
+		return nil
+	}
+	for _, k := range []struct {
+		d   *Duration
+		v   time.Duration
+		key string
+	}{
+		{&c.LockoutDuration, DefaultLockoutDuration, "lockout_duration"},
+		{&c.AttemptResetInterval, DefaultAttemptReset, "attempt_reset_interval"},
+		{&c.LoginBackoffMax, DefaultLoginBackoffMax, "login_backoff_max"},
+		{&c.AuthTimeout, DefaultAuthTimeout, "auth_timeout"},
+	} {
+		if err := def(k.d, k.v, k.key); err != nil {
+			return err
+		}
+	}
+	if c.LoginBackoffMax.Duration > MaxLoginBackoff {
+		return fmt.Errorf("bmc %s: login_backoff_max %v over %v: a longer wait is a lockout, which anyone who knows a user name could impose", c.Name, c.LoginBackoffMax.Duration, MaxLoginBackoff)
+	}
+	if c.SourceHandshakeLimit == 0 {
+		c.SourceHandshakeLimit = DefaultSourceHandshakeLimit
+	}
+	if c.SourceHandshakeLimit < 0 {
+		return fmt.Errorf("bmc %s: source_handshake_limit %d is negative", c.Name, c.SourceHandshakeLimit)
+	}
+	half := max(1, c.SessionLimit/2)
+	for _, k := range []struct {
+		n       *int
+		def, hi int
+		key     string
+	}{
+		{&c.SessionUserLimit, half, c.SessionLimit, "session_user_limit"},
+		{&c.SessionSourceLimit, half, c.SessionLimit, "session_source_limit"},
+		{&c.SessionReserved, c.SessionLimit / 4, c.SessionLimit - 1, "session_reserved"},
+		{&c.HandshakeSourceLimit, min(DefaultHandshakeSourceLimit, c.SessionLimit), c.SessionLimit, "handshake_source_limit"},
+	} {
+		if *k.n == 0 {
+			*k.n = k.def
+		}
+		if *k.n < 0 || *k.n > k.hi {
+			return fmt.Errorf("bmc %s: %s %d out of range 0..%d", c.Name, k.key, *k.n, k.hi)
 		}
 	}
 	return nil

@@ -56,6 +56,12 @@ func FuzzLANGuard(f *testing.F) {
 		{"06 00 ff 07 06 15 00 00 00 00 00 00 00 00 08 00 01 0d 00 00 aa bb cc dd", true},
 		// RAKP 4 (outgoing) with status 0
 		{"06 00 ff 07 06 15 00 00 00 00 00 00 00 00 18 00 01 00 00 00 aa bb cc dd 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f", true},
+		// Open Session Request, suite 17, console ID 0xa0a1a2a3
+		{"06 00 ff 07 06 10 00 00 00 00 00 00 00 00 20 00 01 04 00 00 a3 a2 a1 a0 00 00 00 08 03 00 00 00 01 00 00 08 04 00 00 00 02 00 00 08 01 00 00 00", false},
+		// Open Session Response (outgoing), status 0, BMC session 0x11223344
+		{"06 00 ff 07 06 11 00 00 00 00 00 00 00 00 24 00 01 00 04 00 a3 a2 a1 a0 44 33 22 11 00 00 00 08 03 00 00 00 01 00 00 08 04 00 00 00 02 00 00 08 01 00 00 00", false},
+		// Open Session Response (outgoing), status 01h, truncated after the console ID
+		{"06 00 ff 07 06 11 00 00 00 00 00 00 00 00 08 00 01 01 00 00 a3 a2 a1 a0", false},
 	} {
 		f.Add(testutil.MustUnhex(seed.hex), seed.live, uint8(0))
 	}
@@ -66,7 +72,7 @@ func FuzzLANGuard(f *testing.F) {
 	}
 	b := guardedBMC(f, cfg)
 	m := metrics.New(nil)
-	g := NewGuard(nullConn{}, b, &cfg, m, NewReplyCache(cfg.Name, m), slog.New(slog.DiscardHandler))
+	g := newTestGuard(b, &cfg, m)
 	var live *bmc.Session
 	var err error
 	f.Fuzz(func(t *testing.T, pkt []byte, patch bool, src uint8) {
@@ -90,14 +96,51 @@ func FuzzLANGuard(f *testing.F) {
 		g.inspect(pkt, addr)
 		g.observe(pkt, addr)
 		// Sweep as if the auth timeout had passed: it ends what is pending.
-		g.logins.now = func() time.Time { return time.Now().Add(cfg.AuthTimeout.Duration + time.Second) }
+		later := func() time.Time { return time.Now().Add(cfg.AuthTimeout.Duration + time.Second) }
+		g.logins.now, g.slots.now = later, later
 		g.Sweep()
-		g.logins.now = time.Now
+		g.logins.now, g.slots.now = time.Now, time.Now
 		g.logins.mu.Lock()
 		n := len(g.logins.pending)
 		g.logins.mu.Unlock()
 		if n != 0 {
 			t.Fatalf("%d handshakes still pending after a sweep past the auth timeout", n)
+		}
+		g.slots.mu.Lock()
+		defer g.slots.mu.Unlock()
+		for ip, k := range g.slots.halfOpen {
+			if k < 0 {
+				t.Fatalf("half-open count of %s is %d", ip, k)
+			}
+		}
+		if len(g.slots.opening) != 0 {
+			t.Fatalf("%d Open Sessions still counted a second after they were passed", len(g.slots.opening))
+		}
+	})
+}
+
+// newTestGuard is a guard over b that writes nowhere, with fresh books,
+// and wired like bmcsim's BMC: the store's removal hook tells the slots.
+func newTestGuard(b *bmc.BMC, cfg *config.Config, m *metrics.Metrics) *Guard {
+	books := Books{Logins: NewLogins(cfg), Slots: NewSlots(cfg), Replies: NewReplyCache(cfg.Name, m)}
+	b.Sessions.SetOnRemove(books.Slots.Removed)
+	return NewGuard(nullConn{}, b, cfg, m, books, slog.New(slog.DiscardHandler))
+}
+
+// FuzzBadPassword decodes LAN parameter 26 data (Set LAN Configuration
+// Parameters from the network): whatever it accepts encodes back to the
+// same bytes.
+func FuzzBadPassword(f *testing.F) {
+	for _, seed := range []string{"00 05 06 00 06 00", "01 03 0c 00 1e 00", "00 00 00 00 00 00", "01 ff ff ff ff ff", "02 05 06 00 06 00", "00 05 06 00 06", ""} {
+		f.Add(testutil.MustUnhex(seed))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := DecodeBadPassword(b)
+		if err != nil {
+			return
+		}
+		if got := EncodeBadPassword(p); !bytes.Equal(got, b) {
+			t.Fatalf("% x decoded to %+v, encodes to % x", b, p, got)
 		}
 	})
 }

@@ -1,8 +1,9 @@
 // Package lan is what stands between a BMC's UDP socket and go-ipmi's
-// RMCP+ server: the Guard, which does the login accounting and lockout
-// (logins.go) and notes requests for the response cache that answers
-// retransmits without running a handler again (replies.go). It reads RMCP+
-// packets the way the server does (rmcpplus.go) and never changes them.
+// RMCP+ server: the Guard, which does the login accounting and backoff
+// (logins.go), shares the session slots (slots.go) and notes requests for
+// the response cache that answers retransmits without running a handler
+// again (replies.go). It reads RMCP+ packets the way the server does
+// (rmcpplus.go) and never changes them; LAN parameter 26 is lanparams.go.
 package lan
 
 import (
@@ -12,7 +13,9 @@ import (
 
 	"github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/protocol"
+	"github.com/bougou/go-ipmi/pkg/rmcpplus"
 	"github.com/bougou/go-ipmi/pkg/transport"
+	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/bmcsim/metrics"
@@ -21,7 +24,8 @@ import (
 // Guard sits between the UDP socket and go-ipmi's RMCP+ server and adds
 // what a trustworthy BMC needs and go-ipmi v0.9.1 lacks:
 //
-//   - login accounting and lockout (loginBook, logins.go);
+//   - login accounting and backoff (Logins, logins.go);
+//   - sharing of the session slots (Slots, slots.go);
 //   - the response cache for retransmitted requests (ReplyCache, replies.go),
 //     whose notes it takes from the packets it reads.
 //
@@ -36,20 +40,31 @@ type Guard struct {
 	metrics *metrics.Metrics
 	name    string
 
-	logins  *loginBook
+	logins  *Logins
+	slots   *Slots
 	replies *ReplyCache
 	keys    keyCache
 }
 
-func NewGuard(conn transport.PacketConn, b *bmc.BMC, cfg *config.Config, m *metrics.Metrics, replies *ReplyCache, log *slog.Logger) *Guard {
+// Books are the LAN channel's state a Guard works on; the BMC keeps them
+// (Set LAN Configuration Parameters changes Logins' policy, the session
+// store's removal hook tells Slots).
+type Books struct {
+	Logins  *Logins
+	Slots   *Slots
+	Replies *ReplyCache
+}
+
+func NewGuard(conn transport.PacketConn, b *bmc.BMC, cfg *config.Config, m *metrics.Metrics, books Books, log *slog.Logger) *Guard {
 	return &Guard{
 		PacketConn: conn,
 		b:          b,
 		log:        log,
 		metrics:    m,
 		name:       cfg.Name,
-		logins:     newLoginBook(cfg),
-		replies:    replies,
+		logins:     books.Logins,
+		slots:      books.Slots,
+		replies:    books.Replies,
 	}
 }
 
@@ -84,6 +99,8 @@ func (g *Guard) inspect(pkt []byte, addr net.Addr) bool {
 		return true
 	}
 	switch ptype & 0x3F {
+	case PayloadOpenSession:
+		return g.onOpenSession(payload, addr)
 	case PayloadRAKP1:
 		return g.onRAKP1(payload, addr)
 	case PayloadRAKP3:
@@ -96,6 +113,32 @@ func (g *Guard) inspect(pkt []byte, addr net.Addr) bool {
 	return true
 }
 
+// onOpenSession makes room for an Open Session, or refuses it with
+// "insufficient resources" when its source holds its share of half-open
+// handshakes or the table is full of others' sessions.
+func (g *Guard) onOpenSession(p []byte, addr net.Addr) bool {
+	m, ok := parseOpenSession(p)
+	if !ok {
+		return true // the server refuses it
+	}
+	ok, victim := g.slots.open(addr.String(), m.consoleID, g.b.Sessions.Count())
+	if victim != 0 {
+		_ = g.b.Sessions.Close(victim)
+		g.report(g.logins.abandon(victim))
+		g.metrics.AuthFailures.WithLabelValues(g.name, "handshake_evicted").Inc()
+		g.log.Debug("closed a half-open handshake of the source holding most, for another source's Open Session", "from", addr.String())
+	}
+	if ok {
+		return true
+	}
+	g.metrics.AuthFailures.WithLabelValues(g.name, "open_refused").Inc()
+	g.log.Debug("refused Open Session: the source holds its share of half-open handshakes, or no slot is free", "from", addr.String())
+	resp := &rmcpplus.OpenSessionResponse{MessageTag: m.tag,
+		RmcpStatusCode: types.RmcpStatusCode(StatusInsufficientResources), RemoteConsoleSessionID: m.consoleID}
+	_, _ = g.PacketConn.WriteTo(protocol.BuildRMCPPlusPacket(PayloadOpenResponse, 0, 0, 0, resp.Pack()), addr)
+	return false
+}
+
 func (g *Guard) onRAKP1(p []byte, addr net.Addr) bool {
 	m, ok := parseRAKP1(p)
 	if !ok {
@@ -105,9 +148,9 @@ func (g *Guard) onRAKP1(p []byte, addr net.Addr) bool {
 	if err != nil {
 		return true // the server refuses it
 	}
-	_, uerr := g.b.Users.GetByName(m.name)
+	u, uerr := g.b.Users.GetByName(m.name)
 	from := addr.String()
-	res := g.logins.rakp1(handshakeKey{bmcID: m.bmcID, addr: from}, sess.ConsoleID, m.name, uerr == nil)
+	res := g.logins.rakp1(m.bmcID, from, sess.ConsoleID, m.name, uerr == nil)
 	for _, id := range res.close {
 		_ = g.b.Sessions.Close(id) // superseded: its RAKP 3 would find no session
 	}
@@ -117,12 +160,26 @@ func (g *Guard) onRAKP1(p []byte, addr net.Addr) bool {
 	var status uint8
 	switch res.verdict {
 	case rakp1Pass:
-		return true
-	case rakp1Locked:
-		g.metrics.AuthFailures.WithLabelValues(g.name, "locked_out").Inc()
-		g.log.Warn("refused login of locked-out user", "user", m.name, "from", from,
-			"locked_until", res.until.Format(time.RFC3339))
-		status = StatusUnauthorizedName
+		if uerr != nil {
+			return true
+		}
+		low := u.ChannelAccess[1].MaxPrivilege < bmc.PrivilegeLevelOperator
+		why := g.slots.claim(m.bmcID, m.name, low)
+		if why == "" {
+			return true
+		}
+		g.logins.release(m.bmcID)
+		g.metrics.AuthFailures.WithLabelValues(g.name, string(why)).Inc()
+		g.log.Debug("refused a login: no session slot left for it", "user", m.name, "from", from, "cap", string(why))
+		status = StatusInsufficientResources
+	case rakp1Drop:
+		g.log.Debug("dropped a RAKP 1 naming another user or address than its pending handshake", "from", from)
+		return false
+	case rakp1Backoff:
+		g.metrics.AuthFailures.WithLabelValues(g.name, "backoff").Inc()
+		g.log.Debug("refused a login during its backoff", "user", m.name, "from", from,
+			"retry_in", res.wait.Round(time.Millisecond).String())
+		status = StatusInsufficientResources
 	case rakp1Throttled:
 		g.metrics.AuthFailures.WithLabelValues(g.name, "source_throttled").Inc()
 		g.log.Debug("refused handshake from a source over its budget", "from", from)
@@ -138,7 +195,7 @@ func (g *Guard) onRAKP3(p []byte, addr net.Addr) bool {
 	if !ok {
 		return true // the server answers it with an error
 	}
-	pass, out := g.logins.rakp3(handshakeKey{bmcID: m.bmcID, addr: addr.String()}, m.status)
+	pass, out := g.logins.rakp3(m.bmcID, addr.String(), m.status)
 	g.report(out)
 	if !pass {
 		g.log.Debug("dropped a RAKP 3 of no pending handshake from its address", "from", addr.String())
@@ -174,13 +231,25 @@ func (g *Guard) observe(pkt []byte, addr net.Addr) {
 		return
 	}
 	switch ptype & 0x3F {
+	case PayloadOpenResponse:
+		if m, ok := parseOpenReply(payload); ok {
+			g.slots.opened(addr.String(), m.consoleID, m.status, m.bmcID)
+		}
 	case PayloadRAKP2:
 		if m, ok := parseRAKPReply(payload); ok && m.status != 0 {
-			g.report(g.logins.rakp2Refused(addr.String(), m.consoleID))
+			id, out := g.logins.rakp2Refused(addr.String(), m.consoleID)
+			if id != 0 {
+				g.slots.settled(id, false) // its claim back; the session ends as half-open
+			}
+			g.report(out)
 		}
 	case PayloadRAKP4:
 		if m, ok := parseRAKPReply(payload); ok {
-			g.report(g.logins.rakp4(addr.String(), m.consoleID, m.status))
+			id, out := g.logins.rakp4(addr.String(), m.consoleID, m.status)
+			if id != 0 {
+				g.slots.settled(id, m.status == 0)
+			}
+			g.report(out)
 		}
 	}
 }
@@ -192,33 +261,26 @@ func (g *Guard) report(out *loginOutcome) {
 	}
 	g.metrics.AuthFailures.WithLabelValues(g.name, out.reason).Inc()
 	g.log.Warn("authentication failed", "user", out.user, "from", out.addr, "reason", out.reason)
-	if !out.locked.IsZero() {
+	if !out.slowed.IsZero() {
 		g.metrics.Lockouts.WithLabelValues(g.name).Inc()
-		scope := "all sources"
-		if out.fromIP != "" {
-			scope = "logins from " + out.fromIP
-		}
-		g.log.Warn("user locked out after repeated failed authentications",
-			"user", out.user, "from", out.addr, "scope", scope, "attempts", g.logins.maxFails,
-			"until", out.locked.Format(time.RFC3339),
-			"action", "check the password the client uses; the lock lifts by itself")
+		p := g.logins.Policy()
+		g.log.Warn("user slowed down after repeated failed authentications: sources with failures wait between attempts",
+			"user", out.user, "from", out.addr, "threshold", p.Threshold, "wait", p.BackoffMax.String(),
+			"until", out.slowed.Format(time.RFC3339),
+			"action", "check the password the clients use; addresses without failures log in at once")
 	}
 	if out.srcShut {
-		g.log.Warn("source throttled after too many abandoned handshakes or unknown user names",
+		g.log.Warn("source throttled after too many repeated handshakes or unknown user names",
 			"from", sourceIP(out.addr), "limit_per_minute", g.logins.srcLimit,
-			"action", "a client that gives up after RAKP 2 may be harvesting password hashes (CVE-2013-4786); the budget refills by itself")
+			"action", "a client that draws RAKP 2s without logging in may be harvesting password hashes (CVE-2013-4786); the budget refills by itself")
 	}
 }
 
-// Locked reports whether user is locked out now, for all sources or some.
-func (g *Guard) Locked(user string) bool { return g.logins.Locked(user) }
-
-// LockedFrom reports whether user is locked out for logins from ip.
-func (g *Guard) LockedFrom(user, ip string) bool { return g.logins.LockedFrom(user, ip) }
-
-// Sweep ends abandoned handshakes and forgets ended sessions' replies.
+// Sweep ends abandoned and half-open handshakes and forgets ended
+// sessions' replies.
 func (g *Guard) Sweep() {
 	ids, outs := g.logins.expire()
+	ids = append(ids, g.slots.expire()...)
 	for _, id := range ids {
 		_ = g.b.Sessions.Close(id) // a late RAKP 3 finds nothing to guess against
 	}

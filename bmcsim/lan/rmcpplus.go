@@ -14,11 +14,13 @@ import (
 
 // RMCP+ payload types (v2.0 Table 13-16).
 const (
-	PayloadIPMI  = 0x00
-	PayloadRAKP1 = 0x12
-	PayloadRAKP2 = 0x13
-	PayloadRAKP3 = 0x14
-	PayloadRAKP4 = 0x15
+	PayloadIPMI         = 0x00
+	PayloadOpenSession  = 0x10
+	PayloadOpenResponse = 0x11
+	PayloadRAKP1        = 0x12
+	PayloadRAKP2        = 0x13
+	PayloadRAKP3        = 0x14
+	PayloadRAKP4        = 0x15
 )
 
 // Offsets of the RMCP+ session packet (v2.0 §13.6; internal/rmcpp).
@@ -31,7 +33,6 @@ const (
 // RMCP+ status codes the guard sends (v2.0 Table 13-15).
 const (
 	StatusInsufficientResources = 0x01
-	StatusUnauthorizedName      = 0x0D
 )
 
 func IsRMCPPlus(pkt []byte) bool {
@@ -93,6 +94,42 @@ func parseRAKPReply(p []byte) (rakpReply, bool) {
 		return rakpReply{}, false
 	}
 	return rakpReply{status: p[1], consoleID: binary.LittleEndian.Uint32(p[4:8])}, true
+}
+
+// openSession is what the guard reads of an RMCP+ Open Session Request
+// (v2.0 Table 13-9): tag(1) maxPrivilege(1) reserved(2)
+// consoleSessionID(4), then the three algorithm payloads (the server's).
+type openSession struct {
+	tag       uint8
+	consoleID uint32
+}
+
+func parseOpenSession(p []byte) (openSession, bool) {
+	if len(p) < 8 {
+		return openSession{}, false
+	}
+	return openSession{tag: p[0], consoleID: binary.LittleEndian.Uint32(p[4:8])}, true
+}
+
+// openReply is the head of an RMCP+ Open Session Response (v2.0 Table
+// 13-10): tag(1) status(1) maxPrivilege(1) reserved(1)
+// consoleSessionID(4) bmcSessionID(4), then the algorithm payloads; an
+// error response may stop after the console session ID.
+type openReply struct {
+	status    uint8
+	consoleID uint32
+	bmcID     uint32 // 0 when absent
+}
+
+func parseOpenReply(p []byte) (openReply, bool) {
+	if len(p) < 8 {
+		return openReply{}, false
+	}
+	r := openReply{status: p[1], consoleID: binary.LittleEndian.Uint32(p[4:8])}
+	if len(p) >= 12 {
+		r.bmcID = binary.LittleEndian.Uint32(p[8:12])
+	}
+	return r, true
 }
 
 func checksum(b []byte) uint64 {
