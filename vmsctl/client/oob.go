@@ -326,6 +326,27 @@ func dialBMC(ctx context.Context, t *Target, opt OOBOptions) (*client.Client, er
 // dialBMCAs is dialBMC as user (password in passFile, relative to the
 // inventory) at privilege priv.
 func dialBMCAs(ctx context.Context, t *Target, opt OOBOptions, user, passFile string, priv types.PrivilegeLevel) (*client.Client, error) {
+	// A BMC that answers "insufficient resources" (RMCP+ status 01h) to
+	// Open Session or RAKP 1 is busy or backing off a source that failed
+	// logins (bmcsim's bounded backoff: seconds, and a spoofer can put the
+	// VMS's own address there): that is a wait, not a refusal of our
+	// credentials, so try again until ctx ends.
+	wait := 250 * time.Millisecond
+	for {
+		c, err := dialBMCOnce(ctx, t, opt, user, passFile, priv)
+		if err == nil || !bmcBusy(err) {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (the BMC kept answering it until the deadline)", err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+func dialBMCOnce(ctx context.Context, t *Target, opt OOBOptions, user, passFile string, priv types.PrivilegeLevel) (*client.Client, error) {
 	b := t.Host.BMC
 	if b.Addr == "" {
 		return nil, fmt.Errorf("host %s: no bmc.addr in the inventory", t.Name())
@@ -365,12 +386,27 @@ func dialBMCAs(ctx context.Context, t *Target, opt OOBOptions, user, passFile st
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 50*time.Millisecond)
 		_ = c.Close(cctx)
 		cancel()
+		if bmcBusy(err) {
+			return nil, fmt.Errorf("oob-i session with BMC %s: %w", b.Addr, err) // busy or backing off: dialBMCAs waits
+		}
 		if errors.Is(err, client.ErrRAKPAuthentication) || isAuthFailure(err) {
 			return nil, fmt.Errorf("%w: BMC %s refused user %q at %s privilege: %w", ErrUnauthorized, b.Addr, user, priv, err)
 		}
 		return nil, fmt.Errorf("oob-i session with BMC %s: %w", b.Addr, err)
 	}
 	return c, nil
+}
+
+// bmcBusy is an Open Session or RAKP answered with RMCP+ status 01h,
+// "insufficient resources to create a session". go-ipmi v0.9.1's Connect
+// joins the per-suite errors with %v (interface_lan.go), which drops the
+// *types.RmcpStatusError, so its text is matched too.
+func bmcBusy(err error) bool {
+	var st *types.RmcpStatusError
+	if errors.As(err, &st) {
+		return st.StatusCode() == types.RmcpStatusCodeNoResToCreateSess
+	}
+	return strings.Contains(err.Error(), "RMCP+ status 0x01:")
 }
 
 // isAuthFailure recognises RMCP+ status codes that mean bad credentials.
