@@ -3,6 +3,7 @@ package ui
 import (
 	"bytes"
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,10 +64,18 @@ func (s *Server) pollHost(ctx context.Context, host string, full bool) {
 	var vErr, oErr error
 	var power string
 	var powerErr error
+	var sensors []client.Sensor
+	var sensorsErr error
 	wg.Add(1)
 	go func() { defer wg.Done(); vLat, vErr = ping(client.ViaVMMI, 1500*time.Millisecond) }()
 	if full {
-		wg.Add(2)
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+			defer cancel()
+			sensors, sensorsErr = s.clients[client.ViaAuto].HostSensors(cctx, host)
+		}()
 		go func() { defer wg.Done(); oLat, oErr = ping(client.ViaOOB, 8*time.Second) }()
 		go func() {
 			defer wg.Done()
@@ -105,6 +114,14 @@ func (s *Server) pollHost(ctx context.Context, host string, full bool) {
 		setChannel(&h.OOB, oLat, oErr, now)
 		h.Power = power
 		_ = powerErr
+		if sensorsErr == nil {
+			h.Sensors = h.Sensors[:0]
+			for _, x := range sensors {
+				if x.Analog && (x.Type == "Temperature" || strings.Contains(strings.ToLower(x.Unit), "watt")) {
+					h.Sensors = append(h.Sensors, SensorView{Name: x.Name, Value: x.Value, Unit: x.Unit, Status: x.Status})
+				}
+			}
+		}
 	}
 	h.Error = ""
 	if listErr != nil {

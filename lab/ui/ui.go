@@ -90,6 +90,9 @@ type HostView struct {
 	// "unplugged", or "" when the page has not touched it).
 	Link string   `json:"link"`
 	VMs  []VMView `json:"vms"`
+	// Sensors are the BMC's temperature and power readings, where it has
+	// sensors.
+	Sensors []SensorView `json:"sensors"`
 	// VMsVia is the channel the last VM list came over.
 	VMsVia string `json:"vms_via"`
 	Error  string `json:"error,omitempty"`
@@ -112,6 +115,14 @@ type VMView struct {
 	MemoryMiB uint64 `json:"memory_mib"`
 	UptimeSec uint64 `json:"uptime_sec"`
 	Protected bool   `json:"protected"`
+}
+
+// SensorView is one reading of a host's BMC.
+type SensorView struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Unit   string  `json:"unit"`
+	Status string  `json:"status"`
 }
 
 // CommandRow is one command run from the page.
