@@ -44,6 +44,7 @@ type BMC struct {
 	guard   *lan.Guard
 	books   lan.Books    // login accounting, session slots, reply cache
 	console *consoleSlot // nil without a serial port
+	sdr     *sdrRepo     // sdr.go
 
 	stdChannelInfo handlers.Handler
 }

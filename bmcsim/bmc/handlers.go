@@ -12,6 +12,8 @@ import (
 // ipmitool and FreeIPMI users run every day.
 func (b *BMC) registerExtras(r *handlers.Registry) {
 	b.SEL.register(r)
+	b.sdr = newSDRRepo(b)
+	b.registerSDR(r) // sdr.go
 	b.registerSOL(r)       // sol.go
 	b.registerLANConfig(r) // lanconfig.go
 	app := types.NetFnAppRequest

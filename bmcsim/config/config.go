@@ -51,6 +51,10 @@ type Config struct {
 	// with it chassis power on works (system_reset + cont) and the power
 	// state is read from QEMU. Without it power follows the KCS connection.
 	QMP string `toml:"qmp"`
+	// QEMUPidFile is the managed system's QEMU -pidfile: its sensors
+	// (bmcsim/sensors) follow that process's CPU use. Without it they
+	// follow the power state alone.
+	QEMUPidFile string `toml:"qemu_pidfile"`
 	// Serial is the TCP address QEMU's serial chardev (ttyS0) connects to,
 	// carried as Serial-over-LAN (bmcsim/sol); empty means no SOL.
 	Serial string `toml:"serial"`

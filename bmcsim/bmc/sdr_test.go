@@ -1,0 +1,83 @@
+package bmc
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/bougou/go-ipmi/pkg/types"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ooblab/ooblab/bmcsim/sensors"
+)
+
+// getSDRs is how many Get SDR requests the BMC answered with cc.
+func (l *lanBMC) getSDRs(cc string) int {
+	return int(promtest.ToFloat64(l.metrics.Requests.WithLabelValues(l.Config.Name, "0x0a", "0x23", "Get SDR", cc)))
+}
+
+// sdrWalk is the fewest Get SDR requests that read every record in
+// chunks of ipmitool's size: a header read, then the body.
+func sdrWalk(chunk int) int {
+	n := 1 + (len(types.PackMCLocator(types.MCLocatorPackOpts{Name: "bmcsim t1"}))-5+chunk-1)/chunk
+	for _, r := range sensors.Records() {
+		n += 1 + (len(r)-5+chunk-1)/chunk
+	}
+	return n
+}
+
+func TestIpmitoolSensors(t *testing.T) {
+	need(t, "ipmitool")
+	l := startLAN(t, testConfig())
+	for _, suite := range []int{17, 3} {
+		t.Run("suite"+strconv.Itoa(suite), func(t *testing.T) {
+			before, refused := l.getSDRs("0x00"), l.getSDRs("0xca")
+			out := l.mustIpmitool(t, suite, "sdr", "list")
+			// ipmitool reads a record's header, then its body in chunks
+			// of 32 bytes (ipmitool 1.8.19); a refused size makes it retry every
+			// smaller one.
+			if got, want := l.getSDRs("0x00")-before, sdrWalk(32); got != want {
+				t.Errorf("sdr list: %d Get SDR requests answered, want %d", got, want)
+			}
+			if n := l.getSDRs("0xca") - refused; n != 0 {
+				t.Errorf("sdr list: %d Get SDR requests refused with CAh", n)
+			}
+			wantMatch(t, "sdr list", out, `CPU Temp +\| 3[789] degrees C +\| ok`, `Inlet Temp +\| 2[345](\.50)? degrees C +\| ok`,
+				`Fan 1 +\| (29|30)[0-9]0 RPM +\| ok`, `Fan 2 +\| (28|29)[0-9]0 RPM +\| ok`, `PSU Input Power +\| 9[0-9] Watts +\| ok`,
+				`12V Rail +\| 12\.[01][0-9] Volts +\| ok`, `Host Power +\| 0x01 +\| ok`)
+			if strings.Contains(out, "| ns") {
+				t.Errorf("sdr list: a sensor without reading:\n%s", out)
+			}
+			wantMatch(t, "sdr elist", l.mustIpmitool(t, suite, "sdr", "elist"), `CPU Temp +\| 01h \| ok +\| +3\.0 \| 3[789] degrees C`,
+				`Inlet Temp +\| 02h \| ok +\| 55\.0 \|`, `Host Power +\| 07h \| ok +\| +7\.0 \| S0/G0: working`)
+			wantAll(t, "sdr type", l.mustIpmitool(t, suite, "sdr", "type", "Temperature"), "CPU Temp", "Inlet Temp")
+			wantMatch(t, "sensor list", l.mustIpmitool(t, suite, "sensor", "list"),
+				`Inlet Temp +\| 2[345]\.[05]00 +\| degrees C +\| ok +\| na +\| 5\.000 +\| 10\.000 +\| 40\.000 +\| 45\.000 +\| 50\.000`,
+				`12V Rail +\| 12\.[01][0-9]0 +\| Volts +\| ok +\| na +\| 10\.780 +\| 11\.410 +\| 12\.600 +\| 13\.230 +\| na`)
+			wantMatch(t, "sensor get", l.mustIpmitool(t, suite, "sensor", "get", "Inlet Temp"),
+				`Sensor Reading +: 2[345](\.500)? \(\+/- 0\) degrees C`, `Upper Critical +: 45\.000`, `Lower Critical +: 5\.000`, `Positive Hysteresis +: 2\.000`)
+			wantAll(t, "sdr -v", l.mustIpmitool(t, suite, "sdr", "-v", "list"), "Sensor ID              : Fan 1 (0x3)", "Upper critical        : 90.000", "Readable Thresholds   : unc ucr unr", "Settable Thresholds   : \n")
+		})
+	}
+}
+
+func TestFreeIPMISensors(t *testing.T) {
+	need(t, "ipmi-sensors")
+	l := startLAN(t, testConfig())
+	out := l.freeipmi(t, "ipmi-sensors", "--sdr-cache-directory="+t.TempDir(), "--output-sensor-thresholds")
+	wantMatch(t, "ipmi-sensors", out, `CPU Temp +\| Temperature +\| 3[789]\.00 +\| C +\| N/A +\| N/A +\| N/A +\| 80\.00 +\| 90\.00 +\| 95\.00 +\| 'OK'`,
+		`Inlet Temp +\| Temperature +\| 2[345]\.[05]0 +\| C +\| N/A +\| 5\.00 +\| 10\.00 +\| 40\.00 +\| 45\.00 +\| 50\.00`,
+		`Fan 1 +\| Fan +\| 29[0-9]0\.00|30[0-9]0\.00 +\| RPM`, `PSU Input Power +\| Power Supply +\| 9[0-9]\.00 +\| W`,
+		`12V Rail +\| Voltage +\| 12\.[01][0-9] +\| V`, `Host Power +\| System ACPI Power State +\| N/A .*'S0/G0'`)
+}
+
+// wantMatch checks that out matches every regular expression.
+func wantMatch(t *testing.T, what, out string, res ...string) {
+	t.Helper()
+	for _, re := range res {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("%s: output does not match %q:\n%s", what, re, out)
+		}
+	}
+}
