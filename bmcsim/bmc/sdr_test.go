@@ -81,3 +81,20 @@ func wantMatch(t *testing.T, what, out string, res ...string) {
 		}
 	}
 }
+
+// TestIpmitoolThresholdEvents: a pinned Inlet Temp past its upper
+// thresholds adds SEL entries that ipmitool sel elist names; the return
+// deasserts them.
+func TestIpmitoolThresholdEvents(t *testing.T) {
+	need(t, "ipmitool")
+	l := startLAN(t, testConfig())
+	l.Sensors().Pin(sensors.InletTemp, 48)
+	l.Sensors().Release(sensors.InletTemp)
+	for _, suite := range []int{17, 3} {
+		out := l.mustIpmitool(t, suite, "sel", "elist")
+		wantMatch(t, "sel elist", out,
+			`Temperature Inlet Temp \| Upper Non-critical going high \| Asserted \| Reading 48 > Threshold 40 degrees C`,
+			`Temperature Inlet Temp \| Upper Critical going high \| Asserted \| Reading 48 > Threshold 45 degrees C`,
+			`Upper Critical going high \| Deasserted \| Reading 2[345](\.5)? < Threshold 45 degrees C\n.*Temperature Inlet Temp \| Upper Non-critical going high \| Deasserted`)
+	}
+}

@@ -35,7 +35,10 @@ const DefaultIANA = 32473
 type File struct {
 	Metrics string `toml:"metrics"`
 	// Pprof serves Go's profiler under /debug/pprof/ on the metrics address.
-	Pprof bool     `toml:"pprof"`
+	Pprof bool `toml:"pprof"`
+	// Admin is the unix socket of the simulation control (bmcsim/admin:
+	// pin sensor readings); empty means none.
+	Admin string   `toml:"admin"`
 	BMCs  []Config `toml:"bmc"`
 }
 

@@ -287,7 +287,7 @@ func (m *Model) emit(evs []Event) {
 // thresholds (with hysteresis, in raw counts as a BMC compares) and the
 // host's power state with the last reported one, and returns the events.
 func (m *Model) evaluateLocked() []Event {
-	var evs []Event
+	var evs, off []Event
 	for i := range Defs {
 		d := &Defs[i]
 		if d.Discrete {
@@ -325,9 +325,19 @@ func (m *Model) evaluateLocked() []Event {
 				e := Event{Sensor: d, Type: 0x01, Deassert: now&bit == 0}
 				// Data 1: trigger reading in data 2, threshold in data 3.
 				e.Data = [3]byte{0x50 | EventOffset(t), raw, thr[t]}
-				evs = append(evs, e)
+				if e.Deassert {
+					off = append(off, e)
+				} else {
+					evs = append(evs, e)
+				}
 			}
 		}
+		// Returns in the order a falling (rising) reading passes them:
+		// UCR before UNC, LCR before LNC.
+		for j := len(off) - 1; j >= 0; j-- {
+			evs = append(evs, off[j])
+		}
+		off = off[:0]
 		m.asserted[i] = now
 	}
 	d, _ := Lookup(HostPower)
