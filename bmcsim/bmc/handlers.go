@@ -12,8 +12,6 @@ import (
 // ipmitool and FreeIPMI users run every day.
 func (b *BMC) registerExtras(r *handlers.Registry) {
 	b.SEL.register(r)
-	b.sdr = newSDRRepo(b)
-	b.registerSDR(r) // sdr.go
 	b.registerSOL(r)       // sol.go
 	b.registerLANConfig(r) // lanconfig.go
 	app := types.NetFnAppRequest
@@ -21,6 +19,11 @@ func (b *BMC) registerExtras(r *handlers.Registry) {
 	r.RegisterFunc(types.Command{ID: 0x41, NetFn: app, Name: "Get Channel Access"}, handleGetChannelAccess)
 	r.RegisterFunc(types.Command{ID: 0x42, NetFn: app, Name: "Get Channel Info"}, b.handleGetChannelInfo)
 	r.RegisterFunc(types.Command{ID: 0x59, NetFn: app, Name: "Get System Info Parameters"}, b.handleSystemInfo)
+
+	// Sensors, SDR repository and DCMI: sdr.go, dcmi.go.
+	b.sdr = newSDRRepo(b)
+	b.registerSDR(r)
+	b.registerDCMI(r)
 }
 
 // handleSystemInfo answers Get System Info Parameters (App 59h, §22.14a):

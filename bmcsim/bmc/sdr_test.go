@@ -98,3 +98,23 @@ func TestIpmitoolThresholdEvents(t *testing.T) {
 			`Upper Critical going high \| Deasserted \| Reading 2[345](\.5)? < Threshold 45 degrees C\n.*Temperature Inlet Temp \| Upper Non-critical going high \| Deasserted`)
 	}
 }
+
+// TestDCMIPowerReading: ipmitool dcmi power reading and FreeIPMI's
+// ipmi-dcmi --get-system-power-statistics read the PSU power model.
+func TestDCMIPowerReading(t *testing.T) {
+	need(t, "ipmitool", "ipmi-dcmi")
+	l := startLAN(t, testConfig())
+	for _, suite := range []int{17, 3} {
+		out := l.mustIpmitool(t, suite, "dcmi", "power", "reading")
+		wantMatch(t, "dcmi power reading", out, `Instantaneous power reading: +9[0-9] Watts`,
+			`Minimum during sampling period: +9[0-9] Watts`, `Maximum during sampling period: +9[0-9] Watts`,
+			`Average power reading over sample period: +9[0-9] Watts`, `Power reading state is: +activated`)
+		wantAll(t, "dcmi discover", l.mustIpmitool(t, suite, "dcmi", "discover"), "Power management available",
+			"Out-of-band primary LAN channel available", "Temperature monitor available")
+	}
+	out := l.freeipmi(t, "ipmi-dcmi", "--get-system-power-statistics")
+	wantMatch(t, "ipmi-dcmi", out, `Current Power +: 9[0-9] Watts`, `Minimum Power over sampling duration +: 9[0-9] watts`,
+		`Power Measurement +: Active`)
+	t.Log(out)
+	t.Log(l.freeipmi(t, "ipmi-dcmi", "--get-dcmi-capability-info"))
+}

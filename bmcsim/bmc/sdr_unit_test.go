@@ -2,6 +2,7 @@ package bmc
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"io"
 	"log/slog"
@@ -132,8 +133,8 @@ func TestSensorCommandCodes(t *testing.T) {
 	}
 }
 
-// FuzzSDRHandlers sends arbitrary request data to the SDR and sensor
-// commands.
+// FuzzSDRHandlers sends arbitrary request data to the SDR, sensor and
+// DCMI commands.
 func FuzzSDRHandlers(f *testing.F) {
 	for _, seed := range []struct {
 		netfn, cmd byte
@@ -141,18 +142,67 @@ func FuzzSDRHandlers(f *testing.F) {
 	}{
 		{0x0A, 0x23, "01 00 02 00 00 ff"}, {0x0A, 0x23, "01 00 ff ff 30 40"}, {0x0A, 0x22, ""}, {0x0A, 0x20, ""},
 		{0x04, 0x2D, "02"}, {0x04, 0x27, "01"}, {0x04, 0x23, "06 00"}, {0x04, 0x2B, "07"}, {0x04, 0x25, "02 ff"},
+		{0x2C, 0x01, "dc 01"}, {0x2C, 0x02, "dc 01 00 00"}, {0x2C, 0x07, "dc 01 40 00 00"},
 	} {
 		f.Add(seed.netfn, seed.cmd, testutil.MustUnhex(seed.req))
 	}
 	b, _ := offlineBMC(f)
 	f.Fuzz(func(t *testing.T, netfn, cmd byte, data []byte) {
-		nf := types.NetFnSensorEventRequest
-		if netfn&1 == 0 {
-			nf = types.NetFnStorageRequest
+		var resp []byte
+		var cc types.CompletionCode
+		switch netfn % 3 {
+		case 0:
+			resp, cc = b.call(types.NetFnSensorEventRequest, 0x20+cmd%0x10, data)
+		case 1:
+			resp, cc = b.call(types.NetFnStorageRequest, 0x20+cmd%0x10, data)
+		default:
+			resp, cc = b.call(types.NetFnGroupExtensionRequest, cmd%0x10, data)
 		}
-		resp, cc := b.call(nf, 0x20+cmd%0x10, data)
 		if cc == types.CodeOK && len(resp) > 2+255 {
 			t.Fatalf("response of %d bytes", len(resp))
 		}
 	})
+}
+
+// TestDCMICodes: DCMI requests without the group extension byte, of the
+// wrong length or for an unsupported parameter get the spec's codes.
+func TestDCMICodes(t *testing.T) {
+	b, clk := offlineBMC(t)
+	g := types.NetFnGroupExtensionRequest
+	for _, tc := range []struct {
+		name string
+		cmd  uint8
+		req  string
+		cc   types.CompletionCode
+		want string
+	}{
+		{"capabilities", 0x01, "dc 01", types.CodeOK, "dc 01 05 02 0f 01 08"},
+		{"capabilities without DCh", 0x01, "00 01", types.CodeRequestDataFieldInvalid, ""},
+		{"capability parameter 9", 0x01, "dc 09", 0x80, ""},
+		{"capabilities truncated", 0x01, "dc", types.CodeRequestDataTruncated, ""},
+		{"power reading, enhanced mode", 0x02, "dc 02 05 00", types.CodeRequestDataFieldInvalid, ""},
+		{"power reading too long", 0x02, "dc 01 00 00 00", types.CodeRequestDataLengthInvalid, ""},
+		{"power limit", 0x03, "dc 00 00", 0x80, ""},
+		{"sensor info: inlet", 0x07, "dc 01 40 00 00", types.CodeOK, "dc 01 01 03 00"},
+		{"sensor info: CPU", 0x07, "dc 01 41 00 00", types.CodeOK, "dc 01 01 02 00"},
+		{"sensor info: baseboard", 0x07, "dc 01 42 00 00", types.CodeOK, "dc 00 00"},
+		{"sensor info: not temperature", 0x07, "dc 04 40 00 00", types.CodeRequestDataFieldInvalid, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, cc := b.call(g, tc.cmd, testutil.MustUnhex(tc.req))
+			if cc != tc.cc {
+				t.Fatalf("cc %v, want %v", cc, tc.cc)
+			}
+			if tc.want != "" && hexOf(resp) != tc.want {
+				t.Errorf("response\n got %s\nwant %s", hexOf(resp), tc.want)
+			}
+		})
+	}
+	// A minute later: the period and the statistics cover it.
+	b.call(g, 0x02, testutil.MustUnhex("dc 01 00 00"))
+	*clk = clk.Add(time.Minute)
+	resp, cc := b.call(g, 0x02, testutil.MustUnhex("dc 01 00 00"))
+	if cc != types.CodeOK || len(resp) != 18 || binary.LittleEndian.Uint32(resp[13:]) != 60000 || resp[17] != 0x40 {
+		t.Errorf("power reading a minute later: % x %v", resp, cc)
+	}
 }

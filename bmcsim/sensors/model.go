@@ -65,6 +65,13 @@ type Model struct {
 	reportedOn bool     // the Host Power state of the last evaluation
 	onEvent    func(Event)
 	seed       uint32
+
+	// Power statistics (DCMI Get Power Reading) since the first read:
+	// minimum, maximum and the integral of the PSU input power, exact for
+	// the model's exponential moves between reads.
+	statStart  int64
+	pMin, pMax float32
+	pIntegral  float64 // W·s
 }
 
 // Event is a sensor event for the SEL (§29.7 event message fields).
@@ -197,6 +204,8 @@ func (m *Model) advance() []Event {
 func (m *Model) start(now int64) {
 	m.started = true
 	m.last = now
+	m.statStart = now
+	defer func() { m.pMin, m.pMax = m.val[PSUPower-1], m.val[PSUPower-1] }()
 	m.on = m.src.PowerOn()
 	m.lastCPU, m.cpuOK = m.src.CPUTime()
 	m.val[InletTemp-1] = ambient
@@ -218,6 +227,8 @@ func (m *Model) relax(dt time.Duration, on bool, load float64) {
 		k := math.Exp(-float64(dt) / float64(tau))
 		m.val[i] = float32(target + (float64(m.val[i])-target)*k)
 	}
+	p0 := float64(m.val[PSUPower-1])
+	defer func() { m.powerStats(dt, p0, on, load) }()
 	step(InletTemp-1, ambient+1.5*load, ambientTau)
 	if on {
 		step(CPUTemp-1, cpuIdle+cpuLoad*load, cpuTau)
@@ -233,6 +244,44 @@ func (m *Model) relax(dt time.Duration, on bool, load float64) {
 		step(PSUPower-1, powerOff, powerTau)
 		step(Rail12V-1, 0, railTau)
 	}
+}
+
+// powerStats adds the interval dt, in which the PSU input power moved
+// from p0 towards its target, to the power statistics.
+func (m *Model) powerStats(dt time.Duration, p0 float64, on bool, load float64) {
+	target, tau := powerOff, powerTau
+	if on {
+		target = powerIdle + powerLoad*load
+	}
+	sec, tauSec := dt.Seconds(), tau.Seconds()
+	// ∫ target + (p0-target)·e^(-t/τ) dt over [0, dt]
+	m.pIntegral += target*sec + (p0-target)*tauSec*(1-math.Exp(-sec/tauSec))
+	p1 := m.val[PSUPower-1]
+	m.pMin, m.pMax = min(m.pMin, p1), max(m.pMax, p1)
+}
+
+// PowerStats is the PSU input power as DCMI Get Power Reading reports it:
+// now, and the minimum, maximum and average since the first read over
+// period. Pinning the sensor does not change the statistics' past.
+type PowerStats struct {
+	Now, Min, Max, Avg float64
+	Period             time.Duration
+}
+
+// Power advances the model and returns the power statistics.
+func (m *Model) Power() PowerStats {
+	evs := m.advance()
+	m.mu.Lock()
+	cur := m.outputLocked(PSUPower - 1)
+	st := PowerStats{Now: cur, Min: min(float64(m.pMin), cur), Max: max(float64(m.pMax), cur),
+		Period: time.Duration(m.last - m.statStart)}
+	st.Avg = cur
+	if st.Period > 0 {
+		st.Avg = m.pIntegral / st.Period.Seconds()
+	}
+	m.mu.Unlock()
+	m.emit(evs)
+	return st
 }
 
 // Load is the host CPU load (0…1) of the last sample.
