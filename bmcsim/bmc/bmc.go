@@ -45,6 +45,7 @@ type BMC struct {
 	books   lan.Books    // login accounting, session slots, reply cache
 	console *consoleSlot // nil without a serial port
 	sdr     *sdrRepo     // sdr.go
+	boot    *bootOpts    // bootopts.go
 
 	stdChannelInfo handlers.Handler
 }
