@@ -46,6 +46,7 @@ type BMC struct {
 	console *consoleSlot // nil without a serial port
 	sdr     *sdrRepo     // sdr.go
 	boot    *bootOpts    // bootopts.go
+	std     *stdState    // stdcmds.go
 
 	stdChannelInfo handlers.Handler
 }
@@ -123,7 +124,7 @@ func New(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*BMC, error) 
 		// IPMI version is BCD with the minor digit high: 0x02 is "2.0".
 		// (go-ipmi's example server sends 0x20, which clients print as 0.2.)
 		IPMIVersion:    0x02,
-		ManufacturerID: cfg.IANA,
+		ManufacturerID: cfg.ManufacturerID,
 		ProductID:      0x0001,
 		// Chassis, SEL, SDR repository, FRU inventory.
 		AdditionalDeviceSupport: 0x8E,

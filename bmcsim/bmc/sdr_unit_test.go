@@ -32,7 +32,7 @@ func offlineBMC(t testing.TB) (*BMC, *time.Time) {
 }
 
 func (b *BMC) call(netfn types.NetFn, cmd uint8, req []byte) ([]byte, types.CompletionCode) {
-	hctx := &handlers.HandlerContext{Channel: &ipmibmc.Channel{Number: 0x0F, Medium: ipmibmc.ChannelMediumSystemIF}}
+	hctx := &handlers.HandlerContext{BMC: b.IPMI, Channel: &ipmibmc.Channel{Number: 0x0F, Medium: ipmibmc.ChannelMediumSystemIF}}
 	resp, cc, _ := b.Registry.Dispatch(context.Background(), hctx, uint8(netfn), cmd, req)
 	return resp, cc
 }

@@ -20,6 +20,11 @@ import (
 // (RFC 5612); ooblab's OEM commands carry it unless configured otherwise.
 const DefaultIANA = 32473
 
+// DefaultManufacturerID is the manufacturer Get Device ID reports unless
+// configured: 49622, the OpenBMC project's enterprise number (ipmitool and
+// FreeIPMI name it), a real one that no vendor-specific client quirk keys on.
+const DefaultManufacturerID = 49622
+
 // File is the TOML configuration of one bmcsim process: several BMCs may
 // share it.
 //
@@ -85,6 +90,9 @@ type Config struct {
 	FaultHooks bool `toml:"fault_hooks"`
 	// IANA is the enterprise number of the OEM queue commands.
 	IANA uint32 `toml:"iana"`
+	// ManufacturerID is the IANA enterprise number Get Device ID reports
+	// (default DefaultManufacturerID).
+	ManufacturerID uint32 `toml:"manufacturer_id"`
 
 	Users []User `toml:"user"`
 
@@ -287,6 +295,12 @@ func (c *Config) Normalize() error {
 	}
 	if c.IANA > 0xFFFFFF {
 		return fmt.Errorf("bmc %s: IANA number %d does not fit 3 bytes", c.Name, c.IANA)
+	}
+	if c.ManufacturerID == 0 {
+		c.ManufacturerID = DefaultManufacturerID
+	}
+	if c.ManufacturerID > 0xFFFFF {
+		return fmt.Errorf("bmc %s: manufacturer_id %d does not fit 20 bits", c.Name, c.ManufacturerID)
 	}
 	if len(c.CipherSuites) == 0 {
 		c.CipherSuites = []int{17, 3}
