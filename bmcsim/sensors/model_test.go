@@ -276,3 +276,49 @@ func BenchmarkFleetModels(b *testing.B) {
 		runtime.KeepAlive(ms)
 	}
 }
+
+// TestModelFollowsRealProcess: with a pidfile naming this test process,
+// the model's load is the process's CPU share as getrusage(2) measures it
+// over the same interval (a busy goroutine makes it non-zero; how much CPU
+// it gets depends on the machine's load).
+func TestModelFollowsRealProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: spends 2 s of CPU")
+	}
+	path := t.TempDir() + "/qemu.pid"
+	if err := writeFile(path, pidString()); err != nil {
+		t.Fatal(err)
+	}
+	m := NewModel(&procHost{pid: &PidFile{Path: path}}, 1, nil)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { // one CPU busy
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	var cpu [2]time.Duration
+	var wall [2]time.Time
+	for i := 0; i < 2; i++ {
+		if i > 0 {
+			// Measuring CPU use needs time to pass: a sample per SampleEvery.
+			time.Sleep(SampleEvery + 100*time.Millisecond)
+		}
+		value(t, m, CPUTemp)
+		cpu[i], wall[i] = rusage(t), time.Now()
+	}
+	want := float64(cpu[1]-cpu[0]) / float64(wall[1].Sub(wall[0]))
+	if l := m.Load(); l < 0.01 || l > want+0.15 || l < want-0.15 {
+		t.Errorf("load %.3f from /proc, getrusage says %.3f", l, want)
+	}
+}
+
+type procHost struct{ pid *PidFile }
+
+func (procHost) PowerOn() bool                     { return true }
+func (h *procHost) CPUTime() (time.Duration, bool) { return h.pid.CPUTime() }
