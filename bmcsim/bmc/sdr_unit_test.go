@@ -6,9 +6,12 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	ipmibmc "github.com/bougou/go-ipmi/pkg/bmc"
 	"github.com/bougou/go-ipmi/pkg/handlers"
@@ -204,5 +207,35 @@ func TestDCMICodes(t *testing.T) {
 	resp, cc := b.call(g, 0x02, testutil.MustUnhex("dc 01 00 00"))
 	if cc != types.CodeOK || len(resp) != 18 || binary.LittleEndian.Uint32(resp[13:]) != 60000 || resp[17] != 0x40 {
 		t.Errorf("power reading a minute later: % x %v", resp, cc)
+	}
+}
+
+// BenchmarkFleetBMCs is the heap of 1,000 BMCs (bmc.New, no LAN socket)
+// whose sensors were each read once, and of their sensor state alone
+// (SDR repository, model, boot options, the standard commands' state).
+func BenchmarkFleetBMCs(b *testing.B) {
+	const n = 1000
+	log := slog.New(slog.DiscardHandler)
+	for i := 0; i < b.N; i++ {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		bs := make([]*BMC, n)
+		for j := range bs {
+			cfg := testConfig()
+			cfg.Name = "h-" + strconv.Itoa(j)
+			x, err := New(cfg, log, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			x.Sensors().Read(sensors.CPUTemp)
+			bs[j] = x
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/BMC")
+		own := unsafe.Sizeof(sdrRepo{}) + unsafe.Sizeof(sensors.Model{}) + unsafe.Sizeof(bootOpts{}) + unsafe.Sizeof(stdState{})
+		b.ReportMetric(float64(own), "sensor-state-bytes/BMC")
+		runtime.KeepAlive(bs)
 	}
 }
