@@ -27,9 +27,10 @@ import (
 //	6  boot initiator info          9
 //	7  boot initiator mailbox       1+16 (set selector, block)
 //
-// A once-only boot (valid, not persistent) applies to the next power on,
-// power cycle or hard reset the BMC performs: that clears its valid bit,
-// as does a minute without one (unless parameter 3 bit 3 is set).
+// A once-only boot (valid, not persistent) applies to the next boot: a
+// power on, power cycle or hard reset the BMC performs, or a reset of the
+// host's own (HostReset) clears its valid bit, as does a minute without
+// one (unless parameter 3 bit 3 is set).
 type bootOpts struct {
 	mu         sync.Mutex
 	inProgress byte      // parameter 0, bits 1:0
@@ -166,6 +167,11 @@ func (o *bootOpts) booted() {
 		f[0] &^= bootFlagValid
 	}
 }
+
+// HostReset tells the BMC the host reset itself (QEMU reports every system
+// reset over the system interface): the boot it starts uses a once-only
+// boot device, as one the BMC started does.
+func (b *BMC) HostReset() { b.boot.booted() }
 
 // BootFlags returns boot options parameter 5 as set (5 bytes).
 func (b *BMC) BootFlags() []byte {

@@ -94,6 +94,17 @@ func TestBootOptionsCodes(t *testing.T) {
 	if got := hexOf(b.BootFlags()); got != "00 04 00 00 00" {
 		t.Errorf("after 61 s: %s, want the valid bit cleared", got)
 	}
+	// The host's own reset uses a once-only boot; a persistent one stays.
+	b.call(ch, 0x08, testutil.MustUnhex("05 a0 04 00 00 00"))
+	b.HostReset()
+	if got := hexOf(b.BootFlags()); got != "20 04 00 00 00" {
+		t.Errorf("after the host's reset: %s, want the valid bit cleared", got)
+	}
+	b.call(ch, 0x08, testutil.MustUnhex("05 e0 04 00 00 00"))
+	b.HostReset()
+	if got := hexOf(b.BootFlags()); got != "e0 04 00 00 00" {
+		t.Errorf("persistent after the host's reset: %s", got)
+	}
 	// An abandoned "set in progress" ends after a minute.
 	b.call(ch, 0x08, testutil.MustUnhex("00 01"))
 	now = now.Add(2 * time.Minute)
