@@ -105,9 +105,13 @@ func New(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*BMC, error) 
 		}))
 	}
 	if fru := h.Storage().FRU(); fru != nil {
-		if data, err := types.PackFRU(types.FRUPackConfig{Product: &types.FRUPackProduct{
-			Manufacturer: "ooblab", Name: "bmcsim", Version: "1", Serial: cfg.Name,
-		}}); err == nil {
+		// Chassis, board and product areas, as inventory tools read them.
+		if data, err := types.PackFRU(types.FRUPackConfig{
+			Chassis: &types.FRUPackChassis{Type: 0x17, PartNumber: "OOB-C1", Serial: cfg.Name}, // rack mount chassis
+			Board: &types.FRUPackBoard{MfgDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC), Mfg: "ooblab",
+				Product: "bmcsim board", Serial: cfg.Name, PartNumber: "OOB-B1"},
+			Product: &types.FRUPackProduct{Manufacturer: "ooblab", Name: "bmcsim", Version: "1", Serial: cfg.Name},
+		}); err == nil {
 			_ = fru.Write(context.Background(), 0, data)
 		}
 	}

@@ -136,3 +136,14 @@ func TestCommandTable(t *testing.T) {
 		t.Errorf("C1h answers counted: %v, want 1", n)
 	}
 }
+
+// TestFRUAreas: ipmitool and FreeIPMI read the chassis, board and product
+// areas.
+func TestFRUAreas(t *testing.T) {
+	need(t, "ipmitool", "ipmi-fru")
+	l := startLAN(t, testConfig())
+	wantMatch(t, "fru print", l.mustIpmitool(t, 17, "fru", "print", "0"), `Chassis Type +: Rack Mount Chassis`,
+		`Board Mfg +: ooblab`, `Board Product +: bmcsim board`, `Board Serial +: t1`, `Product Manufacturer +: ooblab`, `Product Serial +: t1`)
+	wantMatch(t, "ipmi-fru", l.freeipmi(t, "ipmi-fru", "--sdr-cache-directory="+t.TempDir()),
+		`Board Manufacturer: ooblab`, `Product Name: bmcsim`)
+}
