@@ -70,6 +70,15 @@ func TestFreeIPMISensors(t *testing.T) {
 		`Inlet Temp +\| Temperature +\| 2[345]\.[05]0 +\| C +\| N/A +\| 5\.00 +\| 10\.00 +\| 40\.00 +\| 45\.00 +\| 50\.00`,
 		`Fan 1 +\| Fan +\| 29[0-9]0\.00|30[0-9]0\.00 +\| RPM`, `PSU Input Power +\| Power Supply +\| 9[0-9]\.00 +\| W`,
 		`12V Rail +\| Voltage +\| 12\.[01][0-9] +\| V`, `Host Power +\| System ACPI Power State +\| N/A .*'S0/G0'`)
+	// ipmimonitoring (FreeIPMI's monitoring output) interprets each
+	// reading against the thresholds: all nominal.
+	mon := l.freeipmi(t, "ipmimonitoring", "--sdr-cache-directory="+t.TempDir())
+	wantMatch(t, "ipmimonitoring", mon, `CPU Temp +\| Temperature +\| Nominal`, `Inlet Temp +\| Temperature +\| Nominal`,
+		`Fan 1 +\| Fan +\| Nominal`, `PSU Input Power +\| Power Supply +\| Nominal`, `12V Rail +\| Voltage +\| Nominal`)
+	// A pinned reading past UCR is Critical.
+	l.Sensors().Pin(sensors.InletTemp, 48)
+	wantMatch(t, "ipmimonitoring, Inlet Temp pinned at 48", l.freeipmi(t, "ipmimonitoring", "--sdr-cache-directory="+t.TempDir()),
+		`Inlet Temp +\| Temperature +\| Critical +\| 48\.00`)
 }
 
 // wantMatch checks that out matches every regular expression.
