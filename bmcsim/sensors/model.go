@@ -52,6 +52,7 @@ type Model struct {
 	now func() time.Time
 
 	started    bool
+	sampling   bool  // a reader is asking the Source, without the lock
 	last       int64 // UnixNano of the last advance
 	lastCPU    time.Duration
 	cpuOK      bool
@@ -175,19 +176,26 @@ func (m *Model) noise(i uint8) float64 {
 func (m *Model) advance() []Event {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now().UnixNano()
 	if !m.started {
-		m.start(now)
+		// The first read samples under the lock: every reader needs it.
+		m.start(m.now().UnixNano())
 		return m.evaluateLocked()
 	}
-	dt := time.Duration(now - m.last)
-	if dt < SampleEvery {
-		return nil
+	if m.sampling || time.Duration(m.now().UnixNano()-m.last) < SampleEvery {
+		return nil // the last sample stands (another reader is taking the next)
 	}
+	// Sample without the lock: the power state may cost a QMP round trip
+	// (up to 300 ms), which concurrent reads need not wait for.
+	m.sampling = true
+	m.mu.Unlock()
 	on := m.src.PowerOn()
 	cpu, ok := m.src.CPUTime()
+	m.mu.Lock()
+	m.sampling = false
+	now := m.now().UnixNano()
+	dt := time.Duration(now - m.last)
 	var load float64
-	if ok && m.cpuOK && cpu >= m.lastCPU {
+	if ok && m.cpuOK && cpu >= m.lastCPU && dt > 0 {
 		load = min(1, float64(cpu-m.lastCPU)/float64(dt))
 	}
 	if !on {

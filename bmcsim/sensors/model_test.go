@@ -322,3 +322,43 @@ type procHost struct{ pid *PidFile }
 
 func (procHost) PowerOn() bool                     { return true }
 func (h *procHost) CPUTime() (time.Duration, bool) { return h.pid.CPUTime() }
+
+// slowHost is a Source whose PowerOn blocks until released (a QMP query
+// to a busy QEMU).
+type slowHost struct {
+	entered, release chan struct{}
+	calls            int
+}
+
+func (h *slowHost) PowerOn() bool {
+	h.calls++
+	if h.calls > 1 { // the first read's sample passes
+		h.entered <- struct{}{}
+		<-h.release
+	}
+	return true
+}
+func (h *slowHost) CPUTime() (time.Duration, bool) { return 0, false }
+
+// TestSlowSourceDoesNotBlockReads: while one reader waits for the host,
+// other reads answer from the last sample.
+func TestSlowSourceDoesNotBlockReads(t *testing.T) {
+	h := &slowHost{entered: make(chan struct{}), release: make(chan struct{})}
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	m := NewModel(h, 1, nil)
+	m.SetClock(c.now)
+	m.Read(CPUTemp)
+	c.step(2 * SampleEvery)
+	first := make(chan struct{})
+	go func() { m.Read(CPUTemp); close(first) }()
+	<-h.entered // the first reader is asking the host
+	done := make(chan struct{})
+	go func() { m.Read(Fan1); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a read waited for another reader's host query")
+	}
+	close(h.release)
+	<-first
+}
