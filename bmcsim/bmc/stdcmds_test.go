@@ -147,3 +147,30 @@ func TestFRUAreas(t *testing.T) {
 	wantMatch(t, "ipmi-fru", l.freeipmi(t, "ipmi-fru", "--sdr-cache-directory="+t.TempDir()),
 		`Board Manufacturer: ooblab`, `Product Name: bmcsim`)
 }
+
+// FuzzStdCommands sends arbitrary requests to the standard commands of
+// stdcmds.go.
+func FuzzStdCommands(f *testing.F) {
+	cmds := []struct {
+		netfn types.NetFn
+		cmd   uint8
+	}{
+		{types.NetFnAppRequest, 0x02}, {types.NetFnAppRequest, 0x06}, {types.NetFnAppRequest, 0x07},
+		{types.NetFnAppRequest, 0x2E}, {types.NetFnAppRequest, 0x30}, {types.NetFnAppRequest, 0x43},
+		{types.NetFnAppRequest, 0x44}, {types.NetFnAppRequest, 0x45}, {types.NetFnAppRequest, 0x46},
+		{types.NetFnAppRequest, 0x47}, {types.NetFnSensorEventRequest, 0x00}, {types.NetFnSensorEventRequest, 0x11},
+		{types.NetFnSensorEventRequest, 0x12}, {types.NetFnSensorEventRequest, 0x13}, {types.NetFnSensorEventRequest, 0x14},
+		{types.NetFnChassisRequest, 0x0F},
+	}
+	for i, seed := range []string{"", "01 03", "05 01", "81 00 00", "09 6e 65 77 00 00 00 00 00 00 00 00 00 00 00 00 00", "01 02 00"} {
+		f.Add(byte(i), testutil.MustUnhex(seed))
+	}
+	b, _ := offlineBMC(f)
+	f.Fuzz(func(t *testing.T, which byte, data []byte) {
+		c := cmds[int(which)%len(cmds)]
+		resp, cc := b.call(c.netfn, c.cmd, data)
+		if cc == types.CodeOK && c.cmd == 0x46 && c.netfn == types.NetFnAppRequest && len(resp) != 16 {
+			t.Fatalf("user name of %d bytes", len(resp))
+		}
+	})
+}
