@@ -65,6 +65,7 @@ func TestIpmitoolSensors(t *testing.T) {
 func TestFreeIPMISensors(t *testing.T) {
 	need(t, "ipmi-sensors")
 	l := startLAN(t, testConfig())
+	wantAll(t, "ipmi-sensors, suite 3", l.freeipmi(t, "ipmi-sensors", "--cipher-suite-id=3", "--sdr-cache-directory="+t.TempDir()), "Inlet Temp")
 	out := l.freeipmi(t, "ipmi-sensors", "--sdr-cache-directory="+t.TempDir(), "--output-sensor-thresholds")
 	wantMatch(t, "ipmi-sensors", out, `CPU Temp +\| Temperature +\| 3[789]\.00 +\| C +\| N/A +\| N/A +\| N/A +\| 80\.00 +\| 90\.00 +\| 95\.00 +\| 'OK'`,
 		`Inlet Temp +\| Temperature +\| 2[345]\.[05]0 +\| C +\| N/A +\| 5\.00 +\| 10\.00 +\| 40\.00 +\| 45\.00 +\| 50\.00`,
@@ -121,6 +122,8 @@ func TestDCMIPowerReading(t *testing.T) {
 		wantAll(t, "dcmi discover", l.mustIpmitool(t, suite, "dcmi", "discover"), "Power management available",
 			"Out-of-band primary LAN channel available", "Temperature monitor available")
 	}
+	// Suite 3 too (a later --cipher-suite-id wins over the helper's 17).
+	wantMatch(t, "ipmi-dcmi -I 3", l.freeipmi(t, "ipmi-dcmi", "--cipher-suite-id=3", "--get-system-power-statistics"), `Current Power +: 9[0-9] Watts`)
 	out := l.freeipmi(t, "ipmi-dcmi", "--get-system-power-statistics")
 	wantMatch(t, "ipmi-dcmi", out, `Current Power +: 9[0-9] Watts`, `Minimum Power over sampling duration +: 9[0-9] watts`,
 		`Power Measurement +: Active`)
