@@ -19,6 +19,7 @@ import (
 //	Get Power Reading (02h)           rq: DC 01 00 00     rs: DC cur(2) min(2) max(2) avg(2) time(4) period_ms(4) state(1)
 //	Get Power Limit (03h)             rs: 80h (no power limit is set)
 //	Get DCMI Sensor Info (07h)        rq: DC 01 entity instance start  rs: DC total n record_ids(2 each)
+//	Get Temperature Readings (10h)    rq: DC 01 entity instance start  rs: DC total n (temp instance)…
 //
 // The power figures come from the PSU Input Power sensor's model
 // (bmcsim/sensors): statistics since the BMC's first sensor read.
@@ -36,6 +37,7 @@ func (b *BMC) registerDCMI(r *handlers.Registry) {
 	r.RegisterFunc(types.Command{ID: 0x02, NetFn: g, Name: "Get Power Reading"}, b.handlePowerReading)
 	r.RegisterFunc(types.Command{ID: 0x03, NetFn: g, Name: "Get Power Limit"}, handlePowerLimit)
 	r.RegisterFunc(types.Command{ID: 0x07, NetFn: g, Name: "Get DCMI Sensor Info"}, handleDCMISensorInfo)
+	r.RegisterFunc(types.Command{ID: 0x10, NetFn: g, Name: "Get Temperature Readings"}, b.handleTempReadings)
 }
 
 // dcmiRequest checks the group extension byte and the length.
@@ -150,4 +152,31 @@ func handleDCMISensorInfo(_ context.Context, _ *handlers.HandlerContext, req []b
 	}
 	// Record ID of sensor n is n+1 (record 1 is the BMC's locator).
 	return []byte{dcmiGroup, 1, 1, n + 1, 0}, types.CodeOK, nil
+}
+
+// handleTempReadings answers Get Temperature Readings (DCMI §6.7.3): the
+// inlet (40h) and CPU (41h) temperatures, one instance each, in whole
+// degrees, sign in bit 7; the baseboard (42h) has none.
+func (b *BMC) handleTempReadings(_ context.Context, _ *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
+	if cc := dcmiRequest(req, 5); cc != types.CodeOK {
+		return nil, cc, nil
+	}
+	if req[1] != byte(types.SensorTypeTemperature) {
+		return nil, types.CodeRequestDataFieldInvalid, nil
+	}
+	n, ok := dcmiEntities[req[2]]
+	if !ok {
+		return []byte{dcmiGroup, 0, 0}, types.CodeOK, nil
+	}
+	instance, start := req[3], req[4]
+	if instance > 1 || (instance == 0 && start > 1) {
+		return []byte{dcmiGroup, 1, 0}, types.CodeOK, nil
+	}
+	r, _ := b.sdr.model.Read(n)
+	v := math.Round(r.Value)
+	t := byte(min(math.Abs(v), 127))
+	if v < 0 {
+		t |= 0x80
+	}
+	return []byte{dcmiGroup, 1, 1, t, 1}, types.CodeOK, nil
 }

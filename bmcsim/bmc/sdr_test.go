@@ -119,6 +119,8 @@ func TestDCMIPowerReading(t *testing.T) {
 		wantMatch(t, "dcmi power reading", out, `Instantaneous power reading: +9[0-9] Watts`,
 			`Minimum during sampling period: +9[0-9] Watts`, `Maximum during sampling period: +9[0-9] Watts`,
 			`Average power reading over sample period: +9[0-9] Watts`, `Power reading state is: +activated`)
+		wantMatch(t, "dcmi get_temp_reading", l.mustIpmitool(t, suite, "dcmi", "get_temp_reading"),
+			`Inlet air temperature\(40h\)\s+1\s+\+2[345] C`, `CPU temperature sensors\(41h\)\s+1\s+\+3[789] C`)
 		wantAll(t, "dcmi discover", l.mustIpmitool(t, suite, "dcmi", "discover"), "Power management available",
 			"Out-of-band primary LAN channel available", "Temperature monitor available")
 	}

@@ -145,7 +145,7 @@ func FuzzSDRHandlers(f *testing.F) {
 	}{
 		{0x0A, 0x23, "01 00 02 00 00 ff"}, {0x0A, 0x23, "01 00 ff ff 30 40"}, {0x0A, 0x22, ""}, {0x0A, 0x20, ""},
 		{0x04, 0x2D, "02"}, {0x04, 0x27, "01"}, {0x04, 0x23, "06 00"}, {0x04, 0x2B, "07"}, {0x04, 0x25, "02 ff"},
-		{0x2C, 0x01, "dc 01"}, {0x2C, 0x02, "dc 01 00 00"}, {0x2C, 0x07, "dc 01 40 00 00"},
+		{0x2C, 0x01, "dc 01"}, {0x2C, 0x02, "dc 01 00 00"}, {0x2C, 0x07, "dc 01 40 00 00"}, {0x2C, 0x10, "dc 01 41 00 00"},
 	} {
 		f.Add(seed.netfn, seed.cmd, testutil.MustUnhex(seed.req))
 	}
@@ -159,7 +159,7 @@ func FuzzSDRHandlers(f *testing.F) {
 		case 1:
 			resp, cc = b.call(types.NetFnStorageRequest, 0x20+cmd%0x10, data)
 		default:
-			resp, cc = b.call(types.NetFnGroupExtensionRequest, cmd%0x10, data)
+			resp, cc = b.call(types.NetFnGroupExtensionRequest, cmd%0x11, data)
 		}
 		if cc == types.CodeOK && len(resp) > 2+255 {
 			t.Fatalf("response of %d bytes", len(resp))
@@ -190,6 +190,9 @@ func TestDCMICodes(t *testing.T) {
 		{"sensor info: CPU", 0x07, "dc 01 41 00 00", types.CodeOK, "dc 01 01 02 00"},
 		{"sensor info: baseboard", 0x07, "dc 01 42 00 00", types.CodeOK, "dc 00 00"},
 		{"sensor info: not temperature", 0x07, "dc 04 40 00 00", types.CodeRequestDataFieldInvalid, ""},
+		{"temperature: baseboard", 0x10, "dc 01 42 00 00", types.CodeOK, "dc 00 00"},
+		{"temperature: instance 2", 0x10, "dc 01 40 02 00", types.CodeOK, "dc 01 00"},
+		{"temperature: truncated", 0x10, "dc 01 40", types.CodeRequestDataTruncated, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, cc := b.call(g, tc.cmd, testutil.MustUnhex(tc.req))
