@@ -121,7 +121,7 @@ func run(n int, useSim, useQEMU bool, keep, jsonOut string, timeout time.Duratio
 	if err := b.PutReadRecord(ctx); err != nil {
 		return fmt.Errorf("bmcsim: the oemread-240 record: %w", err)
 	}
-	bmcs := []*bmcRow{{name: "bmcsim", dev: kcsguest.Extern(b.Port), mfr: b.Sim.Config.IANA}}
+	bmcs := []*bmcRow{{name: "bmcsim", dev: kcsguest.Extern(b.Port), mfr: b.Sim.Config.ManufacturerID}}
 
 	if useSim {
 		if p, err := exec.LookPath("ipmi_sim"); err != nil {

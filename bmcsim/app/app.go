@@ -23,6 +23,7 @@ import (
 	"github.com/ooblab/ooblab/bmcsim/config"
 	"github.com/ooblab/ooblab/bmcsim/kcs"
 	"github.com/ooblab/ooblab/bmcsim/metrics"
+	"github.com/ooblab/ooblab/bmcsim/sensors"
 	"github.com/ooblab/ooblab/internal/oem"
 )
 
@@ -37,6 +38,7 @@ func Run(ctx context.Context, f *config.File, log *slog.Logger) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	names := map[string]bool{}
+	models := map[string]*sensors.Model{} // admin.go
 	for i := range f.BMCs {
 		if n := f.BMCs[i].Name; n != "" && names[n] {
 			return fmt.Errorf("two BMCs named %q", n)
@@ -47,10 +49,16 @@ func Run(ctx context.Context, f *config.File, log *slog.Logger) error {
 		}
 		defer h.Close()
 		names[h.BMC.Config.Name] = true
+		models[h.BMC.Config.Name] = h.BMC.Sensors()
 		g.Go(func() error { return h.Serve(ctx) })
 	}
 	if f.Metrics != "" {
 		if err := serveMetrics(ctx, g, f, reg, log); err != nil {
+			return err
+		}
+	}
+	if f.Admin != "" {
+		if err := serveAdmin(ctx, g, f.Admin, models, log); err != nil {
 			return err
 		}
 	}

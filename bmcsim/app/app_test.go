@@ -138,4 +138,15 @@ func TestProcessQueueNotifyAndPower(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("GRACEFUL_SHUTDOWN never reached QEMU's side")
 	}
+	// power diag: an NMI (QMP inject-nmi with a monitor, the chardev's
+	// SEND_NMI without; was C9h).
+	ipmitool("chassis", "power", "diag")
+	select {
+	case op := <-host.Controls():
+		if uint8(op) != uint8(vmcodec.OpSendNMI) {
+			t.Fatalf("QEMU got %v, want SEND_NMI", op)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("SEND_NMI never reached QEMU's side")
+	}
 }

@@ -197,6 +197,7 @@ func (h *Host) listenKCS(n *notifier) error {
 	q := h.Queues
 	srv := kcs.New(b.IPMI, b.Registry, log, append(opts,
 		kcs.WithAdminCommands(b.Config.SystemInterfaceAdmin),
+		kcs.WithOnGuestReset(b.HostReset), // a reboot uses a once-only boot device
 		kcs.WithOnRequest(func(netfn, cmd, cc uint8) {
 			log.Debug("system interface request", "netfn", netfn, "cmd", cmd, "cc", cc)
 		}),

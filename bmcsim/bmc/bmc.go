@@ -44,6 +44,9 @@ type BMC struct {
 	guard   *lan.Guard
 	books   lan.Books    // login accounting, session slots, reply cache
 	console *consoleSlot // nil without a serial port
+	sdr     *sdrRepo     // sdr.go
+	boot    *bootOpts    // bootopts.go
+	std     *stdState    // stdcmds.go
 
 	stdChannelInfo handlers.Handler
 }
@@ -102,9 +105,13 @@ func New(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*BMC, error) 
 		}))
 	}
 	if fru := h.Storage().FRU(); fru != nil {
-		if data, err := types.PackFRU(types.FRUPackConfig{Product: &types.FRUPackProduct{
-			Manufacturer: "ooblab", Name: "bmcsim", Version: "1", Serial: cfg.Name,
-		}}); err == nil {
+		// Chassis, board and product areas, as inventory tools read them.
+		if data, err := types.PackFRU(types.FRUPackConfig{
+			Chassis: &types.FRUPackChassis{Type: 0x17, PartNumber: "OOB-C1", Serial: cfg.Name}, // rack mount chassis
+			Board: &types.FRUPackBoard{MfgDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC), Mfg: "ooblab",
+				Product: "bmcsim board", Serial: cfg.Name, PartNumber: "OOB-B1"},
+			Product: &types.FRUPackProduct{Manufacturer: "ooblab", Name: "bmcsim", Version: "1", Serial: cfg.Name},
+		}); err == nil {
 			_ = fru.Write(context.Background(), 0, data)
 		}
 	}
@@ -121,7 +128,7 @@ func New(cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*BMC, error) 
 		// IPMI version is BCD with the minor digit high: 0x02 is "2.0".
 		// (go-ipmi's example server sends 0x20, which clients print as 0.2.)
 		IPMIVersion:    0x02,
-		ManufacturerID: cfg.IANA,
+		ManufacturerID: cfg.ManufacturerID,
 		ProductID:      0x0001,
 		// Chassis, SEL, SDR repository, FRU inventory.
 		AdditionalDeviceSupport: 0x8E,

@@ -19,6 +19,15 @@ func (b *BMC) registerExtras(r *handlers.Registry) {
 	r.RegisterFunc(types.Command{ID: 0x41, NetFn: app, Name: "Get Channel Access"}, handleGetChannelAccess)
 	r.RegisterFunc(types.Command{ID: 0x42, NetFn: app, Name: "Get Channel Info"}, b.handleGetChannelInfo)
 	r.RegisterFunc(types.Command{ID: 0x59, NetFn: app, Name: "Get System Info Parameters"}, b.handleSystemInfo)
+
+	// Sensors, SDR repository, DCMI, boot options and chassis control,
+	// the other standard commands: sdr.go, dcmi.go, bootopts.go, stdcmds.go.
+	b.sdr = newSDRRepo(b)
+	b.registerSDR(r)
+	b.registerDCMI(r)
+	b.boot = newBootOpts()
+	b.registerBootOptions(r)
+	b.registerStd(r)
 }
 
 // handleSystemInfo answers Get System Info Parameters (App 59h, §22.14a):

@@ -111,7 +111,7 @@ func TestIpmitoolEverydayCommands(t *testing.T) {
 				args []string
 				want []string
 			}{
-				{[]string{"mc", "info"}, []string{"IPMI Version              : 2.0", "Manufacturer ID           : 32473", "Chassis Device", "SEL Device"}},
+				{[]string{"mc", "info"}, []string{"IPMI Version              : 2.0", "Manufacturer ID           : 49622", "Chassis Device", "SEL Device"}},
 				{[]string{"mc", "guid"}, []string{"System GUID"}},
 				{[]string{"mc", "selftest"}, []string{"Selftest: passed"}},
 				{[]string{"chassis", "status"}, []string{"System Power         : on"}},
@@ -199,7 +199,7 @@ func TestFreeIPMITools(t *testing.T) {
 	wantAll(t, "ipmi-sel", l.freeipmi(t, "ipmi-sel", "--sdr-cache-recreate"), "OEM")
 	wantAll(t, "ipmi-sel info", l.freeipmi(t, "ipmi-sel", "--info"), "Number of log entries                  : 1")
 	l.freeipmi(t, "ipmi-sel", "--clear")
-	wantAll(t, "ipmi-raw", l.freeipmi(t, "ipmi-raw", "0", "6", "1"), "rcvd: 01 00 20 01 01 00 02 8E D9 7E 00")
+	wantAll(t, "ipmi-raw", l.freeipmi(t, "ipmi-raw", "0", "6", "1"), "rcvd: 01 00 20 01 01 00 02 8E D6 C1 00")
 }
 
 func TestRefusedLogins(t *testing.T) {

@@ -20,6 +20,11 @@ import (
 // (RFC 5612); ooblab's OEM commands carry it unless configured otherwise.
 const DefaultIANA = 32473
 
+// DefaultManufacturerID is the manufacturer Get Device ID reports unless
+// configured: 49622, the OpenBMC project's enterprise number (ipmitool and
+// FreeIPMI name it), a real one that no vendor-specific client quirk keys on.
+const DefaultManufacturerID = 49622
+
 // File is the TOML configuration of one bmcsim process: several BMCs may
 // share it.
 //
@@ -35,7 +40,10 @@ const DefaultIANA = 32473
 type File struct {
 	Metrics string `toml:"metrics"`
 	// Pprof serves Go's profiler under /debug/pprof/ on the metrics address.
-	Pprof bool     `toml:"pprof"`
+	Pprof bool `toml:"pprof"`
+	// Admin is the unix socket of the simulation control (bmcsim/admin:
+	// pin sensor readings); empty means none.
+	Admin string   `toml:"admin"`
 	BMCs  []Config `toml:"bmc"`
 }
 
@@ -51,6 +59,10 @@ type Config struct {
 	// with it chassis power on works (system_reset + cont) and the power
 	// state is read from QEMU. Without it power follows the KCS connection.
 	QMP string `toml:"qmp"`
+	// QEMUPidFile is the managed system's QEMU -pidfile: its sensors
+	// (bmcsim/sensors) follow that process's CPU use. Without it they
+	// follow the power state alone.
+	QEMUPidFile string `toml:"qemu_pidfile"`
 	// Serial is the TCP address QEMU's serial chardev (ttyS0) connects to,
 	// carried as Serial-over-LAN (bmcsim/sol); empty means no SOL.
 	Serial string `toml:"serial"`
@@ -78,6 +90,9 @@ type Config struct {
 	FaultHooks bool `toml:"fault_hooks"`
 	// IANA is the enterprise number of the OEM queue commands.
 	IANA uint32 `toml:"iana"`
+	// ManufacturerID is the IANA enterprise number Get Device ID reports
+	// (default DefaultManufacturerID).
+	ManufacturerID uint32 `toml:"manufacturer_id"`
 
 	Users []User `toml:"user"`
 
@@ -280,6 +295,12 @@ func (c *Config) Normalize() error {
 	}
 	if c.IANA > 0xFFFFFF {
 		return fmt.Errorf("bmc %s: IANA number %d does not fit 3 bytes", c.Name, c.IANA)
+	}
+	if c.ManufacturerID == 0 {
+		c.ManufacturerID = DefaultManufacturerID
+	}
+	if c.ManufacturerID > 0xFFFFF {
+		return fmt.Errorf("bmc %s: manufacturer_id %d does not fit 20 bits", c.Name, c.ManufacturerID)
 	}
 	if len(c.CipherSuites) == 0 {
 		c.CipherSuites = []int{17, 3}

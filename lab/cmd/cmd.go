@@ -42,7 +42,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	root.PersistentFlags().StringVar(&e.dir, "dir", ctl.Dir(), "lab state folder ($OOBLAB_LAB_DIR)")
 	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "log progress and debug detail")
-	root.AddCommand(e.up(), e.down(), e.status(), e.link(false), e.link(true), e.console(), e.exec(), e.logs(), e.sim(), e.signal(), e.restart(), e.ui(), e.demo())
+	root.AddCommand(e.up(), e.down(), e.status(), e.link(false), e.link(true), e.console(), e.exec(), e.logs(), e.sim(), e.signal(), e.restart(), e.ui(), e.demo(), e.sensor())
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

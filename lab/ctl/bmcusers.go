@@ -37,8 +37,10 @@ kcs = %q
 serial = %q
 state = %q
 qmp = %q
+qemu_pidfile = %q
 fault_hooks = true
-`, hs.Name, hs.BMCLAN, hs.BMCKCS, hs.BMCSerial, filepath.Join(hdir, "bmc-state"), filepath.Join(hs.RunDir, "qmp-bmc.sock"))
+`, hs.Name, hs.BMCLAN, hs.BMCKCS, hs.BMCSerial, filepath.Join(hdir, "bmc-state"), filepath.Join(hs.RunDir, "qmp-bmc.sock"),
+		filepath.Join(hs.RunDir, "qemu.pid"))
 	for _, u := range labBMCUsers {
 		fmt.Fprintf(&b, `[[bmc.user]]
 name = %q

@@ -10,6 +10,7 @@
 //	operator.key          the operator's TOTP key (otpauth URI), 0600
 //	bmcsim.toml           the BMCs of the bmcsim process
 //	bmcsim.log, bmcsim.pid
+//	bmcsim-admin.sock     bmcsim's simulation control (bin/lab sensor), 0600
 //	tls/ca.pem            the lab CA: signs each hvagent certificate (naming
 //	                      that host only) and each principal's client certificate
 //	principals/NAME.key   principal NAME's Ed25519 key (signs requests, TLS), 0600

@@ -165,7 +165,7 @@ func (u *upRun) writeConfig(ctx context.Context) error {
 	inv := &inventory.Inventory{Principal: "vms", Credentials: creds,
 		Operators: []inventory.Operator{{Name: "ops", SecretFile: "operator.key"}}}
 	var bmcToml strings.Builder
-	fmt.Fprintf(&bmcToml, "# written by lab up\nmetrics = \"127.0.0.1:%d\"\n", u.o.BasePort+3000)
+	fmt.Fprintf(&bmcToml, "# written by lab up\nmetrics = \"127.0.0.1:%d\"\nadmin = %q\n", u.o.BasePort+3000, AdminSocket(u.o.Dir))
 	for i := 1; i <= u.o.Hosts; i++ {
 		name := "h" + strconv.Itoa(i)
 		hdir := filepath.Join(u.o.Dir, name)

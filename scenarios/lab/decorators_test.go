@@ -39,4 +39,8 @@ var (
 	// that is SIGKILLed mid-run (loss_test.go); they need no lab. `make
 	// soak` runs them at 10,000 messages.
 	Loss = Label("loss")
+	// Sensors specs check the BMC's sensors follow the host (issue 23):
+	// load raises CPU temperature and power; a pinned reading past a
+	// threshold is a SEL entry.
+	Sensors = Label("sensors")
 )

@@ -56,7 +56,7 @@ var _ = Describe("The KCS path in a real guest", KCSGuest, Serial, func() {
 			return l
 		}
 		devid := kcsguest.ParseFields(expect("KCSGUEST-DEVID", 2*time.Minute))
-		Expect(devid).To(HaveKeyWithValue("mfr", "32473"), "guest's Get Device ID")
+		Expect(devid).To(HaveKeyWithValue("mfr", "49622"), "guest's Get Device ID")
 		Expect(devid).To(HaveKeyWithValue("ipmi", "0x02"), "guest's Get Device ID")
 		expect("KCSGUEST-READY", 30*time.Second)
 		GinkgoWriter.Printf("guest ready %v after QEMU start; IRQ enabled by the driver: %v\n", time.Since(g.Started).Round(time.Millisecond), b.KCS.IRQEnabled())
