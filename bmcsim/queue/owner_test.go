@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -199,5 +200,41 @@ func BenchmarkRoundTripBound(b *testing.B) {
 			b.Fatalf("read 2: %#02x %+v", uint8(cc), a)
 		}
 		bb.readFor(vms, id, ackOf(a.Record))
+	}
+}
+
+// TestFollowerKeepsItsBinding: a follower of the alert log keeps its
+// cursor for FollowerTTL (24 h), and its binding with it: another user
+// naming the id of a follower paused past the reader TTL is refused
+// (0xD4); it neither takes the cursor over nor acknowledges alerts the
+// paused follower has not read. The follower resumes where it was.
+func TestFollowerKeepsItsBinding(t *testing.T) {
+	b := newBench(t, Options{ReaderTTL: time.Minute})
+	q := b.qs.Queue2()
+	const id = 0xF0
+	q.Write(to(0, 1, "alert"))
+	q.Write(to(0, 2, "alert"))
+	r, ok, err := q.ReadAs("vms", id, true, nil)
+	if err != nil || !ok || r.MsgID != 1 {
+		t.Fatalf("vms follows: %v %v %v", r, ok, err)
+	}
+	if _, _, err := q.ReadAs("vms", id, true, ackOf(r)); err != nil {
+		t.Fatal(err)
+	}
+	b.clk.Add(2 * time.Minute) // paused past the reader TTL, well within the follower TTL
+	if r, ok, err := q.ReadAs("mallory", id, true, nil); !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("mallory names the paused follower's id: %v %v %v", r, ok, err)
+	}
+	if _, _, err := q.ReadAs("mallory", id, true, &oem.Ack{MsgID: 2}); !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("mallory acknowledges as the paused follower: %v", err)
+	}
+	r, ok, err = q.ReadAs("vms", id, true, nil)
+	if err != nil || !ok || r.MsgID != 2 {
+		t.Fatalf("vms resumes: %v %v %v, want alert 2", r, ok, err)
+	}
+	// Past the follower TTL the id is free again.
+	b.clk.Add(DefaultFollowerTTL)
+	if _, _, err := q.ReadAs("mallory", id, true, nil); err != nil {
+		t.Fatalf("mallory after the follower TTL: %v", err)
 	}
 }

@@ -411,11 +411,16 @@ func (q *Queue) Bind(owner string, id uint32) error {
 
 // bind returns reader id's state for owner, creating it bound to owner
 // (journalled) and marking it seen at now, or ErrNotOwner. A reader idle
-// for the reader TTL that no sweep has forgotten yet is forgotten here.
-// Reader 0 is shared. Caller holds q.mu.
+// for as long as sweep keeps it (the reader TTL; a follower, whose cursor
+// is kept, the follower TTL) that no sweep has forgotten yet is forgotten
+// here. Reader 0 is shared. Caller holds q.mu.
 func (q *Queue) bind(owner string, id uint32, now time.Time) (*reader, error) {
 	if rd, ok := q.readers[id]; ok && id != 0 && rd.owner != owner {
-		if now.Sub(rd.seen) < q.readerTTL {
+		ttl := q.readerTTL
+		if rd.follower {
+			ttl = q.followerTTL
+		}
+		if now.Sub(rd.seen) < ttl {
 			q.m.refused.Inc()
 			return nil, fmt.Errorf("%w: reader %#x", ErrNotOwner, id)
 		}
