@@ -238,3 +238,46 @@ func TestFollowerKeepsItsBinding(t *testing.T) {
 		t.Fatalf("mallory after the follower TTL: %v", err)
 	}
 }
+
+// TestRestartKeepsFollowersOverStaleBindings: a journal holds the bindings
+// of every reader bound since its last compaction (each vmsctl run binds a
+// new random id), more than MaxReaders. A restart restores the followers
+// (cursor and binding) first: the follower is not forgotten in favour of
+// readers long gone, so it resumes where it was and its id stays its
+// user's.
+func TestRestartKeepsFollowersOverStaleBindings(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{StateDir: dir, MaxReaders: 4}
+	b := newBench(t, o)
+	q := b.qs.Queue2()
+	const follower, other = 0xF0, 0xF1
+	q.Write(to(0, 1, "alert"))
+	q.Write(to(0, 2, "alert"))
+	if _, _, err := q.ReadAs("ops", other, true, nil); err != nil { // a follower that keeps alert 1 in the log
+		t.Fatal(err)
+	}
+	r, _, err := q.ReadAs("vms", follower, true, nil)
+	if err != nil || r.MsgID != 1 {
+		t.Fatalf("follower: %v %v", r, err)
+	}
+	if _, _, err := q.ReadAs("vms", follower, true, ackOf(r)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 { // command readers of runs since gone
+		if err := q.Bind("vms", uint32(0x1000+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		b.qs.Close()
+		b = newBench(t, o)
+		q = b.qs.Queue2()
+		if _, _, err := q.ReadAs("mallory", follower, true, nil); !errors.Is(err, ErrNotOwner) {
+			t.Fatalf("after a restart mallory names the follower's id: %v", err)
+		}
+	}
+	r, ok, err := q.ReadAs("vms", follower, true, nil)
+	if err != nil || !ok || r.MsgID != 2 {
+		t.Fatalf("follower after the restarts: %v %v %v, want alert 2", r, ok, err)
+	}
+}

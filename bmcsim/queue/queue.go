@@ -788,11 +788,9 @@ func (q *Queue) restoreReaders(cursors map[uint32]record.Key, owners map[uint32]
 		q.readers[id] = rd
 		return rd
 	}
-	for id, o := range owners {
-		if rd := get(id); rd != nil && id != 0 {
-			rd.owner = o
-		}
-	}
+	// Followers first: the journal also holds the bindings of every
+	// command reader bound since its last compaction (most long gone),
+	// which must not crowd out a follower's cursor at MaxReaders.
 	for id, k := range cursors {
 		rd := get(id)
 		if rd == nil {
@@ -804,6 +802,14 @@ func (q *Queue) restoreReaders(cursors map[uint32]record.Key, owners map[uint32]
 				rd.cursor, rd.at = e.seq, k
 				break
 			}
+		}
+	}
+	for id, o := range owners {
+		if id == 0 {
+			continue
+		}
+		if rd := get(id); rd != nil {
+			rd.owner = o
 		}
 	}
 }
