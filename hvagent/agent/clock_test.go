@@ -115,3 +115,31 @@ func TestHostClockWentBack(t *testing.T) {
 		t.Fatalf("ping after catching up: %+v %v", msgs, err)
 	}
 }
+
+// TestClockFaultAfterRun: a request ran, its answer was lost, and the
+// VMS's clock was stepped back 312 s (NTP) before it asked again with the
+// same request id. The host must not answer "not run" (vmsctl: exit 8,
+// safe to run again): it answers the recorded outcome, sealed so the VMS
+// can open it, and still says the clocks are off (log and alert).
+func TestClockFaultAfterRun(t *testing.T) {
+	b := newBench(t)
+	r := req("vms1", vmsg.CmdStart, "web1")
+	if msgs, _, err := b.ask(b.skewedVMS(0), r); err != nil || len(msgs) != 1 || !msgs[0].(*vmsg.Reply).OK {
+		t.Fatalf("first copy: %+v %v", msgs, err)
+	}
+	again := *r
+	msgs, _, err := b.ask(b.skewedVMS(-312*time.Second), &again)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("asked again from a stepped-back clock: %d answers, %v", len(msgs), err)
+	}
+	if rep := msgs[0].(*vmsg.Reply); !rep.OK || rep.RequestID != r.ID {
+		t.Fatalf("the request ran, the answer says %+v", rep)
+	}
+	if n := b.hv.starts.Load(); n != 1 {
+		t.Fatalf("%d starts, want 1", n)
+	}
+	b.settle()
+	if al := b.sel.Alerts(); len(al) != 1 || Class(al[0]) != ClassClock {
+		t.Fatalf("alerts %+v", al)
+	}
+}
