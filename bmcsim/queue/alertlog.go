@@ -124,13 +124,7 @@ func (q *Queue) mark(n uint32, seq uint64, now time.Time) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	e := entry{rec: record.NewDroppedMarker(binary.LittleEndian.Uint64(b[:]), n), enq: now, seq: seq}
-	if q.j != nil {
-		// Durable with the next fsync; a marker lost in a crash loses
-		// only the count.
-		if _, err := q.j.put(e); err != nil {
-			q.j.log.Warn("journal write of an alerts-dropped marker failed", "queue", q.name, "err", err)
-		}
-	}
+	defer q.journalMarker(e)
 	at := len(q.items)
 	for i, x := range q.items {
 		if x.seq > seq {
@@ -145,4 +139,28 @@ func (q *Queue) mark(n uint32, seq uint64, now time.Time) {
 	q.alerts++
 	q.logger.Warn("alert log: alerts dropped before any follower read them; followers are shown the count",
 		"queue", q.name, "dropped", n, "alert_log_cap", q.alertCap)
+}
+
+// journalMarker journals marker e, now in q.items. The journal only
+// appends, and replay restores records in journal order, but the marker
+// sits before records written earlier (where the dropped alerts were): a
+// follower whose cursor is at the marker would, after a restart, have
+// passed them. So the journal is rewritten in the queue's order (a
+// compaction, which also makes it durable); markers are rare (a full or
+// expired log). If that fails the marker is appended: a marker out of
+// place after a restart is still better than none. Caller holds q.mu.
+func (q *Queue) journalMarker(e entry) {
+	if q.j == nil {
+		return
+	}
+	err := q.j.compact(q.items, q.recentQ, q.cursors(), q.owners())
+	if err == nil {
+		return
+	}
+	q.j.log.Warn("journal rewrite for an alerts-dropped marker failed; appending it", "queue", q.name, "err", err)
+	// Durable with the next fsync; a marker lost in a crash loses only the
+	// count.
+	if _, err := q.j.put(e); err != nil {
+		q.j.log.Warn("journal write of an alerts-dropped marker failed", "queue", q.name, "err", err)
+	}
 }

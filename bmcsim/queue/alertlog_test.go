@@ -183,3 +183,75 @@ func TestHostCannotWriteMarker(t *testing.T) {
 		t.Fatalf("queue 2 holds %d records", n)
 	}
 }
+
+// The marker sits where the dropped alerts were, before alerts written
+// earlier than it; a restart must keep that order. A follower that read
+// the marker but not the alert after it resumes at that alert after a BMC
+// restart (the journal put the marker after it, so the follower's cursor,
+// at the marker, passed the alert: lost for it).
+func TestMarkerOrderSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{StateDir: dir, AlertLog: 3, AlertTTL: time.Hour}
+	b := newBench(t, o)
+	q := b.qs.Queue2()
+	const f, slow = 0xF, 0x5
+	for _, id := range []uint32{f, slow} { // followers from the start; slow keeps the marker in the log
+		if _, ok, err := q.ReadFor(id, true, nil); err != nil || ok {
+			t.Fatalf("empty log: %v %v", ok, err)
+		}
+	}
+	for i := range 4 {
+		if err := q.Write(alertRec(t, uint64(i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, ok, err := q.ReadFor(f, true, nil)
+	if n, isMarker, _ := record.DroppedMarker(r); err != nil || !ok || !isMarker || n != 2 {
+		t.Fatalf("follower's first read: %v %v %v, want the marker of 2", r, ok, err)
+	}
+	if _, _, err := q.ReadFor(f, true, ackOf(r)); err != nil { // acknowledged; alert 3 not read yet
+		t.Fatal(err)
+	}
+	b.qs.Close()
+	b = newBench(t, o)
+	if got := fmt.Sprint(readLog(t, b.qs.Queue2(), f)); got != "[3 4]" {
+		t.Fatalf("follower after the restart: %s, want [3 4]", got)
+	}
+}
+
+// BenchmarkFullAlertLogWrite is one alert written to a full alert log with
+// a journal: the oldest alert dropped, the marker put and the journal
+// rewritten in the queue's order (TestMarkerOrderSurvivesRestart).
+func BenchmarkFullAlertLogWrite(b *testing.B) {
+	bb := newBench(b, Options{StateDir: b.TempDir(), AlertTTL: time.Hour})
+	q := bb.qs.Queue2()
+	key, err := seal.Enroll("hv1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := seal.NewSealer(key)
+	recs := make([]record.Record, 0, 64+b.N)
+	for i := range 64 + b.N {
+		env, err := s.Seal(vmsg.KindAlert, uint64(i+1), []byte("alert"), time.Unix(1_700_000_000, 0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, err := record.Fragment(uint64(i+1), env)
+		if err != nil {
+			b.Fatal(err)
+		}
+		recs = append(recs, r[0])
+	}
+	for _, r := range recs[:64] { // the log's cap (a quarter of 256)
+		if err := q.Write(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for _, r := range recs[64:] {
+		if err := q.Write(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
