@@ -17,8 +17,9 @@ var ErrNotJournalled = errors.New("no outcome in the host's journal")
 // Lookup asks host, over the client's channel (either channel in auto
 // mode), for the journalled outcome of request id: a history request,
 // read-only, so asking never runs anything (a re-send of the request
-// itself would run it if it never arrived). With wait, it asks again
-// (1 s, doubling to 5 s) until the outcome is there or ctx ends. The
+// itself would run it if it never arrived). An action the host lists as
+// still running has no outcome yet (ErrNotJournalled). With wait, it asks
+// again (1 s, doubling to 5 s) until the outcome is there or ctx ends. The
 // Result is the history request's; the item is the request's outcome.
 func (c *Client) Lookup(ctx context.Context, host string, id uint64, wait bool) (*vmsg.HistoryItem, *Result, error) {
 	pause := time.Second
@@ -27,12 +28,20 @@ func (c *Client) Lookup(ctx context.Context, host string, id uint64, wait bool) 
 		if err != nil {
 			return nil, res, err
 		}
+		why := fmt.Sprintf("not arrived, still running, interrupted, or older than the last %d state changes", len(res.Reply.History))
 		for i := range res.Reply.History {
-			if it := &res.Reply.History[i]; it.RequestID == id {
-				return it, res, nil
+			it := &res.Reply.History[i]
+			if it.RequestID != id {
+				continue
 			}
+			if !it.OK && it.Code == vmsg.ErrInProgress {
+				// Listed, but running: no outcome yet.
+				why = "still running on the host"
+				break
+			}
+			return it, res, nil
 		}
-		nf := &RequestError{Host: host, RequestID: id, Err: fmt.Errorf("%w: not arrived, still running, interrupted, or older than the last %d state changes", ErrNotJournalled, len(res.Reply.History))}
+		nf := &RequestError{Host: host, RequestID: id, Err: fmt.Errorf("%w: %s", ErrNotJournalled, why)}
 		if !wait {
 			return nil, res, nf
 		}

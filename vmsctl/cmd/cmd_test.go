@@ -108,6 +108,8 @@ type fakeJournal struct {
 	mu   sync.Mutex
 	m    map[uint64]vmsg.HistoryItem
 	runs int // actions run
+	// nreads counts history answers (reads).
+	nreads int
 }
 
 func (j *fakeJournal) run(req *vmsg.Request) {
@@ -121,9 +123,24 @@ func (j *fakeJournal) run(req *vmsg.Request) {
 		Command: req.Command, VM: req.VM, Via: client.ViaVMMI, TimeMs: time.Date(2026, 11, 29, 13, 30, 0, 0, time.UTC).UnixMilli()}}
 }
 
+// set puts it in the history as it is (a test's own item).
+func (j *fakeJournal) set(it vmsg.HistoryItem) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.m[it.RequestID] = it
+}
+
+// reads is how many history answers listed the journal.
+func (j *fakeJournal) reads() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.nreads
+}
+
 func (j *fakeJournal) items() []vmsg.HistoryItem {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.nreads++
 	var out []vmsg.HistoryItem
 	for _, it := range j.m {
 		out = append(out, it)

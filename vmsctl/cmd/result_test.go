@@ -4,6 +4,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ooblab/ooblab/internal/vmsg"
+	"github.com/ooblab/ooblab/vmsctl/client"
 )
 
 var requestInError = regexp.MustCompile(`h1: request ([0-9a-f]{16}): `)
@@ -55,5 +59,36 @@ func TestResultNotJournalled(t *testing.T) {
 		if code, _, _ := r.run(t, "result", "h1", bad); code != ExitUsage {
 			t.Fatalf("%q: exit %d", bad, code)
 		}
+	}
+}
+
+// TestResultStillRunning: the host's history lists an action still running
+// (hvagent shows it, code "in progress"): that is no outcome yet. vmsctl
+// result exits 7 saying so (was 1, as if it had failed on the host), and
+// --wait waits for the outcome (was: returned at once).
+func TestResultStillRunning(t *testing.T) {
+	r := newRig(t)
+	const id = 0x3333
+	running := vmsg.HistoryItem{RequestID: id, Code: vmsg.ErrInProgress, Error: "still running on the host",
+		Executed: vmsg.Executed{Principal: "ops", Command: vmsg.CmdReboot, VM: "web1", Via: client.ViaVMMI,
+			TimeMs: time.Date(2026, 11, 29, 13, 40, 0, 0, time.UTC).UnixMilli()}}
+	r.journal.set(running)
+	code, out, errs := r.run(t, "result", "h1", "0000000000003333")
+	if code != ExitUnknown || !strings.Contains(errs, "h1: request 0000000000003333: outcome unknown") || !strings.Contains(errs, "still running") {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	// --wait: the action ends while vmsctl waits.
+	reads := r.journal.reads()
+	go func() {
+		for deadline := time.Now().Add(5 * time.Second); r.journal.reads() == reads && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		done := running
+		done.Code, done.Error, done.OK, done.State = 0, "", true, "running"
+		r.journal.set(done)
+	}()
+	code, out, errs = r.run(t, "--timeout", "5s", "result", "--wait", "h1", "0000000000003333")
+	if code != ExitOK || !strings.Contains(out, "reboot web1 on h1 (request 0000000000003333") || !strings.Contains(out, ": ok (running)") {
+		t.Fatalf("--wait: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
 	}
 }
