@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ooblab/ooblab/internal/fileio"
@@ -62,6 +63,10 @@ type vmmiConn struct {
 	wait map[uint64]chan vmsg.Message
 	err  error // set once the reader stopped
 	done chan struct{}
+	// frames counts the frames read: a request that times out closes the
+	// connection only if nothing came on it since the request was sent, a
+	// sign the agent no longer answers there.
+	frames atomic.Uint64
 }
 
 func (v *VMMI) tlsConfig(t *Target) (*tls.Config, error) {
@@ -184,6 +189,7 @@ func (c *vmmiConn) read() {
 			c.fail(err)
 			return
 		}
+		c.frames.Add(1)
 		m, err := c.t.Open(env)
 		if err != nil {
 			c.v.log.Warn("vmm-i: dropped an answer that does not open", "host", c.t.Name(), "err", err)
@@ -246,6 +252,7 @@ func (v *VMMI) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 		c.mu.Unlock()
 	}()
 
+	seen := c.frames.Load()
 	c.wmu.Lock()
 	if dl, ok := ctx.Deadline(); ok {
 		c.c.SetWriteDeadline(dl)
@@ -267,7 +274,14 @@ func (v *VMMI) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Ans
 	case <-c.done:
 		return nil, fmt.Errorf("%w: vmm-i %s: connection lost: %w", ErrNoAnswer, t.Name(), c.err)
 	case <-ctx.Done():
-		c.fail(ctx.Err())
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.frames.Load() == seen {
+			// Timed out and silent since the request went: the next
+			// request dials afresh. A request cancelled (the auto channel
+			// cancels the ping beside a request answered first), or a
+			// connection that answered meanwhile, is no sign of a dead
+			// connection, and other requests may be waiting on it.
+			c.fail(ctx.Err())
+		}
 		return nil, fmt.Errorf("%w: vmm-i %s: %w", ErrNoAnswer, t.Name(), ctx.Err())
 	}
 }

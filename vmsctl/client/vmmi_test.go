@@ -32,8 +32,11 @@ type vmmiAgent struct {
 	ln      net.Listener
 	accepts atomic.Int32
 	mute    atomic.Bool // read requests, answer nothing
-	inv     *inventory.Inventory
-	wg      sync.WaitGroup
+	// pingDelay answers pings this late (in the background), other
+	// requests at once.
+	pingDelay time.Duration
+	inv       *inventory.Inventory
+	wg        sync.WaitGroup
 	// What the agent saw of the VMS's identity: the client certificate's
 	// common name, and requests whose signature verifies with ops's key.
 	certCN   atomic.Value
@@ -100,9 +103,12 @@ func newVMMIAgent(t *testing.T) *vmmiAgent {
 func (a *vmmiAgent) serve(t *testing.T, c net.Conn, op *seal.Opener, sl *seal.Sealer) {
 	defer c.Close()
 	go func() { <-time.After(5 * time.Second); c.Close() }()
+	var wmu sync.Mutex
 	send := func(m vmsg.Message) {
 		kind, body, _ := vmsg.Encode(m)
 		env, _ := sl.Seal(kind, client.NewID(), body, time.Now())
+		wmu.Lock()
+		defer wmu.Unlock()
 		frame.Write(c, env)
 	}
 	for {
@@ -129,6 +135,14 @@ func (a *vmmiAgent) serve(t *testing.T, c net.Conn, op *seal.Opener, sl *seal.Se
 			}
 		}
 		if hdr.Kind != vmsg.KindRequest || a.mute.Load() {
+			continue
+		}
+		if req.Command == vmsg.CmdPing && a.pingDelay > 0 {
+			id := req.ID
+			a.wg.Go(func() {
+				time.Sleep(a.pingDelay) // the agent's slow answer, not a wait in the test
+				send(&vmsg.Reply{RequestID: id, OK: true})
+			})
 			continue
 		}
 		send(&vmsg.Alert{Host: "hv1", Reason: "pushed"})
@@ -225,5 +239,30 @@ func TestVMMIRejectsUntrustedServer(t *testing.T) {
 	var uerr x509.UnknownAuthorityError
 	if !errors.As(err, &uerr) {
 		t.Fatalf("err %v, want unknown authority", err)
+	}
+}
+
+// TestAutoKeepsConnectionWhenItsPingIsCancelled: in auto mode a ping goes
+// beside each request on the same VMM-I connection; when the request's
+// answer comes first, the ping is cancelled. That must not close the
+// connection the answer just came on (it closed it, so every request
+// dialled and shook hands again, and any other request on it was cut:
+// "connection lost", VMM-I marked failed, the OOB-I used for 5 s).
+func TestAutoKeepsConnectionWhenItsPingIsCancelled(t *testing.T) {
+	a := newVMMIAgent(t)
+	a.pingDelay = 500 * time.Millisecond
+	c, err := client.New(a.inv, client.Options{Auto: client.AutoOptions{Budget: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 3 {
+		res, err := c.Do(context.Background(), "h1", vmsg.CmdList, "")
+		if err != nil || res.Via != client.ViaVMMI {
+			t.Fatalf("request %d: %+v %v", i, res, err)
+		}
+	}
+	if n := a.accepts.Load(); n != 1 {
+		t.Fatalf("%d connections for 3 requests, want 1: a cancelled ping closed the connection", n)
 	}
 }
