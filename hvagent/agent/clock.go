@@ -101,6 +101,14 @@ func (a *Agent) clockFault(ctx context.Context, env []byte, via string, openErr 
 			head = "request answered from the journal (it ran before), not run again: "
 			reason = strings.TrimSuffix(reason, "; not run") + "; this request id ran before: answered from the journal"
 		}
+	} else if a.stillRunning(req) {
+		// Begun by an earlier copy: the VMS asks again for its outcome.
+		if k, body, err := vmsg.Encode(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInProgress, Host: &host,
+			Error: "still running on the host; ask again with the same request id for its outcome"}); err == nil {
+			kind, b = k, body
+			head = "request still running (begun by an earlier copy), not run again: "
+			reason = strings.TrimSuffix(reason, "; not run") + "; this request id is still running"
+		}
 	}
 	out, err := a.sealer.SealStep(kind, randID(), b, step)
 	if err != nil {
@@ -114,4 +122,15 @@ func (a *Agent) clockFault(ctx context.Context, env []byte, via string, openErr 
 		a.sendAlert(ctx, al, false) // the VMS has the answer; Queue 2 would seal it in the host's step
 	}
 	return [][]byte{out}
+}
+
+// stillRunning says a copy of req was begun (its claim journalled) and has
+// not ended. Only clock faults ask: the normal path's claim waits for it.
+func (a *Agent) stillRunning(req *vmsg.Request) bool {
+	b, at, ok := a.cfg.Journal.RunningNote(req.ID)
+	if !ok {
+		return false
+	}
+	n, ok := parseNote(b, at)
+	return ok && n.matches(req)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ooblab/ooblab/hvagent/agenttest"
+	"github.com/ooblab/ooblab/hvagent/virt/virttest"
 	"github.com/ooblab/ooblab/internal/vmsg"
 )
 
@@ -141,5 +142,41 @@ func TestClockFaultAfterRun(t *testing.T) {
 	b.settle()
 	if al := b.sel.Alerts(); len(al) != 1 || Class(al[0]) != ClassClock {
 		t.Fatalf("alerts %+v", al)
+	}
+}
+
+// TestClockFaultWhileRunning: a copy of a request id still running (its
+// first answer was "still running"), sent by a clock stepped back, is
+// answered "still running", not "not run" (ErrClockSkew); once libvirt
+// ends it, a copy gets its outcome.
+func TestClockFaultWhileRunning(t *testing.T) {
+	b := newBenchWith(t, func(c *Config) { c.ActionTimeout, c.DuplicateWait = 50*time.Millisecond, 20*time.Millisecond })
+	began, release := b.hv.Hypervisor.(*virttest.Hypervisor).Hold()
+	defer release()
+	r := req("vms1", vmsg.CmdStart, "web1")
+	if rep := b.reply(r); rep.Code != vmsg.ErrInProgress {
+		t.Fatalf("first copy: %+v", rep)
+	}
+	select {
+	case <-began:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the start never reached the hypervisor")
+	}
+	again := *r
+	msgs, _, err := b.ask(b.skewedVMS(-312*time.Second), &again)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("copy from a stepped-back clock: %d answers, %v", len(msgs), err)
+	}
+	if rep := msgs[0].(*vmsg.Reply); rep.Code != vmsg.ErrInProgress {
+		t.Fatalf("the request runs, the answer says %v %q", rep.Code, rep.Error)
+	}
+	release()
+	b.settle()
+	again = *r
+	if msgs, _, _ := b.ask(b.skewedVMS(-312*time.Second), &again); len(msgs) != 1 || !msgs[0].(*vmsg.Reply).OK {
+		t.Fatalf("after it ended: %+v", msgs)
+	}
+	if n := b.hv.starts.Load(); n != 1 {
+		t.Fatalf("%d starts", n)
 	}
 }

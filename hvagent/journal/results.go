@@ -41,6 +41,19 @@ func (j *Journal) Running() []Result {
 	})
 }
 
+// RunningNote reports whether id is claimed in this process and not yet
+// finished, with the note it was begun with: Running for one id, without
+// walking the journal.
+func (j *Journal) RunningNote(id uint64) (note []byte, at time.Time, ok bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	e, found := j.entries[id]
+	if _, busy := j.inflight[id]; !busy || !found || e.kind != kindBegun || e.exp <= j.opt.Mono() {
+		return nil, time.Time{}, false
+	}
+	return append([]byte(nil), e.data...), e.at, true
+}
+
 // collect walks the entries in first-record order and returns a copy of
 // each one still within the TTL that keep accepts, once per id. The caller
 // holds j.mu.
