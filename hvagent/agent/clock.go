@@ -101,13 +101,20 @@ func (a *Agent) clockFault(ctx context.Context, env []byte, via string, openErr 
 			head = "request answered from the journal (it ran before), not run again: "
 			reason = strings.TrimSuffix(reason, "; not run") + "; this request id ran before: answered from the journal"
 		}
-	} else if a.stillRunning(req) {
-		// Begun by an earlier copy: the VMS asks again for its outcome.
-		if k, body, err := vmsg.Encode(&vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInProgress, Host: &host,
-			Error: "still running on the host; ask again with the same request id for its outcome"}); err == nil {
+	} else if running, ok := a.begun(req); ok {
+		// Begun by an earlier copy: never "not run".
+		rep := &vmsg.Reply{RequestID: req.ID, Code: vmsg.ErrInProgress, Host: &host,
+			Error: "still running on the host; ask again with the same request id for its outcome"}
+		head = "request still running (begun by an earlier copy), not run again: "
+		reason = strings.TrimSuffix(reason, "; not run") + "; this request id is still running"
+		if !running {
+			rep.Code = vmsg.ErrInterrupted
+			rep.Error = "the request began before an agent restart (or its outcome could not be recorded) and its outcome is unknown; it was not run again"
+			head = "request interrupted (begun before a restart), not run again: "
+			reason = strings.TrimSuffix(reason, "; this request id is still running") + "; this request id was interrupted by an agent restart"
+		}
+		if k, body, err := vmsg.Encode(rep); err == nil {
 			kind, b = k, body
-			head = "request still running (begun by an earlier copy), not run again: "
-			reason = strings.TrimSuffix(reason, "; not run") + "; this request id is still running"
 		}
 	}
 	out, err := a.sealer.SealStep(kind, randID(), b, step)
@@ -124,13 +131,14 @@ func (a *Agent) clockFault(ctx context.Context, env []byte, via string, openErr 
 	return [][]byte{out}
 }
 
-// stillRunning says a copy of req was begun (its claim journalled) and has
-// not ended. Only clock faults ask: the normal path's claim waits for it.
-func (a *Agent) stillRunning(req *vmsg.Request) bool {
-	b, at, ok := a.cfg.Journal.RunningNote(req.ID)
+// begun says whether a copy of req was begun (its claim journalled, with
+// a note naming req) and has no result: running, or interrupted by a
+// restart. Only clock faults ask: the normal path's claim handles both.
+func (a *Agent) begun(req *vmsg.Request) (running, ok bool) {
+	b, at, running, ok := a.cfg.Journal.Begun(req.ID)
 	if !ok {
-		return false
+		return false, false
 	}
 	n, ok := parseNote(b, at)
-	return ok && n.matches(req)
+	return running, ok && n.matches(req)
 }

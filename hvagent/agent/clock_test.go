@@ -180,3 +180,26 @@ func TestClockFaultWhileRunning(t *testing.T) {
 		t.Fatalf("%d starts", n)
 	}
 }
+
+// TestClockFaultAfterInterrupted: a copy of a request id begun before an
+// agent restart (killed mid-action), sent by a clock stepped back, is
+// answered interrupted (outcome unknown, vmsctl exit 7), not "not run".
+func TestClockFaultAfterInterrupted(t *testing.T) {
+	b := newBench(t)
+	r := req("vms1", vmsg.CmdStart, "web1")
+	if _, claimed, err := b.j.BeginNote(context.Background(), r.ID, beginNote(r, ViaVMMI)); err != nil || !claimed {
+		t.Fatal(err)
+	}
+	b.restart() // killed between the claim and its outcome
+	again := *r
+	msgs, _, err := b.ask(b.skewedVMS(-312*time.Second), &again)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("copy from a stepped-back clock: %d answers, %v", len(msgs), err)
+	}
+	if rep := msgs[0].(*vmsg.Reply); rep.Code != vmsg.ErrInterrupted {
+		t.Fatalf("the request was begun, the answer says %v %q", rep.Code, rep.Error)
+	}
+	if n := b.hv.starts.Load(); n != 0 {
+		t.Fatalf("%d starts", n)
+	}
+}

@@ -41,17 +41,19 @@ func (j *Journal) Running() []Result {
 	})
 }
 
-// RunningNote reports whether id is claimed in this process and not yet
-// finished, with the note it was begun with: Running for one id, without
-// walking the journal.
-func (j *Journal) RunningNote(id uint64) (note []byte, at time.Time, ok bool) {
+// Begun reports whether id was begun and has no result: running (claimed
+// in this process, under way) or, when not running, interrupted (see
+// Interrupted), with the note it was begun with. Running and Interrupted
+// for one id, without walking the journal.
+func (j *Journal) Begun(id uint64) (note []byte, at time.Time, running, ok bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	e, found := j.entries[id]
-	if _, busy := j.inflight[id]; !busy || !found || e.kind != kindBegun || e.exp <= j.opt.Mono() {
-		return nil, time.Time{}, false
+	if !found || e.kind != kindBegun || e.exp <= j.opt.Mono() {
+		return nil, time.Time{}, false, false
 	}
-	return append([]byte(nil), e.data...), e.at, true
+	_, running = j.inflight[id]
+	return append([]byte(nil), e.data...), e.at, running, true
 }
 
 // collect walks the entries in first-record order and returns a copy of
