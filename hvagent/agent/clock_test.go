@@ -203,3 +203,27 @@ func TestClockFaultAfterInterrupted(t *testing.T) {
 		t.Fatalf("%d starts", n)
 	}
 }
+
+// A stale read (a ping that waited in a VMM-I socket while the guest was
+// off or the agent paused, or a skewed VMS's status) gets the loud answer
+// but no alert: reads change nothing, and late is as likely as skewed.
+func TestStaleReadAnsweredNotAlerted(t *testing.T) {
+	b := newBench(t)
+	for _, c := range []vmsg.Command{vmsg.CmdPing, vmsg.CmdList, vmsg.CmdStatus} {
+		vm := ""
+		if c == vmsg.CmdStatus {
+			vm = "web1"
+		}
+		msgs, _, err := b.ask(b.skewedVMS(-71*time.Second), req("vms1", c, vm))
+		if err != nil || len(msgs) != 1 || msgs[0].(*vmsg.Reply).Code != vmsg.ErrClockSkew {
+			t.Fatalf("%s 71 s late: %+v %v", c, msgs, err)
+		}
+	}
+	b.settle()
+	if al := b.sel.Alerts(); len(al) != 0 {
+		t.Fatalf("stale reads alerted: %+v", al)
+	}
+	if !strings.Contains(b.logs.String(), "a read: logged, not alerted") {
+		t.Fatal("no log line for the stale reads")
+	}
+}
