@@ -667,11 +667,12 @@ vms = ["*"]
 	ph := &peekHandler{op: seal.NewOpener(key, seal.OpenerOptions{MaxSeen: 1 << 16}), c: cs,
 		before: func(id uint64) { maybeKill(id, 0) }}
 	hv := countingHVKill{countingHV{lv, cs}, func(ctx context.Context) { maybeKill(reqOf(ctx), 1) }}
-	// The refusal alert budget is raised past the second VMS's refusals:
-	// this spec checks that no alert is lost on the lossy OOB-I, one per
-	// refused request, not the throttle (TestJunkCannotMaskDenied does).
+	// The alert budgets are raised past the second VMS's 100 refusals
+	// (mallory has no key in the policy: they count as junk): this spec
+	// checks that no alert is lost on the lossy OOB-I, one per refused
+	// request, not the throttle (TestJunkCannotMaskDenied does).
 	ag, err := agent.New(agent.Config{Key: key, Policy: pol, Hypervisor: hv, Journal: jr,
-		RefusalAlertsPerMinute: 1 << 20, RefusalAlertsTotal: 1 << 20,
+		RefusalAlertsPerMinute: 1 << 20, RefusalAlertsTotal: 1 << 20, EnvelopeAlertsPerMinute: 1 << 20,
 		Alerts: alerts, Host: vmsg.HostInfo{Hostname: "hv1.loss", Hypervisor: "test:///default"}, Logger: log})
 	if err != nil {
 		t.Fatal(err)
