@@ -240,3 +240,29 @@ func TestReadFlagsOnTheWire(t *testing.T) {
 		t.Fatalf("%d records left", q.Len())
 	}
 }
+
+// TestDurableFollowerKeptAcrossRestartBeforeAnyAck: a follower that
+// becomes durable before it has acknowledged anything (an empty log) is
+// journalled at once, so after a BMC restart it still holds what it has
+// not read while another follower reads and acknowledges on.
+func TestDurableFollowerKeptAcrossRestartBeforeAnyAck(t *testing.T) {
+	dir := t.TempDir()
+	b := newBench(t, Options{StateDir: dir})
+	vms := lan(bmc.PrivilegeLevelOperator)
+	const paused, live = 0xD1, 0xD2
+	if got := followWire(b, vms, paused, 0x03); len(got) != 0 {
+		t.Fatalf("empty log: %v", got)
+	}
+	b.qs.Close()
+	b = newBench(t, Options{StateDir: dir})
+	q := b.qs.Queue2()
+	q.Write(to(0, 1, "alert"))
+	q.Write(to(0, 2, "alert"))
+	b.clk.Add(2 * time.Minute)
+	if got := fmt.Sprint(followWire(b, vms, live, 0x01)); got != "[1 2]" {
+		t.Fatalf("live follower: %s", got)
+	}
+	if got := fmt.Sprint(followWire(b, vms, paused, 0x03)); got != "[1 2]" {
+		t.Fatalf("durable follower after a restart: %s, want [1 2]", got)
+	}
+}
