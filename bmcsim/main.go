@@ -55,7 +55,7 @@ func main() {
 	flag.DurationVar(&c.LockoutDuration.Duration, "lockout-duration", config.DefaultLockoutDuration, "User Lockout Interval: how long a user stays slowed down after reaching the threshold")
 	flag.DurationVar(&c.LoginBackoffMax.Duration, "login-backoff-max", config.DefaultLoginBackoffMax, "the longest any login is made to wait by the backoff or a slowdown (at most 10s)")
 	flag.DurationVar(&c.ReaderTTL.Duration, "reader-ttl", time.Minute, "forget a Queue 2 reader (VMS requester id) idle this long and evict its records")
-	flag.DurationVar(&c.FollowerTTL.Duration, "follower-ttl", 24*time.Hour, "keep the alert log cursor of a follower (vmsctl alerts -f) idle this long")
+	flag.DurationVar(&c.FollowerTTL.Duration, "follower-ttl", 24*time.Hour, "keep the alert log cursor of a durable follower (vmsctl alerts --follower-id) idle this long; other followers go after --reader-ttl")
 	flag.IntVar(&c.SourceHandshakeLimit, "source-handshake-limit", config.DefaultSourceHandshakeLimit,
 		"RAKP 1s naming unknown users or repeated on a pending handshake one source IP may send per minute")
 	iana := flag.Uint("iana", config.DefaultIANA, "IANA enterprise number of the OEM queue commands")

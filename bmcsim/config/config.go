@@ -143,8 +143,10 @@ type Config struct {
 	// for this long is forgotten and the records addressed to it evicted
 	// (0: bmcsim/queue's default, 1 min).
 	ReaderTTL Duration `toml:"reader_ttl"`
-	// FollowerTTL: a Queue 2 reader that follows the alert log keeps its
-	// cursor this long without reading (0: bmcsim/queue's default, 24 h).
+	// FollowerTTL: a Queue 2 reader that follows the alert log as a
+	// durable follower (vmsctl alerts --follower-id) keeps its cursor this
+	// long without reading (0: bmcsim/queue's default, 24 h); any other
+	// follower is forgotten after ReaderTTL.
 	FollowerTTL Duration `toml:"follower_ttl"`
 }
 

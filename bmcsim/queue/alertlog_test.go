@@ -30,14 +30,30 @@ func alertRec(t *testing.T, id uint64) record.Record {
 	return recs[0]
 }
 
-// readLog reads queue 2 as follower id until empty, acknowledging each
-// record, and returns the message ids read, a marker as "dropped:N".
+// durable are the flags of a durable follower's read (vmsctl alerts
+// --follower-id).
+const durable = oem.ReadAlertLog | oem.ReadDurable
+
+// readLog reads queue 2 as follower id (not durable) until empty,
+// acknowledging each record, and returns the message ids read, a marker as
+// "dropped:N".
 func readLog(t *testing.T, q *Queue, id uint32) []string {
+	t.Helper()
+	return readLogAs(t, q, id, oem.ReadAlertLog)
+}
+
+// readDurable is readLog as a durable follower.
+func readDurable(t *testing.T, q *Queue, id uint32) []string {
+	t.Helper()
+	return readLogAs(t, q, id, durable)
+}
+
+func readLogAs(t *testing.T, q *Queue, id uint32, flags oem.ReadFlags) []string {
 	t.Helper()
 	var got []string
 	var ack *oem.Ack
 	for range 1000 {
-		r, ok, err := q.ReadFor(id, true, ack)
+		r, ok, err := q.ReadAs("", id, flags, ack)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,17 +134,17 @@ func TestAlertLogDropsOldestWithMarker(t *testing.T) {
 	}
 }
 
-// A follower that pauses for two minutes (longer than the reader TTL, one
-// minute) keeps its cursor: while another follower reads and acknowledges
-// on, nothing it has not read is trimmed, and when it comes back it gets
-// exactly what it had not read — also across a BMC restart.
+// A durable follower that pauses for two minutes (longer than the reader
+// TTL, one minute) keeps its cursor: while another follower reads and
+// acknowledges on, nothing it has not read is trimmed, and when it comes
+// back it gets exactly what it had not read — also across a BMC restart.
 func TestFollowerSurvivesPause(t *testing.T) {
 	dir := t.TempDir()
 	b := newBench(t, Options{StateDir: dir})
 	q := b.qs.Queue2()
 	const live, paused = 0xA, 0xB
 	q.Write(to(0, 1, "alert"))
-	if got := fmt.Sprint(readLog(t, q, paused)); got != "[1]" {
+	if got := fmt.Sprint(readDurable(t, q, paused)); got != "[1]" {
 		t.Fatalf("paused follower before its pause: %s", got)
 	}
 	next := uint64(2)
@@ -136,9 +152,9 @@ func TestFollowerSurvivesPause(t *testing.T) {
 		b.clk.Add(10 * time.Second)
 		q.Write(to(0, next, "alert"))
 		next++
-		readLog(t, q, live)
+		readDurable(t, q, live)
 	}
-	if got := fmt.Sprint(readLog(t, q, paused)); got != "[2 3 4 5 6 7 8 9 10 11 12 13]" {
+	if got := fmt.Sprint(readDurable(t, q, paused)); got != "[2 3 4 5 6 7 8 9 10 11 12 13]" {
 		t.Fatalf("paused follower after 2 min: %s", got)
 	}
 	// Pause again, across a restart.
@@ -146,7 +162,7 @@ func TestFollowerSurvivesPause(t *testing.T) {
 		b.clk.Add(40 * time.Second)
 		q.Write(to(0, next, "alert"))
 		next++
-		readLog(t, q, live)
+		readDurable(t, q, live)
 	}
 	if err := b.qs.Close(); err != nil {
 		t.Fatal(err)
@@ -158,15 +174,15 @@ func TestFollowerSurvivesPause(t *testing.T) {
 	t.Cleanup(func() { qs.Close() })
 	b.clk.Add(2 * time.Minute)
 	q = qs.Queue2()
-	q.ReadFor(live, true, nil)
-	if got := fmt.Sprint(readLog(t, q, paused)); got != "[14 15 16]" {
+	q.ReadAs("", live, durable, nil)
+	if got := fmt.Sprint(readDurable(t, q, paused)); got != "[14 15 16]" {
 		t.Fatalf("paused follower after a restart: %s", got)
 	}
 	// Retention forgets a follower gone for FollowerTTL, and counts it.
 	b.clk.Add(DefaultFollowerTTL - time.Minute)
-	q.ReadFor(live, true, nil)
+	q.ReadAs("", live, durable, nil)
 	b.clk.Add(2 * time.Minute)
-	q.ReadFor(live, true, nil)
+	q.ReadAs("", live, durable, nil)
 	if n := counter(t, q.m.evicted.WithLabelValues("follower_gone")); n != 1 {
 		t.Fatalf("follower_gone %v", n)
 	}
@@ -195,8 +211,8 @@ func TestMarkerOrderSurvivesRestart(t *testing.T) {
 	b := newBench(t, o)
 	q := b.qs.Queue2()
 	const f, slow = 0xF, 0x5
-	for _, id := range []uint32{f, slow} { // followers from the start; slow keeps the marker in the log
-		if _, ok, err := q.ReadFor(id, true, nil); err != nil || ok {
+	for _, id := range []uint32{f, slow} { // durable followers from the start; slow keeps the marker in the log
+		if _, ok, err := q.ReadAs("", id, durable, nil); err != nil || ok {
 			t.Fatalf("empty log: %v %v", ok, err)
 		}
 	}
@@ -205,16 +221,16 @@ func TestMarkerOrderSurvivesRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r, ok, err := q.ReadFor(f, true, nil)
+	r, ok, err := q.ReadAs("", f, durable, nil)
 	if n, isMarker, _ := record.DroppedMarker(r); err != nil || !ok || !isMarker || n != 2 {
 		t.Fatalf("follower's first read: %v %v %v, want the marker of 2", r, ok, err)
 	}
-	if _, _, err := q.ReadFor(f, true, ackOf(r)); err != nil { // acknowledged; alert 3 not read yet
+	if _, _, err := q.ReadAs("", f, durable, ackOf(r)); err != nil { // acknowledged; alert 3 not read yet
 		t.Fatal(err)
 	}
 	b.qs.Close()
 	b = newBench(t, o)
-	if got := fmt.Sprint(readLog(t, b.qs.Queue2(), f)); got != "[3 4]" {
+	if got := fmt.Sprint(readDurable(t, b.qs.Queue2(), f)); got != "[3 4]" {
 		t.Fatalf("follower after the restart: %s, want [3 4]", got)
 	}
 }

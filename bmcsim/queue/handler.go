@@ -189,7 +189,7 @@ func (qs *Queues) handle(cmd oem.Cmd, iana oem.IANA, hctx *handlers.HandlerConte
 		if err := req.Unpack(data); err != nil {
 			return nil, decodeCC(err), nil
 		}
-		rec, ok, err := qs.q2.ReadAs(userOf(hctx), req.Reader, req.Flags&oem.ReadAlertLog != 0, req.Ack)
+		rec, ok, err := qs.q2.ReadAs(userOf(hctx), req.Reader, req.Flags, req.Ack)
 		if errors.Is(err, ErrNotOwner) {
 			return nil, qs.bindCC(err, hctx, req.Reader), nil
 		}

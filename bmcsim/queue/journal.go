@@ -31,8 +31,13 @@ import (
 //	type 1 put:    enqueue time, unix ms i64 LE | record (package record)
 //	type 2 remove: msg id u64 LE | fragment index u16 LE
 //	type 3 cursor: reader id u32 LE | msg id u64 LE | fragment index u16 LE
-//	               (Queue 2: the alert log record that follower acknowledged
-//	               last; like a remove, fsynced with the next put)
+//	               (Queue 2: the alert log record that durable follower
+//	               acknowledged last, or the zero key when it becomes
+//	               durable before acknowledging any; like a remove, fsynced
+//	               with the next put. Only durable followers are journalled
+//	               (oem.ReadDurable); a journal written before followers
+//	               could be short-lived has every follower's, which are
+//	               restored as durable, as they were kept before)
 //	type 4 owner:  reader id u32 LE | BMC user name (0..maxOwner bytes)
 //	               (Queue 2: the reader id was bound to that user; the
 //	               records put after it and addressed to that id are the
@@ -45,7 +50,7 @@ import (
 // back as the queue's recently removed keys, so a write retried across a
 // restart is still recognised as a duplicate. Compaction writes the recent
 // keys as remove entries, the queued records as put entries and the
-// followers' cursors as cursor entries to a
+// durable followers' cursors as cursor entries to a
 // temporary file, fsyncs it and renames it over the journal (under the
 // queue's lock; it runs once every few thousand entries).
 const (
@@ -191,7 +196,7 @@ func (j *journal) close() error {
 
 // replayed is what a journal holds: the records (each addressed one with its
 // owner), the keys of the last RecentKeys removals, oldest first, the
-// followers' alert log cursors and the readers' bindings.
+// durable followers' alert log cursors and the readers' bindings.
 type replayed struct {
 	items   []entry
 	recent  []record.Key
@@ -319,7 +324,7 @@ func replay(data []byte) (rp replayed, n, good int, err error) {
 // key, then one put entry per queued record (an addressed one preceded by
 // an owner entry when its owner is not the one written last for its
 // reader), then one owner entry per bound reader and one cursor entry per
-// follower. Caller holds the queue's lock.
+// durable follower. Caller holds the queue's lock.
 func (j *journal) compact(items []entry, recent []record.Key, cursors map[uint32]record.Key, owners map[uint32]string) error {
 	var b []byte
 	n := 0

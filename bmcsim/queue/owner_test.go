@@ -214,27 +214,27 @@ func TestFollowerKeepsItsBinding(t *testing.T) {
 	const id = 0xF0
 	q.Write(to(0, 1, "alert"))
 	q.Write(to(0, 2, "alert"))
-	r, ok, err := q.ReadAs("vms", id, true, nil)
+	r, ok, err := q.ReadAs("vms", id, durable, nil)
 	if err != nil || !ok || r.MsgID != 1 {
 		t.Fatalf("vms follows: %v %v %v", r, ok, err)
 	}
-	if _, _, err := q.ReadAs("vms", id, true, ackOf(r)); err != nil {
+	if _, _, err := q.ReadAs("vms", id, durable, ackOf(r)); err != nil {
 		t.Fatal(err)
 	}
 	b.clk.Add(2 * time.Minute) // paused past the reader TTL, well within the follower TTL
-	if r, ok, err := q.ReadAs("mallory", id, true, nil); !errors.Is(err, ErrNotOwner) {
+	if r, ok, err := q.ReadAs("mallory", id, durable, nil); !errors.Is(err, ErrNotOwner) {
 		t.Fatalf("mallory names the paused follower's id: %v %v %v", r, ok, err)
 	}
-	if _, _, err := q.ReadAs("mallory", id, true, &oem.Ack{MsgID: 2}); !errors.Is(err, ErrNotOwner) {
+	if _, _, err := q.ReadAs("mallory", id, durable, &oem.Ack{MsgID: 2}); !errors.Is(err, ErrNotOwner) {
 		t.Fatalf("mallory acknowledges as the paused follower: %v", err)
 	}
-	r, ok, err = q.ReadAs("vms", id, true, nil)
+	r, ok, err = q.ReadAs("vms", id, durable, nil)
 	if err != nil || !ok || r.MsgID != 2 {
 		t.Fatalf("vms resumes: %v %v %v, want alert 2", r, ok, err)
 	}
 	// Past the follower TTL the id is free again.
 	b.clk.Add(DefaultFollowerTTL)
-	if _, _, err := q.ReadAs("mallory", id, true, nil); err != nil {
+	if _, _, err := q.ReadAs("mallory", id, durable, nil); err != nil {
 		t.Fatalf("mallory after the follower TTL: %v", err)
 	}
 }
@@ -253,14 +253,14 @@ func TestRestartKeepsFollowersOverStaleBindings(t *testing.T) {
 	const follower, other = 0xF0, 0xF1
 	q.Write(to(0, 1, "alert"))
 	q.Write(to(0, 2, "alert"))
-	if _, _, err := q.ReadAs("ops", other, true, nil); err != nil { // a follower that keeps alert 1 in the log
+	if _, _, err := q.ReadAs("ops", other, durable, nil); err != nil { // a follower that keeps alert 1 in the log
 		t.Fatal(err)
 	}
-	r, _, err := q.ReadAs("vms", follower, true, nil)
+	r, _, err := q.ReadAs("vms", follower, durable, nil)
 	if err != nil || r.MsgID != 1 {
 		t.Fatalf("follower: %v %v", r, err)
 	}
-	if _, _, err := q.ReadAs("vms", follower, true, ackOf(r)); err != nil {
+	if _, _, err := q.ReadAs("vms", follower, durable, ackOf(r)); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 60 { // command readers of runs since gone
@@ -272,11 +272,11 @@ func TestRestartKeepsFollowersOverStaleBindings(t *testing.T) {
 		b.qs.Close()
 		b = newBench(t, o)
 		q = b.qs.Queue2()
-		if _, _, err := q.ReadAs("mallory", follower, true, nil); !errors.Is(err, ErrNotOwner) {
+		if _, _, err := q.ReadAs("mallory", follower, durable, nil); !errors.Is(err, ErrNotOwner) {
 			t.Fatalf("after a restart mallory names the follower's id: %v", err)
 		}
 	}
-	r, ok, err := q.ReadAs("vms", follower, true, nil)
+	r, ok, err := q.ReadAs("vms", follower, durable, nil)
 	if err != nil || !ok || r.MsgID != 2 {
 		t.Fatalf("follower after the restarts: %v %v %v, want alert 2", r, ok, err)
 	}

@@ -16,8 +16,10 @@
 //     handed to it alone and removed by its ack; records addressed to 0 form
 //     the alert log, read by every follower from its own cursor and removed
 //     once every follower has acknowledged it. A reader that stops reading
-//     for [Options.ReaderTTL] is forgotten and its records evicted; a
-//     follower keeps its cursor for [Options.FollowerTTL]. The alert log
+//     for [Options.ReaderTTL] is forgotten and its records evicted, a
+//     follower with its cursor, which then holds the log no more; a
+//     durable follower (one that asked with [oem.ReadDurable]) keeps its
+//     cursor, journalled, for [Options.FollowerTTL]. The alert log
 //     holds at most [Options.AlertLog] records for at most
 //     [Options.AlertTTL]; beyond either the oldest alerts are dropped and a
 //     marker counting them takes their place (alertlog.go), so an alert is
@@ -81,10 +83,13 @@ type Options struct {
 	// forgotten, and records addressed to it that are at least this old are
 	// evicted (default DefaultReaderTTL).
 	ReaderTTL time.Duration
-	// FollowerTTL: a reader that follows the alert log keeps its cursor
+	// FollowerTTL: a durable follower of the alert log (its reads carry
+	// oem.ReadDurable: `vmsctl alerts --follower-id`) keeps its cursor
 	// (and the log keeps what it has not read) until it has not read for
-	// this long (default DefaultFollowerTTL), so a paused `vmsctl alerts -f`
-	// resumes where it was; the cursor is journalled.
+	// this long (default DefaultFollowerTTL), so it resumes where it was
+	// after a pause; the cursor is journalled. Any other follower (a
+	// one-shot `vmsctl alerts`, a web page) is forgotten after ReaderTTL,
+	// so an abandoned one does not hold the log for a day.
 	FollowerTTL time.Duration
 	// AlertLog caps the records of the alert log (addressed to 0) in Queue 2,
 	// so alerts can never crowd out answers (default a quarter of Capacity2,
@@ -140,8 +145,12 @@ type reader struct {
 	cursor   uint64     // alert log: highest seq acknowledged
 	at       record.Key // the record at cursor (journalled, as seqs restart)
 	follower bool       // has asked for the alert log
-	seen     time.Time
-	owner    string // the BMC user it is bound to (see the package doc)
+	// durable: a follower that asked to be kept (oem.ReadDurable): it is
+	// remembered, cursor and binding, for the follower TTL, and its cursor
+	// is journalled; any other reader for the reader TTL.
+	durable bool
+	seen    time.Time
+	owner   string // the BMC user it is bound to (see the package doc)
 }
 
 // Queue is one bounded queue of records. It is safe for concurrent use.
@@ -339,19 +348,26 @@ func (q *Queue) readWindow(rewind bool, ack *oem.Ack) (record.Record, bool, int,
 }
 
 // ReadFor is ReadAs for the user "": the process's own reads (tests, tools),
-// never a LAN session's.
+// never a LAN session's. With alertLog it reads as a follower that is not
+// durable.
 func (q *Queue) ReadFor(id uint32, alertLog bool, ack *oem.Ack) (record.Record, bool, error) {
-	return q.ReadAs("", id, alertLog, ack)
+	var f oem.ReadFlags
+	if alertLog {
+		f = oem.ReadAlertLog
+	}
+	return q.ReadAs("", id, f, ack)
 }
 
 // ReadAs is one read of Queue 2 by reader id on behalf of BMC user owner:
 // it acknowledges ack if it names a record this reader may consume (one
-// addressed to it and owned by owner, or with alertLog the alert log
-// record at its cursor), then returns the oldest record for it, or
+// addressed to it and owned by owner, or with oem.ReadAlertLog the alert
+// log record at its cursor), then returns the oldest record for it, or
 // ok=false when there is none. Another reader's records are neither
 // returned nor removed. A reader id bound to another user is refused with
 // ErrNotOwner, its state untouched; an unbound one is bound to owner.
-func (q *Queue) ReadAs(owner string, id uint32, alertLog bool, ack *oem.Ack) (record.Record, bool, error) {
+// oem.ReadDurable (with oem.ReadAlertLog) makes the reader a durable
+// follower from now on; a later read without it does not undo that.
+func (q *Queue) ReadAs(owner string, id uint32, flags oem.ReadFlags, ack *oem.Ack) (record.Record, bool, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.m.reads.Inc()
@@ -361,7 +377,17 @@ func (q *Queue) ReadAs(owner string, id uint32, alertLog bool, ack *oem.Ack) (re
 	if err != nil {
 		return record.Record{}, false, err
 	}
+	alertLog := flags&oem.ReadAlertLog != 0
 	rd.follower = rd.follower || alertLog
+	if alertLog && flags&oem.ReadDurable != 0 && !rd.durable {
+		rd.durable = true
+		if q.j != nil { // from now on its cursor survives a restart
+			if err := q.j.cursor(id, rd.at); err != nil {
+				rd.durable = false
+				return record.Record{}, false, err
+			}
+		}
+	}
 	if ack != nil {
 		k := record.Key{MsgID: ack.MsgID, Index: ack.Index}
 		for i := range q.items {
@@ -373,7 +399,7 @@ func (q *Queue) ReadAs(owner string, id uint32, alertLog bool, ack *oem.Ack) (re
 			case e.rec.Requester == 0 && alertLog && e.seq > rd.cursor:
 				rd.cursor, rd.at = e.seq, k
 				q.m.acks.Inc()
-				if q.j != nil {
+				if q.j != nil && rd.durable {
 					if err := q.j.cursor(id, k); err != nil {
 						return record.Record{}, false, err
 					}
@@ -409,18 +435,23 @@ func (q *Queue) Bind(owner string, id uint32) error {
 	return err
 }
 
+// ttl is how long rd is remembered without reading: its binding lasts as
+// long as its cursor, the follower TTL for a durable follower, else the
+// reader TTL.
+func (q *Queue) ttl(rd *reader) time.Duration {
+	if rd.durable {
+		return q.followerTTL
+	}
+	return q.readerTTL
+}
+
 // bind returns reader id's state for owner, creating it bound to owner
 // (journalled) and marking it seen at now, or ErrNotOwner. A reader idle
-// for as long as sweep keeps it (the reader TTL; a follower, whose cursor
-// is kept, the follower TTL) that no sweep has forgotten yet is forgotten
-// here. Reader 0 is shared. Caller holds q.mu.
+// for as long as sweep keeps it (ttl) that no sweep has forgotten yet is
+// forgotten here. Reader 0 is shared. Caller holds q.mu.
 func (q *Queue) bind(owner string, id uint32, now time.Time) (*reader, error) {
 	if rd, ok := q.readers[id]; ok && id != 0 && rd.owner != owner {
-		ttl := q.readerTTL
-		if rd.follower {
-			ttl = q.followerTTL
-		}
-		if now.Sub(rd.seen) < ttl {
+		if now.Sub(rd.seen) < q.ttl(rd) {
 			q.m.refused.Inc()
 			return nil, fmt.Errorf("%w: reader %#x", ErrNotOwner, id)
 		}
@@ -446,11 +477,21 @@ func (q *Queue) reader(id uint32, now time.Time) (*reader, bool) {
 	rd, ok := q.readers[id]
 	if !ok {
 		if len(q.readers) >= q.maxReaders {
-			// The least recently seen, a command reader before a follower.
+			// The least recently seen, a command reader before a follower,
+			// a follower before a durable one.
+			rank := func(r *reader) int {
+				switch {
+				case r.durable:
+					return 2
+				case r.follower:
+					return 1
+				}
+				return 0
+			}
 			var oldID uint32
 			var old *reader
 			for rid, r := range q.readers {
-				if old == nil || (old.follower && !r.follower) || (old.follower == r.follower && r.seen.Before(old.seen)) {
+				if old == nil || rank(r) < rank(old) || (rank(r) == rank(old) && r.seen.Before(old.seen)) {
 					oldID, old = rid, r
 				}
 			}
@@ -464,19 +505,21 @@ func (q *Queue) reader(id uint32, now time.Time) (*reader, bool) {
 	return rd, !ok
 }
 
-// sweep forgets readers idle for readerTTL, evicts records addressed to a
+// sweep forgets readers idle for their ttl (a follower with its cursor, so
+// it holds the alert log no more), evicts records addressed to a
 // reader that has not read them within readerTTL, and alert log records
 // older than alertTTL. Caller holds q.mu. A journal error is logged: the
 // record stays evicted in memory and may come back after a restart, which
 // readers tolerate.
 func (q *Queue) sweep(now time.Time) {
 	for id, rd := range q.readers {
-		switch {
-		case rd.follower && now.Sub(rd.seen) >= q.followerTTL:
-			delete(q.readers, id)
+		if now.Sub(rd.seen) < q.ttl(rd) {
+			continue
+		}
+		delete(q.readers, id)
+		if rd.follower {
 			q.m.evicted.WithLabelValues("follower_gone").Inc()
-		case !rd.follower && now.Sub(rd.seen) >= q.readerTTL:
-			delete(q.readers, id)
+		} else {
 			q.m.evicted.WithLabelValues("reader_gone").Inc()
 		}
 	}
@@ -740,15 +783,17 @@ func (q *Queue) maybeCompact() {
 	}
 }
 
-// cursors are the followers' alert log cursors, by the key they name, for
-// the journal. Caller holds q.mu.
+// cursors are the durable followers' alert log cursors, by the key they
+// name (the zero key: none acknowledged yet), for the journal. Other
+// followers are not journalled: after a restart they start again at the
+// oldest alert kept, as a new follower does. Caller holds q.mu.
 func (q *Queue) cursors() map[uint32]record.Key {
 	if !q.multi {
 		return nil
 	}
 	m := map[uint32]record.Key{}
 	for id, rd := range q.readers {
-		if rd.follower && rd.cursor > 0 {
+		if rd.durable {
 			m[id] = rd.at
 		}
 	}
@@ -770,12 +815,15 @@ func (q *Queue) owners() map[uint32]string {
 }
 
 // restoreReaders brings back the readers of a journal: each bound reader
-// with its user, and each follower with its cursor: the alert log record it
-// acknowledged last, or, when that record is gone (every follower had
-// passed it, or it expired), before every alert left, which are all newer.
-// They count as seen at the restart, so one that does not come back is
-// forgotten after ReaderTTL (a follower after FollowerTTL). Caller holds q.mu (or the queue is not shared
-// yet).
+// with its user, and each durable follower with its cursor: the alert log
+// record it acknowledged last, or, when that record is gone (every
+// follower had passed it, or it expired) or it had acknowledged none (the
+// zero key), before every alert left, which are all newer. The journal
+// holds only durable followers' cursors (one written before followers
+// could be short-lived holds every follower's, kept as before). They count
+// as seen at the restart, so one that does not come back is forgotten
+// after ReaderTTL (a durable follower after FollowerTTL). Caller holds q.mu
+// (or the queue is not shared yet).
 func (q *Queue) restoreReaders(cursors map[uint32]record.Key, owners map[uint32]string) {
 	get := func(id uint32) *reader {
 		if rd, ok := q.readers[id]; ok {
@@ -796,7 +844,10 @@ func (q *Queue) restoreReaders(cursors map[uint32]record.Key, owners map[uint32]
 		if rd == nil {
 			break
 		}
-		rd.follower = true
+		rd.follower, rd.durable = true, true
+		if k == (record.Key{}) {
+			continue
+		}
 		for _, e := range q.items {
 			if e.rec.Requester == 0 && e.rec.Key() == k {
 				rd.cursor, rd.at = e.seq, k

@@ -242,6 +242,8 @@ var readForSeeds = []struct {
 	{6, true, "d9 7e 00 05 00 00 00 00"},
 	{6, true, "d9 7e 00 05 00 00 00 01 01 00 00 00 00 00 00 00 00 00"},
 	{3, false, "d9 7e 00 01 00 02 00 00 00 00 00 00 00 00 00 01 00 62"},
+	{6, true, "d9 7e 00 06 00 00 00 03"}, // a durable follower
+	{6, true, "d9 7e 00 06 00 00 00 03 01 00 00 00 00 00 00 00 00 00"},
 }
 
 // TestRestartGivesReadersTime: records restored from the journal are not
@@ -272,25 +274,25 @@ func TestRestartGivesReadersTime(t *testing.T) {
 	}
 }
 
-// A follower's alert log cursor survives a bmcsim restart (SIGKILL) and a
-// journal compaction: after the restart it is not shown alerts it already
+// A durable follower's alert log cursor survives a bmcsim restart (SIGKILL)
+// and a journal compaction: after the restart it is not shown alerts it already
 // acknowledged, while another follower still gets the ones it had not.
 func TestRestartKeepsCursors(t *testing.T) {
 	dir := t.TempDir()
 	b := newBench(t, Options{StateDir: dir})
 	q := b.qs.Queue2()
-	q.ReadFor(1, true, nil)
-	q.ReadFor(2, true, nil)
+	q.ReadAs("", 1, durable, nil)
+	q.ReadAs("", 2, durable, nil)
 	q.Write(to(0, 7, "alert 1"))
 	q.Write(to(0, 9, "alert 2"))
-	if got := fmt.Sprint(readAll(t, q, 1, true)); got != "[7 9]" {
+	if got := fmt.Sprint(readDurable(t, q, 1)); got != "[7 9]" {
 		t.Fatalf("follower 1 read %s", got)
 	}
 	// Follower 2 acknowledges alert 1 only.
-	if r, ok, _ := q.ReadFor(2, true, nil); !ok || r.MsgID != 7 {
+	if r, ok, _ := q.ReadAs("", 2, durable, nil); !ok || r.MsgID != 7 {
 		t.Fatalf("follower 2: %v %v", r, ok)
 	}
-	if r, ok, _ := q.ReadFor(2, true, &oem.Ack{MsgID: 7}); !ok || r.MsgID != 9 {
+	if r, ok, _ := q.ReadAs("", 2, durable, &oem.Ack{MsgID: 7}); !ok || r.MsgID != 9 {
 		t.Fatalf("follower 2: %v %v", r, ok)
 	}
 
@@ -298,11 +300,11 @@ func TestRestartKeepsCursors(t *testing.T) {
 	// the journals.
 	b2 := newBench(t, Options{StateDir: dir})
 	q = b2.qs.Queue2()
-	if got := fmt.Sprint(readAll(t, q, 1, true)); got != "[]" {
+	if got := fmt.Sprint(readDurable(t, q, 1)); got != "[]" {
 		t.Fatalf("follower 1 shown alerts again after a restart: %s", got)
 	}
 	q.Write(to(0, 11, "alert 3"))
-	if got := fmt.Sprint(readAll(t, q, 2, true)); got != "[9 11]" {
+	if got := fmt.Sprint(readDurable(t, q, 2)); got != "[9 11]" {
 		t.Fatalf("follower 2 read %s after the restart", got)
 	}
 
@@ -322,7 +324,7 @@ func TestRestartKeepsCursors(t *testing.T) {
 		if id == 1 {
 			want = "[11 13]" // it had not read alert 3 yet
 		}
-		if got := fmt.Sprint(readAll(t, q, id, true)); got != want {
+		if got := fmt.Sprint(readDurable(t, q, id)); got != want {
 			t.Fatalf("follower %d read %s after a compaction and restart, want %s", id, got, want)
 		}
 	}

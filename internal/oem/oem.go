@@ -22,7 +22,12 @@
 //	  request:  IANA[3] | reader id u32 | flags u8                read, ack nothing
 //	        or  IANA[3] | reader id u32 | flags u8 | msgid u64 | frag u16
 //	  flags:    bit 0 set: the alert log too (records addressed to 0);
-//	            other bits reserved, sent 0, refused with 0xCC when set
+//	            bit 1 set (with bit 0 only): a durable follower, whose
+//	            cursor the BMC keeps for its follower TTL (bmcsim 24 h)
+//	            while it does not read; without it a follower is
+//	            forgotten, like a command reader, after the reader TTL
+//	            (1 min). A BMC that predates bit 1 refuses it with 0xCC.
+//	            Other bits reserved, sent 0, refused with 0xCC when set
 //	  response: as 0x04: the reader's oldest record, or "empty"
 //
 //	0x07 ReadQueue1Window (system interface): Queue 1 with several messages
@@ -366,9 +371,21 @@ type ReadFlags uint8
 const (
 	// ReadAlertLog asks for the records addressed to every reader (the
 	// alert log) besides the reader's own.
-	ReadAlertLog   ReadFlags = 0x01
-	readFlagsKnown           = ReadAlertLog
+	ReadAlertLog ReadFlags = 0x01
+	// ReadDurable (only with ReadAlertLog) asks the BMC to keep this
+	// follower's cursor, and the alert log records it has not read, while
+	// it does not read for up to the BMC's follower TTL, so a later read
+	// with the same reader id resumes where it was. Without it a follower
+	// is forgotten after the reader TTL and stops holding the log.
+	ReadDurable    ReadFlags = 0x02
+	readFlagsKnown           = ReadAlertLog | ReadDurable
 )
+
+// valid reports whether f holds only known bits, ReadDurable only with
+// ReadAlertLog.
+func (f ReadFlags) valid() bool {
+	return f&^readFlagsKnown == 0 && (f&ReadDurable == 0 || f&ReadAlertLog != 0)
+}
 
 // ReadQueue2ForRequest is the request of CmdReadQueue2For.
 type ReadQueue2ForRequest struct {
@@ -382,7 +399,7 @@ type ReadQueue2ForRequest struct {
 const readForLen = 3 + 4 + 1
 
 func (r *ReadQueue2ForRequest) Pack() ([]byte, error) {
-	if r.Reader == 0 || r.Flags&^readFlagsKnown != 0 {
+	if r.Reader == 0 || !r.Flags.valid() {
 		return nil, fmt.Errorf("%w: reader %d flags %#02x", ErrReader, r.Reader, uint8(r.Flags))
 	}
 	b := r.IANA.append(make([]byte, 0, readForLen+AckLen))
@@ -404,7 +421,7 @@ func (r *ReadQueue2ForRequest) Unpack(data []byte) error {
 		return fmt.Errorf("%w: read-for request with %d bytes after IANA, want 5 or %d", ErrLength, len(rest), 5+AckLen)
 	}
 	n := ReadQueue2ForRequest{IANA: i, Reader: binary.LittleEndian.Uint32(rest), Flags: ReadFlags(rest[4])}
-	if n.Reader == 0 || n.Flags&^readFlagsKnown != 0 {
+	if n.Reader == 0 || !n.Flags.valid() {
 		return fmt.Errorf("%w: reader %d flags %#02x", ErrReader, n.Reader, uint8(n.Flags))
 	}
 	if rest = rest[5:]; len(rest) == AckLen {

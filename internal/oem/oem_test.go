@@ -41,6 +41,8 @@ var codecTests = []struct {
 		func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 0d 0c 0b 0a 00"},
 	{"read-for request alert log ack", &ReadQueue2ForRequest{IANA: DefaultIANA, Reader: 1, Flags: ReadAlertLog, Ack: &Ack{MsgID: 0x0102030405060708, Index: 3}},
 		func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00 00 01 08 07 06 05 04 03 02 01 03 00"},
+	{"read-for request durable follower", &ReadQueue2ForRequest{IANA: DefaultIANA, Reader: 7, Flags: ReadAlertLog | ReadDurable},
+		func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 07 00 00 00 03"},
 	{"read response addressed record", &ReadQueueResponse{IANA: DefaultIANA, Record: record.Record{Requester: 5, MsgID: 9, Count: 1, Payload: []byte{1}}},
 		func() packer { return &ReadQueueResponse{} }, "d9 7e 00 00 02 00 05 00 00 00 09 00 00 00 00 00 00 00 00 00 01 00 01"},
 	{"window read", &ReadQueue1WindowRequest{IANA: DefaultIANA},
@@ -90,7 +92,8 @@ var badTests = []struct {
 	{"read resp empty trailing", func() packer { return &ReadQueueResponse{} }, "d9 7e 00 01 00", ErrLength},
 	{"read-for short", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00", ErrLength},
 	{"read-for reader 0", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 00 00 00 00 01", ErrReader},
-	{"read-for reserved flag", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00 00 02", ErrReader},
+	{"read-for durable without alert log", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00 00 02", ErrReader},
+	{"read-for reserved flag", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00 00 05", ErrReader},
 	{"read-for ack short", func() packer { return &ReadQueue2ForRequest{} }, "d9 7e 00 01 00 00 00 00 01 02", ErrLength},
 	{"window no flags", func() packer { return &ReadQueue1WindowRequest{} }, "d9 7e 00", ErrLength},
 	{"window reserved flag", func() packer { return &ReadQueue1WindowRequest{} }, "d9 7e 00 02", ErrReader},
@@ -156,6 +159,9 @@ func FuzzUnpack(f *testing.F) {
 			}
 			if !bytes.Equal(out, b) {
 				t.Fatalf("%T: % x -> % x", p, b, out)
+			}
+			if r, ok := p.(*ReadQueue2ForRequest); ok && r.Flags&ReadDurable != 0 && r.Flags&ReadAlertLog == 0 {
+				t.Fatalf("durable command reader decoded: % x", b)
 			}
 		}
 		var s GetQueueStatusResponse

@@ -4,10 +4,18 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/bougou/go-ipmi/pkg/handlers"
+	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ooblab/ooblab/bmcsim/app"
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
+	"github.com/ooblab/ooblab/bmcsim/config"
+	"github.com/ooblab/ooblab/bmcsim/queue"
+	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
 	"github.com/ooblab/ooblab/internal/seal"
 	"github.com/ooblab/ooblab/internal/vmsg"
@@ -52,35 +60,79 @@ func writeAlert(t *testing.T, ob *oobBench, reason string) {
 	}
 }
 
-// A follower that comes back under the same id (vmsctl alerts
+func reasons(al []*vmsg.Alert) string {
+	var s []string
+	for _, a := range al {
+		s = append(s, a.Reason)
+	}
+	return strings.Join(s, ",")
+}
+
+// A durable follower that comes back under the same id (vmsctl alerts
 // --follower-id) resumes where it was: no alert lost, none shown twice,
-// although another follower read them all meanwhile.
+// although another follower read them all meanwhile and it was away
+// longer than the BMC's reader TTL (50 ms here: it only has to pass). One
+// that did not ask to be durable is forgotten after the reader TTL: what
+// the others acknowledged meanwhile is gone for it.
 func TestFollowerResumesByID(t *testing.T) {
-	ob := newOOBBench(t, bmcsimtest.Options{})
+	const readerTTL = 50 * time.Millisecond
+	for _, durable := range []bool{true, false} {
+		ob := newOOBBench(t, bmcsimtest.Options{Config: func(c *config.Config) { c.ReaderTTL.Duration = readerTTL }})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		first, _ := ob.oobClient(t, client.OOBOptions{Requester: 0x7001, Durable: durable})
+		other, _ := ob.oobClient(t, client.OOBOptions{})
+		first.Alerts(ctx, "h1")
+		other.Alerts(ctx, "h1")
+		writeAlert(t, ob, "a1")
+		writeAlert(t, ob, "a2")
+		if al, err := first.Alerts(ctx, "h1"); err != nil || reasons(al) != "a1,a2" {
+			t.Fatalf("durable %v: first run: %q %v", durable, reasons(al), err)
+		}
+		first.Close()
+		writeAlert(t, ob, "a3")
+		time.Sleep(2 * readerTTL) // a lower bound: the reader TTL has passed after it
+		// other was away as long: a new follower now, shown what is left.
+		if al, _ := other.Alerts(ctx, "h1"); !strings.HasSuffix(reasons(al), "a3") {
+			t.Fatalf("durable %v: other follower: %q", durable, reasons(al))
+		}
+		again, _ := ob.oobClient(t, client.OOBOptions{Requester: 0x7001, Durable: durable})
+		al, err := again.Alerts(ctx, "h1")
+		// Not durable: forgotten, so a3 was trimmed under it when other
+		// acknowledged it.
+		if want := map[bool]string{true: "a3", false: ""}[durable]; err != nil || reasons(al) != want {
+			t.Fatalf("durable %v: the same follower again: %q %v, want %q", durable, reasons(al), err, want)
+		}
+	}
+}
+
+// A BMC older than durable followers refuses the flag (0xCC): the channel
+// reads the alert log without it, and keeps doing so.
+func TestDurableFollowerOnOlderBMC(t *testing.T) {
+	var refused atomic.Int32
+	ob := newOOBBench(t, bmcsimtest.Options{BeforeServe: func(h *app.Host) {
+		next := h.Queues.Handler(oem.CmdReadQueue2For, oem.IANA(config.DefaultIANA))
+		h.BMC.Registry.Register(queue.Commands[oem.CmdReadQueue2For], handlers.HandlerFunc(
+			func(ctx context.Context, hctx *handlers.HandlerContext, data []byte) ([]byte, types.CompletionCode, error) {
+				if len(data) >= 8 && data[7]&^byte(oem.ReadAlertLog) != 0 { // its flags check
+					refused.Add(1)
+					return nil, types.CompletionCode(oem.CCInvalidDataField), nil
+				}
+				return next.Handle(ctx, hctx, data)
+			}))
+	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	reasons := func(al []*vmsg.Alert) string {
-		var s []string
-		for _, a := range al {
-			s = append(s, a.Reason)
-		}
-		return strings.Join(s, ",")
-	}
-	first, _ := ob.oobClient(t, client.OOBOptions{Requester: 0x7001})
-	other, _ := ob.oobClient(t, client.OOBOptions{})
-	other.Alerts(ctx, "h1")
+	c, _ := ob.oobClient(t, client.OOBOptions{Requester: 0x7003, Durable: true})
 	writeAlert(t, ob, "a1")
+	if al, err := c.Alerts(ctx, "h1"); err != nil || reasons(al) != "a1" {
+		t.Fatalf("alerts: %q %v", reasons(al), err)
+	}
 	writeAlert(t, ob, "a2")
-	if al, err := first.Alerts(ctx, "h1"); err != nil || reasons(al) != "a1,a2" {
-		t.Fatalf("first run: %q %v", reasons(al), err)
+	if al, err := c.Alerts(ctx, "h1"); err != nil || reasons(al) != "a2" {
+		t.Fatalf("alerts again: %q %v", reasons(al), err)
 	}
-	first.Close()
-	writeAlert(t, ob, "a3")
-	if al, _ := other.Alerts(ctx, "h1"); reasons(al) != "a1,a2,a3" {
-		t.Fatalf("other follower: %q", reasons(al))
-	}
-	again, _ := ob.oobClient(t, client.OOBOptions{Requester: 0x7001})
-	if al, err := again.Alerts(ctx, "h1"); err != nil || reasons(al) != "a3" {
-		t.Fatalf("the same follower again: %q %v, want a3", reasons(al), err)
+	if n := refused.Load(); n != 1 {
+		t.Fatalf("the flag was sent %d times to a BMC that refused it, want once", n)
 	}
 }

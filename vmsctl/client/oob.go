@@ -50,6 +50,16 @@ type OOBOptions struct {
 	// carry it in their records; the host addresses its answers to it and
 	// the BMC hands them to this reader only.
 	Requester uint32
+	// Durable asks each BMC to keep this reader's alert log cursor while
+	// it does not read, for the BMC's follower TTL (bmcsim 24 h), so a
+	// later channel with the same Requester resumes where this one
+	// stopped (vmsctl alerts --follower-id). Set it only with a chosen
+	// Requester: a durable follower that never comes back holds alerts in
+	// the BMC's log for that long. Without it the BMC forgets this
+	// follower a minute (its reader TTL) after its last read. A BMC that
+	// predates durable followers refuses the flag (0xCC); the channel
+	// then reads without it, and says so once.
+	Durable bool
 	// Window is how many requests to one host may be in flight at once
 	// (default 8): their records interleave in queue 1, the host serves
 	// them concurrently, and one reader of queue 2 at a time hands each
@@ -187,7 +197,10 @@ type oobHost struct {
 	window chan struct{} // requests in flight
 	reader chan struct{} // held by the one goroutine reading queue 2
 	ack    *oem.Ack      // last record read, not yet acknowledged (reader)
-	ra     *record.Reassembler
+	// noDurable: the BMC refused the durable follower flag (it predates
+	// it); read without it (reader).
+	noDurable bool
+	ra        *record.Reassembler
 
 	mu      sync.Mutex                   // what follows
 	pending map[uint64]vmsg.Message      // answers for request ids nobody waits for
@@ -649,12 +662,16 @@ func (o *OOB) write(ctx context.Context, t *Target, h *oobHost, r record.Record)
 }
 
 // read does one two-phase read of queue 2 as this channel's reader (with
-// the alert log when alerts), acknowledging the previous record. It returns
-// the record (nil when empty) and keeps it as the next ack.
+// the alert log when alerts, as a durable follower with Durable),
+// acknowledging the previous record. It returns the record (nil when
+// empty) and keeps it as the next ack. The caller holds h.reader.
 func (o *OOB) read(ctx context.Context, t *Target, h *oobHost, alerts bool) (*record.Record, error) {
 	req := oem.ReadQueue2ForRequest{IANA: h.iana, Reader: o.opt.Requester, Ack: h.ack}
 	if alerts {
 		req.Flags = oem.ReadAlertLog
+		if o.opt.Durable && !h.noDurable {
+			req.Flags |= oem.ReadDurable
+		}
 	}
 	data, err := req.Pack()
 	if err != nil {
@@ -662,6 +679,13 @@ func (o *OOB) read(ctx context.Context, t *Target, h *oobHost, alerts bool) (*re
 	}
 	o.count(func(s *OOBStats) { s.Reads++ })
 	resp, err := o.raw(ctx, t, h, oem.CmdReadQueue2For, data)
+	if req.Flags&oem.ReadDurable != 0 && isCC(err, oem.CCInvalidDataField) {
+		// A BMC older than the flag refuses it and does nothing else.
+		h.noDurable = true
+		o.log.Warn("oob-i: this BMC does not keep durable followers; reading the alert log as a follower it forgets after its reader TTL (a later run may miss alerts)",
+			"host", t.Name(), "reader", o.opt.Requester)
+		return o.read(ctx, t, h, alerts)
+	}
 	if err != nil {
 		if isCC(err, oem.CCInsufficientPrivilege) {
 			return nil, fmt.Errorf("%w: BMC %s: user %q below operator, or reader id %#x bound to another BMC user: %w",

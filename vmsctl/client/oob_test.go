@@ -121,7 +121,7 @@ func newOOBBench(t testing.TB, qo bmcsimtest.Options) *oobBench {
 	t.Helper()
 	bs := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true,
 		Users:          []config.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}},
-		Queue1Capacity: qo.Queue1Capacity, Queue2Capacity: qo.Queue2Capacity})
+		Queue1Capacity: qo.Queue1Capacity, Queue2Capacity: qo.Queue2Capacity, Config: qo.Config, BeforeServe: qo.BeforeServe})
 	qs := bs.Queues
 	ctx, cancel := context.WithCancel(context.Background())
 

@@ -68,7 +68,7 @@ func (a *App) alertsCmd() *cobra.Command {
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep polling and print alerts as they arrive")
 	c.Flags().DurationVar(&every, "interval", time.Second, "with --follow: poll interval")
-	c.Flags().Uint32Var(&a.followerID, "follower-id", 0, "read the BMC's alert log as this follower (1-4294967295): a later run with the same id resumes where the last one stopped, for as long as the BMC keeps the cursor (bmcsim --follower-ttl, 24 h); 0: a new follower each run")
+	c.Flags().Uint32Var(&a.followerID, "follower-id", 0, "read the BMC's alert log as this durable follower (1-4294967295): the BMC keeps its cursor, and the alerts it has not read, while it does not read for up to its follower TTL (bmcsim --follower-ttl, 24 h), so a later run with the same id resumes where the last one stopped; 0: a new follower each run, which the BMC forgets a minute after its last read")
 	return c
 }
 

@@ -305,7 +305,8 @@ func (a *App) client() (*client.Client, error) {
 	}
 	o := client.Options{Via: a.via, Principal: a.principal, Challenge: a.answer, Logger: a.log, Now: a.Now,
 		Auto: client.AutoOptions{Budget: a.budget}, Metadata: meta,
-		OOBOptions: client.OOBOptions{Window: a.oobWindow, Sessions: a.oobSessions, Requester: a.followerID}}
+		OOBOptions: client.OOBOptions{Window: a.oobWindow, Sessions: a.oobSessions, Requester: a.followerID,
+			Durable: a.followerID != 0}}
 	if a.Options != nil {
 		a.Options(&o)
 	}

@@ -324,6 +324,37 @@ func TestAlerts(t *testing.T) {
 	}
 }
 
+// vmsctl alerts reads the BMC's alert log as a durable follower only with
+// --follower-id (the user wants to resume there later); a one-shot run is
+// a follower the BMC forgets a minute after it.
+func TestAlertsDurableOnlyWithFollowerID(t *testing.T) {
+	r := newRig(t)
+	for _, tt := range []struct {
+		args      []string
+		requester uint32
+		durable   bool
+	}{
+		{[]string{"alerts", "h1"}, 0, false},
+		{[]string{"alerts", "--follower-id", "7", "h1"}, 7, true},
+		{[]string{"vm", "list", "h1"}, 0, false},
+	} {
+		var got client.OOBOptions
+		var out, errb bytes.Buffer
+		a := &App{In: strings.NewReader(""), Out: &out, Err: &errb, Now: r.now,
+			Getenv: func(k string) string { return r.env[k] },
+			Options: func(o *client.Options) {
+				got = o.OOBOptions
+				o.VMMI, o.OOB = r.vmmi, r.oob
+			}}
+		if code := a.Run(context.Background(), append([]string{"--inventory", r.inv}, tt.args...)); code != 0 {
+			t.Fatalf("%v: exit %d: %s", tt.args, code, errb.String())
+		}
+		if got.Requester != tt.requester || got.Durable != tt.durable {
+			t.Fatalf("%v: requester %d durable %v, want %d %v", tt.args, got.Requester, got.Durable, tt.requester, tt.durable)
+		}
+	}
+}
+
 func TestEnrollWritesKeyAndInventory(t *testing.T) {
 	r := newRig(t)
 	qr := filepath.Join(r.dir, "h1.png")
