@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +21,7 @@ import (
 	"github.com/ooblab/ooblab/bmcsim/kcs"
 	"github.com/ooblab/ooblab/bmcsim/metrics"
 	"github.com/ooblab/ooblab/bmcsim/queue"
+	"github.com/ooblab/ooblab/bmcsim/redfish"
 	"github.com/ooblab/ooblab/bmcsim/sol"
 	"github.com/ooblab/ooblab/internal/oem"
 )
@@ -34,6 +37,14 @@ type Host struct {
 	Queues *queue.Queues
 	KCS    *kcs.Server // nil without a system interface
 	Serial *sol.Serial // nil without a serial port (SOL)
+	// Redfish is the BMC's Redfish service (nil without one) and
+	// RedfishCert its certificate.
+	Redfish     *redfish.Service
+	RedfishCert *x509.Certificate
+
+	powerDriver bmc.PowerDriver // nil without a system interface
+	rfLn        net.Listener
+	rfTLS       tls.Certificate
 
 	lan    *udp.Conn
 	kcsLn  net.Listener
@@ -106,6 +117,12 @@ func NewHost(cfg config.Config, o HostOptions) (*Host, error) {
 		h.Close()
 		return nil, err
 	}
+	if b.Config.Redfish != "" {
+		if err := h.listenRedfish(); err != nil { // redfish.go
+			h.Close()
+			return nil, err
+		}
+	}
 	return h, nil
 }
 
@@ -151,6 +168,14 @@ func (h *Host) Serve(ctx context.Context) error {
 			return nil
 		})
 	}
+	if h.Redfish != nil {
+		g.Go(func() error {
+			if err := h.Redfish.Serve(ctx, h.rfLn, h.rfTLS); err != nil {
+				return fmt.Errorf("bmc %s: %w", h.BMC.Config.Name, err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error { return h.BMC.ServeLAN(ctx, h.lan) })
 	return g.Wait()
 }
@@ -166,6 +191,9 @@ func (h *Host) Close() error {
 	}
 	if h.serLn != nil {
 		_ = h.serLn.Close()
+	}
+	if h.rfLn != nil {
+		_ = h.rfLn.Close()
 	}
 	if h.Queues != nil {
 		return h.Queues.Close()
@@ -203,12 +231,14 @@ func (h *Host) listenKCS(n *notifier) error {
 		}),
 		kcs.WithOnConnState(func(up bool) {
 			log.Info("system interface", "qemu_connected", up)
+			h.redfishPowerWatch(up)
 			if d := q.Queue1().Len(); up && d > 0 {
 				n.push(n.server(), d) // records waited while the host was away
 			}
 		}))...)
 	n.set(srv)
-	b.SetPowerDriver(newHostPower(srv, b.Config.QMP, log))
+	h.powerDriver = newHostPower(srv, b.Config.QMP, log)
+	b.SetPowerDriver(h.powerDriver)
 	log.Info("system interface listening", "addr", ln.Addr().String())
 	h.KCS, h.kcsLn = srv, ln
 	return nil

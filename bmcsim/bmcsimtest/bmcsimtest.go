@@ -7,10 +7,13 @@ package bmcsimtest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"testing"
 
@@ -28,6 +31,9 @@ type Options struct {
 	NoKCS bool
 	// NoSerial leaves out the serial port (SOL).
 	NoSerial bool
+	// Redfish adds the Redfish service (HTTPS, self-signed; RedfishURL and
+	// RedfishClient reach it).
+	Redfish bool
 	// State is the queue journal folder; "" keeps queues in memory.
 	State string
 	// Queue1Capacity and Queue2Capacity in records (0: the default).
@@ -47,6 +53,8 @@ type BMC struct {
 	LAN string
 	// Port is LAN's port.
 	Port int
+	// RedfishURL is "https://127.0.0.1:PORT" with Options.Redfish.
+	RedfishURL string
 	// User is the first configured user (name, password, privilege).
 	User config.User
 
@@ -86,6 +94,9 @@ func New(o Options) (*BMC, error) {
 	if !o.NoSerial {
 		cfg.Serial = "127.0.0.1:0"
 	}
+	if o.Redfish {
+		cfg.Redfish = "127.0.0.1:0"
+	}
 	if len(cfg.Users) == 0 {
 		pw := make([]byte, 8)
 		_, _ = rand.Read(pw)
@@ -104,6 +115,9 @@ func New(o Options) (*BMC, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &BMC{Host: h, User: h.BMC.Config.Users[0], cancel: cancel, done: make(chan error, 1)}
 	b.LAN = h.LANAddr().String()
+	if a := h.RedfishAddr(); a != "" {
+		b.RedfishURL = "https://" + a
+	}
 	b.Port = h.LANAddr().Port
 	go func() { b.done <- h.Serve(ctx) }()
 	return b, nil
@@ -124,3 +138,14 @@ func (b *BMC) Stop() error {
 
 // UDPAddr is the LAN channel's address.
 func (b *BMC) UDPAddr() *net.UDPAddr { return b.LANAddr() }
+
+// RedfishClient is an HTTPS client that trusts exactly the BMC's Redfish
+// certificate.
+func (b *BMC) RedfishClient() *http.Client {
+	pool := x509.NewCertPool()
+	pool.AddCert(b.RedfishCert)
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		MaxIdleConnsPerHost: 128,
+	}}
+}

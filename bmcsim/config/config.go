@@ -80,6 +80,14 @@ type Config struct {
 	// process cannot lock the VMS out of the BMC nor wipe its alerts
 	// (bmcsim/kcs.AdminCommand lists them; they are answered 0xD4).
 	SystemInterfaceAdmin bool `toml:"system_interface_admin"`
+	// Redfish is the TCP address of the Redfish service (HTTPS only;
+	// bmcsim/redfish); empty means none.
+	Redfish string `toml:"redfish"`
+	// RedfishCert and RedfishKey are PEM files of the Redfish service's
+	// certificate and key; without them bmcsim makes a self-signed ECDSA
+	// certificate at start and logs its SHA-256 fingerprint.
+	RedfishCert string `toml:"redfish_cert"`
+	RedfishKey  string `toml:"redfish_key"`
 	// State is a folder for the queue journal; empty keeps queues in memory.
 	State string `toml:"state"`
 	// FaultHooks (tests only; needs state) lets a test kill this BMC at a
@@ -276,6 +284,14 @@ func (c *Config) Normalize() error {
 		if _, _, err := net.SplitHostPort(c.Serial); err != nil {
 			return fmt.Errorf("bmc %s: serial address %q: %w", c.Name, c.Serial, err)
 		}
+	}
+	if c.Redfish != "" {
+		if _, _, err := net.SplitHostPort(c.Redfish); err != nil {
+			return fmt.Errorf("bmc %s: redfish address %q: %w", c.Name, c.Redfish, err)
+		}
+	}
+	if (c.RedfishCert == "") != (c.RedfishKey == "") {
+		return fmt.Errorf("bmc %s: redfish_cert and redfish_key go together", c.Name)
 	}
 	if c.SOLPrivilege == "" {
 		c.SOLPrivilege = DefaultSOLPrivilege

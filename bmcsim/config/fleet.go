@@ -13,7 +13,8 @@ const MaxFleet = 10000
 
 // Fleet expands base into n BMCs for `bmcsim --fleet N`: BMC i (0-based) is
 // named NAME-i (NAME-0 … NAME-(n-1)), listens for RMCP+ on base.LAN's port +
-// i and, when base.KCS is set, for QEMU's chardev on base.KCS's port + i. A
+// i, for Redfish (when base.Redfish is set) on its port + i and, when
+// base.KCS is set, for QEMU's chardev on base.KCS's port + i. A
 // state folder, when given, gets one sub-folder per BMC so the queue journals
 // stay apart. Users and knobs are shared; each BMC still has its own
 // sessions, lockouts, SEL and queues.
@@ -37,6 +38,13 @@ func Fleet(base Config, n int) ([]Config, error) {
 			return nil, fmt.Errorf("--fleet %d: LAN ports %d-%d overlap KCS ports %d-%d", n, lanPort, lanPort+n-1, kcsPort, kcsPort+n-1)
 		}
 	}
+	var rfHost string
+	var rfPort int
+	if base.Redfish != "" {
+		if rfHost, rfPort, err = splitPort("redfish", base.Redfish, n); err != nil {
+			return nil, err
+		}
+	}
 	name := base.Name
 	if name == "" {
 		name = "bmc"
@@ -51,6 +59,9 @@ func Fleet(base Config, n int) ([]Config, error) {
 		c.LAN = net.JoinHostPort(lanHost, strconv.Itoa(lanPort+i))
 		if base.KCS != "" {
 			c.KCS = net.JoinHostPort(kcsHost, strconv.Itoa(kcsPort+i))
+		}
+		if base.Redfish != "" {
+			c.Redfish = net.JoinHostPort(rfHost, strconv.Itoa(rfPort+i))
 		}
 		if base.State != "" {
 			c.State = filepath.Join(base.State, c.Name)

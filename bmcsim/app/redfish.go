@@ -1,0 +1,295 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+
+	ipmibmc "github.com/bougou/go-ipmi/pkg/bmc"
+	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ooblab/ooblab/bmcsim/bmc"
+	"github.com/ooblab/ooblab/bmcsim/redfish"
+	"github.com/ooblab/ooblab/internal/fileio"
+	"github.com/ooblab/ooblab/internal/qmp"
+)
+
+// lanChannel is the channel number of the LAN channel, whose privilege
+// limits give the Redfish roles.
+const lanChannel = 1
+
+// redfishBackend is redfish.Backend over one BMC: its IPMI users, chassis
+// (power driver, boot flags) and SEL.
+type redfishBackend struct {
+	b        *bmc.BMC
+	ipmiPort int
+	mon      *qmp.Monitor // nil without QEMU monitor
+
+	mu       sync.Mutex
+	cpus     int
+	memGiB   float64
+	hostRead bool
+}
+
+var _ redfish.Backend = (*redfishBackend)(nil)
+
+func roleOf(p ipmibmc.PrivilegeLevel) (redfish.Role, bool) {
+	switch {
+	case p >= ipmibmc.PrivilegeLevelAdministrator && p <= ipmibmc.PrivilegeLevelOEM:
+		return redfish.RoleAdministrator, true
+	case p == ipmibmc.PrivilegeLevelOperator:
+		return redfish.RoleOperator, true
+	case p == ipmibmc.PrivilegeLevelUser:
+		return redfish.RoleReadOnly, true
+	}
+	return "", false
+}
+
+func (rb *redfishBackend) Accounts() []redfish.Account {
+	users := rb.b.IPMI.Users
+	var out []redfish.Account
+	for id := uint8(2); id <= users.MaxUserCount(); id++ {
+		u, err := users.Get(id)
+		if err != nil || u.Name == "" {
+			continue
+		}
+		a := u.ChannelAccess[lanChannel]
+		role, ok := roleOf(a.MaxPrivilege)
+		if !ok {
+			continue
+		}
+		out = append(out, redfish.Account{ID: strconv.Itoa(int(id)), UserName: u.Name, Role: role, Enabled: u.Enabled && a.Enabled})
+	}
+	return out
+}
+
+// dummyUser is checked against when the name is unknown, so both answers
+// take the same time.
+var dummyUser = &ipmibmc.User{}
+
+func (rb *redfishBackend) Authenticate(name, password string) (redfish.Account, bool) {
+	// A password the IPMI user table cannot hold never matches: longer
+	// than 20 bytes (only the first 20 would be compared) or with a NUL
+	// (the table pads with them).
+	valid := len(password) >= 1 && len(password) <= ipmibmc.MaxPasswordLen
+	for i := 0; i < len(password); i++ {
+		if password[i] == 0 {
+			valid = false
+		}
+	}
+	u, err := rb.b.IPMI.Users.FindEnabledByNameOnChannel(name, lanChannel)
+	if err != nil || name == "" {
+		dummyUser.VerifyPassword([]byte(password))
+		return redfish.Account{}, false
+	}
+	if !u.VerifyPassword([]byte(password)) || !valid || u.Password20 != (len(password) > 16) {
+		return redfish.Account{}, false
+	}
+	a := u.ChannelAccess[lanChannel]
+	if a.CallbackOnly {
+		return redfish.Account{}, false
+	}
+	role, ok := roleOf(a.MaxPrivilege)
+	if !ok {
+		return redfish.Account{}, false
+	}
+	return redfish.Account{ID: strconv.Itoa(int(u.ID)), UserName: u.Name, Role: role, Enabled: true}, true
+}
+
+func (rb *redfishBackend) SetPassword(id, password string) error {
+	n, err := strconv.Atoi(id)
+	if err != nil || n < 2 || n > 63 {
+		return fmt.Errorf("user id %q", id)
+	}
+	return rb.b.IPMI.Users.Update(uint8(n), func(u *ipmibmc.User) error {
+		u.SetPassword([]byte(password))
+		return nil
+	})
+}
+
+func (rb *redfishBackend) PowerOn(context.Context) bool { return rb.b.PowerOn() }
+
+func (rb *redfishBackend) Reset(ctx context.Context, rt redfish.ResetType) error {
+	switch rt {
+	case redfish.ResetOn:
+		return rb.b.ChassisPower(ctx, true)
+	case redfish.ResetForceOff:
+		return rb.b.ChassisPower(ctx, false)
+	case redfish.ResetGracefulShutdown:
+		return rb.b.ChassisSoftShutdown(ctx)
+	case redfish.ResetForceRestart:
+		return rb.b.ChassisHardReset(ctx)
+	case redfish.ResetPowerCycle:
+		return rb.b.ChassisPowerCycle(ctx)
+	case redfish.ResetNmi:
+		err := rb.b.ChassisNMI(ctx)
+		if errors.Is(err, bmc.ErrNoNMI) {
+			return fmt.Errorf("%w: %v", redfish.ErrNotSupported, err)
+		}
+		return err
+	}
+	return fmt.Errorf("reset type %s: %w", rt, redfish.ErrNotSupported)
+}
+
+// bootTargets maps Redfish override targets onto IPMI boot devices.
+var bootTargets = map[string]types.BootDeviceSelector{
+	"None":      types.BootDeviceSelectorNoOverride,
+	"Pxe":       types.BootDeviceSelectorForcePXE,
+	"Hdd":       types.BootDeviceSelectorForceHardDrive,
+	"Cd":        types.BootDeviceSelectorForceCDROM,
+	"Diags":     types.BootDeviceSelectorForceDiagnosticPartition,
+	"BiosSetup": types.BootDeviceSelectorForceBIOSSetup,
+	"Floppy":    types.BootDeviceSelectorForceFloppy,
+}
+
+func (rb *redfishBackend) Boot() redfish.Boot {
+	f := rb.b.BootFlags()
+	out := redfish.Boot{Target: "None", Enabled: "Disabled", Mode: "Legacy"}
+	for name, sel := range bootTargets {
+		if sel == f.BootDeviceSelector {
+			out.Target = name
+		}
+	}
+	if f.BootFlagsValid {
+		out.Enabled = "Once"
+		if f.Persist {
+			out.Enabled = "Continuous"
+		}
+	}
+	if f.BIOSBootType == types.BIOSBootTypeEFI {
+		out.Mode = "UEFI"
+	}
+	return out
+}
+
+func (rb *redfishBackend) SetBoot(b redfish.Boot) error {
+	sel, ok := bootTargets[b.Target]
+	if !ok {
+		return fmt.Errorf("boot target %q", b.Target)
+	}
+	f := rb.b.BootFlags()
+	f.BootDeviceSelector = sel
+	f.BootFlagsValid = b.Enabled != "Disabled"
+	f.Persist = b.Enabled == "Continuous"
+	f.BIOSBootType = types.BIOSBootTypeLegacy
+	if b.Mode == "UEFI" {
+		f.BIOSBootType = types.BIOSBootTypeEFI
+	}
+	rb.b.SetBootFlags(f)
+	return nil
+}
+
+func (rb *redfishBackend) SEL() [][16]byte { return rb.b.SEL.Entries() }
+
+func (rb *redfishBackend) ClearSEL() error { rb.b.SEL.Clear(); return nil }
+
+func (rb *redfishBackend) Info(ctx context.Context) redfish.Info {
+	c := rb.b.Config
+	g := rb.b.IPMI.GUID
+	cpus, mem := rb.hostSize(ctx)
+	return redfish.Info{
+		Name:            c.Name,
+		UUID:            fmt.Sprintf("%x-%x-%x-%x-%x", g[0:4], g[4:6], g[6:8], g[8:10], g[10:16]),
+		FirmwareVersion: "1.0",
+		IPMIPort:        rb.ipmiPort,
+		SerialConsole:   c.Serial != "",
+		IANA:            c.IANA,
+		Processors:      cpus,
+		MemoryGiB:       mem,
+		SELCapacity:     rb.b.SEL.Capacity(),
+	}
+}
+
+// hostSize asks the QEMU monitor once for the guest's CPUs and memory.
+func (rb *redfishBackend) hostSize(ctx context.Context) (int, float64) {
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if rb.hostRead || rb.mon == nil {
+		return rb.cpus, rb.memGiB
+	}
+	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
+	defer cancel()
+	var cpus []struct {
+		CPUIndex int `json:"cpu-index"`
+	}
+	var mem struct {
+		BaseMemory int64 `json:"base-memory"`
+	}
+	if rb.mon.Execute(ctx, "query-cpus-fast", nil, &cpus) == nil &&
+		rb.mon.Execute(ctx, "query-memory-size-summary", nil, &mem) == nil {
+		rb.cpus, rb.memGiB, rb.hostRead = len(cpus), float64(mem.BaseMemory)/(1<<30), true
+	}
+	return rb.cpus, rb.memGiB
+}
+
+// listenRedfish opens the Redfish listener and builds its service.
+func (h *Host) listenRedfish() error {
+	b := h.BMC
+	c := b.Config
+	cert, err := redfishCert(c.Redfish, c.Name, c.RedfishCert, c.RedfishKey)
+	if err != nil {
+		return fmt.Errorf("bmc %s: redfish certificate: %w", c.Name, err)
+	}
+	ln, err := net.Listen("tcp", c.Redfish)
+	if err != nil {
+		return fmt.Errorf("bmc %s: redfish listener: %w", c.Name, err)
+	}
+	rb := &redfishBackend{b: b, ipmiPort: h.LANAddr().Port}
+	if hp, ok := h.powerDriver.(*hostPower); ok {
+		rb.mon = hp.mon
+	}
+	svc := redfish.New(rb, redfish.Options{
+		Logger:          h.log,
+		LockoutAttempts: c.LockoutAttempts,
+		LockoutDuration: c.LockoutDuration.Duration,
+		HTTPSPort:       ln.Addr().(*net.TCPAddr).Port,
+	})
+	iana := c.IANA
+	b.SEL.SetOnAdd(func(rec [16]byte) { svc.NotifySEL(rec, iana) })
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	h.log.Info("redfish listening (HTTPS)", "addr", ln.Addr().String(),
+		"cert_sha256", redfish.Fingerprint(cert.Certificate[0]), "self_signed", c.RedfishCert == "")
+	h.Redfish, h.RedfishCert, h.rfLn, h.rfTLS = svc, leaf, ln, cert
+	return nil
+}
+
+// redfishCert loads certFile/keyFile (the key must be a private file), or
+// makes a self-signed certificate for addr's host.
+func redfishCert(addr, name, certFile, keyFile string) (tls.Certificate, error) {
+	if certFile == "" {
+		host, _, _ := net.SplitHostPort(addr)
+		cert, _, err := redfish.SelfSigned(host, name)
+		return cert, err
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := fileio.ReadSecret(keyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("key: %w", err)
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
+}
+
+// RedfishAddr is the Redfish service's TCP address, or "" without one.
+func (h *Host) RedfishAddr() string {
+	if h.rfLn == nil {
+		return ""
+	}
+	return h.rfLn.Addr().String()
+}
+
+// redfishPowerWatch publishes power changes the guest's system interface
+// reports (connected: on) as Redfish events.
+func (h *Host) redfishPowerWatch(up bool) {
+	if h.Redfish != nil {
+		h.Redfish.NotifyPower(up)
+	}
+}

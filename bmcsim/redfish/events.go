@@ -1,0 +1,203 @@
+package redfish
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// broker fans events out to the SSE streams. A stream that falls
+// sseBuffer events behind is closed (its client reconnects), so a slow
+// reader never holds the BMC back nor grows its memory.
+type broker struct {
+	mu   sync.Mutex
+	subs map[chan []byte]struct{}
+	next uint64
+	now  func() time.Time
+}
+
+const sseBuffer = 64
+
+func newBroker(now func() time.Time) *broker {
+	return &broker{subs: map[chan []byte]struct{}{}, now: now}
+}
+
+func (b *broker) subscribe() chan []byte {
+	ch := make(chan []byte, sseBuffer)
+	b.mu.Lock()
+	b.subs[ch] = struct{}{}
+	b.mu.Unlock()
+	return ch
+}
+
+func (b *broker) unsubscribe(ch chan []byte) {
+	b.mu.Lock()
+	if _, ok := b.subs[ch]; ok {
+		delete(b.subs, ch)
+		close(ch)
+	}
+	b.mu.Unlock()
+}
+
+// Subscribers counts the open SSE streams.
+func (s *Service) Subscribers() int {
+	s.events.mu.Lock()
+	defer s.events.mu.Unlock()
+	return len(s.events.subs)
+}
+
+// eventRecord is one EventRecord of an Event payload (DSP0266 §13).
+type eventRecord struct {
+	messageID string
+	message   string
+	args      []string
+	severity  string
+	origin    string
+}
+
+// publish sends one Event with rec to every stream.
+func (b *broker) publish(rec eventRecord) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.subs) == 0 {
+		return
+	}
+	b.next++
+	id := strconv.FormatUint(b.next, 10)
+	if rec.args == nil {
+		rec.args = []string{}
+	}
+	ev := map[string]any{
+		"@odata.type": "#Event.v1_9_0.Event",
+		"Id":          id,
+		"Name":        "Event",
+		"Context":     "",
+		"Events": []any{map[string]any{
+			"EventId":           id,
+			"EventTimestamp":    b.now().UTC().Format(time.RFC3339),
+			"MessageId":         rec.messageID,
+			"Message":           rec.message,
+			"MessageArgs":       rec.args,
+			"MessageSeverity":   rec.severity,
+			"OriginOfCondition": odataID(rec.origin),
+		}},
+	}
+	data, _ := json.Marshal(ev)
+	frame := []byte("id: " + id + "\ndata: " + string(data) + "\n\n")
+	for ch := range b.subs {
+		select {
+		case ch <- frame:
+		default: // too far behind: close it
+			delete(b.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+// powerEvent publishes the power change a reset made.
+func (s *Service) powerEvent(rt ResetType, before, after bool) {
+	key := "ResourcePowerStateChanged"
+	switch {
+	case !before && after:
+		key = "ResourcePoweredOn"
+	case before && !after:
+		key = "ResourcePoweredOff"
+	}
+	s.events.publish(eventRecord{messageID: "ResourceEvent.1.3." + key, severity: "OK", origin: systemURI,
+		message: "The power state of resource '" + systemURI + "' is " + powerState(after) + " after " + string(rt) + ".",
+		args:    []string{systemURI, powerState(after), string(rt)}})
+}
+
+// NotifySEL publishes a new SEL record (the BMC calls it from its SEL's
+// add hook: hvagent's alerts arrive this way over KCS).
+func (s *Service) NotifySEL(rec [16]byte, iana uint32) {
+	e := logEntry(rec, iana)
+	id := strconv.Itoa(int(binary.LittleEndian.Uint16(rec[0:2])))
+	msg, _ := e["Message"].(string)
+	sev, _ := e["Severity"].(string)
+	s.events.publish(eventRecord{messageID: "ResourceEvent.1.3.ResourceCreated", severity: sev,
+		origin: selURI + "/Entries/" + id, message: "SEL entry " + id + ": " + msg, args: []string{id, msg}})
+}
+
+// NotifyPower publishes a power change seen outside Redfish (IPMI, the guest).
+func (s *Service) NotifyPower(on bool) {
+	key := "ResourcePoweredOff"
+	if on {
+		key = "ResourcePoweredOn"
+	}
+	s.events.publish(eventRecord{messageID: "ResourceEvent.1.3." + key, severity: "OK", origin: systemURI,
+		message: "The power state of resource '" + systemURI + "' is " + powerState(on) + ".",
+		args:    []string{systemURI, powerState(on)}})
+}
+
+func (s *Service) getEventService(w http.ResponseWriter, r *http.Request, _ *caller) {
+	writeResource(w, r, http.StatusOK, map[string]any{
+		"@odata.id":                    v1 + "/EventService",
+		"@odata.type":                  "#EventService.v1_10_0.EventService",
+		"Id":                           "EventService",
+		"Name":                         "Event Service",
+		"ServiceEnabled":               true,
+		"ServerSentEventUri":           sseURI,
+		"DeliveryRetryAttempts":        3,
+		"DeliveryRetryIntervalSeconds": 5,
+		"EventFormatTypes":             []string{"Event"},
+		"RegistryPrefixes":             []string{"ResourceEvent"},
+		"Subscriptions":                odataID(subsURI),
+		"Status":                       map[string]any{"State": "Enabled", "Health": "OK"},
+	})
+}
+
+func (s *Service) getSubscriptions(w http.ResponseWriter, r *http.Request, _ *caller) {
+	writeResource(w, r, http.StatusOK, collection(subsURI, "EventDestinationCollection", "Event Subscriptions", nil))
+}
+
+// sseKeepAlive is how often an idle stream gets a comment line, so proxies
+// and clients see it alive.
+const sseKeepAlive = 15 * time.Second
+
+func (s *Service) getSSE(w http.ResponseWriter, r *http.Request, c *caller) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, errInternal(errNoFlush))
+		return
+	}
+	ch := s.events.subscribe()
+	defer s.events.unsubscribe(ch)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(": bmcsim event stream\n\n"))
+	fl.Flush()
+	s.log.Info("redfish SSE stream opened", "user", c.user, "source", sourceIP(r))
+	tick := time.NewTicker(sseKeepAlive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case frame, ok := <-ch:
+			if !ok {
+				return // fell behind
+			}
+			if _, err := w.Write(frame); err != nil {
+				return
+			}
+			fl.Flush()
+		case <-tick.C:
+			if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
+				return
+			}
+			fl.Flush()
+		}
+	}
+}
+
+type constError string
+
+func (e constError) Error() string { return string(e) }
+
+const errNoFlush = constError("the connection cannot stream")
