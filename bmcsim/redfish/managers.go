@@ -155,8 +155,10 @@ func (s *Service) getLogEntry(w http.ResponseWriter, r *http.Request, _ *caller)
 	writeError(w, errNotFound(r.URL.Path))
 }
 
-// emptyAction is the body of an action without parameters.
-type emptyAction struct{}
+// clearLogRequest is the body of LogService.ClearLog.
+type clearLogRequest struct {
+	LogEntriesETag *string
+}
 
 func (s *Service) postClearLog(w http.ResponseWriter, r *http.Request, c *caller) {
 	body, aerr := readBody(r)
@@ -165,7 +167,8 @@ func (s *Service) postClearLog(w http.ResponseWriter, r *http.Request, c *caller
 		return
 	}
 	if len(body) > 0 {
-		if aerr := decodeJSON(body, &emptyAction{}); aerr != nil {
+		var req clearLogRequest
+		if aerr := decodeJSON(body, &req); aerr != nil {
 			writeError(w, aerr)
 			return
 		}
