@@ -13,6 +13,7 @@ PKGS=(
   mmdebstrap debootstrap e2fsprogs            # guest root filesystem (mkfs.ext4 -d, debugfs)
   iproute2 procps
   chromium                                    # the lab page's browser spec (headless, driven by chromedp)
+  python3-sushy redfishtool                   # real Redfish clients against bmcsim (bmcsim/redfish)
 )
 
 missing=()

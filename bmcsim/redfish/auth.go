@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -133,7 +134,7 @@ func (s *sessions) expireLocked(now time.Time) {
 // refused from that address for lockFor, and only from there, so a
 // stranger guessing passwords never locks the user out of the VMS's
 // address. The book holds at most maxPairs entries: when full it forgets
-// expired entries, then the oldest one.
+// expired entries, then the oldest quarter.
 type logins struct {
 	mu       sync.Mutex
 	attempts int
@@ -205,19 +206,26 @@ func (l *logins) size() int {
 }
 
 func (l *logins) evictLocked(now time.Time) {
-	var oldest pairKey
-	var at time.Time
+	type aged struct {
+		k     pairKey
+		first time.Time
+	}
+	live := make([]aged, 0, len(l.pairs))
 	for k, st := range l.pairs {
 		if (!st.until.IsZero() && !now.Before(st.until)) || now.Sub(st.first) > l.lockFor {
 			delete(l.pairs, k)
 			continue
 		}
-		if at.IsZero() || st.first.Before(at) {
-			oldest, at = k, st.first
-		}
+		live = append(live, aged{k, st.first})
 	}
-	if len(l.pairs) >= maxPairs {
-		delete(l.pairs, oldest)
+	if len(l.pairs) < maxPairs {
+		return
+	}
+	// Still full: forget the oldest quarter at once, so a flood of new
+	// pairs costs one scan per maxPairs/4 logins, not one per login.
+	slices.SortFunc(live, func(a, b aged) int { return a.first.Compare(b.first) })
+	for _, a := range live[:maxPairs/4] {
+		delete(l.pairs, a.k)
 	}
 }
 
