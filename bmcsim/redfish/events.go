@@ -146,6 +146,9 @@ func (s *Service) getEventService(w http.ResponseWriter, r *http.Request, _ *cal
 		"EventFormatTypes":             []string{"Event"},
 		"RegistryPrefixes":             []string{"ResourceEvent"},
 		"Subscriptions":                odataID(subsURI),
+		"Actions": map[string]any{"#EventService.SubmitTestEvent": map[string]any{
+			"target": v1 + "/EventService/Actions/EventService.SubmitTestEvent",
+		}},
 		"Status":                       map[string]any{"State": "Enabled", "Health": "OK"},
 	})
 }
@@ -201,3 +204,47 @@ type constError string
 func (e constError) Error() string { return string(e) }
 
 const errNoFlush = constError("the connection cannot stream")
+
+// testEventRequest is the body of EventService.SubmitTestEvent (every
+// parameter optional).
+type testEventRequest struct {
+	EventGroupId      *int64
+	EventId           *string
+	EventTimestamp    *string
+	EventType         *string
+	Message           *string
+	MessageArgs       []string
+	MessageId         *string
+	OriginOfCondition *string
+	Severity          *string
+}
+
+func (s *Service) postTestEvent(w http.ResponseWriter, r *http.Request, c *caller) {
+	body, aerr := readBody(r)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	var req testEventRequest
+	if len(body) > 0 {
+		if aerr := decodeJSON(body, &req); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+	}
+	str := func(p *string, def string) string {
+		if p == nil {
+			return def
+		}
+		return *p
+	}
+	s.events.publish(eventRecord{
+		messageID: str(req.MessageId, "ResourceEvent.1.3.ResourceChanged"),
+		message:   str(req.Message, "Test event"),
+		args:      req.MessageArgs,
+		severity:  str(req.Severity, "OK"),
+		origin:    str(req.OriginOfCondition, v1+"/EventService"),
+	})
+	s.log.Info("redfish test event submitted", "user", c.user)
+	w.WriteHeader(http.StatusNoContent)
+}

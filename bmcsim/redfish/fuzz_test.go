@@ -54,3 +54,7 @@ func FuzzDecodeAccountPatch(f *testing.F) {
 func FuzzDecodeClearLog(f *testing.F) {
 	fuzzDecode[clearLogRequest](f, `{}`, `{"LogEntriesETag":"W/\"1\""}`)
 }
+
+func FuzzDecodeTestEvent(f *testing.F) {
+	fuzzDecode[testEventRequest](f, `{"EventId":"1","MessageArgs":["a"],"Severity":"OK"}`, `{"MessageArgs":"a"}`)
+}

@@ -59,6 +59,7 @@ func (s *Service) routes() {
 	s.route(selURI+"/Actions/LogService.ClearLog", map[string]method{"POST": {operator, s.postClearLog}})
 	s.route(v1+"/EventService", get(readOnly, s.getEventService))
 	s.route(sseURI, get(readOnly, s.getSSE))
+	s.route(v1+"/EventService/Actions/EventService.SubmitTestEvent", map[string]method{"POST": {operator, s.postTestEvent}})
 	s.route(subsURI, get(readOnly, s.getSubscriptions))
 	// Anything else under /redfish is not found, as a Redfish error.
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound(r.URL.Path)) })

@@ -34,8 +34,13 @@ func SelfSigned(host, name string) (tls.Certificate, string, error) {
 		Subject:      pkix.Name{CommonName: "bmcsim " + name, Organization: []string{"ooblab bmcsim (self-signed)"}},
 		NotBefore:    now.Add(-time.Minute),
 		NotAfter:     now.AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		// Its own issuer: OpenSSL (python's requests, curl) takes a
+		// self-signed certificate as a trust anchor only as a CA.
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
 	}
 	if ip := net.ParseIP(host); ip != nil {
 		tmpl.IPAddresses = []net.IP{ip}
