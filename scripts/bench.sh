@@ -181,6 +181,13 @@ bench_journal() {
   go test -run '^$' -bench StateChanges500PerSecond10Minutes -benchtime 1x -benchmem ./hvagent/journal
 }
 
+# bench_redfish: 100 concurrent HTTPS clients (HTTP Basic, keep-alive)
+# reading Systems/1 from one in-process bmcsim, at GOMAXPROCS=1 as bmcsim
+# runs: requests/s and p99. ~1 s.
+bench_redfish() {
+  GOMAXPROCS=1 go test -run '^$' -bench Systems100Clients -benchtime 5000x ./bmcsim/redfish
+}
+
 # run_section NAME TITLE: runs bench_NAME unless BENCH_SECTIONS leaves it
 # out; a failed section is reported at the end, the others still run.
 FAILED=()
@@ -202,6 +209,7 @@ run_section kcs "KCS: raw system interface from a TCG guest, bmcsim vs ipmi_sim 
 run_section lab "lab: lab up, vm status VMM-I vs OOB-I, failover, sealed payload vs raw KCS"
 run_section oob "OOB-I: sealed vs unsealed messages VMS → system interface, seal+open alone"
 run_section fleet "fleet: bmcsim --fleet RSS and vmsctl host status at 10/100/1000 hosts"
+run_section redfish "Redfish: 100 concurrent clients reading Systems/1 (requests/s, p99)"
 run_section journal "journal: hvagent's request journal at 500 state changes/s for 10 min (simulated)"
 
 section "report (bench/report): bench/report.md, bench/plots/, bench/results.json"
