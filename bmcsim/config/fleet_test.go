@@ -7,7 +7,7 @@ import (
 )
 
 func TestFleet(t *testing.T) {
-	base := Config{Name: "h", LAN: "127.0.0.1:40000", KCS: "127.0.0.1:41000", State: "/tmp/st",
+	base := Config{Name: "h", LAN: "127.0.0.1:40000", KCS: "127.0.0.1:41000", Redfish: "127.0.0.1:42000", State: "/tmp/st",
 		Users: []User{{Name: "admin", Password: "pw"}}, CipherSuites: []int{17}}
 	got, err := Fleet(base, 3)
 	if err != nil {
@@ -16,13 +16,13 @@ func TestFleet(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("%d configs, want 3", len(got))
 	}
-	for i, want := range []struct{ name, lan, kcs, state string }{
-		{"h-0", "127.0.0.1:40000", "127.0.0.1:41000", filepath.Join("/tmp/st", "h-0")},
-		{"h-1", "127.0.0.1:40001", "127.0.0.1:41001", filepath.Join("/tmp/st", "h-1")},
-		{"h-2", "127.0.0.1:40002", "127.0.0.1:41002", filepath.Join("/tmp/st", "h-2")},
+	for i, want := range []struct{ name, lan, kcs, redfish, state string }{
+		{"h-0", "127.0.0.1:40000", "127.0.0.1:41000", "127.0.0.1:42000", filepath.Join("/tmp/st", "h-0")},
+		{"h-1", "127.0.0.1:40001", "127.0.0.1:41001", "127.0.0.1:42001", filepath.Join("/tmp/st", "h-1")},
+		{"h-2", "127.0.0.1:40002", "127.0.0.1:41002", "127.0.0.1:42002", filepath.Join("/tmp/st", "h-2")},
 	} {
 		c := got[i]
-		if c.Name != want.name || c.LAN != want.lan || c.KCS != want.kcs || c.State != want.state {
+		if c.Name != want.name || c.LAN != want.lan || c.KCS != want.kcs || c.Redfish != want.redfish || c.State != want.state {
 			t.Errorf("bmc %d = %s %s %s %s, want %+v", i, c.Name, c.LAN, c.KCS, c.State, want)
 		}
 	}

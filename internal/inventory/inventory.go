@@ -89,6 +89,10 @@ type BMC struct {
 	ConsolePasswordFile string `json:"console_password_file,omitempty"`
 	CipherSuite         int    `json:"cipher_suite"` // 17 unless set
 	IANA                uint32 `json:"iana"`         // 32473 unless set
+	// Redfish is the URL of the BMC's Redfish service (https://host:port),
+	// RedfishCAFile the CA its certificate chains to; empty: none.
+	Redfish       string `json:"redfish,omitempty"`
+	RedfishCAFile string `json:"redfish_ca_file,omitempty"`
 }
 
 // Operator is a registered user with a TOTP key for challenges.

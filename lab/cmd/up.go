@@ -74,9 +74,13 @@ func (e *env) down() *cobra.Command {
 func printSummary(w io.Writer, dir string, st *ctl.State) {
 	fmt.Fprintf(w, "\nready: %d host(s), accel %s\n", len(st.Hosts), st.Accel)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tBMC (IPMI LAN)\tBMC (KCS)\tVMM-I (TLS)\tNESTED VMS")
+	fmt.Fprintln(tw, "HOST\tBMC (IPMI LAN)\tBMC (REDFISH)\tBMC (KCS)\tVMM-I (TLS)\tNESTED VMS")
 	for _, h := range st.Hosts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.BMCLAN, h.BMCKCS, h.VMMI, strings.Join(h.VMs, ", "))
+		rf := "-"
+		if h.BMCRedfish != "" {
+			rf = "https://" + h.BMCRedfish
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.BMCLAN, rf, h.BMCKCS, h.VMMI, strings.Join(h.VMs, ", "))
 	}
 	tw.Flush()
 	if st.UIURL != "" {

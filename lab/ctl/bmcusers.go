@@ -35,12 +35,15 @@ name = %q
 lan = %q
 kcs = %q
 serial = %q
+redfish = %q
+redfish_cert = %q
+redfish_key = %q
 state = %q
 qmp = %q
 qemu_pidfile = %q
 fault_hooks = true
-`, hs.Name, hs.BMCLAN, hs.BMCKCS, hs.BMCSerial, filepath.Join(hdir, "bmc-state"), filepath.Join(hs.RunDir, "qmp-bmc.sock"),
-		filepath.Join(hs.RunDir, "qemu.pid"))
+`, hs.Name, hs.BMCLAN, hs.BMCKCS, hs.BMCSerial, hs.BMCRedfish, filepath.Join(hdir, "redfish.pem"), filepath.Join(hdir, "redfish.key"),
+		filepath.Join(hdir, "bmc-state"), filepath.Join(hs.RunDir, "qmp-bmc.sock"), filepath.Join(hs.RunDir, "qemu.pid"))
 	for _, u := range labBMCUsers {
 		fmt.Fprintf(&b, `[[bmc.user]]
 name = %q
@@ -59,5 +62,6 @@ func inventoryBMC(hs HostState) inventory.BMC {
 	return inventory.BMC{Addr: hs.BMCLAN,
 		User: vms.name, PasswordFile: filepath.Join(hs.Name, vms.passwordFile),
 		ConsoleUser: admin.name, ConsolePasswordFile: filepath.Join(hs.Name, admin.passwordFile),
-		CipherSuite: 17, IANA: 32473}
+		CipherSuite: 17, IANA: 32473,
+		Redfish: "https://" + hs.BMCRedfish, RedfishCAFile: filepath.Join("tls", "ca.pem")}
 }

@@ -77,12 +77,14 @@ type HostState struct {
 	BMCLAN string `json:"bmc_lan"`
 	BMCKCS string `json:"bmc_kcs"`
 	// BMCSerial is the BMC's serial port QEMU's ttyS0 dials (SOL).
-	BMCSerial string   `json:"bmc_serial,omitempty"`
-	VMMI      string   `json:"vmmi"`
-	QEMU      Proc     `json:"qemu"`
-	RunDir    string   `json:"run_dir"`
-	VMs       []string `json:"vms"`
-	VMMILink  bool     `json:"vmmi_link"`
+	BMCSerial string `json:"bmc_serial,omitempty"`
+	// BMCRedfish is the BMC's Redfish service (HTTPS, lab CA certificate).
+	BMCRedfish string   `json:"bmc_redfish,omitempty"`
+	VMMI       string   `json:"vmmi"`
+	QEMU       Proc     `json:"qemu"`
+	RunDir     string   `json:"run_dir"`
+	VMs        []string `json:"vms"`
+	VMMILink   bool     `json:"vmmi_link"`
 }
 
 // StageTiming is how long one stage of `lab up` took.

@@ -109,6 +109,28 @@ func serverCert(ca *pki.CA, name string) (certPEM, keyPEM []byte, err error) {
 	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
 }
 
+// redfishCert issues host name's BMC Redfish certificate from the lab CA
+// on every up (hdir/redfish.pem, and its key redfish.key, 0600): it names
+// 127.0.0.1, where the BMC listens, and the host's name.
+func redfishCert(ca *pki.CA, hdir, name string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	certPEM, err := ca.ServerCert("127.0.0.1", &key.PublicKey, name)
+	if err != nil {
+		return err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(hdir, "redfish.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(hdir, "redfish.pem"), certPEM, 0o644)
+}
+
 // labPrincipals are the lab's VMS principals: "vms" (everything) and
 // "intern" (read only: its state changes are refused and alerted).
 var labPrincipals = []string{"vms", "intern"}

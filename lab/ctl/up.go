@@ -29,7 +29,7 @@ type Options struct {
 	Dir      string // state folder
 	Hosts    int    // number of hypervisor hosts (default 1)
 	BinDir   string // where bmcsim and hvagent are (default: beside this executable)
-	BasePort int    // first BMC LAN port (default 6230); KCS = +100, serial (SOL) = +200, VMM-I = +2000
+	BasePort int    // first BMC LAN port (default 6230); KCS = +100, serial (SOL) = +200, Redfish = +400, VMM-I = +2000
 	Accel    string // "", "kvm" or "tcg"
 	Force    bool   // rebuild the guest image
 	Out      io.Writer
@@ -189,18 +189,22 @@ func (u *upRun) writeConfig(ctx context.Context) error {
 			return err
 		}
 		hs := HostState{
-			Name:      name,
-			BMCLAN:    fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+i-1),
-			BMCKCS:    fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+100+i-1),
-			BMCSerial: fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+200+i-1),
-			VMMI:      fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+2000+i-1),
-			RunDir:    filepath.Join(hdir, "qemu"),
-			VMs:       NestedVMs,
+			Name:       name,
+			BMCLAN:     fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+i-1),
+			BMCKCS:     fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+100+i-1),
+			BMCSerial:  fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+200+i-1),
+			BMCRedfish: fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+400+i-1),
+			VMMI:       fmt.Sprintf("127.0.0.1:%d", u.o.BasePort+2000+i-1),
+			RunDir:     filepath.Join(hdir, "qemu"),
+			VMs:        NestedVMs,
 		}
-		for _, a := range []string{hs.BMCLAN, hs.VMMI} {
+		for _, a := range []string{hs.BMCLAN, hs.VMMI, hs.BMCRedfish} {
 			if err := portFree(a, a == hs.BMCLAN); err != nil {
 				return err
 			}
+		}
+		if err := redfishCert(ca, hdir, name); err != nil {
+			return fmt.Errorf("%s: redfish certificate: %w", name, err)
 		}
 		u.st.Hosts = append(u.st.Hosts, hs)
 		bmcToml.WriteString(hostBMCConfig(hs, hdir))
