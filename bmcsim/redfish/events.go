@@ -14,22 +14,31 @@ import (
 // reader never holds the BMC back nor grows its memory.
 type broker struct {
 	mu   sync.Mutex
-	subs map[chan []byte]struct{}
+	subs map[chan []byte]*eventFilter
 	next uint64
 	now  func() time.Time
+	// sink, when set, also gets every event (the subscriptions' delivery).
+	sink func(id string, rec eventRecord, ev map[string]any)
 }
+
+// maxStreams bounds the SSE streams open at once.
+const maxStreams = 16
 
 const sseBuffer = 64
 
 func newBroker(now func() time.Time) *broker {
-	return &broker{subs: map[chan []byte]struct{}{}, now: now}
+	return &broker{subs: map[chan []byte]*eventFilter{}, now: now}
 }
 
-func (b *broker) subscribe() chan []byte {
-	ch := make(chan []byte, sseBuffer)
+// subscribe opens a stream, or returns nil when maxStreams are open.
+func (b *broker) subscribe(f *eventFilter) chan []byte {
 	b.mu.Lock()
-	b.subs[ch] = struct{}{}
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	if len(b.subs) >= maxStreams {
+		return nil
+	}
+	ch := make(chan []byte, sseBuffer)
+	b.subs[ch] = f
 	return ch
 }
 
@@ -62,7 +71,7 @@ type eventRecord struct {
 func (b *broker) publish(rec eventRecord) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.subs) == 0 {
+	if len(b.subs) == 0 && b.sink == nil {
 		return
 	}
 	b.next++
@@ -85,9 +94,18 @@ func (b *broker) publish(rec eventRecord) {
 			"OriginOfCondition": odataID(rec.origin),
 		}},
 	}
+	if b.sink != nil {
+		b.sink(id, rec, ev)
+	}
+	if len(b.subs) == 0 {
+		return
+	}
 	data, _ := json.Marshal(ev)
 	frame := []byte("id: " + id + "\ndata: " + string(data) + "\n\n")
-	for ch := range b.subs {
+	for ch, f := range b.subs {
+		if !f.match(rec) {
+			continue
+		}
 		select {
 		case ch <- frame:
 		default: // too far behind: close it
@@ -133,28 +151,30 @@ func (s *Service) NotifyPower(on bool) {
 		args:    []string{systemURI, powerState(on)}})
 }
 
-func (s *Service) getEventService(w http.ResponseWriter, r *http.Request, _ *caller) {
-	writeResource(w, r, http.StatusOK, map[string]any{
+func (s *Service) eventService() map[string]any {
+	retries, interval := s.subs.settings()
+	return map[string]any{
 		"@odata.id":                    v1 + "/EventService",
 		"@odata.type":                  "#EventService.v1_10_0.EventService",
 		"Id":                           "EventService",
 		"Name":                         "Event Service",
 		"ServiceEnabled":               true,
 		"ServerSentEventUri":           sseURI,
-		"DeliveryRetryAttempts":        3,
-		"DeliveryRetryIntervalSeconds": 5,
+		"DeliveryRetryAttempts":        retries,
+		"DeliveryRetryIntervalSeconds": int(interval / time.Second),
 		"EventFormatTypes":             []string{"Event"},
 		"RegistryPrefixes":             []string{"ResourceEvent"},
+		"SSEFilterPropertiesSupported": map[string]any{"MessageId": true, "RegistryPrefix": true, "OriginResource": true},
 		"Subscriptions":                odataID(subsURI),
 		"Actions": map[string]any{"#EventService.SubmitTestEvent": map[string]any{
 			"target": v1 + "/EventService/Actions/EventService.SubmitTestEvent",
 		}},
-		"Status":                       map[string]any{"State": "Enabled", "Health": "OK"},
-	})
+		"Status": map[string]any{"State": "Enabled", "Health": "OK"},
+	}
 }
 
-func (s *Service) getSubscriptions(w http.ResponseWriter, r *http.Request, _ *caller) {
-	writeResource(w, r, http.StatusOK, collection(subsURI, "EventDestinationCollection", "Event Subscriptions", nil))
+func (s *Service) getEventService(w http.ResponseWriter, r *http.Request, _ *caller) {
+	writeResource(w, r, http.StatusOK, s.eventService())
 }
 
 // sseKeepAlive is how often an idle stream gets a comment line, so proxies
@@ -167,7 +187,17 @@ func (s *Service) getSSE(w http.ResponseWriter, r *http.Request, c *caller) {
 		writeError(w, errInternal(errNoFlush))
 		return
 	}
-	ch := s.events.subscribe()
+	f, aerr := parseFilter(r.URL.Query().Get("$filter"))
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	ch := s.events.subscribe(f)
+	if ch == nil {
+		writeError(w, newError(http.StatusServiceUnavailable, "ServiceTemporarilyUnavailable",
+			"The service is temporarily unavailable: "+itoa(maxStreams)+" event streams are open."))
+		return
+	}
 	defer s.events.unsubscribe(ch)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

@@ -58,3 +58,31 @@ func FuzzDecodeClearLog(f *testing.F) {
 func FuzzDecodeTestEvent(f *testing.F) {
 	fuzzDecode[testEventRequest](f, `{"EventId":"1","MessageArgs":["a"],"Severity":"OK"}`, `{"MessageArgs":"a"}`)
 }
+
+func FuzzDecodeSubscription(f *testing.F) {
+	fuzzDecode[subscriptionRequest](f, `{"Destination":"https://x/e","Protocol":"Redfish","RegistryPrefixes":["ResourceEvent"]}`,
+		`{"Destination":1}`, `{"RegistryPrefixes":"x"}`)
+}
+
+func FuzzDecodeEventServicePatch(f *testing.F) {
+	fuzzDecode[eventServicePatch](f, `{"DeliveryRetryAttempts":2,"DeliveryRetryIntervalSeconds":1}`, `{"DeliveryRetryAttempts":1.5}`)
+}
+
+// FuzzParseFilter: any $filter parses or is a 400, never a panic, and a
+// parsed one matches without panicking.
+func FuzzParseFilter(f *testing.F) {
+	for _, s := range []string{"MessageId eq 'ResourceEvent.1.3.ResourcePoweredOn'", "RegistryPrefix eq 'ResourceEvent' or OriginResource eq '/redfish/v1/Systems/1'",
+		"MessageId eq ''", "x eq 'y'", "MessageId eq 'a'b'", " or "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		flt, err := parseFilter(s)
+		if err != nil {
+			if err.status != 400 {
+				t.Fatalf("status %d", err.status)
+			}
+			return
+		}
+		flt.match(eventRecord{messageID: "ResourceEvent.1.3.ResourceCreated", origin: "/x"})
+	})
+}

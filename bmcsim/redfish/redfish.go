@@ -52,6 +52,7 @@ type Service struct {
 	sessions *sessions
 	logins   *logins
 	events   *broker
+	subs     *subscriptions
 	mux      *http.ServeMux
 }
 
@@ -79,8 +80,10 @@ func New(b Backend, o Options) *Service {
 		sessions: newSessions(o.MaxSessions, o.SessionTimeout, o.Now),
 		logins:   newLogins(o.LockoutAttempts, o.LockoutDuration, o.Now),
 		events:   newBroker(o.Now),
+		subs:     newSubscriptions(),
 		mux:      http.NewServeMux(),
 	}
+	s.events.sink = s.subs.deliver
 	s.routes()
 	return s
 }

@@ -57,10 +57,11 @@ func (s *Service) routes() {
 	s.route(selURI+"/Entries", get(readOnly, s.getLogEntries))
 	s.route(selURI+"/Entries/{id}", get(readOnly, s.getLogEntry))
 	s.route(selURI+"/Actions/LogService.ClearLog", map[string]method{"POST": {operator, s.postClearLog}})
-	s.route(v1+"/EventService", get(readOnly, s.getEventService))
+	s.route(v1+"/EventService", map[string]method{"GET": {readOnly, s.getEventService}, "PATCH": {admin, s.patchEventService}})
 	s.route(sseURI, get(readOnly, s.getSSE))
 	s.route(v1+"/EventService/Actions/EventService.SubmitTestEvent", map[string]method{"POST": {operator, s.postTestEvent}})
-	s.route(subsURI, get(readOnly, s.getSubscriptions))
+	s.route(subsURI, map[string]method{"GET": {readOnly, s.getSubscriptions}, "POST": {operator, s.postSubscription}})
+	s.route(subsURI+"/{id}", map[string]method{"GET": {readOnly, s.getSubscription}, "DELETE": {operator, s.deleteSubscription}})
 	// Anything else under /redfish is not found, as a Redfish error.
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound(r.URL.Path)) })
 }

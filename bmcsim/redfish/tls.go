@@ -82,6 +82,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, cert tls.Certifica
 	}
 	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
 	defer stop()
+	defer s.subs.close()
 	err := srv.ServeTLS(ln, "", "")
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("redfish: %w", err)
