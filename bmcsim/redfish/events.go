@@ -117,6 +117,7 @@ func (b *broker) publish(rec eventRecord) {
 
 // powerEvent publishes the power change a reset made.
 func (s *Service) powerEvent(rt ResetType, before, after bool) {
+	s.power.observe(after) // the watcher must not report it again
 	key := "ResourcePowerStateChanged"
 	switch {
 	case !before && after:
@@ -140,8 +141,20 @@ func (s *Service) NotifySEL(rec [16]byte, iana uint32) {
 		origin: selURI + "/Entries/" + id, message: "SEL entry " + id + ": " + msg, args: []string{id, msg}})
 }
 
-// NotifyPower publishes a power change seen outside Redfish (IPMI, the guest).
+// NotifyPower publishes a power change seen outside Redfish (the guest's
+// system interface came or went), unless the watcher already saw it.
 func (s *Service) NotifyPower(on bool) {
+	s.power.mu.Lock()
+	same := s.power.known && s.power.on == on
+	s.power.known, s.power.on = true, on
+	s.power.mu.Unlock()
+	if same {
+		return
+	}
+	s.publishPower(on)
+}
+
+func (s *Service) publishPower(on bool) {
 	key := "ResourcePoweredOff"
 	if on {
 		key = "ResourcePoweredOn"
@@ -193,6 +206,9 @@ func (s *Service) getSSE(w http.ResponseWriter, r *http.Request, c *caller) {
 		return
 	}
 	ch := s.events.subscribe(f)
+	if ch != nil {
+		s.watchPower(r.Context())
+	}
 	if ch == nil {
 		writeError(w, newError(http.StatusServiceUnavailable, "ServiceTemporarilyUnavailable",
 			"The service is temporarily unavailable: "+itoa(maxStreams)+" event streams are open."))

@@ -154,3 +154,26 @@ func TestSubscriptionDeliveryRetries(t *testing.T) {
 		t.Errorf("DELETE subscription: %d %s", status, data)
 	}
 }
+
+// TestSSEPowerChangedOutsideRedfish: the guest powering itself off (the
+// driver's state changes, no Redfish action) reaches an SSE stream, once,
+// within the watcher's poll.
+func TestSSEPowerChangedOutsideRedfish(t *testing.T) {
+	b, fp := start(t)
+	next := openSSE(t, b, "")
+	fp.op("off", false) // e.g. the guest ran poweroff, or ipmitool chassis power off
+	if got := next(); len(got) != 1 || !strings.HasPrefix(got[0], "ResourceEvent.1.3.ResourcePoweredOff ") {
+		t.Fatalf("event %q", got)
+	}
+	// A Redfish On is reported by the action, not again by the watcher.
+	if _, err := system(t, connect(t, b, "vms", "vms-pw-2", true)).Reset(schemas.OnResetType); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); !strings.HasPrefix(got[0], "ResourceEvent.1.3.ResourcePoweredOn ") {
+		t.Fatalf("event %q", got)
+	}
+	_, _, _ = do(t, b.RedfishClient(), b, "POST", "/redfish/v1/EventService/Actions/EventService.SubmitTestEvent", "vms", "vms-pw-2", `{"Message":"marker"}`)
+	if got := next(); !strings.Contains(got[0], "marker") {
+		t.Errorf("after the power-on the stream got %q, want the marker (a duplicate power event?)", got)
+	}
+}

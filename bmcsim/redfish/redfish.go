@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -53,6 +54,9 @@ type Service struct {
 	logins   *logins
 	events   *broker
 	subs     *subscriptions
+	power    powerWatch
+	powerOp  sync.Mutex // held across a Reset and its event, and a watcher read
+	done     chan struct{} // closed when Serve ends
 	mux      *http.ServeMux
 }
 
@@ -81,6 +85,7 @@ func New(b Backend, o Options) *Service {
 		logins:   newLogins(o.LockoutAttempts, o.LockoutDuration, o.Now),
 		events:   newBroker(o.Now),
 		subs:     newSubscriptions(),
+		done:     make(chan struct{}),
 		mux:      http.NewServeMux(),
 	}
 	s.events.sink = s.subs.deliver

@@ -249,6 +249,7 @@ func (s *Service) postSubscription(w http.ResponseWriter, r *http.Request, c *ca
 	s.subs.wg.Add(1)
 	s.subs.mu.Unlock()
 	go s.subs.run(ctx, sub, s.log.Warn)
+	s.watchPower(r.Context())
 	s.log.Info("redfish event subscription", "id", sub.id, "destination", sub.dest, "user", c.user)
 	w.Header().Set("Location", subsURI+"/"+sub.id)
 	writeResource(w, r, http.StatusCreated, subscriptionBody(sub))

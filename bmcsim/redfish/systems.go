@@ -164,6 +164,8 @@ func (s *Service) postReset(w http.ResponseWriter, r *http.Request, c *caller) {
 			string(rt), "ResetType", "ComputerSystem.Reset"))
 		return
 	}
+	s.powerOp.Lock()
+	defer s.powerOp.Unlock()
 	before := s.backend.PowerOn(r.Context())
 	if err := s.backend.Reset(r.Context(), rt); err != nil {
 		s.log.Warn("redfish reset failed", "user", c.user, "reset_type", rt, "err", err)

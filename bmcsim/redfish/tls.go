@@ -83,6 +83,7 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, cert tls.Certifica
 	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
 	defer stop()
 	defer s.subs.close()
+	defer close(s.done)
 	err := srv.ServeTLS(ln, "", "")
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("redfish: %w", err)
