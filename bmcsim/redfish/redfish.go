@@ -55,7 +55,7 @@ type Service struct {
 	events   *broker
 	subs     *subscriptions
 	power    powerWatch
-	powerOp  sync.Mutex // held across a Reset and its event, and a watcher read
+	powerOp  sync.Mutex    // held across a Reset and its event, and a watcher read
 	done     chan struct{} // closed when Serve ends
 	mux      *http.ServeMux
 }
