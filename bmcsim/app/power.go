@@ -191,12 +191,3 @@ func (p *hostPower) GracefulShutdown(ctx context.Context) error {
 	p.log.Info("chassis soft shutdown", "via", "kcs")
 	return nil
 }
-
-// NMI injects a diagnostic interrupt (Chassis Control 04h; Redfish's Nmi).
-func (p *hostPower) NMI(ctx context.Context) error {
-	if err := p.kcs.SendNMI(); err != nil {
-		return err
-	}
-	p.log.Info("chassis diagnostic interrupt", "via", "kcs")
-	return nil
-}

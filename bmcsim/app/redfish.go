@@ -12,7 +12,6 @@ import (
 	"sync"
 
 	ipmibmc "github.com/bougou/go-ipmi/pkg/bmc"
-	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/ooblab/ooblab/bmcsim/bmc"
 	"github.com/ooblab/ooblab/bmcsim/redfish"
@@ -115,54 +114,65 @@ func (rb *redfishBackend) SetPassword(id, password string) error {
 
 func (rb *redfishBackend) PowerOn(context.Context) bool { return rb.b.PowerOn() }
 
-func (rb *redfishBackend) Reset(ctx context.Context, rt redfish.ResetType) error {
-	switch rt {
-	case redfish.ResetOn:
-		return rb.b.ChassisPower(ctx, true)
-	case redfish.ResetForceOff:
-		return rb.b.ChassisPower(ctx, false)
-	case redfish.ResetGracefulShutdown:
-		return rb.b.ChassisSoftShutdown(ctx)
-	case redfish.ResetForceRestart:
-		return rb.b.ChassisHardReset(ctx)
-	case redfish.ResetPowerCycle:
-		return rb.b.ChassisPowerCycle(ctx)
-	case redfish.ResetNmi:
-		err := rb.b.ChassisNMI(ctx)
-		if errors.Is(err, bmc.ErrNoNMI) {
-			return fmt.Errorf("%w: %v", redfish.ErrNotSupported, err)
-		}
-		return err
-	}
-	return fmt.Errorf("reset type %s: %w", rt, redfish.ErrNotSupported)
+// resetActions maps reset types onto Chassis Control actions.
+var resetActions = map[redfish.ResetType]byte{
+	redfish.ResetOn:               bmc.ChassisPowerUp,
+	redfish.ResetForceOff:         bmc.ChassisPowerDown,
+	redfish.ResetGracefulShutdown: bmc.ChassisSoftShutdown,
+	redfish.ResetForceRestart:     bmc.ChassisHardReset,
+	redfish.ResetPowerCycle:       bmc.ChassisPowerCycle,
+	redfish.ResetNmi:              bmc.ChassisDiagInterrupt,
 }
 
-// bootTargets maps Redfish override targets onto IPMI boot devices.
-var bootTargets = map[string]types.BootDeviceSelector{
-	"None":      types.BootDeviceSelectorNoOverride,
-	"Pxe":       types.BootDeviceSelectorForcePXE,
-	"Hdd":       types.BootDeviceSelectorForceHardDrive,
-	"Cd":        types.BootDeviceSelectorForceCDROM,
-	"Diags":     types.BootDeviceSelectorForceDiagnosticPartition,
-	"BiosSetup": types.BootDeviceSelectorForceBIOSSetup,
-	"Floppy":    types.BootDeviceSelectorForceFloppy,
+// Reset runs the Chassis Control action of rt, as ipmitool chassis power
+// would (a once-only boot device is used by On, ForceRestart, PowerCycle).
+func (rb *redfishBackend) Reset(ctx context.Context, rt redfish.ResetType) error {
+	a, ok := resetActions[rt]
+	if !ok {
+		return fmt.Errorf("reset type %s: %w", rt, redfish.ErrNotSupported)
+	}
+	err := rb.b.ChassisControl(ctx, a)
+	if errors.Is(err, bmc.ErrNoDiag) {
+		return fmt.Errorf("%w: %v", redfish.ErrNotSupported, err)
+	}
+	return err
+}
+
+// Boot flags (boot options parameter 5, §28.13 Table 28-14).
+const (
+	bootValid      = 0x80 // byte 1
+	bootPersistent = 0x40
+	bootEFI        = 0x20
+)
+
+// bootTargets maps Redfish override targets onto IPMI boot device
+// selectors (byte 2, bits 5:2).
+var bootTargets = map[string]byte{
+	"None":      0x0,
+	"Pxe":       0x1,
+	"Hdd":       0x2,
+	"Diags":     0x4,
+	"Cd":        0x5,
+	"BiosSetup": 0x6,
+	"Floppy":    0xF,
 }
 
 func (rb *redfishBackend) Boot() redfish.Boot {
 	f := rb.b.BootFlags()
 	out := redfish.Boot{Target: "None", Enabled: "Disabled", Mode: "Legacy"}
+	dev := f[1] >> 2 & 0x0F
 	for name, sel := range bootTargets {
-		if sel == f.BootDeviceSelector {
+		if sel == dev {
 			out.Target = name
 		}
 	}
-	if f.BootFlagsValid {
+	if f[0]&bootValid != 0 {
 		out.Enabled = "Once"
-		if f.Persist {
+		if f[0]&bootPersistent != 0 {
 			out.Enabled = "Continuous"
 		}
 	}
-	if f.BIOSBootType == types.BIOSBootTypeEFI {
+	if f[0]&bootEFI != 0 {
 		out.Mode = "UEFI"
 	}
 	return out
@@ -173,14 +183,19 @@ func (rb *redfishBackend) SetBoot(b redfish.Boot) error {
 	if !ok {
 		return fmt.Errorf("boot target %q", b.Target)
 	}
-	f := rb.b.BootFlags()
-	f.BootDeviceSelector = sel
-	f.BootFlagsValid = b.Enabled != "Disabled"
-	f.Persist = b.Enabled == "Continuous"
-	f.BIOSBootType = types.BIOSBootTypeLegacy
-	if b.Mode == "UEFI" {
-		f.BIOSBootType = types.BIOSBootTypeEFI
+	var f [5]byte
+	copy(f[:], rb.b.BootFlags())
+	f[0] &^= bootValid | bootPersistent | bootEFI
+	if b.Enabled != "Disabled" {
+		f[0] |= bootValid
 	}
+	if b.Enabled == "Continuous" {
+		f[0] |= bootPersistent
+	}
+	if b.Mode == "UEFI" {
+		f[0] |= bootEFI
+	}
+	f[1] = f[1]&^0x3C | sel<<2
 	rb.b.SetBootFlags(f)
 	return nil
 }

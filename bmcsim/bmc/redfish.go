@@ -3,57 +3,55 @@ package bmc
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/bougou/go-ipmi/pkg/types"
 )
 
-// The chassis and SEL operations below serve the BMC's other front ends
-// (bmcsim/redfish through bmcsim/app): the same state and power driver the
-// IPMI Chassis and Storage commands use.
+// The chassis, boot option and SEL operations below serve the BMC's other
+// front ends (bmcsim/redfish through bmcsim/app): the same state, power
+// driver and rules the IPMI commands use.
 
-// NMIDriver is a PowerDriver that can also inject an NMI (the QEMU guest
-// behind the system interface).
-type NMIDriver interface {
-	NMI(ctx context.Context) error
-}
+// ErrNoDiag is returned by ChassisControl for a diagnostic interrupt when
+// the power driver cannot send one (no system interface).
+var ErrNoDiag = errors.New("the managed system takes no diagnostic interrupt (no system interface)")
 
-// ErrNoNMI is returned by ChassisNMI when the power driver cannot send one.
-var ErrNoNMI = errors.New("the managed system takes no NMI (no system interface)")
+// Chassis Control actions (IPMI v2.0 §28.3).
+const (
+	ChassisPowerDown     = 0x00
+	ChassisPowerUp       = 0x01
+	ChassisPowerCycle    = 0x02
+	ChassisHardReset     = 0x03
+	ChassisDiagInterrupt = 0x04
+	ChassisSoftShutdown  = 0x05
+)
 
-// ChassisPower powers the managed system on or off (Chassis Control 01h/00h).
-func (s *BMC) ChassisPower(ctx context.Context, on bool) error { return s.chassis.SetPower(ctx, on) }
-
-// ChassisPowerCycle is Chassis Control 02h.
-func (s *BMC) ChassisPowerCycle(ctx context.Context) error { return s.chassis.PowerCycle(ctx) }
-
-// ChassisHardReset is Chassis Control 03h.
-func (s *BMC) ChassisHardReset(ctx context.Context) error { return s.chassis.ColdReset(ctx) }
-
-// ChassisSoftShutdown is Chassis Control 05h (ACPI power button).
-func (s *BMC) ChassisSoftShutdown(ctx context.Context) error { return s.chassis.WarmReset(ctx) }
-
-// ChassisNMI is Chassis Control 04h (diagnostic interrupt).
-func (s *BMC) ChassisNMI(ctx context.Context) error {
-	s.chassis.mu.Lock()
-	d := s.chassis.driver
-	s.chassis.lastCmd = "diagnostic interrupt"
-	s.chassis.mu.Unlock()
-	n, ok := d.(NMIDriver)
-	if !ok {
-		return ErrNoNMI
+// ChassisControl carries out a Chassis Control action exactly as the IPMI
+// command does (the power driver, a once-only boot device used by a power
+// up, cycle or reset), and returns once the driver acted.
+func (b *BMC) ChassisControl(ctx context.Context, action byte) error {
+	_, cc, err := b.handleChassisControl(ctx, nil, []byte{action})
+	switch {
+	case err != nil:
+		return err
+	case cc == types.CodeIllegalCommand && action == ChassisDiagInterrupt:
+		return ErrNoDiag
+	case cc != types.CodeOK:
+		return fmt.Errorf("chassis control %#02x: completion code %#02x", action, uint8(cc))
 	}
-	return n.NMI(ctx)
+	return nil
 }
 
-// BootFlags returns the boot flags (Get System Boot Options parameter 5).
-func (s *BMC) BootFlags() types.BootOptionParam_BootFlags {
-	f, _ := s.chassis.GetBootFlags(context.Background())
-	return *f
-}
-
-// SetBootFlags sets them as Set System Boot Options parameter 5 does.
-func (s *BMC) SetBootFlags(f types.BootOptionParam_BootFlags) {
-	_ = s.chassis.SetBootFlags(context.Background(), &f)
+// SetBootFlags sets boot options parameter 5 (5 bytes) as Set System Boot
+// Options does: valid again, and a once-only boot's minute starts now.
+func (b *BMC) SetBootFlags(data [5]byte) {
+	o := b.boot
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.expireLocked()
+	o.invalid &^= 1 << 5
+	o.flagsSet = o.now()
+	copy(o.params[5], data[:])
 }
 
 // SetOnAdd sets the function called (outside the SEL's lock) with every

@@ -79,7 +79,7 @@ func TestBadInput(t *testing.T) {
 		status, _, data := do(t, hc, b, "PATCH", sys, "vms", "vms-pw-2", tt.body)
 		wantError(t, tt.name, status, data, tt.status, tt.key)
 	}
-	if got := b.BMC.BootFlags(); got.BootFlagsValid || got.BootDeviceSelector != 0 {
+	if got := b.BMC.BootFlags(); got[0] != 0 || got[1] != 0 {
 		t.Errorf("a refused PATCH changed the boot flags: %+v", got)
 	}
 
@@ -91,7 +91,7 @@ func TestBadInput(t *testing.T) {
 	}
 	status, _, data := do(t, hc, b, "PATCH", sys, "vms", "vms-pw-2", `{"Boot":{"BootSourceOverrideTarget":"Cd"}}`, "If-Match", `W/"0000000000000000"`)
 	wantError(t, "stale If-Match", status, data, 412, "PreconditionFailed")
-	if got := b.BMC.BootFlags(); got.BootDeviceSelector != 0 {
+	if got := b.BMC.BootFlags(); got[1] != 0 {
 		t.Errorf("a 412 PATCH changed the boot flags: %+v", got)
 	}
 	status, h2, data := do(t, hc, b, "PATCH", sys, "vms", "vms-pw-2", `{"Boot":{"BootSourceOverrideTarget":"Cd","BootSourceOverrideEnabled":"Once"}}`, "If-Match", tag)

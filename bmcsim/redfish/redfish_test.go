@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bougou/go-ipmi/pkg/types"
 	"github.com/stmcginnis/gofish"
 	"github.com/stmcginnis/gofish/schemas"
 
@@ -48,7 +47,7 @@ func (f *fakePower) Reset(context.Context) error    { return f.op("reset", true)
 func (f *fakePower) GracefulShutdown(context.Context) error {
 	return f.op("graceful", false)
 }
-func (f *fakePower) NMI(context.Context) error {
+func (f *fakePower) Diag(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ops = append(f.ops, "nmi")
@@ -177,15 +176,27 @@ func TestGofishBootOverrideSharedWithIPMI(t *testing.T) {
 		got.BootSourceOverrideMode != schemas.UEFIBootSourceOverrideMode {
 		t.Errorf("read back %+v", got)
 	}
-	f := b.BMC.BootFlags() // what Get System Boot Options answers
-	if !f.BootFlagsValid || f.Persist || f.BootDeviceSelector != types.BootDeviceSelectorForcePXE || f.BIOSBootType != types.BIOSBootTypeEFI {
-		t.Errorf("IPMI boot flags %+v", f)
+	// What Get System Boot Options parameter 5 answers: valid, once, EFI; PXE.
+	if f := b.BMC.BootFlags(); f[0] != 0xA0 || f[1] != 0x04 {
+		t.Errorf("IPMI boot flags % x, want a0 04 …", f)
 	}
-	// Set over IPMI, read over Redfish.
-	f.BootDeviceSelector, f.Persist = types.BootDeviceSelectorForceHardDrive, true
-	b.BMC.SetBootFlags(f)
+	// Set as Set System Boot Options does (hard drive, persistent, legacy),
+	// read over Redfish.
+	b.BMC.SetBootFlags([5]byte{0xC0, 0x08})
 	if got := system(t, c).Boot; got.BootSourceOverrideTarget != schemas.HddBootSource || got.BootSourceOverrideEnabled != schemas.ContinuousBootSourceOverrideEnabled {
 		t.Errorf("after IPMI set: %+v", got)
+	}
+	// A once-only override is used by the next boot a Reset makes, as by
+	// ipmitool chassis power reset.
+	sys = system(t, c)
+	if err := sys.SetBoot(&schemas.Boot{BootSourceOverrideTarget: schemas.PxeBootSource, BootSourceOverrideEnabled: schemas.OnceBootSourceOverrideEnabled}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := system(t, c).Reset(schemas.ForceRestartResetType); err != nil {
+		t.Fatal(err)
+	}
+	if got := system(t, c).Boot.BootSourceOverrideEnabled; got != schemas.DisabledBootSourceOverrideEnabled {
+		t.Errorf("once-only override after ForceRestart: %s, want Disabled", got)
 	}
 }
 
