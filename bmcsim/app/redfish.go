@@ -6,10 +6,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	ipmibmc "github.com/bougou/go-ipmi/pkg/bmc"
 
@@ -27,6 +29,7 @@ const lanChannel = 1
 // (power driver, boot flags) and SEL.
 type redfishBackend struct {
 	b        *bmc.BMC
+	log      *slog.Logger
 	ipmiPort int
 	mon      *qmp.Monitor // nil without QEMU monitor
 
@@ -36,7 +39,10 @@ type redfishBackend struct {
 	hostRead bool
 }
 
-var _ redfish.Backend = (*redfishBackend)(nil)
+var (
+	_ redfish.Backend   = (*redfishBackend)(nil)
+	_ redfish.LoginBook = (*redfishBackend)(nil)
+)
 
 func roleOf(p ipmibmc.PrivilegeLevel) (redfish.Role, bool) {
 	switch {
@@ -99,6 +105,32 @@ func (rb *redfishBackend) Authenticate(name, password string) (redfish.Account, 
 		return redfish.Account{}, false
 	}
 	return redfish.Account{ID: strconv.Itoa(int(u.ID)), UserName: u.Name, Role: role, Enabled: true}, true
+}
+
+// known reports whether the user table has name: only those are counted in
+// the BMC's login book (its users map is bounded by the table); guesses at
+// other names are counted by the Redfish service's own (user, source) book.
+func (rb *redfishBackend) known(name string) bool {
+	_, err := rb.b.IPMI.Users.GetByName(name)
+	return err == nil && name != ""
+}
+
+// BeginLogin counts a Redfish login in the BMC's login book, the one
+// RMCP+ handshakes count in: one user's failures over both channels.
+func (rb *redfishBackend) BeginLogin(user, ip string) time.Duration {
+	if !rb.known(user) {
+		return 0
+	}
+	return rb.b.BeginLogin(user, ip)
+}
+
+func (rb *redfishBackend) EndLogin(user, ip string, ok bool) {
+	if !rb.known(user) {
+		return
+	}
+	if until := rb.b.EndLogin(user, ip, ok); !until.IsZero() {
+		rb.log.Warn("user slowed after failed logins", "user", user, "until", until.Format(time.RFC3339), "last_source", ip, "channel", "redfish")
+	}
 }
 
 func (rb *redfishBackend) SetPassword(id, password string) error {
@@ -255,7 +287,7 @@ func (h *Host) listenRedfish() error {
 	if err != nil {
 		return fmt.Errorf("bmc %s: redfish listener: %w", c.Name, err)
 	}
-	rb := &redfishBackend{b: b, ipmiPort: h.LANAddr().Port}
+	rb := &redfishBackend{b: b, log: h.log, ipmiPort: h.LANAddr().Port}
 	if hp, ok := h.powerDriver.(*hostPower); ok {
 		rb.mon = hp.mon
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/bougou/go-ipmi/pkg/types"
 )
@@ -73,3 +74,13 @@ func (s *SEL) Clear() {
 
 // Capacity is the most records the SEL holds.
 func (s *SEL) Capacity() int { return s.capacity }
+
+// BeginLogin and EndLogin account a login another channel (Redfish)
+// checks, in the LAN channel's book (lan.Logins.BeginLogin): one count of
+// a user's failures over every channel.
+func (b *BMC) BeginLogin(user, ip string) time.Duration { return b.books.Logins.BeginLogin(user, ip) }
+
+// EndLogin settles an attempt BeginLogin let through.
+func (b *BMC) EndLogin(user, ip string, ok bool) time.Time {
+	return b.books.Logins.EndLogin(user, ip, ok)
+}

@@ -252,7 +252,20 @@ func (s *Service) login(r *http.Request, user, password string) (Account, *apiEr
 		s.log.Warn("redfish login refused: locked out from this address", "user", user, "source", ip)
 		return Account{}, errNoSession()
 	}
+	book, shared := s.backend.(LoginBook)
+	if shared {
+		if wait := book.BeginLogin(user, ip); wait > 0 {
+			// Backed off, as a RAKP 1 would be: refused unchecked, counted nothing.
+			s.log.Info("redfish login refused: backed off", "user", user, "source", ip, "retry_after", wait)
+			e := errNoSession()
+			e.retry = wait
+			return Account{}, e
+		}
+	}
 	a, ok := s.backend.Authenticate(user, password)
+	if shared {
+		book.EndLogin(user, ip, ok)
+	}
 	if !ok {
 		if s.logins.failed(user, ip) {
 			s.log.Warn("redfish login locked for this address", "user", user, "source", ip, "for", s.opts.LockoutDuration)

@@ -3,6 +3,7 @@ package redfish
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Backend is what the Redfish service needs from its BMC: the same users,
@@ -33,6 +34,15 @@ type Backend interface {
 
 	// Info describes the BMC and its managed system.
 	Info(ctx context.Context) Info
+}
+
+// LoginBook is what a Backend that keeps its own login accounting (the
+// BMC's, shared with RMCP+) adds: BeginLogin says how long a login of user
+// from ip must wait (0: check it now, counted provisionally), EndLogin
+// settles it.
+type LoginBook interface {
+	BeginLogin(user, ip string) time.Duration
+	EndLogin(user, ip string, ok bool)
 }
 
 // Account is one BMC user as Redfish sees it.

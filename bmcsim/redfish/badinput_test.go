@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -179,6 +180,37 @@ func TestWrongLoginFlood(t *testing.T) {
 	}
 	if n := redfish.LoginBookSize(b.Redfish); n != 1 {
 		t.Errorf("login book holds %d entries after 1,000 wrong logins of one user from one address, want 1", n)
+	}
+	// One book with RMCP+: the user is slowed there too, for sources with
+	// failures only.
+	if !b.BMC.Slowed("vms") {
+		t.Error("Redfish failures did not count in the BMC's (RMCP+) login book")
+	}
+	if w := b.BMC.LoginWait("vms", "127.0.0.1"); w != 0 {
+		t.Errorf("the clean source waits %v on RMCP+", w)
+	}
+}
+
+// TestLoginBackedOffByRMCPFailures: a source whose logins failed in the
+// BMC's shared book (as RMCP+ handshakes do) is refused on Redfish, even
+// with the right password, with a Retry-After within the backoff bound.
+func TestLoginBackedOffByRMCPFailures(t *testing.T) {
+	b, _ := start(t)
+	for range 10 {
+		if b.BMC.BeginLogin("vms", "127.0.0.3") > 0 {
+			break
+		}
+		b.BMC.EndLogin("vms", "127.0.0.3", false)
+	}
+	hc := b.RedfishClient()
+	hc.Transport.(*http.Transport).DialContext = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}).DialContext
+	status, h, data := do(t, hc, b, "GET", "/redfish/v1/Systems/1", "vms", "vms-pw-2", "")
+	wantError(t, "backed-off source", status, data, 401, "NoValidSession")
+	if ra, _ := strconv.Atoi(h.Get("Retry-After")); ra < 1 || time.Duration(ra)*time.Second > b.BMC.Config.LoginBackoffMax.Duration+time.Second {
+		t.Errorf("Retry-After %q", h.Get("Retry-After"))
+	}
+	if status, _, _ := do(t, b.RedfishClient(), b, "GET", "/redfish/v1/Systems/1", "vms", "vms-pw-2", ""); status != 200 {
+		t.Errorf("the clean source: %d", status)
 	}
 }
 

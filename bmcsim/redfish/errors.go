@@ -3,6 +3,8 @@ package redfish
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // registry is the Base message registry version bmcsim's messages name.
@@ -14,7 +16,8 @@ type apiError struct {
 	key     string // message key in the Base registry, e.g. PropertyUnknown
 	message string
 	args    []string
-	prop    string // the property it is about (RelatedProperties), or ""
+	prop    string        // the property it is about (RelatedProperties), or ""
+	retry   time.Duration // Retry-After, when set
 }
 
 func (e *apiError) Error() string { return e.message }
@@ -90,6 +93,9 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	h.Set("OData-Version", "4.0")
 	if e.status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Basic realm="bmcsim"`)
+	}
+	if e.retry > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((e.retry+time.Second-1)/time.Second)))
 	}
 	w.WriteHeader(e.status)
 	_, _ = w.Write(b)
