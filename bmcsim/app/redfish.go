@@ -7,16 +7,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	ipmibmc "github.com/bougou/go-ipmi/pkg/bmc"
+	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/ooblab/ooblab/bmcsim/bmc"
 	"github.com/ooblab/ooblab/bmcsim/redfish"
+	"github.com/ooblab/ooblab/bmcsim/sensors"
 	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/qmp"
 )
@@ -339,4 +343,68 @@ func (h *Host) redfishPowerWatch(up bool) {
 	if h.Redfish != nil {
 		h.Redfish.NotifyPower(up)
 	}
+}
+
+// thresholdNames are the Redfish names of the IPMI thresholds, in
+// bmcsim/sensors' order (LNC, LCR, LNR, UNC, UCR, UNR).
+var thresholdNames = [6]string{"LowerCaution", "LowerCritical", "LowerFatal", "UpperCaution", "UpperCritical", "UpperFatal"}
+
+// Sensors reads the BMC's threshold sensors from its sensor model (the
+// readings Get Sensor Reading answers).
+func (rb *redfishBackend) Sensors() []redfish.Sensor {
+	m := rb.b.Sensors()
+	if m == nil {
+		return nil
+	}
+	var out []redfish.Sensor
+	for i := range sensors.Defs {
+		d := &sensors.Defs[i]
+		if d.Discrete {
+			continue
+		}
+		r, ok := m.Read(d.Number)
+		if !ok {
+			continue
+		}
+		s := redfish.Sensor{ID: strings.ReplaceAll(d.Name, " ", ""), Name: d.Name, Reading: r.Value, Available: !r.Unavailable,
+			Thresholds: map[string]float64{}}
+		switch d.Type {
+		case types.SensorTypeTemperature:
+			s.ReadingType, s.Units, s.Context = "Temperature", "Cel", "SystemBoard"
+			if d.Entity == 0x03 {
+				s.Context = "CPU"
+			} else if d.Entity == 0x37 {
+				s.Context = "Intake"
+			}
+		case types.SensorTypeFan:
+			s.ReadingType, s.Units, s.Context = "Rotational", "RPM", "Fan"
+		case types.SensorTypePowerSupply:
+			s.ReadingType, s.Units, s.Context = "Power", "W", "PowerSupply"
+		case types.SensorTypeVoltage:
+			s.ReadingType, s.Units, s.Context = "Voltage", "V", "VoltageRegulator"
+		default:
+			continue
+		}
+		for j, v := range d.Thresholds {
+			if math.IsNaN(v) {
+				continue
+			}
+			s.Thresholds[thresholdNames[j]] = v
+			if r.Status&(1<<j) != 0 {
+				s.Asserted = append(s.Asserted, thresholdNames[j])
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// PowerStats is the PSU input power, as DCMI Get Power Reading reports it.
+func (rb *redfishBackend) PowerStats() redfish.PowerStats {
+	m := rb.b.Sensors()
+	if m == nil {
+		return redfish.PowerStats{}
+	}
+	p := m.Power()
+	return redfish.PowerStats{Now: p.Now, Min: p.Min, Max: p.Max, Avg: p.Avg, Period: p.Period}
 }

@@ -34,6 +34,33 @@ type Backend interface {
 
 	// Info describes the BMC and its managed system.
 	Info(ctx context.Context) Info
+
+	// Sensors reads the BMC's sensors (the ones ipmitool sdr shows), in
+	// sensor number order; PowerStats the power statistics (DCMI).
+	Sensors() []Sensor
+	PowerStats() PowerStats
+}
+
+// Sensor is one sensor reading.
+type Sensor struct {
+	ID          string // e.g. "CPUTemp"
+	Name        string // the SDR's name, e.g. "CPU Temp"
+	ReadingType string // Temperature, Rotational, Power, Voltage
+	Units       string // Cel, RPM, W, V
+	Reading     float64
+	Available   bool
+	// Thresholds by Redfish name (LowerCaution, LowerCritical, LowerFatal,
+	// UpperCaution, UpperCritical, UpperFatal), only those the sensor has;
+	// Asserted those crossed now.
+	Thresholds map[string]float64
+	Asserted   []string
+	Context    string // PhysicalContext: CPU, Intake, Fan, PowerSupply, VoltageRegulator
+}
+
+// PowerStats is the input power now and over the statistics period.
+type PowerStats struct {
+	Now, Min, Max, Avg float64
+	Period             time.Duration
 }
 
 // LoginBook is what a Backend that keeps its own login accounting (the

@@ -45,6 +45,10 @@ func (s *Service) routes() {
 		writeResource(w, r, http.StatusOK, collection(v1+"/Chassis", "ChassisCollection", "Chassis Collection", []string{chassisURI}))
 	}))
 	s.route(chassisURI, get(readOnly, s.getChassis))
+	s.route(sensorsURI, get(readOnly, s.getSensors))
+	s.route(sensorsURI+"/{id}", get(readOnly, s.getSensor))
+	s.route(chassisURI+"/Thermal", get(readOnly, s.getThermal))
+	s.route(chassisURI+"/Power", get(readOnly, s.getPower))
 	s.route(v1+"/Managers", get(readOnly, func(w http.ResponseWriter, r *http.Request, _ *caller) {
 		writeResource(w, r, http.StatusOK, collection(v1+"/Managers", "ManagerCollection", "Manager Collection", []string{managerURI}))
 	}))

@@ -208,6 +208,9 @@ func (s *Service) getChassis(w http.ResponseWriter, r *http.Request, _ *caller) 
 		"SerialNumber": info.Name,
 		"PowerState":   powerState(s.backend.PowerOn(r.Context())),
 		"Status":       map[string]any{"State": "Enabled", "Health": "OK"},
+		"Sensors":      odataID(sensorsURI),
+		"Thermal":      odataID(chassisURI + "/Thermal"),
+		"Power":        odataID(chassisURI + "/Power"),
 		"Links": map[string]any{
 			"ComputerSystems": []any{odataID(systemURI)},
 			"ManagedBy":       []any{odataID(managerURI)},
