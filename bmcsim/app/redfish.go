@@ -16,12 +16,15 @@ import (
 	"time"
 
 	ipmibmc "github.com/bougou/go-ipmi/pkg/bmc"
+	"github.com/bougou/go-ipmi/pkg/handlers"
 	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/ooblab/ooblab/bmcsim/bmc"
+	"github.com/ooblab/ooblab/bmcsim/queue"
 	"github.com/ooblab/ooblab/bmcsim/redfish"
 	"github.com/ooblab/ooblab/bmcsim/sensors"
 	"github.com/ooblab/ooblab/internal/fileio"
+	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/qmp"
 )
 
@@ -33,6 +36,7 @@ const lanChannel = 1
 // (power driver, boot flags) and SEL.
 type redfishBackend struct {
 	b        *bmc.BMC
+	queues   *queue.Queues
 	log      *slog.Logger
 	ipmiPort int
 	mon      *qmp.Monitor // nil without QEMU monitor
@@ -44,9 +48,28 @@ type redfishBackend struct {
 }
 
 var (
-	_ redfish.Backend   = (*redfishBackend)(nil)
-	_ redfish.LoginBook = (*redfishBackend)(nil)
+	_ redfish.Backend      = (*redfishBackend)(nil)
+	_ redfish.LoginBook    = (*redfishBackend)(nil)
+	_ redfish.QueueBackend = (*redfishBackend)(nil)
 )
+
+// QueueCommand runs one OOB-I queue command of the LAN side for a Redfish
+// caller through the very handler the IPMI OEM command runs (bmcsim/queue):
+// as a session of user at the IPMI privilege of role, so Queue 2 readers
+// bind to that BMC user as over RMCP+.
+func (rb *redfishBackend) QueueCommand(ctx context.Context, cmd uint8, user string, role redfish.Role, data []byte) ([]byte, uint8) {
+	priv := map[redfish.Role]ipmibmc.PrivilegeLevel{
+		redfish.RoleAdministrator: ipmibmc.PrivilegeLevelAdministrator,
+		redfish.RoleOperator:      ipmibmc.PrivilegeLevelOperator,
+		redfish.RoleReadOnly:      ipmibmc.PrivilegeLevelUser,
+	}[role]
+	hctx := &handlers.HandlerContext{Session: &ipmibmc.Session{PrivilegeLevel: priv, User: &ipmibmc.User{Name: user}}}
+	resp, cc, err := rb.queues.Handler(oem.Cmd(cmd), oem.IANA(rb.b.Config.IANA)).Handle(ctx, hctx, data)
+	if err != nil {
+		rb.log.Warn("redfish queue command failed", "cmd", cmd, "user", user, "err", err)
+	}
+	return resp, uint8(cc)
+}
 
 func roleOf(p ipmibmc.PrivilegeLevel) (redfish.Role, bool) {
 	switch {
@@ -291,7 +314,7 @@ func (h *Host) listenRedfish() error {
 	if err != nil {
 		return fmt.Errorf("bmc %s: redfish listener: %w", c.Name, err)
 	}
-	rb := &redfishBackend{b: b, log: h.log, ipmiPort: h.LANAddr().Port}
+	rb := &redfishBackend{b: b, queues: h.Queues, log: h.log, ipmiPort: h.LANAddr().Port}
 	if hp, ok := h.powerDriver.(*hostPower); ok {
 		rb.mon = hp.mon
 	}

@@ -86,3 +86,7 @@ func FuzzParseFilter(f *testing.F) {
 		flt.match(eventRecord{messageID: "ResourceEvent.1.3.ResourceCreated", origin: "/x"})
 	})
 }
+
+func FuzzDecodeQueueCommand(f *testing.F) {
+	fuzzDecode[queueRequest](f, `{"Command":1,"Data":"WX4AAQ=="}`, `{"Command":"1"}`, `{"Data":"!!"}`)
+}

@@ -33,6 +33,10 @@ func (s *Service) getManager(w http.ResponseWriter, r *http.Request, _ *caller) 
 			"MaxConcurrentSessions": 1,
 			"ConnectTypesSupported": []string{"IPMI"},
 		},
+		"Actions": map[string]any{"Oem": map[string]any{"#OoblabManager.QueueCommand": map[string]any{
+			"target":                          queueActionURI,
+			"Command@Redfish.AllowableValues": queueCommands,
+		}}},
 		"Links": map[string]any{
 			"ManagerForServers": []any{odataID(systemURI)},
 			"ManagerForChassis": []any{odataID(chassisURI)},

@@ -54,6 +54,7 @@ func (s *Service) routes() {
 	}))
 	s.route(managerURI, get(readOnly, s.getManager))
 	s.route(managerURI+"/NetworkProtocol", get(readOnly, s.getNetworkProtocol))
+	s.route(queueActionURI, map[string]method{"POST": {operator, s.postQueueCommand}})
 	s.route(managerURI+"/LogServices", get(readOnly, func(w http.ResponseWriter, r *http.Request, _ *caller) {
 		writeResource(w, r, http.StatusOK, collection(managerURI+"/LogServices", "LogServiceCollection", "Log Service Collection", []string{selURI}))
 	}))

@@ -1,0 +1,76 @@
+package redfish_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"github.com/ooblab/ooblab/internal/oem"
+	"github.com/ooblab/ooblab/internal/record"
+)
+
+// queueCmd posts one OOB-I queue command through the Manager's OEM action.
+func queueCmd(t *testing.T, do func(body string) (int, []byte), cmd int, data []byte) (int, uint8, []byte) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"Command": cmd, "Data": data})
+	status, out := do(string(body))
+	var resp struct {
+		CompletionCode uint8
+		Data           []byte
+	}
+	if status == 200 {
+		if err := json.Unmarshal(out, &resp); err != nil {
+			t.Fatalf("%s: %v", out, err)
+		}
+	}
+	return status, resp.CompletionCode, resp.Data
+}
+
+// TestQueueCommandOverRedfish: the OOB-I queue commands of the LAN side
+// run through Redfish with the IPMI handler's rules: a VMS writes Queue 1
+// (binding its requester id to its BMC user), reads the host's answer from
+// Queue 2 by that id; another BMC user cannot read it (D4h), a ReadOnly
+// user cannot run the action, and the host's commands are not served.
+func TestQueueCommandOverRedfish(t *testing.T) {
+	b, _ := start(t)
+	hc := b.RedfishClient()
+	const uri = "/redfish/v1/Managers/1/Actions/Oem/OoblabManager.QueueCommand"
+	as := func(user, pw string) func(string) (int, []byte) {
+		return func(body string) (int, []byte) {
+			status, _, data := do(t, hc, b, "POST", uri, user, pw, body)
+			return status, data
+		}
+	}
+	iana := oem.IANA(b.BMC.Config.IANA)
+	w, err := (&oem.WriteQueueRequest{IANA: iana, Record: record.Record{Requester: 0x42, MsgID: 7, Count: 1, Payload: []byte("start web1")}}).Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, cc, _ := queueCmd(t, as("vms", "vms-pw-2"), int(oem.CmdWriteQueue1), w); status != 200 || cc != 0 {
+		t.Fatalf("Write Queue 1: %d cc %#x", status, cc)
+	}
+	if n := b.Queues.Queue1().Len(); n != 1 {
+		t.Fatalf("queue 1 holds %d records", n)
+	}
+	// The host answers on Queue 2 (as hvagent does over KCS).
+	if err := b.Queues.Queue2().Write(record.Record{Requester: 0x42, MsgID: 7, Count: 1, Payload: []byte("ok")}); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := (&oem.ReadQueue2ForRequest{IANA: iana, Reader: 0x42}).Pack()
+	if status, cc, _ := queueCmd(t, as("admin", "admin-pw-1"), int(oem.CmdReadQueue2For), r); status != 200 || cc != 0xD4 {
+		t.Errorf("another user reads the VMS's reader: %d cc %#x, want 0xD4", status, cc)
+	}
+	status, cc, data := queueCmd(t, as("vms", "vms-pw-2"), int(oem.CmdReadQueue2For), r)
+	if status != 200 || cc != 0 {
+		t.Fatalf("Read Queue 2 For: %d cc %#x", status, cc)
+	}
+	var resp oem.ReadQueueResponse
+	if err := resp.Unpack(data); err != nil || resp.Empty || !bytes.Equal(resp.Record.Payload, []byte("ok")) {
+		t.Errorf("answer %+v (%v)", resp, err)
+	}
+	if status, _, _ := queueCmd(t, as("viewer", "viewer-pw-3"), int(oem.CmdWriteQueue1), w); status != 403 {
+		t.Errorf("ReadOnly: %d, want 403", status)
+	}
+	status, out := as("vms", "vms-pw-2")(`{"Command":2,"Data":""}`)
+	wantError(t, "host command", status, out, 400, "ActionParameterValueNotInList")
+}
