@@ -24,6 +24,7 @@ import (
 	"github.com/ooblab/ooblab/bmcsim/redfish"
 	"github.com/ooblab/ooblab/bmcsim/sol"
 	"github.com/ooblab/ooblab/internal/oem"
+	"github.com/ooblab/ooblab/internal/record"
 )
 
 // Host is one BMC as the bmcsim program runs it: the LAN channel, the OOB-I
@@ -90,6 +91,11 @@ func NewHost(cfg config.Config, o HostOptions) (*Host, error) {
 		Logger:           h.log,
 		OnQueue1Wake:     n.queue1Wake,
 		AfterQueue1Write: faultHook(b.Config, h.log),
+		OnQueue2Write: func(r record.Record) {
+			if h.Redfish != nil { // set before serving; Queue 2 is written while serving
+				h.Redfish.NotifyQueue2(r.Requester)
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bmc %s: queues: %w", b.Config.Name, err)

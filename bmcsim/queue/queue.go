@@ -125,7 +125,11 @@ type Options struct {
 	// landed (journalled) and before it is answered: a test's fault hook
 	// (the lab's fault_hooks) kills the BMC there.
 	AfterQueue1Write func()
-	Logger           *slog.Logger
+	// OnQueue2Write, when set, is called outside any lock after a record
+	// landed in Queue 2 (journalled): the Redfish event that tells a VMS its
+	// answer is there.
+	OnQueue2Write func(r record.Record)
+	Logger        *slog.Logger
 }
 
 type entry struct {
@@ -160,6 +164,7 @@ type Queue struct {
 	now      func() time.Time
 	onChange func(int)
 	onWake   func()
+	onWrite  func(record.Record)
 	// idle: the single reader's last read found the queue empty (Queue 1:
 	// the host sleeps until woken).
 	idle  bool
@@ -209,6 +214,9 @@ func (q *Queue) Write(r record.Record) error {
 	}
 	if changed && q.onChange != nil {
 		q.onChange(depth)
+	}
+	if err == nil && changed && q.onWrite != nil {
+		q.onWrite(r)
 	}
 	return err
 }
@@ -703,6 +711,7 @@ func Open(o Options) (*Queues, error) {
 	qs.q2.multi = true
 	qs.q1.onChange = o.OnQueue1Change
 	qs.q1.onWake = o.OnQueue1Wake
+	qs.q2.onWrite = o.OnQueue2Write
 	qs.q1.idle = true // the host has not read yet
 	if o.StateDir != "" {
 		for i, q := range []*Queue{qs.q1, qs.q2} {

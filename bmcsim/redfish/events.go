@@ -141,6 +141,16 @@ func (s *Service) NotifySEL(rec [16]byte, iana uint32) {
 		origin: selURI + "/Entries/" + id, message: "SEL entry " + id + ": " + msg, args: []string{id, msg}})
 }
 
+// NotifyQueue2 publishes that a record for requester (0: the alert log)
+// landed in Queue 2, so a VMS waits on a push instead of polling Read
+// Queue 2 For; filter on MessageId eq 'Ooblab.1.0.Queue2Record'. The id is
+// in the record's clear header anyway; the record itself is not sent.
+func (s *Service) NotifyQueue2(requester uint32) {
+	id := "0x" + strconv.FormatUint(uint64(requester), 16)
+	s.events.publish(eventRecord{messageID: "Ooblab.1.0.Queue2Record", severity: "OK", origin: managerURI,
+		message: "Queue 2 holds a new record for requester " + id + ".", args: []string{id}})
+}
+
 // NotifyPower publishes a power change seen outside Redfish (the guest's
 // system interface came or went), unless the watcher already saw it.
 func (s *Service) NotifyPower(on bool) {
@@ -176,7 +186,7 @@ func (s *Service) eventService() map[string]any {
 		"DeliveryRetryAttempts":        retries,
 		"DeliveryRetryIntervalSeconds": int(interval / time.Second),
 		"EventFormatTypes":             []string{"Event"},
-		"RegistryPrefixes":             []string{"ResourceEvent"},
+		"RegistryPrefixes":             []string{"ResourceEvent", "Ooblab"},
 		"SSEFilterPropertiesSupported": map[string]any{"MessageId": true, "RegistryPrefix": true, "OriginResource": true},
 		"Subscriptions":                odataID(subsURI),
 		"Actions": map[string]any{"#EventService.SubmitTestEvent": map[string]any{

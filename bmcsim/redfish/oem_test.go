@@ -3,6 +3,8 @@ package redfish_test
 import (
 	"bytes"
 	"encoding/json"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/ooblab/ooblab/internal/oem"
@@ -52,9 +54,14 @@ func TestQueueCommandOverRedfish(t *testing.T) {
 	if n := b.Queues.Queue1().Len(); n != 1 {
 		t.Fatalf("queue 1 holds %d records", n)
 	}
-	// The host answers on Queue 2 (as hvagent does over KCS).
+	// The host answers on Queue 2 (as hvagent does over KCS): a push on
+	// the SSE stream tells the VMS.
+	next := openSSE(t, b, "?"+url.Values{"$filter": {"MessageId eq 'Ooblab.1.0.Queue2Record'"}}.Encode())
 	if err := b.Queues.Queue2().Write(record.Record{Requester: 0x42, MsgID: 7, Count: 1, Payload: []byte("ok")}); err != nil {
 		t.Fatal(err)
+	}
+	if got := next(); len(got) != 1 || !strings.Contains(got[0], "requester 0x42") {
+		t.Errorf("Queue 2 event %q", got)
 	}
 	r, _ := (&oem.ReadQueue2ForRequest{IANA: iana, Reader: 0x42}).Pack()
 	if status, cc, _ := queueCmd(t, as("admin", "admin-pw-1"), int(oem.CmdReadQueue2For), r); status != 200 || cc != 0xD4 {

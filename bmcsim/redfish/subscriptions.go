@@ -225,8 +225,8 @@ func (s *Service) postSubscription(w http.ResponseWriter, r *http.Request, c *ca
 		}
 	}
 	for _, p := range req.RegistryPrefixes {
-		if p != "ResourceEvent" && p != "Base" {
-			writeError(w, badValue("RegistryPrefixes", p, "ResourceEvent"))
+		if p != "ResourceEvent" && p != "Base" && p != "Ooblab" {
+			writeError(w, badValue("RegistryPrefixes", p, "ResourceEvent or Ooblab"))
 			return
 		}
 	}
