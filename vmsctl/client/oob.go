@@ -73,6 +73,11 @@ type OOBOptions struct {
 	// at a time keeps to one session. The BMC's session limit (bmcsim
 	// default 32) is shared by every user; keep this small.
 	Sessions int
+	// Transport carries the queue commands: TransportIPMI (default, RMCP+)
+	// or TransportRedfish (the BMC's Redfish OEM action, as the inventory's
+	// BMC user over HTTPS; docs/oob-i.md). The records, sealing and
+	// journals are the same.
+	Transport string
 }
 
 func (o *OOBOptions) defaults() {
@@ -138,6 +143,7 @@ type OOB struct {
 	log   *slog.Logger
 	mu    sync.Mutex
 	hosts map[string]*oobHost
+	rf    redfishConns // TransportRedfish: one client per host (oobredfish.go)
 	// Stats count what the channel did, for tests and benchmarks.
 	stats OOBStats
 	smu   sync.Mutex
@@ -173,6 +179,14 @@ func NewOOB(opt OOBOptions, log *slog.Logger) *OOB {
 
 // Name is ViaOOB.
 func (o *OOB) Name() string { return ViaOOB }
+
+// via is Answer.Via: ViaOOB, or ViaOOBRedfish over Redfish.
+func (o *OOB) via() string {
+	if o.opt.Transport == TransportRedfish {
+		return ViaOOBRedfish
+	}
+	return ViaOOB
+}
 
 // Requester is this channel's requester id.
 func (o *OOB) Requester() uint32 { return o.opt.Requester }
@@ -447,6 +461,9 @@ func (o *OOB) drop(s *oobSession) {
 // raw sends one OEM command and returns its data or an error; a non-zero
 // completion code is an *oem.Error.
 func (o *OOB) raw(ctx context.Context, t *Target, h *oobHost, cmd oem.Cmd, data []byte) ([]byte, error) {
+	if o.opt.Transport == TransportRedfish {
+		return o.rawRedfish(ctx, t, cmd, data)
+	}
 	s, err := h.pool.get(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: oob-i %s to BMC %s: waiting for a session: %w", ErrNotDelivered, cmd, t.Host.BMC.Addr, err)
@@ -511,7 +528,7 @@ func (o *OOB) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answ
 	if m, ok := h.pending[req.ID]; ok && req.Answer == nil {
 		delete(h.pending, req.ID)
 		h.mu.Unlock()
-		return &Answer{Msg: m, Via: ViaOOB, Latency: time.Since(start)}, nil
+		return &Answer{Msg: m, Via: o.via(), Latency: time.Since(start)}, nil
 	}
 	if len(h.sent) >= 4096 {
 		// Forget old ids, never those still in flight: their answers
@@ -549,7 +566,7 @@ func (o *OOB) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answ
 		m, err := o.await(actx, t, h, req.ID, ch)
 		cancel()
 		if err == nil {
-			return &Answer{Msg: m, Via: ViaOOB, Latency: time.Since(start)}, nil
+			return &Answer{Msg: m, Via: o.via(), Latency: time.Since(start)}, nil
 		}
 		if ctx.Err() != nil || errors.Is(err, ErrUnauthorized) {
 			return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
@@ -867,5 +884,6 @@ func (o *OOB) Close() error {
 		wg.Go(h.pool.close)
 	}
 	wg.Wait()
+	o.closeRedfish()
 	return nil
 }

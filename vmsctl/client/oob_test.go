@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -119,7 +120,7 @@ var sysCh = &bmc.Channel{Number: 0x0f, Medium: bmc.ChannelMediumSystemIF}
 
 func newOOBBench(t testing.TB, qo bmcsimtest.Options) *oobBench {
 	t.Helper()
-	bs := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true,
+	bs := bmcsimtest.Start(t, bmcsimtest.Options{NoKCS: true, Redfish: true,
 		Users:          []config.User{{Name: "op", Password: "op-secret-1", Privilege: "operator"}},
 		Queue1Capacity: qo.Queue1Capacity, Queue2Capacity: qo.Queue2Capacity, Config: qo.Config, BeforeServe: qo.BeforeServe})
 	qs := bs.Queues
@@ -145,7 +146,8 @@ func newOOBBench(t testing.TB, qo bmcsimtest.Options) *oobBench {
 	}
 	ob.inv = &inventory.Inventory{Principal: "ops", Dir: ob.dir, Hosts: []inventory.Host{{
 		Name: "h1", HostID: "hv1", SecretFile: write("h1.key", key.URI()+"\n"),
-		BMC: inventory.BMC{Addr: ob.bmc.String(), User: "op", PasswordFile: write("h1.pw", "op-secret-1\n"), CipherSuite: 17, IANA: config.DefaultIANA},
+		BMC: inventory.BMC{Addr: ob.bmc.String(), User: "op", PasswordFile: write("h1.pw", "op-secret-1\n"), CipherSuite: 17, IANA: config.DefaultIANA,
+			Redfish: bs.RedfishURL, RedfishCAFile: write("redfish-ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: bs.RedfishCert.Raw})))},
 	}}}
 	return ob
 }
@@ -292,6 +294,63 @@ func TestOOBRoundTripThroughBMCSim(t *testing.T) {
 	al, err := c.Alerts(ctx, "h1")
 	if err != nil || len(al) != 1 || al[0].Principal != "mallory" {
 		t.Fatalf("alerts %v %+v", err, al)
+	}
+}
+
+// TestOOBOverRedfish: the same requests, records and sealing with the
+// queue commands carried by the BMC's Redfish OEM action (gofish, HTTP
+// Basic as the inventory's BMC user, the BMC's certificate pinned by
+// bmc.redfish_ca_file): answered "via oob-i (redfish)", queues drained,
+// alerts kept.
+func TestOOBOverRedfish(t *testing.T) {
+	ob := newOOBBench(t, bmcsimtest.Options{})
+	c, _ := ob.oobClient(t, client.OOBOptions{Transport: client.TransportRedfish})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := c.Do(ctx, "h1", vmsg.CmdList, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Via != client.ViaOOBRedfish || len(res.Reply.VMs) != 12 || res.Reply.RequestID != res.RequestID {
+		t.Fatalf("result via %q, %d VMs", res.Via, len(res.Reply.VMs))
+	}
+	var lat []time.Duration
+	for range 10 {
+		res, err = c.Send(ctx, "h1", &vmsg.Request{Command: vmsg.CmdPing, Metadata: map[string]string{"blob": strings.Repeat("m", 700)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Reply.Host == nil || res.Reply.Host.Hypervisor != "md:700" {
+			t.Fatalf("ping reply %+v", res.Reply)
+		}
+		lat = append(lat, res.Latency)
+	}
+	t.Logf("warm OOB-I over Redfish ping with 700-byte metadata: %v", lat)
+	if s1, s2 := ob.qs.Status(); s1.Depth != 0 || s2.Depth != 0 {
+		t.Fatalf("queues not drained: q1 %+v q2 %+v", s1, s2)
+	}
+	ob.alert.Store(true)
+	if _, err := c.Do(ctx, "h1", vmsg.CmdStatus, "web1"); err != nil {
+		t.Fatal(err)
+	}
+	al, err := c.Alerts(ctx, "h1")
+	if err != nil || len(al) != 1 || al[0].Principal != "mallory" {
+		t.Fatalf("alerts %v %+v", err, al)
+	}
+}
+
+// TestOOBOverRedfishWrongPassword: a refused Redfish login is
+// ErrUnauthorized, as over RMCP+.
+func TestOOBOverRedfishWrongPassword(t *testing.T) {
+	ob := newOOBBench(t, bmcsimtest.Options{})
+	if err := os.WriteFile(filepath.Join(ob.dir, "h1.pw"), []byte("wrong-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := ob.oobClient(t, client.OOBOptions{Transport: client.TransportRedfish})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Do(ctx, "h1", vmsg.CmdList, ""); !errors.Is(err, client.ErrUnauthorized) {
+		t.Fatalf("err %v, want ErrUnauthorized", err)
 	}
 }
 

@@ -114,6 +114,7 @@ type App struct {
 	principal                      string
 	timeout, budget                time.Duration
 	oobSessions, oobWindow         int
+	oobTransport                   string
 	followerID                     uint32 // alerts --follower-id: the OOB-I requester id (0: random)
 	debug                          bool
 	meta                           []string
@@ -204,6 +205,9 @@ vmsctl result HOST REQUEST-ID before running the command again), 8 clock skew
 			if a.oobSessions < 1 || a.oobSessions > a.oobWindow {
 				return usagef("--oob-sessions %d: want 1 to --oob-window (%d)", a.oobSessions, a.oobWindow)
 			}
+			if a.oobTransport != client.TransportIPMI && a.oobTransport != client.TransportRedfish {
+				return usagef("--oob-transport %q: want ipmi or redfish", a.oobTransport)
+			}
 			return nil
 		},
 	}
@@ -223,6 +227,7 @@ vmsctl result HOST REQUEST-ID before running the command again), 8 clock skew
 	f.DurationVar(&a.budget, "vmmi-budget", 300*time.Millisecond, "auto: how long VMM-I may take before OOB-I is used")
 	f.IntVar(&a.oobWindow, "oob-window", 8, "OOB-I: requests to one host in flight at once")
 	f.IntVar(&a.oobSessions, "oob-sessions", 3, "OOB-I: RMCP+ sessions to one BMC at most (a BMC's session slots are shared by every user: keep it small; 1 to --oob-window)")
+	f.StringVar(&a.oobTransport, "oob-transport", client.TransportIPMI, "OOB-I: carry the queue commands over ipmi (RMCP+) or redfish (the BMC's Redfish OEM action, HTTPS; bmc.redfish in the inventory)")
 	f.BoolVar(&a.debug, "debug", false, "log channel decisions to stderr")
 	f.StringVar(&a.principal, "principal", "", "speak as this principal (its key and certificate from the inventory's credentials; default: the inventory's principal)")
 	f.StringArrayVar(&a.meta, "meta", nil, "key=value metadata sent with each request, journaled by the agent (repeatable)")
@@ -306,7 +311,7 @@ func (a *App) client() (*client.Client, error) {
 	o := client.Options{Via: a.via, Principal: a.principal, Challenge: a.answer, Logger: a.log, Now: a.Now,
 		Auto: client.AutoOptions{Budget: a.budget}, Metadata: meta,
 		OOBOptions: client.OOBOptions{Window: a.oobWindow, Sessions: a.oobSessions, Requester: a.followerID,
-			Durable: a.followerID != 0}}
+			Durable: a.followerID != 0, Transport: a.oobTransport}}
 	if a.Options != nil {
 		a.Options(&o)
 	}

@@ -574,3 +574,14 @@ func TestPrincipalEnrollAndRotate(t *testing.T) {
 		}
 	}
 }
+
+func TestOOBTransportFlag(t *testing.T) {
+	r := newRig(t)
+	code, _, errs := r.run(t, "--oob-transport", "pigeon", "vm", "list", "h1")
+	if code != 2 || !strings.Contains(errs, "want ipmi or redfish") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if code, out, _ := r.run(t, "--oob-transport", "redfish", "vm", "list", "h1"); code != 0 || !strings.Contains(out, "web1") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}

@@ -94,7 +94,7 @@ func (a *App) drawWatch(rows []hostRow, alerts []alertRow, clear bool) {
 		ch := "-"
 		if r.Via != "" {
 			ch = viaText(r.Via, time.Duration(r.LatencyMs*float64(time.Millisecond)))
-			if r.Via == client.ViaOOB {
+			if strings.HasPrefix(r.Via, client.ViaOOB) {
 				ch = ansiYel + ch + ansiReset
 			}
 		}
