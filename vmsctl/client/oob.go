@@ -822,7 +822,7 @@ func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64, ch c
 				// one per PollMin, and each empty read is one round trip.
 				w = max(w/4, 100*time.Microsecond)
 			}
-			if err := sleep(ctx, w); err != nil {
+			if err := o.waitQueue2(ctx, t, w); err != nil { // a sleep, or the Redfish push (oobredfish.go)
 				return nil, fmt.Errorf("oob-i: no answer from host %s through BMC %s: %w", t.Name(), t.Host.BMC.Addr, err)
 			}
 			if time.Since(start) > o.opt.PollFast {

@@ -339,6 +339,29 @@ func TestOOBOverRedfish(t *testing.T) {
 	}
 }
 
+// TestOOBOverRedfishPush: over Redfish the Queue 2 poller waits on the
+// BMC's SSE push: with reads of an empty queue 2 s apart, five requests
+// still finish within the deadline (polling alone takes ≥ 2 s each once
+// the first read after a request comes back empty).
+func TestOOBOverRedfishPush(t *testing.T) {
+	ob := newOOBBench(t, bmcsimtest.Options{})
+	c, _ := ob.oobClient(t, client.OOBOptions{Transport: client.TransportRedfish, PollMin: 2 * time.Second, PollMax: 2 * time.Second, PollFast: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Do(ctx, "h1", vmsg.CmdPing, ""); err != nil { // opens the stream
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	for range 5 {
+		if _, err := c.Do(ctx, "h1", vmsg.CmdPing, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if el := time.Since(t0); el >= 4*time.Second {
+		t.Errorf("5 pings took %v: the push did not wake the poller", el)
+	}
+}
+
 // TestOOBOverRedfishWrongPassword: a refused Redfish login is
 // ErrUnauthorized, as over RMCP+.
 func TestOOBOverRedfishWrongPassword(t *testing.T) {

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,8 +13,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stmcginnis/gofish"
@@ -37,8 +40,17 @@ const queueActionPath = "/redfish/v1/Managers/1/Actions/Oem/OoblabManager.QueueC
 
 // redfishConns holds one gofish client per host.
 type redfishConns struct {
-	mu sync.Mutex
-	c  map[string]*gofish.APIClient
+	mu    sync.Mutex
+	c     map[string]*gofish.APIClient
+	users map[string][2]string // host → user, password (the push stream's Basic auth)
+	push  map[string]*redfishPush
+}
+
+func (r *redfishConns) creds(host string) (string, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u := r.users[host]
+	return u[0], u[1]
 }
 
 // redfishClient connects (once per host) to t's BMC Redfish service as the
@@ -86,8 +98,10 @@ func (o *OOB) redfishClient(ctx context.Context, t *Target) (*gofish.APIClient, 
 	}
 	if o.rf.c == nil {
 		o.rf.c = map[string]*gofish.APIClient{}
+		o.rf.users = map[string][2]string{}
 	}
 	o.rf.c[t.Name()] = c
+	o.rf.users[t.Name()] = [2]string{b.User, pass}
 	return c, nil
 }
 
@@ -130,12 +144,137 @@ func (o *OOB) rawRedfish(ctx context.Context, t *Target, cmd oem.Cmd, data []byt
 func (o *OOB) closeRedfish() {
 	o.rf.mu.Lock()
 	defer o.rf.mu.Unlock()
+	for _, p := range o.rf.push {
+		p.once.Do(func() {}) // never start one now
+		if p.cancel != nil {
+			p.cancel()
+		}
+	}
 	for _, c := range o.rf.c {
 		c.HTTPClient.CloseIdleConnections()
 	}
-	o.rf.c = nil
+	o.rf.c, o.rf.users, o.rf.push = nil, nil, nil
 }
 
 // redfishTimeout bounds one HTTPS exchange (the caller's context bounds
 // the whole request).
 const redfishTimeout = 10 * time.Second
+
+// redfishPush is a host's Queue 2 push: the BMC's SSE stream filtered on
+// Ooblab.1.0.Queue2Record. While it is up, the Queue 2 poller waits on it
+// (up to PollMax) instead of reading again every PollMin.
+type redfishPush struct {
+	once   sync.Once
+	up     atomic.Bool
+	wake   chan struct{} // one pending wake-up
+	cancel context.CancelFunc
+}
+
+// push returns t's push, starting its stream on first use.
+func (o *OOB) push(t *Target) *redfishPush {
+	o.rf.mu.Lock()
+	if o.rf.push == nil {
+		o.rf.push = map[string]*redfishPush{}
+	}
+	p := o.rf.push[t.Name()]
+	if p == nil {
+		p = &redfishPush{wake: make(chan struct{}, 1)}
+		o.rf.push[t.Name()] = p
+	}
+	o.rf.mu.Unlock()
+	p.once.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		p.cancel = cancel
+		go o.streamPush(ctx, t, p)
+	})
+	return p
+}
+
+// streamPush keeps t's SSE stream open (reconnecting after a second) until
+// ctx ends, waking the poller for each record addressed to this channel's
+// requester id or to the alert log.
+func (o *OOB) streamPush(ctx context.Context, t *Target, p *redfishPush) {
+	mine := "0x" + strconv.FormatUint(uint64(o.opt.Requester), 16)
+	for ctx.Err() == nil {
+		c, err := o.redfishClient(ctx, t)
+		if err == nil {
+			err = o.readPush(ctx, t, c, p, mine)
+		}
+		p.up.Store(false)
+		if ctx.Err() != nil {
+			return
+		}
+		o.log.Debug("oob-i redfish: event stream down; polling", "host", t.Name(), "err", err)
+		if sleep(ctx, time.Second) != nil {
+			return
+		}
+	}
+}
+
+func (o *OOB) readPush(ctx context.Context, t *Target, c *gofish.APIClient, p *redfishPush, mine string) error {
+	u := strings.TrimSuffix(t.Host.BMC.Redfish, "/") + "/redfish/v1/EventService/SSE?" +
+		url.Values{"$filter": {"MessageId eq 'Ooblab.1.0.Queue2Record'"}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	user, pass := o.rf.creds(t.Name())
+	req.SetBasicAuth(user, pass)
+	// The stream outlives the client's per-exchange timeout.
+	hc := &http.Client{Transport: c.HTTPClient.Transport}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("event stream: HTTP %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 1<<40))
+	sc.Buffer(make([]byte, 4096), 64<<10)
+	for sc.Scan() {
+		line := sc.Text()
+		p.up.Store(true) // the opening comment: subscribed
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		var ev struct {
+			Events []struct{ MessageArgs []string }
+		}
+		if json.Unmarshal([]byte(data), &ev) != nil {
+			continue
+		}
+		for _, e := range ev.Events {
+			if len(e.MessageArgs) > 0 && (e.MessageArgs[0] == mine || e.MessageArgs[0] == "0x0") {
+				select {
+				case p.wake <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+	return sc.Err()
+}
+
+// waitQueue2 is the poller's wait between empty reads of Queue 2: over
+// Redfish with the push up, until a push or PollMax; else d.
+func (o *OOB) waitQueue2(ctx context.Context, t *Target, d time.Duration) error {
+	if o.opt.Transport != TransportRedfish {
+		return sleep(ctx, d)
+	}
+	p := o.push(t)
+	if !p.up.Load() {
+		return sleep(ctx, d)
+	}
+	tm := time.NewTimer(max(d, o.opt.PollMax))
+	defer tm.Stop()
+	select {
+	case <-p.wake:
+		return nil
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
