@@ -2,6 +2,7 @@ package redfish
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -93,6 +94,12 @@ func logEntry(rec [16]byte, iana uint32) map[string]any {
 		"EntryType":   "SEL",
 		"Severity":    "OK",
 		"Message":     "",
+		// The 16-byte record as ipmitool reads it, for clients that decode
+		// SEL records themselves (vmsctl host sel over Redfish).
+		"Oem": map[string]any{"Ooblab": map[string]any{
+			"@odata.type": "#OoblabLogEntry.v1_0_0.OoblabLogEntry",
+			"Record":      hex.EncodeToString(rec[:]),
+		}},
 	}
 	sel, err := types.ParseSEL(rec[:])
 	switch {

@@ -107,6 +107,9 @@ func (c *Client) withBMCAs(ctx context.Context, host string, console bool, fn fu
 
 // HostPower reads host's power state from its BMC (Get Chassis Status).
 func (c *Client) HostPower(ctx context.Context, host string) (*PowerStatus, error) {
+	if c.oobOpt.Transport == TransportRedfish {
+		return c.hostPowerRedfish(ctx, host) // hostredfish.go
+	}
 	var st *PowerStatus
 	err := c.withBMC(ctx, host, func(s *client.Client) error {
 		r, err := s.GetChassisStatus(ctx)
@@ -144,6 +147,9 @@ func (c *Client) HostPowerControl(ctx context.Context, host string, a PowerActio
 	ctl, err := a.control()
 	if err != nil {
 		return err
+	}
+	if c.oobOpt.Transport == TransportRedfish {
+		return c.hostPowerControlRedfish(ctx, host, a)
 	}
 	return c.withBMC(ctx, host, func(s *client.Client) error {
 		// A BMC may take a second or more to act on a chassis control
@@ -191,6 +197,9 @@ func (c *Client) HostSEL(ctx context.Context, host string) ([]SELEntry, error) {
 	iana := oem.IANA(t.Host.BMC.IANA)
 	if iana == 0 {
 		iana = oem.DefaultIANA
+	}
+	if c.oobOpt.Transport == TransportRedfish {
+		return c.hostSELRedfish(ctx, host, iana)
 	}
 	var out []SELEntry
 	err = c.withBMC(ctx, host, func(s *client.Client) error {

@@ -325,6 +325,7 @@ type Client struct {
 	vmmi, oob Channel
 	auto      *Auto
 	ch        Channel
+	oobOpt    OOBOptions // its Transport picks the path of host power/sel too
 
 	mu      sync.Mutex
 	targets map[string]*Target
@@ -340,7 +341,7 @@ func New(inv *inventory.Inventory, o Options) (*Client, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{inv: inv, principal: inv.Principal, challenge: o.Challenge, now: o.Now,
-		log: o.Logger, targets: map[string]*Target{}, meta: o.Metadata}
+		log: o.Logger, targets: map[string]*Target{}, meta: o.Metadata, oobOpt: o.OOBOptions}
 	if o.Principal != "" {
 		c.principal = o.Principal
 	}

@@ -103,6 +103,7 @@ func (p *lossyProxy) addr() string { return p.conn.LocalAddr().String() }
 // oobBench is a bmcsim BMC with the OOB-I queues, a host that answers from
 // the system-interface side, and an inventory pointing at it.
 type oobBench struct {
+	bs    *bmcsimtest.BMC
 	inv   *inventory.Inventory
 	qs    *queue.Queues
 	key   *seal.Key
@@ -130,7 +131,7 @@ func newOOBBench(t testing.TB, qo bmcsimtest.Options) *oobBench {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ob := &oobBench{qs: qs, key: key, bmc: bs.UDPAddr(), dir: t.TempDir()}
+	ob := &oobBench{qs: qs, key: key, bmc: bs.UDPAddr(), dir: t.TempDir(), bs: bs}
 	hostDone := make(chan struct{})
 	go func() { defer close(hostDone); ob.host(ctx, t) }()
 	t.Cleanup(func() {
