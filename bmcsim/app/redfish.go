@@ -144,19 +144,18 @@ func (rb *redfishBackend) known(name string) bool {
 
 // BeginLogin counts a Redfish login in the BMC's login book, the one
 // RMCP+ handshakes count in: one user's failures over both channels.
-func (rb *redfishBackend) BeginLogin(user, ip string) time.Duration {
+func (rb *redfishBackend) BeginLogin(user, ip string) (time.Duration, func(ok bool)) {
 	if !rb.known(user) {
-		return 0
+		return 0, func(bool) {}
 	}
-	return rb.b.BeginLogin(user, ip)
-}
-
-func (rb *redfishBackend) EndLogin(user, ip string, ok bool) {
-	if !rb.known(user) {
-		return
+	wait, tk := rb.b.BeginLogin(user, ip)
+	if wait > 0 {
+		return wait, nil
 	}
-	if until := rb.b.EndLogin(user, ip, ok); !until.IsZero() {
-		rb.log.Warn("user slowed after failed logins", "user", user, "until", until.Format(time.RFC3339), "last_source", ip, "channel", "redfish")
+	return 0, func(ok bool) {
+		if until := rb.b.EndLogin(user, ip, tk, ok); !until.IsZero() {
+			rb.log.Warn("user slowed after failed logins", "user", user, "until", until.Format(time.RFC3339), "last_source", ip, "channel", "redfish")
+		}
 	}
 }
 

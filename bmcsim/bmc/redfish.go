@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/ooblab/ooblab/bmcsim/lan"
 )
 
 // The chassis, boot option and SEL operations below serve the BMC's other
@@ -78,9 +80,11 @@ func (s *SEL) Capacity() int { return s.capacity }
 // BeginLogin and EndLogin account a login another channel (Redfish)
 // checks, in the LAN channel's book (lan.Logins.BeginLogin): one count of
 // a user's failures over every channel.
-func (b *BMC) BeginLogin(user, ip string) time.Duration { return b.books.Logins.BeginLogin(user, ip) }
+func (b *BMC) BeginLogin(user, ip string) (time.Duration, lan.LoginTicket) {
+	return b.books.Logins.BeginLogin(user, ip)
+}
 
 // EndLogin settles an attempt BeginLogin let through.
-func (b *BMC) EndLogin(user, ip string, ok bool) time.Time {
-	return b.books.Logins.EndLogin(user, ip, ok)
+func (b *BMC) EndLogin(user, ip string, t lan.LoginTicket, ok bool) time.Time {
+	return b.books.Logins.EndLogin(user, ip, t, ok)
 }

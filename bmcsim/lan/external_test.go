@@ -13,28 +13,30 @@ func TestExternalLogins(t *testing.T) {
 	max := lb.Policy().BackoffMax
 	n := lb.Policy().Threshold
 	for i := 0; i < n; i++ {
-		if w := lb.BeginLogin("admin", "10.0.0.9"); w > 0 {
+		w, tk := lb.BeginLogin("admin", "10.0.0.9")
+		if w > 0 {
 			clk.Add(w) // a patient guesser
-			if w := lb.BeginLogin("admin", "10.0.0.9"); w > 0 {
+			if w, tk = lb.BeginLogin("admin", "10.0.0.9"); w > 0 {
 				t.Fatalf("attempt %d after its wait still waits %v", i, w)
 			}
 		}
-		lb.EndLogin("admin", "10.0.0.9", false)
+		lb.EndLogin("admin", "10.0.0.9", tk, false)
 	}
 	if !lb.Slowed("admin") {
 		t.Fatalf("admin not slowed after %d failed Redfish logins", n)
 	}
-	if w := lb.BeginLogin("admin", "10.0.0.9"); w <= 0 || w > max {
+	if w, _ := lb.BeginLogin("admin", "10.0.0.9"); w <= 0 || w > max {
 		t.Errorf("the guessing source: wait %v, want (0, %v]", w, max)
 	}
 	// The owner at a clean address: no wait, over either channel.
 	if w := lb.Wait("admin", "10.0.0.1"); w != 0 {
 		t.Errorf("a clean source waits %v on RMCP+", w)
 	}
-	if w := lb.BeginLogin("admin", "10.0.0.1"); w != 0 {
+	w, tk := lb.BeginLogin("admin", "10.0.0.1")
+	if w != 0 {
 		t.Errorf("a clean source waits %v on Redfish", w)
 	}
-	lb.EndLogin("admin", "10.0.0.1", true)
+	lb.EndLogin("admin", "10.0.0.1", tk, true)
 	// RMCP+ failures from a source make its Redfish attempt wait.
 	id := uint32(100)
 	for i := 0; i < n; i++ {
@@ -42,8 +44,22 @@ func TestExternalLogins(t *testing.T) {
 		fail(lb, id, "10.0.0.7:623", "admin")
 		id++
 	}
-	if w := lb.BeginLogin("admin", "10.0.0.7"); w <= 0 {
+	if w, _ := lb.BeginLogin("admin", "10.0.0.7"); w <= 0 {
 		t.Errorf("Redfish from a source with %d RMCP+ failures: wait %v, want > 0", n, w)
+	}
+	// A source with a failure, during the user's slowdown: its successful
+	// logins do not make its next one wait (the success gives back the
+	// attempt's time), as after a RAKP 4 success.
+	clk.Add(max)
+	w, tk = lb.BeginLogin("admin", "10.0.0.9")
+	if w != 0 {
+		t.Fatalf("the failing source waits %v a BackoffMax after its last attempt", w)
+	}
+	lb.EndLogin("admin", "10.0.0.9", tk, true)
+	if w, tk = lb.BeginLogin("admin", "10.0.0.9"); w != 0 {
+		t.Errorf("right after a success the source waits %v", w)
+	} else {
+		lb.EndLogin("admin", "10.0.0.9", tk, true)
 	}
 	// Nothing stays in flight: provisional counts were all settled.
 	if u := lb.users["admin"]; u.pending != 0 {

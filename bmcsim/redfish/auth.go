@@ -3,6 +3,7 @@ package redfish
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"hash/fnv"
 	"net"
 	"net/http"
 	"slices"
@@ -248,13 +249,20 @@ func sourceIP(r *http.Request) string {
 // accounting; it returns the account or an error to send.
 func (s *Service) login(r *http.Request, user, password string) (Account, *apiError) {
 	ip := sourceIP(r)
+	// One check at a time per (user, source): a burst of guesses is
+	// counted one by one, never checked side by side before the first
+	// failure lands; a VMS's parallel requests queue for microseconds.
+	mu := &s.loginMu[loginStripe(user, ip)]
+	mu.Lock()
+	defer mu.Unlock()
 	if s.logins.locked(user, ip) {
 		s.log.Warn("redfish login refused: locked out from this address", "user", user, "source", ip)
 		return Account{}, errNoSession()
 	}
-	book, shared := s.backend.(LoginBook)
-	if shared {
-		if wait := book.BeginLogin(user, ip); wait > 0 {
+	end := func(bool) {}
+	if book, ok := s.backend.(LoginBook); ok {
+		var wait time.Duration
+		if wait, end = book.BeginLogin(user, ip); wait > 0 {
 			// Backed off, as a RAKP 1 would be: refused unchecked, counted nothing.
 			s.log.Info("redfish login refused: backed off", "user", user, "source", ip, "retry_after", wait)
 			e := errNoSession()
@@ -263,9 +271,7 @@ func (s *Service) login(r *http.Request, user, password string) (Account, *apiEr
 		}
 	}
 	a, ok := s.backend.Authenticate(user, password)
-	if shared {
-		book.EndLogin(user, ip, ok)
-	}
+	end(ok)
 	if !ok {
 		if s.logins.failed(user, ip) {
 			s.log.Warn("redfish login locked for this address", "user", user, "source", ip, "for", s.opts.LockoutDuration)
@@ -294,4 +300,16 @@ func (s *Service) authenticate(r *http.Request) (*caller, *apiError) {
 		return &caller{user: a.UserName, role: a.Role}, nil
 	}
 	return nil, errNoSession()
+}
+
+// loginStripes is how many locks serialize password checks, by (user,
+// source) hash.
+const loginStripes = 64
+
+func loginStripe(user, ip string) int {
+	h := fnv.New32a()
+	h.Write([]byte(user))
+	h.Write([]byte{0})
+	h.Write([]byte(ip))
+	return int(h.Sum32() % loginStripes)
 }

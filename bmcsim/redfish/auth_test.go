@@ -1,8 +1,10 @@
 package redfish
 
 import (
+	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -73,5 +75,37 @@ func TestSessionTimeout(t *testing.T) {
 	}
 	if s.create("z", RoleReadOnly) == nil {
 		t.Fatal("expired sessions still count against the limit")
+	}
+}
+
+// countingBackend counts password checks; only Authenticate is used.
+type countingBackend struct {
+	Backend
+	checks atomic.Int32
+}
+
+func (c *countingBackend) Authenticate(string, string) (Account, bool) {
+	c.checks.Add(1)
+	time.Sleep(time.Millisecond) // a check that takes a while (a slow hash, a loaded BMC)
+	return Account{}, false
+}
+
+// TestParallelGuessesCheckedOneByOne: 200 wrong logins sent at once from
+// one address reach the password check at most lockout_attempts times:
+// each failure is counted before the next guess is checked.
+func TestParallelGuessesCheckedOneByOne(t *testing.T) {
+	be := &countingBackend{}
+	s := New(be, Options{LockoutAttempts: 5})
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Go(func() {
+			r := httptest.NewRequest("POST", "/", nil)
+			r.RemoteAddr = "10.0.0.2:4242"
+			_, _ = s.login(r, "vms", "guess")
+		})
+	}
+	wg.Wait()
+	if n := be.checks.Load(); n > 5 {
+		t.Errorf("%d guesses checked, want at most 5", n)
 	}
 }

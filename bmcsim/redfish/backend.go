@@ -65,11 +65,10 @@ type PowerStats struct {
 
 // LoginBook is what a Backend that keeps its own login accounting (the
 // BMC's, shared with RMCP+) adds: BeginLogin says how long a login of user
-// from ip must wait (0: check it now, counted provisionally), EndLogin
-// settles it.
+// from ip must wait (> 0: refuse it unchecked), else counts it
+// provisionally and returns the function that settles it.
 type LoginBook interface {
-	BeginLogin(user, ip string) time.Duration
-	EndLogin(user, ip string, ok bool)
+	BeginLogin(user, ip string) (wait time.Duration, end func(ok bool))
 }
 
 // Account is one BMC user as Redfish sees it.

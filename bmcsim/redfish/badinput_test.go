@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,10 +199,11 @@ func TestWrongLoginFlood(t *testing.T) {
 func TestLoginBackedOffByRMCPFailures(t *testing.T) {
 	b, _ := start(t)
 	for range 10 {
-		if b.BMC.BeginLogin("vms", "127.0.0.3") > 0 {
+		w, tk := b.BMC.BeginLogin("vms", "127.0.0.3")
+		if w > 0 {
 			break
 		}
-		b.BMC.EndLogin("vms", "127.0.0.3", false)
+		b.BMC.EndLogin("vms", "127.0.0.3", tk, false)
 	}
 	hc := b.RedfishClient()
 	hc.Transport.(*http.Transport).DialContext = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}).DialContext
@@ -217,4 +220,33 @@ func TestLoginBackedOffByRMCPFailures(t *testing.T) {
 func itoa(i int) string {
 	b, _ := json.Marshal(i)
 	return string(b)
+}
+
+// TestParallelBasicFromOneSource: a VMS sending 100 requests at once with
+// HTTP Basic from one address gets every one served: its own logins in
+// flight never back it off in the BMC's shared login book.
+func TestParallelBasicFromOneSource(t *testing.T) {
+	b, _ := start(t)
+	hc := b.RedfishClient()
+	var wg sync.WaitGroup
+	var refused atomic.Int32
+	for range 100 {
+		wg.Go(func() {
+			req, _ := http.NewRequest("GET", b.RedfishURL+"/redfish/v1/Systems/1", nil)
+			req.SetBasicAuth("vms", "vms-pw-2")
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				refused.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := refused.Load(); n != 0 {
+		t.Errorf("%d of 100 parallel requests with the right password refused", n)
+	}
 }

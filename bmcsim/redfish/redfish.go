@@ -55,8 +55,9 @@ type Service struct {
 	events   *broker
 	subs     *subscriptions
 	power    powerWatch
-	powerOp  sync.Mutex    // held across a Reset and its event, and a watcher read
-	done     chan struct{} // closed when Serve ends
+	powerOp  sync.Mutex               // held across a Reset and its event, and a watcher read
+	loginMu  [loginStripes]sync.Mutex // one password check at a time per (user, source) stripe
+	done     chan struct{}            // closed when Serve ends
 	mux      *http.ServeMux
 }
 
