@@ -29,6 +29,8 @@ var (
 	// Truth specs pause or break a part mid-request and check that what
 	// vmsctl says is what happened (issue 21).
 	Truth = Label("truth")
+	// Redfish specs use the lab BMC's Redfish service (issue 22).
+	Redfish = Label("redfish")
 	// UI specs drive the lab's web page in headless Chromium (issue 24).
 	UI = Label("ui")
 	// KCSGuest specs boot a minimal guest against an in-process bmcsim to
