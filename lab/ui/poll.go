@@ -3,6 +3,7 @@ package ui
 import (
 	"bytes"
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,10 +67,18 @@ func (s *Server) pollHost(ctx context.Context, host string, full bool) {
 	var powerErr error
 	var sensors []client.Sensor
 	var sensorsErr error
+	var sel []client.SELEntry
+	var selErr error
 	wg.Add(1)
 	go func() { defer wg.Done(); vLat, vErr = ping(client.ViaVMMI, 1500*time.Millisecond) }()
 	if full {
-		wg.Add(3)
+		wg.Add(4)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+			defer cancel()
+			sel, selErr = s.clients[client.ViaAuto].HostSEL(cctx, host)
+		}()
 		go func() {
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, 8*time.Second)
@@ -139,6 +148,9 @@ func (s *Server) pollHost(ctx context.Context, host string, full bool) {
 		}
 		h.VMsVia = list.Via
 	}
+	if full && selErr == nil {
+		s.addSEL(host, sel)
+	}
 	for _, a := range alerts {
 		s.st.Alerts = append([]AlertRow{{Time: time.UnixMilli(a.TimeMs), Host: host, Principal: a.Principal,
 			Action: a.Action, VM: a.VM, Reason: a.Reason}}, s.st.Alerts...)
@@ -168,4 +180,52 @@ func appendHist(h []float64, v float64) []float64 {
 		h = h[len(h)-historyLen:]
 	}
 	return h
+}
+
+// selMark is where a host's SEL was last read: its newest entry's id.
+type selMark struct {
+	id    uint16
+	begun bool
+}
+
+// addSEL adds the entries of host's SEL after the newest one seen at the
+// last read (all of them the first time, and after the log was cleared:
+// the newest seen is gone). Call with s.mu held.
+func (s *Server) addSEL(host string, es []client.SELEntry) {
+	m := s.selSeen[host]
+	start := 0
+	if m.begun {
+		for i, e := range es {
+			if e.ID == m.id {
+				start = i + 1
+			}
+		}
+	}
+	for _, e := range es[start:] {
+		s.st.SEL = append([]SELRow{{Time: e.Time, Host: host, ID: e.ID, Event: selText(e)}}, s.st.SEL...)
+	}
+	if len(s.st.SEL) > maxSEL {
+		s.st.SEL = s.st.SEL[:maxSEL]
+	}
+	if len(es) > 0 {
+		s.selSeen[host] = selMark{id: es[len(es)-1].ID, begun: true}
+	}
+}
+
+func selText(e client.SELEntry) string {
+	switch {
+	case e.Alert != nil:
+		t := "hvagent alert: " + e.Alert.Class.String()
+		if e.Alert.Command != 0 {
+			t += ", " + vmsg.Command(e.Alert.Command).String()
+		}
+		return t
+	case e.Type == 0x02:
+		t := e.SensorType + " #" + strconv.Itoa(int(e.SensorNumber)) + ": " + e.Event
+		if e.Deasserted {
+			t += " (deasserted)"
+		}
+		return t
+	}
+	return "OEM record"
 }

@@ -69,6 +69,9 @@ type Server struct {
 	mu    sync.Mutex
 	st    State
 	subs  map[chan struct{}]struct{}
+	// selSeen: per host, the SEL's newest entry shown (a cleared or
+	// restarted log starts again).
+	selSeen map[string]selMark
 	codes map[string]string // per command ctx key: the operator's app code
 }
 
@@ -77,7 +80,10 @@ type State struct {
 	Hosts    []*HostView   `json:"hosts"`
 	Commands []*CommandRow `json:"commands"`
 	Alerts   []AlertRow    `json:"alerts"`
-	Version  uint64        `json:"version"`
+	// SEL is the BMCs' event log entries seen since the page started,
+	// newest first.
+	SEL     []SELRow `json:"sel"`
+	Version uint64   `json:"version"`
 }
 
 // HostView is one host.
@@ -142,6 +148,14 @@ type CommandRow struct {
 	NeedsCode bool `json:"needs_code,omitempty"`
 }
 
+// SELRow is one entry of a host BMC's event log.
+type SELRow struct {
+	Time  time.Time `json:"time"`
+	Host  string    `json:"host"`
+	ID    uint16    `json:"id"`
+	Event string    `json:"event"`
+}
+
 // AlertRow is one alert from a host.
 type AlertRow struct {
 	Time      time.Time `json:"time"`
@@ -156,6 +170,7 @@ const (
 	historyLen  = 30
 	maxCommands = 200
 	maxAlerts   = 200
+	maxSEL      = 200
 	maxBody     = 4 << 10
 )
 
@@ -176,7 +191,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, subs: map[chan struct{}]struct{}{}, codes: map[string]string{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, subs: map[chan struct{}]struct{}{}, codes: map[string]string{}, selSeen: map[string]selMark{}}
 	s.clients = cfg.Clients
 	if s.clients == nil {
 		s.clients = map[string]*client.Client{}

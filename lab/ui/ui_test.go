@@ -204,3 +204,25 @@ func FuzzActionBody(f *testing.F) {
 		}
 	})
 }
+
+// The page's SEL list gets each entry once: the whole log at the first
+// read, then only what came after the newest one seen; a cleared log
+// starts again.
+func TestSELEntriesOnce(t *testing.T) {
+	s, _, _ := newTest(t)
+	e := func(id uint16) client.SELEntry {
+		return client.SELEntry{ID: id, Type: 0x02, SensorType: "Temperature", SensorNumber: 2, Event: "Upper Critical going high"}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.addSEL("h1", []client.SELEntry{e(1), e(2)})
+	s.addSEL("h1", []client.SELEntry{e(1), e(2)})
+	s.addSEL("h1", []client.SELEntry{e(1), e(2), e(3)})
+	if got := len(s.st.SEL); got != 3 || s.st.SEL[0].ID != 3 || !strings.Contains(s.st.SEL[0].Event, "Temperature #2") {
+		t.Fatalf("after 3 entries: %+v", s.st.SEL)
+	}
+	s.addSEL("h1", []client.SELEntry{e(1)}) // cleared, one new entry (ids start again)
+	if got := len(s.st.SEL); got != 4 {
+		t.Fatalf("after a clear: %+v", s.st.SEL)
+	}
+}

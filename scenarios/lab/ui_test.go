@@ -95,6 +95,10 @@ var _ = Describe("Lab page", Lab, UI, Failover, Serial, Ordered, func() {
 			return chromedp.Run(browser, chromedp.Evaluate[string](`document.querySelector('#alerts tbody').innerText`))
 		}).WithTimeout(2 * time.Minute).WithPolling(250 * time.Millisecond).Should(
 			And(ContainSubstring("web1"), ContainSubstring("unauthorized local change")))
+		// The same alert, as the BMC's event log holds it (over KCS).
+		Eventually(func() (string, error) {
+			return chromedp.Run(browser, chromedp.Evaluate[string](`document.querySelector('#sel tbody').innerText`))
+		}).WithTimeout(time.Minute).WithPolling(250*time.Millisecond).Should(ContainSubstring("hvagent alert: unauthorized local change"))
 		press("Plug VMM-I h1")
 		Eventually(text).WithTimeout(time.Minute).Should(MatchRegexp(`VMM-I UP`))
 		out, _ := text()

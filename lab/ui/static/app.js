@@ -135,6 +135,9 @@ function render() {
   $("#alerts tbody").replaceChildren(...(state.alerts || []).map((a) =>
     el("tr", {}, el("td", { text: new Date(a.time).toLocaleTimeString() }), el("td", { text: a.host }), el("td", { text: a.principal }),
       el("td", { text: a.action }), el("td", { text: a.vm }), el("td", { text: a.reason }))));
+  $("#sel tbody").replaceChildren(...(state.sel || []).map((e) =>
+    el("tr", {}, el("td", { text: e.time && !e.time.startsWith("0001") ? new Date(e.time).toLocaleTimeString() : "-" }),
+      el("td", { text: e.host }), el("td", { text: e.id }), el("td", { text: e.event }))));
 }
 
 function connect() {
