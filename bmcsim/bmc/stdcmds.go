@@ -113,8 +113,9 @@ func (b *BMC) handleGetUserName(_ context.Context, _ *handlers.HandlerContext, r
 // handleBMCReset answers Cold Reset and Warm Reset (App 02h/03h, §20.2–3):
 // the BMC's volatile state returns to its power-up values (reservations,
 // sets in progress, the event receiver, SOL's volatile parameters on a
-// cold reset); the SEL, users and boot flags are kept; the host is not
-// touched (go-ipmi reset or shut down the host here).
+// cold reset) and every RMCP+ session is dropped, after the answer went
+// out; the SEL, users and boot flags are kept; the host is not touched
+// (go-ipmi reset or shut down the host here).
 func (b *BMC) handleBMCReset(_ context.Context, hctx *handlers.HandlerContext, _ []byte) ([]byte, types.CompletionCode, error) {
 	cold := hctx != nil && hctx.Command.ID == 0x02
 	b.SEL.mu.Lock()
@@ -137,9 +138,18 @@ func (b *BMC) handleBMCReset(_ context.Context, hctx *handlers.HandlerContext, _
 	if cold {
 		kind = "cold"
 	}
-	b.log.Info("BMC reset: volatile state cleared; SEL, users, boot flags and the host untouched", "kind", kind)
+	b.log.Info("BMC reset: volatile state cleared, sessions dropped; SEL, users, boot flags and the host untouched", "kind", kind)
+	if g := b.guard; g != nil {
+		// Answered first (§20.2: the response may be sent before the
+		// reset): the session that asked gets its completion code.
+		time.AfterFunc(bmcResetDelay, func() { b.log.Info("BMC reset: sessions closed", "n", g.CloseSessions()) })
+	}
 	return nil, types.CodeOK, nil
 }
+
+// bmcResetDelay is how long after answering a Cold/Warm Reset the BMC
+// drops its sessions.
+const bmcResetDelay = 200 * time.Millisecond
 
 // ACPI power states (§20.6, Table 20-10).
 const (

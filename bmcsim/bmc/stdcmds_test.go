@@ -8,10 +8,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bougou/go-ipmi/pkg/types"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ooblab/ooblab/bmcsim/lan"
 	"github.com/ooblab/ooblab/internal/testutil"
 )
 
@@ -173,4 +175,28 @@ func FuzzStdCommands(f *testing.F) {
 			t.Fatalf("user name of %d bytes", len(resp))
 		}
 	})
+}
+
+// TestBMCResetDropsSessions: a Warm or Cold Reset is answered, then every
+// RMCP+ session is gone (as a real BMC's reset drops them); the SEL stays.
+func TestBMCResetDropsSessions(t *testing.T) {
+	l := startLAN(t, testConfig())
+	for _, cmd := range []uint8{0x03, 0x02} {
+		other := dialConsole(t, "127.0.0.1", l.port, 0x51)
+		other.login("op", "s3cret-op", types.PrivilegeLevelOperator)
+		c := dialConsole(t, "127.0.0.1", l.port, 0x52)
+		c.login("admin", "s3cret-admin", types.PrivilegeLevelAdministrator)
+		if n := l.IPMI.Sessions.Count(); n < 2 {
+			t.Fatalf("sessions before the reset: %d", n)
+		}
+		sel := len(l.SEL.Entries())
+		resp, err := c.exchange(c.request(uint8(types.NetFnAppRequest), cmd, nil), lan.PayloadIPMI, 5*time.Second)
+		if err != nil || len(resp) == 0 {
+			t.Fatalf("reset %#x not answered: %v", cmd, err)
+		}
+		testutil.WaitFor(t, 5*time.Second, "sessions dropped", func() bool { return l.IPMI.Sessions.Count() == 0 })
+		if got := len(l.SEL.Entries()); got != sel {
+			t.Fatalf("SEL %d entries after the reset, was %d", got, sel)
+		}
+	}
 }

@@ -299,3 +299,14 @@ func (g *Guard) LocalAddr() net.Addr {
 	}
 	return nil
 }
+
+// CloseSessions closes every RMCP+ session of the BMC (half-open and
+// established), as a BMC reset does; the server's store tells the book
+// through its remove hook.
+func (g *Guard) CloseSessions() int {
+	ids := g.slots.IDs()
+	for _, id := range ids {
+		_ = g.b.Sessions.Close(id)
+	}
+	return len(ids)
+}

@@ -271,3 +271,15 @@ func (s *Slots) Held(user string) (ofUser, low int) {
 	defer s.mu.Unlock()
 	return s.byUser[user], s.lowHeld
 }
+
+// IDs lists the BMC session IDs the book holds (half-open and
+// established), for a BMC reset that drops every session.
+func (s *Slots) IDs() []uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]uint32, 0, len(s.sessions))
+	for id := range s.sessions {
+		ids = append(ids, id)
+	}
+	return ids
+}
