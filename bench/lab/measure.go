@@ -155,9 +155,13 @@ func cpuTicks(pids []int) (uint64, error) {
 
 // rttResult is table 2.
 type rttResult struct {
-	vmmi, oob   stats
-	vmmiLat     []time.Duration // the samples, for the report's plot
-	oobLat      []time.Duration
+	vmmi, oob stats
+	vmmiLat   []time.Duration // the samples, for the report's plot
+	oobLat    []time.Duration
+	// redfish: the OOB-I over the BMC's Redfish service (the queue OEM
+	// action, Queue 2 pushed on SSE), when the inventory names one.
+	redfish     stats
+	redfishLat  []time.Duration
 	oobReads    float64 // queue 2 reads per request
 	oobSessions int
 	load        string
@@ -178,9 +182,20 @@ func measureRTT(ctx context.Context, c *config) (*rttResult, error) {
 		return nil, err
 	}
 	defer oc.Close()
+	clients := []*client.Client{vc, oc}
+	if i, err := inv(c); err == nil {
+		if h, err := i.Host(host); err == nil && h.BMC.Redfish != "" {
+			rc, err := newClient(c, client.Options{Via: client.ViaOOB, OOBOptions: client.OOBOptions{Transport: client.TransportRedfish}})
+			if err != nil {
+				return nil, err
+			}
+			defer rc.Close()
+			clients = append(clients, rc)
+		}
+	}
 	// Warm up: connection, session, the agent's first libvirt lookup.
 	for range 5 {
-		for _, cl := range []*client.Client{vc, oc} {
+		for _, cl := range clients {
 			if _, _, err := status(ctx, cl, 10*time.Second); err != nil {
 				return nil, err
 			}
@@ -188,19 +203,25 @@ func measureRTT(ctx context.Context, c *config) (*rttResult, error) {
 	}
 	ob := oc.Channel().(*client.OOB)
 	before := ob.Stats()
-	var vl, ol []time.Duration
+	var vl, ol, rl []time.Duration
 	for i := range c.n {
-		for _, cl := range []*client.Client{vc, oc} {
+		for _, cl := range clients {
 			res, d, err := status(ctx, cl, 10*time.Second)
 			if err != nil {
 				return nil, fmt.Errorf("request %d: %w", i, err)
 			}
-			if res.Via == client.ViaVMMI {
+			switch res.Via {
+			case client.ViaVMMI:
 				vl = append(vl, d)
-			} else {
+			case client.ViaOOBRedfish:
+				rl = append(rl, d)
+			default:
 				ol = append(ol, d)
 			}
 		}
+	}
+	if len(rl) > 0 {
+		r.redfish, r.redfishLat = summarize(rl), rl
 	}
 	after := ob.Stats()
 	r.vmmi, r.oob = summarize(vl), summarize(ol)
