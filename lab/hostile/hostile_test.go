@@ -186,15 +186,19 @@ func TestVMMIUnderSilentPeers(t *testing.T) {
 
 // TestClockSteppedBack: a VMS whose clock was stepped back by 312 s gets a
 // loud answer over the VMM-I — ErrClockSkew, "host is 312 s ahead of this
-// VMS's clock", the offset in Result — and the host alerts; a VMS 20 s off
-// is served. On the old code the request went unanswered (a timeout) and
-// nothing was alerted.
+// VMS's clock", the offset in Result — and the host alerts for a state
+// change (a stale read is answered the same, logged, not alerted); a VMS
+// 20 s off is served. On the old code the request went unanswered (a
+// timeout) and nothing was alerted.
 func TestClockSteppedBack(t *testing.T) {
 	h := startHost(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	back := h.vms(t, func() time.Time { return time.Now().Add(-312 * time.Second) })
-	res, err := back.Do(ctx, "hv1", vmsg.CmdList, "")
+	if _, err := back.Do(ctx, "hv1", vmsg.CmdList, ""); !strings.Contains(fmt.Sprint(err), "clock skew: host is 312 s ahead") {
+		t.Fatalf("stepped-back VMS's read: %v", err)
+	}
+	res, err := back.Do(ctx, "hv1", vmsg.CmdStart, "test")
 	var re *client.ReplyError
 	if !errors.As(err, &re) || re.Code != vmsg.ErrClockSkew || !strings.Contains(err.Error(), "clock skew: host is 312 s ahead of this VMS's clock") {
 		t.Fatalf("stepped-back VMS: %v", err)
