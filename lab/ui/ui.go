@@ -421,14 +421,9 @@ type linkReq struct {
 
 func (s *Server) postLink(ctx context.Context, r *http.Request, body []byte) (any, int, error) {
 	var q linkReq
-	if err := decode(body, &q); err != nil {
-		return nil, http.StatusBadRequest, err
-	}
-	s.mu.Lock()
-	h, err := s.host(q.Host)
-	s.mu.Unlock()
+	h, code, err := s.decodeFor(body, &q, &q.Host)
 	if err != nil {
-		return nil, http.StatusNotFound, err
+		return nil, code, err
 	}
 	if q.Up == nil {
 		return nil, http.StatusBadRequest, errors.New(`"up" (true or false) is required`)
@@ -476,14 +471,8 @@ type codeKey struct{}
 
 func (s *Server) postVM(ctx context.Context, r *http.Request, body []byte) (any, int, error) {
 	var q vmReq
-	if err := decode(body, &q); err != nil {
-		return nil, http.StatusBadRequest, err
-	}
-	s.mu.Lock()
-	_, err := s.host(q.Host)
-	s.mu.Unlock()
-	if err != nil {
-		return nil, http.StatusNotFound, err
+	if _, code, err := s.decodeFor(body, &q, &q.Host); err != nil {
+		return nil, code, err
 	}
 	if !vmName.MatchString(q.VM) {
 		return nil, http.StatusBadRequest, fmt.Errorf("VM name %q: letters, digits and _.+- only, 1-64, not starting with a sign", q.VM)
@@ -556,14 +545,8 @@ type powerReq struct {
 
 func (s *Server) postPower(ctx context.Context, r *http.Request, body []byte) (any, int, error) {
 	var q powerReq
-	if err := decode(body, &q); err != nil {
-		return nil, http.StatusBadRequest, err
-	}
-	s.mu.Lock()
-	_, err := s.host(q.Host)
-	s.mu.Unlock()
-	if err != nil {
-		return nil, http.StatusNotFound, err
+	if _, code, err := s.decodeFor(body, &q, &q.Host); err != nil {
+		return nil, code, err
 	}
 	a := client.PowerAction(q.Action)
 	if !slices.Contains([]client.PowerAction{client.PowerOn, client.PowerOff, client.PowerCycle, client.PowerReset, client.PowerSoft}, a) {
@@ -572,7 +555,7 @@ func (s *Server) postPower(ctx context.Context, r *http.Request, body []byte) (a
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 	defer cancel()
 	t0 := time.Now()
-	err = s.clients[client.ViaAuto].HostPowerControl(ctx, q.Host, a)
+	err := s.clients[client.ViaAuto].HostPowerControl(ctx, q.Host, a)
 	row := &CommandRow{Time: t0, Who: "bmc user", Host: q.Host, What: "power " + q.Action, Via: "bmc", LatencyMs: ms(time.Since(t0)), OK: err == nil, Outcome: "ok"}
 	if err != nil {
 		row.Outcome = err.Error()
@@ -582,6 +565,21 @@ func (s *Server) postPower(ctx context.Context, r *http.Request, body []byte) (a
 	s.mu.Unlock()
 	go s.pollHost(context.Background(), q.Host, true)
 	return row, http.StatusOK, nil
+}
+
+// decodeFor decodes an action's body into q and finds the host it names
+// (*host, a field of q): 400 for a bad body, 404 for an unknown host.
+func (s *Server) decodeFor(body []byte, q any, host *string) (*HostView, int, error) {
+	if err := decode(body, q); err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, err := s.host(*host)
+	if err != nil {
+		return nil, http.StatusNotFound, err
+	}
+	return h, 0, nil
 }
 
 // decode reads a JSON object strictly: unknown fields are an error.

@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ooblab/ooblab/internal/inventory"
 	"github.com/ooblab/ooblab/internal/vmsg"
 	"github.com/ooblab/ooblab/vmsctl/client"
 )
@@ -94,46 +96,37 @@ func onOff(on bool) string {
 func (a *App) hostPowerCmd() *cobra.Command {
 	p := group(&cobra.Command{Use: "power", Short: "The host's power through its BMC (IPMI chassis commands over RMCP+)"})
 	run := func(cmd *cobra.Command, host string, act client.PowerAction) error {
-		cl, err := a.client()
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
-		h, err := a.inv.Host(host)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := a.ctx(cmd)
-		defer cancel()
-		start := time.Now()
-		if act != "" {
-			if err := cl.HostPowerControl(ctx, host, act); err != nil {
+		return a.withHostBMC(cmd, host, func(ctx context.Context, cl *client.Client, h *inventory.Host) error {
+			start := time.Now()
+			if act != "" {
+				if err := cl.HostPowerControl(ctx, host, act); err != nil {
+					return err
+				}
+			}
+			st, err := cl.HostPower(ctx, host)
+			if err != nil {
 				return err
 			}
-		}
-		st, err := cl.HostPower(ctx, host)
-		if err != nil {
-			return err
-		}
-		out := powerOut{Host: host, BMC: h.BMC.Addr, Action: string(act), Power: onOff(st.On), LastPowerEvent: st.LastEvent,
-			PowerFault: st.Fault, LatencyMs: ms(time.Since(start))}
-		return a.emit(out, func(w io.Writer) {
-			if act != "" {
-				note := ""
-				if act == client.PowerSoft && st.On {
-					note = "; the OS powers off when it acts on the button (see 'host power status')"
+			out := powerOut{Host: host, BMC: h.BMC.Addr, Action: string(act), Power: onOff(st.On), LastPowerEvent: st.LastEvent,
+				PowerFault: st.Fault, LatencyMs: ms(time.Since(start))}
+			return a.emit(out, func(w io.Writer) {
+				if act != "" {
+					note := ""
+					if act == client.PowerSoft && st.On {
+						note = "; the OS powers off when it acts on the button (see 'host power status')"
+					}
+					fmt.Fprintf(w, "%s: power %s sent to the BMC; power is now %s%s (BMC %s, %s)\n", host, act, out.Power, note, out.BMC, roundLatency(time.Since(start)))
+					return
 				}
-				fmt.Fprintf(w, "%s: power %s sent to the BMC; power is now %s%s (BMC %s, %s)\n", host, act, out.Power, note, out.BMC, roundLatency(time.Since(start)))
-				return
-			}
-			extra := ""
-			if out.LastPowerEvent != "" {
-				extra += ", last power event: " + out.LastPowerEvent
-			}
-			if out.PowerFault {
-				extra += ", POWER FAULT"
-			}
-			fmt.Fprintf(w, "%s: power %s%s (BMC %s, %s)\n", host, out.Power, extra, out.BMC, roundLatency(time.Since(start)))
+				extra := ""
+				if out.LastPowerEvent != "" {
+					extra += ", last power event: " + out.LastPowerEvent
+				}
+				if out.PowerFault {
+					extra += ", POWER FAULT"
+				}
+				fmt.Fprintf(w, "%s: power %s%s (BMC %s, %s)\n", host, out.Power, extra, out.BMC, roundLatency(time.Since(start)))
+			})
 		})
 	}
 	p.AddCommand(&cobra.Command{
@@ -162,56 +155,64 @@ func (a *App) hostSELCmd() *cobra.Command {
 		Use: "sel HOST", Short: "The host's System Event Log from its BMC (hvagent's alerts included, decoded)",
 		Args: exactArgs(1), ValidArgsFunction: a.hostNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			h, err := a.inv.Host(args[0])
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.ctx(cmd)
-			defer cancel()
-			es, err := cl.HostSEL(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			out := selOut{Host: args[0], BMC: h.BMC.Addr, Entries: make([]selEntry, 0, len(es))}
-			for _, e := range es {
-				out.Entries = append(out.Entries, selEntryOut(e))
-			}
-			return a.emit(out, func(w io.Writer) {
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tTIME\tKIND\tEVENT")
-				for _, e := range out.Entries {
-					ts := "-"
-					if !e.Time.IsZero() {
-						ts = e.Time.Local().Format(time.DateTime)
-					}
-					var ev string
-					switch {
-					case e.Alert != nil:
-						ev = "hvagent alert: " + e.Alert.Class
-						if e.Alert.Command != "" {
-							ev += ", " + e.Alert.Command
-						}
-						if e.Alert.RequestID != "" {
-							ev += ", request " + e.Alert.RequestID
-						}
-					case e.Kind == "system event":
-						ev = fmt.Sprintf("%s #%d: %s", e.SensorType, *e.SensorNumber, e.Event)
-						if e.Deasserted {
-							ev += " (deasserted)"
-						}
-					default:
-						ev = fmt.Sprintf("manufacturer %d, data %s", e.ManufacturerID, e.OEMData)
-					}
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", e.ID, ts, e.Kind, ev)
+			return a.withHostBMC(cmd, args[0], func(ctx context.Context, cl *client.Client, h *inventory.Host) error {
+				es, err := cl.HostSEL(ctx, args[0])
+				if err != nil {
+					return err
 				}
-				tw.Flush()
-				fmt.Fprintf(w, "%s: %d SEL record(s) from BMC %s\n", out.Host, len(out.Entries), out.BMC)
+				out := selOut{Host: args[0], BMC: h.BMC.Addr, Entries: make([]selEntry, 0, len(es))}
+				for _, e := range es {
+					out.Entries = append(out.Entries, selEntryOut(e))
+				}
+				return a.emit(out, func(w io.Writer) {
+					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "ID\tTIME\tKIND\tEVENT")
+					for _, e := range out.Entries {
+						ts := "-"
+						if !e.Time.IsZero() {
+							ts = e.Time.Local().Format(time.DateTime)
+						}
+						var ev string
+						switch {
+						case e.Alert != nil:
+							ev = "hvagent alert: " + e.Alert.Class
+							if e.Alert.Command != "" {
+								ev += ", " + e.Alert.Command
+							}
+							if e.Alert.RequestID != "" {
+								ev += ", request " + e.Alert.RequestID
+							}
+						case e.Kind == "system event":
+							ev = fmt.Sprintf("%s #%d: %s", e.SensorType, *e.SensorNumber, e.Event)
+							if e.Deasserted {
+								ev += " (deasserted)"
+							}
+						default:
+							ev = fmt.Sprintf("manufacturer %d, data %s", e.ManufacturerID, e.OEMData)
+						}
+						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", e.ID, ts, e.Kind, ev)
+					}
+					tw.Flush()
+					fmt.Fprintf(w, "%s: %d SEL record(s) from BMC %s\n", out.Host, len(out.Entries), out.BMC)
+				})
 			})
 		},
 	}
+}
+
+// withHostBMC runs fn with a client, host's inventory entry and the
+// command's deadline: the frame of the host commands that talk to its BMC.
+func (a *App) withHostBMC(cmd *cobra.Command, host string, fn func(context.Context, *client.Client, *inventory.Host) error) error {
+	cl, err := a.client()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	h, err := a.inv.Host(host)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.ctx(cmd)
+	defer cancel()
+	return fn(ctx, cl, h)
 }
