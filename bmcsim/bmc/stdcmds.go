@@ -141,8 +141,11 @@ func (b *BMC) handleBMCReset(_ context.Context, hctx *handlers.HandlerContext, _
 	b.log.Info("BMC reset: volatile state cleared, sessions dropped; SEL, users, boot flags and the host untouched", "kind", kind)
 	if g := b.guard; g != nil {
 		// Answered first (§20.2: the response may be sent before the
-		// reset): the session that asked gets its completion code.
-		time.AfterFunc(bmcResetDelay, func() { b.log.Info("BMC reset: sessions closed", "n", g.CloseSessions()) })
+		// reset): the session that asked gets its completion code. The
+		// sessions of the moment of the reset go; one opened after it
+		// (the BMC is back) stays.
+		ids := g.SessionIDs()
+		time.AfterFunc(bmcResetDelay, func() { b.log.Info("BMC reset: sessions closed", "n", g.CloseSessions(ids)) })
 	}
 	return nil, types.CodeOK, nil
 }

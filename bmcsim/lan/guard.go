@@ -300,11 +300,13 @@ func (g *Guard) LocalAddr() net.Addr {
 	return nil
 }
 
-// CloseSessions closes every RMCP+ session of the BMC (half-open and
-// established), as a BMC reset does; the server's store tells the book
-// through its remove hook.
-func (g *Guard) CloseSessions() int {
-	ids := g.slots.IDs()
+// SessionIDs are the BMC's RMCP+ sessions now (half-open and
+// established).
+func (g *Guard) SessionIDs() []uint32 { return g.slots.IDs() }
+
+// CloseSessions closes the sessions ids, as a BMC reset does to those it
+// had; the server's store tells the book through its remove hook.
+func (g *Guard) CloseSessions(ids []uint32) int {
 	for _, id := range ids {
 		_ = g.b.Sessions.Close(id)
 	}
