@@ -71,6 +71,16 @@ func Handler(lookup Lookup, log *slog.Logger) http.Handler {
 		}
 		return d, ok
 	}
+	// modelSensor is the BMC's model and the threshold sensor of a
+	// /bmc/{bmc}/sensors/{sensor} request; it answers the error itself.
+	modelSensor := func(w http.ResponseWriter, r *http.Request) (*sensors.Model, *sensors.Def, bool) {
+		m, ok := model(w, r)
+		if !ok {
+			return nil, nil, false
+		}
+		d, ok := sensor(w, r)
+		return m, d, ok
+	}
 	mux.HandleFunc("GET /bmc/{bmc}/sensors", func(w http.ResponseWriter, r *http.Request) {
 		m, ok := model(w, r)
 		if !ok {
@@ -99,11 +109,7 @@ func Handler(lookup Lookup, log *slog.Logger) http.Handler {
 		_ = json.NewEncoder(w).Encode(out)
 	})
 	mux.HandleFunc("PUT /bmc/{bmc}/sensors/{sensor}", func(w http.ResponseWriter, r *http.Request) {
-		m, ok := model(w, r)
-		if !ok {
-			return
-		}
-		d, ok := sensor(w, r)
+		m, d, ok := modelSensor(w, r)
 		if !ok {
 			return
 		}
@@ -119,11 +125,7 @@ func Handler(lookup Lookup, log *slog.Logger) http.Handler {
 		fmt.Fprintf(w, "%s pinned at %g\n", d.Name, rd.Value)
 	})
 	mux.HandleFunc("DELETE /bmc/{bmc}/sensors/{sensor}", func(w http.ResponseWriter, r *http.Request) {
-		m, ok := model(w, r)
-		if !ok {
-			return
-		}
-		d, ok := sensor(w, r)
+		m, d, ok := modelSensor(w, r)
 		if !ok {
 			return
 		}

@@ -43,13 +43,7 @@ func TestBootOptionsCodes(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	b.boot.now = func() time.Time { return now }
 	ch := types.NetFnChassisRequest
-	for _, tc := range []struct {
-		name string
-		cmd  uint8
-		req  string
-		cc   types.CompletionCode
-		want string
-	}{
+	runCodeCases(t, b, ch, []codeCase{
 		{"set in progress", 0x08, "00 01", types.CodeOK, ""},
 		{"set in progress again", 0x08, "00 01", 0x81, ""},
 		{"get 0", 0x09, "00 00 00", types.CodeOK, "01 00 01"},
@@ -71,17 +65,7 @@ func TestBootOptionsCodes(t *testing.T) {
 		{"set in progress reserved value", 0x08, "00 03", types.CodeRequestDataFieldInvalid, ""},
 		{"chassis control: bad action", 0x02, "07", types.CodeRequestDataFieldInvalid, ""},
 		{"chassis control: diag without a host", 0x02, "04", types.CodeIllegalCommand, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			resp, cc := b.call(ch, tc.cmd, testutil.MustUnhex(tc.req))
-			if cc != tc.cc {
-				t.Fatalf("cc %v, want %v", cc, tc.cc)
-			}
-			if tc.want != "" && hexOf(resp) != tc.want {
-				t.Errorf("response\n got %s\nwant %s", hexOf(resp), tc.want)
-			}
-		})
-	}
+	})
 	// A once-only boot nobody uses within a minute is dropped (parameter
 	// 3 bit 3 keeps it: clear it first).
 	b.call(ch, 0x08, testutil.MustUnhex("03 00"))

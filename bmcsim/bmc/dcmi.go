@@ -132,23 +132,35 @@ var dcmiEntities = map[byte]uint8{
 	0x41: sensors.CPUTemp, 0x03: sensors.CPUTemp,
 }
 
-// handleDCMISensorInfo answers Get DCMI Sensor Info (DCMI §6.5.2) for
-// temperature sensors: the SDR record IDs of the inlet and CPU sensors.
-func handleDCMISensorInfo(_ context.Context, _ *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
+// dcmiTempRequest checks a temperature request of Get DCMI Sensor Info
+// or Get Temperature Readings (DCh, sensor type, entity, instance, start)
+// and returns the sensor behind it; a request with no instance to report
+// has its whole answer in done, a bad one its code in cc.
+func dcmiTempRequest(req []byte) (n uint8, done []byte, cc types.CompletionCode) {
 	if cc := dcmiRequest(req, 5); cc != types.CodeOK {
-		return nil, cc, nil
+		return 0, nil, cc
 	}
 	if req[1] != byte(types.SensorTypeTemperature) {
-		return nil, types.CodeRequestDataFieldInvalid, nil
+		return 0, nil, types.CodeRequestDataFieldInvalid
 	}
 	n, ok := dcmiEntities[req[2]]
 	if !ok {
 		// The baseboard (42h) has no temperature sensor here.
-		return []byte{dcmiGroup, 0, 0}, types.CodeOK, nil
+		return 0, []byte{dcmiGroup, 0, 0}, types.CodeOK
 	}
 	instance, start := req[3], req[4]
 	if instance > 1 || (instance == 0 && start > 1) {
-		return []byte{dcmiGroup, 1, 0}, types.CodeOK, nil
+		return 0, []byte{dcmiGroup, 1, 0}, types.CodeOK
+	}
+	return n, nil, types.CodeOK
+}
+
+// handleDCMISensorInfo answers Get DCMI Sensor Info (DCMI §6.5.2) for
+// temperature sensors: the SDR record IDs of the inlet and CPU sensors.
+func handleDCMISensorInfo(_ context.Context, _ *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
+	n, done, cc := dcmiTempRequest(req)
+	if done != nil || cc != types.CodeOK {
+		return done, cc, nil
 	}
 	// Record ID of sensor n is n+1 (record 1 is the BMC's locator).
 	return []byte{dcmiGroup, 1, 1, n + 1, 0}, types.CodeOK, nil
@@ -158,19 +170,9 @@ func handleDCMISensorInfo(_ context.Context, _ *handlers.HandlerContext, req []b
 // inlet (40h) and CPU (41h) temperatures, one instance each, in whole
 // degrees, sign in bit 7; the baseboard (42h) has none.
 func (b *BMC) handleTempReadings(_ context.Context, _ *handlers.HandlerContext, req []byte) ([]byte, types.CompletionCode, error) {
-	if cc := dcmiRequest(req, 5); cc != types.CodeOK {
-		return nil, cc, nil
-	}
-	if req[1] != byte(types.SensorTypeTemperature) {
-		return nil, types.CodeRequestDataFieldInvalid, nil
-	}
-	n, ok := dcmiEntities[req[2]]
-	if !ok {
-		return []byte{dcmiGroup, 0, 0}, types.CodeOK, nil
-	}
-	instance, start := req[3], req[4]
-	if instance > 1 || (instance == 0 && start > 1) {
-		return []byte{dcmiGroup, 1, 0}, types.CodeOK, nil
+	n, done, cc := dcmiTempRequest(req)
+	if done != nil || cc != types.CodeOK {
+		return done, cc, nil
 	}
 	r, _ := b.sdr.model.Read(n)
 	v := math.Round(r.Value)

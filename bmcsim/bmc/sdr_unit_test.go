@@ -49,6 +49,33 @@ func hexOf(b []byte) string {
 	return strings.Join(out, " ")
 }
 
+// codeCase is one request to a command and the completion code and
+// response it wants.
+type codeCase struct {
+	name string
+	cmd  uint8
+	req  string
+	cc   types.CompletionCode
+	want string // the whole response; "" checks the code alone
+}
+
+// runCodeCases sends each case's request to netfn's command, in order,
+// as a subtest.
+func runCodeCases(t *testing.T, b *BMC, netfn types.NetFn, cases []codeCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, cc := b.call(netfn, tc.cmd, testutil.MustUnhex(tc.req))
+			if cc != tc.cc {
+				t.Fatalf("cc %v, want %v", cc, tc.cc)
+			}
+			if tc.want != "" && hexOf(resp) != tc.want {
+				t.Errorf("response\n got %s\nwant %s", hexOf(resp), tc.want)
+			}
+		})
+	}
+}
+
 // TestGetSDRCodes: the completion codes of Get SDR (§33.12) for bad
 // requests, and reads of any size.
 func TestGetSDRCodes(t *testing.T) {
@@ -100,13 +127,7 @@ func TestGetSDRCodes(t *testing.T) {
 func TestSensorCommandCodes(t *testing.T) {
 	b, _ := offlineBMC(t)
 	se := types.NetFnSensorEventRequest
-	for _, tc := range []struct {
-		name string
-		cmd  uint8
-		req  string
-		cc   types.CompletionCode
-		want string
-	}{
+	runCodeCases(t, b, se, []codeCase{
 		{"reading of Inlet Temp", 0x2D, "02", types.CodeOK, "80 c0 c0 80"},
 		{"reading of Host Power (on)", 0x2D, "07", types.CodeOK, "00 c0 01 80"},
 		{"reading of an unknown sensor", 0x2D, "09", types.CodeRequestedDataNotPresent, ""},
@@ -123,17 +144,7 @@ func TestSensorCommandCodes(t *testing.T) {
 		{"event status of CPU Temp", 0x2B, "01", types.CodeOK, "c0 00 00 00 00"},
 		{"sensor type of Fan 1", 0x2F, "03", types.CodeOK, "04 01"},
 		{"sensor type of Host Power", 0x2F, "07", types.CodeOK, "22 6f"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			resp, cc := b.call(se, tc.cmd, testutil.MustUnhex(tc.req))
-			if cc != tc.cc {
-				t.Fatalf("cc %v, want %v", cc, tc.cc)
-			}
-			if tc.want != "" && hexOf(resp) != tc.want {
-				t.Errorf("response\n got %s\nwant %s", hexOf(resp), tc.want)
-			}
-		})
-	}
+	})
 }
 
 // FuzzSDRHandlers sends arbitrary request data to the SDR, sensor and
@@ -172,13 +183,7 @@ func FuzzSDRHandlers(f *testing.F) {
 func TestDCMICodes(t *testing.T) {
 	b, clk := offlineBMC(t)
 	g := types.NetFnGroupExtensionRequest
-	for _, tc := range []struct {
-		name string
-		cmd  uint8
-		req  string
-		cc   types.CompletionCode
-		want string
-	}{
+	runCodeCases(t, b, g, []codeCase{
 		{"capabilities", 0x01, "dc 01", types.CodeOK, "dc 01 05 02 0f 01 08"},
 		{"capabilities without DCh", 0x01, "00 01", types.CodeRequestDataFieldInvalid, ""},
 		{"capability parameter 9", 0x01, "dc 09", 0x80, ""},
@@ -193,17 +198,7 @@ func TestDCMICodes(t *testing.T) {
 		{"temperature: baseboard", 0x10, "dc 01 42 00 00", types.CodeOK, "dc 00 00"},
 		{"temperature: instance 2", 0x10, "dc 01 40 02 00", types.CodeOK, "dc 01 00"},
 		{"temperature: truncated", 0x10, "dc 01 40", types.CodeRequestDataTruncated, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			resp, cc := b.call(g, tc.cmd, testutil.MustUnhex(tc.req))
-			if cc != tc.cc {
-				t.Fatalf("cc %v, want %v", cc, tc.cc)
-			}
-			if tc.want != "" && hexOf(resp) != tc.want {
-				t.Errorf("response\n got %s\nwant %s", hexOf(resp), tc.want)
-			}
-		})
-	}
+	})
 	// A minute later: the period and the statistics cover it.
 	b.call(g, 0x02, testutil.MustUnhex("dc 01 00 00"))
 	*clk = clk.Add(time.Minute)

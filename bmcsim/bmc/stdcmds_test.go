@@ -59,40 +59,25 @@ func TestIpmitoolStandardCommands(t *testing.T) {
 func TestStandardCommandCodes(t *testing.T) {
 	b, _ := offlineBMC(t)
 	app, se := types.NetFnAppRequest, types.NetFnSensorEventRequest
-	for _, tc := range []struct {
-		name  string
-		netfn types.NetFn
-		cmd   uint8
-		req   string
-		cc    types.CompletionCode
-		want  string
-	}{
-		{"user access of slot 3", app, 0x44, "01 03", types.CodeOK, "0f 43 01 13"},
-		{"user access of slot 16", app, 0x44, "01 10", types.CodeRequestDataFieldInvalid, ""},
-		{"user name of empty slot 9", app, 0x46, "09", types.CodeOK, "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"},
-		{"user name of slot 16", app, 0x46, "10", types.CodeRequestDataFieldInvalid, ""},
-		{"set user name in slot 20", app, 0x45, "14 61 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00", types.CodeRequestDataFieldInvalid, ""},
-		{"set user name in empty slot 9", app, 0x45, "09 6e 65 77 00 00 00 00 00 00 00 00 00 00 00 00 00", types.CodeOK, ""},
-		{"user name of slot 9", app, 0x46, "09", types.CodeOK, "6e 65 77 00 00 00 00 00 00 00 00 00 00 00 00 00"},
-		{"PEF parameter 5 is read-only", se, 0x12, "05 01", 0x82, ""},
-		{"PEF parameter 20", se, 0x13, "14 00 00", 0x80, ""},
-		{"PEF control", se, 0x12, "01 01", types.CodeOK, ""},
-		{"PEF control back", se, 0x13, "01 00 00", types.CodeOK, "11 01"},
-		{"PEF revision only", se, 0x13, "81 00 00", types.CodeOK, "11"},
-		{"set event receiver", se, 0x00, "22 01", types.CodeOK, ""},
-		{"get event receiver", se, 0x01, "", types.CodeOK, "22 01"},
-		{"last processed event", se, 0x15, "", types.CodeOK, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			resp, cc := b.call(tc.netfn, tc.cmd, testutil.MustUnhex(tc.req))
-			if cc != tc.cc {
-				t.Fatalf("cc %v, want %v", cc, tc.cc)
-			}
-			if tc.want != "" && hexOf(resp) != tc.want {
-				t.Errorf("response\n got %s\nwant %s", hexOf(resp), tc.want)
-			}
-		})
-	}
+	runCodeCases(t, b, app, []codeCase{
+		{"user access of slot 3", 0x44, "01 03", types.CodeOK, "0f 43 01 13"},
+		{"user access of slot 16", 0x44, "01 10", types.CodeRequestDataFieldInvalid, ""},
+		{"user name of empty slot 9", 0x46, "09", types.CodeOK, "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"},
+		{"user name of slot 16", 0x46, "10", types.CodeRequestDataFieldInvalid, ""},
+		{"set user name in slot 20", 0x45, "14 61 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00", types.CodeRequestDataFieldInvalid, ""},
+		{"set user name in empty slot 9", 0x45, "09 6e 65 77 00 00 00 00 00 00 00 00 00 00 00 00 00", types.CodeOK, ""},
+		{"user name of slot 9", 0x46, "09", types.CodeOK, "6e 65 77 00 00 00 00 00 00 00 00 00 00 00 00 00"},
+	})
+	runCodeCases(t, b, se, []codeCase{
+		{"PEF parameter 5 is read-only", 0x12, "05 01", 0x82, ""},
+		{"PEF parameter 20", 0x13, "14 00 00", 0x80, ""},
+		{"PEF control", 0x12, "01 01", types.CodeOK, ""},
+		{"PEF control back", 0x13, "01 00 00", types.CodeOK, "11 01"},
+		{"PEF revision only", 0x13, "81 00 00", types.CodeOK, "11"},
+		{"set event receiver", 0x00, "22 01", types.CodeOK, ""},
+		{"get event receiver", 0x01, "", types.CodeOK, "22 01"},
+		{"last processed event", 0x15, "", types.CodeOK, ""},
+	})
 }
 
 // fakeDriver is a PowerDriver that counts the power actions it is asked.

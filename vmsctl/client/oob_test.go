@@ -248,6 +248,42 @@ func (ob *oobBench) oobClient(t *testing.T, opts client.OOBOptions) (*client.Cli
 	return c, oob
 }
 
+// warmPings sends ten pings with 700 bytes of metadata (a request of
+// several queue 1 records) to h1 and returns their latencies.
+func warmPings(ctx context.Context, t *testing.T, c *client.Client) []time.Duration {
+	t.Helper()
+	blob := strings.Repeat("m", 700)
+	var lat []time.Duration
+	for range 10 {
+		res, err := c.Send(ctx, "h1", &vmsg.Request{Command: vmsg.CmdPing, Metadata: map[string]string{"blob": blob}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Reply.Host == nil || res.Reply.Host.Hypervisor != "md:700" {
+			t.Fatalf("ping reply %+v", res.Reply)
+		}
+		lat = append(lat, res.Latency)
+	}
+	return lat
+}
+
+// wantDrainedAlertKept: both queues are empty, and an alert met while
+// polling is kept for Alerts.
+func (ob *oobBench) wantDrainedAlertKept(ctx context.Context, t *testing.T, c *client.Client) {
+	t.Helper()
+	if s1, s2 := ob.qs.Status(); s1.Depth != 0 || s2.Depth != 0 {
+		t.Fatalf("queues not drained: q1 %+v q2 %+v", s1, s2)
+	}
+	ob.alert.Store(true)
+	if _, err := c.Do(ctx, "h1", vmsg.CmdStatus, "web1"); err != nil {
+		t.Fatal(err)
+	}
+	al, err := c.Alerts(ctx, "h1")
+	if err != nil || len(al) != 1 || al[0].Principal != "mallory" {
+		t.Fatalf("alerts %v %+v", err, al)
+	}
+}
+
 func TestOOBRoundTripThroughBMCSim(t *testing.T) {
 	ob := newOOBBench(t, bmcsimtest.Options{})
 	c, oob := ob.oobClient(t, client.OOBOptions{})
@@ -264,18 +300,7 @@ func TestOOBRoundTripThroughBMCSim(t *testing.T) {
 	t.Logf("first list over OOB-I (session setup included): %v", res.Latency)
 
 	// A request of several records (queue 1) and timing of warm requests.
-	blob := strings.Repeat("m", 700)
-	var lat []time.Duration
-	for range 10 {
-		res, err = c.Send(ctx, "h1", &vmsg.Request{Command: vmsg.CmdPing, Metadata: map[string]string{"blob": blob}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Reply.Host == nil || res.Reply.Host.Hypervisor != "md:700" {
-			t.Fatalf("ping reply %+v", res.Reply)
-		}
-		lat = append(lat, res.Latency)
-	}
+	lat := warmPings(ctx, t, c)
 	t.Logf("warm OOB-I ping with 700-byte metadata: %v; stats %+v", lat, oob.Stats())
 	// One request at a time keeps to one session of the pool (default 3).
 	// (A session dropped after transport failures on a loaded machine is
@@ -283,19 +308,7 @@ func TestOOBRoundTripThroughBMCSim(t *testing.T) {
 	if st := oob.Stats(); st.Reconnects-st.Dropped != 1 {
 		t.Fatalf("stats %+v: one request at a time kept %d sessions, want 1", st, st.Reconnects-st.Dropped)
 	}
-	if s1, s2 := ob.qs.Status(); s1.Depth != 0 || s2.Depth != 0 {
-		t.Fatalf("queues not drained: q1 %+v q2 %+v", s1, s2)
-	}
-
-	// Alerts met while polling are kept for Alerts.
-	ob.alert.Store(true)
-	if _, err := c.Do(ctx, "h1", vmsg.CmdStatus, "web1"); err != nil {
-		t.Fatal(err)
-	}
-	al, err := c.Alerts(ctx, "h1")
-	if err != nil || len(al) != 1 || al[0].Principal != "mallory" {
-		t.Fatalf("alerts %v %+v", err, al)
-	}
+	ob.wantDrainedAlertKept(ctx, t, c)
 }
 
 // TestOOBOverRedfish: the same requests, records and sealing with the
@@ -315,29 +328,9 @@ func TestOOBOverRedfish(t *testing.T) {
 	if res.Via != client.ViaOOBRedfish || len(res.Reply.VMs) != 12 || res.Reply.RequestID != res.RequestID {
 		t.Fatalf("result via %q, %d VMs", res.Via, len(res.Reply.VMs))
 	}
-	var lat []time.Duration
-	for range 10 {
-		res, err = c.Send(ctx, "h1", &vmsg.Request{Command: vmsg.CmdPing, Metadata: map[string]string{"blob": strings.Repeat("m", 700)}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Reply.Host == nil || res.Reply.Host.Hypervisor != "md:700" {
-			t.Fatalf("ping reply %+v", res.Reply)
-		}
-		lat = append(lat, res.Latency)
-	}
+	lat := warmPings(ctx, t, c)
 	t.Logf("warm OOB-I over Redfish ping with 700-byte metadata: %v", lat)
-	if s1, s2 := ob.qs.Status(); s1.Depth != 0 || s2.Depth != 0 {
-		t.Fatalf("queues not drained: q1 %+v q2 %+v", s1, s2)
-	}
-	ob.alert.Store(true)
-	if _, err := c.Do(ctx, "h1", vmsg.CmdStatus, "web1"); err != nil {
-		t.Fatal(err)
-	}
-	al, err := c.Alerts(ctx, "h1")
-	if err != nil || len(al) != 1 || al[0].Principal != "mallory" {
-		t.Fatalf("alerts %v %+v", err, al)
-	}
+	ob.wantDrainedAlertKept(ctx, t, c)
 }
 
 // TestOOBOverRedfishPush: over Redfish the Queue 2 poller waits on the
