@@ -14,6 +14,7 @@ import (
 	"github.com/bougou/go-ipmi/pkg/bmc"
 
 	"github.com/ooblab/ooblab/internal/fileio"
+	"github.com/ooblab/ooblab/internal/oem"
 )
 
 // DefaultIANA is the enterprise number IANA reserves for documentation
@@ -23,7 +24,7 @@ const DefaultIANA = 32473
 // DefaultManufacturerID is the manufacturer Get Device ID reports unless
 // configured: 49622, the OpenBMC project's enterprise number (ipmitool and
 // FreeIPMI name it), a real one that no vendor-specific client quirk keys on.
-const DefaultManufacturerID = 49622
+const DefaultManufacturerID = oem.DefaultManufacturerID
 
 // File is the TOML configuration of one bmcsim process: several BMCs may
 // share it.

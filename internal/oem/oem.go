@@ -248,6 +248,11 @@ type IANA uint32
 // DefaultIANA is the documentation enterprise number (RFC 5612).
 const DefaultIANA IANA = 32473
 
+// DefaultManufacturerID is the manufacturer bmcsim's Get Device ID reports
+// unless configured (bmcsim/config): 49622, the OpenBMC project's. The
+// kcs-guest program tells bmcsim from other BMCs by it.
+const DefaultManufacturerID = 49622
+
 // MaxIANA is the largest number that fits 3 bytes.
 const MaxIANA IANA = 0xFFFFFF
 

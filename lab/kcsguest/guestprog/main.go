@@ -265,7 +265,9 @@ func bench(ctx context.Context, devs []*device, n int) error {
 		// oemread-240 puts back on it), an answer without a record as on an
 		// empty queue. Other BMCs have no queues: they answer 0x02 with a
 		// completion code.
-		bmcsim := dv.mfr == uint32(iana)
+		// bmcsim reports oem.DefaultManufacturerID unless configured (it
+		// used to report the OEM commands' IANA number).
+		bmcsim := dv.mfr == oem.DefaultManufacturerID || dv.mfr == uint32(iana)
 		emptyRead := &meas{name: "oemread-empty", data: same(empty), do: viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1))}
 		if bmcsim {
 			if _, _, err := viaDevipmi(dv.c, oemFn, uint8(oem.CmdReadQueue1Win))(window); err != nil {
