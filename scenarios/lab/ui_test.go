@@ -98,7 +98,7 @@ var _ = Describe("Lab page", Lab, UI, Failover, Serial, Ordered, func() {
 		// The same alert, as the BMC's event log holds it (over KCS).
 		Eventually(func() (string, error) {
 			return chromedp.Run(browser, chromedp.Evaluate[string](`document.querySelector('#sel tbody').innerText`))
-		}).WithTimeout(time.Minute).WithPolling(250*time.Millisecond).Should(ContainSubstring("hvagent alert: unauthorized local change"))
+		}).WithTimeout(time.Minute).WithPolling(250 * time.Millisecond).Should(ContainSubstring("hvagent alert: unauthorized local change"))
 		press("Plug VMM-I h1")
 		Eventually(text).WithTimeout(time.Minute).Should(MatchRegexp(`VMM-I UP`))
 		out, _ := text()
