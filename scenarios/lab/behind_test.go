@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -42,18 +43,34 @@ type alertOut struct {
 
 // AlertsSince returns a getter of host's alerts newer than since, as the
 // vmsctl binary reports them. Reading alerts is a follower's read of the
-// BMC's alert log: an alert read once may be gone for the next new
-// follower, so the getter keeps every alert it has seen across calls.
+// BMC's alert log, and a one-shot follower (a new one each run) only sees
+// what no other follower has trimmed — the lab page follows too, and reads
+// every 2 s. So the getter reads as one durable follower
+// (`vmsctl alerts --follower-id`, issue 21), registered by a first read
+// when the getter is made: make it before the action whose alert it waits
+// for. It keeps every alert it has seen across calls.
 func AlertsSince(ctx context.Context, host string, since time.Time) func() ([]alertOut, error) {
+	GinkgoHelper()
 	var seen []alertOut
-	return func() ([]alertOut, error) {
-		out, code := VmsctlStdout(ctx, "-o", "json", "alerts", host)
+	id := strconv.FormatUint(uint64(rand.Uint32()|1), 10)
+	read := func() ([]alertOut, error) {
+		out, code := VmsctlStdout(ctx, "-o", "json", "alerts", host, "--follower-id", id)
 		if code != 0 {
 			return nil, fmt.Errorf("vmsctl alerts: exit %d: %s", code, out)
 		}
 		var all []alertOut
 		if err := json.Unmarshal([]byte(out), &all); err != nil {
 			return nil, fmt.Errorf("%w: %s", err, out)
+		}
+		return all, nil
+	}
+	first, err := read()
+	Expect(err).NotTo(HaveOccurred(), "register the alert follower")
+	seen = append(seen, first...)
+	return func() ([]alertOut, error) {
+		all, err := read()
+		if err != nil {
+			return nil, err
 		}
 		seen = append(seen, all...)
 		var newer []alertOut
@@ -120,6 +137,7 @@ var _ = Describe("Changes behind the agent's back, and the host's power, from th
 		Expect(err).NotTo(HaveOccurred())
 		// The BMC stamps alerts in whole seconds, vmsctl in milliseconds.
 		since := time.Now().Add(-time.Second)
+		alerts := AlertsSince(ctx, host, since) // the follower reads from here on
 
 		out, err := InHost(ctx, host, "virsh -c qemu:///system destroy web1")
 		Expect(err).NotTo(HaveOccurred())
@@ -127,7 +145,6 @@ var _ = Describe("Changes behind the agent's back, and the host's power, from th
 		Expect(VM(ctx, client.ViaVMMI, host, "web1")()).To(BeInState("shut off"))
 
 		var got alertOut
-		alerts := AlertsSince(ctx, host, since)
 		Eventually(func(g Gomega) {
 			al, err := alerts()
 			g.Expect(err).NotTo(HaveOccurred())
