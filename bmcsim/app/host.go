@@ -91,9 +91,9 @@ func NewHost(cfg config.Config, o HostOptions) (*Host, error) {
 		Logger:           h.log,
 		OnQueue1Wake:     n.queue1Wake,
 		AfterQueue1Write: faultHook(b.Config, h.log),
-		OnQueue2Write: func(r record.Record) {
+		OnQueue2Write: func(r record.Record, owner string) {
 			if h.Redfish != nil { // set before serving; Queue 2 is written while serving
-				h.Redfish.NotifyQueue2(r.Requester)
+				h.Redfish.NotifyQueue2(r, owner)
 			}
 		},
 	})

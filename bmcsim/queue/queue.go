@@ -125,10 +125,11 @@ type Options struct {
 	// landed (journalled) and before it is answered: a test's fault hook
 	// (the lab's fault_hooks) kills the BMC there.
 	AfterQueue1Write func()
-	// OnQueue2Write, when set, is called outside any lock after a record
-	// landed in Queue 2 (journalled): the Redfish event that tells a VMS its
-	// answer is there.
-	OnQueue2Write func(r record.Record)
+	// OnQueue2Write, when set, is called outside any lock once a record
+	// is readable in Queue 2, before its journal entry is synced, with the
+	// BMC user that owns it ("" for the alert log): the Redfish event that
+	// hands a VMS its answer.
+	OnQueue2Write func(r record.Record, owner string)
 	Logger        *slog.Logger
 }
 
@@ -164,7 +165,7 @@ type Queue struct {
 	now      func() time.Time
 	onChange func(int)
 	onWake   func()
-	onWrite  func(record.Record)
+	onWrite  func(record.Record, string)
 	// idle: the single reader's last read found the queue empty (Queue 1:
 	// the host sleeps until woken).
 	idle  bool
@@ -205,9 +206,17 @@ func newQueue(name string, capacity int, o *Options, m *metrics) *Queue {
 // Write appends r unless its key is already queued (or was just removed).
 // It returns ErrFull when the queue is at capacity.
 func (q *Queue) Write(r record.Record) error {
-	depth, changed, wake, sync, err := q.write(r)
+	depth, owner, changed, wake, sync, err := q.write(r)
 	if wake && q.onWake != nil {
 		q.onWake() // before the fsync: the VMS's answer still waits for it
+	}
+	if err == nil && changed && q.onWrite != nil {
+		// Before the fsync too: the record is readable now, and the VMS
+		// waiting on this push reads (or, over Redfish, gets) it while the
+		// journal syncs. Should the BMC die before the sync, the writer
+		// never got its answer and writes the record again after the
+		// restart; the VMS drops the copy.
+		q.onWrite(r, owner)
 	}
 	if err == nil && sync != nil {
 		err = sync()
@@ -215,37 +224,34 @@ func (q *Queue) Write(r record.Record) error {
 	if changed && q.onChange != nil {
 		q.onChange(depth)
 	}
-	if err == nil && changed && q.onWrite != nil {
-		q.onWrite(r)
-	}
 	return err
 }
 
 // write queues r under the lock and returns what makes it durable, to run
 // after the lock is released.
-func (q *Queue) write(r record.Record) (depth int, changed, wake bool, sync func() error, err error) {
+func (q *Queue) write(r record.Record) (depth int, owner string, changed, wake bool, sync func() error, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	k := r.Key()
 	if _, ok := q.keys[k]; ok {
 		q.m.duplicates.Inc()
-		return len(q.items), false, false, nil, nil
+		return len(q.items), "", false, false, nil, nil
 	}
 	if _, ok := q.recent[k]; ok {
 		q.m.duplicates.Inc()
-		return len(q.items), false, false, nil, nil
+		return len(q.items), "", false, false, nil, nil
 	}
 	now := q.now()
 	if q.multi {
 		q.sweep(now)
 		if r.Requester == 0 && (q.alerts >= q.alertCap || len(q.items) >= q.capacity) && !q.makeRoom(now) {
 			q.m.full.Inc()
-			return len(q.items), false, false, nil, fmt.Errorf("%w: the alert log of %s holds %d records", ErrFull, q.name, q.alertCap)
+			return len(q.items), "", false, false, nil, fmt.Errorf("%w: the alert log of %s holds %d records", ErrFull, q.name, q.alertCap)
 		}
 	}
 	if len(q.items) >= q.capacity {
 		q.m.full.Inc()
-		return len(q.items), false, false, nil, fmt.Errorf("%w: %s holds %d records", ErrFull, q.name, q.capacity)
+		return len(q.items), "", false, false, nil, fmt.Errorf("%w: %s holds %d records", ErrFull, q.name, q.capacity)
 	}
 	q.seq++
 	e := entry{rec: r, enq: now, seq: q.seq, alert: q.isAlert(r)}
@@ -255,7 +261,7 @@ func (q *Queue) write(r record.Record) (depth int, changed, wake bool, sync func
 	if q.j != nil {
 		s, err := q.j.put(e)
 		if err != nil {
-			return len(q.items), false, false, nil, err
+			return len(q.items), "", false, false, nil, err
 		}
 		sync = s
 	}
@@ -269,7 +275,7 @@ func (q *Queue) write(r record.Record) (depth int, changed, wake bool, sync func
 		q.maybeCompact()
 	}
 	wake, q.idle = q.idle, false
-	return len(q.items), true, wake, sync, nil
+	return len(q.items), e.owner, true, wake, sync, nil
 }
 
 // Read is the read of the single reader: on Queue 1 the host, on Queue 2

@@ -3,10 +3,13 @@ package redfish
 import (
 	"encoding/binary"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/ooblab/ooblab/internal/record"
 )
 
 // broker fans events out to the SSE streams. A stream that falls
@@ -14,7 +17,7 @@ import (
 // reader never holds the BMC back nor grows its memory.
 type broker struct {
 	mu   sync.Mutex
-	subs map[chan []byte]*eventFilter
+	subs map[chan []byte]*stream
 	next uint64
 	now  func() time.Time
 	// sink, when set, also gets every event (the subscriptions' delivery).
@@ -27,18 +30,25 @@ const maxStreams = 16
 const sseBuffer = 64
 
 func newBroker(now func() time.Time) *broker {
-	return &broker{subs: map[chan []byte]*eventFilter{}, now: now}
+	return &broker{subs: map[chan []byte]*stream{}, now: now}
+}
+
+// stream is one open SSE stream: its $filter, and the user whose Queue 2
+// records it may carry ("" when it may carry none).
+type stream struct {
+	filter *eventFilter
+	owner  string
 }
 
 // subscribe opens a stream, or returns nil when maxStreams are open.
-func (b *broker) subscribe(f *eventFilter) chan []byte {
+func (b *broker) subscribe(st *stream) chan []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.subs) >= maxStreams {
 		return nil
 	}
 	ch := make(chan []byte, sseBuffer)
-	b.subs[ch] = f
+	b.subs[ch] = st
 	return ch
 }
 
@@ -65,6 +75,11 @@ type eventRecord struct {
 	args      []string
 	severity  string
 	origin    string
+	// owner and oem: an Oem object that only the streams of BMC user
+	// owner get (a Queue 2 record, for its reader's user); every other
+	// stream and the subscriptions get the event without it.
+	owner string
+	oem   map[string]any
 }
 
 // publish sends one Event with rec to every stream.
@@ -79,20 +94,21 @@ func (b *broker) publish(rec eventRecord) {
 	if rec.args == nil {
 		rec.args = []string{}
 	}
+	er := map[string]any{
+		"EventId":           id,
+		"EventTimestamp":    b.now().UTC().Format(time.RFC3339),
+		"MessageId":         rec.messageID,
+		"Message":           rec.message,
+		"MessageArgs":       rec.args,
+		"MessageSeverity":   rec.severity,
+		"OriginOfCondition": odataID(rec.origin),
+	}
 	ev := map[string]any{
 		"@odata.type": "#Event.v1_9_0.Event",
 		"Id":          id,
 		"Name":        "Event",
 		"Context":     "",
-		"Events": []any{map[string]any{
-			"EventId":           id,
-			"EventTimestamp":    b.now().UTC().Format(time.RFC3339),
-			"MessageId":         rec.messageID,
-			"Message":           rec.message,
-			"MessageArgs":       rec.args,
-			"MessageSeverity":   rec.severity,
-			"OriginOfCondition": odataID(rec.origin),
-		}},
+		"Events":      []any{er},
 	}
 	if b.sink != nil {
 		b.sink(id, rec, ev)
@@ -100,19 +116,35 @@ func (b *broker) publish(rec eventRecord) {
 	if len(b.subs) == 0 {
 		return
 	}
-	data, _ := json.Marshal(ev)
-	frame := []byte("id: " + id + "\ndata: " + string(data) + "\n\n")
-	for ch, f := range b.subs {
-		if !f.match(rec) {
+	frame := sseFrame(id, ev)
+	var owned []byte // the frame with rec.oem, for rec.owner's streams
+	for ch, st := range b.subs {
+		if !st.filter.match(rec) {
 			continue
 		}
+		f := frame
+		if rec.oem != nil && rec.owner != "" && st.owner == rec.owner {
+			if owned == nil { // copies: the sink may still hold ev
+				er2 := maps.Clone(er)
+				er2["Oem"] = rec.oem
+				ev2 := maps.Clone(ev)
+				ev2["Events"] = []any{er2}
+				owned = sseFrame(id, ev2)
+			}
+			f = owned
+		}
 		select {
-		case ch <- frame:
+		case ch <- f:
 		default: // too far behind: close it
 			delete(b.subs, ch)
 			close(ch)
 		}
 	}
+}
+
+func sseFrame(id string, ev map[string]any) []byte {
+	data, _ := json.Marshal(ev)
+	return []byte("id: " + id + "\ndata: " + string(data) + "\n\n")
 }
 
 // powerEvent publishes the power change a reset made.
@@ -141,14 +173,30 @@ func (s *Service) NotifySEL(rec [16]byte, iana uint32) {
 		origin: selURI + "/Entries/" + id, message: "SEL entry " + id + ": " + msg, args: []string{id, msg}})
 }
 
-// NotifyQueue2 publishes that a record for requester (0: the alert log)
-// landed in Queue 2, so a VMS waits on a push instead of polling Read
-// Queue 2 For; filter on MessageId eq 'Ooblab.1.0.Queue2Record'. The id is
-// in the record's clear header anyway; the record itself is not sent.
-func (s *Service) NotifyQueue2(requester uint32) {
-	id := "0x" + strconv.FormatUint(uint64(requester), 16)
-	s.events.publish(eventRecord{messageID: "Ooblab.1.0.Queue2Record", severity: "OK", origin: managerURI,
-		message: "Queue 2 holds a new record for requester " + id + ".", args: []string{id}})
+// NotifyQueue2 publishes that rec landed in Queue 2 for its requester
+// (0: the alert log), so a VMS waits on a push instead of polling Read
+// Queue 2 For; filter on MessageId eq 'Ooblab.1.0.Queue2Record'. The
+// requester id is in the record's clear header anyway. A record addressed
+// to a reader (owned by BMC user owner) also travels in the event, as
+// Oem.Ooblab.Record (its bytes as Read Queue 2 For returns them, base64),
+// on the streams of owner only: the user who may read it anyway, so the
+// VMS has its answer without one more exchange and acknowledges it with
+// its next read. Every other stream, and every subscription, gets the
+// event without the record.
+func (s *Service) NotifyQueue2(rec record.Record, owner string) {
+	id := "0x" + strconv.FormatUint(uint64(rec.Requester), 16)
+	ev := eventRecord{messageID: "Ooblab.1.0.Queue2Record", severity: "OK", origin: managerURI,
+		message: "Queue 2 holds a new record for requester " + id + ".", args: []string{id}}
+	if rec.Requester != 0 && owner != "" {
+		if b, err := rec.AppendBinary(nil); err == nil {
+			ev.owner = owner
+			ev.oem = map[string]any{"Ooblab": map[string]any{
+				"@odata.type": "#OoblabEvent.v1_0_0.Queue2Record",
+				"Record":      b,
+			}}
+		}
+	}
+	s.events.publish(ev)
 }
 
 // NotifyPower publishes a power change seen outside Redfish (the guest's
@@ -215,7 +263,11 @@ func (s *Service) getSSE(w http.ResponseWriter, r *http.Request, c *caller) {
 		writeError(w, aerr)
 		return
 	}
-	ch := s.events.subscribe(f)
+	st := &stream{filter: f}
+	if c.role.rank() >= RoleOperator.rank() {
+		st.owner = c.user // an operator may own Queue 2 readers
+	}
+	ch := s.events.subscribe(st)
 	if ch != nil {
 		s.watchPower(r.Context())
 	}

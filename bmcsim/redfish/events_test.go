@@ -23,10 +23,31 @@ import (
 // the next event's MessageIds.
 func openSSE(t *testing.T, b *bmcsimtest.BMC, q string) func() []string {
 	t.Helper()
+	next := openSSEAs(t, b, "viewer", "viewer-pw-3", q)
+	return func() []string {
+		var ids []string
+		for _, e := range next() {
+			ids = append(ids, e.MessageId+" "+e.Message)
+		}
+		return ids
+	}
+}
+
+// sseEventRecord is what the tests read of an SSE event's EventRecord.
+type sseEventRecord struct {
+	MessageId, Message string
+	MessageArgs        []string
+	Oem                map[string]json.RawMessage
+}
+
+// openSSEAs opens an SSE stream as user with query q and returns a
+// function reading the next event's records.
+func openSSEAs(t *testing.T, b *bmcsimtest.BMC, user, pw, q string) func() []sseEventRecord {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, "GET", b.RedfishURL+"/redfish/v1/EventService/SSE"+q, nil)
-	req.SetBasicAuth("viewer", "viewer-pw-3")
+	req.SetBasicAuth(user, pw)
 	resp, err := b.RedfishClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +61,7 @@ func openSSE(t *testing.T, b *bmcsimtest.BMC, q string) func() []string {
 	if _, err := rd.ReadString('\n'); err != nil {
 		t.Fatal(err)
 	}
-	return func() []string {
+	return func() []sseEventRecord {
 		for {
 			line, err := rd.ReadString('\n')
 			if err != nil {
@@ -50,17 +71,11 @@ func openSSE(t *testing.T, b *bmcsimtest.BMC, q string) func() []string {
 			if !ok {
 				continue
 			}
-			var ev struct {
-				Events []struct{ MessageId, Message string }
-			}
+			var ev struct{ Events []sseEventRecord }
 			if err := json.Unmarshal([]byte(data), &ev); err != nil {
 				t.Fatal(err)
 			}
-			var ids []string
-			for _, e := range ev.Events {
-				ids = append(ids, e.MessageId+" "+e.Message)
-			}
-			return ids
+			return ev.Events
 		}
 	}
 }

@@ -81,3 +81,57 @@ func TestQueueCommandOverRedfish(t *testing.T) {
 	status, out := as("vms", "vms-pw-2")(`{"Command":2,"Data":""}`)
 	wantError(t, "host command", status, out, 400, "ActionParameterValueNotInList")
 }
+
+// TestQueue2PushCarriesRecordToItsOwner: the Queue 2 event carries a
+// record addressed to a reader (Oem.Ooblab.Record, the bytes Read Queue 2
+// For returns) on the streams of the BMC user that owns that reader only:
+// the administrator's and a ReadOnly user's streams get the event without
+// it, and an alert log record travels to nobody. Nothing reaches a stream
+// its user could not have read.
+func TestQueue2PushCarriesRecordToItsOwner(t *testing.T) {
+	b, _ := start(t)
+	q := "?" + url.Values{"$filter": {"MessageId eq 'Ooblab.1.0.Queue2Record'"}}.Encode()
+	owner := openSSEAs(t, b, "vms", "vms-pw-2", q)
+	admin := openSSEAs(t, b, "admin", "admin-pw-1", q)
+	viewer := openSSEAs(t, b, "viewer", "viewer-pw-3", q)
+	if err := b.Queues.Queue2().Bind("vms", 0x42); err != nil {
+		t.Fatal(err)
+	}
+	want := record.Record{Requester: 0x42, MsgID: 7, Count: 1, Payload: []byte("sealed answer")}
+	if err := b.Queues.Queue2().Write(want); err != nil {
+		t.Fatal(err)
+	}
+	pushed := func(evs []sseEventRecord) []byte {
+		t.Helper()
+		if len(evs) != 1 || len(evs[0].MessageArgs) != 1 || evs[0].MessageArgs[0] != "0x42" {
+			t.Fatalf("Queue 2 event %+v", evs)
+		}
+		var o struct{ Record []byte }
+		if raw, ok := evs[0].Oem["Ooblab"]; ok {
+			if err := json.Unmarshal(raw, &o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return o.Record
+	}
+	got, err := record.Parse(pushed(owner()))
+	if err != nil || got.Key() != want.Key() || got.Requester != want.Requester || !bytes.Equal(got.Payload, want.Payload) {
+		t.Errorf("owner's stream: record %+v (%v), want %+v", got, err, want)
+	}
+	if r := pushed(admin()); r != nil {
+		t.Errorf("the administrator's stream got another user's record: % x", r)
+	}
+	if r := pushed(viewer()); r != nil {
+		t.Errorf("a ReadOnly stream got a record: % x", r)
+	}
+	// An alert (the alert log, requester 0): the event, never the record.
+	if err := b.Queues.Queue2().Write(record.Record{MsgID: 8, Count: 1, Payload: []byte("alert")}); err != nil {
+		t.Fatal(err)
+	}
+	for name, next := range map[string]func() []sseEventRecord{"owner": owner, "admin": admin} {
+		evs := next()
+		if len(evs) != 1 || evs[0].MessageArgs[0] != "0x0" || evs[0].Oem != nil {
+			t.Errorf("%s: alert log event %+v, want no record", name, evs)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -211,6 +212,14 @@ type oobHost struct {
 	window chan struct{} // requests in flight
 	reader chan struct{} // held by the one goroutine reading queue 2
 	ack    *oem.Ack      // last record read, not yet acknowledged (reader)
+	// pushAcks: records the Redfish push handed over, not yet
+	// acknowledged; each later read carries one while ack is nil. acked:
+	// the last acknowledgements sent, so a pushed copy of a record read
+	// (and acknowledged) already is not acknowledged again (reader).
+	pushAcks []oem.Ack
+	acked    [16]oem.Ack
+	ackedN   int
+	target   *Target // for the acknowledgements owed at Close
 	// noDurable: the BMC refused the durable follower flag (it predates
 	// it); read without it (reader).
 	noDurable bool
@@ -232,7 +241,7 @@ func (o *OOB) host(t *Target) *oobHost {
 		if iana == 0 {
 			iana = oem.DefaultIANA
 		}
-		h = &oobHost{iana: iana, pool: newSessionPool(o.opt.Sessions), ra: record.NewReassembler(record.ReassemblerConfig{}), pending: map[uint64]vmsg.Message{}, sent: map[uint64]struct{}{},
+		h = &oobHost{target: t, iana: iana, pool: newSessionPool(o.opt.Sessions), ra: record.NewReassembler(record.ReassemblerConfig{}), pending: map[uint64]vmsg.Message{}, sent: map[uint64]struct{}{},
 			waiters: map[uint64]chan vmsg.Message{}, window: make(chan struct{}, o.opt.Window), reader: make(chan struct{}, 1)}
 		o.hosts[t.Name()] = h
 	}
@@ -524,6 +533,9 @@ func (o *OOB) Exchange(ctx context.Context, t *Target, req *vmsg.Request) (*Answ
 		return nil, fmt.Errorf("%w: oob-i: waiting for a place in the window to host %s: %w", ErrNotDelivered, t.Name(), ctx.Err())
 	}
 	defer func() { <-h.window }()
+	if o.opt.Transport == TransportRedfish {
+		o.push(t) // the stream opens while the request goes out: up before the answer
+	}
 	h.mu.Lock()
 	if m, ok := h.pending[req.ID]; ok && req.Answer == nil {
 		delete(h.pending, req.ID)
@@ -684,6 +696,10 @@ func (o *OOB) write(ctx context.Context, t *Target, h *oobHost, r record.Record)
 // empty) and keeps it as the next ack. The caller holds h.reader.
 func (o *OOB) read(ctx context.Context, t *Target, h *oobHost, alerts bool) (*record.Record, error) {
 	req := oem.ReadQueue2ForRequest{IANA: h.iana, Reader: o.opt.Requester, Ack: h.ack}
+	pushAck := false
+	if req.Ack == nil && len(h.pushAcks) > 0 {
+		req.Ack, pushAck = &h.pushAcks[0], true
+	}
 	if alerts {
 		req.Flags = oem.ReadAlertLog
 		if o.opt.Durable && !h.noDurable {
@@ -710,6 +726,13 @@ func (o *OOB) read(ctx context.Context, t *Target, h *oobHost, alerts bool) (*re
 		}
 		return nil, err
 	}
+	if req.Ack != nil {
+		h.acked[h.ackedN%len(h.acked)] = *req.Ack
+		h.ackedN++
+	}
+	if pushAck { // the BMC took it (a record already gone is ignored)
+		h.pushAcks = h.pushAcks[1:]
+	}
 	var rr oem.ReadQueueResponse
 	if err := rr.Unpack(resp); err != nil {
 		return nil, fmt.Errorf("oob-i read answer from BMC %s: %w", t.Host.BMC.Addr, err)
@@ -722,7 +745,22 @@ func (o *OOB) read(ctx context.Context, t *Target, h *oobHost, alerts bool) (*re
 		return nil, nil
 	}
 	h.ack = &oem.Ack{MsgID: rr.Record.MsgID, Index: rr.Record.Index}
+	h.pushAcks = slices.DeleteFunc(h.pushAcks, func(a oem.Ack) bool { return a == *h.ack }) // owed once, as h.ack
 	return &rr.Record, nil
+}
+
+// owePushAck notes that a record the push handed over is to be
+// acknowledged, unless it is already owed or was acknowledged lately (a
+// copy of a record read before). The caller holds h.reader.
+func (h *oobHost) owePushAck(r *record.Record) {
+	a := oem.Ack{MsgID: r.MsgID, Index: r.Index}
+	if (h.ack != nil && *h.ack == a) || slices.Contains(h.pushAcks, a) || slices.Contains(h.acked[:], a) {
+		return
+	}
+	if len(h.pushAcks) >= pushedRecords {
+		h.pushAcks = h.pushAcks[1:] // that one is read (and acknowledged) again
+	}
+	h.pushAcks = append(h.pushAcks, a)
 }
 
 // take adds a record; a completed message is returned when it answers want,
@@ -792,13 +830,19 @@ func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64, ch c
 	wait := o.opt.PollMin
 	start := time.Now()
 	alerts := want == 0
+	pushedLast := false // the last wait ended with a pushed record: wait again, do not read
 	for {
 		select {
 		case m := <-ch:
 			return m, nil
 		default:
 		}
-		r, err := o.read(ctx, t, h, alerts)
+		var r *record.Record
+		var err error
+		if !pushedLast {
+			r, err = o.read(ctx, t, h, alerts)
+		}
+		pushedLast = false
 		if err != nil {
 			if errors.Is(err, ErrUnauthorized) || ctx.Err() != nil {
 				return nil, err
@@ -822,8 +866,21 @@ func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64, ch c
 				// one per PollMin, and each empty read is one round trip.
 				w = max(w/4, 100*time.Microsecond)
 			}
-			if err := o.waitQueue2(ctx, t, w); err != nil { // a sleep, or the Redfish push (oobredfish.go)
+			pushed, err := o.waitQueue2(ctx, t, w) // a sleep, or the Redfish push (oobredfish.go)
+			if err != nil {
 				return nil, fmt.Errorf("oob-i: no answer from host %s through BMC %s: %w", t.Name(), t.Host.BMC.Addr, err)
+			}
+			if pushed != nil {
+				// Taken as if read; its acknowledgement rides on a later read.
+				h.owePushAck(pushed)
+				if m := o.take(t, h, pushed, want); m != nil {
+					return m, nil
+				}
+				// A fragment, another request's answer or a copy of one
+				// read already: the rest comes pushed too (or, when the
+				// push falls behind, a wake-up without a record: a read).
+				pushedLast = true
+				continue
 			}
 			if time.Since(start) > o.opt.PollFast {
 				wait = min(2*wait, o.opt.PollMax)
@@ -832,6 +889,11 @@ func (o *OOB) poll(ctx context.Context, t *Target, h *oobHost, want uint64, ch c
 		}
 		wait = o.opt.PollMin
 		if m := o.take(t, h, r, want); m != nil {
+			if o.opt.Transport == TransportRedfish {
+				// Over Redfish the next read acknowledges it (or Close):
+				// one HTTPS exchange less before the answer is out.
+				return m, nil
+			}
 			// Acknowledge the answer's last record now; whatever comes
 			// next stays queued (unacknowledged) for the next poll.
 			if r2, err := o.read(ctx, t, h, alerts); err == nil && r2 != nil {
@@ -881,7 +943,10 @@ func (o *OOB) Close() error {
 	o.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, h := range hs {
-		wg.Go(h.pool.close)
+		wg.Go(func() {
+			o.flushAcks(h)
+			h.pool.close()
+		})
 	}
 	wg.Wait()
 	o.closeRedfish()

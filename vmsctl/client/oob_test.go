@@ -274,6 +274,12 @@ func (ob *oobBench) wantDrainedAlertKept(ctx context.Context, t *testing.T, c *c
 	if s1, s2 := ob.qs.Status(); s1.Depth != 0 || s2.Depth != 0 {
 		t.Fatalf("queues not drained: q1 %+v q2 %+v", s1, s2)
 	}
+	ob.wantAlertKept(ctx, t, c)
+}
+
+// wantAlertKept: an alert met while polling is kept for Alerts.
+func (ob *oobBench) wantAlertKept(ctx context.Context, t *testing.T, c *client.Client) {
+	t.Helper()
 	ob.alert.Store(true)
 	if _, err := c.Do(ctx, "h1", vmsg.CmdStatus, "web1"); err != nil {
 		t.Fatal(err)
@@ -330,7 +336,18 @@ func TestOOBOverRedfish(t *testing.T) {
 	}
 	lat := warmPings(ctx, t, c)
 	t.Logf("warm OOB-I over Redfish ping with 700-byte metadata: %v", lat)
-	ob.wantDrainedAlertKept(ctx, t, c)
+	// The last answer came with the push; its acknowledgement rides on
+	// the next read, or on Close.
+	if s1, s2 := ob.qs.Status(); s1.Depth != 0 || s2.Depth > 1 {
+		t.Fatalf("queues not drained: q1 %+v q2 %+v", s1, s2)
+	}
+	ob.wantAlertKept(ctx, t, c)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, s2 := ob.qs.Status(); s2.Depth != 0 {
+		t.Fatalf("after Close queue 2 still holds %d records", s2.Depth)
+	}
 }
 
 // TestOOBOverRedfishPush: over Redfish the Queue 2 poller waits on the
@@ -339,13 +356,14 @@ func TestOOBOverRedfish(t *testing.T) {
 // the first read after a request comes back empty).
 func TestOOBOverRedfishPush(t *testing.T) {
 	ob := newOOBBench(t, bmcsimtest.Options{})
-	c, _ := ob.oobClient(t, client.OOBOptions{Transport: client.TransportRedfish, PollMin: 2 * time.Second, PollMax: 2 * time.Second, PollFast: time.Hour})
+	c, oob := ob.oobClient(t, client.OOBOptions{Transport: client.TransportRedfish, PollMin: 2 * time.Second, PollMax: 2 * time.Second, PollFast: time.Hour, ReAsk: time.Hour})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := c.Do(ctx, "h1", vmsg.CmdPing, ""); err != nil { // opens the stream
 		t.Fatal(err)
 	}
 	t0 := time.Now()
+	before := oob.Stats()
 	for range 5 {
 		if _, err := c.Do(ctx, "h1", vmsg.CmdPing, ""); err != nil {
 			t.Fatal(err)
@@ -353,6 +371,12 @@ func TestOOBOverRedfishPush(t *testing.T) {
 	}
 	if el := time.Since(t0); el >= 4*time.Second {
 		t.Errorf("5 pings took %v: the push did not wake the poller", el)
+	}
+	// The push carries the answer: one read per request (the first, which
+	// finds Queue 2 empty and acknowledges the previous answer), not three
+	// (empty, the answer, its acknowledgement).
+	if n := oob.Stats().Reads - before.Reads; n > 5 {
+		t.Errorf("5 pings read Queue 2 %d times, want at most 5: the answers did not come with the push", n)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/ooblab/ooblab/internal/fileio"
 	"github.com/ooblab/ooblab/internal/oem"
+	"github.com/ooblab/ooblab/internal/record"
 )
 
 // OOB-I transports (OOBOptions.Transport).
@@ -162,13 +163,21 @@ const redfishTimeout = 10 * time.Second
 
 // redfishPush is a host's Queue 2 push: the BMC's SSE stream filtered on
 // Ooblab.1.0.Queue2Record. While it is up, the Queue 2 poller waits on it
-// (up to PollMax) instead of reading again every PollMin.
+// (up to PollMax) instead of reading again every PollMin. The BMC puts a
+// record addressed to this channel's requester id in its event (for the
+// user that owns the reader only): the poller takes it from recs as if
+// read, and acknowledges it with its next read.
 type redfishPush struct {
 	once   sync.Once
 	up     atomic.Bool
-	wake   chan struct{} // one pending wake-up
+	wake   chan struct{}      // one pending wake-up: a record to read
+	recs   chan record.Record // records pushed to this reader, not yet taken
 	cancel context.CancelFunc
 }
+
+// pushedRecords bounds the records a push holds for the poller; beyond
+// it a push only wakes the poller, which reads the record instead.
+const pushedRecords = 64
 
 // push returns t's push, starting its stream on first use.
 func (o *OOB) push(t *Target) *redfishPush {
@@ -178,7 +187,7 @@ func (o *OOB) push(t *Target) *redfishPush {
 	}
 	p := o.rf.push[t.Name()]
 	if p == nil {
-		p = &redfishPush{wake: make(chan struct{}, 1)}
+		p = &redfishPush{wake: make(chan struct{}, 1), recs: make(chan record.Record, pushedRecords)}
 		o.rf.push[t.Name()] = p
 	}
 	o.rf.mu.Unlock()
@@ -239,14 +248,19 @@ func (o *OOB) readPush(ctx context.Context, t *Target, c *gofish.APIClient, p *r
 		if !ok {
 			continue
 		}
-		var ev struct {
-			Events []struct{ MessageArgs []string }
-		}
+		var ev pushEvent
 		if json.Unmarshal([]byte(data), &ev) != nil {
 			continue
 		}
 		for _, e := range ev.Events {
 			if len(e.MessageArgs) > 0 && (e.MessageArgs[0] == mine || e.MessageArgs[0] == "0x0") {
+				if r, ok := o.pushedRecord(e.Oem.Ooblab.Record); ok {
+					select {
+					case p.recs <- r:
+						continue // a record wakes the poller by itself
+					default: // the poller is behind: it reads this one
+					}
+				}
 				select {
 				case p.wake <- struct{}{}:
 				default:
@@ -257,24 +271,97 @@ func (o *OOB) readPush(ctx context.Context, t *Target, c *gofish.APIClient, p *r
 	return sc.Err()
 }
 
+// take returns a pushed record if one is there.
+func (p *redfishPush) take() (record.Record, bool) {
+	select {
+	case r := <-p.recs:
+		return r, true
+	default:
+		return record.Record{}, false
+	}
+}
+
+// pushEvent is what the Queue 2 push reads of an SSE event.
+type pushEvent struct {
+	Events []struct {
+		MessageArgs []string
+		Oem         struct {
+			Ooblab struct {
+				Record []byte // base64 in JSON: a record as Read Queue 2 For returns it
+			}
+		}
+	}
+}
+
+// pushedRecord decodes a record the BMC pushed; only one addressed to this
+// channel is taken (anything else is read the usual way, or dropped).
+func (o *OOB) pushedRecord(b []byte) (record.Record, bool) {
+	if len(b) == 0 {
+		return record.Record{}, false
+	}
+	r, err := record.Parse(b)
+	if err != nil || r.Requester != o.opt.Requester {
+		return record.Record{}, false
+	}
+	return r, true
+}
+
 // waitQueue2 is the poller's wait between empty reads of Queue 2: over
-// Redfish with the push up, until a push or PollMax; else d.
-func (o *OOB) waitQueue2(ctx context.Context, t *Target, d time.Duration) error {
+// Redfish with the push up, until a push or PollMax; else d. A record the
+// push carried is returned, to be taken as if read (its acknowledgement
+// is then owed: h.pushAcks).
+func (o *OOB) waitQueue2(ctx context.Context, t *Target, d time.Duration) (*record.Record, error) {
 	if o.opt.Transport != TransportRedfish {
-		return sleep(ctx, d)
+		return nil, sleep(ctx, d)
 	}
 	p := o.push(t)
+	if r, ok := p.take(); ok {
+		return &r, nil
+	}
 	if !p.up.Load() {
-		return sleep(ctx, d)
+		return nil, sleep(ctx, d)
 	}
 	tm := time.NewTimer(max(d, o.opt.PollMax))
 	defer tm.Stop()
 	select {
-	case <-p.wake:
-		return nil
+	case r := <-p.recs:
+		return &r, nil
+	case <-p.wake: // a record to read: not pushed, or for the alert log
+		return nil, nil
 	case <-tm.C:
-		return nil
+		return nil, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
+	}
+}
+
+// flushAcks acknowledges, before the channel closes, what this reader
+// still owes the BMC over Redfish (pushed records, the last one read), so
+// its answers do not sit in Queue 2 until the reader's TTL. Bounded by a
+// second and a few reads; whatever is left the BMC drops with the reader.
+func (o *OOB) flushAcks(h *oobHost) {
+	if o.opt.Transport != TransportRedfish || h.target == nil {
+		return
+	}
+	select {
+	case h.reader <- struct{}{}:
+		defer func() { <-h.reader }()
+	default:
+		return // a request still reads: it acknowledges as it goes
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for range 8 {
+		if h.ack == nil && len(h.pushAcks) == 0 {
+			return
+		}
+		r, err := o.read(ctx, h.target, h, false)
+		if err != nil {
+			o.log.Debug("oob-i redfish: closing with acknowledgements owed", "host", h.target.Name(), "err", err)
+			return
+		}
+		if r != nil {
+			o.take(h.target, h, r, 0)
+		}
 	}
 }
