@@ -1,6 +1,7 @@
 package redfish_test
 
 import (
+	"encoding/json"
 	"encoding/pem"
 	"os"
 	"os/exec"
@@ -66,11 +67,10 @@ func TestRedfishtool(t *testing.T) {
 	testutil.Integration(t, "redfishtool")
 	b, fp := start(t)
 	host := strings.TrimPrefix(b.RedfishURL, "https://")
+	cfg := writeRedfishtoolConfig(t, "vms", "vms-pw-2")
 	run := func(args ...string) string {
 		t.Helper()
-		// redfishtool takes the password only in argv or a config file;
-		// this one is a throwaway test password.
-		all := append([]string{"-r", host, "-S", "Always", "-u", "vms", "-p", "vms-pw-2"}, args...)
+		all := append([]string{"-r", host, "-S", "Always", "-c", cfg}, args...)
 		out, err := exec.Command("redfishtool", all...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("redfishtool %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -101,4 +101,21 @@ func TestRedfishtool(t *testing.T) {
 	if out := run("Systems", "-1", "get"); !strings.Contains(out, `"PowerState": "Off"`) {
 		t.Errorf("after reset: %s", out)
 	}
+}
+
+// writeRedfishtoolConfig writes the credentials as the JSON file that
+// redfishtool's -c reads ({"user": …, "password": …}, redfishtoolMain.py),
+// mode 0600, so that no password is in redfishtool's argv (ps shows argv to
+// every user of the machine).
+func writeRedfishtoolConfig(t *testing.T, user, password string) string {
+	t.Helper()
+	b, err := json.Marshal(map[string]string{"user": user, "password": password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "redfishtool.json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
