@@ -61,8 +61,8 @@ func TestSushy(t *testing.T) {
 	}
 }
 
-// TestRedfishtool lists and reads the tree with DMTF's redfishtool (Debian)
-// and resets the system.
+// TestRedfishtool lists and reads the tree with DMTF's redfishtool (Debian),
+// its OData service document and $metadata too, and resets the system.
 func TestRedfishtool(t *testing.T) {
 	testutil.Integration(t, "redfishtool")
 	b, fp := start(t)
@@ -82,6 +82,8 @@ func TestRedfishtool(t *testing.T) {
 		want string
 	}{
 		{[]string{"root"}, `"RedfishVersion"`},
+		{[]string{"odata"}, `"url": "/redfish/v1/Systems"`},
+		{[]string{"metadata"}, `<edmx:Reference Uri="http://redfish.dmtf.org/schemas/v1/ComputerSystem_v1.xml">`},
 		{[]string{"Systems", "list"}, "/redfish/v1/Systems/1"},
 		{[]string{"Systems", "-1", "get"}, `"PowerState": "On"`},
 		{[]string{"Chassis", "-1", "get"}, `"ChassisType"`},
