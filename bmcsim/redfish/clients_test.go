@@ -1,6 +1,7 @@
 package redfish_test
 
 import (
+	"encoding/json"
 	"encoding/pem"
 	"os"
 	"os/exec"
@@ -60,17 +61,16 @@ func TestSushy(t *testing.T) {
 	}
 }
 
-// TestRedfishtool lists and reads the tree with DMTF's redfishtool (Debian)
-// and resets the system.
+// TestRedfishtool lists and reads the tree with DMTF's redfishtool (Debian),
+// its OData service document and $metadata too, and resets the system.
 func TestRedfishtool(t *testing.T) {
 	testutil.Integration(t, "redfishtool")
 	b, fp := start(t)
 	host := strings.TrimPrefix(b.RedfishURL, "https://")
+	cfg := writeRedfishtoolConfig(t, "vms", "vms-pw-2")
 	run := func(args ...string) string {
 		t.Helper()
-		// redfishtool takes the password only in argv or a config file;
-		// this one is a throwaway test password.
-		all := append([]string{"-r", host, "-S", "Always", "-u", "vms", "-p", "vms-pw-2"}, args...)
+		all := append([]string{"-r", host, "-S", "Always", "-c", cfg}, args...)
 		out, err := exec.Command("redfishtool", all...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("redfishtool %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -82,6 +82,8 @@ func TestRedfishtool(t *testing.T) {
 		want string
 	}{
 		{[]string{"root"}, `"RedfishVersion"`},
+		{[]string{"odata"}, `"url": "/redfish/v1/Systems"`},
+		{[]string{"metadata"}, `<edmx:Reference Uri="http://redfish.dmtf.org/schemas/v1/ComputerSystem_v1.xml">`},
 		{[]string{"Systems", "list"}, "/redfish/v1/Systems/1"},
 		{[]string{"Systems", "-1", "get"}, `"PowerState": "On"`},
 		{[]string{"Chassis", "-1", "get"}, `"ChassisType"`},
@@ -101,4 +103,21 @@ func TestRedfishtool(t *testing.T) {
 	if out := run("Systems", "-1", "get"); !strings.Contains(out, `"PowerState": "Off"`) {
 		t.Errorf("after reset: %s", out)
 	}
+}
+
+// writeRedfishtoolConfig writes the credentials as the JSON file that
+// redfishtool's -c reads ({"user": …, "password": …}, redfishtoolMain.py),
+// mode 0600, so that no password is in redfishtool's argv (ps shows argv to
+// every user of the machine).
+func writeRedfishtoolConfig(t *testing.T, user, password string) string {
+	t.Helper()
+	b, err := json.Marshal(map[string]string{"user": user, "password": password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "redfishtool.json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -3,6 +3,8 @@
 // its power driver, boot flags and SEL reach it through Backend. The tree:
 //
 //	/redfish/v1                                   ServiceRoot
+//	/redfish/v1/odata, /redfish/v1/$metadata      OData service document, CSDL
+//	/redfish/v1/Schemas/Ooblab_v1.xml             the OEM CSDL
 //	/redfish/v1/SessionService[/Sessions[/{id}]]  login (X-Auth-Token), logout
 //	/redfish/v1/AccountService[/Accounts|Roles]   the IPMI users, roles from privileges
 //	/redfish/v1/Systems/1                         power, boot override, Reset
@@ -12,9 +14,9 @@
 //	/redfish/v1/EventService[/SSE]                Server-Sent Events
 //
 // HTTPS only (Serve), sessions or HTTP Basic on every resource but the
-// service root, privileges per route (ReadOnly reads, Operator resets and
-// sets the boot override, Administrator manages accounts), strict request
-// bodies (docs/bmcsim.md, "Redfish").
+// service root and the schema documents, privileges per route (ReadOnly
+// reads, Operator resets and sets the boot override, Administrator manages
+// accounts), strict request bodies (docs/bmcsim.md, "Redfish").
 package redfish
 
 import (

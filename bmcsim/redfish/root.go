@@ -27,6 +27,8 @@ func (s *Service) routes() {
 	}))
 	s.route(v1, get(public, s.getRoot))
 	s.route(v1+"/odata", get(public, s.getOData))
+	s.route(metadataURI, get(public, s.getMetadata))
+	s.route(oemSchemaURI, get(public, s.getOEMSchema))
 	s.route(v1+"/SessionService", map[string]method{"GET": {readOnly, s.getSessionService}})
 	s.route(sessionsURI, map[string]method{"GET": {readOnly, s.getSessions}, "POST": {public, s.postSession}})
 	s.route(sessionsURI+"/{id}", map[string]method{"GET": {readOnly, s.getSession}, "DELETE": {readOnly, s.deleteSession}})
@@ -71,9 +73,20 @@ func (s *Service) routes() {
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound(r.URL.Path)) })
 }
 
+// rootLinks are the ServiceRoot's top-level resources; the OData service
+// document lists them too.
+var rootLinks = []struct{ name, uri string }{
+	{"Systems", v1 + "/Systems"},
+	{"Chassis", v1 + "/Chassis"},
+	{"Managers", v1 + "/Managers"},
+	{"AccountService", v1 + "/AccountService"},
+	{"SessionService", v1 + "/SessionService"},
+	{"EventService", v1 + "/EventService"},
+}
+
 func (s *Service) getRoot(w http.ResponseWriter, r *http.Request, _ *caller) {
 	info := s.backend.Info(r.Context())
-	writeResource(w, r, http.StatusOK, map[string]any{
+	root := map[string]any{
 		"@odata.id":      v1,
 		"@odata.type":    "#ServiceRoot.v1_17_0.ServiceRoot",
 		"Id":             "RootService",
@@ -82,27 +95,16 @@ func (s *Service) getRoot(w http.ResponseWriter, r *http.Request, _ *caller) {
 		"UUID":           info.UUID,
 		"Vendor":         "ooblab",
 		"Product":        "bmcsim",
-		"Systems":        odataID(v1 + "/Systems"),
-		"Chassis":        odataID(v1 + "/Chassis"),
-		"Managers":       odataID(v1 + "/Managers"),
-		"AccountService": odataID(v1 + "/AccountService"),
-		"SessionService": odataID(v1 + "/SessionService"),
-		"EventService":   odataID(v1 + "/EventService"),
 		"Links":          map[string]any{"Sessions": odataID(sessionsURI)},
 		"ProtocolFeaturesSupported": map[string]any{
 			"ExpandQuery": map[string]any{"ExpandAll": false, "Levels": false, "Links": false, "NoLinks": false},
 			"FilterQuery": false, "SelectQuery": false, "OnlyMemberQuery": false,
 		},
-	})
-}
-
-func (s *Service) getOData(w http.ResponseWriter, r *http.Request, _ *caller) {
-	names := []string{"Systems", "Chassis", "Managers", "AccountService", "SessionService", "EventService"}
-	vals := make([]any, 0, len(names))
-	for _, n := range names {
-		vals = append(vals, map[string]any{"name": n, "kind": "Singleton", "url": v1 + "/" + n})
 	}
-	writeJSON(w, r, http.StatusOK, map[string]any{"@odata.context": v1 + "/$metadata", "value": vals})
+	for _, l := range rootLinks {
+		root[l.name] = odataID(l.uri)
+	}
+	writeResource(w, r, http.StatusOK, root)
 }
 
 func (s *Service) getSessionService(w http.ResponseWriter, r *http.Request, _ *caller) {

@@ -3,7 +3,6 @@ package cmd
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -76,8 +75,8 @@ func (d *demoRun) step(caption string) {
 	}
 }
 
-func (d *demoRun) do(cmd vmsg.Command, vm string) (*client.Result, error) {
-	ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
+func (d *demoRun) do(ctx context.Context, cmd vmsg.Command, vm string) (*client.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	res, err := d.cl.Do(ctx, d.host, cmd, vm)
 	if err != nil {
@@ -94,7 +93,7 @@ func (d *demoRun) do(cmd vmsg.Command, vm string) (*client.Result, error) {
 
 func (d *demoRun) run(dir, vm string, log *slog.Logger) error {
 	d.step("The VMS lists " + d.host + "'s VMs over the management network (the VMM-I), as it always does")
-	if _, err := d.do(vmsg.CmdList, ""); err != nil {
+	if _, err := d.do(d.ctx, vmsg.CmdList, ""); err != nil {
 		return err
 	}
 	d.step("Pull " + d.host + "'s VMM-I cable (QMP set_link off on its management NIC)")
@@ -103,11 +102,11 @@ func (d *demoRun) run(dir, vm string, log *slog.Logger) error {
 	}
 	fmt.Fprintln(d.out, "   unplugged")
 	d.step("The same command: auto mode finds the VMM-I silent and the BMC carries it (RMCP+ → queue 1 → KCS → hvagent → queue 2)")
-	if _, err := d.do(vmsg.CmdList, ""); err != nil {
+	if _, err := d.do(d.ctx, vmsg.CmdList, ""); err != nil {
 		return err
 	}
 	d.step("Destroy " + vm + ", still through the BMC: sealed end to end, signed, journalled once")
-	if _, err := d.do(vmsg.CmdDestroy, vm); err != nil {
+	if _, err := d.do(d.ctx, vmsg.CmdDestroy, vm); err != nil {
 		return err
 	}
 	d.step("An admin inside the host starts " + vm + " behind hvagent's back (virsh start): hvagent alerts a registered user")
@@ -116,47 +115,61 @@ func (d *demoRun) run(dir, vm string, log *slog.Logger) error {
 		return fmt.Errorf("virsh start %s: rc %d %v: %s", vm, rc, err, out.String())
 	}
 	fmt.Fprintf(d.out, "   host: %s\n", strings.TrimSpace(out.String()))
-	deadline := time.Now().Add(time.Minute)
-	for found := false; !found; {
-		if time.Now().After(deadline) {
-			return errors.New("no alert within a minute")
-		}
-		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
-		als, _ := d.cl.Alerts(ctx, d.host)
-		cancel()
+	err := waitUntil(d.ctx, time.Minute, 500*time.Millisecond, "no alert for "+vm, func(ctx context.Context) (bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		als, err := d.cl.Alerts(ctx, d.host)
+		found := false
 		for _, a := range als {
 			if a.VM == vm {
 				fmt.Fprintf(d.out, "   alert: %s\n", a.Reason)
 				found = true
 			}
 		}
-		if !found {
-			select {
-			case <-d.ctx.Done():
-				return d.ctx.Err()
-			case <-time.After(500 * time.Millisecond):
-			}
-		}
+		return found, err
+	})
+	if err != nil {
+		return err
 	}
 	d.step("Plug the cable back: the VMM-I answers again")
 	if err := ctl.SetLink(d.ctx, dir, d.host, "vmmi", true, log); err != nil {
 		return err
 	}
-	deadline = time.Now().Add(time.Minute)
-	for {
-		res, err := d.do(vmsg.CmdPing, "")
-		if err == nil && res.Via == client.ViaVMMI {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the VMM-I did not answer again within a minute: %v", err)
-		}
-		select {
-		case <-d.ctx.Done():
-			return d.ctx.Err()
-		case <-time.After(time.Second):
-		}
+	err = waitUntil(d.ctx, time.Minute, time.Second, "the VMM-I did not answer again", func(ctx context.Context) (bool, error) {
+		res, err := d.do(ctx, vmsg.CmdPing, "")
+		return err == nil && res.Via == client.ViaVMMI, err
+	})
+	if err != nil {
+		return err
 	}
 	fmt.Fprintln(d.out, "\nThe end: the VMS kept control of the VMs with its management network cut, and a change made behind the agent's back did not go unseen.")
 	return nil
+}
+
+// waitUntil calls cond every interval until it holds. It returns ctx's
+// error when ctx ends first, and "FAILURE within 1m0s (last: cond's last
+// error)" when within passes first. cond gets a context that ends at that
+// deadline, so no call runs past it.
+func waitUntil(ctx context.Context, within, interval time.Duration, failure string, cond func(context.Context) (bool, error)) error {
+	wctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		ok, err := cond(wctx)
+		if ok {
+			return nil
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				return fmt.Errorf("%s within %v (last: %w)", failure, within, err)
+			}
+			return fmt.Errorf("%s within %v", failure, within)
+		case <-t.C:
+		}
+	}
 }

@@ -38,13 +38,11 @@ func (s *Server) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-var hostLocks sync.Map // host name → *sync.Mutex: one poll of a host at a time
-
 // pollHost reads host's channels (the OOB-I and power when full), VMs and
 // alerts, and publishes what changed. A poll already running for the host
 // makes this one a no-op.
 func (s *Server) pollHost(ctx context.Context, host string, full bool) {
-	l, _ := hostLocks.LoadOrStore(s.lockKey(host), &sync.Mutex{})
+	l, _ := s.hostLocks.LoadOrStore(host, &sync.Mutex{})
 	mu := l.(*sync.Mutex)
 	if !mu.TryLock() {
 		return
@@ -160,8 +158,6 @@ func (s *Server) pollHost(ctx context.Context, host string, full bool) {
 	}
 	s.changed()
 }
-
-func (s *Server) lockKey(host string) string { return s.cfg.Token + "/" + host }
 
 func setChannel(c *ChannelView, lat time.Duration, err error, now time.Time) {
 	c.Checked = now

@@ -66,13 +66,14 @@ type Server struct {
 	clients map[string]*client.Client
 	mux     *http.ServeMux
 
-	mu    sync.Mutex
-	st    State
-	subs  map[chan struct{}]struct{}
+	mu   sync.Mutex
+	st   State
+	subs map[chan struct{}]struct{}
 	// selSeen: per host, the SEL's newest entry shown (a cleared or
 	// restarted log starts again).
 	selSeen map[string]selMark
-	codes map[string]string // per command ctx key: the operator's app code
+	// hostLocks: host name → *sync.Mutex, one poll of a host at a time.
+	hostLocks sync.Map
 }
 
 // State is what the page shows, sent whole on every change.
@@ -191,7 +192,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, subs: map[chan struct{}]struct{}{}, codes: map[string]string{}, selSeen: map[string]selMark{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, subs: map[chan struct{}]struct{}{}, selSeen: map[string]selMark{}}
 	s.clients = cfg.Clients
 	if s.clients == nil {
 		s.clients = map[string]*client.Client{}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,13 +19,22 @@ import (
 
 const token = "0123456789abcdef0123456789abcdef"
 
+// agentWithWeb1 plays an agent with web1.
+func agentWithWeb1(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+	return &vmsg.Reply{RequestID: req.ID, OK: true, VMs: []vmsg.VMState{{Name: "web1", State: "shut off"}}}, nil
+}
+
 // newTest is a page over fake channels that play an agent with web1.
 func newTest(t *testing.T) (*Server, *httptest.Server, *clienttest.Fake) {
 	t.Helper()
+	return newTestAgent(t, agentWithWeb1)
+}
+
+// newTestAgent is a page over fake channels answered by handle.
+func newTestAgent(t *testing.T, handle func(context.Context, string, *vmsg.Request) (vmsg.Message, error)) (*Server, *httptest.Server, *clienttest.Fake) {
+	t.Helper()
 	inv := &inventory.Inventory{Principal: "ops", Hosts: []inventory.Host{{Name: "h1", HostID: "hv1"}}}
-	fake := &clienttest.Fake{ChannelName: client.ViaVMMI, Handle: func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
-		return &vmsg.Reply{RequestID: req.ID, OK: true, VMs: []vmsg.VMState{{Name: "web1", State: "shut off"}}}, nil
-	}}
+	fake := &clienttest.Fake{ChannelName: client.ViaVMMI, Handle: handle}
 	clients := map[string]*client.Client{}
 	for _, via := range []string{client.ViaAuto, client.ViaVMMI, client.ViaOOB} {
 		c, err := client.New(inv, client.Options{Via: via, VMMI: fake, OOB: fake})
@@ -224,5 +234,36 @@ func TestSELEntriesOnce(t *testing.T) {
 	s.addSEL("h1", []client.SELEntry{e(1)}) // cleared, one new entry (ids start again)
 	if got := len(s.st.SEL); got != 4 {
 		t.Fatalf("after a clear: %+v", s.st.SEL)
+	}
+}
+
+// Two pages in one process (same token, same host name) poll their hosts
+// each under its own lock: one page's poll in flight does not make the
+// other's a no-op.
+func TestPollLocksPerServer(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	a, _, _ := newTestAgent(t, func(ctx context.Context, host string, req *vmsg.Request) (vmsg.Message, error) {
+		once.Do(func() { close(entered) })
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return agentWithWeb1(ctx, host, req)
+	})
+	b, _, bFake := newTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); a.pollHost(ctx, "h1", false) }()
+	defer func() { close(release); <-done }()
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("page a's poll never reached its channel")
+	}
+	b.pollHost(ctx, "h1", false)
+	if len(bFake.Calls()) == 0 {
+		t.Error("page b's poll of h1 did nothing while page a's was in flight: the two pages share a lock")
 	}
 }
