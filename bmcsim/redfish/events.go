@@ -191,7 +191,7 @@ func (s *Service) NotifyQueue2(rec record.Record, owner string) {
 		if b, err := rec.AppendBinary(nil); err == nil {
 			ev.owner = owner
 			ev.oem = map[string]any{"Ooblab": map[string]any{
-				"@odata.type": "#OoblabEvent.v1_0_0.Queue2Record",
+				"@odata.type": "#OoblabEvent.v1_0_0.OoblabEvent",
 				"Record":      b,
 			}}
 		}

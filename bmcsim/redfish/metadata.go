@@ -60,6 +60,7 @@ var oemNamespaces = []string{
 	"OoblabManager",
 	"OoblabLogEntry", "OoblabLogEntry.v1_0_0",
 	"OoblabEventDestination", "OoblabEventDestination.v1_0_0",
+	"OoblabEvent", "OoblabEvent.v1_0_0",
 	"OoblabQueueCommandResponse", "OoblabQueueCommandResponse.v1_0_0",
 }
 

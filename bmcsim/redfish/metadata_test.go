@@ -13,6 +13,7 @@ import (
 
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
 	"github.com/ooblab/ooblab/internal/oem"
+	"github.com/ooblab/ooblab/internal/record"
 )
 
 // csdl is the part of a CSDL document (OData 4.0 CSDL XML) the tests read.
@@ -154,6 +155,19 @@ func TestMetadataNamesEveryType(t *testing.T) {
 			}
 		}
 	}
+	// A Queue 2 record pushed to its owner's stream (Oem.Ooblab).
+	push := openSSEAs(t, b, "vms", "vms-pw-2", "?%24filter=MessageId+eq+%27Ooblab.1.0.Queue2Record%27")
+	if err := b.Queues.Queue2().Bind("vms", 0x42); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Queues.Queue2().Write(record.Record{Requester: 0x42, MsgID: 7, Count: 1, Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	pushed, err := json.Marshal(push())
+	if err != nil {
+		t.Fatal(err)
+	}
+	add("a Queue 2 push", pushed)
 	_, _, data := do(t, hc, b, "GET", "/redfish/v1/Systems/2", "admin", "admin-pw-1", "")
 	add("an error", data)
 	_, _, data = do(t, hc, b, "POST", "/redfish/v1/Managers/1/Actions/Oem/OoblabManager.QueueCommand", "vms", "vms-pw-2", `{"Command":4,"Data":"AA=="}`)
@@ -205,7 +219,8 @@ func TestMetadataNamesEveryType(t *testing.T) {
 	slices.Sort(seen)
 	t.Logf("%d resources, %d types: %s", len(visited), len(seen), strings.Join(seen, " "))
 	for _, want := range []string{"#Session.v1_7_0.Session", "#EventDestination.v1_14_0.EventDestination", "#Event.v1_9_0.Event",
-		"#Message.v1_2_0.Message", "#ActionInfo.v1_4_0.ActionInfo", "#OoblabLogEntry.v1_0_0.OoblabLogEntry", "#OoblabQueueCommandResponse.v1_0_0.OoblabQueueCommandResponse"} {
+		"#Message.v1_2_0.Message", "#ActionInfo.v1_4_0.ActionInfo", "#OoblabLogEntry.v1_0_0.OoblabLogEntry", "#OoblabQueueCommandResponse.v1_0_0.OoblabQueueCommandResponse",
+		"#OoblabEvent.v1_0_0.OoblabEvent"} {
 		if !types[want] {
 			t.Errorf("the walk never saw %s", want)
 		}
