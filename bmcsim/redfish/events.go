@@ -13,24 +13,45 @@ import (
 )
 
 // broker fans events out to the SSE streams. A stream that falls
-// sseBuffer events behind is closed (its client reconnects), so a slow
-// reader never holds the BMC back nor grows its memory.
+// sseBuffer events behind is closed, so a slow reader never holds the BMC
+// back nor grows its memory; its client reconnects with Last-Event-ID and
+// gets what it missed from the last sseHistory events.
 type broker struct {
 	mu   sync.Mutex
 	subs map[chan []byte]*stream
+	// next is the last event id: ids grow across restarts (they start at
+	// the process's start time in µs), so a Last-Event-ID from before a
+	// restart names no event of this process and gets the whole history.
 	next uint64
 	now  func() time.Time
 	// sink, when set, also gets every event (the subscriptions' delivery).
 	sink func(id string, rec eventRecord, ev map[string]any)
+	// hist holds the last sseHistory events, from the first stream on (a
+	// BMC nobody streams from keeps none: a fleet's memory).
+	hist []sent
+}
+
+// sent is an event as the streams got it, for a replay.
+type sent struct {
+	id    uint64
+	rec   eventRecord
+	frame []byte
+	owned []byte // the frame with rec.oem, for rec.owner's streams (nil: none)
 }
 
 // maxStreams bounds the SSE streams open at once.
 const maxStreams = 16
 
-const sseBuffer = 64
+// sseBuffer is how far a stream may fall behind; sseHistory how many
+// events a reconnecting stream can get back (~1 KiB each, kept only by a
+// BMC that has had a stream).
+const (
+	sseBuffer  = 256
+	sseHistory = 128
+)
 
 func newBroker(now func() time.Time) *broker {
-	return &broker{subs: map[chan []byte]*stream{}, now: now}
+	return &broker{subs: map[chan []byte]*stream{}, now: now, next: uint64(now().UnixMicro())}
 }
 
 // stream is one open SSE stream: its $filter, and the user whose Queue 2
@@ -41,15 +62,43 @@ type stream struct {
 }
 
 // subscribe opens a stream, or returns nil when maxStreams are open.
-func (b *broker) subscribe(st *stream) chan []byte {
+// With lastID (the client's Last-Event-ID, "" for none) the stream starts
+// with the kept events after it that it would have got: after an id this
+// process never gave out (a restart, or older than the history), all of
+// them. replayed counts them.
+func (b *broker) subscribe(st *stream, lastID string) (ch chan []byte, replayed int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.subs) >= maxStreams {
-		return nil
+		return nil, 0
 	}
-	ch := make(chan []byte, sseBuffer)
+	if b.hist == nil {
+		b.hist = make([]sent, 0, 16)
+	}
+	ch = make(chan []byte, sseBuffer)
+	if lastID != "" {
+		after, err := strconv.ParseUint(lastID, 10, 64)
+		if err != nil || after > b.next || (len(b.hist) > 0 && after < b.hist[0].id-1) {
+			after = 0 // not ours, or older than what is kept: all of it
+		}
+		for _, e := range b.hist {
+			if e.id <= after || !st.filter.match(e.rec) {
+				continue
+			}
+			ch <- st.frame(e) // sseHistory ≤ sseBuffer: never blocks
+			replayed++
+		}
+	}
 	b.subs[ch] = st
-	return ch
+	return ch, replayed
+}
+
+// frame is e as stream st gets it.
+func (st *stream) frame(e sent) []byte {
+	if e.owned != nil && st.owner == e.rec.owner {
+		return e.owned
+	}
+	return e.frame
 }
 
 func (b *broker) unsubscribe(ch chan []byte) {
@@ -86,7 +135,7 @@ type eventRecord struct {
 func (b *broker) publish(rec eventRecord) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.subs) == 0 && b.sink == nil {
+	if len(b.subs) == 0 && b.sink == nil && b.hist == nil {
 		return
 	}
 	b.next++
@@ -113,28 +162,28 @@ func (b *broker) publish(rec eventRecord) {
 	if b.sink != nil {
 		b.sink(id, rec, ev)
 	}
-	if len(b.subs) == 0 {
-		return
+	if b.hist == nil {
+		return // no stream was ever opened
 	}
-	frame := sseFrame(id, ev)
-	var owned []byte // the frame with rec.oem, for rec.owner's streams
+	e := sent{id: b.next, rec: rec, frame: sseFrame(id, ev)}
+	if rec.oem != nil && rec.owner != "" { // copies: the sink may still hold ev
+		er2 := maps.Clone(er)
+		er2["Oem"] = rec.oem
+		ev2 := maps.Clone(ev)
+		ev2["Events"] = []any{er2}
+		e.owned = sseFrame(id, ev2)
+	}
+	e.rec.oem = nil // the frames hold it
+	if len(b.hist) == sseHistory {
+		b.hist = append(b.hist[:0], b.hist[1:]...)
+	}
+	b.hist = append(b.hist, e)
 	for ch, st := range b.subs {
 		if !st.filter.match(rec) {
 			continue
 		}
-		f := frame
-		if rec.oem != nil && rec.owner != "" && st.owner == rec.owner {
-			if owned == nil { // copies: the sink may still hold ev
-				er2 := maps.Clone(er)
-				er2["Oem"] = rec.oem
-				ev2 := maps.Clone(ev)
-				ev2["Events"] = []any{er2}
-				owned = sseFrame(id, ev2)
-			}
-			f = owned
-		}
 		select {
-		case ch <- f:
+		case ch <- st.frame(e):
 		default: // too far behind: close it
 			delete(b.subs, ch)
 			close(ch)
@@ -267,7 +316,7 @@ func (s *Service) getSSE(w http.ResponseWriter, r *http.Request, c *caller) {
 	if c.role.rank() >= RoleOperator.rank() {
 		st.owner = c.user // an operator may own Queue 2 readers
 	}
-	ch := s.events.subscribe(st)
+	ch, replayed := s.events.subscribe(st, r.Header.Get("Last-Event-ID"))
 	if ch != nil {
 		s.watchPower(r.Context())
 	}
@@ -283,7 +332,7 @@ func (s *Service) getSSE(w http.ResponseWriter, r *http.Request, c *caller) {
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write([]byte(": bmcsim event stream\n\n"))
 	fl.Flush()
-	s.log.Info("redfish SSE stream opened", "user", c.user, "source", sourceIP(r))
+	s.log.Info("redfish SSE stream opened", "user", c.user, "source", sourceIP(r), "replayed", replayed)
 	tick := time.NewTicker(sseKeepAlive)
 	defer tick.Stop()
 	for {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
 	"github.com/ooblab/ooblab/internal/oem"
+	"github.com/ooblab/ooblab/internal/record"
 )
 
 // openSSE opens an SSE stream with query q and returns a function reading
@@ -190,5 +191,117 @@ func TestSSEPowerChangedOutsideRedfish(t *testing.T) {
 	_, _, _ = do(t, b.RedfishClient(), b, "POST", "/redfish/v1/EventService/Actions/EventService.SubmitTestEvent", "vms", "vms-pw-2", `{"Message":"marker"}`)
 	if got := next(); !strings.Contains(got[0], "marker") {
 		t.Errorf("after the power-on the stream got %q, want the marker (a duplicate power event?)", got)
+	}
+}
+
+// sseFrame is one event as a stream carries it.
+type sseFrame struct {
+	id      string
+	records []sseEventRecord
+}
+
+// streamFrom opens an SSE stream as user with the Last-Event-ID lastID
+// ("" for none) and returns a function reading its next event.
+func streamFrom(t *testing.T, b *bmcsimtest.BMC, user, pw, lastID string) (next func() sseFrame, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.RedfishURL+"/redfish/v1/EventService/SSE", nil)
+	req.SetBasicAuth(user, pw)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := b.RedfishClient().Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		cancel()
+		t.Fatalf("SSE: %d", resp.StatusCode)
+	}
+	stop = func() { cancel(); resp.Body.Close() }
+	t.Cleanup(stop)
+	rd := bufio.NewReader(resp.Body)
+	return func() sseFrame {
+		t.Helper()
+		var f sseFrame
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("SSE: %v", err)
+			}
+			line = strings.TrimSpace(line)
+			if id, ok := strings.CutPrefix(line, "id: "); ok {
+				f.id = id
+			}
+			if data, ok := strings.CutPrefix(line, "data: "); ok {
+				var ev struct{ Events []sseEventRecord }
+				if err := json.Unmarshal([]byte(data), &ev); err != nil {
+					t.Fatal(err)
+				}
+				f.records = ev.Events
+				return f
+			}
+		}
+	}, stop
+}
+
+// TestSSELastEventIDReplay: a client that reconnects with Last-Event-ID
+// first gets the events it missed while away, in order, then live ones;
+// an id this BMC never gave out (a restart) gets every kept event; the
+// replay keeps to the stream's user: a Queue 2 record travels again to its
+// owner only.
+func TestSSELastEventIDReplay(t *testing.T) {
+	b, _ := start(t)
+	iana := oem.IANA(b.BMC.Config.IANA)
+	sel := func(req uint32) {
+		b.BMC.SEL.Add(oem.SELAlert{Class: oem.AlertLocal, RequestID: req}.Record(iana, 0))
+	}
+	next, stop := streamFrom(t, b, "vms", "vms-pw-2", "")
+	sel(1)
+	first := next()
+	stop()
+	// Away: a SEL entry and a record for vms's reader.
+	sel(2)
+	if err := b.Queues.Queue2().Bind("vms", 0x42); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Queues.Queue2().Write(record.Record{Requester: 0x42, MsgID: 9, Count: 1, Payload: []byte("answer")}); err != nil {
+		t.Fatal(err)
+	}
+	hasRecord := func(f sseFrame) bool {
+		return len(f.records) == 1 && f.records[0].Oem != nil
+	}
+	again, _ := streamFrom(t, b, "vms", "vms-pw-2", first.id)
+	got := []sseFrame{again(), again()}
+	if got[0].records[0].MessageId != "ResourceEvent.1.3.ResourceCreated" || got[1].records[0].MessageId != "Ooblab.1.0.Queue2Record" {
+		t.Fatalf("replay after %s: %+v, want the SEL entry then the Queue 2 record", first.id, got)
+	}
+	if !hasRecord(got[1]) {
+		t.Errorf("the owner's replay lost the record: %+v", got[1])
+	}
+	if !(got[0].id > first.id && got[1].id > got[0].id) {
+		t.Errorf("ids %s, %s after %s: not increasing", got[0].id, got[1].id, first.id)
+	}
+	sel(3)
+	if live := again(); live.records[0].MessageId != "ResourceEvent.1.3.ResourceCreated" || live.id <= got[1].id {
+		t.Errorf("after the replay, live event %+v", live)
+	}
+	// Another user, from an id of another process: everything kept, the
+	// Queue 2 record without its bytes.
+	other, _ := streamFrom(t, b, "viewer", "viewer-pw-3", "1")
+	var n int
+	for {
+		f := other()
+		n++
+		if f.records[0].MessageId == "Ooblab.1.0.Queue2Record" {
+			if hasRecord(f) {
+				t.Errorf("the replay gave viewer vms's record: %+v", f)
+			}
+			break
+		}
+	}
+	if n != 3 {
+		t.Errorf("viewer from a foreign id got %d events up to the Queue 2 record, want 3 (SEL 1, SEL 2, the record)", n)
 	}
 }

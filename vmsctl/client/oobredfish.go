@@ -173,6 +173,7 @@ type redfishPush struct {
 	wake   chan struct{}      // one pending wake-up: a record to read
 	recs   chan record.Record // records pushed to this reader, not yet taken
 	cancel context.CancelFunc
+	lastID string // the last event id seen: a reconnect asks for what came after (streamPush's goroutine)
 }
 
 // pushedRecords bounds the records a push holds for the poller; beyond
@@ -229,6 +230,11 @@ func (o *OOB) readPush(ctx context.Context, t *Target, c *gofish.APIClient, p *r
 	}
 	user, pass := o.rf.creds(t.Name())
 	req.SetBasicAuth(user, pass)
+	if p.lastID != "" {
+		// The BMC replays what it kept since: records pushed while the
+		// stream was down come now, not after a PollMax wait and a read.
+		req.Header.Set("Last-Event-ID", p.lastID)
+	}
 	// The stream outlives the client's per-exchange timeout.
 	hc := &http.Client{Transport: c.HTTPClient.Transport}
 	resp, err := hc.Do(req)
@@ -244,6 +250,10 @@ func (o *OOB) readPush(ctx context.Context, t *Target, c *gofish.APIClient, p *r
 	for sc.Scan() {
 		line := sc.Text()
 		p.up.Store(true) // the opening comment: subscribed
+		if id, ok := strings.CutPrefix(line, "id: "); ok {
+			p.lastID = id
+			continue
+		}
 		data, ok := strings.CutPrefix(line, "data: ")
 		if !ok {
 			continue
