@@ -125,7 +125,16 @@ type Config struct {
 	// up to Window requests run, and acknowledges each one's completing
 	// record once its answers are in Queue 2. 1 serves one at a time. A
 	// BMC without 0x07 (0xC1) is read one message at a time with 0x02.
-	Window      int
+	Window int
+	// AckDelay is how long the acknowledgement of an answered message
+	// waits to ride on the next read of Queue 1 (the next request's
+	// attention) before a read of its own carries it (default 100 ms; a
+	// negative value: at once). Back-to-back requests then cost no read
+	// of their own for it, and that read no longer holds up the next
+	// request's attention on the KCS interface. The record stays in Queue
+	// 1 meanwhile; an agent that dies then reads it again after its
+	// restart, and the journal answers it.
+	AckDelay    time.Duration
 	Reassembler record.ReassemblerConfig
 	Now         func() time.Time
 	Logger      *slog.Logger
@@ -200,6 +209,9 @@ func New(cfg Config) *Loop {
 	if cfg.Window <= 0 {
 		cfg.Window = 8
 	}
+	if cfg.AckDelay == 0 {
+		cfg.AckDelay = 100 * time.Millisecond
+	}
 	return &Loop{cfg: cfg, log: cfg.Logger, ra: record.NewReassembler(cfg.Reassembler),
 		held: map[record.Key]struct{}{}, finished: make(chan record.Key, cfg.Window), rewind: true,
 		alertWriters: make(chan struct{}, AlertWriters)}
@@ -250,6 +262,10 @@ func (l *Loop) Run(ctx context.Context) error {
 	notify := l.cfg.Conn.Notify() // nil: poll only
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	ackTimer := time.NewTimer(time.Hour) // armed while acknowledgements wait for a read
+	ackTimer.Stop()
+	ackArmed := false
+	defer ackTimer.Stop()
 	defer l.running.Wait() // messages being served end with ctx; their records stay unacknowledged
 	var ack *oem.Ack
 	backoff := l.cfg.MinBackoff
@@ -261,7 +277,22 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.wakes.Add(1)
 		case k := <-l.finished:
 			l.acks = append(l.acks, oem.Ack{MsgID: k.MsgID, Index: k.Index})
+			if l.cfg.AckDelay > 0 && !l.serial && int(l.inFlight.Load()) < l.cfg.Window {
+				// Ride on the next read (the next request's attention),
+				// or read for it once AckDelay is over.
+				if !ackArmed {
+					ackTimer.Reset(l.cfg.AckDelay)
+					ackArmed = true
+				}
+				continue
+			}
+		case <-ackTimer.C:
+			ackArmed = false
 		case <-timer.C:
+		}
+		if ackArmed { // this read carries them
+			ackTimer.Stop()
+			ackArmed = false
 		}
 		l.ra.Expire(l.cfg.Now())
 		wait := l.cfg.PollInterval

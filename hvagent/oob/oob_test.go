@@ -24,6 +24,7 @@ import (
 	"github.com/ooblab/ooblab/hvagent/journal"
 	"github.com/ooblab/ooblab/hvagent/sysif/chardev"
 	"github.com/ooblab/ooblab/hvagent/virt/virttest"
+	"github.com/ooblab/ooblab/hvagent/sysif"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
 	"github.com/ooblab/ooblab/internal/seal"
@@ -240,9 +241,73 @@ func TestRoundTripSizes(t *testing.T) {
 	if st.Messages != 8 || st.Answers != 8 || st.Wakes == 0 || st.RecordsBad != 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	if q1, q2 := lab.Queues.Status(); q1.Depth != 0 || q2.Depth != 0 {
-		t.Fatalf("queues left with %d and %d records", q1.Depth, q2.Depth)
+	// The last answer's acknowledgement goes out within AckDelay.
+	testutil.WaitFor(t, 5*time.Second, "queues drained", func() bool {
+		q1, q2 := lab.Queues.Status()
+		return q1.Depth == 0 && q2.Depth == 0
+	})
+}
+
+// TestAckRidesOnNextRead: the acknowledgement of an answered message
+// waits for the next read of Queue 1 (the next request's, after its
+// attention) instead of a read of its own, and goes out on its own once
+// AckDelay is over: back-to-back requests cost the KCS two reads each (the
+// record, then "empty"), not three, and no record stays.
+func TestAckRidesOnNextRead(t *testing.T) {
+	lab := newBMC(t, bmcsimtest.Options{})
+	vms := dialVMS(t, lab.Port)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn := &countingConn{Conn: lab.host, wake: make(chan struct{}, 1)}
+	g := newGated()
+	l := New(Config{Conn: conn, Handler: g, PollInterval: time.Hour, AckDelay: time.Hour, Logger: testutil.Logger(t)})
+	lctx, lcancel := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() { _ = l.Run(lctx); close(stopped) }()
+	testutil.WaitFor(t, 5*time.Second, "the loop's first read", func() bool { return conn.reads.Load() >= 1 })
+	base := conn.reads.Load()
+	for i := range int64(3) {
+		writeInterleaved(t, ctx, vms, 0x42, map[uint64][]byte{uint64(i + 1): []byte("status web1")})
+		conn.wake <- struct{}{} // the attention, once
+		g.waitEntered(t, 1)
+		// The loop read the record, then found Queue 1 empty: it waits.
+		testutil.WaitFor(t, 5*time.Second, "two reads per request", func() bool { return conn.reads.Load() >= base+2*(i+1) })
+		g.release <- struct{}{}
+		for _, m := range readAll(t, ctx, vms, 0x42, 1) {
+			if string(m) != "status web1" {
+				t.Fatalf("answer %q", m)
+			}
+		}
 	}
+	if n := conn.reads.Load() - base; n != 6 {
+		t.Errorf("3 requests read Queue 1 %d times, want 6: an acknowledgement took a read of its own", n)
+	}
+	if n := lab.Queues.Queue1().Len(); n != 1 {
+		t.Errorf("queue 1 holds %d records, want the last one, its acknowledgement owed", n)
+	}
+	lcancel()
+	<-stopped
+	// With a short AckDelay the last one goes out on its own.
+	runLoop(t, Config{Conn: lab.host, Handler: &echo{}, PollInterval: time.Hour, AckDelay: 20 * time.Millisecond})
+	testutil.WaitFor(t, 5*time.Second, "queue 1 drained after AckDelay", func() bool { return lab.Queues.Queue1().Len() == 0 })
+}
+
+// countingConn counts the windowed reads of Queue 1 through it; its
+// attention is the test's (one per request: chardev's own also fires when
+// the notification is fetched).
+type countingConn struct {
+	sysif.Conn
+	reads atomic.Int64
+	wake  chan struct{}
+}
+
+func (c *countingConn) Notify() <-chan struct{} { return c.wake }
+
+func (c *countingConn) Do(ctx context.Context, netfn, cmd uint8, data []byte) ([]byte, uint8, error) {
+	if netfn == uint8(oem.NetFnOEMGroupRequest) && cmd == uint8(oem.CmdReadQueue1Win) {
+		c.reads.Add(1)
+	}
+	return c.Conn.Do(ctx, netfn, cmd, data)
 }
 
 // TestQueue2Full: the answer does not fit Queue 2; the loop backs off on
