@@ -11,11 +11,12 @@
 //	                              nobody waits for (its Do gave up) is dropped
 //	recv_type 3 (command)       → a request the BMC pushed through its receive
 //	                              message queue (Get Message), delivered
-//	                              because RegisterForCmd asked for it: it is
-//	                              answered at once (IPMICTL_SEND_COMMAND with
-//	                              the received msgid, to the address it came
-//	                              from, NetFn|1, completion code first) and
-//	                              Notify fires
+//	                              because RegisterForCmd asked for it: Notify
+//	                              fires, and it is answered (IPMICTL_SEND_COMMAND
+//	                              with the received msgid, to the address it
+//	                              came from, NetFn|1, completion code first)
+//	                              right after the next Do's request, or
+//	                              within answerDelay
 //	recv_type 4 (resp-response) → the kernel's confirmation that such an
 //	                              answer went out: ignored (logged if it failed)
 //	recv_type 2, 5              → ignored
@@ -38,6 +39,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -87,6 +89,11 @@ type Conn struct {
 	notify chan struct{}
 	done   chan struct{} // closed when the receive goroutine ends
 	closed atomic.Bool
+
+	// owed: answers to pushed commands not sent yet (see answer).
+	owedMu    sync.Mutex
+	owed      []func()
+	owedArmed bool
 
 	mu      sync.Mutex
 	nextID  int64
@@ -188,6 +195,7 @@ func (c *Conn) Do(ctx context.Context, netfn, cmd uint8, data []byte) ([]byte, u
 		forget()
 		return nil, 0, fmt.Errorf("devipmi: send netfn %#02x cmd %#02x: %w", netfn, cmd, err)
 	}
+	c.payOwed() // behind this request: see answer
 	select {
 	case r := <-ch:
 		if r.err != nil {
@@ -359,7 +367,43 @@ func (c *Conn) answer(addr []byte, msgid int64, netfn, cmd uint8, data []byte, t
 	if len(out) > maxMsgLen-2 {
 		out = []byte{0xFF}
 	}
-	if err := c.send(addr, msgid, netfn|1, cmd, out); err != nil {
-		c.log.Warn("could not answer a pushed command", "netfn", netfn, "cmd", cmd, "err", err)
+	addr = append([]byte(nil), addr...)
+	c.owe(func() {
+		if err := c.send(addr, msgid, netfn|1, cmd, out); err != nil && !c.closed.Load() {
+			c.log.Warn("could not answer a pushed command", "netfn", netfn, "cmd", cmd, "err", err)
+		}
+	})
+}
+
+// answerDelay is how long the answer to a pushed command waits for the
+// request that Notify wakes: the kernel hands the system interface one
+// message at a time in the order they were sent, so the woken reader's
+// request (the read of Queue 1 the push announced) goes first and the
+// courtesy answer after it, instead of the reader waiting one KCS
+// transaction for it (~0.5 ms in a TCG guest). Nothing waits for the
+// answer: bmcsim only counts it.
+const answerDelay = 5 * time.Millisecond
+
+// owe queues an answer to send after the next request (Do), or after
+// answerDelay if no request comes.
+func (c *Conn) owe(f func()) {
+	c.owedMu.Lock()
+	c.owed = append(c.owed, f)
+	arm := !c.owedArmed
+	c.owedArmed = true
+	c.owedMu.Unlock()
+	if arm {
+		time.AfterFunc(answerDelay, c.payOwed)
+	}
+}
+
+// payOwed sends the answers owed, in the order their commands came.
+func (c *Conn) payOwed() {
+	c.owedMu.Lock()
+	fs := c.owed
+	c.owed, c.owedArmed = nil, false
+	c.owedMu.Unlock()
+	for _, f := range fs {
+		f()
 	}
 }

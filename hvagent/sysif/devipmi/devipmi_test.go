@@ -415,3 +415,38 @@ func TestTooLong(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestPushedCommandAnsweredAfterWokenRequest: the request the push wakes
+// (the reader's read of Queue 1) reaches the kernel before the courtesy
+// answer to the push, so it does not wait one KCS transaction behind it;
+// with no request the answer still goes out, within answerDelay.
+func TestPushedCommandAnsweredAfterWokenRequest(t *testing.T) {
+	k := newFake()
+	k.onSend = answerAll()
+	c := openFake(t, k)
+	ipmb := []byte{1, 0, 0, 0, 0, 0, 0x81, 0}
+	k.push(msg{typ: recvCommand, addr: ipmb, msgid: 0x21, netfn: 0x2e, cmd: 0x06, data: []byte{0xd9, 0x7e, 0x00}})
+	select {
+	case <-c.Notify():
+	case <-time.After(2 * time.Second):
+		t.Fatal("Notify did not fire")
+	}
+	if _, _, err := c.Do(testutil.Context(t, time.Second), 0x2e, 0x07, []byte{0xd9, 0x7e, 0x00, 0}); err != nil {
+		t.Fatal(err)
+	}
+	sends := func() []sent {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return append([]sent(nil), k.sends...)
+	}
+	testutil.WaitFor(t, 2*time.Second, "two sends", func() bool { return len(sends()) == 2 })
+	if s := sends(); s[0].netfn != 0x2e || s[0].cmd != 0x07 || s[1].netfn != 0x2f || s[1].msgid != 0x21 {
+		t.Fatalf("sends %+v: want the woken request first, then the answer to the push", s)
+	}
+	// No request this time: the answer goes out on its own.
+	k.push(msg{typ: recvCommand, addr: ipmb, msgid: 0x22, netfn: 0x2e, cmd: 0x06, data: []byte{0xd9, 0x7e, 0x00}})
+	testutil.WaitFor(t, 2*time.Second, "the answer without a request", func() bool {
+		s := sends()
+		return len(s) == 3 && s[2].netfn == 0x2f && s[2].msgid == 0x22
+	})
+}
