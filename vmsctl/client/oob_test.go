@@ -115,6 +115,9 @@ type oobBench struct {
 	// nth copy of a request id it received, from 1): as when queue 2 was
 	// full or the reader was evicted.
 	lose atomic.Pointer[func(req *vmsg.Request, n int32) bool]
+	// work is how long the host takes to serve a status (a hypervisor's
+	// libvirt calls; 0: at once).
+	work atomic.Int64
 }
 
 var sysCh = &bmc.Channel{Number: 0x0f, Medium: bmc.ChannelMediumSystemIF}
@@ -221,6 +224,9 @@ func (ob *oobBench) host(ctx context.Context, t testing.TB) {
 		}
 		if ob.alert.Load() {
 			send(0, &vmsg.Alert{TimeMs: time.Now().UnixMilli(), Host: "hv1", Principal: "mallory", VM: "db1", Action: "destroy", Reason: "denied"})
+		}
+		if w := time.Duration(ob.work.Load()); w > 0 && req.Command == vmsg.CmdStatus {
+			time.Sleep(w) // the host at work: the time it takes is what this stands for
 		}
 		rep := &vmsg.Reply{RequestID: req.ID, OK: true}
 		switch req.Command {
@@ -492,4 +498,34 @@ func testOOBConcurrent(t *testing.T, sessions int) {
 		}
 		return true
 	})
+}
+
+// TestOOBPollQuietWhileHostWorks: over RMCP+ the poller learns how long
+// the host takes to answer a command and, while only one request waits,
+// does not read Queue 2 again before 60% of that: a status the host
+// serves in 30 ms costs about a dozen reads, not thirty (each command
+// has its own average: a ping is not held up by a status's).
+func TestOOBPollQuietWhileHostWorks(t *testing.T) {
+	ob := newOOBBench(t, bmcsimtest.Options{})
+	ob.work.Store(int64(30 * time.Millisecond))
+	c, oob := ob.oobClient(t, client.OOBOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for range 4 { // learn
+		if _, err := c.Do(ctx, "h1", vmsg.CmdStatus, "web1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := oob.Stats()
+	const n = 5
+	for range n {
+		if _, err := c.Do(ctx, "h1", vmsg.CmdStatus, "web1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reads := float64(oob.Stats().Reads-before.Reads) / n
+	t.Logf("%.1f queue 2 reads per 30 ms status", reads)
+	if reads > 20 {
+		t.Errorf("%.1f reads per status: the poller read while the answer could not be there", reads)
+	}
 }
