@@ -302,6 +302,35 @@ func (s *Service) authenticate(r *http.Request) (*caller, *apiError) {
 	return nil, errNoSession()
 }
 
+// stillHolds returns a check that the credentials r was authenticated
+// with (as c) still authenticate c.user with a role of at least least: a
+// long-lived request, an SSE stream, must end once its user's password
+// changes, its session is deleted or times out, or the user is disabled or
+// demoted, as every new request would be refused. It checks the password
+// without the login accounting (no guess is counted), and keeps the
+// session alive while it holds (the stream uses it).
+func (s *Service) stillHolds(r *http.Request, c *caller, least Role) func() bool {
+	tok := r.Header.Get("X-Auth-Token")
+	user, pass, _ := r.BasicAuth()
+	return func() bool {
+		if c.session != "" {
+			se := s.sessions.lookup(tok)
+			if se == nil || se.id != c.session {
+				return false
+			}
+			// Its role is the user's at login: check the account now.
+			for _, a := range s.backend.Accounts() {
+				if a.UserName == c.user {
+					return a.Enabled && a.Role.rank() >= least.rank()
+				}
+			}
+			return false
+		}
+		a, ok := s.backend.Authenticate(user, pass)
+		return ok && a.UserName == c.user && a.Role.rank() >= least.rank()
+	}
+}
+
 // loginStripes is how many locks serialize password checks, by (user,
 // source) hash.
 const loginStripes = 64

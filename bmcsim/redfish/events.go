@@ -313,9 +313,15 @@ func (s *Service) getSSE(w http.ResponseWriter, r *http.Request, c *caller) {
 		return
 	}
 	st := &stream{filter: f}
+	least := RoleReadOnly
 	if c.role.rank() >= RoleOperator.rank() {
 		st.owner = c.user // an operator may own Queue 2 readers
+		least = RoleOperator
 	}
+	// The stream outlives its credentials' check: it ends when they no
+	// longer hold (with the rights it was opened with), before a frame,
+	// which may carry its user's Queue 2 record, goes out.
+	holds := s.stillHolds(r, c, least)
 	ch, replayed := s.events.subscribe(st, r.Header.Get("Last-Event-ID"))
 	if ch != nil {
 		s.watchPower(r.Context())
@@ -343,11 +349,19 @@ func (s *Service) getSSE(w http.ResponseWriter, r *http.Request, c *caller) {
 			if !ok {
 				return // fell behind
 			}
+			if !holds() {
+				s.log.Info("redfish SSE stream closed: its credentials no longer hold", "user", c.user, "source", sourceIP(r))
+				return
+			}
 			if _, err := w.Write(frame); err != nil {
 				return
 			}
 			fl.Flush()
 		case <-tick.C:
+			if !holds() {
+				s.log.Info("redfish SSE stream closed: its credentials no longer hold", "user", c.user, "source", sourceIP(r))
+				return
+			}
 			if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
 				return
 			}

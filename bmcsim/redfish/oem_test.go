@@ -1,12 +1,19 @@
 package redfish_test
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
+	ipmibmc "github.com/bougou/go-ipmi/pkg/bmc"
+
+	"github.com/ooblab/ooblab/bmcsim/bmcsimtest"
 	"github.com/ooblab/ooblab/internal/oem"
 	"github.com/ooblab/ooblab/internal/record"
 )
@@ -133,5 +140,137 @@ func TestQueue2PushCarriesRecordToItsOwner(t *testing.T) {
 		if len(evs) != 1 || evs[0].MessageArgs[0] != "0x0" || evs[0].Oem != nil {
 			t.Errorf("%s: alert log event %+v, want no record", name, evs)
 		}
+	}
+}
+
+// sseNext opens an SSE stream with q, authenticated by auth (Basic or a
+// session token), and returns a function reading the next event's records,
+// or the error that ended the stream.
+func sseNext(t *testing.T, b *bmcsimtest.BMC, q string, auth func(*http.Request)) func() ([]sseEventRecord, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.RedfishURL+"/redfish/v1/EventService/SSE"+q, nil)
+	auth(req)
+	resp, err := b.RedfishClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 {
+		t.Fatalf("SSE: %d", resp.StatusCode)
+	}
+	rd := bufio.NewReader(resp.Body)
+	return func() ([]sseEventRecord, error) {
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				return nil, err
+			}
+			data, ok := strings.CutPrefix(strings.TrimSpace(line), "data: ")
+			if !ok {
+				continue
+			}
+			var ev struct{ Events []sseEventRecord }
+			if err := json.Unmarshal([]byte(data), &ev); err != nil {
+				t.Fatal(err)
+			}
+			return ev.Events, nil
+		}
+	}
+}
+
+// TestQueue2PushEndsWithItsCredentials: a stream carries its user's
+// Queue 2 records only while the credentials that opened it still hold.
+// After the owner's password is changed (by HTTP Basic with the old
+// password, and by a session the change ends), after its session is
+// deleted, and after the user is demoted below Operator (IPMI Set User
+// Access), no record reaches the stream opened before.
+func TestQueue2PushEndsWithItsCredentials(t *testing.T) {
+	b, _ := start(t)
+	hc := b.RedfishClient()
+	q := "?" + url.Values{"$filter": {"MessageId eq 'Ooblab.1.0.Queue2Record'"}}.Encode()
+	if err := b.Queues.Queue2().Bind("vms", 0x42); err != nil {
+		t.Fatal(err)
+	}
+	var msg uint64
+	write := func() {
+		t.Helper()
+		msg++
+		if err := b.Queues.Queue2().Write(record.Record{Requester: 0x42, MsgID: msg, Count: 1, Payload: []byte("sealed answer")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	carries := func(next func() ([]sseEventRecord, error)) bool {
+		t.Helper()
+		evs, err := next()
+		return err == nil && len(evs) == 1 && evs[0].Oem["Ooblab"] != nil
+	}
+	basic := func(user, pw string) func(*http.Request) {
+		return func(r *http.Request) { r.SetBasicAuth(user, pw) }
+	}
+	login := func(pw string) (tok, loc string) {
+		t.Helper()
+		status, hdr, data := do(t, hc, b, "POST", "/redfish/v1/SessionService/Sessions", "", "", `{"UserName":"vms","Password":"`+pw+`"}`)
+		if status != 201 {
+			t.Fatalf("login: %d %s", status, data)
+		}
+		return hdr.Get("X-Auth-Token"), hdr.Get("Location")
+	}
+	token := func(tok string) func(*http.Request) {
+		return func(r *http.Request) { r.Header.Set("X-Auth-Token", tok) }
+	}
+
+	// A password change: the old password's stream, and a session's.
+	oldBasic := sseNext(t, b, q, basic("vms", "vms-pw-2"))
+	tok, _ := login("vms-pw-2")
+	oldSession := sseNext(t, b, q, token(tok))
+	write()
+	if !carries(oldBasic) || !carries(oldSession) {
+		t.Fatal("the owner's streams did not get the record")
+	}
+	if status, _, data := do(t, hc, b, "PATCH", "/redfish/v1/AccountService/Accounts/3", "admin", "admin-pw-1", `{"Password":"vms-new-pw"}`); status != 200 {
+		t.Fatalf("password change: %d %s", status, data)
+	}
+	write()
+	if carries(oldBasic) {
+		t.Error("a stream opened with the old password got a record after the password changed")
+	}
+	if carries(oldSession) {
+		t.Error("the stream of a session the password change ended got a record")
+	}
+
+	// A session deleted.
+	tok, loc := login("vms-new-pw")
+	deleted := sseNext(t, b, q, token(tok))
+	write()
+	if !carries(deleted) {
+		t.Fatal("the session's stream did not get the record")
+	}
+	if status, _, data := do(t, hc, b, "DELETE", strings.TrimPrefix(loc, b.RedfishURL), "admin", "admin-pw-1", ""); status != 204 {
+		t.Fatalf("session delete: %d %s", status, data)
+	}
+	write()
+	if carries(deleted) {
+		t.Error("the stream of a deleted session got a record")
+	}
+
+	// The user demoted to ReadOnly (IPMI USER privilege on the LAN channel).
+	demoted := sseNext(t, b, q, basic("vms", "vms-new-pw"))
+	write()
+	if !carries(demoted) {
+		t.Fatal("the owner's stream did not get the record")
+	}
+	if err := b.BMC.IPMI.Users.Update(3, func(u *ipmibmc.User) error {
+		a := u.ChannelAccess[1]
+		a.MaxPrivilege = ipmibmc.PrivilegeLevelUser
+		u.ChannelAccess[1] = a
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	write()
+	if carries(demoted) {
+		t.Error("the stream of a user demoted below Operator got a record")
 	}
 }
