@@ -204,11 +204,10 @@ func (o *OOB) push(t *Target) *redfishPush {
 // ctx ends, waking the poller for each record addressed to this channel's
 // requester id or to the alert log.
 func (o *OOB) streamPush(ctx context.Context, t *Target, p *redfishPush) {
-	mine := "0x" + strconv.FormatUint(uint64(o.opt.Requester), 16)
 	for ctx.Err() == nil {
 		c, err := o.redfishClient(ctx, t)
 		if err == nil {
-			err = o.readPush(ctx, t, c, p, mine)
+			err = o.readPush(ctx, t, c, p)
 		}
 		p.up.Store(false)
 		if ctx.Err() != nil {
@@ -221,7 +220,7 @@ func (o *OOB) streamPush(ctx context.Context, t *Target, p *redfishPush) {
 	}
 }
 
-func (o *OOB) readPush(ctx context.Context, t *Target, c *gofish.APIClient, p *redfishPush, mine string) error {
+func (o *OOB) readPush(ctx context.Context, t *Target, c *gofish.APIClient, p *redfishPush) error {
 	u := strings.TrimSuffix(t.Host.BMC.Redfish, "/") + "/redfish/v1/EventService/SSE?" +
 		url.Values{"$filter": {"MessageId eq 'Ooblab.1.0.Queue2Record'"}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -258,27 +257,47 @@ func (o *OOB) readPush(ctx context.Context, t *Target, c *gofish.APIClient, p *r
 		if !ok {
 			continue
 		}
-		var ev pushEvent
-		if json.Unmarshal([]byte(data), &ev) != nil {
-			continue
+		recs, wake := decodePush([]byte(data), o.opt.Requester)
+		for _, r := range recs {
+			select {
+			case p.recs <- r: // a record wakes the poller by itself
+			default: // the poller is behind: it reads this one
+				wake = true
+			}
 		}
-		for _, e := range ev.Events {
-			if len(e.MessageArgs) > 0 && (e.MessageArgs[0] == mine || e.MessageArgs[0] == "0x0") {
-				if r, ok := o.pushedRecord(e.Oem.Ooblab.Record); ok {
-					select {
-					case p.recs <- r:
-						continue // a record wakes the poller by itself
-					default: // the poller is behind: it reads this one
-					}
-				}
-				select {
-				case p.wake <- struct{}{}:
-				default:
-				}
+		if wake {
+			select {
+			case p.wake <- struct{}{}:
+			default:
 			}
 		}
 	}
 	return sc.Err()
+}
+
+// decodePush reads one SSE event's data (the BMC's bytes): the records it
+// carries for requester, and whether it names a record to read instead
+// (requester's without the record, or the alert log's). Anything else,
+// malformed included, is nothing.
+func decodePush(data []byte, requester uint32) (recs []record.Record, wake bool) {
+	var ev pushEvent
+	if json.Unmarshal(data, &ev) != nil {
+		return nil, false
+	}
+	mine := "0x" + strconv.FormatUint(uint64(requester), 16)
+	for _, e := range ev.Events {
+		if len(e.MessageArgs) == 0 || (e.MessageArgs[0] != mine && e.MessageArgs[0] != "0x0") {
+			continue
+		}
+		if b := e.Oem.Ooblab.Record; len(b) > 0 && e.MessageArgs[0] == mine {
+			if r, err := record.Parse(b); err == nil && r.Requester == requester {
+				recs = append(recs, r)
+				continue
+			}
+		}
+		wake = true
+	}
+	return recs, wake
 }
 
 // take returns a pushed record if one is there.
@@ -301,19 +320,6 @@ type pushEvent struct {
 			}
 		}
 	}
-}
-
-// pushedRecord decodes a record the BMC pushed; only one addressed to this
-// channel is taken (anything else is read the usual way, or dropped).
-func (o *OOB) pushedRecord(b []byte) (record.Record, bool) {
-	if len(b) == 0 {
-		return record.Record{}, false
-	}
-	r, err := record.Parse(b)
-	if err != nil || r.Requester != o.opt.Requester {
-		return record.Record{}, false
-	}
-	return r, true
 }
 
 // waitQueue2 is the poller's wait between empty reads of Queue 2: over
