@@ -934,7 +934,8 @@ vms = ["*"]
 		}
 	}
 	// Answers left for the VMS instances the test crashed are evicted once
-	// they have not read for readerTTL; reads (here, the drain) sweep.
+	// they have not read for readerTTL; reads (here, the drain) sweep. The
+	// host acknowledges its last request within its AckDelay (100 ms).
 	var q1d, q2d int
 	qctx, qcancel := context.WithTimeout(ctx, readerTTL+20*time.Second)
 	defer qcancel()
@@ -943,7 +944,7 @@ vms = ["*"]
 		q1, q2, err := och.QueueStatus(qctx, tg)
 		if err == nil {
 			q1d, q2d = int(q1.Depth), int(q2.Depth)
-			if q2d == 0 || qctx.Err() != nil {
+			if (q1d == 0 && q2d == 0) || qctx.Err() != nil {
 				break
 			}
 			pauseCtx(qctx, 250*time.Millisecond)
