@@ -61,17 +61,31 @@ type inflight struct {
 }
 
 type mark struct {
-	action virt.Action
-	active bool
-	until  time.Time // once ended
+	action  virt.Action
+	active  bool
+	until   time.Time // once ended
+	adopted bool      // begun by the agent before it restarted
 }
 
+// begin marks an action of this agent on vm. It supersedes what a killed
+// predecessor may have had under way there: libvirt serializes a domain's
+// jobs, so once this agent acts on vm the old action is over, and the
+// events after it are this action's or somebody else's (a `virsh start`
+// right after the agent's own destroy must not pass for the start the
+// host's reset interrupted two minutes earlier).
 func (f *inflight) begin(vm string, a virt.Action) *mark {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m == nil {
 		f.m = map[string][]*mark{}
 	}
+	marks := f.m[vm][:0]
+	for _, old := range f.m[vm] {
+		if !old.adopted {
+			marks = append(marks, old)
+		}
+	}
+	f.m[vm] = marks
 	m := &mark{action: a, active: true}
 	f.m[vm] = append(f.m[vm], m)
 	return m
@@ -86,7 +100,7 @@ func (f *inflight) adopt(vm string, a virt.Action, until time.Time) {
 	if f.m == nil {
 		f.m = map[string][]*mark{}
 	}
-	f.m[vm] = append(f.m[vm], &mark{action: a, until: until})
+	f.m[vm] = append(f.m[vm], &mark{action: a, until: until, adopted: true})
 }
 
 func (f *inflight) end(m *mark, now time.Time) {

@@ -324,6 +324,16 @@ func TestInflightOwnEvents(t *testing.T) {
 	if _, ok := f.own("vm3", virt.EventStarted, t0.Add(time.Minute+time.Millisecond)); ok {
 		t.Fatal("Started after the adopted window counted")
 	}
+	// The agent acts on the VM itself (a destroy over the OOB-I): the old
+	// start is over. A `virsh start` after it, still inside the adopted
+	// window, is somebody else's (fresh-clone CI: a reset's interrupted
+	// start hid a local start's alert for two minutes).
+	f.adopt("vm4", virt.ActionStart, t0.Add(time.Minute))
+	m = f.begin("vm4", virt.ActionDestroy)
+	f.end(m, t0.Add(10*time.Second))
+	if _, ok := f.own("vm4", virt.EventStarted, t0.Add(30*time.Second)); ok {
+		t.Fatal("a Started after the agent's own destroy counted as the adopted start's")
+	}
 }
 
 // A call abandoned by its context keeps running in the background; Close
